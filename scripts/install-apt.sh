@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install Septum's Debian packages, only those missing (idempotent, fast when done).
+set -euo pipefail
+packages=(
+  clang llvm libbpf-dev bpftool          # build and inspect the BPF object
+  iproute2 iptables ipset conntrack      # netns/veth/tc, the iptables+ipset baseline, conntrack
+  iperf3                                 # throughput benchmark
+  containernetworking-plugins            # CNI plugins for the lab (ptp, host-local, loopback)
+  openssl ca-certificates git            # lab certificates, Go module fetches
+  python3-venv
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "septum: missing Debian packages (${missing[*]}); run make as root to install them" >&2
+    exit 1
+  fi
+  echo "septum: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# bpffs: pins live under /sys/fs/bpf/septum
+if ! mountpoint -q /sys/fs/bpf; then mount -t bpf bpf /sys/fs/bpf; fi

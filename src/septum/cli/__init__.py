@@ -1,0 +1,1 @@
+"""The `septum` command line: thin wrappers over the product's public Python API."""
