@@ -1,4 +1,23 @@
 #!/usr/bin/env bash
-# Generate Python code from Septum's own .proto files (none yet).
+# Generates Python (and mypy stubs) from Septum's own .proto files, in place:
+# dataplane/septum/dataplane/observe/api/<pkg>/<pkg>.proto ->
+# septum.dataplane.observe.api.<pkg>.<pkg>_pb2 (gitignored, rebuilt by `make proto`).
+# The proto root is dataplane/, so every generated import is under `septum.`
+# and no bare top-level `flow` or `observer` module can ever exist.
 set -euo pipefail
-exit 0
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+py=.venv/bin/python
+root=dataplane
+mapfile -t protos < <(cd "$root" && find septum -name '*.proto' | sort)
+[[ ${#protos[@]} -gt 0 ]] || exit 0
+plugin_args=()
+if [[ -x .venv/bin/protoc-gen-mypy ]]; then
+  plugin_args+=(--plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --mypy_out="$root")
+  if [[ -x .venv/bin/protoc-gen-mypy_grpc ]]; then
+    plugin_args+=(--plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc --mypy_grpc_out="$root")
+  fi
+fi
+"$py" -m grpc_tools.protoc -I "$root" \
+  --python_out="$root" --grpc_python_out="$root" "${plugin_args[@]}" \
+  "${protos[@]/#/}" 
+echo "proto: generated ${#protos[@]} files under $root/septum"

@@ -1,0 +1,1 @@
+"""Hubble-compatible flow observability: decode, store, filter and serve flows."""

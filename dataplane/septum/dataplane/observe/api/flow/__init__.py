@@ -1,0 +1,1 @@
+"""Generated from Septum's own Hubble-compatible .proto files (make proto)."""

@@ -1,0 +1,123 @@
+"""What the agent knows about the cluster, as the flow decoder asks for it.
+
+The datapath reports numbers (endpoint id, security identity, policy rule id);
+users want pods, labels and policy names. The agent fills an implementation of
+`Metadata` from Kubernetes; tests fill `StaticMetadata` with their own pods.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """A pod on this node (or a known peer), as Hubble shows an endpoint."""
+
+    endpoint_id: int
+    identity: int
+    namespace: str
+    pod_name: str
+    labels: tuple[str, ...] = ()  # Hubble form: "k8s:app=web"
+    workloads: tuple[Workload, ...] = ()
+    ips: tuple[str, ...] = ()
+    cluster_name: str = ""
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The policy a datapath rule id was compiled from."""
+
+    name: str
+    namespace: str
+    kind: str  # e.g. "NetworkPolicy", "CiliumNetworkPolicy"
+    labels: tuple[str, ...] = ()
+    revision: int = 0
+
+
+class Metadata(Protocol):
+    """Read-only lookups the decoder performs for every flow it builds."""
+
+    def endpoint(self, endpoint_id: int) -> EndpointInfo | None: ...
+
+    def endpoint_by_ip(self, ip: str) -> EndpointInfo | None: ...
+
+    def identity_labels(self, identity: int) -> tuple[str, ...]: ...
+
+    def policy(self, rule_id: int) -> PolicyInfo | None: ...
+
+
+# Labels of Cilium's reserved identities, so flows from unknown peers read as
+# Hubble shows them even before the agent has taught us anything.
+RESERVED_IDENTITY_LABELS: dict[int, tuple[str, ...]] = {
+    1: ("reserved:host",),
+    2: ("reserved:world",),
+    3: ("reserved:unmanaged",),
+    4: ("reserved:health",),
+    5: ("reserved:init",),
+    6: ("reserved:remote-node",),
+    7: ("reserved:kube-apiserver",),
+    8: ("reserved:ingress",),
+}
+
+
+@dataclass
+class StaticMetadata:
+    """Dictionary-backed `Metadata`; thread-safe for one writer, many readers."""
+
+    endpoints: dict[int, EndpointInfo] = field(default_factory=dict)
+    identities: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    policies: dict[int, PolicyInfo] = field(default_factory=dict)
+    _by_ip: dict[str, EndpointInfo] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        for info in list(self.endpoints.values()):
+            self.add_endpoint(info)
+
+    def add_endpoint(self, info: EndpointInfo) -> None:
+        with self._lock:
+            self.endpoints[info.endpoint_id] = info
+            for ip in info.ips:
+                self._by_ip[ip] = info
+            if info.identity and info.labels:
+                self.identities.setdefault(info.identity, info.labels)
+
+    def remove_endpoint(self, endpoint_id: int) -> None:
+        with self._lock:
+            info = self.endpoints.pop(endpoint_id, None)
+            if info is not None:
+                for ip in info.ips:
+                    self._by_ip.pop(ip, None)
+
+    def add_identity(self, identity: int, labels: tuple[str, ...]) -> None:
+        self.identities[identity] = labels
+
+    def add_policy(self, rule_id: int, policy: PolicyInfo) -> None:
+        self.policies[rule_id] = policy
+
+    def endpoint(self, endpoint_id: int) -> EndpointInfo | None:
+        return self.endpoints.get(endpoint_id)
+
+    def endpoint_by_ip(self, ip: str) -> EndpointInfo | None:
+        return self._by_ip.get(ip)
+
+    def identity_labels(self, identity: int) -> tuple[str, ...]:
+        labels = self.identities.get(identity)
+        if labels is not None:
+            return labels
+        return RESERVED_IDENTITY_LABELS.get(identity, ())
+
+    def policy(self, rule_id: int) -> PolicyInfo | None:
+        return self.policies.get(rule_id)
+
+    def namespaces(self) -> list[str]:
+        return sorted({info.namespace for info in self.endpoints.values() if info.namespace})
