@@ -1,0 +1,376 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Septum datapath ABI: the ONE definition of every struct, enum and map
+ * key/value that crosses the kernel boundary.
+ *
+ * The Python mirror is dataplane/septum/dataplane/abi.py; at load time the
+ * loader compares every ctypes mirror's size and field offsets with the BTF
+ * of the compiled object, and tests/dataplane/test_abi_btf.py does the same.
+ * Change a struct here and there, in the same commit.
+ *
+ * Conventions: fixed-width types only, explicit padding (the verifier and the
+ * hash maps compare whole keys, so every padding byte must be named and
+ * zeroed), units and byte order in the names (_ns, _s, _be).  Addresses are
+ * always 16 bytes: IPv4 uses the first 4 bytes, the rest are zero.
+ */
+#ifndef SEPTUM_ABI_H
+#define SEPTUM_ABI_H
+
+#include <linux/types.h>
+
+#define SEPTUM_ABI_VERSION 1
+
+/* ---- enums ------------------------------------------------------------- */
+
+/* Verdicts: numerically equal to Hubble's flow.Verdict. */
+enum septum_verdict {
+	SEPTUM_VERDICT_UNKNOWN = 0,
+	SEPTUM_VERDICT_FORWARDED = 1,
+	SEPTUM_VERDICT_DROPPED = 2,
+	SEPTUM_VERDICT_AUDIT = 4, /* would have been dropped; passed (audit mode) */
+	SEPTUM_VERDICT_MAX = 8,   /* counters reserve 8 verdict slots */
+};
+
+/* Traffic direction relative to the pod: numerically equal to Hubble's
+ * flow.TrafficDirection.  INGRESS = towards the pod (tc egress of the host
+ * veth, and XDP on the uplink), EGRESS = leaving the pod (tc ingress of the
+ * host veth). */
+enum septum_direction {
+	SEPTUM_DIR_UNKNOWN = 0,
+	SEPTUM_DIR_INGRESS = 1,
+	SEPTUM_DIR_EGRESS = 2,
+	SEPTUM_DIR_MAX = 3,
+};
+
+/* Drop reasons.  Where a reason exists in Hubble's flow.DropReason the number
+ * is Hubble's (so drop_reason maps 1:1 onto it); reasons Hubble has no name
+ * for (one per header boundary, the prefilter) use 220..239, a range Hubble
+ * leaves unused.  All values are < 256: counters index on the low byte. */
+enum septum_drop_reason {
+	SEPTUM_DROP_NONE = 0,                      /* not a drop */
+	SEPTUM_DROP_INVALID_SOURCE_IP = 132,       /* pod sent from an address it does not own */
+	SEPTUM_DROP_POLICY_DENIED = 133,           /* enforced direction, no allow entry matched */
+	SEPTUM_DROP_INVALID_PACKET = 134,          /* malformed, no more specific reason */
+	SEPTUM_DROP_UNSUPPORTED_L3_PROTOCOL = 139, /* ethertype not IPv4/IPv6/ARP */
+	SEPTUM_DROP_NO_LOCAL_ENDPOINT = 152,       /* hook on an interface with no endpoint */
+	SEPTUM_DROP_CT_MAP_INSERTION_FAILED = 155, /* conntrack insert failed */
+	SEPTUM_DROP_INVALID_IPV6_EXTENSION_HEADER = 156, /* truncated/too many ext headers */
+	SEPTUM_DROP_FRAG_NOT_FOUND = 175,          /* non-first fragment, first one never seen */
+	SEPTUM_DROP_POLICY_DENY = 181,             /* an explicit deny entry matched */
+	SEPTUM_DROP_TRUNCATED_ETHERNET = 220,      /* shorter than an Ethernet header (incl. empty) */
+	SEPTUM_DROP_TRUNCATED_IPV4 = 221,          /* shorter than the fixed IPv4 header */
+	SEPTUM_DROP_INVALID_IPV4_IHL = 222,        /* IHL < 5 or options run past the packet */
+	SEPTUM_DROP_INVALID_IPV4_LENGTH = 223,     /* total length < header or > packet */
+	SEPTUM_DROP_TRUNCATED_IPV6 = 224,          /* shorter than the fixed IPv6 header */
+	SEPTUM_DROP_INVALID_IPV6_LENGTH = 225,     /* payload length runs past the packet */
+	SEPTUM_DROP_TRUNCATED_TCP = 226,           /* shorter than the fixed TCP header */
+	SEPTUM_DROP_INVALID_TCP_DATA_OFFSET = 227, /* doff < 5 or past the IP payload */
+	SEPTUM_DROP_TRUNCATED_UDP = 228,           /* shorter than a UDP header */
+	SEPTUM_DROP_TRUNCATED_SCTP = 229,          /* shorter than the SCTP common header */
+	SEPTUM_DROP_TRUNCATED_ICMP = 230,          /* shorter than the ICMP header */
+	SEPTUM_DROP_TRUNCATED_ICMPV6 = 231,        /* shorter than the ICMPv6 header */
+	SEPTUM_DROP_INVALID_IP_VERSION = 232,      /* version nibble disagrees with ethertype */
+	SEPTUM_DROP_PREFILTER_DENIED = 233,        /* source on the node-wide XDP deny list */
+	SEPTUM_DROP_REASON_MAX = 256,
+};
+
+/* Event types: numerically equal to Cilium's monitor MessageType, which is
+ * what Hubble's flow.CiliumEventType.type carries. */
+enum septum_event_type {
+	SEPTUM_EVENT_DROP = 1,           /* a drop (sub type = drop reason) */
+	SEPTUM_EVENT_TRACE = 4,          /* an established flow changed (flags, close, first reply) */
+	SEPTUM_EVENT_POLICY_VERDICT = 5, /* a new connection was decided by policy */
+};
+
+/* Trace observation points: numerically equal to Hubble's
+ * flow.TraceObservationPoint. */
+enum septum_trace_point {
+	SEPTUM_TRACE_UNKNOWN = 0,
+	SEPTUM_TRACE_FROM_ENDPOINT = 5, /* tc ingress of the host veth: the pod sent it */
+	SEPTUM_TRACE_FROM_NETWORK = 10, /* XDP on the uplink */
+	SEPTUM_TRACE_TO_ENDPOINT = 101, /* tc egress of the host veth: towards the pod */
+};
+
+/* Which kind of policy entry decided: numerically equal to Cilium's
+ * monitor PolicyMatchType (Hubble's flow.policy_match_type). */
+enum septum_match_type {
+	SEPTUM_MATCH_NONE = 0,    /* no entry (default allow/deny, or not a policy event) */
+	SEPTUM_MATCH_L3_ONLY = 1, /* peer identity, any protocol/port */
+	SEPTUM_MATCH_L3_L4 = 2,   /* peer identity + protocol/port */
+	SEPTUM_MATCH_L4_ONLY = 3, /* any peer, protocol/port */
+	SEPTUM_MATCH_ALL = 4,     /* any peer, any protocol */
+};
+
+enum septum_policy_action {
+	SEPTUM_ACTION_ALLOW = 1,
+	SEPTUM_ACTION_DENY = 2,
+};
+
+enum septum_ip_version {
+	SEPTUM_IP_NONE = 0, /* Hubble IP_NOT_USED */
+	SEPTUM_IP_V4 = 1,
+	SEPTUM_IP_V6 = 2,
+};
+
+/* TCP flags as they sit in byte 13 of the TCP header. */
+enum septum_tcp_flag {
+	SEPTUM_TCP_FIN = 0x01,
+	SEPTUM_TCP_SYN = 0x02,
+	SEPTUM_TCP_RST = 0x04,
+	SEPTUM_TCP_PSH = 0x08,
+	SEPTUM_TCP_ACK = 0x10,
+	SEPTUM_TCP_URG = 0x20,
+	SEPTUM_TCP_ECE = 0x40,
+	SEPTUM_TCP_CWR = 0x80,
+};
+
+/* Reserved security identities (Cilium's numbers). */
+enum septum_reserved_identity {
+	SEPTUM_IDENTITY_ANY = 0, /* policy keys only: "any peer" */
+	SEPTUM_IDENTITY_HOST = 1,
+	SEPTUM_IDENTITY_WORLD = 2, /* every address the ipcache does not know */
+};
+
+/* ---- flow event: the ring-buffer record ------------------------------- */
+
+/* One fixed-size record per event (96 bytes, 8-byte aligned), so user space
+ * decodes batches with one struct.iter_unpack.  Ports are HOST byte order.
+ * time_ns is CLOCK_BOOTTIME (bpf_ktime_get_boot_ns). bytes/packets count
+ * what this event covers: the packet itself, or for an aggregated flow every
+ * packet of that flow direction since its previous event. */
+struct septum_flow_event {
+	__u64 time_ns;
+	__u64 bytes;
+	__u8 src_addr[16];
+	__u8 dst_addr[16];
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 rule_id;          /* matched policy entry's rule id, 0 = none */
+	__u32 ifindex;          /* interface the program ran on */
+	__u32 packets;
+	__u32 suppressed_drops; /* drops of this flow not reported since the last drop event */
+	__u8 match_type;        /* enum septum_match_type */
+	__u8 flags;             /* SEPTUM_EVENT_F_* */
+	__u16 reserved;
+	__u16 endpoint_id;
+	__u16 src_port;
+	__u16 dst_port;
+	__u16 drop_reason;      /* enum septum_drop_reason */
+	__u16 l7_proxy_port;    /* L7 redirect marker of the matched entry, 0 = none */
+	__u8 event_type;        /* enum septum_event_type */
+	__u8 verdict;           /* enum septum_verdict */
+	__u8 direction;         /* enum septum_direction */
+	__u8 is_reply;
+	__u8 ip_version;        /* enum septum_ip_version */
+	__u8 protocol;          /* IPPROTO_* */
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 tcp_flags;         /* enum septum_tcp_flag bits of this packet */
+	__u8 trace_point;       /* enum septum_trace_point */
+};
+
+#define SEPTUM_EVENT_F_AUDIT_MODE 0x01 /* the endpoint was in audit mode */
+#define SEPTUM_EVENT_F_CT_CLOSE 0x02   /* the flow closed (FIN/RST) */
+#define SEPTUM_EVENT_F_BENCH 0x80      /* emitted by bench_emit, not by a packet */
+
+/* ---- map keys and values ---------------------------------------------- */
+
+/* LPM key over an address: ipcache and the XDP prefilter.  prefixlen counts
+ * the 32 bits of family+pad first, so a /24 IPv4 prefix is 32 + 24. */
+struct septum_lpm_addr_key {
+	__u32 prefixlen;
+	__u8 family; /* enum septum_ip_version: v4 and v6 share one trie */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+#define SEPTUM_LPM_ADDR_PREFIX_FIXED 32
+
+struct septum_ipcache_value {
+	__u32 identity;
+	__u32 flags; /* reserved, 0 */
+};
+
+struct septum_prefilter_value {
+	__u32 rule_id; /* reported in the drop event */
+	__u32 flags;   /* reserved, 0 */
+};
+
+/* Endpoint map: ifindex of the host-side veth -> the pod behind it. */
+struct septum_endpoint_key {
+	__u32 ifindex;
+};
+
+#define SEPTUM_EP_F_ENFORCE_INGRESS 0x01 /* a policy selects the pod for ingress */
+#define SEPTUM_EP_F_ENFORCE_EGRESS 0x02  /* ... for egress */
+#define SEPTUM_EP_F_AUDIT 0x04           /* would-be drops pass with verdict AUDIT */
+#define SEPTUM_EP_F_CHECK_SOURCE 0x08    /* drop egress from addresses the pod does not own */
+#define SEPTUM_EP_F_HAS_IPV4 0x10
+#define SEPTUM_EP_F_HAS_IPV6 0x20
+
+/* The whole value is replaced in one update (the map is a non-preallocated
+ * hash, so readers see the old or the new element, never a mix): that is how
+ * a new policy generation, its enforcement flags and audit mode switch
+ * atomically. */
+struct septum_endpoint {
+	__u32 identity;
+	__u32 policy_revision;  /* bumped on every policy change, copied into CT entries */
+	__u16 endpoint_id;
+	__u8 flags;             /* SEPTUM_EP_F_* */
+	__u8 policy_generation; /* 0/1: which generation of policy keys is live */
+	__u8 ipv4[4];
+	__u8 ipv6[16];
+};
+
+/* Policy LPM key.  The exact-match fields come first so that one prefix
+ * length covers them (SEPTUM_POLICY_PREFIX_FIXED bits: endpoint, generation,
+ * direction, peer identity); then the protocol + pad (16 bits, prefix 80 =
+ * "this protocol, any port"), then the destination port in network byte
+ * order, so a port range is a few prefixes (80 + 0..16).  Prefix 64 with
+ * protocol 0 means "any protocol".  peer_identity 0 means "any peer": the
+ * datapath looks up the peer's identity and 0 and combines both answers
+ * (a deny from either wins). For ICMP/ICMPv6 the "port" is the ICMP type. */
+struct septum_policy_key {
+	__u32 prefixlen;
+	__u16 endpoint_id;
+	__u8 generation;
+	__u8 direction;
+	__u32 peer_identity;
+	__u8 protocol;
+	__u8 pad;
+	__u16 dport_be;
+};
+#define SEPTUM_POLICY_PREFIX_FIXED 64
+#define SEPTUM_POLICY_PREFIX_PROTO 80
+#define SEPTUM_POLICY_PREFIX_FULL 96
+
+#define SEPTUM_POLICY_F_AUDIT 0x01 /* this entry's deny only audits */
+
+struct septum_policy_value {
+	__u32 rule_id;
+	__u16 l7_proxy_port; /* nonzero: L7 redirect marker (reported, then forwarded) */
+	__u8 action;         /* enum septum_policy_action */
+	__u8 flags;          /* SEPTUM_POLICY_F_* */
+	__u8 match_type;     /* enum septum_match_type, computed by user space */
+	__u8 pad[3];
+};
+
+/* Conntrack key: the flow as its FIRST packet had it, scoped to the endpoint
+ * and the direction that packet travelled, so pod A's egress entry never
+ * answers for pod B's ingress on the same node.  Ports are network order;
+ * for ICMP echo both ports hold the echo identifier. */
+struct septum_ct_key {
+	__u8 src_addr[16];
+	__u8 dst_addr[16];
+	__u16 sport_be;
+	__u16 dport_be;
+	__u16 endpoint_id;
+	__u8 protocol;
+	__u8 direction;  /* enum septum_direction of the first packet */
+	__u8 ip_version;
+	__u8 pad[3];
+};
+
+enum septum_ct_state {
+	SEPTUM_CT_NEW = 0,         /* non-TCP, or TCP before the handshake finished */
+	SEPTUM_CT_SYN_SENT = 1,
+	SEPTUM_CT_ESTABLISHED = 2,
+	SEPTUM_CT_CLOSING = 3,     /* FIN or RST seen */
+};
+
+struct septum_ct_entry {
+	__u64 expires_ns;        /* bpf_ktime_get_ns() deadline */
+	__u64 fwd_bytes;         /* since the last forward-direction event */
+	__u64 rev_bytes;         /* since the last reply-direction event */
+	__u32 fwd_packets;
+	__u32 rev_packets;
+	__u32 rule_id;           /* entry that allowed the connection */
+	__u32 policy_revision;   /* endpoint revision when the connection was allowed */
+	__u32 peer_identity;
+	__u16 l7_proxy_port;
+	__u8 verdict;            /* FORWARDED or AUDIT: replayed on every event */
+	__u8 match_type;
+	__u8 state;              /* enum septum_ct_state */
+	__u8 fwd_flags_seen;     /* TCP flags seen, per direction (event on change) */
+	__u8 rev_flags_seen;
+	__u8 reply_seen;
+	__u32 pad;
+};
+
+/* Fragment tracking (IPv4 and IPv6): the first fragment records its ports so
+ * later fragments of the same datagram get the same tuple, hence the same
+ * conntrack/policy verdict. */
+struct septum_frag_key {
+	__u8 src_addr[16];
+	__u8 dst_addr[16];
+	__u32 id;
+	__u8 protocol;
+	__u8 ip_version;
+	__u16 pad;
+};
+
+struct septum_frag_value {
+	__u16 sport_be;
+	__u16 dport_be;
+	__u32 pad;
+};
+
+/* Drop-event rate limit, per flow and reason. */
+struct septum_drop_key {
+	struct septum_ct_key flow;
+	__u16 drop_reason;
+	__u16 pad;
+};
+
+struct septum_drop_value {
+	__u64 last_event_ns;
+	__u32 suppressed; /* drops since last_event_ns, reported in the next event */
+	__u32 pad;
+};
+
+/* Per-CPU counters: PERCPU_ARRAY indexed by SEPTUM_COUNTER_INDEX. */
+struct septum_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+#define SEPTUM_COUNTER_INDEX(direction, verdict, reason) \
+	((((__u32)(direction) * SEPTUM_VERDICT_MAX) + (__u32)(verdict)) * SEPTUM_DROP_REASON_MAX + \
+	 ((__u32)(reason) & 0xff))
+#define SEPTUM_COUNTER_ENTRIES (SEPTUM_DIR_MAX * SEPTUM_VERDICT_MAX * SEPTUM_DROP_REASON_MAX)
+
+/* Node configuration: ARRAY of one entry, written by the agent after load. */
+#define SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE 0x01 /* re-check established flows on a new revision */
+
+struct septum_config {
+	__u32 ct_timeout_tcp_syn_s;
+	__u32 ct_timeout_tcp_established_s;
+	__u32 ct_timeout_tcp_close_s;
+	__u32 ct_timeout_other_s;
+	__u32 drop_event_interval_ms; /* at most one drop event per flow+reason per interval */
+	__u32 flags;                  /* SEPTUM_CFG_F_* */
+};
+
+/* Lost events: PERCPU_ARRAY of one __u64, bumped when bpf_ringbuf_reserve fails. */
+
+/* ---- sizes the Python mirror relies on ------------------------------- */
+#define SEPTUM_ASSERT_SIZE(type, size) _Static_assert(sizeof(type) == (size), #type " size")
+SEPTUM_ASSERT_SIZE(struct septum_flow_event, 96);
+SEPTUM_ASSERT_SIZE(struct septum_lpm_addr_key, 24);
+SEPTUM_ASSERT_SIZE(struct septum_ipcache_value, 8);
+SEPTUM_ASSERT_SIZE(struct septum_prefilter_value, 8);
+SEPTUM_ASSERT_SIZE(struct septum_endpoint_key, 4);
+SEPTUM_ASSERT_SIZE(struct septum_endpoint, 32);
+SEPTUM_ASSERT_SIZE(struct septum_policy_key, 16);
+SEPTUM_ASSERT_SIZE(struct septum_policy_value, 12);
+SEPTUM_ASSERT_SIZE(struct septum_ct_key, 44);
+SEPTUM_ASSERT_SIZE(struct septum_ct_entry, 56);
+SEPTUM_ASSERT_SIZE(struct septum_frag_key, 40);
+SEPTUM_ASSERT_SIZE(struct septum_frag_value, 8);
+SEPTUM_ASSERT_SIZE(struct septum_drop_key, 48);
+SEPTUM_ASSERT_SIZE(struct septum_drop_value, 16);
+SEPTUM_ASSERT_SIZE(struct septum_counter, 16);
+SEPTUM_ASSERT_SIZE(struct septum_config, 24);
+_Static_assert(__builtin_offsetof(struct septum_flow_event, match_type) == 72, "event layout");
+_Static_assert(__builtin_offsetof(struct septum_flow_event, trace_point) == 95, "event layout");
+_Static_assert(SEPTUM_DROP_PREFILTER_DENIED < SEPTUM_DROP_REASON_MAX, "reasons fit a byte");
+
+#endif /* SEPTUM_ABI_H */

@@ -1,0 +1,486 @@
+"""The datapath ABI: Python mirror of ``bpf/include/septum/abi.h``. THIS IS THE CONTRACT.
+
+Every struct, enum and map key/value that crosses the kernel boundary is defined once in
+``abi.h`` and mirrored here, field for field, with the same names.  The loader checks the size
+and every field offset of each ctypes mirror against the BTF of the compiled object at load
+time (``septum.dataplane.btfcheck``), so a drift between the two fails loudly instead of
+corrupting maps.  Change both files in the same commit.
+
+What other parts of Septum may rely on:
+
+* :class:`FlowEvent` is a FIXED-SIZE record of :data:`FLOW_EVENT_SIZE` (96) bytes.  A batch of
+  events is ``N * 96`` concatenated bytes and decodes with
+  ``struct.iter_unpack(FLOW_EVENT_FORMAT, batch)``; the tuple order is :data:`FLOW_EVENT_FIELDS`.
+  Ports are host byte order; addresses are 16 bytes (IPv4 in the first four, the rest zero);
+  ``time_ns`` is CLOCK_BOOTTIME nanoseconds (convert with ``time.clock_gettime_ns`` offsets).
+* :class:`Verdict`, :class:`TrafficDirection`, :class:`TraceObservationPoint` and
+  :class:`EventType` use Hubble's / Cilium's numbers.  :class:`DropReason` uses Hubble's
+  ``flow.DropReason`` numbers wherever Hubble has the reason (same name there: see
+  :data:`HUBBLE_DROP_REASON_NAME`); reasons Hubble lacks (one per header boundary, the XDP
+  prefilter) use 220..239, a range Hubble leaves unused, and map to the closest Hubble
+  reason through :func:`hubble_drop_reason`.
+* ``bytes``/``packets`` of an event count what the event covers: the packet itself, or for an
+  aggregated flow every packet of that direction since the flow's previous event.
+  ``suppressed_drops`` counts drops of the same flow and reason that were rate-limited away.
+* Lost events (ring buffer full) are counted in the kernel, per CPU (map ``sep_lost``).
+
+This module imports nothing from the rest of Septum: it is the bottom of the datapath.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import struct
+from typing import Final
+
+ABI_VERSION: Final = 1
+
+# ---- enums -----------------------------------------------------------------------------
+
+
+class Verdict(enum.IntEnum):
+    """Hubble ``flow.Verdict`` numbers."""
+
+    UNKNOWN = 0
+    FORWARDED = 1
+    DROPPED = 2
+    AUDIT = 4
+
+
+VERDICT_SLOTS: Final = 8
+
+
+class TrafficDirection(enum.IntEnum):
+    """Hubble ``flow.TrafficDirection``: relative to the pod (INGRESS = towards it)."""
+
+    UNKNOWN = 0
+    INGRESS = 1
+    EGRESS = 2
+
+
+DIRECTION_SLOTS: Final = 3
+
+
+class DropReason(enum.IntEnum):
+    """Why a packet was dropped; Hubble's numbers where Hubble has the reason."""
+
+    NONE = 0
+    INVALID_SOURCE_IP = 132
+    POLICY_DENIED = 133
+    INVALID_PACKET = 134
+    UNSUPPORTED_L3_PROTOCOL = 139
+    NO_LOCAL_ENDPOINT = 152
+    CT_MAP_INSERTION_FAILED = 155
+    INVALID_IPV6_EXTENSION_HEADER = 156
+    FRAG_NOT_FOUND = 175
+    POLICY_DENY = 181
+    TRUNCATED_ETHERNET = 220
+    TRUNCATED_IPV4 = 221
+    INVALID_IPV4_IHL = 222
+    INVALID_IPV4_LENGTH = 223
+    TRUNCATED_IPV6 = 224
+    INVALID_IPV6_LENGTH = 225
+    TRUNCATED_TCP = 226
+    INVALID_TCP_DATA_OFFSET = 227
+    TRUNCATED_UDP = 228
+    TRUNCATED_SCTP = 229
+    TRUNCATED_ICMP = 230
+    TRUNCATED_ICMPV6 = 231
+    INVALID_IP_VERSION = 232
+    PREFILTER_DENIED = 233
+
+
+DROP_REASON_SLOTS: Final = 256
+
+DROP_REASON_DESCRIPTION: Final[dict[DropReason, str]] = {
+    DropReason.NONE: "not dropped",
+    DropReason.INVALID_SOURCE_IP: "source address is not one of the pod's addresses",
+    DropReason.POLICY_DENIED: "policy denied: no allow entry matched (default deny)",
+    DropReason.INVALID_PACKET: "invalid packet",
+    DropReason.UNSUPPORTED_L3_PROTOCOL: "unsupported L3 protocol (ethertype)",
+    DropReason.NO_LOCAL_ENDPOINT: "no local endpoint for this interface",
+    DropReason.CT_MAP_INSERTION_FAILED: "conntrack map insertion failed",
+    DropReason.INVALID_IPV6_EXTENSION_HEADER: "invalid or too many IPv6 extension headers",
+    DropReason.FRAG_NOT_FOUND: "non-first fragment whose first fragment was not seen",
+    DropReason.POLICY_DENY: "policy deny: an explicit deny entry matched",
+    DropReason.TRUNCATED_ETHERNET: "truncated Ethernet header",
+    DropReason.TRUNCATED_IPV4: "truncated IPv4 header",
+    DropReason.INVALID_IPV4_IHL: "invalid IPv4 header length (IHL)",
+    DropReason.INVALID_IPV4_LENGTH: "invalid IPv4 total length",
+    DropReason.TRUNCATED_IPV6: "truncated IPv6 header",
+    DropReason.INVALID_IPV6_LENGTH: "invalid IPv6 payload length",
+    DropReason.TRUNCATED_TCP: "truncated TCP header",
+    DropReason.INVALID_TCP_DATA_OFFSET: "invalid TCP data offset",
+    DropReason.TRUNCATED_UDP: "truncated UDP header",
+    DropReason.TRUNCATED_SCTP: "truncated SCTP header",
+    DropReason.TRUNCATED_ICMP: "truncated ICMP header",
+    DropReason.TRUNCATED_ICMPV6: "truncated ICMPv6 header",
+    DropReason.INVALID_IP_VERSION: "IP version does not match the ethertype",
+    DropReason.PREFILTER_DENIED: "source CIDR is on the node's XDP deny list (prefilter)",
+}
+
+# Hubble flow.DropReason name for every reason that has the same number in Hubble.
+HUBBLE_DROP_REASON_NAME: Final[dict[DropReason, str]] = {
+    DropReason.NONE: "DROP_REASON_UNKNOWN",
+    DropReason.INVALID_SOURCE_IP: "INVALID_SOURCE_IP",
+    DropReason.POLICY_DENIED: "POLICY_DENIED",
+    DropReason.INVALID_PACKET: "INVALID_PACKET_DROPPED",
+    DropReason.UNSUPPORTED_L3_PROTOCOL: "UNSUPPORTED_L3_PROTOCOL",
+    DropReason.NO_LOCAL_ENDPOINT: "NO_MATCHING_LOCAL_CONTAINER_FOUND",
+    DropReason.CT_MAP_INSERTION_FAILED: "CT_MAP_INSERTION_FAILED",
+    DropReason.INVALID_IPV6_EXTENSION_HEADER: "INVALID_IPV6_EXTENSION_HEADER",
+    DropReason.FRAG_NOT_FOUND: "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
+    DropReason.POLICY_DENY: "POLICY_DENY",
+}
+
+# Septum-only reasons -> the closest Hubble reason number (for drop_reason_desc).
+_HUBBLE_FALLBACK: Final[dict[DropReason, int]] = {
+    DropReason.TRUNCATED_ETHERNET: 134,
+    DropReason.TRUNCATED_IPV4: 134,
+    DropReason.INVALID_IPV4_IHL: 134,
+    DropReason.INVALID_IPV4_LENGTH: 134,
+    DropReason.TRUNCATED_IPV6: 134,
+    DropReason.INVALID_IPV6_LENGTH: 134,
+    DropReason.TRUNCATED_TCP: 135,
+    DropReason.INVALID_TCP_DATA_OFFSET: 135,
+    DropReason.TRUNCATED_UDP: 135,
+    DropReason.TRUNCATED_SCTP: 135,
+    DropReason.TRUNCATED_ICMP: 135,
+    DropReason.TRUNCATED_ICMPV6: 135,
+    DropReason.INVALID_IP_VERSION: 134,
+    DropReason.PREFILTER_DENIED: 133,
+}
+
+
+def hubble_drop_reason(reason: int) -> int:
+    """The Hubble ``flow.DropReason`` number for a Septum drop reason (identity where shared)."""
+    try:
+        member = DropReason(reason)
+    except ValueError:
+        return 0
+    return _HUBBLE_FALLBACK.get(member, int(member))
+
+
+def describe_drop_reason(reason: int) -> str:
+    try:
+        return DROP_REASON_DESCRIPTION[DropReason(reason)]
+    except ValueError:
+        return f"unknown drop reason {reason}"
+
+
+class EventType(enum.IntEnum):
+    """Cilium monitor MessageType numbers (Hubble ``CiliumEventType.type``)."""
+
+    DROP = 1
+    TRACE = 4
+    POLICY_VERDICT = 5
+
+
+class TraceObservationPoint(enum.IntEnum):
+    """Hubble ``flow.TraceObservationPoint`` numbers."""
+
+    UNKNOWN_POINT = 0
+    FROM_ENDPOINT = 5
+    FROM_NETWORK = 10
+    TO_ENDPOINT = 101
+
+
+class MatchType(enum.IntEnum):
+    """Cilium monitor PolicyMatchType numbers (Hubble ``flow.policy_match_type``)."""
+
+    NONE = 0
+    L3_ONLY = 1
+    L3_L4 = 2
+    L4_ONLY = 3
+    ALL = 4
+
+
+class PolicyAction(enum.IntEnum):
+    ALLOW = 1
+    DENY = 2
+
+
+class IPVersion(enum.IntEnum):
+    """Hubble ``flow.IPVersion`` numbers."""
+
+    NONE = 0
+    V4 = 1
+    V6 = 2
+
+
+class TcpFlag(enum.IntFlag):
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    PSH = 0x08
+    ACK = 0x10
+    URG = 0x20
+    ECE = 0x40
+    CWR = 0x80
+
+
+class CtState(enum.IntEnum):
+    NEW = 0
+    SYN_SENT = 1
+    ESTABLISHED = 2
+    CLOSING = 3
+
+
+IDENTITY_ANY: Final = 0
+IDENTITY_HOST: Final = 1
+IDENTITY_WORLD: Final = 2
+
+EVENT_F_AUDIT_MODE: Final = 0x01
+EVENT_F_CT_CLOSE: Final = 0x02
+EVENT_F_BENCH: Final = 0x80
+
+EP_F_ENFORCE_INGRESS: Final = 0x01
+EP_F_ENFORCE_EGRESS: Final = 0x02
+EP_F_AUDIT: Final = 0x04
+EP_F_CHECK_SOURCE: Final = 0x08
+EP_F_HAS_IPV4: Final = 0x10
+EP_F_HAS_IPV6: Final = 0x20
+
+POLICY_F_AUDIT: Final = 0x01
+CFG_F_REVOKE_ON_POLICY_CHANGE: Final = 0x01
+
+LPM_ADDR_PREFIX_FIXED: Final = 32
+POLICY_PREFIX_FIXED: Final = 64
+POLICY_PREFIX_PROTO: Final = 80
+POLICY_PREFIX_FULL: Final = 96
+
+# ---- map names (as in the object; pins live under /sys/fs/bpf/septum/<node>/<name>) ------
+
+MAP_ENDPOINTS: Final = "sep_endpoints"
+MAP_IPCACHE: Final = "sep_ipcache"
+MAP_POLICY: Final = "sep_policy"
+MAP_CONNTRACK: Final = "sep_ct"
+MAP_FRAGMENTS: Final = "sep_frags"
+MAP_DROP_RATELIMIT: Final = "sep_drop_rl"
+MAP_EVENTS: Final = "sep_events"
+MAP_COUNTERS: Final = "sep_counters"
+MAP_LOST_EVENTS: Final = "sep_lost"
+MAP_CONFIG: Final = "sep_config"
+MAP_PREFILTER: Final = "sep_prefilter"
+
+PROG_FROM_POD: Final = "septum_from_pod"  # tc ingress of the host veth (pod egress)
+PROG_TO_POD: Final = "septum_to_pod"  # tc egress of the host veth (pod ingress)
+PROG_XDP_PREFILTER: Final = "septum_xdp_prefilter"
+PROG_BENCH_EMIT: Final = "bench_emit"  # never attached: one event per test run
+PROG_BENCH_EMPTY: Final = "bench_empty"  # never attached: the empty tc baseline
+
+# ---- structs -----------------------------------------------------------------------------
+
+Addr16 = ctypes.c_uint8 * 16
+
+
+class FlowEvent(ctypes.Structure):
+    _fields_ = [
+        ("time_ns", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("src_addr", Addr16),
+        ("dst_addr", Addr16),
+        ("src_identity", ctypes.c_uint32),
+        ("dst_identity", ctypes.c_uint32),
+        ("rule_id", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("packets", ctypes.c_uint32),
+        ("suppressed_drops", ctypes.c_uint32),
+        ("match_type", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("reserved", ctypes.c_uint16),
+        ("endpoint_id", ctypes.c_uint16),
+        ("src_port", ctypes.c_uint16),
+        ("dst_port", ctypes.c_uint16),
+        ("drop_reason", ctypes.c_uint16),
+        ("l7_proxy_port", ctypes.c_uint16),
+        ("event_type", ctypes.c_uint8),
+        ("verdict", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("is_reply", ctypes.c_uint8),
+        ("ip_version", ctypes.c_uint8),
+        ("protocol", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("icmp_code", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("trace_point", ctypes.c_uint8),
+    ]
+
+
+# struct.iter_unpack format of one FlowEvent and the names of the tuple it yields, in order.
+FLOW_EVENT_FORMAT: Final = "<QQ16s16sIIIIIIBBHHHHHHBBBBBBBBBB"
+FLOW_EVENT_FIELDS: Final[tuple[str, ...]] = tuple(field[0] for field in FlowEvent._fields_)
+FLOW_EVENT_SIZE: Final = 96
+# A BPF ring-buffer record is an 8-byte header then the data, padded to 8 bytes.
+RINGBUF_HEADER_SIZE: Final = 8
+RINGBUF_RECORD_STRIDE: Final = RINGBUF_HEADER_SIZE + FLOW_EVENT_SIZE
+
+
+class LpmAddrKey(ctypes.Structure):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+        ("addr", Addr16),
+    ]
+
+
+class IpcacheValue(ctypes.Structure):
+    _fields_ = [("identity", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class PrefilterValue(ctypes.Structure):
+    _fields_ = [("rule_id", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class EndpointKey(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32)]
+
+
+class Endpoint(ctypes.Structure):
+    _fields_ = [
+        ("identity", ctypes.c_uint32),
+        ("policy_revision", ctypes.c_uint32),
+        ("endpoint_id", ctypes.c_uint16),
+        ("flags", ctypes.c_uint8),
+        ("policy_generation", ctypes.c_uint8),
+        ("ipv4", ctypes.c_uint8 * 4),
+        ("ipv6", Addr16),
+    ]
+
+
+class PolicyKey(ctypes.Structure):
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("endpoint_id", ctypes.c_uint16),
+        ("generation", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("peer_identity", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("dport_be", ctypes.c_uint16),
+    ]
+
+
+class PolicyValue(ctypes.Structure):
+    _fields_ = [
+        ("rule_id", ctypes.c_uint32),
+        ("l7_proxy_port", ctypes.c_uint16),
+        ("action", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),
+        ("match_type", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class CtKey(ctypes.Structure):
+    _fields_ = [
+        ("src_addr", Addr16),
+        ("dst_addr", Addr16),
+        ("sport_be", ctypes.c_uint16),
+        ("dport_be", ctypes.c_uint16),
+        ("endpoint_id", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("ip_version", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class CtEntry(ctypes.Structure):
+    _fields_ = [
+        ("expires_ns", ctypes.c_uint64),
+        ("fwd_bytes", ctypes.c_uint64),
+        ("rev_bytes", ctypes.c_uint64),
+        ("fwd_packets", ctypes.c_uint32),
+        ("rev_packets", ctypes.c_uint32),
+        ("rule_id", ctypes.c_uint32),
+        ("policy_revision", ctypes.c_uint32),
+        ("peer_identity", ctypes.c_uint32),
+        ("l7_proxy_port", ctypes.c_uint16),
+        ("verdict", ctypes.c_uint8),
+        ("match_type", ctypes.c_uint8),
+        ("state", ctypes.c_uint8),
+        ("fwd_flags_seen", ctypes.c_uint8),
+        ("rev_flags_seen", ctypes.c_uint8),
+        ("reply_seen", ctypes.c_uint8),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class FragKey(ctypes.Structure):
+    _fields_ = [
+        ("src_addr", Addr16),
+        ("dst_addr", Addr16),
+        ("id", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint8),
+        ("ip_version", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class FragValue(ctypes.Structure):
+    _fields_ = [
+        ("sport_be", ctypes.c_uint16),
+        ("dport_be", ctypes.c_uint16),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class DropKey(ctypes.Structure):
+    _fields_ = [("flow", CtKey), ("drop_reason", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+
+
+class DropValue(ctypes.Structure):
+    _fields_ = [
+        ("last_event_ns", ctypes.c_uint64),
+        ("suppressed", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
+class Counter(ctypes.Structure):
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("ct_timeout_tcp_syn_s", ctypes.c_uint32),
+        ("ct_timeout_tcp_established_s", ctypes.c_uint32),
+        ("ct_timeout_tcp_close_s", ctypes.c_uint32),
+        ("ct_timeout_other_s", ctypes.c_uint32),
+        ("drop_event_interval_ms", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+COUNTER_ENTRIES: Final = DIRECTION_SLOTS * VERDICT_SLOTS * DROP_REASON_SLOTS
+
+
+def counter_index(direction: int, verdict: int, reason: int) -> int:
+    """Index into ``sep_counters`` (SEPTUM_COUNTER_INDEX in abi.h)."""
+    return ((direction * VERDICT_SLOTS) + verdict) * DROP_REASON_SLOTS + (reason & 0xFF)
+
+
+# C struct name in the object's BTF -> its mirror: the loader checks every one at load time.
+MIRRORS: Final[dict[str, type[ctypes.Structure]]] = {
+    "septum_flow_event": FlowEvent,
+    "septum_lpm_addr_key": LpmAddrKey,
+    "septum_ipcache_value": IpcacheValue,
+    "septum_prefilter_value": PrefilterValue,
+    "septum_endpoint_key": EndpointKey,
+    "septum_endpoint": Endpoint,
+    "septum_policy_key": PolicyKey,
+    "septum_policy_value": PolicyValue,
+    "septum_ct_key": CtKey,
+    "septum_ct_entry": CtEntry,
+    "septum_frag_key": FragKey,
+    "septum_frag_value": FragValue,
+    "septum_drop_key": DropKey,
+    "septum_drop_value": DropValue,
+    "septum_counter": Counter,
+    "septum_config": Config,
+}
+
+assert ctypes.sizeof(FlowEvent) == FLOW_EVENT_SIZE == struct.calcsize(FLOW_EVENT_FORMAT)
