@@ -102,6 +102,7 @@ enum septum_match_type {
 };
 
 enum septum_policy_action {
+	SEPTUM_ACTION_NONE = 0, /* bucket head without an L3-only entry */
 	SEPTUM_ACTION_ALLOW = 1,
 	SEPTUM_ACTION_DENY = 2,
 };
@@ -175,7 +176,17 @@ struct septum_flow_event {
 
 /* ---- map keys and values ---------------------------------------------- */
 
-/* LPM key over an address: ipcache and the XDP prefilter.  prefixlen counts
+/* ipcache: exact host addresses (/32, /128: most pods) live in a hash, CIDRs
+ * in an LPM trie; the datapath tries the hash first, which is exactly
+ * longest-prefix semantics since a host route is the longest prefix.
+ * Unknown addresses resolve to SEPTUM_IDENTITY_WORLD. */
+struct septum_host_key {
+	__u8 family; /* enum septum_ip_version */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+/* LPM key over an address: ipcache CIDRs and the XDP prefilter.  prefixlen counts
  * the 32 bits of family+pad first, so a /24 IPv4 prefix is 32 + 24. */
 struct septum_lpm_addr_key {
 	__u32 prefixlen;
@@ -221,15 +232,36 @@ struct septum_endpoint {
 	__u8 ipv6[16];
 };
 
-/* Policy LPM key.  The exact-match fields come first so that one prefix
- * length covers them (SEPTUM_POLICY_PREFIX_FIXED bits: endpoint, generation,
- * direction, peer identity); then the protocol + pad (16 bits, prefix 80 =
- * "this protocol, any port"), then the destination port in network byte
- * order, so a port range is a few prefixes (80 + 0..16).  Prefix 64 with
- * protocol 0 means "any protocol".  peer_identity 0 means "any peer": the
- * datapath looks up the peer's identity and 0 and combines both answers
- * (a deny from either wins). For ICMP/ICMPv6 the "port" is the ICMP type. */
+/* Policy: a HASH of exact keys plus an LPM trie for port ranges only.
+ *
+ * Hash keys per (endpoint, generation, direction, peer identity) "bucket":
+ *   (id, proto 0, port 0)      the bucket head: its own action is the L3-only
+ *                              entry (or NONE), its flags say which of the
+ *                              other lookups can match, so a miss costs one
+ *                              lookup and a default deny costs two;
+ *   (id, proto, port 0)        protocol, any port;
+ *   (id, proto, port)          protocol + exact port (ICMP: port = ICMP type).
+ * peer_identity 0 is the "any peer" bucket, looked up when the peer's own
+ * bucket gives no answer.  Deny beats allow because user space resolves it
+ * when encoding (an allow covered by a deny becomes that deny, and every
+ * any-peer deny is copied into each peer bucket), so the datapath can stop at
+ * the most specific hit.  The generation byte lets user space write a whole
+ * new policy beside the live one and switch with one endpoint update. */
 struct septum_policy_key {
+	__u16 endpoint_id;
+	__u8 generation;
+	__u8 direction;     /* enum septum_direction */
+	__u32 peer_identity;
+	__u8 protocol;      /* IPPROTO_*, 0 = any */
+	__u8 pad;
+	__u16 dport_be;     /* 0 = any */
+};
+
+/* Port ranges: LPM over the same fields; prefixlen covers the first 64 bits
+ * (endpoint .. peer identity) + 16 (protocol, pad) + the port prefix, so a
+ * range is a handful of prefixes.  Looked up only when the bucket head says
+ * SEPTUM_POLICY_F_HAS_RANGE. */
+struct septum_policy_range_key {
 	__u32 prefixlen;
 	__u16 endpoint_id;
 	__u8 generation;
@@ -239,16 +271,17 @@ struct septum_policy_key {
 	__u8 pad;
 	__u16 dport_be;
 };
-#define SEPTUM_POLICY_PREFIX_FIXED 64
-#define SEPTUM_POLICY_PREFIX_PROTO 80
-#define SEPTUM_POLICY_PREFIX_FULL 96
+#define SEPTUM_POLICY_RANGE_PREFIX_FIXED 80 /* + 0..16 port bits */
 
-#define SEPTUM_POLICY_F_AUDIT 0x01 /* this entry's deny only audits */
+#define SEPTUM_POLICY_F_AUDIT 0x01      /* this entry's deny only audits */
+#define SEPTUM_POLICY_F_HAS_EXACT 0x02  /* head: (id, proto, port) entries exist */
+#define SEPTUM_POLICY_F_HAS_PROTO 0x04  /* head: (id, proto, any port) entries exist */
+#define SEPTUM_POLICY_F_HAS_RANGE 0x08  /* head: port-range entries exist */
 
 struct septum_policy_value {
 	__u32 rule_id;
 	__u16 l7_proxy_port; /* nonzero: L7 redirect marker (reported, then forwarded) */
-	__u8 action;         /* enum septum_policy_action */
+	__u8 action;         /* enum septum_policy_action; 0 on a head without an L3 entry */
 	__u8 flags;          /* SEPTUM_POLICY_F_* */
 	__u8 match_type;     /* enum septum_match_type, computed by user space */
 	__u8 pad[3];
@@ -339,6 +372,8 @@ struct septum_counter {
 
 /* Node configuration: ARRAY of one entry, written by the agent after load. */
 #define SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE 0x01 /* re-check established flows on a new revision */
+#define SEPTUM_CFG_F_BENCH_NEW_FLOWS 0x02 /* benchmark only: vary the source port per run so
+					   * every BPF_PROG_TEST_RUN repeat is a new connection */
 
 struct septum_config {
 	__u32 ct_timeout_tcp_syn_s;
@@ -359,7 +394,9 @@ SEPTUM_ASSERT_SIZE(struct septum_ipcache_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_prefilter_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint_key, 4);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint, 32);
-SEPTUM_ASSERT_SIZE(struct septum_policy_key, 16);
+SEPTUM_ASSERT_SIZE(struct septum_host_key, 20);
+SEPTUM_ASSERT_SIZE(struct septum_policy_key, 12);
+SEPTUM_ASSERT_SIZE(struct septum_policy_range_key, 16);
 SEPTUM_ASSERT_SIZE(struct septum_policy_value, 12);
 SEPTUM_ASSERT_SIZE(struct septum_ct_key, 44);
 SEPTUM_ASSERT_SIZE(struct septum_ct_entry, 56);

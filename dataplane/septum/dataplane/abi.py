@@ -197,6 +197,7 @@ class MatchType(enum.IntEnum):
 
 
 class PolicyAction(enum.IntEnum):
+    NONE = 0  # a bucket head without an L3-only entry
     ALLOW = 1
     DENY = 2
 
@@ -243,18 +244,22 @@ EP_F_HAS_IPV4: Final = 0x10
 EP_F_HAS_IPV6: Final = 0x20
 
 POLICY_F_AUDIT: Final = 0x01
+POLICY_F_HAS_EXACT: Final = 0x02
+POLICY_F_HAS_PROTO: Final = 0x04
+POLICY_F_HAS_RANGE: Final = 0x08
 CFG_F_REVOKE_ON_POLICY_CHANGE: Final = 0x01
+CFG_F_BENCH_NEW_FLOWS: Final = 0x02
 
 LPM_ADDR_PREFIX_FIXED: Final = 32
-POLICY_PREFIX_FIXED: Final = 64
-POLICY_PREFIX_PROTO: Final = 80
-POLICY_PREFIX_FULL: Final = 96
+POLICY_RANGE_PREFIX_FIXED: Final = 80
 
 # ---- map names (as in the object; pins live under /sys/fs/bpf/septum/<node>/<name>) ------
 
 MAP_ENDPOINTS: Final = "sep_endpoints"
-MAP_IPCACHE: Final = "sep_ipcache"
-MAP_POLICY: Final = "sep_policy"
+MAP_IPCACHE: Final = "sep_ipcache"  # CIDRs (LPM)
+MAP_IPCACHE_HOST: Final = "sep_ipcache_h"  # exact /32 and /128 (hash)
+MAP_POLICY: Final = "sep_policy"  # exact keys + bucket heads (hash)
+MAP_POLICY_RANGES: Final = "sep_policy_rng"  # port ranges (LPM)
 MAP_CONNTRACK: Final = "sep_ct"
 MAP_FRAGMENTS: Final = "sep_frags"
 MAP_DROP_RATELIMIT: Final = "sep_drop_rl"
@@ -317,6 +322,10 @@ RINGBUF_HEADER_SIZE: Final = 8
 RINGBUF_RECORD_STRIDE: Final = RINGBUF_HEADER_SIZE + FLOW_EVENT_SIZE
 
 
+class HostKey(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3), ("addr", Addr16)]
+
+
 class LpmAddrKey(ctypes.Structure):
     _fields_ = [
         ("prefixlen", ctypes.c_uint32),
@@ -351,6 +360,18 @@ class Endpoint(ctypes.Structure):
 
 
 class PolicyKey(ctypes.Structure):
+    _fields_ = [
+        ("endpoint_id", ctypes.c_uint16),
+        ("generation", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+        ("peer_identity", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("dport_be", ctypes.c_uint16),
+    ]
+
+
+class PolicyRangeKey(ctypes.Structure):
     _fields_ = [
         ("prefixlen", ctypes.c_uint32),
         ("endpoint_id", ctypes.c_uint16),
@@ -471,7 +492,9 @@ MIRRORS: Final[dict[str, type[ctypes.Structure]]] = {
     "septum_prefilter_value": PrefilterValue,
     "septum_endpoint_key": EndpointKey,
     "septum_endpoint": Endpoint,
+    "septum_host_key": HostKey,
     "septum_policy_key": PolicyKey,
+    "septum_policy_range_key": PolicyRangeKey,
     "septum_policy_value": PolicyValue,
     "septum_ct_key": CtKey,
     "septum_ct_entry": CtEntry,
