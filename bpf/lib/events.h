@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Flow events to the ring buffer, the lost-event counter and the per-flow
+ * drop-event rate limit.  Aggregation rule (docs/datapath.md): an event on
+ * every new connection (its policy verdict), on each TCP flag bit seen for
+ * the first time in a direction of a connection (so SYN, SYN-ACK, the first
+ * ACK/PSH, FIN and RST: handshake and close), on the first reply of a non-TCP
+ * flow, and on drops, at most one drop event per flow and reason per
+ * drop_event_interval_ms, carrying the count of the drops it suppressed.
+ */
+#ifndef SEPTUM_LIB_EVENTS_H
+#define SEPTUM_LIB_EVENTS_H
+
+#include "common.h"
+#include "parse.h"
+
+/* Written by: every program (bpf_ringbuf_reserve/submit).  Read by: the
+ * agent's flow reader (mmap of the ring, woken through epoll). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} sep_events SEC(".maps");
+
+/* Written by: every program, when a reservation fails (ring full).  Read by:
+ * the agent, reported as lost events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} sep_lost SEC(".maps");
+
+/* Written and read by: the tc and XDP programs (drop-event rate limit). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct septum_drop_key);
+	__type(value, struct septum_drop_value);
+	__uint(max_entries, 16384);
+} sep_drop_rl SEC(".maps");
+
+/* Everything of an event that does not come from the packet itself. */
+struct septum_report {
+	__u64 bytes;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 rule_id;
+	__u32 ifindex;
+	__u32 packets;
+	__u32 suppressed;
+	__u16 endpoint_id;
+	__u16 drop_reason;
+	__u16 l7_proxy_port;
+	__u8 event_type;
+	__u8 verdict;
+	__u8 direction;
+	__u8 is_reply;
+	__u8 match_type;
+	__u8 flags;
+	__u8 trace_point;
+};
+
+static __always_inline void septum_count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&sep_lost, &zero);
+
+	if (lost)
+		*lost += 1;
+}
+
+static __always_inline void septum_emit(const struct septum_pkt *pkt,
+					const struct septum_report *report, __u64 now_ns)
+{
+	struct septum_flow_event *event;
+
+	event = bpf_ringbuf_reserve(&sep_events, sizeof(*event), 0);
+	if (!event) {
+		septum_count_lost();
+		return;
+	}
+	event->time_ns = now_ns;
+	event->bytes = report->bytes;
+	septum_copy16(event->src_addr, pkt->src);
+	septum_copy16(event->dst_addr, pkt->dst);
+	event->src_identity = report->src_identity;
+	event->dst_identity = report->dst_identity;
+	event->rule_id = report->rule_id;
+	event->ifindex = report->ifindex;
+	event->packets = report->packets;
+	event->suppressed_drops = report->suppressed;
+	event->match_type = report->match_type;
+	event->flags = report->flags;
+	event->reserved = 0;
+	event->endpoint_id = report->endpoint_id;
+	event->src_port = bpf_ntohs(pkt->sport_be);
+	event->dst_port = bpf_ntohs(pkt->dport_be);
+	event->drop_reason = report->drop_reason;
+	event->l7_proxy_port = report->l7_proxy_port;
+	event->event_type = report->event_type;
+	event->verdict = report->verdict;
+	event->direction = report->direction;
+	event->is_reply = report->is_reply;
+	event->ip_version = pkt->ip_version;
+	event->protocol = pkt->protocol;
+	event->icmp_type = pkt->icmp_type;
+	event->icmp_code = pkt->icmp_code;
+	event->tcp_flags = pkt->tcp_flags;
+	event->trace_point = report->trace_point;
+	bpf_ringbuf_submit(event, 0);
+}
+
+/* Rate limit for drop events: returns 1 when this drop should be reported
+ * (and puts the number of drops suppressed since the last report in
+ * *suppressed), 0 when it is counted as suppressed. */
+static __always_inline int septum_drop_should_report(const struct septum_pkt *pkt,
+						     __u16 endpoint_id, __u8 direction,
+						     __u16 reason, __u64 now_ns, __u64 interval_ns,
+						     __u32 *suppressed)
+{
+	struct septum_drop_key key = {};
+	struct septum_drop_value fresh = { .last_event_ns = now_ns };
+	struct septum_drop_value *seen;
+
+	septum_copy16(key.flow.src_addr, pkt->src);
+	septum_copy16(key.flow.dst_addr, pkt->dst);
+	key.flow.sport_be = pkt->sport_be;
+	key.flow.dport_be = pkt->dport_be;
+	key.flow.endpoint_id = endpoint_id;
+	key.flow.protocol = pkt->protocol;
+	key.flow.direction = direction;
+	key.flow.ip_version = pkt->ip_version;
+	key.drop_reason = reason;
+
+	seen = bpf_map_lookup_elem(&sep_drop_rl, &key);
+	if (seen && now_ns - seen->last_event_ns < interval_ns) {
+		seen->suppressed += 1;
+		return 0;
+	}
+	*suppressed = seen ? seen->suppressed : 0;
+	if (seen) {
+		seen->last_event_ns = now_ns;
+		seen->suppressed = 0;
+	} else {
+		bpf_map_update_elem(&sep_drop_rl, &key, &fresh, BPF_ANY);
+	}
+	return 1;
+}
+
+#endif

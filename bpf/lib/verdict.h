@@ -1,0 +1,333 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The per-packet pipeline of an endpoint hook: parse, find the endpoint,
+ * anti-spoof, resolve fragments, conntrack, policy for new connections,
+ * events and counters.  Entry programs in septum.bpf.c call
+ * septum_handle_endpoint() with their direction.
+ */
+#ifndef SEPTUM_LIB_VERDICT_H
+#define SEPTUM_LIB_VERDICT_H
+
+#include "common.h"
+#include "config.h"
+#include "parse.h"
+#include "endpoint.h"
+#include "ipcache.h"
+#include "policy.h"
+#include "conntrack.h"
+#include "fragments.h"
+#include "counters.h"
+#include "events.h"
+
+/* Where the program runs. */
+struct septum_hook {
+	__u32 ifindex;
+	__u8 direction;   /* enum septum_direction of packets seen here */
+	__u8 trace_point; /* enum septum_trace_point */
+};
+
+/* The outcome of policy for one connection. */
+struct septum_decision {
+	__u32 rule_id;
+	__u16 reason;        /* why it was (or, for AUDIT, would have been) dropped */
+	__u16 l7_proxy_port;
+	__u8 verdict;
+	__u8 match_type;
+};
+
+static __always_inline void septum_identities(struct septum_report *report,
+					      const struct septum_endpoint *ep,
+					      __u8 packet_direction, __u32 peer_identity)
+{
+	__u32 local = ep ? ep->identity : 0;
+
+	if (packet_direction == SEPTUM_DIR_INGRESS) {
+		report->src_identity = peer_identity;
+		report->dst_identity = local;
+	} else {
+		report->src_identity = local;
+		report->dst_identity = peer_identity;
+	}
+}
+
+static __always_inline __u32 septum_peer_identity(const struct septum_pkt *pkt,
+						  __u8 packet_direction)
+{
+	if (pkt->ip_version == SEPTUM_IP_NONE)
+		return 0;
+	return septum_ipcache_identity(packet_direction == SEPTUM_DIR_INGRESS ? pkt->src : pkt->dst,
+				       pkt->ip_version);
+}
+
+/* Count and (rate-limited) report a drop; returns the tc drop code. */
+static __always_inline int septum_drop(const struct septum_pkt *pkt,
+				       const struct septum_hook *hook,
+				       const struct septum_endpoint *ep,
+				       const struct septum_config *cfg, __u64 now_ns, __u16 reason,
+				       const struct septum_decision *decision, __u32 peer_identity)
+{
+	struct septum_report report = {};
+	__u16 endpoint_id = ep ? ep->endpoint_id : 0;
+	__u32 suppressed = 0;
+
+	septum_count(hook->direction, SEPTUM_VERDICT_DROPPED, reason, pkt->len);
+	if (!septum_drop_should_report(pkt, endpoint_id, hook->direction, reason, now_ns,
+				       (__u64)cfg->drop_event_interval_ms * SEPTUM_NSEC_PER_MSEC,
+				       &suppressed))
+		return SEPTUM_TC_DROP;
+	if (!peer_identity)
+		peer_identity = septum_peer_identity(pkt, hook->direction);
+	septum_identities(&report, ep, hook->direction, peer_identity);
+	report.bytes = pkt->len;
+	report.packets = 1;
+	report.suppressed = suppressed;
+	report.ifindex = hook->ifindex;
+	report.endpoint_id = endpoint_id;
+	report.drop_reason = reason;
+	report.event_type = SEPTUM_EVENT_DROP;
+	report.verdict = SEPTUM_VERDICT_DROPPED;
+	report.direction = hook->direction;
+	report.trace_point = hook->trace_point;
+	if (decision) {
+		report.rule_id = decision->rule_id;
+		report.match_type = decision->match_type;
+	}
+	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
+		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
+	septum_emit(pkt, &report, now_ns);
+	return SEPTUM_TC_DROP;
+}
+
+/* Policy for a connection of the endpoint in `direction` (relative to the pod). */
+static __always_inline void septum_decide(const struct septum_endpoint *ep, __u8 direction,
+					  __u32 peer_identity, __u8 protocol, __u16 port_be,
+					  struct septum_decision *decision)
+{
+	const struct septum_policy_value *hit;
+	int audit;
+
+	decision->verdict = SEPTUM_VERDICT_FORWARDED;
+	if (!septum_direction_enforced(ep, direction))
+		return; /* no policy selects the pod this way: allow all */
+	hit = septum_policy_lookup(ep, direction, peer_identity, protocol, port_be);
+	if (hit) {
+		decision->rule_id = hit->rule_id;
+		decision->match_type = hit->match_type;
+		if (hit->action == SEPTUM_ACTION_ALLOW) {
+			decision->l7_proxy_port = hit->l7_proxy_port;
+			return;
+		}
+	}
+	decision->reason = hit ? SEPTUM_DROP_POLICY_DENY : SEPTUM_DROP_POLICY_DENIED;
+	audit = (ep->flags & SEPTUM_EP_F_AUDIT) || (hit && (hit->flags & SEPTUM_POLICY_F_AUDIT));
+	decision->verdict = audit ? SEPTUM_VERDICT_AUDIT : SEPTUM_VERDICT_DROPPED;
+}
+
+static __always_inline int septum_new_connection(struct septum_pkt *pkt,
+						 const struct septum_hook *hook,
+						 const struct septum_endpoint *ep,
+						 const struct septum_config *cfg, __u64 now_ns,
+						 const struct septum_ct_key *key)
+{
+	struct septum_decision decision = {};
+	struct septum_ct_entry entry = {};
+	struct septum_report report = {};
+	__u32 peer_identity = septum_peer_identity(pkt, hook->direction);
+
+	septum_decide(ep, hook->direction, peer_identity, pkt->protocol, pkt->policy_port_be,
+		      &decision);
+	if (decision.verdict == SEPTUM_VERDICT_DROPPED)
+		return septum_drop(pkt, hook, ep, cfg, now_ns, decision.reason, &decision,
+				   peer_identity);
+
+	entry.state = septum_ct_initial_state(pkt);
+	entry.expires_ns = now_ns + septum_ct_timeout_ns(entry.state, cfg);
+	entry.rule_id = decision.rule_id;
+	entry.policy_revision = ep->policy_revision;
+	entry.peer_identity = peer_identity;
+	entry.l7_proxy_port = decision.l7_proxy_port;
+	entry.verdict = decision.verdict;
+	entry.match_type = decision.match_type;
+	entry.fwd_flags_seen = pkt->tcp_flags;
+	if (bpf_map_update_elem(&sep_ct, key, &entry, BPF_ANY))
+		return septum_drop(pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
+				   &decision, peer_identity);
+
+	septum_count(hook->direction, decision.verdict, decision.reason, pkt->len);
+	septum_identities(&report, ep, hook->direction, peer_identity);
+	report.bytes = pkt->len;
+	report.packets = 1;
+	report.rule_id = decision.rule_id;
+	report.ifindex = hook->ifindex;
+	report.endpoint_id = ep->endpoint_id;
+	report.drop_reason = decision.reason;
+	report.l7_proxy_port = decision.l7_proxy_port;
+	report.event_type = SEPTUM_EVENT_POLICY_VERDICT;
+	report.verdict = decision.verdict;
+	report.direction = hook->direction;
+	report.match_type = decision.match_type;
+	report.trace_point = hook->trace_point;
+	if (ep->flags & SEPTUM_EP_F_AUDIT)
+		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
+	if (entry.state == SEPTUM_CT_CLOSING)
+		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
+	septum_emit(pkt, &report, now_ns);
+	return SEPTUM_TC_FORWARD;
+}
+
+/* Revocation mode: an established connection whose endpoint has a newer
+ * policy revision is decided again, as its first packet would be now.
+ * Returns 0 to keep it, or the drop reason. */
+static __always_inline __u16 septum_recheck(struct septum_ct_entry *entry,
+					    const struct septum_ct_key *original,
+					    const struct septum_endpoint *ep,
+					    struct septum_decision *decision, __u32 *peer_identity)
+{
+	__u16 port_be = original->dport_be;
+
+	if (original->protocol == IPPROTO_ICMP)
+		port_be = bpf_htons(SEPTUM_ICMP_ECHO);
+	else if (original->protocol == IPPROTO_ICMPV6)
+		port_be = bpf_htons(SEPTUM_ICMPV6_ECHO_REQUEST);
+	*peer_identity = septum_ipcache_identity(original->direction == SEPTUM_DIR_INGRESS
+							 ? original->src_addr
+							 : original->dst_addr,
+						 original->ip_version);
+	septum_decide(ep, original->direction, *peer_identity, original->protocol, port_be,
+		      decision);
+	if (decision->verdict == SEPTUM_VERDICT_DROPPED)
+		return decision->reason;
+	entry->policy_revision = ep->policy_revision;
+	entry->rule_id = decision->rule_id;
+	entry->verdict = decision->verdict;
+	entry->match_type = decision->match_type;
+	entry->l7_proxy_port = decision->l7_proxy_port;
+	entry->peer_identity = *peer_identity;
+	return 0;
+}
+
+static __always_inline int septum_established(struct septum_pkt *pkt,
+					      const struct septum_hook *hook,
+					      const struct septum_endpoint *ep,
+					      const struct septum_config *cfg, __u64 now_ns,
+					      struct septum_ct_entry *entry,
+					      const struct septum_ct_key *original, __u8 is_reply)
+{
+	struct septum_report report = {};
+	__u8 *flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
+	__u8 new_flags = pkt->tcp_flags & ~*flags_seen;
+	int report_it = new_flags != 0;
+
+	if ((cfg->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) &&
+	    entry->policy_revision != ep->policy_revision) {
+		struct septum_decision decision = {};
+		__u32 peer_identity = 0;
+		__u16 reason = septum_recheck(entry, original, ep, &decision, &peer_identity);
+
+		if (reason) {
+			bpf_map_delete_elem(&sep_ct, original);
+			return septum_drop(pkt, hook, ep, cfg, now_ns, reason, &decision,
+					   septum_peer_identity(pkt, hook->direction));
+		}
+	}
+
+	entry->state = septum_ct_next_state(entry->state, pkt);
+	entry->expires_ns = now_ns + septum_ct_timeout_ns(entry->state, cfg);
+	*flags_seen |= pkt->tcp_flags;
+	if (is_reply) {
+		entry->rev_packets += 1;
+		entry->rev_bytes += pkt->len;
+		if (!entry->reply_seen) {
+			entry->reply_seen = 1;
+			report_it = 1;
+		}
+	} else {
+		entry->fwd_packets += 1;
+		entry->fwd_bytes += pkt->len;
+	}
+	septum_count(hook->direction, entry->verdict, SEPTUM_DROP_NONE, pkt->len);
+	if (!report_it)
+		return SEPTUM_TC_FORWARD;
+
+	septum_identities(&report, ep, hook->direction, entry->peer_identity);
+	if (is_reply) {
+		report.bytes = entry->rev_bytes;
+		report.packets = entry->rev_packets;
+		entry->rev_bytes = 0;
+		entry->rev_packets = 0;
+	} else {
+		report.bytes = entry->fwd_bytes;
+		report.packets = entry->fwd_packets;
+		entry->fwd_bytes = 0;
+		entry->fwd_packets = 0;
+	}
+	report.rule_id = entry->rule_id;
+	report.ifindex = hook->ifindex;
+	report.endpoint_id = ep->endpoint_id;
+	report.l7_proxy_port = entry->l7_proxy_port;
+	report.event_type = SEPTUM_EVENT_TRACE;
+	report.verdict = entry->verdict;
+	report.direction = original->direction;
+	report.is_reply = is_reply;
+	report.match_type = entry->match_type;
+	report.trace_point = hook->trace_point;
+	if (ep->flags & SEPTUM_EP_F_AUDIT)
+		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
+	if (new_flags & (SEPTUM_TCP_FIN | SEPTUM_TCP_RST))
+		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
+	septum_emit(pkt, &report, now_ns);
+	return SEPTUM_TC_FORWARD;
+}
+
+static __always_inline int septum_handle_endpoint(void *data, void *data_end, __u32 wire_len,
+						  const struct septum_hook *hook)
+{
+	struct septum_pkt pkt = {};
+	struct septum_ct_key key = {};
+	struct septum_ct_key rev = {};
+	const struct septum_ct_key *original = &key;
+	const struct septum_config *cfg = septum_config_get();
+	const struct septum_endpoint *ep = septum_endpoint_lookup(hook->ifindex);
+	struct septum_ct_entry *entry;
+	__u64 now_ns = bpf_ktime_get_boot_ns();
+	__u8 is_reply = 0;
+	int ret;
+
+	ret = septum_parse(data, data_end, wire_len, &pkt);
+	if (ret == SEPTUM_PARSE_BYPASS) {
+		septum_count(hook->direction, SEPTUM_VERDICT_FORWARDED, SEPTUM_DROP_NONE, wire_len);
+		return SEPTUM_TC_FORWARD;
+	}
+	if (ret != SEPTUM_PARSE_OK)
+		return septum_drop(&pkt, hook, ep, cfg, now_ns, ret, NULL, 0);
+	if (!ep)
+		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL,
+				   0);
+	if (hook->direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
+	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
+		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
+				   0);
+	ret = septum_frag_resolve(&pkt);
+	if (ret != SEPTUM_PARSE_OK)
+		return septum_drop(&pkt, hook, ep, cfg, now_ns, ret, NULL, 0);
+	if (cfg->flags & SEPTUM_CFG_F_BENCH_NEW_FLOWS) {
+		/* Benchmark only: a fresh tuple per run (48 random bits, in fields
+		 * policy never reads) so every repeat takes the new-connection path. */
+		pkt.sport_be ^= (__u16)bpf_get_prandom_u32();
+		*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
+	}
+
+	septum_ct_key_fill(&key, &pkt, ep->endpoint_id, hook->direction);
+	entry = bpf_map_lookup_elem(&sep_ct, &key);
+	if (!entry) {
+		septum_ct_key_reverse(&rev, &key);
+		entry = bpf_map_lookup_elem(&sep_ct, &rev);
+		is_reply = 1;
+		original = &rev;
+	}
+	if (!entry || entry->expires_ns < now_ns || septum_ct_is_reopen(entry, &pkt))
+		return septum_new_connection(&pkt, hook, ep, cfg, now_ns, &key);
+	return septum_established(&pkt, hook, ep, cfg, now_ns, entry, original, is_reply);
+}
+
+#endif
