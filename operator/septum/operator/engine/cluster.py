@@ -1,0 +1,143 @@
+"""Cluster objects (pods, namespaces, nodes) parsed from raw API dicts into frozen values."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from septum.operator.engine.errors import InvalidObject
+from septum.operator.engine.ports import PROTOCOL_NUMBERS
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+AUDIT_ANNOTATION = "policy.septum.io/audit-mode"
+
+
+def _meta(obj: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not meta.get("name"):
+        raise InvalidObject(f"{what}: metadata.name is required")
+    return meta
+
+
+def _str_map(value: Any, path: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidObject(f"{path}: expected an object")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PodKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    key: PodKey
+    labels: tuple[tuple[str, str], ...]
+    ips: tuple[IPAddress, ...]
+    # (name, protocol number, port) of every named container port.
+    named_ports: tuple[tuple[str, int, int], ...]
+    host_network: bool
+    node: str
+    service_account: str
+    audit: bool
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    audit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    ips: tuple[IPAddress, ...]
+
+
+def parse_pod(obj: Mapping[str, Any]) -> Pod:
+    meta = _meta(obj, "pod")
+    namespace = str(meta.get("namespace") or "default")
+    name = str(meta["name"])
+    where = f"pod {namespace}/{name}"
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    ips: list[IPAddress] = []
+    raw_ips = [item.get("ip") for item in status.get("podIPs") or [] if isinstance(item, Mapping)]
+    if not raw_ips and status.get("podIP"):
+        raw_ips = [status["podIP"]]
+    for i, text in enumerate(raw_ips):
+        try:
+            address = ipaddress.ip_address(str(text))
+        except ValueError as err:
+            raise InvalidObject(f"{where}: status.podIPs[{i}].ip: {err}") from err
+        if address not in ips:
+            ips.append(address)
+    named: list[tuple[str, int, int]] = []
+    for section in ("containers", "initContainers"):
+        for c_index, container in enumerate(spec.get(section) or []):
+            for p_index, port in enumerate(container.get("ports") or []):
+                if not port.get("name"):
+                    continue
+                proto_name = str(port.get("protocol") or "TCP")
+                if proto_name not in PROTOCOL_NUMBERS:
+                    at = f"spec.{section}[{c_index}].ports[{p_index}].protocol"
+                    raise InvalidObject(f"{where}: {at}: unknown protocol {proto_name!r}")
+                number = port.get("containerPort")
+                if not isinstance(number, int) or not 1 <= number <= 65535:
+                    at = f"spec.{section}[{c_index}].ports[{p_index}].containerPort"
+                    raise InvalidObject(f"{where}: {at}: {number!r} is out of range")
+                named.append((str(port["name"]), PROTOCOL_NUMBERS[proto_name], number))
+    annotations = _str_map(meta.get("annotations"), f"{where}: metadata.annotations")
+    return Pod(
+        key=PodKey(namespace, name),
+        labels=tuple(sorted(_str_map(meta.get("labels"), f"{where}: metadata.labels").items())),
+        ips=tuple(ips),
+        named_ports=tuple(sorted(set(named))),
+        host_network=bool(spec.get("hostNetwork", False)),
+        node=str(spec.get("nodeName") or ""),
+        service_account=str(spec.get("serviceAccountName") or "default"),
+        audit=annotations.get(AUDIT_ANNOTATION, "").lower() == "true",
+    )
+
+
+def parse_namespace(obj: Mapping[str, Any]) -> Namespace:
+    meta = _meta(obj, "namespace")
+    name = str(meta["name"])
+    labels = _str_map(meta.get("labels"), f"namespace {name}: metadata.labels")
+    # The API server sets this label on every namespace; manifests may omit it.
+    labels.setdefault(NAMESPACE_NAME_LABEL, name)
+    annotations = _str_map(meta.get("annotations"), f"namespace {name}: metadata.annotations")
+    return Namespace(
+        name, tuple(sorted(labels.items())), annotations.get(AUDIT_ANNOTATION, "").lower() == "true"
+    )
+
+
+def parse_node(obj: Mapping[str, Any]) -> Node:
+    meta = _meta(obj, "node")
+    name = str(meta["name"])
+    ips: list[IPAddress] = []
+    for i, item in enumerate((obj.get("status") or {}).get("addresses") or []):
+        if item.get("type") not in ("InternalIP", "ExternalIP"):
+            continue
+        try:
+            ips.append(ipaddress.ip_address(str(item.get("address"))))
+        except ValueError as err:
+            raise InvalidObject(f"node {name}: status.addresses[{i}].address: {err}") from err
+    labels = _str_map(meta.get("labels"), f"node {name}: metadata.labels")
+    return Node(name, tuple(sorted(labels.items())), tuple(ips))

@@ -1,0 +1,172 @@
+"""Compile the ordered rules of one endpoint and direction into flat datapath entries.
+
+The datapath has no tiers and no "first match": it looks up one entry. So the
+compiler partitions the (peer identity x protocol x port) space by every
+boundary the rules draw — peers grouped by which rules name them, ports cut at
+every range edge — decides each cell with the full tier semantics (`decide`),
+merges neighbours with the same decision, and emits a complete, non-overlapping
+entry set (see `entries` for the lookup contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
+from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PortRange
+from septum.operator.engine.rules import Action, Direction, Tier
+
+# A protocol no rule names: cells of "every other protocol" are decided with it.
+OTHER_PROTOCOL = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRule:
+    """A rule with its peers resolved to identity numbers and its named ports to numbers."""
+
+    rule_id: int
+    tier: Tier
+    action: Action
+    peers: frozenset[int] | None  # None: every peer
+    ports: tuple[PortRange, ...] | None  # None: every protocol and port
+    l7: bool
+    peer_text: str = ""
+
+    def matches_port(self, protocol: int, port: int) -> bool:
+        if self.ports is None:
+            return True
+        return any(p.covers(protocol, port) for p in self.ports)
+
+
+Decision = tuple[Verdict, int, bool, str]  # verdict, rule id, L7 redirect, peer text
+
+
+def decide(
+    rules: Sequence[ResolvedRule],
+    default_deny_id: int | None,
+    no_policy_id: int,
+    protocol: int,
+    port: int,
+) -> Decision:
+    """The verdict for one cell; `rules` are the ones whose peers match, in evaluation order.
+
+    Admin tier: first match decides, Pass skips to the normal tier. Normal tier:
+    any deny wins, else any allow, else default deny if isolated, else the
+    baseline tier (first match) and finally "allowed, no policy".
+    """
+    index = 0
+    count = len(rules)
+    while index < count and rules[index].tier is Tier.ADMIN:
+        rule = rules[index]
+        index += 1
+        if rule.matches_port(protocol, port):
+            if rule.action is Action.PASS:
+                break
+            verdict = Verdict.ALLOW if rule.action is Action.ALLOW else Verdict.DENY
+            return verdict, rule.rule_id, rule.l7 and verdict is Verdict.ALLOW, rule.peer_text
+    while index < count and rules[index].tier is Tier.ADMIN:
+        index += 1
+    allow: ResolvedRule | None = None
+    l7 = False
+    while index < count and rules[index].tier is Tier.NORMAL:
+        rule = rules[index]
+        index += 1
+        if not rule.matches_port(protocol, port):
+            continue
+        if rule.action is Action.DENY:
+            return Verdict.DENY, rule.rule_id, False, rule.peer_text
+        if allow is None:
+            allow = rule
+        l7 = l7 or rule.l7
+    if allow is not None:
+        # Deny rules sort before allow rules of the normal tier, so none is left to win.
+        return Verdict.ALLOW, allow.rule_id, l7, allow.peer_text
+    if default_deny_id is not None:
+        return Verdict.DENY, default_deny_id, False, ""
+    while index < count:
+        rule = rules[index]
+        index += 1
+        if rule.matches_port(protocol, port):
+            if rule.action is Action.PASS:
+                break
+            verdict = Verdict.ALLOW if rule.action is Action.ALLOW else Verdict.DENY
+            return verdict, rule.rule_id, rule.l7 and verdict is Verdict.ALLOW, rule.peer_text
+    return Verdict.ALLOW, no_policy_id, False, ""
+
+
+def _segments(
+    rules: Sequence[ResolvedRule],
+    protocols: Sequence[int],
+    default_deny_id: int | None,
+    no_policy_id: int,
+) -> tuple[tuple[int, int, int, Decision], ...]:
+    """(protocol, lo, hi, decision) segments covering every listed protocol, then protocol 0."""
+    segments: list[tuple[int, int, int, Decision]] = []
+    for protocol in protocols:
+        cuts = {PORT_MIN, PORT_MAX + 1}
+        for rule in rules:
+            for port_range in rule.ports or ():
+                if port_range.protocol == protocol:
+                    cuts.add(port_range.lo)
+                    cuts.add(port_range.hi + 1)
+        edges = sorted(cuts)
+        current: tuple[int, Decision] | None = None
+        for lo in edges[:-1]:
+            decision = decide(rules, default_deny_id, no_policy_id, protocol, lo)
+            if current is not None and current[1] == decision:
+                continue
+            if current is not None:
+                segments.append((protocol, current[0], lo - 1, current[1]))
+            current = (lo, decision)
+        assert current is not None
+        segments.append((protocol, current[0], PORT_MAX, current[1]))
+    other = decide(rules, default_deny_id, no_policy_id, OTHER_PROTOCOL, PORT_MIN)
+    segments.append((PROTO_ANY, PORT_MIN, PORT_MAX, other))
+    return tuple(segments)
+
+
+def compile_direction(
+    direction: Direction,
+    rules: Sequence[ResolvedRule],
+    default_deny_id: int | None,
+    no_policy_id: int,
+) -> DirectionPolicy:
+    """Entries for one endpoint and direction from its rules in evaluation order."""
+    if not rules and default_deny_id is None:
+        return DirectionPolicy(False, ())
+    protocols = sorted({p.protocol for rule in rules for p in rule.ports or ()} - {PROTO_ANY})
+    # Group peer identities by the exact set of rules that name them: every
+    # identity in a group has the same decision function.
+    signature: dict[int, list[int]] = {}
+    wildcard_rules: list[int] = []
+    for position, rule in enumerate(rules):
+        if rule.peers is None:
+            wildcard_rules.append(position)
+            continue
+        for peer in rule.peers:
+            found = signature.get(peer)
+            if found is None:
+                signature[peer] = [position]
+            else:
+                found.append(position)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for peer, positions in signature.items():
+        groups.setdefault(tuple(positions), []).append(peer)
+    wildcard_segments = _segments(
+        [rules[i] for i in wildcard_rules], protocols, default_deny_id, no_policy_id
+    )
+    entries: list[PolicyEntry] = []
+    for proto, lo, hi, (verdict, rule_id, l7, text) in wildcard_segments:
+        entries.append(PolicyEntry(direction, 0, proto, lo, hi, verdict, l7, False, rule_id, text))
+    for group_key, peers in groups.items():
+        active = sorted((*group_key, *wildcard_rules))
+        segments = _segments([rules[i] for i in active], protocols, default_deny_id, no_policy_id)
+        if segments == wildcard_segments:
+            continue  # these peers fall back to the peer-0 entries with the same answer
+        for peer in sorted(peers):
+            for proto, lo, hi, (verdict, rule_id, l7, text) in segments:
+                entries.append(
+                    PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text)
+                )
+    return DirectionPolicy(True, tuple(entries))

@@ -1,0 +1,152 @@
+"""Protocols and destination-port ranges.
+
+ICMP and ICMPv6 have no ports; their message *type* takes the port's place in
+entries (range type..type), as in Cilium's policy map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from septum.operator.engine.errors import PolicyError
+
+PROTO_ANY = 0
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_ICMPV6 = 58
+PROTO_SCTP = 132
+
+PORT_MIN = 0
+PORT_MAX = 65535
+
+PROTOCOL_NUMBERS = {"TCP": PROTO_TCP, "UDP": PROTO_UDP, "SCTP": PROTO_SCTP}
+PROTOCOL_NAMES = {
+    PROTO_ANY: "ANY",
+    PROTO_ICMP: "ICMP",
+    PROTO_TCP: "TCP",
+    PROTO_UDP: "UDP",
+    PROTO_ICMPV6: "ICMPv6",
+    PROTO_SCTP: "SCTP",
+}
+# The protocols a rule with ports but no protocol (Cilium `ANY`) expands to.
+L4_PROTOCOLS = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
+
+ICMP_TYPES = {
+    "EchoReply": 0,
+    "DestinationUnreachable": 3,
+    "Redirect": 5,
+    "Echo": 8,
+    "EchoRequest": 8,
+    "RouterAdvertisement": 9,
+    "RouterSelection": 10,
+    "TimeExceeded": 11,
+    "ParameterProblem": 12,
+    "Timestamp": 13,
+    "TimestampReply": 14,
+    "Photuris": 40,
+    "ExtendedEchoRequest": 42,
+    "ExtendedEchoReply": 43,
+}
+ICMPV6_TYPES = {
+    "DestinationUnreachable": 1,
+    "PacketTooBig": 2,
+    "TimeExceeded": 3,
+    "ParameterProblem": 4,
+    "EchoRequest": 128,
+    "EchoReply": 129,
+    "MulticastListenerQuery": 130,
+    "MulticastListenerReport": 131,
+    "MulticastListenerDone": 132,
+    "RouterSolicitation": 133,
+    "RouterAdvertisement": 134,
+    "NeighborSolicitation": 135,
+    "NeighborAdvertisement": 136,
+    "RedirectMessage": 137,
+    "RouterRenumbering": 138,
+    "ICMPNodeInformationQuery": 139,
+    "ICMPNodeInformationResponse": 140,
+    "InverseNeighborDiscoverySolicitation": 141,
+    "InverseNeighborDiscoveryAdvertisement": 142,
+    "HomeAgentAddressDiscoveryRequest": 144,
+    "HomeAgentAddressDiscoveryReply": 145,
+    "MobilePrefixSolicitation": 146,
+    "MobilePrefixAdvertisement": 147,
+    "DuplicateAddressRequestCodeSuffix": 157,
+    "DuplicateAddressConfirmationCodeSuffix": 158,
+    "ExtendedEchoRequest": 160,
+    "ExtendedEchoReply": 161,
+}
+
+
+def protocol_name(number: int) -> str:
+    return PROTOCOL_NAMES.get(number, str(number))
+
+
+def parse_protocol_name(name: str) -> int:
+    """'TCP', 'udp', 'ICMPv6', '6' -> protocol number (for the CLI and explain)."""
+    upper = name.strip().upper()
+    for number, known in PROTOCOL_NAMES.items():
+        if known.upper() == upper:
+            return number
+    if upper.isdigit() and 0 <= int(upper) <= 255:
+        return int(upper)
+    raise ValueError(f"unknown protocol {name!r}")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PortRange:
+    """Protocol plus an inclusive destination-port range; protocol 0 means any protocol."""
+
+    protocol: int
+    lo: int = PORT_MIN
+    hi: int = PORT_MAX
+
+    def covers(self, protocol: int, port: int) -> bool:
+        if self.protocol != PROTO_ANY and self.protocol != protocol:
+            return False
+        return self.lo <= port <= self.hi
+
+    def __str__(self) -> str:
+        proto = protocol_name(self.protocol)
+        if self.lo == PORT_MIN and self.hi == PORT_MAX:
+            return f"{proto}/*"
+        if self.lo == self.hi:
+            return f"{proto}/{self.lo}"
+        return f"{proto}/{self.lo}-{self.hi}"
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPort:
+    """A container port name, resolved per endpoint (protocol None: any protocol)."""
+
+    name: str
+    protocol: int | None = None
+
+    def __str__(self) -> str:
+        return f"{protocol_name(self.protocol)}/{self.name}" if self.protocol else self.name
+
+
+PortSpec = PortRange | NamedPort
+
+
+def check_port(value: int, path: str, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if not low <= value <= PORT_MAX:
+        raise PolicyError(path, f"{value} is out of range ({low}-{PORT_MAX})")
+    return value
+
+
+def check_port_name(name: str, path: str) -> str:
+    # IANA_SVC_NAME: at most 15 lowercase alphanumerics or '-', at least one letter.
+    ok = (
+        0 < len(name) <= 15
+        and all(c.islower() or c.isdigit() or c == "-" for c in name)
+        and any(c.isalpha() for c in name)
+        and not name.startswith("-")
+        and not name.endswith("-")
+        and "--" not in name
+    )
+    if not ok:
+        raise PolicyError(path, f"{name!r} is neither a port number nor a valid port name")
+    return name

@@ -1,0 +1,187 @@
+"""The engine's one internal policy model: every kind parses into these frozen types.
+
+A `Policy` is a list of `PolicyPart`s (Cilium's `specs:` list form has several);
+each part selects its subjects, may isolate them per direction (default deny),
+and holds ordered `Rule`s. Tiers and orders make evaluation order explicit.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+from septum.operator.engine.ports import PortSpec
+from septum.operator.engine.selectors import Selector
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Direction(enum.Enum):
+    INGRESS = "ingress"
+    EGRESS = "egress"
+
+
+class Action(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    PASS = "pass"
+
+
+class Tier(enum.IntEnum):
+    """Evaluation order of tiers: a lower value is evaluated first."""
+
+    ADMIN = 0
+    NORMAL = 1
+    BASELINE = 2
+
+
+class Kind(enum.Enum):
+    NETWORK_POLICY = "NetworkPolicy"
+    SEPTUM_POLICY = "SeptumNetworkPolicy"
+    SEPTUM_CLUSTERWIDE = "SeptumClusterwideNetworkPolicy"
+    CLUSTER_NETWORK_POLICY = "ClusterNetworkPolicy"
+    ADMIN_NETWORK_POLICY = "AdminNetworkPolicy"
+    BASELINE_ADMIN_NETWORK_POLICY = "BaselineAdminNetworkPolicy"
+
+
+NAMESPACED_KINDS = frozenset({Kind.NETWORK_POLICY, Kind.SEPTUM_POLICY})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PolicyKey:
+    kind: str
+    namespace: str  # "" for cluster-scoped kinds
+    name: str
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return f"{self.kind} {where}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RuleRef:
+    """What a numeric rule id maps back to: the policy and the rule's field path."""
+
+    policy: PolicyKey
+    path: str
+    name: str = ""  # the admin-tier rule's `name`, if any
+
+    def __str__(self) -> str:
+        label = f" ({self.name!r})" if self.name else ""
+        return f"{self.policy} {self.path}{label}"
+
+
+@dataclass(frozen=True, slots=True)
+class CidrPeer:
+    """A prefix minus its excepts; matches CIDR/world identities only, never pods."""
+
+    cidr: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def __str__(self) -> str:
+        if not self.excepts:
+            return str(self.cidr)
+        return f"{self.cidr} except {','.join(str(e) for e in self.excepts)}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRule:
+    method: str = ""
+    path: str = ""
+    host: str = ""
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRule:
+    match_name: str = ""
+    match_pattern: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class L7Rules:
+    """L7 rules carried to the proxy (enforced by a later stage, not by this engine)."""
+
+    http: tuple[HttpRule, ...] = ()
+    dns: tuple[DnsRule, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.http or self.dns)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRule:
+    """A set of ports with the L7 rules that apply on them."""
+
+    ports: tuple[PortSpec, ...]
+    l7: L7Rules = L7Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """Who a rule matches on the other side. `any_peer` matches every identity."""
+
+    any_peer: bool = False
+    selectors: tuple[Selector, ...] = ()
+    cidrs: tuple[CidrPeer, ...] = ()
+    entities: tuple[str, ...] = ()
+    nodes: tuple[Selector, ...] = ()
+    fqdns: tuple[str, ...] = ()  # carried; resolved to CIDRs by a later stage
+
+    def describe(self) -> str:
+        if self.any_peer:
+            return "any peer"
+        parts = [f"endpoints {s}" for s in self.selectors]
+        parts += [f"cidr {c}" for c in self.cidrs]
+        parts += [f"entity {e}" for e in self.entities]
+        parts += [f"nodes {n}" for n in self.nodes]
+        parts += [f"fqdn {f}" for f in self.fqdns]
+        return " or ".join(parts) if parts else "no peer"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    ref: RuleRef
+    direction: Direction
+    action: Action
+    peers: Peers
+    # None: every protocol and port. Otherwise the union of the PortRules.
+    ports: tuple[PortRule, ...] | None = None
+
+    @property
+    def l7(self) -> L7Rules:
+        http = tuple(h for p in self.ports or () for h in p.l7.http)
+        dns = tuple(d for p in self.ports or () for d in p.l7.dns)
+        return L7Rules(http, dns)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyPart:
+    """Subjects + per-direction isolation + ordered rules (one Cilium spec, or a whole policy)."""
+
+    subject: Selector | None  # endpoints selected; None when the part selects nodes
+    node_subject: Selector | None
+    isolates: frozenset[Direction]
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    key: PolicyKey
+    tier: Tier
+    priority: int  # within an admin tier; 0 for the normal tier
+    parts: tuple[PolicyPart, ...]
+    description: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def order(self) -> tuple[int, int, str, str]:
+        """Tier, then priority, then a stable tie-break by kind and name."""
+        return (
+            int(self.tier),
+            self.priority,
+            self.key.kind,
+            f"{self.key.namespace}/{self.key.name}",
+        )

@@ -1,0 +1,825 @@
+"""The engine: cluster objects and policies in, per-endpoint entries and diffs out.
+
+Design for scale: entries are computed per identity (all pods of an identity
+share them), selector answers are cached per selector and kept current as
+identities come and go (a label index narrows which selectors a new identity
+can affect), and compile results are memoised on their resolved inputs, so
+identities selected by the same rules share one entry tuple. An update marks
+only the identities whose inputs changed and recompiles just those.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from septum.operator.engine.changes import ChangeSet, LoadResult
+from septum.operator.engine.cluster import (
+    NAMESPACE_NAME_LABEL,
+    Namespace,
+    Node,
+    Pod,
+    PodKey,
+    parse_namespace,
+    parse_node,
+    parse_pod,
+)
+from septum.operator.engine.compile import ResolvedRule, compile_direction
+from septum.operator.engine.entries import (
+    UNENFORCED_POLICY,
+    DirectionPolicy,
+    EntryDiff,
+    IdentityPolicy,
+    PolicyEntry,
+)
+from septum.operator.engine.errors import InvalidPolicy, PolicyError
+from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
+from septum.operator.engine.labels import SOURCE_K8S, LabelFilter, LabelSet, pod_label_set
+from septum.operator.engine.matching import peers_match
+from septum.operator.engine.parse import parse_policy, policy_key
+from septum.operator.engine.ports import NamedPort, PortRange
+from septum.operator.engine.registry import RuleRegistry
+from septum.operator.engine.rules import (
+    Action,
+    Direction,
+    IPNetwork,
+    Kind,
+    Peers,
+    Policy,
+    PolicyKey,
+    PolicyPart,
+    Rule,
+    Tier,
+)
+from septum.operator.engine.selectors import Selector
+from septum.operator.identity import (
+    CLUSTER_IDENTITY_MIN,
+    LOCAL_IDENTITY_MIN,
+    IdentityAllocator,
+    InMemoryAllocator,
+    ReservedIdentity,
+)
+from septum.operator.identity.reserved import CLUSTER_IDENTITY_MAX, LOCAL_IDENTITY_MAX
+
+Matcher = Selector | Peers
+NamedPortMap = dict[str, frozenset[tuple[int, int]]]
+_MEMO_LIMIT = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPolicy:
+    pod: PodKey
+    identity: int
+    audit: bool
+    ingress: DirectionPolicy
+    egress: DirectionPolicy
+
+    def entries(self) -> frozenset[PolicyEntry]:
+        return frozenset(self.ingress.entries) | frozenset(self.egress.entries)
+
+
+def _with_audit(entries: Iterable[PolicyEntry]) -> frozenset[PolicyEntry]:
+    return frozenset(e._replace(audit=True) for e in entries)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        label_filter: LabelFilter | None = None,
+        cluster_name: str = "default",
+        pod_allocator: IdentityAllocator | None = None,
+        cidr_allocator: IdentityAllocator | None = None,
+        local_node: str = "",
+        kube_apiserver_ips: Iterable[str] = (),
+    ) -> None:
+        self.label_filter = label_filter or LabelFilter()
+        self.cluster_name = cluster_name
+        self.local_node = local_node
+        self.kube_apiserver_ips = tuple(ipaddress.ip_address(ip) for ip in kube_apiserver_ips)
+        self.identities = IdentityTable(
+            pod_allocator or InMemoryAllocator(CLUSTER_IDENTITY_MIN, CLUSTER_IDENTITY_MAX),
+            cidr_allocator or InMemoryAllocator(LOCAL_IDENTITY_MIN, LOCAL_IDENTITY_MAX),
+        )
+        self.registry = RuleRegistry()
+        self.namespaces: dict[str, Namespace] = {}
+        self.pods: dict[PodKey, Pod] = {}
+        self.nodes: dict[str, Node] = {}
+        self.policies: dict[PolicyKey, Policy] = {}
+        self.rejected: dict[PolicyKey, InvalidPolicy] = {}
+        self._ordered: list[Policy] = []
+        self._pod_labels: dict[PodKey, LabelSet] = {}
+        self.pod_identity: dict[PodKey, int] = {}
+        self.identity_pods: dict[int, set[PodKey]] = {}
+        self.named_ports: dict[int, NamedPortMap] = {}
+        self._sets: dict[Matcher, frozenset[int]] = {}
+        self._set_refs: Counter[Matcher] = Counter()
+        self._watch_kv: dict[tuple[str, str], set[Matcher]] = {}
+        self._watch_scan: set[Matcher] = set()
+        self._watch_nonpod: set[Matcher] = set()
+        self._users: dict[Matcher, set[int]] = {}
+        self._egress_named_users: set[int] = set()
+        self._cidr_refs: Counter[IPNetwork] = Counter()
+        self._rule_ids: dict[int, tuple[int, str]] = {}
+        self.compiled: dict[int, IdentityPolicy] = {}
+        self._memo: dict[object, DirectionPolicy] = {}
+        self._dirty: set[int] = set()
+        self._pending: ChangeSet = ChangeSet()
+        # Each endpoint's audit mode as last reported, to diff the audit flag of its entries.
+        self._audit_state: dict[PodKey, bool] = {}
+
+    # ---- queries -------------------------------------------------------
+
+    def endpoint_policy(self, pod: PodKey) -> EndpointPolicy:
+        identity = self.pod_identity[pod]
+        compiled = self.compiled.get(identity, UNENFORCED_POLICY)
+        audit = self._audit(pod)
+        ingress, egress = compiled.ingress, compiled.egress
+        if audit:
+            ingress = DirectionPolicy(
+                ingress.enforced, tuple(e._replace(audit=True) for e in ingress.entries)
+            )
+            egress = DirectionPolicy(
+                egress.enforced, tuple(e._replace(audit=True) for e in egress.entries)
+            )
+        return EndpointPolicy(pod, identity, audit, ingress, egress)
+
+    def endpoints(self) -> list[PodKey]:
+        return sorted(self.pod_identity)
+
+    def pod_labels(self, pod: PodKey) -> LabelSet:
+        return self._pod_labels[pod]
+
+    def ordered_policies(self) -> list[Policy]:
+        return self._ordered
+
+    def node_matches(self, selector: Selector) -> bool:
+        return any(
+            selector.matches(LabelSet.of("node", node.labels)) for node in self.nodes.values()
+        )
+
+    def ipcache(self) -> dict[IPNetwork, int]:
+        """Prefix -> identity for the datapath's LPM map (v4 and v6)."""
+        table: dict[IPNetwork, int] = {
+            WORLD_V4: int(ReservedIdentity.WORLD_IPV4),
+            WORLD_V6: int(ReservedIdentity.WORLD_IPV6),
+        }
+        table.update({network: number for network, number in self.identities.cidr_ids.items()})
+        for ip in self.kube_apiserver_ips:
+            table[ipaddress.ip_network(ip)] = int(ReservedIdentity.KUBE_APISERVER)
+        for node in self.nodes.values():
+            number = (
+                ReservedIdentity.HOST
+                if node.name == self.local_node
+                else ReservedIdentity.REMOTE_NODE
+            )
+            for ip in node.ips:
+                table[ipaddress.ip_network(ip)] = int(number)
+        # Pod addresses go last: a pod's /32 (/128) always wins over any CIDR.
+        for key, pod_id in self.pod_identity.items():
+            for ip in self.pods[key].ips:
+                table[ipaddress.ip_network(ip)] = pod_id
+        return table
+
+    def recompute_all(self) -> dict[int, IdentityPolicy]:
+        """Every identity's entries computed from scratch (no memo): the reference for tests."""
+        saved = self._memo
+        self._memo = {}
+        try:
+            return {n: self._compile_identity(n, None) for n in sorted(self.identity_pods)}
+        finally:
+            self._memo = saved
+
+    # ---- cluster objects ----------------------------------------------
+
+    def upsert_namespace(self, obj: Mapping[str, Any]) -> ChangeSet:
+        namespace = parse_namespace(obj)
+        old = self.namespaces.get(namespace.name)
+        self.namespaces[namespace.name] = namespace
+        touched: dict[PodKey, IdentityPolicy | None] = {}
+        if old is None or old.labels != namespace.labels or old.audit != namespace.audit:
+            for key, pod in self.pods.items():
+                if key.namespace == namespace.name:
+                    self._set_pod(pod, touched)
+        return self._flush(touched)
+
+    def delete_namespace(self, name: str) -> ChangeSet:
+        touched: dict[PodKey, IdentityPolicy | None] = {}
+        for key in [k for k in self.pods if k.namespace == name]:
+            self._drop_pod(key, touched)
+        self.namespaces.pop(name, None)
+        return self._flush(touched)
+
+    def upsert_pod(self, obj: Mapping[str, Any]) -> ChangeSet:
+        pod = parse_pod(obj)
+        touched: dict[PodKey, IdentityPolicy | None] = {}
+        self._set_pod(pod, touched)
+        return self._flush(touched)
+
+    def delete_pod(self, namespace: str, name: str) -> ChangeSet:
+        touched: dict[PodKey, IdentityPolicy | None] = {}
+        self._drop_pod(PodKey(namespace, name), touched)
+        return self._flush(touched)
+
+    def upsert_node(self, obj: Mapping[str, Any]) -> ChangeSet:
+        node = parse_node(obj)
+        old = self.nodes.get(node.name)
+        self.nodes[node.name] = node
+        for ip in old.ips if old else ():
+            self._pending.ipcache_deletes.add(ipaddress.ip_network(ip))
+        self._node_peers_changed()
+        return self._flush({})
+
+    def delete_node(self, name: str) -> ChangeSet:
+        old = self.nodes.pop(name, None)
+        for ip in old.ips if old else ():
+            self._pending.ipcache_deletes.add(ipaddress.ip_network(ip))
+        self._node_peers_changed()
+        return self._flush({})
+
+    # ---- policies ------------------------------------------------------
+
+    def upsert_policy(self, obj: Mapping[str, Any]) -> ChangeSet:
+        """Add or replace a policy; if invalid, raise InvalidPolicy and keep the old version."""
+        try:
+            policy = parse_policy(obj)
+            self._check_priority(policy)
+        except InvalidPolicy as err:
+            self.rejected[policy_key(obj)] = err
+            raise
+        self.rejected.pop(policy.key, None)
+        old = self.policies.get(policy.key)
+        if old is not None:
+            self._dirty |= self._subjects_of(old)
+            self._unregister(old)
+        self.policies[policy.key] = policy
+        self._register(policy)
+        self._dirty |= self._subjects_of(policy)
+        self._reorder()
+        return self._flush({})
+
+    def delete_policy(self, key: PolicyKey) -> ChangeSet:
+        self.rejected.pop(key, None)
+        old = self.policies.pop(key, None)
+        if old is None:
+            return ChangeSet()
+        self._dirty |= self._subjects_of(old)
+        self._unregister(old)
+        self._reorder()
+        return self._flush({})
+
+    def _check_priority(self, policy: Policy) -> None:
+        """Two AdminNetworkPolicies may not share a priority (upstream leaves it undefined)."""
+        if policy.key.kind != Kind.ADMIN_NETWORK_POLICY.value:
+            return
+        for other in self.policies.values():
+            if (
+                other.key.kind == policy.key.kind
+                and other.key != policy.key
+                and other.priority == policy.priority
+            ):
+                error = PolicyError(
+                    "spec.priority", f"{policy.priority} is already used by {other.key}"
+                )
+                raise InvalidPolicy(policy.key.kind, policy.key.name, [error])
+
+    # ---- full load -----------------------------------------------------
+
+    def load(
+        self,
+        *,
+        namespaces: Iterable[Mapping[str, Any]] = (),
+        pods: Iterable[Mapping[str, Any]] = (),
+        nodes: Iterable[Mapping[str, Any]] = (),
+        policies: Iterable[Mapping[str, Any]] = (),
+    ) -> LoadResult:
+        """Full compile into an empty engine; identity numbers do not depend on input order."""
+        if self.pods or self.policies:
+            raise RuntimeError("load() needs an empty engine; use the upsert_* methods to update")
+        for obj in namespaces:
+            ns = parse_namespace(obj)
+            self.namespaces[ns.name] = ns
+        for obj in nodes:
+            node = parse_node(obj)
+            self.nodes[node.name] = node
+        parsed_pods = sorted((parse_pod(obj) for obj in pods), key=lambda p: p.key)
+        label_sets = {p.key: self._label_set(p) for p in parsed_pods if not p.host_network}
+        ordered_sets: list[LabelSet] = sorted(set(label_sets.values()), key=lambda s: s.items)
+        self.identities.pod_allocator.preallocate(ordered_sets)
+        for pod in parsed_pods:
+            self.pods[pod.key] = pod
+            if pod.host_network:
+                continue
+            labels = label_sets[pod.key]
+            number, _ = self.identities.acquire_pod(labels)
+            self._pod_labels[pod.key] = labels
+            self.pod_identity[pod.key] = number
+            self.identity_pods.setdefault(number, set()).add(pod.key)
+        for number in self.identity_pods:
+            self.named_ports[number] = self._named_port_map(number)
+        rejected: dict[str, str] = {}
+        accepted: list[Policy] = []
+        for obj in sorted(policies, key=lambda o: policy_key(o)):
+            try:
+                policy = parse_policy(obj)
+                if policy.key in self.policies:
+                    raise InvalidPolicy(
+                        policy.key.kind,
+                        policy.key.name,
+                        [PolicyError("metadata.name", "duplicate")],
+                    )
+                self._check_priority(policy)
+            except InvalidPolicy as err:
+                key = policy_key(obj)
+                self.rejected[key] = err
+                rejected[str(key)] = str(err)
+                continue
+            self.policies[policy.key] = policy
+            accepted.append(policy)
+        prefixes = sorted(
+            {n for p in accepted for n in self._prefixes(p) if n.prefixlen},
+            key=lambda n: (n.version, int(n.network_address), n.prefixlen),
+        )
+        self.identities.cidr_allocator.preallocate(prefixes)
+        for policy in accepted:
+            self._register(policy)
+        self._reorder()
+        parts_of = self._parts_index()
+        for number in sorted(self.identity_pods):
+            self.compiled[number] = self._compile_identity(number, parts_of.get(number, []))
+        self._dirty.clear()
+        changes = self._pending
+        self._pending = ChangeSet()
+        for pod_key in self.pod_identity:
+            self._audit_state[pod_key] = self._audit(pod_key)
+            entries = self.endpoint_policy(pod_key).entries()
+            changes.endpoints[pod_key] = EntryDiff(entries, frozenset())
+        changes.ipcache_upserts.update(self.ipcache())
+        return LoadResult(changes, rejected)
+
+    # ---- internals: pods and identities --------------------------------
+
+    def _label_set(self, pod: Pod) -> LabelSet:
+        ns = self.namespaces.get(pod.key.namespace)
+        ns_labels = dict(ns.labels) if ns else {NAMESPACE_NAME_LABEL: pod.key.namespace}
+        return pod_label_set(
+            pod.key.namespace,
+            pod.label_map,
+            ns_labels,
+            pod.service_account,
+            self.cluster_name,
+            self.label_filter,
+        )
+
+    def _audit(self, pod: PodKey) -> bool:
+        ns = self.namespaces.get(pod.namespace)
+        return self.pods[pod].audit or bool(ns and ns.audit)
+
+    def _old_policy(self, key: PodKey) -> IdentityPolicy | None:
+        number = self.pod_identity.get(key)
+        return None if number is None else self.compiled.get(number, UNENFORCED_POLICY)
+
+    def _set_pod(self, pod: Pod, touched: dict[PodKey, IdentityPolicy | None]) -> None:
+        key = pod.key
+        old = self.pods.get(key)
+        if key not in touched:
+            touched[key] = self._old_policy(key)
+        if old is not None:
+            for ip in old.ips:
+                if ip not in pod.ips or pod.host_network:
+                    self._pending.ipcache_deletes.add(ipaddress.ip_network(ip))
+        self.pods[key] = pod
+        labels = None if pod.host_network else self._label_set(pod)
+        old_labels = self._pod_labels.get(key)
+        if labels != old_labels:
+            if old_labels is not None:
+                self._unassign(key, old_labels)
+            if labels is not None:
+                self._assign(key, labels)
+        elif labels is not None:
+            self._refresh_named_ports(self.pod_identity[key])
+        if labels is not None:
+            for ip in pod.ips:
+                self._pending.ipcache_upserts[ipaddress.ip_network(ip)] = self.pod_identity[key]
+
+    def _drop_pod(self, key: PodKey, touched: dict[PodKey, IdentityPolicy | None]) -> None:
+        pod = self.pods.pop(key, None)
+        if pod is None:
+            return
+        if key not in touched:
+            touched[key] = self._old_policy(key)
+        for ip in pod.ips:
+            self._pending.ipcache_deletes.add(ipaddress.ip_network(ip))
+        labels = self._pod_labels.get(key)
+        if labels is not None:
+            self._unassign(key, labels)
+
+    def _assign(self, key: PodKey, labels: LabelSet) -> None:
+        number, is_new = self.identities.acquire_pod(labels)
+        self._pod_labels[key] = labels
+        self.pod_identity[key] = number
+        self.identity_pods.setdefault(number, set()).add(key)
+        if is_new:
+            self._identity_added(number)
+        self._refresh_named_ports(number)
+
+    def _unassign(self, key: PodKey, labels: LabelSet) -> None:
+        number = self.pod_identity.pop(key)
+        del self._pod_labels[key]
+        pods = self.identity_pods[number]
+        pods.discard(key)
+        if not pods:
+            del self.identity_pods[number]
+            self._identity_removed(number)
+            self.identities.release_pod(labels)
+            self.named_ports.pop(number, None)
+            self._dirty.add(number)
+        else:
+            self.identities.release_pod(labels)
+            self._refresh_named_ports(number)
+
+    def _named_port_map(self, number: int) -> NamedPortMap:
+        ports: dict[str, set[tuple[int, int]]] = {}
+        for key in self.identity_pods.get(number, ()):
+            for name, proto, port in self.pods[key].named_ports:
+                ports.setdefault(name, set()).add((proto, port))
+        return {name: frozenset(values) for name, values in ports.items()}
+
+    def _refresh_named_ports(self, number: int) -> None:
+        new = self._named_port_map(number)
+        if self.named_ports.get(number) != new:
+            self.named_ports[number] = new
+            self._dirty.add(number)
+            self._dirty |= self._egress_named_users
+
+    def _identity_added(self, number: int) -> None:
+        labels = self.identities.labels[number]
+        self._dirty.add(number)
+        for matcher in self._watchers(labels):
+            if self._matches(matcher, labels):
+                self._sets[matcher] = self._sets[matcher] | {number}
+                self._dirty |= self._users.get(matcher, set())
+
+    def _identity_removed(self, number: int) -> None:
+        labels = self.identities.labels[number]
+        for matcher in self._watchers(labels):
+            current = self._sets[matcher]
+            if number in current:
+                self._sets[matcher] = current - {number}
+                self._dirty |= self._users.get(matcher, set())
+        self._egress_named_users.discard(number)
+
+    def _watchers(self, labels: LabelSet) -> set[Matcher]:
+        if labels.source != SOURCE_K8S:
+            return set(self._watch_nonpod)
+        found = set(self._watch_scan)
+        for item in labels.items:
+            bucket = self._watch_kv.get(item)
+            if bucket:
+                found |= bucket
+        return found
+
+    def _node_peers_changed(self) -> None:
+        for matcher in list(self._sets):
+            if isinstance(matcher, Peers) and matcher.nodes:
+                self._recompute_set(matcher)
+        self._dirty |= set(self.identity_pods)
+
+    # ---- internals: selector cache --------------------------------------
+
+    def _matches(self, matcher: Matcher, labels: LabelSet) -> bool:
+        if isinstance(matcher, Selector):
+            return matcher.matches(labels)
+        return peers_match(matcher, labels, self.node_matches)
+
+    def _selector_plan(self, selector: Selector) -> tuple[tuple[str, str] | None, bool, bool]:
+        """(index key, needs a pod scan, needs non-pod identities) for one selector."""
+        pods = SOURCE_K8S in selector.sources
+        nonpod = bool(selector.sources - {SOURCE_K8S})
+        if not pods:
+            return None, False, nonpod
+        keys = selector.index_keys()
+        if not keys:
+            return None, True, nonpod
+        namespace_keys = [k for k in keys if k[0] == "io.kubernetes.pod.namespace"]
+        return (namespace_keys or keys)[0], False, nonpod
+
+    def _plans(self, matcher: Matcher) -> list[tuple[tuple[str, str] | None, bool, bool]]:
+        if isinstance(matcher, Selector):
+            return [self._selector_plan(matcher)]
+        plans = [self._selector_plan(s) for s in matcher.selectors]
+        if matcher.cidrs or matcher.entities or matcher.nodes:
+            plans.append((None, "cluster" in matcher.entities, True))
+        return plans
+
+    def _candidates(self, matcher: Matcher) -> set[int]:
+        found: set[int] = set()
+        selectors = (matcher,) if isinstance(matcher, Selector) else matcher.selectors
+        for selector in selectors:
+            if SOURCE_K8S in selector.sources:
+                narrowed = self.identities.candidates(selector.index_keys())
+                found |= self.identities.pod_ids if narrowed is None else narrowed
+            if selector.sources - {SOURCE_K8S}:
+                found.update(self.identities.non_pod_ids())
+        if isinstance(matcher, Peers) and (matcher.cidrs or matcher.entities or matcher.nodes):
+            found.update(self.identities.non_pod_ids())
+            if "cluster" in matcher.entities:
+                found |= self.identities.pod_ids
+        return found
+
+    def _recompute_set(self, matcher: Matcher) -> None:
+        labels = self.identities.labels
+        new = frozenset(n for n in self._candidates(matcher) if self._matches(matcher, labels[n]))
+        if new != self._sets.get(matcher):
+            self._sets[matcher] = new
+            self._dirty |= self._users.get(matcher, set())
+
+    def _acquire_matcher(self, matcher: Matcher) -> None:
+        self._set_refs[matcher] += 1
+        if self._set_refs[matcher] > 1:
+            return
+        self._sets[matcher] = frozenset()
+        self._recompute_set(matcher)
+        for key, scan, nonpod in self._plans(matcher):
+            if key is not None:
+                self._watch_kv.setdefault(key, set()).add(matcher)
+            if scan:
+                self._watch_scan.add(matcher)
+            if nonpod:
+                self._watch_nonpod.add(matcher)
+
+    def _release_matcher(self, matcher: Matcher) -> None:
+        self._set_refs[matcher] -= 1
+        if self._set_refs[matcher] > 0:
+            return
+        del self._set_refs[matcher]
+        del self._sets[matcher]
+        self._users.pop(matcher, None)
+        for key, _, _ in self._plans(matcher):
+            if key is not None:
+                bucket = self._watch_kv.get(key)
+                if bucket is not None:
+                    bucket.discard(matcher)
+                    if not bucket:
+                        del self._watch_kv[key]
+        self._watch_scan.discard(matcher)
+        self._watch_nonpod.discard(matcher)
+
+    # ---- internals: policies -------------------------------------------
+
+    @staticmethod
+    def _prefixes(policy: Policy) -> list[IPNetwork]:
+        found: list[IPNetwork] = []
+        for part in policy.parts:
+            for rule in part.rules:
+                for cidr in rule.peers.cidrs:
+                    found.append(cidr.cidr)
+                    found.extend(cidr.excepts)
+        return found
+
+    def _register(self, policy: Policy) -> None:
+        for network in self._prefixes(policy):
+            self._cidr_refs[network] += 1
+            if self._cidr_refs[network] == 1:
+                number, is_new = self.identities.acquire_cidr(network)
+                if is_new:
+                    self._pending.ipcache_upserts[network] = number
+                    self._identity_added(number)
+        for part in policy.parts:
+            if part.subject is not None:
+                self._acquire_matcher(part.subject)
+            for rule in part.rules:
+                if not rule.peers.any_peer:
+                    self._acquire_matcher(rule.peers)
+                rule_id = self.registry.rule(
+                    rule.ref, rule.direction, policy.tier, rule.action, rule.peers.describe()
+                )
+                self._rule_ids[id(rule)] = (rule_id, rule.peers.describe())
+
+    def _unregister(self, policy: Policy) -> None:
+        for part in policy.parts:
+            if part.subject is not None:
+                self._release_matcher(part.subject)
+            for rule in part.rules:
+                if not rule.peers.any_peer:
+                    self._release_matcher(rule.peers)
+                self._rule_ids.pop(id(rule), None)
+        for network in self._prefixes(policy):
+            self._cidr_refs[network] -= 1
+            if self._cidr_refs[network] == 0:
+                del self._cidr_refs[network]
+                number = self.identities.cidr_ids.get(network)
+                if number is not None:
+                    self._identity_removed(number)
+                    self.identities.release_cidr(network)
+                    self._pending.ipcache_deletes.add(network)
+
+    def _reorder(self) -> None:
+        self._ordered = sorted(self.policies.values(), key=lambda p: p.order)
+
+    def _subjects_of(self, policy: Policy) -> set[int]:
+        found: set[int] = set()
+        for part in policy.parts:
+            if part.subject is not None:
+                found |= self._sets.get(part.subject, frozenset())
+        return found
+
+    def _parts_index(self) -> dict[int, list[tuple[Policy, PolicyPart]]]:
+        index: dict[int, list[tuple[Policy, PolicyPart]]] = {}
+        for policy in self._ordered:
+            for part in policy.parts:
+                if part.subject is None:
+                    continue
+                for number in self._sets[part.subject]:
+                    index.setdefault(number, []).append((policy, part))
+        return index
+
+    def _parts_of(self, number: int) -> list[tuple[Policy, PolicyPart]]:
+        return [
+            (policy, part)
+            for policy in self._ordered
+            for part in policy.parts
+            if part.subject is not None and number in self._sets[part.subject]
+        ]
+
+    # ---- internals: compiling ------------------------------------------
+
+    def _resolve(
+        self, policy: Policy, rule: Rule, subject: int, direction: Direction
+    ) -> list[ResolvedRule]:
+        rule_id, text = self._rule_ids[id(rule)]
+        peers = None if rule.peers.any_peer else self._sets[rule.peers]
+        if rule.peers is not None and not rule.peers.any_peer:
+            self._users.setdefault(rule.peers, set()).add(subject)
+        if rule.ports is None:
+            return [ResolvedRule(rule_id, policy.tier, rule.action, peers, None, False, text)]
+        resolved: list[ResolvedRule] = []
+        for port_rule in rule.ports:
+            l7 = bool(port_rule.l7)
+            numeric = tuple(p for p in port_rule.ports if isinstance(p, PortRange))
+            named = [p for p in port_rule.ports if isinstance(p, NamedPort)]
+            if direction is Direction.INGRESS:
+                numeric += self._resolve_named(named, subject)
+                resolved.append(
+                    ResolvedRule(rule_id, policy.tier, rule.action, peers, numeric, l7, text)
+                )
+                continue
+            resolved.append(
+                ResolvedRule(rule_id, policy.tier, rule.action, peers, numeric, l7, text)
+            )
+            if named:
+                # Egress named ports mean the *peer's* port: resolve per peer identity.
+                self._egress_named_users.add(subject)
+                by_ports: dict[tuple[PortRange, ...], set[int]] = {}
+                for peer in sorted(peers if peers is not None else self.identity_pods):
+                    ports = self._resolve_named(named, peer)
+                    if ports:
+                        by_ports.setdefault(ports, set()).add(peer)
+                for ports, group in sorted(by_ports.items()):
+                    resolved.append(
+                        ResolvedRule(
+                            rule_id, policy.tier, rule.action, frozenset(group), ports, l7, text
+                        )
+                    )
+        return resolved
+
+    def _resolve_named(self, named: list[NamedPort], identity: int) -> tuple[PortRange, ...]:
+        if not named:
+            return ()
+        table = self.named_ports.get(identity, {})
+        found: set[PortRange] = set()
+        for port in named:
+            for proto, number in table.get(port.name, ()):
+                if port.protocol is None or port.protocol == proto:
+                    found.add(PortRange(proto, number, number))
+        return tuple(sorted(found))
+
+    def _compile_identity(
+        self, number: int, parts: list[tuple[Policy, PolicyPart]] | None
+    ) -> IdentityPolicy:
+        if parts is None:
+            parts = self._parts_of(number)
+        if not parts:
+            return UNENFORCED_POLICY
+        return IdentityPolicy(
+            self._compile_direction(number, parts, Direction.INGRESS),
+            self._compile_direction(number, parts, Direction.EGRESS),
+        )
+
+    def _compile_direction(
+        self, number: int, parts: list[tuple[Policy, PolicyPart]], direction: Direction
+    ) -> DirectionPolicy:
+        admin: list[ResolvedRule] = []
+        denies: list[ResolvedRule] = []
+        allows: list[ResolvedRule] = []
+        baseline: list[ResolvedRule] = []
+        isolated_by: list[PolicyKey] = []
+        for policy, part in parts:
+            if direction in part.isolates and policy.tier is Tier.NORMAL:
+                isolated_by.append(policy.key)
+            for rule in part.rules:
+                if rule.direction is not direction:
+                    continue
+                resolved = self._resolve(policy, rule, number, direction)
+                if policy.tier is Tier.ADMIN:
+                    admin += resolved
+                elif policy.tier is Tier.BASELINE:
+                    baseline += resolved
+                elif rule.action is Action.DENY:
+                    denies += resolved
+                else:
+                    allows += resolved
+        rules = tuple(admin + denies + allows + baseline)
+        deny_id = (
+            self.registry.default_deny(direction, tuple(sorted(set(isolated_by))))
+            if isolated_by
+            else None
+        )
+        none_id = self.registry.no_policy(direction)
+        key = (direction, rules, deny_id)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
+        result = compile_direction(direction, rules, deny_id, none_id)
+        if len(self._memo) > _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = result
+        return result
+
+    def _flush(self, touched: dict[PodKey, IdentityPolicy | None]) -> ChangeSet:
+        changes = self._pending
+        self._pending = ChangeSet()
+        dirty = self._dirty
+        self._dirty = set()
+        old_policies = {n: self.compiled.get(n, UNENFORCED_POLICY) for n in dirty}
+        for number in dirty:
+            if number in self.identity_pods:
+                self.compiled[number] = self._compile_identity(number, None)
+            else:
+                self.compiled.pop(number, None)
+        changes.recompiled_identities = len(dirty)
+        diff_cache: dict[tuple[int, int, bool], EntryDiff] = {}
+
+        def diff(
+            old: IdentityPolicy | None, new: IdentityPolicy | None, audit_old: bool, audit_new: bool
+        ) -> EntryDiff:
+            cache_key = (id(old), id(new), audit_old)
+            if audit_old == audit_new and cache_key in diff_cache:
+                return diff_cache[cache_key]
+            old_entries = old.entries() if old else frozenset()
+            new_entries = new.entries() if new else frozenset()
+            if audit_old:
+                old_entries = _with_audit(old_entries)
+            if audit_new:
+                new_entries = _with_audit(new_entries)
+            result = EntryDiff.between(old_entries, new_entries)
+            if audit_old == audit_new:
+                diff_cache[cache_key] = result
+            return result
+
+        for number in dirty:
+            old = old_policies[number]
+            new = self.compiled.get(number)
+            if new is None or old is new or old == new:
+                continue
+            for key in self.identity_pods.get(number, ()):
+                if key not in touched:
+                    audit = self._audit(key)
+                    changes.endpoints[key] = diff(old, new, audit, audit)
+        for key, old_policy in touched.items():
+            new_policy = (
+                self.compiled.get(self.pod_identity[key], UNENFORCED_POLICY)
+                if key in self.pod_identity
+                else None
+            )
+            old_audit = self._audit_state.get(key, False)
+            new_audit = self._audit(key) if key in self.pods else False
+            if new_policy is None:
+                changes.removed_endpoints.add(key)
+            result = diff(old_policy, new_policy, old_audit, new_audit)
+            if result or new_policy is not None and old_policy is None:
+                changes.endpoints[key] = result
+        for key in touched:
+            if key in self.pod_identity:
+                self._audit_state[key] = self._audit(key)
+            else:
+                self._audit_state.pop(key, None)
+        for network in list(changes.ipcache_deletes):
+            if network in changes.ipcache_upserts:
+                changes.ipcache_deletes.discard(network)
+        return changes
+
+
+def apply_diff(current: dict[PodKey, frozenset[PolicyEntry]], changes: ChangeSet) -> None:
+    """Apply a ChangeSet to a per-endpoint entry view (what a datapath agent would do)."""
+    for key, diff in changes.endpoints.items():
+        entries = current.get(key, frozenset())
+        current[key] = (entries - diff.removed) | diff.added
+    for key in changes.removed_endpoints:
+        current.pop(key, None)
+
+
+__all__ = ["ChangeSet", "Engine", "EndpointPolicy", "apply_diff"]
