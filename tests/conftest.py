@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["septum.lab.pytest_plugin"]  # session-wide `lab` fixture (issue 5)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Privileged tests never skip quietly: on CI (root, BPF) a missing capability is a failure.

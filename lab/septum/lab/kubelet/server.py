@@ -48,6 +48,10 @@ def make_app(kubelet: Kubelet) -> web.Application:
         follow = request.query.get("follow") == "true" and not previous
         run = c.restart_count - 1 if previous else c.restart_count
         path = c.log_path(run)
+        if not previous and not path.exists() and run > 0:
+            # Waiting to restart: like kubelets, show the last terminated run.
+            run -= 1
+            path = c.log_path(run)
         if run < 0 or not path.exists():
             what = "previous terminated container" if previous else "container"
             raise web.HTTPBadRequest(text=f'{what} "{container}" in pod "{pod}" not found')

@@ -1,0 +1,52 @@
+"""What the lab may leave on a machine, listed so that a test can assert none of it remains."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from septum.lab import config, network
+
+_LAB_ADDRESSES = ("10.213.", "10.214.")
+_MOUNTPOINTS = ("/etc/coredns", "/run/secrets/kubernetes.io", "/var/run/secrets/kubernetes.io")
+
+
+def _lab_processes() -> list[str]:
+    markers = (str(config.cache_dir() / "bin"), "septum.lab.kubelet", str(config.default_state_dir()))
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+        except psutil.Error:
+            continue
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(m in cmdline for m in markers):
+            found.append(f"{proc.info['pid']} {cmdline[:120]}")
+    return found
+
+
+def _lines(argv: list[str], needles: tuple[str, ...]) -> list[str]:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return []
+    return [line for line in out.splitlines() if any(n in line for n in needles)]
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Everything lab-made currently on the machine (empty lists when the lab is fully down)."""
+    bpffs = Path("/sys/fs/bpf")
+    return {
+        "netns": network.list_netns(),
+        "links": network.list_links(),
+        "processes": _lab_processes(),
+        "routes": _lines(["ip", "route", "show"], _LAB_ADDRESSES),
+        "iptables": _lines(["iptables-save"], (*_LAB_ADDRESSES, "slab", "KUBE-")),
+        "nftables": _lines(["nft", "list", "ruleset"], (*_LAB_ADDRESSES, "slab", "KUBE-")),
+        "etc_netns": sorted(str(p) for p in config.NETNS_ETC_DIR.glob(f"{config.PREFIX}*")),
+        "mountpoints": [m for m in _MOUNTPOINTS if Path(m).exists()],
+        "bpf_pins": sorted(str(p) for p in bpffs.glob(f"{config.PREFIX}*")) if bpffs.is_dir()
+        else [],
+        "state": [str(config.default_state_dir())] if config.default_state_dir().exists() else [],
+    }

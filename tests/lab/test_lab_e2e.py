@@ -1,0 +1,296 @@
+"""End to end on the session's lab: workloads, networking, Services, DNS, logs, exec, restarts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from septum.lab.lab import Lab
+from septum.lab.pytest_plugin import wait_for
+
+pytestmark = [pytest.mark.privileged, pytest.mark.lab]
+
+NS = "slab-e2e"
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+SEPTUM = str(Path(sys.executable).parent / "septum")
+
+
+def _pod(name: str, image: str, command: list[str] | None = None, node: int | None = None,
+         **spec: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": image}
+    if command:
+        container["command"] = command
+    container.update(spec.pop("container", {}))
+    pod_spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 1,
+                                **spec}
+    if node is not None:
+        pod_spec["nodeSelector"] = {"kubernetes.io/hostname": f"slab-node{node}"}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
+            "spec": pod_spec}
+
+
+def _service(name: str, port: int, target: int, selector: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"app": selector},
+                     "ports": [{"port": port, "targetPort": target, "protocol": "TCP"}]}}
+
+
+def _manifests() -> list[dict[str, Any]]:
+    web_labels = {"app": "web"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "web", "namespace": NS},
+         "spec": {"replicas": 4, "selector": {"matchLabels": web_labels},
+                  "template": {"metadata": {"labels": web_labels}, "spec": {
+                      "terminationGracePeriodSeconds": 1,
+                      "topologySpreadConstraints": [{
+                          "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                          "whenUnsatisfiable": "DoNotSchedule",
+                          "labelSelector": {"matchLabels": web_labels}}],
+                      "containers": [{"name": "web", "image": AGNHOST,
+                                      "args": ["netexec", "--http-port=8080"],
+                                      "readinessProbe": {"httpGet": {"path": "/healthz",
+                                                                     "port": 8080},
+                                                         "periodSeconds": 1}}]}}}},
+        _service("web", 80, 8080, "web"),
+        {"apiVersion": "apps/v1", "kind": "DaemonSet",
+         "metadata": {"name": "idle", "namespace": NS},
+         "spec": {"selector": {"matchLabels": {"app": "idle"}},
+                  "template": {"metadata": {"labels": {"app": "idle"}}, "spec": {
+                      "terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "idle", "image": "busybox"}]}}}},
+        _pod("client", "docker.io/curlimages/curl:8.10.1", ["sleep", "infinity"], node=1),
+        _pod("deathstar", "docker.io/cilium/starwars", node=2),
+        _service("deathstar", 80, 80, "deathstar"),
+        _pod("crasher", "busybox", ["sh", "-c", "echo run-$$; exit 3"]),
+        _pod("ticker", "busybox",
+             ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"]),
+        # Ready while its server runs (about 20 s), then the readiness probe fails.
+        _pod("flaky", "busybox",
+             ["sh", "-c", "python3 -m http.server 8000 & sleep 20; kill $!; sleep infinity"],
+             container={"readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1,
+                                           "failureThreshold": 1}}),
+        _service("flaky", 80, 8000, "flaky"),
+        _pod("ghost", "example.invalid/no-such-image:1.0"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def workloads(lab: Lab) -> Iterator[Lab]:
+    lab.kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(_manifests()))
+    try:
+        yield lab
+    finally:
+        lab.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def _pods(lab: Lab, selector: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = lab.get_json("pods", "-n", NS, "-l", selector)["items"]
+    return items
+
+
+def _pod_json(lab: Lab, name: str) -> dict[str, Any]:
+    pod: dict[str, Any] = lab.get_json("pod", "-n", NS, name)
+    return pod
+
+
+def _running_with_ip(pod: dict[str, Any]) -> bool:
+    status = pod.get("status", {})
+    return status.get("phase") == "Running" and bool(status.get("podIP"))
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in pod.get("status", {}).get("conditions", []))
+
+
+def _lab_exec(pod: str, *cmd: str, timeout_s: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SEPTUM, "lab", "exec", f"{NS}/{pod}", "--", *cmd],
+                          capture_output=True, text=True, timeout=timeout_s, check=False)
+
+
+def _curl(pod: str, url: str, *extra: str) -> str:
+    out = _lab_exec(pod, "curl", "-sS", "-m", "3", *extra, url)
+    return out.stdout if out.returncode == 0 else f"curl failed ({out.returncode}): {out.stderr}"
+
+
+def _wait_ready(lab: Lab, name: str) -> dict[str, Any]:
+    pod = wait_for(f"pod {name} Ready", lambda: p if _ready(p := _pod_json(lab, name)) else None)
+    assert isinstance(pod, dict)
+    return pod
+
+
+def test_nodes_are_ready_with_pod_cidrs_and_leases(lab: Lab) -> None:
+    nodes = lab.get_json("nodes")["items"]
+    assert sorted(n["metadata"]["name"] for n in nodes) == ["slab-node1", "slab-node2"]
+    for node in nodes:
+        assert node["spec"]["podCIDR"].startswith("10.214.")
+        assert any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in node["status"]["conditions"])
+    leases = lab.get_json("leases", "-n", "kube-node-lease")["items"]
+    assert {lease["metadata"]["name"] for lease in leases} >= {"slab-node1", "slab-node2"}
+
+
+def test_kubectl_version_reports_the_real_release(lab: Lab) -> None:
+    out = json.loads(lab.kubectl("version", "-o", "json").stdout)
+    assert out["serverVersion"]["gitVersion"] == lab.binaries.kubernetes_version
+    assert out["clientVersion"]["gitVersion"] == lab.binaries.kubernetes_version
+
+
+def test_deployment_and_daemonset_run_on_both_nodes(workloads: Lab) -> None:
+    def web_spread() -> set[str] | None:
+        pods = _pods(workloads, "app=web")
+        if len(pods) == 4 and all(_running_with_ip(p) for p in pods):
+            return {p["spec"]["nodeName"] for p in pods}
+        return None
+
+    assert wait_for("4 web pods Running with IPs", web_spread) == {"slab-node1", "slab-node2"}
+
+    def idle_spread() -> set[str] | None:
+        pods = _pods(workloads, "app=idle")
+        if len(pods) == 2 and all(_running_with_ip(p) for p in pods):
+            return {p["spec"]["nodeName"] for p in pods}
+        return None
+
+    assert wait_for("DaemonSet pods on both nodes", idle_spread) == {"slab-node1", "slab-node2"}
+
+
+def test_pod_to_pod_across_nodes(workloads: Lab) -> None:
+    _wait_ready(workloads, "client")
+
+    def remote_web() -> dict[str, Any] | None:
+        pods = [p for p in _pods(workloads, "app=web")
+                if p["spec"].get("nodeName") == "slab-node2" and _ready(p)]
+        return pods[0] if pods else None
+
+    target = wait_for("a ready web pod on slab-node2", remote_web)
+    assert isinstance(target, dict)
+    ip, name = target["status"]["podIP"], target["metadata"]["name"]
+    # The answer is the remote pod's own hostname: the packet really reached it.
+    wait_for(f"{name} answering the client across nodes",
+             lambda: _curl("client", f"http://{ip}:8080/hostname") == name)
+
+
+def test_service_by_cluster_ip_and_dns_names(workloads: Lab) -> None:
+    _wait_ready(workloads, "client")
+    svc = workloads.get_json("service", "-n", NS, "web")
+    names = lambda: {p["metadata"]["name"] for p in _pods(workloads, "app=web")}  # noqa: E731
+    for url in (f"http://{svc['spec']['clusterIP']}/hostname",
+                f"http://web.{NS}.svc.cluster.local/hostname", f"http://web.{NS}/hostname"):
+        wait_for(f"a web pod answering {url}", lambda u=url: _curl("client", u) in names())
+
+
+def test_deathstar_lands_ships(workloads: Lab) -> None:
+    _wait_ready(workloads, "client")
+    _wait_ready(workloads, "deathstar")
+    wait_for("the deathstar to land a ship",
+             lambda: _curl("client", f"http://deathstar.{NS}/v1/request-landing", "-XPOST")
+             == "Ship landed\n")
+
+
+def test_lab_exec_passes_output_and_exit_code(workloads: Lab) -> None:
+    _wait_ready(workloads, "client")
+    out = _lab_exec("client", "sh", "-c", "echo inside; ip -4 -o addr show eth0; exit 7")
+    assert out.returncode == 7
+    assert out.stdout.startswith("inside\n")
+    assert _pod_json(workloads, "client")["status"]["podIP"] in out.stdout
+
+
+def test_lab_exec_errors_name_the_problem(workloads: Lab) -> None:
+    out = _lab_exec("no-such-pod", "true")
+    assert out.returncode == 1
+    assert out.stderr.startswith("septum lab: pod slab-e2e/no-such-pod")
+    bad = subprocess.run([SEPTUM, "lab", "exec", "client", "--", "true"], capture_output=True,
+                         text=True, check=False)
+    assert bad.returncode == 1 and "NAMESPACE/NAME" in bad.stderr
+
+
+def test_kubectl_logs_and_follow(workloads: Lab) -> None:
+    pod = wait_for("a Running web pod", lambda: next(
+        (p for p in _pods(workloads, "app=web") if _running_with_ip(p)), None))
+    assert isinstance(pod, dict)
+    wait_for("netexec's start-up line in kubectl logs", lambda: "Started HTTP server" in
+             workloads.kubectl("logs", "-n", NS, pod["metadata"]["name"]).stdout)
+    wait_for("ticker Running", lambda: _running_with_ip(_pod_json(workloads, "ticker")))
+    follow = subprocess.Popen(
+        [str(workloads.binaries.kubectl), f"--kubeconfig={workloads.kubeconfig}", "logs", "-f",
+         "--tail=1", "-n", NS, "ticker"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        while len(seen) < 4 and time.monotonic() < deadline:
+            seen.append(follow.stdout.readline())
+        numbers = [int(line.split()[1]) for line in seen if line.startswith("tick ")]
+        assert len(numbers) == 4 and numbers == sorted(numbers), seen
+    finally:
+        follow.kill()
+        follow.wait()
+        if follow.stdout is not None:
+            follow.stdout.close()
+
+
+def test_crashing_container_restarts_with_backoff(workloads: Lab) -> None:
+    def restarted_twice() -> dict[str, Any] | None:
+        status = _pod_json(workloads, "crasher")["status"]
+        cs = status.get("containerStatuses", [{}])[0]
+        return cs if cs.get("restartCount", 0) >= 2 else None
+
+    cs = wait_for("crasher to restart twice", restarted_twice, timeout_s=120)
+    assert isinstance(cs, dict)
+    assert cs["lastState"]["terminated"]["exitCode"] == 3
+    previous = workloads.kubectl("logs", "--previous", "-n", NS, "crasher").stdout
+    assert previous.startswith("run-")
+    wait_for("CrashLoopBackOff between runs", lambda: (
+        _pod_json(workloads, "crasher")["status"]["containerStatuses"][0]["state"]
+        .get("waiting", {}).get("reason") == "CrashLoopBackOff"), timeout_s=60)
+
+
+def test_failing_readiness_probe_removes_the_endpoint(workloads: Lab) -> None:
+    def endpoint_ready() -> bool | None:
+        slices = workloads.get_json("endpointslices", "-n", NS,
+                                    "-l", "kubernetes.io/service-name=flaky")["items"]
+        states = [ep.get("conditions", {}).get("ready") for s in slices
+                  for ep in (s.get("endpoints") or [])]
+        return states[0] if states else None
+
+    wait_for("flaky's endpoint to be ready", lambda: endpoint_ready() is True, timeout_s=40)
+    wait_for("flaky's endpoint to turn not-ready", lambda: endpoint_ready() is False,
+             timeout_s=60)
+    assert not _ready(_pod_json(workloads, "flaky"))
+
+
+def test_unknown_image_gives_err_image_pull(workloads: Lab) -> None:
+    def waiting() -> dict[str, Any] | None:
+        statuses = _pod_json(workloads, "ghost").get("status", {}).get("containerStatuses", [])
+        return statuses[0]["state"].get("waiting") if statuses else None
+
+    state = wait_for("ghost to report its image pull", waiting)
+    assert isinstance(state, dict)
+    assert state["reason"] == "ErrImagePull"
+    assert "registry.k8s.io/e2e-test-images/agnhost" in state["message"]
+    assert _pod_json(workloads, "ghost")["status"]["phase"] == "Pending"
+
+
+def test_kubectl_exec(workloads: Lab) -> None:
+    _wait_ready(workloads, "client")
+    kubectl = [str(workloads.binaries.kubectl), f"--kubeconfig={workloads.kubeconfig}"]
+    out = subprocess.run([*kubectl, "exec", "-n", NS, "client", "--", "sh", "-c",
+                          "hostname; exit 4"], capture_output=True, text=True, timeout=30,
+                         check=False)
+    assert out.returncode == 4, out.stderr
+    assert out.stdout == "client\n"
+    echoed = subprocess.run([*kubectl, "exec", "-i", "-n", NS, "client", "--", "cat"],
+                            input="through stdin\n", capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert echoed.stdout == "through stdin\n", echoed.stderr
