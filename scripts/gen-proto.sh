@@ -19,5 +19,5 @@ if [[ -x .venv/bin/protoc-gen-mypy ]]; then
 fi
 "$py" -m grpc_tools.protoc -I "$root" \
   --python_out="$root" --grpc_python_out="$root" "${plugin_args[@]}" \
-  "${protos[@]/#/}" 
+  "${protos[@]}" 2> >(grep -v "^Writing mypy to" >&2)
 echo "proto: generated ${#protos[@]} files under $root/septum"

@@ -1,0 +1,253 @@
+"""Prometheus metrics with Hubble's names, computed from compact records.
+
+The ingest path only counts composite keys (one C-level Counter update per
+batch); label values are worked out at scrape time. Label cardinality is
+bounded: every label is an enum except `port`, which keeps the first
+`max_ports` distinct destination ports per protocol and counts the rest as
+"other"; reply traffic never adds ports (as in Hubble, replies are skipped).
+
+Enabled metrics are chosen like Hubble's `--hubble-metrics`: a `;`-separated
+list of names (flow, drop, policy, tcp, port-distribution, icmp, lost), plus
+Septum's own `septum` health metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from septum.dataplane.observe import record as r
+from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.decoder import drop_reason_desc
+
+ALL_METRICS = ("flow", "drop", "policy", "tcp", "port-distribution", "icmp", "lost", "septum")
+DEFAULT_MAX_PORTS = 1024
+
+_KEY = itemgetter(
+    r.EVENT_TYPE,
+    r.VERDICT,
+    r.DROP_REASON,
+    r.DIRECTION,
+    r.PROTOCOL,
+    r.IP_VERSION,
+    r.TCP_FLAGS,
+    r.DST_PORT,
+    r.IS_REPLY,
+    r.ICMP_TYPE,
+    r.ICMP_CODE,
+    r.MATCH_TYPE,
+    r.TRACE_POINT,
+    r.SRC_IDENTITY,
+)
+_PROTOCOL_NAMES = {
+    r.IPPROTO_TCP: "TCP",
+    r.IPPROTO_UDP: "UDP",
+    r.IPPROTO_SCTP: "SCTP",
+    r.IPPROTO_ICMP: "ICMPv4",
+    r.IPPROTO_ICMPV6: "ICMPv6",
+}
+# Cilium's trace observation point names as Hubble's flow metric shows them.
+_TRACE_POINT_NAMES = {0: "to-endpoint", 5: "from-endpoint", 10: "from-network", 101: "to-endpoint"}
+_MATCH_NAMES = {0: "none", 1: "l3-only", 2: "l3-l4", 3: "l4-only", 4: "all"}
+_ICMP4_TYPES = {0: "EchoReply", 3: "DestinationUnreachable", 8: "EchoRequest", 11: "TimeExceeded"}
+_ICMP6_TYPES = {
+    1: "DestinationUnreachable",
+    3: "TimeExceeded",
+    128: "EchoRequest",
+    129: "EchoReply",
+    133: "RouterSolicitation",
+    134: "RouterAdvertisement",
+    135: "NeighborSolicitation",
+    136: "NeighborAdvertisement",
+}
+_LOST_SOURCE_NAMES = {
+    flow_pb2.PERF_EVENT_RING_BUFFER: "perf_event_ring_buffer",
+    flow_pb2.OBSERVER_EVENTS_QUEUE: "observer_events_queue",
+    flow_pb2.HUBBLE_RING_BUFFER: "hubble_ring_buffer",
+}
+
+
+class MetricsConfigError(ValueError):
+    pass
+
+
+def parse_enabled(spec: str) -> frozenset[str]:
+    """`"flow;drop;tcp"` -> the set; names may carry Hubble `:options`, ignored."""
+    names = {part.split(":", 1)[0].strip() for part in spec.split(";") if part.strip()}
+    unknown = names - set(ALL_METRICS)
+    if unknown:
+        raise MetricsConfigError(
+            f"metrics: unknown metric(s) {sorted(unknown)}; choose from {', '.join(ALL_METRICS)}"
+        )
+    return frozenset(names)
+
+
+@dataclass
+class DatapathHealth:
+    """Septum's own health numbers, read at scrape time from the datapath."""
+
+    endpoints: Callable[[], int] = lambda: 0
+    map_fill: Callable[[], Mapping[str, tuple[int, int]]] = dict  # map -> (entries, capacity)
+    counters: Callable[[], Mapping[tuple[int, int, int], tuple[int, int]]] = dict
+    # (direction, verdict, reason) -> (packets, bytes)
+
+
+@dataclass(eq=False)  # identity-hashed: the registry keys collectors by object
+class FlowMetrics(Collector):
+    enabled: frozenset[str] = frozenset(ALL_METRICS)
+    max_ports: int = DEFAULT_MAX_PORTS
+    lost_by_source: Callable[[], Mapping[int, int]] = dict
+    buffer_fill: Callable[[], tuple[int, int]] = lambda: (0, 0)
+    health: DatapathHealth = field(default_factory=DatapathHealth)
+    _pending: Counter[tuple[int, ...]] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _flows: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    _drops: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _policy: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    _tcp: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _ports: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _icmp: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def observe(self, records: Iterable[r.Record]) -> None:
+        """Hot path: one composite count per record, folded into labels later."""
+        with self._lock:
+            self._pending.update(map(_KEY, records))
+            if len(self._pending) > 20_000:
+                self._fold()
+
+    def _fold(self) -> None:
+        pending, self._pending = self._pending, Counter()
+        known_ports: dict[str, set[str]] = {}
+        for key, count in pending.items():
+            (etype, verdict, reason, direction, proto, ipver, tcp_flags, dport, is_reply,
+             icmp_type, icmp_code, match, point, src_identity) = key
+            protocol = _PROTOCOL_NAMES.get(proto, "")
+            verdict_name = _enum_name(flow_pb2.Verdict, verdict)
+            if etype == r.EVENT_DROP:
+                type_name, subtype = "Drop", ""
+            elif etype == r.EVENT_TRACE:
+                type_name, subtype = "Trace", _TRACE_POINT_NAMES.get(point, str(point))
+            elif etype == r.EVENT_POLICY_VERDICT:
+                type_name, subtype = "PolicyVerdict", ""
+            else:
+                type_name, subtype = "Unknown", str(etype)
+            self._flows[(protocol, type_name, subtype, verdict_name)] += count
+            if verdict == r.VERDICT_DROPPED:
+                reason_name = _enum_name(flow_pb2.DropReason, drop_reason_desc(reason))
+                self._drops[(reason_name, protocol)] += count
+            if etype == r.EVENT_POLICY_VERDICT and src_identity != 1:
+                direction_name = _enum_name(flow_pb2.TrafficDirection, direction).lower()
+                self._policy[(direction_name, _MATCH_NAMES.get(match, str(match)),
+                              verdict_name.lower())] += count
+            forwarded = verdict == r.VERDICT_FORWARDED
+            family = "IPv4" if ipver == r.IP_V4 else "IPv6" if ipver == r.IP_V6 else ""
+            if forwarded and proto == r.IPPROTO_TCP:
+                if tcp_flags & 0x01:
+                    self._tcp[("FIN", family)] += count
+                if tcp_flags & 0x02:
+                    self._tcp[("SYN-ACK" if tcp_flags & 0x10 else "SYN", family)] += count
+                if tcp_flags & 0x04:
+                    self._tcp[("RST", family)] += count
+            if forwarded and not is_reply and protocol:
+                port = str(dport) if proto in (6, 17, 132) else "0"
+                seen = known_ports.setdefault(protocol, {p for (pr, p) in self._ports if pr == protocol})
+                if port not in seen:
+                    if len(seen) >= self.max_ports:
+                        port = "other"
+                    seen.add(port)
+                self._ports[(protocol, port)] += count
+            if proto == r.IPPROTO_ICMP:
+                self._icmp[("IPv4", _icmp_name(_ICMP4_TYPES, icmp_type, icmp_code))] += count
+            elif proto == r.IPPROTO_ICMPV6:
+                self._icmp[("IPv6", _icmp_name(_ICMP6_TYPES, icmp_type, icmp_code))] += count
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            self._fold()
+            snapshots: dict[str, list[tuple[tuple[str, ...], int]]] = {
+                "flow": list(self._flows.items()),
+                "drop": list(self._drops.items()),
+                "policy": list(self._policy.items()),
+                "tcp": list(self._tcp.items()),
+                "port-distribution": list(self._ports.items()),
+                "icmp": list(self._icmp.items()),
+            }
+        specs: dict[str, tuple[str, str, list[str]]] = {
+            "flow": ("hubble_flows_processed", "Total number of flows processed",
+                     ["protocol", "type", "subtype", "verdict"]),
+            "drop": ("hubble_drop", "Number of drops", ["reason", "protocol"]),
+            "policy": ("hubble_policy_verdicts", "Total number of Cilium network policy verdicts",
+                       ["direction", "match", "action"]),
+            "tcp": ("hubble_tcp_flags", "TCP flag occurrences", ["flag", "family"]),
+            "port-distribution": ("hubble_port_distribution",
+                                  "Numbers of packets distributed by destination port",
+                                  ["protocol", "port"]),
+            "icmp": ("hubble_icmp", "Number of ICMP messages", ["family", "type"]),
+        }
+        for name, (metric, help_text, labels) in specs.items():
+            if name not in self.enabled:
+                continue
+            family = CounterMetricFamily(metric, help_text, labels=labels)
+            for label_values, count in snapshots[name]:
+                family.add_metric(list(label_values), count)
+            yield family
+        if "lost" in self.enabled:
+            lost = CounterMetricFamily("hubble_lost_events", "Number of lost events", labels=["source"])
+            by_source = dict(self.lost_by_source())
+            for source, source_name in _LOST_SOURCE_NAMES.items():
+                lost.add_metric([source_name], by_source.get(source, 0))
+            yield lost
+        if "septum" in self.enabled:
+            yield from self._septum_metrics()
+
+    def _septum_metrics(self) -> Iterator[Metric]:
+        used, capacity = self.buffer_fill()
+        fill = GaugeMetricFamily("septum_flow_buffer_flows", "Flows held in the flow ring")
+        fill.add_metric([], used)
+        yield fill
+        cap = GaugeMetricFamily("septum_flow_buffer_capacity", "Capacity of the flow ring")
+        cap.add_metric([], capacity)
+        yield cap
+        endpoints = GaugeMetricFamily("septum_endpoints", "Endpoints attached to the datapath")
+        endpoints.add_metric([], self.health.endpoints())
+        yield endpoints
+        maps = GaugeMetricFamily("septum_map_fill_ratio", "BPF map entries / capacity", labels=["map"])
+        for map_name, (entries, map_capacity) in sorted(self.health.map_fill().items()):
+            maps.add_metric([map_name], entries / map_capacity if map_capacity else 0.0)
+        yield maps
+        packets = CounterMetricFamily(
+            "septum_datapath_packets", "Packets seen by the datapath",
+            labels=["direction", "verdict", "reason"],
+        )
+        octets = CounterMetricFamily(
+            "septum_datapath_bytes", "Bytes seen by the datapath",
+            labels=["direction", "verdict", "reason"],
+        )
+        for (direction, verdict, reason), (npkts, nbytes) in sorted(self.health.counters().items()):
+            labels = [
+                _enum_name(flow_pb2.TrafficDirection, direction),
+                _enum_name(flow_pb2.Verdict, verdict),
+                str(reason),
+            ]
+            packets.add_metric(labels, npkts)
+            octets.add_metric(labels, nbytes)
+        yield packets
+        yield octets
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
+
+
+def _icmp_name(names: Mapping[int, str], icmp_type: int, icmp_code: int) -> str:
+    return names.get(icmp_type, f"{icmp_type}({icmp_code})")

@@ -1,0 +1,164 @@
+"""GetFlows semantics over the ring: number/first/follow/since/until + filters.
+
+Yields serialized GetFlowsResponse messages (bytes), one flow per message as
+Hubble's wire requires. Lost events always pass the filters: a reader must
+learn about a gap even when it asked for a narrow set of flows.
+"""
+
+from __future__ import annotations
+
+import time
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.api.observer import observer_pb2
+from septum.dataplane.observe.filters import FlowSelection
+from septum.dataplane.observe.ring import FlowRing, LostMarker
+from septum.dataplane.observe.wire import encode_lost_response
+
+# How often a follower wakes with nothing new to check for cancellation.
+_FOLLOW_POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class FlowQuery:
+    number: int
+    first: bool
+    follow: bool
+    since_ns: int | None
+    until_ns: int | None
+    selection: FlowSelection
+
+    @classmethod
+    def from_request(cls, request: observer_pb2.GetFlowsRequest) -> FlowQuery:
+        return cls(
+            number=request.number,
+            first=request.first,
+            follow=request.follow,
+            since_ns=request.since.ToNanoseconds() if request.HasField("since") else None,
+            until_ns=request.until.ToNanoseconds() if request.HasField("until") else None,
+            selection=FlowSelection(request.whitelist, request.blacklist),
+        )
+
+
+class _Reader:
+    def __init__(self, ring: FlowRing, query: FlowQuery, node_name: str) -> None:
+        self.ring = ring
+        self.query = query
+        self.node_name = node_name
+
+    def in_time_range(self, wall_ns: int) -> bool:
+        q = self.query
+        if q.since_ns is not None and wall_ns < q.since_ns:
+            return False
+        return q.until_ns is None or wall_ns <= q.until_ns
+
+    def matches(self, seq: int, entry: object) -> bool:
+        if isinstance(entry, LostMarker):
+            return True
+        if self.query.selection.matches_everything:
+            return True
+        return self.query.selection(self.ring.flow(seq, entry))  # type: ignore[arg-type]
+
+    def backlog_start(self) -> int:
+        """First sequence number of the historical part of the answer."""
+        ring, q = self.ring, self.query
+        head, oldest = ring.head, ring.oldest
+        if q.first or q.number == 0:
+            return oldest
+        # Walk back from the newest event to find the q.number most recent matches.
+        found = 0
+        seq = head - 1
+        while seq >= oldest:
+            entry = ring.entry(seq)
+            if entry is None:
+                break
+            wall_ns = ring.wall_time_ns(entry)
+            if q.since_ns is not None and wall_ns < q.since_ns:
+                return seq + 1
+            if (
+                not isinstance(entry, LostMarker)
+                and self.in_time_range(wall_ns)
+                and self.matches(seq, entry)
+            ):
+                found += 1
+                if found == q.number:
+                    return seq
+            seq -= 1
+        return max(seq + 1, oldest)
+
+
+class CaughtUp(int):
+    """Yielded instead of a message when a follower has read everything:
+    the caller waits (in its own way: thread or event loop) until the ring
+    holds this sequence number, then resumes the generator."""
+
+
+def stream_flows(
+    ring: FlowRing,
+    query: FlowQuery,
+    node_name: str,
+) -> Iterator[bytes | CaughtUp]:
+    """The GetFlows response stream, as pre-serialized messages."""
+    q = query
+    reader = _Reader(ring, q, node_name)
+    seq = reader.backlog_start()
+    # Without follow, the answer is what the ring holds at the time of the call.
+    stop_at = None if q.follow else ring.head
+    limit = q.number if (q.number and (q.first or not q.follow)) else 0
+    sent = 0
+    while True:
+        if stop_at is not None and seq >= stop_at:
+            return
+        if seq >= ring.head:
+            if ring.closed:
+                return
+            yield CaughtUp(seq)
+            continue
+        oldest = ring.oldest
+        if seq < oldest:
+            # This reader fell behind and the ring overwrote what it had not read.
+            skipped = oldest - seq
+            ring.count_reader_loss(skipped)
+            yield encode_lost_response(
+                flow_pb2.HUBBLE_RING_BUFFER, skipped, _now_ns(), _now_ns(), node_name
+            )
+            seq = oldest
+            continue
+        entry = ring.entry(seq)
+        if entry is None:  # overwritten between the two reads; handled next turn
+            continue
+        current = seq
+        seq += 1
+        wall_ns = ring.wall_time_ns(entry)
+        if q.until_ns is not None and wall_ns > q.until_ns and not isinstance(entry, LostMarker):
+            return
+        if q.since_ns is not None and wall_ns < q.since_ns:
+            continue
+        if not reader.matches(current, entry):
+            continue
+        yield ring.wire(current, entry, node_name)
+        if not isinstance(entry, LostMarker):
+            sent += 1
+            if limit and sent >= limit:
+                return
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def stream_flows_blocking(
+    ring: FlowRing, query: FlowQuery, node_name: str, is_active: Callable[[], bool]
+) -> Iterator[bytes]:
+    """stream_flows for a thread: sleeps on the ring's condition when caught up."""
+    for item in stream_flows(ring, query, node_name):
+        if isinstance(item, CaughtUp):
+            while is_active() and not ring.closed and not ring.wait_for(int(item), _FOLLOW_POLL_S):
+                pass
+            if not is_active():
+                return
+            continue
+        yield item

@@ -1,0 +1,191 @@
+"""The in-memory flow ring: the last N events, shared by every reader.
+
+Writers append compact record tuples (one ingest thread); readers walk
+sequence numbers. A slot's Flow and its serialized GetFlowsResponse are built
+on the first read that needs them and cached in the slot, so N subscribers
+cost one decode and one serialization per flow, not N. A reader that falls
+more than N events behind gets a LostEvent (HUBBLE_RING_BUFFER) with the exact
+number of events it skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from septum.dataplane.observe import record as r
+from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.decoder import FlowDecoder
+from septum.dataplane.observe.wire import encode_flow_response, encode_lost_response
+
+DEFAULT_CAPACITY: Final = 4095
+
+
+@dataclass(frozen=True)
+class LostMarker:
+    """Events lost before they reached the ring, stored in the ring in order."""
+
+    source: int  # flow.LostEventSource
+    count: int
+    first_ns: int  # wall clock
+    last_ns: int
+
+
+Entry = r.Record | LostMarker
+
+
+class FlowRing:
+    def __init__(self, decoder: FlowDecoder, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"flow buffer capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.decoder = decoder
+        self._entries: list[Entry | None] = [None] * capacity
+        self._slot_seq: list[int] = [-1] * capacity
+        self._flows: list[flow_pb2.Flow | None] = [None] * capacity
+        self._wire: list[bytes | None] = [None] * capacity
+        self._head = 0  # sequence number of the next write
+        self._lock = threading.Lock()
+        self._new_data = threading.Condition(threading.Lock())
+        self.started_ns = time.monotonic_ns()
+        self.seen_flows = 0  # every flow ever written (Hubble's seen_flows)
+        self.lost_by_source: dict[int, int] = {}
+        self._closed = False
+        # Event-loop readers wait through listeners instead of the condition.
+        self._listeners: dict[int, Callable[[], None]] = {}
+        self._listener_token = 0
+
+    # ---- writing (the ingest thread) -----------------------------------
+    @property
+    def head(self) -> int:
+        return self._head
+
+    @property
+    def oldest(self) -> int:
+        return max(0, self._head - self.capacity)
+
+    def __len__(self) -> int:
+        return min(self._head, self.capacity)
+
+    def extend(self, records: Iterable[r.Record]) -> int:
+        """Append records in order; returns how many were written."""
+        capacity = self.capacity
+        entries, slot_seq, flows, wire = self._entries, self._slot_seq, self._flows, self._wire
+        with self._lock:
+            seq = self._head
+            start = seq
+            for rec in records:
+                slot = seq % capacity
+                slot_seq[slot] = -1
+                flows[slot] = None
+                wire[slot] = None
+                entries[slot] = rec
+                slot_seq[slot] = seq
+                seq += 1
+            self._head = seq
+            written = seq - start
+            self.seen_flows += written
+        if written:
+            self._wake()
+        return written
+
+    def add_lost(self, source: int, count: int, first_ns: int | None = None) -> None:
+        """Record events lost upstream (kernel ring buffer, user-space queue)."""
+        if count <= 0:
+            return
+        now = time.time_ns()
+        marker = LostMarker(source, count, first_ns or now, now)
+        with self._lock:
+            self.lost_by_source[source] = self.lost_by_source.get(source, 0) + count
+            slot = self._head % self.capacity
+            self._slot_seq[slot] = -1
+            self._flows[slot] = None
+            self._wire[slot] = None
+            self._entries[slot] = marker
+            self._slot_seq[slot] = self._head
+            self._head += 1
+        self._wake()
+
+    def count_reader_loss(self, count: int) -> None:
+        with self._lock:
+            key = flow_pb2.HUBBLE_RING_BUFFER
+            self.lost_by_source[key] = self.lost_by_source.get(key, 0) + count
+
+    def _wake(self) -> None:
+        with self._new_data:
+            self._new_data.notify_all()
+        for listener in list(self._listeners.values()):
+            listener()
+
+    def add_listener(self, callback: Callable[[], None]) -> int:
+        """Call `callback` (from the writer's thread) after each write; returns a token."""
+        self._listener_token += 1
+        self._listeners[self._listener_token] = callback
+        return self._listener_token
+
+    def remove_listener(self, token: int) -> None:
+        self._listeners.pop(token, None)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- reading (any thread) ------------------------------------------
+    def wait_for(self, seq: int, timeout_s: float) -> bool:
+        """Sleep until event `seq` exists (or timeout/close); True if it exists."""
+        if self._head > seq:
+            return True
+        with self._new_data:
+            if self._head <= seq and not self._closed:
+                self._new_data.wait(timeout_s)
+        return self._head > seq
+
+    def entry(self, seq: int) -> Entry | None:
+        """The event at `seq`, or None if it was overwritten or not written yet."""
+        slot = seq % self.capacity
+        value = self._entries[slot]
+        if self._slot_seq[slot] != seq:
+            return None
+        return value
+
+    def wall_time_ns(self, entry: Entry) -> int:
+        if isinstance(entry, LostMarker):
+            return entry.last_ns
+        return self.decoder.wall_time_ns(entry)
+
+    def flow(self, seq: int, entry: r.Record) -> flow_pb2.Flow:
+        """The decoded Flow for `seq`, built once and shared."""
+        slot = seq % self.capacity
+        cached = self._flows[slot]
+        if cached is not None and self._slot_seq[slot] == seq:
+            return cached
+        decoded = self.decoder.decode(entry, seq)
+        with self._lock:
+            if self._slot_seq[slot] == seq:
+                self._flows[slot] = decoded
+        return decoded
+
+    def wire(self, seq: int, entry: Entry, node_name: str) -> bytes:
+        """The serialized GetFlowsResponse for `seq`, serialized once and shared."""
+        slot = seq % self.capacity
+        cached = self._wire[slot]
+        if cached is not None and self._slot_seq[slot] == seq:
+            return cached
+        if isinstance(entry, LostMarker):
+            data = encode_lost_response(entry.source, entry.count, entry.first_ns, entry.last_ns, node_name)
+        else:
+            data = encode_flow_response(self.flow(seq, entry), node_name)
+        with self._lock:
+            if self._slot_seq[slot] == seq:
+                self._wire[slot] = data
+        return data
+
+    def uptime_ns(self) -> int:
+        return time.monotonic_ns() - self.started_ns

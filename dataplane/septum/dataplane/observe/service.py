@@ -1,0 +1,209 @@
+"""The Observer and Peer gRPC services (grpc.aio method handlers, no listeners).
+
+GetFlows writes bytes the ring already serialized, so a flow is encoded once
+however many clients follow it, and the event loop (not a thread per stream
+handing messages over) keeps per-message cost low. Every Observer response
+carries the `hubble-server-version` header Hubble clients check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from septum.dataplane.observe.api.observer import observer_pb2
+from septum.dataplane.observe.api.peer import peer_pb2
+from septum.dataplane.observe.api.relay import relay_pb2
+from septum.dataplane.observe.filters import FilterError
+from septum.dataplane.observe.query import CaughtUp, FlowQuery, stream_flows
+from septum.dataplane.observe.ring import FlowRing
+
+log = logging.getLogger(__name__)
+
+OBSERVER_SERVICE = "observer.Observer"
+PEER_SERVICE = "peer.Peer"
+# The name Hubble clients health-check (hubble status), not the proto service name.
+HUBBLE_HEALTH_SERVICE = "hubble.server.Observer"
+# The Hubble API level Septum implements; clients compare it with their own
+# version and warn when theirs is older.
+HUBBLE_API_VERSION = "1.20.2"
+SERVER_VERSION_HEADER = "hubble-server-version"
+# A follower with nothing new re-checks for shutdown this often.
+_IDLE_WAKE_S = 0.5
+
+
+@dataclass
+class NodeIdentity:
+    name: str
+    address: str  # host:port Hubble clients reach this node's Observer on
+    tls_server_name: str = ""
+    version: str = ""
+
+
+class ObserverService:
+    def __init__(
+        self,
+        ring: FlowRing,
+        node: NodeIdentity,
+        namespaces: Callable[[], list[str]] = list,
+    ) -> None:
+        self.ring = ring
+        self.node = node
+        self._namespaces = namespaces
+        self._rate_lock = threading.Lock()
+        self._rate_sample = (time.monotonic(), ring.seen_flows)
+        self._rate = 0.0
+
+    # ---- helpers ---------------------------------------------------------
+    async def _header(self, context: grpc.aio.ServicerContext) -> None:
+        await context.send_initial_metadata(((SERVER_VERSION_HEADER, HUBBLE_API_VERSION),))
+
+    def flows_rate(self) -> float:
+        """Flows per second, re-sampled at most once a second."""
+        with self._rate_lock:
+            now, seen = time.monotonic(), self.ring.seen_flows
+            then, seen_then = self._rate_sample
+            if now - then >= 1.0:
+                self._rate = (seen - seen_then) / (now - then)
+                self._rate_sample = (now, seen)
+            return self._rate
+
+    async def _wait_for(self, seq: int) -> None:
+        """Sleep until the ring holds `seq`, woken by the ingest thread."""
+        ring = self.ring
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        token = ring.add_listener(lambda: loop.call_soon_threadsafe(woken.set))
+        try:
+            if ring.head > seq or ring.closed:
+                return
+            try:
+                await asyncio.wait_for(woken.wait(), _IDLE_WAKE_S)
+            except TimeoutError:
+                pass
+        finally:
+            ring.remove_listener(token)
+
+    # ---- Observer --------------------------------------------------------
+    async def get_flows(self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext) -> None:
+        try:
+            query = FlowQuery.from_request(request)
+        except FilterError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {err}")
+            return
+        await self._header(context)
+        for item in stream_flows(self.ring, query, self.node.name):
+            if isinstance(item, CaughtUp):
+                if self.ring.closed:
+                    return
+                await self._wait_for(int(item))
+                continue
+            await context.write(item)
+
+    async def server_status(self, request: observer_pb2.ServerStatusRequest, context: grpc.aio.ServicerContext) -> observer_pb2.ServerStatusResponse:
+        await self._header(context)
+        ring = self.ring
+        return observer_pb2.ServerStatusResponse(
+            num_flows=len(ring),
+            max_flows=ring.capacity,
+            seen_flows=ring.seen_flows,
+            uptime_ns=ring.uptime_ns(),
+            version=self.node.version,
+            flows_rate=self.flows_rate(),
+        )
+
+    def node_message(self) -> observer_pb2.Node:
+        ring = self.ring
+        node = observer_pb2.Node(
+            name=self.node.name,
+            version=self.node.version,
+            address=self.node.address,
+            state=relay_pb2.NODE_CONNECTED,
+            uptime_ns=ring.uptime_ns(),
+            num_flows=len(ring),
+            max_flows=ring.capacity,
+            seen_flows=ring.seen_flows,
+        )
+        node.tls.enabled = bool(self.node.tls_server_name)
+        node.tls.server_name = self.node.tls_server_name
+        return node
+
+    async def get_nodes(self, request: observer_pb2.GetNodesRequest, context: grpc.aio.ServicerContext) -> observer_pb2.GetNodesResponse:
+        await self._header(context)
+        return observer_pb2.GetNodesResponse(nodes=[self.node_message()])
+
+    async def get_namespaces(self, request: observer_pb2.GetNamespacesRequest, context: grpc.aio.ServicerContext) -> observer_pb2.GetNamespacesResponse:
+        await self._header(context)
+        return observer_pb2.GetNamespacesResponse(
+            namespaces=[observer_pb2.Namespace(namespace=ns) for ns in self._namespaces()]
+        )
+
+    async def _idle(self, follow: bool, context: grpc.aio.ServicerContext) -> None:
+        # Septum has no agent/debug events yet: answer correctly with none,
+        # and keep a follower open until it leaves or the server stops.
+        await self._header(context)
+        while follow and not self.ring.closed:
+            await self._wait_for(1 << 62)
+
+    async def get_agent_events(self, request: observer_pb2.GetAgentEventsRequest, context: grpc.aio.ServicerContext) -> None:
+        await self._idle(request.follow, context)
+
+    async def get_debug_events(self, request: observer_pb2.GetDebugEventsRequest, context: grpc.aio.ServicerContext) -> None:
+        await self._idle(request.follow, context)
+
+    # ---- Peer ------------------------------------------------------------
+    async def notify(self, request: peer_pb2.NotifyRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[peer_pb2.ChangeNotification]:
+        note = peer_pb2.ChangeNotification(
+            name=self.node.name, address=self.node.address, type=peer_pb2.PEER_ADDED
+        )
+        if self.node.tls_server_name:
+            note.tls.server_name = self.node.tls_server_name
+        yield note
+        while not self.ring.closed:
+            await self._wait_for(1 << 62)
+
+    # ---- registration ----------------------------------------------------
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        observer = grpc.method_handlers_generic_handler(
+            OBSERVER_SERVICE,
+            {
+                # Responses are pre-serialized bytes: no serializer.
+                "GetFlows": grpc.unary_stream_rpc_method_handler(
+                    self.get_flows,
+                    request_deserializer=observer_pb2.GetFlowsRequest.FromString,
+                ),
+                "ServerStatus": _unary(self.server_status, observer_pb2.ServerStatusRequest),
+                "GetNodes": _unary(self.get_nodes, observer_pb2.GetNodesRequest),
+                "GetNamespaces": _unary(self.get_namespaces, observer_pb2.GetNamespacesRequest),
+                "GetAgentEvents": _stream(self.get_agent_events, observer_pb2.GetAgentEventsRequest),
+                "GetDebugEvents": _stream(self.get_debug_events, observer_pb2.GetDebugEventsRequest),
+            },
+        )
+        peer = grpc.method_handlers_generic_handler(
+            PEER_SERVICE, {"Notify": _stream(self.notify, peer_pb2.NotifyRequest)}
+        )
+        return [observer, peer]
+
+
+def _serialize(message: Any) -> bytes:
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _unary(method: Callable[..., Awaitable[Any]], request_type: Any) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        method, request_deserializer=request_type.FromString, response_serializer=_serialize
+    )
+
+
+def _stream(method: Callable[..., Any], request_type: Any) -> grpc.RpcMethodHandler:
+    return grpc.unary_stream_rpc_method_handler(
+        method, request_deserializer=request_type.FromString, response_serializer=_serialize
+    )

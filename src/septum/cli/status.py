@@ -1,0 +1,96 @@
+"""`septum status`: flows seen, buffer use, lost events and nodes of an Observer."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+
+from septum.dataplane.observe.api.observer import observer_pb2
+from septum.dataplane.observe.api.relay import relay_pb2
+from septum.dataplane.observe.client import DEFAULT_SERVER, ClientConfigError, ClientTLS, channel, observer_stub
+
+
+def _uptime(ns: int) -> str:
+    return str(timedelta(seconds=ns // 1_000_000_000))
+
+
+def _metrics_lost(url: str | None) -> dict[str, float]:
+    """Lost events by source, read from the agent's Prometheus endpoint."""
+    if not url:
+        return {}
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - operator-given URL
+        text = reply.read().decode()
+    lost: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "hubble_lost_events":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    lost[sample.labels.get("source", "")] = sample.value
+    return lost
+
+
+@click.command()
+@click.option("--server", default=DEFAULT_SERVER, show_default=True, envvar="SEPTUM_SERVER",
+              help="Observer address: unix:///path, /path/to.sock or host:port.")
+@click.option("--tls", "use_tls", is_flag=True, help="Use TLS to the TCP server.")
+@click.option("--tls-ca-cert-files", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-client-cert-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-client-key-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--tls-server-name")
+@click.option("--metrics-url", envvar="SEPTUM_METRICS_URL",
+              help="The agent's metrics endpoint (http://host:port/metrics), for lost events by source.")
+@click.option("--timeout", type=float, default=10.0, show_default=True)
+def status(**options: Any) -> None:
+    """Show flows seen, flow buffer use, lost events and nodes."""
+    tls = None
+    if options["use_tls"] or options["tls_ca_cert_files"] or options["tls_client_cert_file"]:
+        tls = ClientTLS(
+            ca_files=tuple(Path(p) for p in options["tls_ca_cert_files"]),
+            cert_file=Path(options["tls_client_cert_file"]) if options["tls_client_cert_file"] else None,
+            key_file=Path(options["tls_client_key_file"]) if options["tls_client_key_file"] else None,
+            server_name=options["tls_server_name"],
+        )
+    try:
+        chan = channel(options["server"], tls)
+    except ClientConfigError as err:
+        raise click.UsageError(str(err)) from err
+    try:
+        stub = observer_stub(chan)
+        timeout = options["timeout"]
+        st = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=timeout)
+        nodes = stub.GetNodes(observer_pb2.GetNodesRequest(), timeout=timeout).nodes
+    except grpc.RpcError as err:
+        raise click.ClickException(f"--server {options['server']}: {err.details()}") from None
+    finally:
+        chan.close()
+    use = 100.0 * st.num_flows / st.max_flows if st.max_flows else 0.0
+    click.echo(f"Version:          {st.version}")
+    click.echo(f"Uptime:           {_uptime(st.uptime_ns)}")
+    click.echo(f"Flows seen:       {st.seen_flows:,}")
+    click.echo(f"Flow buffer:      {st.num_flows:,}/{st.max_flows:,} ({use:.2f}%)")
+    click.echo(f"Flows/s:          {st.flows_rate:.2f}")
+    try:
+        lost = _metrics_lost(options["metrics_url"])
+    except OSError as err:
+        raise click.ClickException(f"--metrics-url {options['metrics_url']}: {err}") from None
+    if options["metrics_url"]:
+        total = int(sum(lost.values()))
+        detail = ", ".join(f"{source}={int(count)}" for source, count in sorted(lost.items()))
+        click.echo(f"Lost events:      {total} ({detail})")
+    else:
+        click.echo("Lost events:      (pass --metrics-url to read them by source)")
+    click.echo(f"Nodes:            {len(nodes)}")
+    for node in nodes:
+        state = relay_pb2.NodeState.Name(node.state)
+        click.echo(
+            f"  {node.name:<20} {state:<16} {node.address or '-':<22} "
+            f"{node.num_flows:,}/{node.max_flows:,} flows, up {_uptime(node.uptime_ns)}"
+        )
