@@ -38,6 +38,10 @@ struct {
 	__uint(max_entries, 16384);
 } sep_drop_rl SEC(".maps");
 
+/* The ring buffer carries no BTF type, so anchor the event struct in the
+ * object's BTF: user space checks its ctypes mirror against it at load. */
+const struct septum_flow_event septum_flow_event_btf_anchor __attribute__((used)) = {};
+
 /* Everything of an event that does not come from the packet itself. */
 struct septum_report {
 	__u64 bytes;

@@ -1,0 +1,143 @@
+"""Attach and detach the datapath's programs: tc (tcx links, or clsact filters where the
+kernel has no tcx) and XDP (links).
+
+tcx or clsact is decided by probing the kernel once (a tcx link on the first interface we
+attach to), never by its version string.  Links are pinned under the node's pin directory
+(``links/``) so that the datapath keeps enforcing while the agent restarts; detaching
+removes the pin and the link.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from septum.dataplane.errors import AttachError
+from septum.dataplane.libbpf import (
+    BPF_TC_EGRESS,
+    BPF_TC_INGRESS,
+    BPF_TCX_EGRESS,
+    BPF_TCX_INGRESS,
+    BPF_XDP,
+    XDP_FLAGS_DRV_MODE,
+    XDP_FLAGS_SKB_MODE,
+    BpfLinkCreateOpts,
+    BpfTcHook,
+    BpfTcOpts,
+    lib,
+)
+
+TcHook = Literal["ingress", "egress"]
+XdpMode = Literal["auto", "native", "generic"]
+_TCX_ATTACH: Final[dict[str, int]] = {"ingress": BPF_TCX_INGRESS, "egress": BPF_TCX_EGRESS}
+_TC_POINT: Final[dict[str, int]] = {"ingress": BPF_TC_INGRESS, "egress": BPF_TC_EGRESS}
+_XDP_FLAGS: Final[dict[str, int]] = {
+    "auto": 0,
+    "native": XDP_FLAGS_DRV_MODE,
+    "generic": XDP_FLAGS_SKB_MODE,
+}
+# Errors that mean "this kernel has no tcx" rather than "this attach failed".
+_NO_TCX: Final = {errno.EINVAL, errno.EOPNOTSUPP, 524}
+# clsact filter identity Septum owns on each hook.
+_TC_HANDLE: Final = 0x5E97
+_TC_PRIORITY: Final = 1
+
+_tcx_available: bool | None = None
+
+
+def tcx_available() -> bool | None:
+    """What the probe found: True (tcx links), False (clsact), None (not probed yet)."""
+    return _tcx_available
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attached program: a pinned link, or a clsact filter on (ifindex, hook)."""
+
+    ifindex: int
+    hook: str  # "ingress", "egress" or "xdp"
+    kind: Literal["tcx", "clsact", "xdp"]
+    pin: Path | None
+
+
+def _pin_link(fd: int, pin: Path) -> None:
+    pin.parent.mkdir(parents=True, exist_ok=True)
+    if pin.exists():
+        pin.unlink()
+    result = lib().bpf_obj_pin(fd, str(pin).encode())
+    if result < 0:
+        os.close(fd)
+        raise AttachError(f"pinning link at {pin}: {os.strerror(-result)}")
+    os.close(fd)
+
+
+def _clsact_attach(prog_fd: int, ifindex: int, hook: TcHook) -> None:
+    with IPRoute() as ipr:
+        try:
+            ipr.tc("add", "clsact", ifindex)
+        except NetlinkError as err:
+            if err.code != errno.EEXIST:
+                raise AttachError(f"adding clsact qdisc on ifindex {ifindex}: {err}") from err
+    hook_spec = BpfTcHook(
+        sz=ctypes.sizeof(BpfTcHook), ifindex=ifindex, attach_point=_TC_POINT[hook]
+    )
+    opts = BpfTcOpts(
+        sz=ctypes.sizeof(BpfTcOpts), prog_fd=prog_fd, handle=_TC_HANDLE, priority=_TC_PRIORITY
+    )
+    # BPF_TC_F_REPLACE = 1: re-attaching replaces our own filter.
+    opts.flags = 1
+    result = lib().bpf_tc_attach(ctypes.byref(hook_spec), ctypes.byref(opts))
+    if result < 0:
+        raise AttachError(f"tc {hook} filter on ifindex {ifindex}: {os.strerror(-result)}")
+
+
+def attach_tc(prog_fd: int, ifindex: int, hook: TcHook, pin: Path) -> Attachment:
+    """Attach a tc program to `hook` of `ifindex` (in the caller's netns)."""
+    global _tcx_available
+    if _tcx_available is not False:
+        fd = lib().bpf_link_create(prog_fd, ifindex, _TCX_ATTACH[hook], None)
+        if fd >= 0:
+            _tcx_available = True
+            _pin_link(fd, pin)
+            return Attachment(ifindex, hook, "tcx", pin)
+        if _tcx_available is None and -fd in _NO_TCX:
+            _tcx_available = False
+        else:
+            raise AttachError(f"tcx {hook} link on ifindex {ifindex}: {os.strerror(-fd)}")
+    _clsact_attach(prog_fd, ifindex, hook)
+    return Attachment(ifindex, hook, "clsact", None)
+
+
+def attach_xdp(prog_fd: int, ifindex: int, mode: XdpMode, pin: Path) -> Attachment:
+    opts = BpfLinkCreateOpts(sz=ctypes.sizeof(BpfLinkCreateOpts), flags=_XDP_FLAGS[mode])
+    fd = lib().bpf_link_create(prog_fd, ifindex, BPF_XDP, ctypes.byref(opts))
+    if fd < 0:
+        raise AttachError(f"XDP ({mode}) link on ifindex {ifindex}: {os.strerror(-fd)}")
+    _pin_link(fd, pin)
+    return Attachment(ifindex, "xdp", "xdp", pin)
+
+
+def detach(attachment: Attachment) -> None:
+    """Detach; an interface that is already gone counts as detached."""
+    if attachment.pin is not None:
+        if attachment.pin.exists():
+            attachment.pin.unlink()  # the last reference: the kernel detaches the link
+        return
+    hook_spec = BpfTcHook(
+        sz=ctypes.sizeof(BpfTcHook),
+        ifindex=attachment.ifindex,
+        attach_point=_TC_POINT[attachment.hook],
+    )
+    opts = BpfTcOpts(sz=ctypes.sizeof(BpfTcOpts), handle=_TC_HANDLE, priority=_TC_PRIORITY)
+    result = lib().bpf_tc_detach(ctypes.byref(hook_spec), ctypes.byref(opts))
+    if result < 0 and -result not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+        raise AttachError(
+            f"detaching tc {attachment.hook} filter from ifindex {attachment.ifindex}: "
+            f"{os.strerror(-result)}"
+        )

@@ -1,0 +1,485 @@
+"""NodeDatapath: the public, typed API over one node's datapath.
+
+One NodeDatapath owns the loaded object, the node's pinned maps and the programs attached
+to the node's interfaces.  Later parts of Septum (the agent/operator, the lab, the flow
+server) build on this API only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from septum.dataplane import abi, attach, loader, netns
+from septum.dataplane.attach import Attachment, XdpMode
+from septum.dataplane.config import DatapathConfig
+from septum.dataplane.errors import EndpointError, MapFullError
+from septum.dataplane.events import Flow, decode_events
+from septum.dataplane.libbpf import check, lib
+from septum.dataplane.maps import BpfMap
+from septum.dataplane.policy import EncodedPolicy, EndpointPolicy, PolicyDiff, diff_policy, encode
+from septum.dataplane.ringbuf import RingBufferReader
+from septum.dataplane.testrun import TestRunResult, test_run
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """A pod on this node: its host-side veth, security identity and addresses."""
+
+    endpoint_id: int
+    interface: str | int  # host-side veth: name, or ifindex
+    identity: int
+    ipv4: str | None = None
+    ipv6: str | None = None
+    check_source: bool = True  # drop egress from addresses the pod does not own
+    attach: bool = True  # attach the tc programs (False: map entry only, e.g. test runs)
+
+
+@dataclass(frozen=True)
+class CounterKey:
+    direction: abi.TrafficDirection
+    verdict: abi.Verdict
+    drop_reason: int
+
+
+@dataclass(frozen=True)
+class CounterValue:
+    packets: int
+    bytes: int
+
+
+@dataclass
+class _EndpointState:
+    spec: EndpointSpec
+    ifindex: int
+    audit: bool
+    generation: int
+    revision: int
+    policy: EndpointPolicy
+    encoded: EncodedPolicy
+    attachments: list[Attachment]
+
+
+def _host_key(network: IPNetwork) -> abi.HostKey:
+    family = abi.IPVersion.V4 if network.version == 4 else abi.IPVersion.V6
+    raw = network.network_address.packed.ljust(16, b"\0")
+    return abi.HostKey(family=family, addr=(ctypes.c_uint8 * 16)(*raw))
+
+
+def _lpm_key(network: IPNetwork) -> abi.LpmAddrKey:
+    family = abi.IPVersion.V4 if network.version == 4 else abi.IPVersion.V6
+    raw = network.network_address.packed.ljust(16, b"\0")
+    return abi.LpmAddrKey(
+        prefixlen=abi.LPM_ADDR_PREFIX_FIXED + network.prefixlen,
+        family=family,
+        addr=(ctypes.c_uint8 * 16)(*raw),
+    )
+
+
+def _network(cidr: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError as err:
+        raise ValueError(f"prefix {cidr!r}: {err}") from err
+
+
+def _is_host(network: IPNetwork) -> bool:
+    return network.prefixlen == network.max_prefixlen
+
+
+class NodeDatapath:
+    """The datapath of one node.  Use as a context manager, or call close()/teardown()."""
+
+    def __init__(self, config: DatapathConfig) -> None:
+        self.config = config
+        self._object = loader.load(config)
+        self._endpoints: dict[int, _EndpointState] = {}
+        self._uplinks: dict[str, Attachment] = {}
+        self._reader: RingBufferReader | None = None
+        maps = self._object.maps
+
+        def typed(name: str, key: Any, value: Any) -> BpfMap[Any, Any]:
+            loaded = maps[name]
+            return BpfMap(name, loaded.fd, key, value, loaded.capacity, loaded.setting)
+
+        self.endpoints_map = typed(abi.MAP_ENDPOINTS, abi.EndpointKey, abi.Endpoint)
+        self.ipcache_hosts = typed(abi.MAP_IPCACHE_HOST, abi.HostKey, abi.IpcacheValue)
+        self.ipcache_cidrs = typed(abi.MAP_IPCACHE, abi.LpmAddrKey, abi.IpcacheValue)
+        self.policy_map = typed(abi.MAP_POLICY, abi.PolicyKey, abi.PolicyValue)
+        self.policy_ranges = typed(abi.MAP_POLICY_RANGES, abi.PolicyRangeKey, abi.PolicyValue)
+        self.conntrack_map = typed(abi.MAP_CONNTRACK, abi.CtKey, abi.CtEntry)
+        self.prefilter_map = typed(abi.MAP_PREFILTER, abi.LpmAddrKey, abi.PrefilterValue)
+        self.config_map = typed(abi.MAP_CONFIG, ctypes.c_uint32, abi.Config)
+        self._write_config()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> NodeDatapath:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release this process's handles; pinned maps and attached programs stay."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._object.close()
+
+    def teardown(self) -> None:
+        """Detach everything this node's datapath attached, remove its pins, close."""
+        for endpoint_id in list(self._endpoints):
+            self.remove_endpoint(endpoint_id)
+        for interface in list(self._uplinks):
+            self.detach_uplink(interface)
+        self.close()
+        loader.remove_pins(self.config.pin_dir)
+
+    def _write_config(self) -> None:
+        cfg = self.config
+        flags = abi.CFG_F_REVOKE_ON_POLICY_CHANGE if cfg.revoke_on_policy_change else 0
+        self.write_config(
+            abi.Config(
+                ct_timeout_tcp_syn_s=cfg.ct_timeout_tcp_syn_s,
+                ct_timeout_tcp_established_s=cfg.ct_timeout_tcp_established_s,
+                ct_timeout_tcp_close_s=cfg.ct_timeout_tcp_close_s,
+                ct_timeout_other_s=cfg.ct_timeout_other_s,
+                drop_event_interval_ms=cfg.drop_event_interval_ms,
+                flags=flags,
+            )
+        )
+
+    def write_config(self, value: abi.Config) -> None:
+        """Replace the kernel-side node configuration (benchmarks toggle its flags)."""
+        self.config_map.update(ctypes.c_uint32(0), value)
+
+    def set_revoke_on_policy_change(self, enabled: bool) -> None:
+        self.config = replace(self.config, revoke_on_policy_change=enabled)
+        self._write_config()
+
+    # ---- endpoints ---------------------------------------------------------------------
+
+    def _ifindex(self, interface: str | int) -> int:
+        if isinstance(interface, int):
+            return interface
+        with netns.entered(self.config.netns), IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=interface)
+        if not found:
+            raise EndpointError(
+                f"interface {interface!r} not found on node {self.config.node_name}"
+            )
+        return int(found[0])
+
+    def _endpoint_value(self, state: _EndpointState) -> abi.Endpoint:
+        spec = state.spec
+        flags = 0
+        if state.policy.enforce_ingress:
+            flags |= abi.EP_F_ENFORCE_INGRESS
+        if state.policy.enforce_egress:
+            flags |= abi.EP_F_ENFORCE_EGRESS
+        if state.audit:
+            flags |= abi.EP_F_AUDIT
+        if spec.check_source:
+            flags |= abi.EP_F_CHECK_SOURCE
+        value = abi.Endpoint(
+            identity=spec.identity,
+            policy_revision=state.revision,
+            endpoint_id=spec.endpoint_id,
+            policy_generation=state.generation,
+        )
+        if spec.ipv4:
+            flags |= abi.EP_F_HAS_IPV4
+            value.ipv4 = (ctypes.c_uint8 * 4)(*ipaddress.IPv4Address(spec.ipv4).packed)
+        if spec.ipv6:
+            flags |= abi.EP_F_HAS_IPV6
+            value.ipv6 = (ctypes.c_uint8 * 16)(*ipaddress.IPv6Address(spec.ipv6).packed)
+        value.flags = flags
+        return value
+
+    def _write_endpoint(self, state: _EndpointState) -> None:
+        self.endpoints_map.update(
+            abi.EndpointKey(ifindex=state.ifindex), self._endpoint_value(state)
+        )
+
+    def upsert_endpoint(self, spec: EndpointSpec) -> None:
+        """Add or update a pod and attach the tc programs to its host-side veth."""
+        if not 0 < spec.endpoint_id <= 0xFFFF:
+            raise EndpointError(f"endpoint_id: {spec.endpoint_id} out of range 1..65535")
+        ifindex = self._ifindex(spec.interface)
+        state = self._endpoints.get(spec.endpoint_id)
+        if state is None:
+            self._purge_policy_keys(spec.endpoint_id)
+            state = _EndpointState(
+                spec, ifindex, False, 0, 1, EndpointPolicy(), EncodedPolicy(), []
+            )
+        elif state.ifindex != ifindex:
+            self.endpoints_map.delete(abi.EndpointKey(ifindex=state.ifindex))
+            self._detach_all(state)
+        state.spec = spec
+        state.ifindex = ifindex
+        self._write_endpoint(state)
+        self._endpoints[spec.endpoint_id] = state
+        if spec.attach and not state.attachments:
+            self._attach_endpoint(state)
+
+    def _attach_endpoint(self, state: _EndpointState) -> None:
+        programs = self._object.programs
+        links = self.config.pin_dir / "links"
+        with netns.entered(self.config.netns):
+            for hook, program in (("ingress", abi.PROG_FROM_POD), ("egress", abi.PROG_TO_POD)):
+                pin = links / f"ep{state.spec.endpoint_id}-{hook}"
+                state.attachments.append(
+                    attach.attach_tc(programs[program], state.ifindex, hook, pin)  # type: ignore[arg-type]
+                )
+
+    def _detach_all(self, state: _EndpointState) -> None:
+        with netns.entered(self.config.netns):
+            for attachment in state.attachments:
+                attach.detach(attachment)
+        state.attachments.clear()
+
+    def remove_endpoint(self, endpoint_id: int) -> None:
+        """Detach, forget the pod's map entry, its policy and its conntrack entries."""
+        state = self._state(endpoint_id)
+        self._detach_all(state)
+        self.endpoints_map.delete(abi.EndpointKey(ifindex=state.ifindex))
+        self._purge_policy_keys(endpoint_id)
+        self.flush_conntrack(endpoint_id)
+        del self._endpoints[endpoint_id]
+
+    def endpoint_ids(self) -> list[int]:
+        return sorted(self._endpoints)
+
+    def _state(self, endpoint_id: int) -> _EndpointState:
+        try:
+            return self._endpoints[endpoint_id]
+        except KeyError:
+            raise EndpointError(
+                f"endpoint {endpoint_id} is not on node {self.config.node_name}"
+            ) from None
+
+    def set_audit(self, endpoint_id: int, enabled: bool) -> None:
+        """Audit mode: would-be drops of the endpoint pass with verdict AUDIT."""
+        state = self._state(endpoint_id)
+        state.audit = enabled
+        self._write_endpoint(state)
+
+    # ---- policy ------------------------------------------------------------------------
+
+    def policy(self, endpoint_id: int) -> EndpointPolicy:
+        return self._state(endpoint_id).policy
+
+    def diff_policy(self, endpoint_id: int, desired: EndpointPolicy) -> PolicyDiff:
+        """What replace_policy(endpoint_id, desired) would change; writes nothing."""
+        return diff_policy(self._state(endpoint_id).policy, desired)
+
+    def replace_policy(self, endpoint_id: int, desired: EndpointPolicy) -> PolicyDiff:
+        """Replace the endpoint's policy atomically; returns what changed.
+
+        The new entries are written under the endpoint's idle generation, then one update of
+        the endpoint entry switches generation, enforcement flags and revision together, then
+        the old generation is deleted: a packet sees the old policy or the new, never a mix.
+        """
+        state = self._state(endpoint_id)
+        change = diff_policy(state.policy, desired)
+        if change.empty:
+            return change
+        encoded = encode(desired)
+        self._check_room(self.policy_map, len(state.encoded.hash_entries), encoded.hash_entries)
+        self._check_room(
+            self.policy_ranges, len(state.encoded.range_entries), encoded.range_entries
+        )
+        new_generation = state.generation ^ 1
+        keys, values = encoded.policy_items(endpoint_id, new_generation)
+        range_keys, range_values = encoded.range_items(endpoint_id, new_generation)
+        self.policy_map.update_batch(keys, values)
+        self.policy_ranges.update_batch(range_keys, range_values)
+
+        old_generation, old_encoded = state.generation, state.encoded
+        state.generation = new_generation
+        state.revision = (state.revision + 1) & 0xFFFFFFFF or 1
+        state.policy = desired
+        state.encoded = encoded
+        self._write_endpoint(state)
+
+        old_keys, _ = old_encoded.policy_items(endpoint_id, old_generation)
+        old_range_keys, _ = old_encoded.range_items(endpoint_id, old_generation)
+        self.policy_map.delete_batch(old_keys)
+        self.policy_ranges.delete_batch(old_range_keys)
+        return change
+
+    def _check_room(self, bpf_map: BpfMap[Any, Any], live: int, new: Mapping[Any, Any]) -> None:
+        # Both generations coexist for a moment: the map needs room for the old and the new.
+        in_use = sum(
+            len(s.encoded.hash_entries if bpf_map is self.policy_map else s.encoded.range_entries)
+            for s in self._endpoints.values()
+        )
+        if in_use + len(new) > bpf_map.capacity:
+            raise MapFullError(bpf_map.name, bpf_map.setting, bpf_map.capacity)
+
+    def _purge_policy_keys(self, endpoint_id: int) -> None:
+        stale = [k for k in self.policy_map.keys() if k.endpoint_id == endpoint_id]
+        self.policy_map.delete_batch(stale)
+        stale_ranges = [k for k in self.policy_ranges.keys() if k.endpoint_id == endpoint_id]
+        self.policy_ranges.delete_batch(stale_ranges)
+
+    # ---- ipcache -----------------------------------------------------------------------
+
+    def upsert_prefix(self, cidr: str, identity: int) -> None:
+        """Map a prefix (host or CIDR, IPv4 or IPv6) to a security identity."""
+        self.upsert_prefixes({cidr: identity})
+
+    def upsert_prefixes(self, prefixes: Mapping[str, int]) -> None:
+        hosts: list[tuple[abi.HostKey, abi.IpcacheValue]] = []
+        cidrs: list[tuple[abi.LpmAddrKey, abi.IpcacheValue]] = []
+        for cidr, identity in prefixes.items():
+            network = _network(cidr)
+            value = abi.IpcacheValue(identity=identity)
+            if _is_host(network):
+                hosts.append((_host_key(network), value))
+            else:
+                cidrs.append((_lpm_key(network), value))
+        self.ipcache_hosts.update_batch([k for k, _ in hosts], [v for _, v in hosts])
+        self.ipcache_cidrs.update_batch([k for k, _ in cidrs], [v for _, v in cidrs])
+
+    def remove_prefix(self, cidr: str) -> bool:
+        network = _network(cidr)
+        if _is_host(network):
+            return self.ipcache_hosts.delete(_host_key(network))
+        return self.ipcache_cidrs.delete(_lpm_key(network))
+
+    # ---- XDP prefilter -----------------------------------------------------------------
+
+    def set_prefilter(self, deny: Mapping[str, int] | Iterable[str]) -> None:
+        """Replace the node-wide CIDR deny list (CIDR -> rule id reported in drop events)."""
+        wanted = dict(deny) if isinstance(deny, Mapping) else {cidr: 0 for cidr in deny}
+        keys = {bytes(_lpm_key(_network(c))): (_lpm_key(_network(c)), r) for c, r in wanted.items()}
+        if len(keys) > self.prefilter_map.capacity:
+            raise MapFullError(
+                self.prefilter_map.name, self.prefilter_map.setting, self.prefilter_map.capacity
+            )
+        for key, rule_id in keys.values():
+            self.prefilter_map.update(key, abi.PrefilterValue(rule_id=rule_id))
+        for existing in list(self.prefilter_map.keys()):
+            if bytes(existing) not in keys:
+                self.prefilter_map.delete(existing)
+
+    def attach_uplink(self, interface: str, mode: XdpMode = "auto") -> None:
+        """Attach the XDP prefilter to the node's uplink interface."""
+        ifindex = self._ifindex(interface)
+        pin = self.config.pin_dir / "links" / f"xdp-{interface}"
+        with netns.entered(self.config.netns):
+            self._uplinks[interface] = attach.attach_xdp(
+                self._object.programs[abi.PROG_XDP_PREFILTER], ifindex, mode, pin
+            )
+
+    def detach_uplink(self, interface: str) -> None:
+        attachment = self._uplinks.pop(interface)
+        with netns.entered(self.config.netns):
+            attach.detach(attachment)
+
+    # ---- conntrack ---------------------------------------------------------------------
+
+    def conntrack(self) -> list[tuple[abi.CtKey, abi.CtEntry]]:
+        return self.conntrack_map.lookup_batch()
+
+    def flush_conntrack(self, endpoint_id: int | None = None) -> int:
+        """Delete the conntrack entries of one endpoint (None: all); returns how many."""
+        doomed = [
+            key
+            for key in self.conntrack_map.keys()
+            if endpoint_id is None or key.endpoint_id == endpoint_id
+        ]
+        for key in doomed:
+            self.conntrack_map.delete(key)
+        return len(doomed)
+
+    # ---- counters and events -----------------------------------------------------------
+
+    def counters(self) -> dict[CounterKey, CounterValue]:
+        """Non-zero packet/byte counters by (direction, verdict, drop reason), all CPUs."""
+        cpus = check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+        fd = self._object.maps[abi.MAP_COUNTERS].fd
+        per_cpu = (abi.Counter * cpus)()
+        result: dict[CounterKey, CounterValue] = {}
+        for index in range(abi.COUNTER_ENTRIES):
+            key = ctypes.c_uint32(index)
+            check(lib().bpf_map_lookup_elem(fd, ctypes.byref(key), per_cpu), "counters lookup")
+            packets = sum(c.packets for c in per_cpu)
+            if not packets:
+                continue
+            reason = index % abi.DROP_REASON_SLOTS
+            verdict = (index // abi.DROP_REASON_SLOTS) % abi.VERDICT_SLOTS
+            direction = index // (abi.DROP_REASON_SLOTS * abi.VERDICT_SLOTS)
+            result[CounterKey(abi.TrafficDirection(direction), abi.Verdict(verdict), reason)] = (
+                CounterValue(packets, sum(c.bytes for c in per_cpu))
+            )
+        return result
+
+    def lost_events(self) -> int:
+        """Events the kernel could not queue because the ring buffer was full."""
+        cpus = check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+        per_cpu = (ctypes.c_uint64 * cpus)()
+        key = ctypes.c_uint32(0)
+        fd = self._object.maps[abi.MAP_LOST_EVENTS].fd
+        check(lib().bpf_map_lookup_elem(fd, ctypes.byref(key), per_cpu), "lost events lookup")
+        return sum(per_cpu)
+
+    def flow_reader(self) -> RingBufferReader:
+        """The node's one ring-buffer consumer (raw batches, epoll wake-ups)."""
+        if self._reader is None:
+            events = self._object.maps[abi.MAP_EVENTS]
+            self._reader = RingBufferReader(events.fd, events.capacity)
+        return self._reader
+
+    def read_flows(self, timeout_s: float | None = 0.0, max_events: int = 1 << 16) -> list[Flow]:
+        """Decoded events waiting now, sleeping up to `timeout_s` for the first one."""
+        reader = self.flow_reader()
+        if timeout_s != 0.0 and not reader.wait(timeout_s):
+            return []
+        return decode_events(reader.read_raw(max_events))
+
+    def iter_flows(self, timeout_s: float | None = None) -> Iterator[Flow]:
+        """Decoded events as they come; stops after `timeout_s` without any (None: never)."""
+        reader = self.flow_reader()
+        while reader.wait(timeout_s):
+            yield from decode_events(reader.read_raw())
+
+    # ---- test runs ---------------------------------------------------------------------
+
+    def program_fd(self, name: str) -> int:
+        return self._object.programs[name]
+
+    def test_run(
+        self, program: str, packet: bytes, *, repeat: int = 1, ifindex: int = 0
+    ) -> TestRunResult:
+        """BPF_PROG_TEST_RUN of one of the object's programs (see septum.dataplane.testrun)."""
+        with netns.entered(self.config.netns):
+            return test_run(self._object.programs[program], packet, repeat=repeat, ifindex=ifindex)
+
+    @property
+    def pin_dir(self) -> Path:
+        return self.config.pin_dir
+
+
+def address_bytes(address: str) -> bytes:
+    """16-byte form of an address as it appears in events and conntrack keys."""
+    packed = ipaddress.ip_address(address).packed
+    return packed.ljust(16, b"\0")
+
+
+__all__ = [
+    "CounterKey",
+    "CounterValue",
+    "EndpointSpec",
+    "NodeDatapath",
+    "address_bytes",
+]

@@ -1,0 +1,161 @@
+"""Open, check, size, pin and load the datapath object through libbpf.
+
+Maps are pinned under ``/sys/fs/bpf/septum/<node-name>/<map>``: per node, because several
+lab nodes share one kernel, and pinned so that a restarted agent finds its conntrack table
+and policy where it left them (libbpf reuses a compatible pinned map on load).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from septum.dataplane import abi
+from septum.dataplane.btfcheck import check_mirrors
+from septum.dataplane.config import DatapathConfig
+from septum.dataplane.errors import DatapathError, LibbpfError, PrerequisiteError
+from septum.dataplane.libbpf import check, check_ptr, lib
+from septum.dataplane.prereq import require_all
+
+# map name -> the DatapathConfig field that sizes it (None: fixed size)
+MAP_SETTINGS: Final[dict[str, str | None]] = {
+    abi.MAP_ENDPOINTS: "endpoints",
+    abi.MAP_IPCACHE_HOST: "ipcache_hosts",
+    abi.MAP_IPCACHE: "ipcache_cidrs",
+    abi.MAP_POLICY: "policy_entries",
+    abi.MAP_POLICY_RANGES: "policy_ranges",
+    abi.MAP_CONNTRACK: "conntrack_entries",
+    abi.MAP_FRAGMENTS: "fragment_entries",
+    abi.MAP_DROP_RATELIMIT: "drop_ratelimit_entries",
+    abi.MAP_PREFILTER: "prefilter_entries",
+    abi.MAP_EVENTS: "ringbuf_bytes",
+    abi.MAP_COUNTERS: None,
+    abi.MAP_LOST_EVENTS: None,
+    abi.MAP_CONFIG: None,
+}
+
+PROGRAMS: Final = (
+    abi.PROG_FROM_POD,
+    abi.PROG_TO_POD,
+    abi.PROG_XDP_PREFILTER,
+    abi.PROG_BENCH_EMIT,
+    abi.PROG_BENCH_EMPTY,
+)
+
+
+@dataclass(frozen=True)
+class LoadedMap:
+    name: str
+    fd: int
+    capacity: int
+    setting: str
+
+
+class LoadedObject:
+    """A loaded ``struct bpf_object``: its maps and programs by name.  Closing it closes
+    the file descriptors; pinned maps and pinned links stay in the kernel."""
+
+    def __init__(self, handle: int, maps: dict[str, LoadedMap], programs: dict[str, int]):
+        self._handle: int | None = handle
+        self.maps = maps
+        self.programs = programs
+
+    def close(self) -> None:
+        if self._handle is not None:
+            lib().bpf_object__close(self._handle)
+            self._handle = None
+
+
+def _open(path: Path) -> int:
+    ctypes.set_errno(0)
+    handle = lib().bpf_object__open_file(str(path).encode(), None)
+    return check_ptr(handle, f"opening BPF object {path}")
+
+
+def load(config: DatapathConfig) -> LoadedObject:
+    """Load the object for `config.node_name`, reusing that node's pinned maps."""
+    require_all(config.bpf_object)
+    binding = lib()
+    handle = _open(config.bpf_object)
+    try:
+        btf = binding.bpf_object__btf(handle)
+        if not btf:
+            raise PrerequisiteError(
+                f"BPF object {config.bpf_object} has no BTF: rebuild it with `make bpf`"
+            )
+        check_mirrors(btf, abi.MIRRORS)
+        config.pin_dir.mkdir(parents=True, exist_ok=True)
+        map_pointers: dict[str, int] = {}
+        for name, setting in MAP_SETTINGS.items():
+            pointer = check_ptr(
+                binding.bpf_object__find_map_by_name(handle, name.encode()),
+                f"finding map {name} in {config.bpf_object}",
+            )
+            map_pointers[name] = pointer
+            if setting is not None:
+                check(
+                    binding.bpf_map__set_max_entries(pointer, getattr(config, setting)),
+                    f"sizing map {name} from DatapathConfig.{setting}",
+                )
+            pin = str(config.pin_dir / name).encode()
+            check(binding.bpf_map__set_pin_path(pointer, pin), f"pin path of map {name}")
+        result = binding.bpf_object__load(handle)
+        if result < 0:
+            _explain_load_failure(config, -result)
+        maps = {
+            name: LoadedMap(
+                name=name,
+                fd=check(binding.bpf_map__fd(pointer), f"fd of map {name}"),
+                capacity=int(binding.bpf_map__max_entries(pointer)),
+                setting=MAP_SETTINGS[name] or "(fixed)",
+            )
+            for name, pointer in map_pointers.items()
+        }
+        programs: dict[str, int] = {}
+        for name in PROGRAMS:
+            program = check_ptr(
+                binding.bpf_object__find_program_by_name(handle, name.encode()),
+                f"finding program {name} in {config.bpf_object}",
+            )
+            programs[name] = check(binding.bpf_program__fd(program), f"fd of program {name}")
+    except BaseException:
+        binding.bpf_object__close(handle)
+        raise
+    return LoadedObject(handle, maps, programs)
+
+
+def _explain_load_failure(config: DatapathConfig, code: int) -> None:
+    reason = os.strerror(code)
+    if code == errno.EINVAL and any((config.pin_dir / name).exists() for name in MAP_SETTINGS):
+        raise DatapathError(
+            f"loading {config.bpf_object} failed ({reason}): pinned maps under "
+            f"{config.pin_dir} were created with other settings or another object version; "
+            "tear the node's datapath down (NodeDatapath.teardown) or restore the settings"
+        )
+    if code in (errno.EPERM, errno.EACCES):
+        raise PrerequisiteError(
+            f"the kernel refused to load {config.bpf_object} ({reason}): "
+            "run as root with CAP_BPF and CAP_NET_ADMIN"
+        )
+    raise LibbpfError(
+        f"loading {config.bpf_object} (kernel feature missing or verifier rejection: see "
+        "the libbpf messages above)",
+        code,
+        reason,
+    )
+
+
+def remove_pins(pin_dir: Path) -> None:
+    """Remove a node's pins (maps and links) and its directory."""
+    if not pin_dir.exists():
+        return
+    for path in sorted(pin_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+    pin_dir.rmdir()

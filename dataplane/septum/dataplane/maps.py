@@ -1,0 +1,156 @@
+"""Typed access to one BPF map by file descriptor: lookups, updates, deletes, iteration and
+batch operations, with a full map reported as MapFullError naming the setting to raise."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, TypeVar, cast
+
+from septum.dataplane.errors import LibbpfError, MapFullError
+from septum.dataplane.libbpf import BPF_ANY, BpfMapBatchOpts, check, lib
+
+K = TypeVar("K", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[type-arg]
+V = TypeVar("V", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[type-arg]
+
+# Errors a full map returns: hash maps E2BIG, LPM tries ENOSPC.
+_FULL_ERRNOS = {errno.E2BIG, errno.ENOSPC}
+# Kernel-internal "not supported" (no Python errno name): batch ops on map types without them.
+_ENOTSUPP = 524
+
+
+class BpfMap(Generic[K, V]):
+    """One map: `key_type`/`value_type` are the ctypes mirrors from septum.dataplane.abi."""
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        key_type: type[K],
+        value_type: type[V],
+        capacity: int,
+        setting: str,
+    ) -> None:
+        self.name = name
+        self.fd = fd
+        self.key_type = key_type
+        self.value_type = value_type
+        self.capacity = capacity
+        self.setting = setting
+        self._batch_supported: bool | None = None
+
+    def _raise(self, result: int, operation: str) -> None:
+        if result >= 0:
+            return
+        code = -result
+        if code in _FULL_ERRNOS:
+            raise MapFullError(self.name, self.setting, self.capacity)
+        raise LibbpfError(f"{operation} on map {self.name}", code, os.strerror(code))
+
+    def lookup(self, key: K) -> V | None:
+        value = self.value_type()
+        result = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
+        if result == -errno.ENOENT:
+            return None
+        self._raise(result, "lookup")
+        return value
+
+    def update(self, key: K, value: V, flags: int = BPF_ANY) -> None:
+        result = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags)
+        self._raise(result, "update")
+
+    def delete(self, key: K) -> bool:
+        """Delete `key`; False when it was not there."""
+        result = lib().bpf_map_delete_elem(self.fd, ctypes.byref(key))
+        if result == -errno.ENOENT:
+            return False
+        self._raise(result, "delete")
+        return True
+
+    def keys(self) -> Iterator[K]:
+        """Every key (a snapshot walk with get_next_key; safe while deleting)."""
+        binding = lib()
+        current: K | None = None
+        while True:
+            following = self.key_type()
+            previous = ctypes.byref(current) if current is not None else None
+            result = binding.bpf_map_get_next_key(self.fd, previous, ctypes.byref(following))
+            if result == -errno.ENOENT:
+                return
+            self._raise(result, "get_next_key")
+            yield following
+            current = following
+
+    def items(self) -> Iterator[tuple[K, V]]:
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
+
+    def update_batch(self, keys: Sequence[K], values: Sequence[V]) -> None:
+        """Insert/replace many entries in one syscall where the map type supports it."""
+        if not keys:
+            return
+        if self._batch_supported is not False:
+            key_array: Any = (self.key_type * len(keys))(*cast(Any, keys))
+            value_array: Any = (self.value_type * len(values))(*cast(Any, values))
+            count = ctypes.c_uint32(len(keys))
+            opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
+            result = lib().bpf_map_update_batch(
+                self.fd, key_array, value_array, ctypes.byref(count), ctypes.byref(opts)
+            )
+            if result not in (-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP):
+                self._batch_supported = True
+                self._raise(result, "update_batch")
+                return
+            self._batch_supported = False
+        for key, value in zip(keys, values, strict=True):
+            self.update(key, value)
+
+    def delete_batch(self, keys: Sequence[K]) -> None:
+        """Delete many keys (missing ones are ignored)."""
+        for key in keys:
+            self.delete(key)
+
+    def lookup_batch(self) -> list[tuple[K, V]]:
+        """Every entry, read with BPF_MAP_LOOKUP_BATCH where supported (hash, array)."""
+        chunk = 4096
+        result_items: list[tuple[K, V]] = []
+        keys = (self.key_type * chunk)()
+        values = (self.value_type * chunk)()
+        in_batch = ctypes.c_uint64(0)
+        out_batch = ctypes.c_uint64(0)
+        first = True
+        opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
+        while True:
+            count = ctypes.c_uint32(chunk)
+            result = lib().bpf_map_lookup_batch(
+                self.fd,
+                None if first else ctypes.byref(in_batch),
+                ctypes.byref(out_batch),
+                keys,
+                values,
+                ctypes.byref(count),
+                ctypes.byref(opts),
+            )
+            if result < 0 and result != -errno.ENOENT:
+                if first and result in (-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP):
+                    return list(self.items())
+                self._raise(result, "lookup_batch")
+            for index in range(count.value):
+                key_copy = cast(K, self.key_type.from_buffer_copy(keys[index]))
+                value_copy = cast(V, self.value_type.from_buffer_copy(values[index]))
+                result_items.append((key_copy, value_copy))
+            if result == -errno.ENOENT:
+                return result_items
+            in_batch.value = out_batch.value
+            first = False
+
+
+def raw_lookup(fd: int, key: ctypes.Array[ctypes.c_char] | ctypes.Structure, size: int) -> bytes:
+    """Lookup returning raw value bytes (per-CPU maps: `size` covers every CPU)."""
+    buffer = ctypes.create_string_buffer(size)
+    check(lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buffer), "bpf_map_lookup_elem")
+    return buffer.raw

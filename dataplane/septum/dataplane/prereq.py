@@ -1,0 +1,69 @@
+"""Fail at once, in one line, when something the datapath needs is missing."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Final
+
+from septum.dataplane.errors import PrerequisiteError
+
+BPFFS: Final = Path("/sys/fs/bpf")
+CAP_NET_ADMIN: Final = 12
+CAP_SYS_ADMIN: Final = 21
+CAP_BPF: Final = 39
+# The object `make bpf` builds, relative to the repository (editable install) root.
+_REPO_ROOT: Final = Path(__file__).resolve().parents[3]
+DEFAULT_OBJECT: Final = _REPO_ROOT / "build" / "bpf" / "septum.bpf.o"
+
+
+def _effective_capabilities() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def require_capabilities() -> None:
+    caps = _effective_capabilities()
+    has_bpf = bool(caps & (1 << CAP_BPF)) or bool(caps & (1 << CAP_SYS_ADMIN))
+    if not (has_bpf and caps & (1 << CAP_NET_ADMIN)):
+        raise PrerequisiteError(
+            "septum datapath needs CAP_BPF and CAP_NET_ADMIN: run it as root (sudo)"
+        )
+
+
+def _bpffs_mounted() -> bool:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        fields = before.split()
+        if len(fields) > 4 and fields[4] == str(BPFFS) and after.split()[:1] == ["bpf"]:
+            return True
+    return False
+
+
+def require_bpffs() -> None:
+    """Mount bpffs at /sys/fs/bpf if it is not mounted yet."""
+    if _bpffs_mounted():
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", str(BPFFS).encode(), b"bpf", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise PrerequisiteError(
+            f"bpffs is not mounted at {BPFFS} and mounting it failed ({os.strerror(err)}): "
+            f"run `mount -t bpf bpf {BPFFS}` as root"
+        )
+
+
+def require_object(path: Path) -> Path:
+    if not path.is_file():
+        raise PrerequisiteError(f"BPF object {path} is not built: run `make bpf`")
+    return path
+
+
+def require_all(object_path: Path) -> None:
+    """Every check, in the order a user would fix them."""
+    require_capabilities()
+    require_object(object_path)
+    require_bpffs()
