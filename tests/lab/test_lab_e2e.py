@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from septum.lab.lab import Lab
 from septum.lab.pytest_plugin import wait_for
 
@@ -23,63 +22,116 @@ AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 SEPTUM = str(Path(sys.executable).parent / "septum")
 
 
-def _pod(name: str, image: str, command: list[str] | None = None, node: int | None = None,
-         **spec: Any) -> dict[str, Any]:
+def _pod(
+    name: str, image: str, command: list[str] | None = None, node: int | None = None, **spec: Any
+) -> dict[str, Any]:
     container: dict[str, Any] = {"name": name, "image": image}
     if command:
         container["command"] = command
     container.update(spec.pop("container", {}))
-    pod_spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 1,
-                                **spec}
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": 1,
+        **spec,
+    }
     if node is not None:
         pod_spec["nodeSelector"] = {"kubernetes.io/hostname": f"slab-node{node}"}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
-            "spec": pod_spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
+        "spec": pod_spec,
+    }
 
 
 def _service(name: str, port: int, target: int, selector: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"selector": {"app": selector},
-                     "ports": [{"port": port, "targetPort": target, "protocol": "TCP"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "selector": {"app": selector},
+            "ports": [{"port": port, "targetPort": target, "protocol": "TCP"}],
+        },
+    }
 
 
 def _manifests() -> list[dict[str, Any]]:
     web_labels = {"app": "web"}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "web", "namespace": NS},
-         "spec": {"replicas": 4, "selector": {"matchLabels": web_labels},
-                  "template": {"metadata": {"labels": web_labels}, "spec": {
-                      "terminationGracePeriodSeconds": 1,
-                      "topologySpreadConstraints": [{
-                          "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                          "whenUnsatisfiable": "DoNotSchedule",
-                          "labelSelector": {"matchLabels": web_labels}}],
-                      "containers": [{"name": "web", "image": AGNHOST,
-                                      "args": ["netexec", "--http-port=8080"],
-                                      "readinessProbe": {"httpGet": {"path": "/healthz",
-                                                                     "port": 8080},
-                                                         "periodSeconds": 1}}]}}}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": NS},
+            "spec": {
+                "replicas": 4,
+                "selector": {"matchLabels": web_labels},
+                "template": {
+                    "metadata": {"labels": web_labels},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 1,
+                                "topologyKey": "kubernetes.io/hostname",
+                                "whenUnsatisfiable": "DoNotSchedule",
+                                "labelSelector": {"matchLabels": web_labels},
+                            }
+                        ],
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": AGNHOST,
+                                "args": ["netexec", "--http-port=8080"],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/healthz", "port": 8080},
+                                    "periodSeconds": 1,
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
         _service("web", 80, 8080, "web"),
-        {"apiVersion": "apps/v1", "kind": "DaemonSet",
-         "metadata": {"name": "idle", "namespace": NS},
-         "spec": {"selector": {"matchLabels": {"app": "idle"}},
-                  "template": {"metadata": {"labels": {"app": "idle"}}, "spec": {
-                      "terminationGracePeriodSeconds": 1,
-                      "containers": [{"name": "idle", "image": "busybox"}]}}}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "idle", "namespace": NS},
+            "spec": {
+                "selector": {"matchLabels": {"app": "idle"}},
+                "template": {
+                    "metadata": {"labels": {"app": "idle"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "idle", "image": "busybox"}],
+                    },
+                },
+            },
+        },
         _pod("client", "docker.io/curlimages/curl:8.10.1", ["sleep", "infinity"], node=1),
         _pod("deathstar", "docker.io/cilium/starwars", node=2),
         _service("deathstar", 80, 80, "deathstar"),
         _pod("crasher", "busybox", ["sh", "-c", "echo run-$$; exit 3"]),
-        _pod("ticker", "busybox",
-             ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"]),
+        _pod(
+            "ticker",
+            "busybox",
+            ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"],
+        ),
         # Ready while its server runs (about 20 s), then the readiness probe fails.
-        _pod("flaky", "busybox",
-             ["sh", "-c", "python3 -m http.server 8000 & sleep 20; kill $!; sleep infinity"],
-             container={"readinessProbe": {"tcpSocket": {"port": 8000}, "periodSeconds": 1,
-                                           "failureThreshold": 1}}),
+        _pod(
+            "flaky",
+            "busybox",
+            ["sh", "-c", "python3 -m http.server 8000 & sleep 20; kill $!; sleep infinity"],
+            container={
+                "readinessProbe": {
+                    "tcpSocket": {"port": 8000},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                }
+            },
+        ),
         _service("flaky", 80, 8000, "flaky"),
         _pod("ghost", "example.invalid/no-such-image:1.0"),
     ]
@@ -110,13 +162,20 @@ def _running_with_ip(pod: dict[str, Any]) -> bool:
 
 
 def _ready(pod: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in pod.get("status", {}).get("conditions", []))
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in pod.get("status", {}).get("conditions", [])
+    )
 
 
 def _lab_exec(pod: str, *cmd: str, timeout_s: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SEPTUM, "lab", "exec", f"{NS}/{pod}", "--", *cmd],
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+    return subprocess.run(
+        [SEPTUM, "lab", "exec", f"{NS}/{pod}", "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def _curl(pod: str, url: str, *extra: str) -> str:
@@ -135,8 +194,9 @@ def test_nodes_are_ready_with_pod_cidrs_and_leases(lab: Lab) -> None:
     assert sorted(n["metadata"]["name"] for n in nodes) == ["slab-node1", "slab-node2"]
     for node in nodes:
         assert node["spec"]["podCIDR"].startswith("10.214.")
-        assert any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in node["status"]["conditions"])
+        assert any(
+            c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"]
+        )
     leases = lab.get_json("leases", "-n", "kube-node-lease")["items"]
     assert {lease["metadata"]["name"] for lease in leases} >= {"slab-node1", "slab-node2"}
 
@@ -169,33 +229,45 @@ def test_pod_to_pod_across_nodes(workloads: Lab) -> None:
     _wait_ready(workloads, "client")
 
     def remote_web() -> dict[str, Any] | None:
-        pods = [p for p in _pods(workloads, "app=web")
-                if p["spec"].get("nodeName") == "slab-node2" and _ready(p)]
+        pods = [
+            p
+            for p in _pods(workloads, "app=web")
+            if p["spec"].get("nodeName") == "slab-node2" and _ready(p)
+        ]
         return pods[0] if pods else None
 
     target = wait_for("a ready web pod on slab-node2", remote_web)
     assert isinstance(target, dict)
     ip, name = target["status"]["podIP"], target["metadata"]["name"]
     # The answer is the remote pod's own hostname: the packet really reached it.
-    wait_for(f"{name} answering the client across nodes",
-             lambda: _curl("client", f"http://{ip}:8080/hostname") == name)
+    wait_for(
+        f"{name} answering the client across nodes",
+        lambda: _curl("client", f"http://{ip}:8080/hostname") == name,
+    )
 
 
 def test_service_by_cluster_ip_and_dns_names(workloads: Lab) -> None:
     _wait_ready(workloads, "client")
     svc = workloads.get_json("service", "-n", NS, "web")
     names = lambda: {p["metadata"]["name"] for p in _pods(workloads, "app=web")}  # noqa: E731
-    for url in (f"http://{svc['spec']['clusterIP']}/hostname",
-                f"http://web.{NS}.svc.cluster.local/hostname", f"http://web.{NS}/hostname"):
+    for url in (
+        f"http://{svc['spec']['clusterIP']}/hostname",
+        f"http://web.{NS}.svc.cluster.local/hostname",
+        f"http://web.{NS}/hostname",
+    ):
         wait_for(f"a web pod answering {url}", lambda u=url: _curl("client", u) in names())
 
 
 def test_deathstar_lands_ships(workloads: Lab) -> None:
     _wait_ready(workloads, "client")
     _wait_ready(workloads, "deathstar")
-    wait_for("the deathstar to land a ship",
-             lambda: _curl("client", f"http://deathstar.{NS}/v1/request-landing", "-XPOST")
-             == "Ship landed\n")
+    wait_for(
+        "the deathstar to land a ship",
+        lambda: (
+            _curl("client", f"http://deathstar.{NS}/v1/request-landing", "-XPOST")
+            == "Ship landed\n"
+        ),
+    )
 
 
 def test_lab_exec_passes_output_and_exit_code(workloads: Lab) -> None:
@@ -210,21 +282,40 @@ def test_lab_exec_errors_name_the_problem(workloads: Lab) -> None:
     out = _lab_exec("no-such-pod", "true")
     assert out.returncode == 1
     assert out.stderr.startswith("septum lab: pod slab-e2e/no-such-pod")
-    bad = subprocess.run([SEPTUM, "lab", "exec", "client", "--", "true"], capture_output=True,
-                         text=True, check=False)
+    bad = subprocess.run(
+        [SEPTUM, "lab", "exec", "client", "--", "true"], capture_output=True, text=True, check=False
+    )
     assert bad.returncode == 1 and "NAMESPACE/NAME" in bad.stderr
 
 
 def test_kubectl_logs_and_follow(workloads: Lab) -> None:
-    pod = wait_for("a Running web pod", lambda: next(
-        (p for p in _pods(workloads, "app=web") if _running_with_ip(p)), None))
+    pod = wait_for(
+        "a Running web pod",
+        lambda: next((p for p in _pods(workloads, "app=web") if _running_with_ip(p)), None),
+    )
     assert isinstance(pod, dict)
-    wait_for("netexec's start-up line in kubectl logs", lambda: "Started HTTP server" in
-             workloads.kubectl("logs", "-n", NS, pod["metadata"]["name"]).stdout)
+    wait_for(
+        "netexec's start-up line in kubectl logs",
+        lambda: (
+            "Started HTTP server"
+            in workloads.kubectl("logs", "-n", NS, pod["metadata"]["name"]).stdout
+        ),
+    )
     wait_for("ticker Running", lambda: _running_with_ip(_pod_json(workloads, "ticker")))
     follow = subprocess.Popen(
-        [str(workloads.binaries.kubectl), f"--kubeconfig={workloads.kubeconfig}", "logs", "-f",
-         "--tail=1", "-n", NS, "ticker"], stdout=subprocess.PIPE, text=True)
+        [
+            str(workloads.binaries.kubectl),
+            f"--kubeconfig={workloads.kubeconfig}",
+            "logs",
+            "-f",
+            "--tail=1",
+            "-n",
+            NS,
+            "ticker",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert follow.stdout is not None
         seen: list[str] = []
@@ -251,22 +342,32 @@ def test_crashing_container_restarts_with_backoff(workloads: Lab) -> None:
     assert cs["lastState"]["terminated"]["exitCode"] == 3
     previous = workloads.kubectl("logs", "--previous", "-n", NS, "crasher").stdout
     assert previous.startswith("run-")
-    wait_for("CrashLoopBackOff between runs", lambda: (
-        _pod_json(workloads, "crasher")["status"]["containerStatuses"][0]["state"]
-        .get("waiting", {}).get("reason") == "CrashLoopBackOff"), timeout_s=60)
+    wait_for(
+        "CrashLoopBackOff between runs",
+        lambda: (
+            _pod_json(workloads, "crasher")["status"]["containerStatuses"][0]["state"]
+            .get("waiting", {})
+            .get("reason")
+            == "CrashLoopBackOff"
+        ),
+        timeout_s=60,
+    )
 
 
 def test_failing_readiness_probe_removes_the_endpoint(workloads: Lab) -> None:
     def endpoint_ready() -> bool | None:
-        slices = workloads.get_json("endpointslices", "-n", NS,
-                                    "-l", "kubernetes.io/service-name=flaky")["items"]
-        states = [ep.get("conditions", {}).get("ready") for s in slices
-                  for ep in (s.get("endpoints") or [])]
+        slices = workloads.get_json(
+            "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=flaky"
+        )["items"]
+        states = [
+            ep.get("conditions", {}).get("ready")
+            for s in slices
+            for ep in (s.get("endpoints") or [])
+        ]
         return states[0] if states else None
 
     wait_for("flaky's endpoint to be ready", lambda: endpoint_ready() is True, timeout_s=40)
-    wait_for("flaky's endpoint to turn not-ready", lambda: endpoint_ready() is False,
-             timeout_s=60)
+    wait_for("flaky's endpoint to turn not-ready", lambda: endpoint_ready() is False, timeout_s=60)
     assert not _ready(_pod_json(workloads, "flaky"))
 
 
@@ -285,12 +386,21 @@ def test_unknown_image_gives_err_image_pull(workloads: Lab) -> None:
 def test_kubectl_exec(workloads: Lab) -> None:
     _wait_ready(workloads, "client")
     kubectl = [str(workloads.binaries.kubectl), f"--kubeconfig={workloads.kubeconfig}"]
-    out = subprocess.run([*kubectl, "exec", "-n", NS, "client", "--", "sh", "-c",
-                          "hostname; exit 4"], capture_output=True, text=True, timeout=30,
-                         check=False)
+    out = subprocess.run(
+        [*kubectl, "exec", "-n", NS, "client", "--", "sh", "-c", "hostname; exit 4"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert out.returncode == 4, out.stderr
     assert out.stdout == "client\n"
-    echoed = subprocess.run([*kubectl, "exec", "-i", "-n", NS, "client", "--", "cat"],
-                            input="through stdin\n", capture_output=True, text=True, timeout=30,
-                            check=False)
+    echoed = subprocess.run(
+        [*kubectl, "exec", "-i", "-n", NS, "client", "--", "cat"],
+        input="through stdin\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert echoed.stdout == "through stdin\n", echoed.stderr

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import addons, config, controlplane, network, procs
 from septum.lab.binaries import Binaries, locate
 from septum.lab.config import NodeSpec
@@ -80,6 +80,11 @@ def _healthy(state: StateDir) -> bool:
     for node in config.nodes(int(manifest["nodes"])):
         wanted |= {f"kubelet-{node.name}", f"kube-proxy-{node.name}"}
     return wanted <= running
+
+
+def is_running(state_root: Path | None = None) -> bool:
+    """True when a lab is up and all of its processes are alive."""
+    return _healthy(StateDir(state_root or config.default_state_dir()))
 
 
 def _check_ports() -> None:

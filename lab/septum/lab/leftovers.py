@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import psutil
-
+import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import config, network
 
 _LAB_ADDRESSES = ("10.213.", "10.214.")
@@ -14,7 +13,11 @@ _MOUNTPOINTS = ("/etc/coredns", "/run/secrets/kubernetes.io", "/var/run/secrets/
 
 
 def _lab_processes() -> list[str]:
-    markers = (str(config.cache_dir() / "bin"), "septum.lab.kubelet", str(config.default_state_dir()))
+    markers = (
+        str(config.cache_dir() / "bin"),
+        "septum.lab.kubelet",
+        str(config.default_state_dir()),
+    )
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
@@ -46,7 +49,8 @@ def leftovers() -> dict[str, list[str]]:
         "nftables": _lines(["nft", "list", "ruleset"], (*_LAB_ADDRESSES, "slab", "KUBE-")),
         "etc_netns": sorted(str(p) for p in config.NETNS_ETC_DIR.glob(f"{config.PREFIX}*")),
         "mountpoints": [m for m in _MOUNTPOINTS if Path(m).exists()],
-        "bpf_pins": sorted(str(p) for p in bpffs.glob(f"{config.PREFIX}*")) if bpffs.is_dir()
+        "bpf_pins": sorted(str(p) for p in bpffs.glob(f"{config.PREFIX}*"))
+        if bpffs.is_dir()
         else [],
         "state": [str(config.default_state_dir())] if config.default_state_dir().exists() else [],
     }

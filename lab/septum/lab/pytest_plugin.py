@@ -12,8 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from septum.lab import config, lab as lab_mod
+from septum.lab import lab as lab_mod
 from septum.lab.leftovers import leftovers
 
 
@@ -42,7 +41,7 @@ def _coredns_available(lab: lab_mod.Lab) -> bool:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[lab_mod.Lab]:
-    owned = not config.default_state_dir().joinpath("lab.json").exists()
+    owned = not lab_mod.is_running()
     before = leftovers() if owned else None
     started = lab_mod.up(2)
     try:
@@ -53,4 +52,5 @@ def lab() -> Iterator[lab_mod.Lab]:
             lab_mod.down()
     if before is not None:
         after = leftovers()
-        assert after == before, f"lab down left things behind: {after}"
+        new = {kind: [x for x in items if x not in before[kind]] for kind, items in after.items()}
+        assert not any(new.values()), f"lab down left things behind: {new}"

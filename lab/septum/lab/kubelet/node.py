@@ -9,7 +9,7 @@ import os
 import platform
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import config
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec

@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,7 +174,7 @@ class Container:
                 env=await self.pod.env_for(self.spec),
             )
 
-    async def exec_in(self, command: list[str], timeout_s: float) -> int:
+    async def exec_in(self, command: Sequence[str], timeout_s: float) -> int:
         """Runs ``command`` inside this container's namespaces (exec probes)."""
         argv = self.pod.exec_argv(self, command)
         proc = await asyncio.create_subprocess_exec(
@@ -264,7 +265,7 @@ class PodWorker:
             kubelet.node.name if self.host_network else self.spec.get("hostname", self.name)
         )
         self.netns = kubelet.node.netns if self.host_network else config.pod_netns(self.uid)
-        self.dir = kubelet.node_dir / "pods" / self.uid
+        self.dir: Path = kubelet.node_dir / "pods" / self.uid
         self.ip = ""
         self.stopping = False
         self.sandbox_ready = False
@@ -479,7 +480,7 @@ class PodWorker:
             return ""
         return ""
 
-    def exec_argv(self, container: Container, command: list[str]) -> list[str]:
+    def exec_argv(self, container: Container, command: Sequence[str]) -> list[str]:
         """argv running ``command`` in the container's mount and network namespaces."""
         cmd = list(command)
         if cmd and os.path.basename(cmd[0]) == "agnhost":

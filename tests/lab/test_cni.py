@@ -1,0 +1,82 @@
+"""The lab kubelet's CNI calls against Debian's real plugins (ptp + host-local + loopback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.privileged
+
+NODE, POD = "slab-tcni-node", "slab-tcni-pod"
+
+# Runs inside the node namespace, as the lab kubelet does.
+SCRIPT = textwrap.dedent("""
+    import asyncio, json, subprocess, sys
+    from pathlib import Path
+    from septum.lab.kubelet.cni import Cni, conflist
+
+    state = Path(sys.argv[1])
+    cni = Cni(conflist("10.214.77.0/24", state / "ipam"), state / "cache")
+
+    def sh(*argv):
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    async def main():
+        ips = await cni.add("pod-uid-1", "slab-tcni-pod", "IgnoreUnknown=1;K8S_POD_NAME=p")
+        seen = {
+            "ips": ips,
+            "pod_addr": sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "-4", "-o", "addr"),
+            "pod_routes": sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "route"),
+            "node_routes": sh("ip", "route"),
+        }
+        await cni.delete("pod-uid-1", "slab-tcni-pod", "IgnoreUnknown=1;K8S_POD_NAME=p")
+        seen["pod_addr_after"] = sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "-4", "-o",
+                                    "addr")
+        seen["node_routes_after"] = sh("ip", "route")
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.fixture()
+def namespaces() -> Iterator[None]:
+    for ns in (NODE, POD):
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        yield
+    finally:
+        for ns in (NODE, POD):
+            subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_add_then_del_attaches_and_detaches_the_pod(namespaces: None, tmp_path: Path) -> None:
+    out = subprocess.run(
+        ["ip", "netns", "exec", NODE, sys.executable, "-c", SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    seen = json.loads(out.stdout)
+    assert len(seen["ips"]) == 1 and seen["ips"][0].startswith("10.214.77.")
+    ip = seen["ips"][0]
+    assert f"eth0    inet {ip}/24" in seen["pod_addr"]
+    assert "127.0.0.1/8" in seen["pod_addr"]  # loopback plugin brought lo up
+    assert seen["pod_routes"].startswith("default via 10.214.77.1 dev eth0")
+    assert f"{ip} dev veth" in seen["node_routes"]
+    assert ip not in seen["pod_addr_after"] and ip not in seen["node_routes_after"]
+    # host-local released the address: only its bookkeeping files remain.
+    allocations = [
+        p.name
+        for p in (tmp_path / "ipam" / "slab").iterdir()
+        if not p.name.startswith(("last_reserved_ip", "lock"))
+    ]
+    assert allocations == []
+    assert (tmp_path / "cache" / "slab.conflist").exists()
