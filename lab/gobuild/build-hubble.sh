@@ -15,6 +15,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="${SEPTUM_CACHE:-$HOME/.cache/septum}/hubble/${HUBBLE_CILIUM_VERSION}"
 bin="$root/bin/hubble"
 
+if [[ "${1:-}" == "--path" ]]; then
+  # For tests: the binary's path, built first if needed (quietly).
+  "$0" >/dev/null
+  echo "$bin"
+  exit 0
+fi
+
 if [[ -x "$bin" ]] && "$bin" version >/dev/null 2>&1; then
   echo "hubble ${HUBBLE_CILIUM_VERSION}: cached at $bin"
   exit 0

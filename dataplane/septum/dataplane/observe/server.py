@@ -53,7 +53,7 @@ class TLSFiles:
         return grpc.ssl_server_credentials(
             [(key, cert)],
             root_certificates=client_ca,
-            require_client_certificate=client_ca is not None,
+            require_client_auth=client_ca is not None,
         )
 
 

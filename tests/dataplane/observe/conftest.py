@@ -1,0 +1,166 @@
+"""Fixtures for the flow-observability tests: records, pods, a running Observer."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from septum.dataplane.observe import record as r
+from septum.dataplane.observe.api.observer import observer_pb2_grpc
+from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
+from septum.dataplane.observe.metadata import EndpointInfo, PolicyInfo, StaticMetadata, Workload
+from septum.dataplane.observe.node import NodeObserver, ObserveConfig
+from septum.dataplane.observe.server import ListenConfig
+from septum.dataplane.observe.sources import FeedSource
+
+NODE = "sfl-node-1"
+XWING = EndpointInfo(
+    endpoint_id=11, identity=1001, namespace="default", pod_name="xwing",
+    labels=("k8s:app=xwing", "k8s:org=alliance"), ips=("10.0.0.1", "fd00::1"),
+)
+DEATHSTAR = EndpointInfo(
+    endpoint_id=12, identity=1002, namespace="empire", pod_name="deathstar-6fb5694d48-5hmds",
+    labels=("k8s:app=deathstar", "k8s:org=empire"),
+    workloads=(Workload(name="deathstar", kind="Deployment"),), ips=("10.0.0.2", "fd00::2"),
+)
+TIEFIGHTER = EndpointInfo(
+    endpoint_id=13, identity=1003, namespace="empire", pod_name="tiefighter",
+    labels=("k8s:app=tiefighter", "k8s:org=empire"), ips=("10.0.0.3", "fd00::3"),
+)
+PODS = (XWING, DEATHSTAR, TIEFIGHTER)
+ALLOW_POLICY = PolicyInfo(name="rule1", namespace="empire", kind="CiliumNetworkPolicy", revision=3)
+DENY_POLICY = PolicyInfo(name="deny-xwing", namespace="empire", kind="CiliumNetworkPolicy")
+
+
+def addr(ip: str) -> bytes:
+    return ipaddress.ip_address(ip).packed.ljust(16, b"\0")
+
+
+def boot_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def event(
+    src: EndpointInfo | str = XWING,
+    dst: EndpointInfo | str = DEATHSTAR,
+    *,
+    v6: bool = False,
+    **fields: Any,
+) -> bytes:
+    """One flow event as the datapath writes it (defaults: a TCP SYN xwing -> deathstar:80,
+    allowed at the deathstar's ingress)."""
+    def ip_of(side: EndpointInfo | str) -> str:
+        return side if isinstance(side, str) else side.ips[1 if v6 else 0]
+
+    def identity_of(side: EndpointInfo | str) -> int:
+        return 2 if isinstance(side, str) else side.identity
+
+    values: dict[str, Any] = {
+        "time_ns": boot_ns(), "bytes": 74, "packets": 1,
+        "src_addr": addr(ip_of(src)), "dst_addr": addr(ip_of(dst)),
+        "src_identity": identity_of(src), "dst_identity": identity_of(dst),
+        "endpoint_id": dst.endpoint_id if isinstance(dst, EndpointInfo) else 0,
+        "src_port": 40000, "dst_port": 80, "protocol": 6, "tcp_flags": 0x02,
+        "ip_version": 2 if v6 else 1, "event_type": 5, "verdict": 1, "direction": 1,
+        "trace_point": 101, "match_type": 2,
+    }
+    values.update(fields)
+    return r.pack(**values)
+
+
+def metadata() -> StaticMetadata:
+    md = StaticMetadata()
+    for pod in PODS:
+        md.add_endpoint(pod)
+    md.add_policy(1, ALLOW_POLICY)
+    md.add_policy(2, DENY_POLICY)
+    return md
+
+
+def decoder() -> FlowDecoder:
+    return FlowDecoder(metadata(), DecoderConfig(node_name=NODE))
+
+
+@dataclass
+class RunningObserver:
+    node: NodeObserver
+    feed: FeedSource
+    socket: Path
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}"
+
+    def push(self, *events: bytes) -> None:
+        """Feed events and wait (polling to a deadline) until the ring holds them."""
+        want = self.node.ring.head + len(events)
+        self.feed.push(b"".join(events))
+        deadline = time.monotonic() + 10
+        while self.node.ring.head < want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"ring holds {self.node.ring.head} events, expected {want}")
+            time.sleep(0.005)
+
+    def stub(self) -> observer_pb2_grpc.ObserverStub:
+        channel = grpc.insecure_channel(self.target)
+        self._channels.append(channel)
+        return observer_pb2_grpc.ObserverStub(channel)
+
+    def __post_init__(self) -> None:
+        self._channels: list[grpc.Channel] = []
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory (unix socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="sfl-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def start_observer(
+    socket_dir: Path, *, capacity: int = 4095, metrics: bool = False, **listen: Any
+) -> RunningObserver:
+    feed = FeedSource()
+    socket = socket_dir / "observer.sock"
+    config = ObserveConfig(
+        node_name=NODE,
+        listen=ListenConfig(unix_socket=socket, **listen),
+        buffer_capacity=capacity,
+        metrics_address=("127.0.0.1", 0) if metrics else None,
+    )
+    node = NodeObserver(config, feed, metadata())
+    node.start()
+    return RunningObserver(node, feed, socket)
+
+
+@pytest.fixture
+def observer(short_tmp: Path) -> Iterator[RunningObserver]:
+    running = start_observer(short_tmp)
+    try:
+        yield running
+    finally:
+        running.close()
+        running.node.stop()
+
+
+# Test modules import these helpers as `observe_helpers`: with pytest's
+# importlib import mode sibling modules are not on sys.path, and this conftest
+# is always imported before the tests of this directory.
+sys.modules.setdefault("observe_helpers", sys.modules[__name__])

@@ -1,0 +1,139 @@
+"""TLS and mutual TLS on the Observer's TCP listener, configured from files."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import observe_helpers as h
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
+from septum.dataplane.observe.server import ServerConfigError, TLSFiles
+
+SERVER_NAME = "sfl-node-1.hubble-grpc.cilium.io"
+
+
+@dataclass
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_cert: Path  # signed by a CA the server does not trust
+    other_key: Path
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+
+
+def _issue(dir_: Path, stem: str, common: str, issuer: x509.Certificate | None,
+           issuer_key: ec.EllipticCurvePrivateKey | None, *, ca: bool = False,
+           sans: list[x509.GeneralName] | None = None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common))
+        .issuer_name(issuer.subject if issuer else _name(common))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    (dir_ / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(dir_ / f"{stem}.key", key)
+    return cert, key
+
+
+@pytest.fixture
+def pki(short_tmp: Path) -> Pki:
+    ca, ca_key = _issue(short_tmp, "ca", "sfl test CA", None, None, ca=True)
+    sans: list[x509.GeneralName] = [x509.DNSName(SERVER_NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    _issue(short_tmp, "server", SERVER_NAME, ca, ca_key, sans=sans)
+    _issue(short_tmp, "client", "hubble-client", ca, ca_key)
+    other_ca, other_key = _issue(short_tmp, "other-ca", "sfl rogue CA", None, None, ca=True)
+    _issue(short_tmp, "other", "hubble-client", other_ca, other_key)
+    d = short_tmp
+    return Pki(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
+               d / "other.crt", d / "other.key")
+
+
+@pytest.fixture
+def mtls_observer(short_tmp: Path, pki: Pki) -> Iterator[h.RunningObserver]:
+    tls = TLSFiles(pki.server_cert, pki.server_key, client_ca_file=pki.ca)
+    running = h.start_observer(short_tmp, tcp_address="127.0.0.1:0", tls=tls)
+    try:
+        yield running
+    finally:
+        running.close()
+        running.node.stop()
+
+
+def _status(port: int, pki: Pki, cert: Path | None, key: Path | None) -> observer_pb2.ServerStatusResponse:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.read_bytes(),
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
+    channel = grpc.secure_channel(f"127.0.0.1:{port}", creds,
+                                  options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+    try:
+        return observer_pb2_grpc.ObserverStub(channel).ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10)
+    finally:
+        channel.close()
+
+
+def test_mtls_accepts_the_right_client_certificate(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+    assert mtls_observer.node.tcp_port
+    status = _status(mtls_observer.node.tcp_port, pki, pki.client_cert, pki.client_key)
+    assert status.max_flows == 4095
+
+
+def test_mtls_refuses_a_client_without_certificate(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+    assert mtls_observer.node.tcp_port
+    with pytest.raises(grpc.RpcError) as err:
+        _status(mtls_observer.node.tcp_port, pki, None, None)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_mtls_refuses_a_certificate_from_another_ca(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+    assert mtls_observer.node.tcp_port
+    with pytest.raises(grpc.RpcError) as err:
+        _status(mtls_observer.node.tcp_port, pki, pki.other_cert, pki.other_key)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_plain_tls_without_client_ca(short_tmp: Path, pki: Pki) -> None:
+    running = h.start_observer(short_tmp, tcp_address="127.0.0.1:0",
+                               tls=TLSFiles(pki.server_cert, pki.server_key))
+    try:
+        assert running.node.tcp_port
+        assert _status(running.node.tcp_port, pki, None, None).max_flows == 4095
+    finally:
+        running.close()
+        running.node.stop()
+
+
+def test_missing_certificate_file_is_named(short_tmp: Path) -> None:
+    with pytest.raises(ServerConfigError, match="tls.cert_file"):
+        TLSFiles(short_tmp / "nope.crt", short_tmp / "nope.key").credentials()
