@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from septum.lab.config import cache_dir
 from septum.lab.errors import BinariesMissingError
 
-_VERSIONS_FILE = Path(__file__).resolve().parents[2] / "gobuild" / "versions.env"
+_GOBUILD_DIR = Path(__file__).resolve().parents[2] / "gobuild"
+_VERSIONS_FILE = _GOBUILD_DIR / "versions.env"
 
 
 def versions() -> dict[str, str]:
@@ -64,3 +67,28 @@ def locate(require: bool = True) -> Binaries:
                 f"{cache_dir() / 'logs'}"
             )
     return found
+
+
+def ensure_built(progress: Callable[[str], None]) -> Binaries:
+    """The cached binaries, building them first (lab/gobuild/build.sh) when any is missing."""
+    try:
+        return locate()
+    except BinariesMissingError:
+        pass
+    script = _GOBUILD_DIR / "build.sh"
+    progress(f"building the lab's Go binaries with {script} (15-40 min cold on 2 cores)")
+    proc = subprocess.Popen(
+        [str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    last = ""
+    with proc.stdout:
+        for line in proc.stdout:
+            last = line.strip() or last
+            if line.startswith("septum gobuild:"):
+                progress(line.strip().removeprefix("septum gobuild: "))
+    if proc.wait() != 0:
+        raise BinariesMissingError(
+            f"the Go build failed ({last}); fix the cause and rerun 'make gobuild'"
+        )
+    return locate()

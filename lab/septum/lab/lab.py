@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import addons, config, controlplane, network, procs
-from septum.lab.binaries import Binaries, locate
+from septum.lab.binaries import Binaries, ensure_built, locate
 from septum.lab.config import NodeSpec
 from septum.lab.errors import NoLabError, NotRootError, PortInUseError, StartupError
 from septum.lab.layout import StateDir
@@ -116,8 +116,7 @@ def up(
     if nodes < 1 or nodes > 200:
         raise StartupError(f"--nodes {nodes}: must be between 1 and 200")
     state = StateDir(state_root or config.default_state_dir())
-    progress("checking the Go-built binaries (make gobuild builds them)")
-    binaries = locate()
+    binaries = ensure_built(progress)
     specs = config.nodes(nodes)
     lab = Lab(state, specs, binaries)
     manifest = _manifest(state)
