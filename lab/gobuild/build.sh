@@ -16,7 +16,7 @@ logdir="$cache/logs"
 mkdir -p "$cache/bin" "$logdir"
 
 if ! command -v go >/dev/null; then
-  echo "septum gobuild: the Go toolchain is missing; run 'make deps' (installs golang) and retry" >&2
+  echo "septum gobuild: the Go toolchain (go 1.26 or newer) is not on PATH; install it and rerun 'make gobuild'" >&2
   exit 1
 fi
 gover="$(go env GOVERSION)"

@@ -20,6 +20,12 @@ pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 NS = "slab-e2e"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 SEPTUM = str(Path(sys.executable).parent / "septum")
+SEPTUM_SCRIPT = """
+import os, pathlib, septum.lab
+print(pathlib.Path('/etc/slab-e2e-cfg/greeting').read_text())
+print(pathlib.Path('/etc/slab-e2e-secret/token').read_text())
+print(os.environ['TOKEN'], os.environ['POD_IP'] != '', os.environ['KUBERNETES_SERVICE_HOST'])
+"""
 
 
 def _pod(
@@ -134,6 +140,43 @@ def _manifests() -> list[dict[str, Any]]:
         ),
         _service("flaky", 80, 8000, "flaky"),
         _pod("ghost", "example.invalid/no-such-image:1.0"),
+        _pod("hostnet", "busybox", hostNetwork=True, node=2),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "septum-cfg", "namespace": NS},
+            "data": {"greeting": "hello from a ConfigMap"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "septum-secret", "namespace": NS},
+            "stringData": {"token": "s3cret"},
+        },
+        # Septum's own image runs Septum's Python with the pod's command, env and volumes.
+        _pod(
+            "septum",
+            "ghcr.io/example/septum:dev",
+            ["python3", "-c", SEPTUM_SCRIPT],
+            restartPolicy="Never",
+            container={
+                "env": [
+                    {
+                        "name": "TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": "septum-secret", "key": "token"}},
+                    },
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                ],
+                "volumeMounts": [
+                    {"name": "cfg", "mountPath": "/etc/slab-e2e-cfg"},
+                    {"name": "sec", "mountPath": "/etc/slab-e2e-secret"},
+                ],
+            },
+            volumes=[
+                {"name": "cfg", "configMap": {"name": "septum-cfg"}},
+                {"name": "sec", "secret": {"secretName": "septum-secret"}},
+            ],
+        ),
     ]
 
 
@@ -178,9 +221,18 @@ def _lab_exec(pod: str, *cmd: str, timeout_s: float = 20) -> subprocess.Complete
     )
 
 
-def _curl(pod: str, url: str, *extra: str) -> str:
-    out = _lab_exec(pod, "curl", "-sS", "-m", "3", *extra, url)
-    return out.stdout if out.returncode == 0 else f"curl failed ({out.returncode}): {out.stderr}"
+# The client pod's toolbox image runs the host's tools; python3 is always there (curl may not be).
+_HTTP = """
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], method=sys.argv[2])
+with urllib.request.urlopen(req, timeout=3) as resp:
+    sys.stdout.write(resp.read().decode())
+"""
+
+
+def _http(pod: str, url: str, method: str = "GET") -> str:
+    out = _lab_exec(pod, "python3", "-c", _HTTP, url, method)
+    return out.stdout if out.returncode == 0 else f"request failed ({out.returncode}): {out.stderr}"
 
 
 def _wait_ready(lab: Lab, name: str) -> dict[str, Any]:
@@ -242,7 +294,7 @@ def test_pod_to_pod_across_nodes(workloads: Lab) -> None:
     # The answer is the remote pod's own hostname: the packet really reached it.
     wait_for(
         f"{name} answering the client across nodes",
-        lambda: _curl("client", f"http://{ip}:8080/hostname") == name,
+        lambda: _http("client", f"http://{ip}:8080/hostname") == name,
     )
 
 
@@ -255,7 +307,7 @@ def test_service_by_cluster_ip_and_dns_names(workloads: Lab) -> None:
         f"http://web.{NS}.svc.cluster.local/hostname",
         f"http://web.{NS}/hostname",
     ):
-        wait_for(f"a web pod answering {url}", lambda u=url: _curl("client", u) in names())
+        wait_for(f"a web pod answering {url}", lambda u=url: _http("client", u) in names())
 
 
 def test_deathstar_lands_ships(workloads: Lab) -> None:
@@ -264,8 +316,7 @@ def test_deathstar_lands_ships(workloads: Lab) -> None:
     wait_for(
         "the deathstar to land a ship",
         lambda: (
-            _curl("client", f"http://deathstar.{NS}/v1/request-landing", "-XPOST")
-            == "Ship landed\n"
+            _http("client", f"http://deathstar.{NS}/v1/request-landing", "POST") == "Ship landed\n"
         ),
     )
 
@@ -404,3 +455,19 @@ def test_kubectl_exec(workloads: Lab) -> None:
         check=False,
     )
     assert echoed.stdout == "through stdin\n", echoed.stderr
+
+
+def test_septum_image_gets_command_env_configmaps_and_secrets(workloads: Lab) -> None:
+    wait_for(
+        "the septum pod to succeed",
+        lambda: _pod_json(workloads, "septum")["status"].get("phase") == "Succeeded",
+    )
+    logs = workloads.kubectl("logs", "-n", NS, "septum").stdout.split("\n")
+    assert logs[:3] == ["hello from a ConfigMap", "s3cret", "s3cret True 10.96.0.1"]
+
+
+def test_host_network_pod_runs_in_the_node_namespace(workloads: Lab) -> None:
+    pod = _wait_ready(workloads, "hostnet")
+    assert pod["status"]["podIP"] == pod["status"]["hostIP"] == "10.213.0.12"
+    out = _lab_exec("hostnet", "ip", "-4", "-o", "addr", "show", "eth0")
+    assert "10.213.0.12/24" in out.stdout
