@@ -66,7 +66,8 @@ int septum_xdp_prefilter(struct xdp_md *ctx)
 	const struct septum_prefilter_value *deny;
 	struct septum_decision decision = {};
 	struct septum_pkt pkt = {};
-	__u32 len = data_end - data;
+	/* The whole frame, multi-buffer fragments included. */
+	__u32 len = bpf_xdp_get_buff_len(ctx);
 
 	/* Parse errors are not ours to punish at the uplink (the stack drops
 	 * malformed packets); only the source address matters here, and it is

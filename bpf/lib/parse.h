@@ -160,6 +160,12 @@ static __always_inline int septum_parse_ipv4(void *data, void *data_end, __u32 w
 		return SEPTUM_DROP_TRUNCATED_IPV4;
 	if (ip->version != 4)
 		return SEPTUM_DROP_INVALID_IP_VERSION;
+	/* Addresses first: drop reports and the XDP prefilter need them even
+	 * when a later check fails. */
+	pkt->ip_version = SEPTUM_IP_V4;
+	pkt->protocol = ip->protocol;
+	__builtin_memcpy(pkt->src, &ip->saddr, 4);
+	__builtin_memcpy(pkt->dst, &ip->daddr, 4);
 	if (ip->ihl < 5)
 		return SEPTUM_DROP_INVALID_IPV4_IHL;
 	hdr_len = (__u32)ip->ihl * 4;
@@ -168,11 +174,6 @@ static __always_inline int septum_parse_ipv4(void *data, void *data_end, __u32 w
 	total_len = bpf_ntohs(ip->tot_len);
 	if (total_len < hdr_len || total_len > wire_len - ETH_HLEN)
 		return SEPTUM_DROP_INVALID_IPV4_LENGTH;
-
-	pkt->ip_version = SEPTUM_IP_V4;
-	pkt->protocol = ip->protocol;
-	__builtin_memcpy(pkt->src, &ip->saddr, 4);
-	__builtin_memcpy(pkt->dst, &ip->daddr, 4);
 
 	frag_off = bpf_ntohs(ip->frag_off);
 	if (frag_off & 0x1fff) {
@@ -201,14 +202,14 @@ static __always_inline int septum_parse_ipv6(void *data, void *data_end, __u32 w
 		return SEPTUM_DROP_TRUNCATED_IPV6;
 	if (ip6->version != 6)
 		return SEPTUM_DROP_INVALID_IP_VERSION;
-	remaining = bpf_ntohs(ip6->payload_len);
-	if (remaining + sizeof(*ip6) > wire_len - ETH_HLEN)
-		return SEPTUM_DROP_INVALID_IPV6_LENGTH;
-
 	pkt->ip_version = SEPTUM_IP_V6;
 	septum_copy16(pkt->src, (__u8 *)&ip6->saddr);
 	septum_copy16(pkt->dst, (__u8 *)&ip6->daddr);
 	nexthdr = ip6->nexthdr;
+	pkt->protocol = nexthdr;
+	remaining = bpf_ntohs(ip6->payload_len);
+	if (remaining + sizeof(*ip6) > wire_len - ETH_HLEN)
+		return SEPTUM_DROP_INVALID_IPV6_LENGTH;
 
 #pragma unroll
 	for (i = 0; i < SEPTUM_IPV6_MAX_EXT_HEADERS; i++) {

@@ -8,6 +8,7 @@ server) build on this API only.
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from septum.dataplane.attach import Attachment, XdpMode
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.errors import EndpointError, MapFullError
 from septum.dataplane.events import Flow, decode_events
-from septum.dataplane.libbpf import check, lib
+from septum.dataplane.libbpf import BpfMapBatchOpts, check, lib
 from septum.dataplane.maps import BpfMap
 from septum.dataplane.policy import EncodedPolicy, EndpointPolicy, PolicyDiff, diff_policy, encode
 from septum.dataplane.ringbuf import RingBufferReader
@@ -405,24 +406,41 @@ class NodeDatapath:
     # ---- counters and events -----------------------------------------------------------
 
     def counters(self) -> dict[CounterKey, CounterValue]:
-        """Non-zero packet/byte counters by (direction, verdict, drop reason), all CPUs."""
+        """Non-zero packet/byte counters by (direction, verdict, drop reason), all CPUs
+        (one BPF_MAP_LOOKUP_BATCH of the per-CPU array)."""
         cpus = check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
-        fd = self._object.maps[abi.MAP_COUNTERS].fd
-        per_cpu = (abi.Counter * cpus)()
-        result: dict[CounterKey, CounterValue] = {}
-        for index in range(abi.COUNTER_ENTRIES):
-            key = ctypes.c_uint32(index)
-            check(lib().bpf_map_lookup_elem(fd, ctypes.byref(key), per_cpu), "counters lookup")
-            packets = sum(c.packets for c in per_cpu)
+        entries = abi.COUNTER_ENTRIES
+        keys = (ctypes.c_uint32 * entries)()
+        values = (abi.Counter * (entries * cpus))()
+        count = ctypes.c_uint32(entries)
+        out_batch = ctypes.c_uint64(0)
+        opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
+        result = lib().bpf_map_lookup_batch(
+            self._object.maps[abi.MAP_COUNTERS].fd,
+            None,
+            ctypes.byref(out_batch),
+            keys,
+            values,
+            ctypes.byref(count),
+            ctypes.byref(opts),
+        )
+        if result < 0 and result != -errno.ENOENT:
+            check(result, "counters lookup_batch")
+        flat = memoryview(values).cast("B").cast("Q").tolist()  # packets, bytes per CPU
+        stride = 2 * cpus
+        counters: dict[CounterKey, CounterValue] = {}
+        for position in range(count.value):
+            base = position * stride
+            packets = sum(flat[base : base + stride : 2])
             if not packets:
                 continue
+            index = keys[position]
             reason = index % abi.DROP_REASON_SLOTS
             verdict = (index // abi.DROP_REASON_SLOTS) % abi.VERDICT_SLOTS
             direction = index // (abi.DROP_REASON_SLOTS * abi.VERDICT_SLOTS)
-            result[CounterKey(abi.TrafficDirection(direction), abi.Verdict(verdict), reason)] = (
-                CounterValue(packets, sum(c.bytes for c in per_cpu))
-            )
-        return result
+            key = CounterKey(abi.TrafficDirection(direction), abi.Verdict(verdict), reason)
+            counters[key] = CounterValue(packets, sum(flat[base + 1 : base + stride : 2]))
+        return counters
 
     def lost_events(self) -> int:
         """Events the kernel could not queue because the ring buffer was full."""
