@@ -471,3 +471,32 @@ def test_host_network_pod_runs_in_the_node_namespace(workloads: Lab) -> None:
     assert pod["status"]["podIP"] == pod["status"]["hostIP"] == "10.213.0.12"
     out = _lab_exec("hostnet", "ip", "-4", "-o", "addr", "show", "eth0")
     assert "10.213.0.12/24" in out.stdout
+
+
+def test_outside_peer_is_reachable_from_pods(workloads: Lab, outside_peer) -> None:  # type: ignore[no-untyped-def]
+    peer = outside_peer("203.0.113.10")
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            peer.netns,
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            peer.address,
+            "8000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(workloads, "client")
+        wait_for(
+            "the peer's directory listing",
+            lambda: "Directory listing" in _http("client", "http://203.0.113.10:8000/"),
+        )
+    finally:
+        server.kill()
+        server.wait()

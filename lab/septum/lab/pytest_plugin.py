@@ -9,11 +9,12 @@ reused and left running.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from septum.lab import lab as lab_mod
 from septum.lab.leftovers import leftovers
+from septum.lab.outside import Peer, add_peer, remove_peer
 
 
 def wait_for(what: str, check: object, timeout_s: float = 60, interval_s: float = 0.3) -> object:
@@ -54,3 +55,18 @@ def lab() -> Iterator[lab_mod.Lab]:
         after = leftovers()
         new = {kind: [x for x in items if x not in before[kind]] for kind, items in after.items()}
         assert not any(new.values()), f"lab down left things behind: {new}"
+
+
+@pytest.fixture()
+def outside_peer(lab: lab_mod.Lab) -> Iterator[Callable[[str], Peer]]:
+    """Factory: ``outside_peer("203.0.113.10")`` adds a peer outside the cluster, removed after."""
+    made: list[Peer] = []
+
+    def make(address: str) -> Peer:
+        peer = add_peer(address, lab.nodes)
+        made.append(peer)
+        return peer
+
+    yield make
+    for peer in made:
+        remove_peer(peer, lab.nodes)
