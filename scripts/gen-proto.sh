@@ -13,9 +13,6 @@ mapfile -t protos < <(cd "$root" && find septum -name '*.proto' | sort)
 plugin_args=()
 if [[ -x .venv/bin/protoc-gen-mypy ]]; then
   plugin_args+=(--plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --mypy_out="$root")
-  if [[ -x .venv/bin/protoc-gen-mypy_grpc ]]; then
-    plugin_args+=(--plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc --mypy_grpc_out="$root")
-  fi
 fi
 "$py" -m grpc_tools.protoc -I "$root" \
   --python_out="$root" --grpc_python_out="$root" "${plugin_args[@]}" \

@@ -9,8 +9,13 @@ from typing import Any
 
 import click
 import grpc
-
-from septum.dataplane.observe.client import DEFAULT_SERVER, ClientConfigError, ClientTLS, channel, observer_stub
+from septum.dataplane.observe.client import (
+    DEFAULT_SERVER,
+    ClientConfigError,
+    ClientTLS,
+    channel,
+    observer_stub,
+)
 from septum.dataplane.observe.flags import BOOL_FLAGS, VALUE_FLAGS, FlagError, build_request
 from septum.dataplane.observe.printer import FORMATS, Printer
 
@@ -83,38 +88,73 @@ class _OrderedFilters(click.Command):
 
 def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for name in reversed(VALUE_FLAGS):
-        command = click.option(f"--{name}", multiple=True, metavar="VALUE", help=_FILTER_HELP[name])(command)
+        command = click.option(
+            f"--{name}", multiple=True, metavar="VALUE", help=_FILTER_HELP[name]
+        )(command)
     for name in reversed(BOOL_FLAGS):
         command = click.option(f"--{name}", is_flag=True, help=_BOOL_HELP[name])(command)
-    return click.option("--not", "negate", count=True, help="Negate the filter flag that follows.")(command)
+    return click.option("--not", "negate", count=True, help="Negate the filter flag that follows.")(
+        command
+    )
 
 
 @click.command(cls=_OrderedFilters)
-@click.option("--server", default=DEFAULT_SERVER, show_default=True, envvar="SEPTUM_SERVER",
-              help="Observer address: unix:///path, /path/to.sock or host:port.")
+@click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar="SEPTUM_SERVER",
+    help="Observer address: unix:///path, /path/to.sock or host:port.",
+)
 @click.option("--tls", "use_tls", is_flag=True, help="Use TLS to the TCP server.")
-@click.option("--tls-ca-cert-files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="CA certificate(s) to verify the server with.")
-@click.option("--tls-client-cert-file", type=click.Path(exists=True, dir_okay=False),
-              help="Client certificate (mutual TLS).")
-@click.option("--tls-client-key-file", type=click.Path(exists=True, dir_okay=False),
-              help="Client key (mutual TLS).")
+@click.option(
+    "--tls-ca-cert-files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CA certificate(s) to verify the server with.",
+)
+@click.option(
+    "--tls-client-cert-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client certificate (mutual TLS).",
+)
+@click.option(
+    "--tls-client-key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Client key (mutual TLS).",
+)
 @click.option("--tls-server-name", help="Name to verify in the server's certificate.")
-@click.option("-o", "--output", type=click.Choice(FORMATS), default="compact", show_default=True,
-              help="Output format.")
-@click.option("--color", type=click.Choice(("auto", "always", "never")), default="auto",
-              show_default=True, help="Colour compact output (auto: when writing to a terminal).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(FORMATS),
+    default="compact",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--color",
+    type=click.Choice(("auto", "always", "never")),
+    default="auto",
+    show_default=True,
+    help="Colour compact output (auto: when writing to a terminal).",
+)
 @click.option("--last", type=int, help="Show the last N flows (default 20 unless following).")
 @click.option("--first", type=int, help="Show the first N flows in the buffer.")
 @click.option("--all", "all_flows", is_flag=True, help="Every flow in the buffer.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new flows as they happen.")
 @click.option("--since", help="Flows since this time (RFC 3339) or duration ago (5m).")
 @click.option("--until", help="Flows until this time (RFC 3339) or duration ago (1m).")
-@click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds to wait for the server (not for flows when following).")
+@click.option(
+    "--timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the server (not for flows when following).",
+)
 @_filter_options
 @click.pass_context
-def observe(ctx: click.Context, **options: Any) -> None:
+def observe(ctx: click.Context, /, **options: Any) -> None:
     """Observe flows through Septum's Hubble-compatible Observer API."""
     ordered = ctx.meta.get("septum.observe.filters", [])
     try:
@@ -136,8 +176,12 @@ def observe(ctx: click.Context, **options: Any) -> None:
     if options["use_tls"] or options["tls_ca_cert_files"] or options["tls_client_cert_file"]:
         tls = ClientTLS(
             ca_files=tuple(Path(p) for p in options["tls_ca_cert_files"]),
-            cert_file=Path(options["tls_client_cert_file"]) if options["tls_client_cert_file"] else None,
-            key_file=Path(options["tls_client_key_file"]) if options["tls_client_key_file"] else None,
+            cert_file=Path(options["tls_client_cert_file"])
+            if options["tls_client_cert_file"]
+            else None,
+            key_file=Path(options["tls_client_key_file"])
+            if options["tls_client_key_file"]
+            else None,
             server_name=options["tls_server_name"],
         )
     try:

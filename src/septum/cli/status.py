@@ -8,10 +8,15 @@ from typing import Any
 
 import click
 import grpc
-
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
-from septum.dataplane.observe.client import DEFAULT_SERVER, ClientConfigError, ClientTLS, channel, observer_stub
+from septum.dataplane.observe.client import (
+    DEFAULT_SERVER,
+    ClientConfigError,
+    ClientTLS,
+    channel,
+    observer_stub,
+)
 
 
 def _uptime(ns: int) -> str:
@@ -38,15 +43,23 @@ def _metrics_lost(url: str | None) -> dict[str, float]:
 
 
 @click.command()
-@click.option("--server", default=DEFAULT_SERVER, show_default=True, envvar="SEPTUM_SERVER",
-              help="Observer address: unix:///path, /path/to.sock or host:port.")
+@click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar="SEPTUM_SERVER",
+    help="Observer address: unix:///path, /path/to.sock or host:port.",
+)
 @click.option("--tls", "use_tls", is_flag=True, help="Use TLS to the TCP server.")
 @click.option("--tls-ca-cert-files", multiple=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--tls-client-cert-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tls-client-key-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tls-server-name")
-@click.option("--metrics-url", envvar="SEPTUM_METRICS_URL",
-              help="The agent's metrics endpoint (http://host:port/metrics), for lost events by source.")
+@click.option(
+    "--metrics-url",
+    envvar="SEPTUM_METRICS_URL",
+    help="The agent's metrics endpoint (http://host:port/metrics), for lost events by source.",
+)
 @click.option("--timeout", type=float, default=10.0, show_default=True)
 def status(**options: Any) -> None:
     """Show flows seen, flow buffer use, lost events and nodes."""
@@ -54,8 +67,12 @@ def status(**options: Any) -> None:
     if options["use_tls"] or options["tls_ca_cert_files"] or options["tls_client_cert_file"]:
         tls = ClientTLS(
             ca_files=tuple(Path(p) for p in options["tls_ca_cert_files"]),
-            cert_file=Path(options["tls_client_cert_file"]) if options["tls_client_cert_file"] else None,
-            key_file=Path(options["tls_client_key_file"]) if options["tls_client_key_file"] else None,
+            cert_file=Path(options["tls_client_cert_file"])
+            if options["tls_client_cert_file"]
+            else None,
+            key_file=Path(options["tls_client_key_file"])
+            if options["tls_client_key_file"]
+            else None,
             server_name=options["tls_server_name"],
         )
     try:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
+import os
+
+# Before grpc is imported anywhere in this process: other tests (and the agent)
+# fork pyroute2 helpers after gRPC threads exist; see septum.dataplane.observe.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import ipaddress  # noqa: E402
 import shutil
 import sys
 import tempfile
@@ -14,7 +20,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.observer import observer_pb2_grpc
 from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
@@ -25,17 +30,29 @@ from septum.dataplane.observe.sources import FeedSource
 
 NODE = "sfl-node-1"
 XWING = EndpointInfo(
-    endpoint_id=11, identity=1001, namespace="default", pod_name="xwing",
-    labels=("k8s:app=xwing", "k8s:org=alliance"), ips=("10.0.0.1", "fd00::1"),
+    endpoint_id=11,
+    identity=1001,
+    namespace="default",
+    pod_name="xwing",
+    labels=("k8s:app=xwing", "k8s:org=alliance"),
+    ips=("10.0.0.1", "fd00::1"),
 )
 DEATHSTAR = EndpointInfo(
-    endpoint_id=12, identity=1002, namespace="empire", pod_name="deathstar-6fb5694d48-5hmds",
+    endpoint_id=12,
+    identity=1002,
+    namespace="empire",
+    pod_name="deathstar-6fb5694d48-5hmds",
     labels=("k8s:app=deathstar", "k8s:org=empire"),
-    workloads=(Workload(name="deathstar", kind="Deployment"),), ips=("10.0.0.2", "fd00::2"),
+    workloads=(Workload(name="deathstar", kind="Deployment"),),
+    ips=("10.0.0.2", "fd00::2"),
 )
 TIEFIGHTER = EndpointInfo(
-    endpoint_id=13, identity=1003, namespace="empire", pod_name="tiefighter",
-    labels=("k8s:app=tiefighter", "k8s:org=empire"), ips=("10.0.0.3", "fd00::3"),
+    endpoint_id=13,
+    identity=1003,
+    namespace="empire",
+    pod_name="tiefighter",
+    labels=("k8s:app=tiefighter", "k8s:org=empire"),
+    ips=("10.0.0.3", "fd00::3"),
 )
 PODS = (XWING, DEATHSTAR, TIEFIGHTER)
 ALLOW_POLICY = PolicyInfo(name="rule1", namespace="empire", kind="CiliumNetworkPolicy", revision=3)
@@ -59,6 +76,7 @@ def event(
 ) -> bytes:
     """One flow event as the datapath writes it (defaults: a TCP SYN xwing -> deathstar:80,
     allowed at the deathstar's ingress)."""
+
     def ip_of(side: EndpointInfo | str) -> str:
         return side if isinstance(side, str) else side.ips[1 if v6 else 0]
 
@@ -66,13 +84,24 @@ def event(
         return 2 if isinstance(side, str) else side.identity
 
     values: dict[str, Any] = {
-        "time_ns": boot_ns(), "bytes": 74, "packets": 1,
-        "src_addr": addr(ip_of(src)), "dst_addr": addr(ip_of(dst)),
-        "src_identity": identity_of(src), "dst_identity": identity_of(dst),
+        "time_ns": boot_ns(),
+        "bytes": 74,
+        "packets": 1,
+        "src_addr": addr(ip_of(src)),
+        "dst_addr": addr(ip_of(dst)),
+        "src_identity": identity_of(src),
+        "dst_identity": identity_of(dst),
         "endpoint_id": dst.endpoint_id if isinstance(dst, EndpointInfo) else 0,
-        "src_port": 40000, "dst_port": 80, "protocol": 6, "tcp_flags": 0x02,
-        "ip_version": 2 if v6 else 1, "event_type": 5, "verdict": 1, "direction": 1,
-        "trace_point": 101, "match_type": 2,
+        "src_port": 40000,
+        "dst_port": 80,
+        "protocol": 6,
+        "tcp_flags": 0x02,
+        "ip_version": 2 if v6 else 1,
+        "event_type": 5,
+        "verdict": 1,
+        "direction": 1,
+        "trace_point": 101,
+        "match_type": 2,
     }
     values.update(fields)
     return r.pack(**values)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import observe_helpers as h
 import pytest
-
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.filters import FilterError, FlowSelection
@@ -18,16 +17,38 @@ def flow(*args: object, **kwargs: object) -> flow_pb2.Flow:
 
 SYN_IN = flow()  # xwing -> deathstar:80 ingress, allowed, TCP SYN, IPv4
 DROP = flow(h.XWING, h.DEATHSTAR, dst_port=8080, event_type=1, verdict=2, drop_reason=133)
-REPLY = flow(h.DEATHSTAR, h.XWING, src_port=80, dst_port=40000, tcp_flags=0x12, is_reply=1,
-             event_type=4, direction=2, trace_point=5, endpoint_id=12)
+REPLY = flow(
+    h.DEATHSTAR,
+    h.XWING,
+    src_port=80,
+    dst_port=40000,
+    tcp_flags=0x12,
+    is_reply=1,
+    event_type=4,
+    direction=2,
+    trace_point=5,
+    endpoint_id=12,
+)
 UDP6 = flow(h.TIEFIGHTER, h.DEATHSTAR, v6=True, protocol=17, dst_port=53, tcp_flags=0)
-ICMP_WORLD = flow("192.0.2.7", h.XWING, protocol=1, icmp_type=8, src_port=0, dst_port=0,
-                  tcp_flags=0, event_type=1, verdict=2, drop_reason=181, rule_id=2)
+ICMP_WORLD = flow(
+    "192.0.2.7",
+    h.XWING,
+    protocol=1,
+    icmp_type=8,
+    src_port=0,
+    dst_port=0,
+    tcp_flags=0,
+    event_type=1,
+    verdict=2,
+    drop_reason=181,
+    rule_id=2,
+)
 ALL = {"syn": SYN_IN, "drop": DROP, "reply": REPLY, "udp6": UDP6, "icmp": ICMP_WORLD}
 
 
-def matching(white: list[dict[str, object]] | None = None,
-             black: list[dict[str, object]] | None = None) -> set[str]:
+def matching(
+    white: list[dict[str, object]] | None = None, black: list[dict[str, object]] | None = None
+) -> set[str]:
     selection = FlowSelection(
         [flow_pb2.FlowFilter(**f) for f in (white or [])],  # type: ignore[arg-type]
         [flow_pb2.FlowFilter(**f) for f in (black or [])],  # type: ignore[arg-type]
@@ -56,8 +77,14 @@ def matching(white: list[dict[str, object]] | None = None,
         ({"verdict": [flow_pb2.FORWARDED]}, {"syn", "reply", "udp6"}),
         ({"drop_reason_desc": [flow_pb2.POLICY_DENY]}, {"icmp"}),
         ({"event_type": [flow_pb2.EventTypeFilter(type=1)]}, {"drop", "icmp"}),
-        ({"event_type": [flow_pb2.EventTypeFilter(type=4, match_sub_type=True, sub_type=5)]}, {"reply"}),
-        ({"event_type": [flow_pb2.EventTypeFilter(type=4, match_sub_type=True, sub_type=0)]}, set()),
+        (
+            {"event_type": [flow_pb2.EventTypeFilter(type=4, match_sub_type=True, sub_type=5)]},
+            {"reply"},
+        ),
+        (
+            {"event_type": [flow_pb2.EventTypeFilter(type=4, match_sub_type=True, sub_type=0)]},
+            set(),
+        ),
         ({"protocol": ["tcp"]}, {"syn", "drop", "reply"}),
         ({"protocol": ["UDP"]}, {"udp6"}),
         ({"protocol": ["icmp"]}, {"icmp"}),
@@ -88,7 +115,9 @@ def test_each_filter_alone(filter_: dict[str, object], expected: set[str]) -> No
 
 def test_fields_within_a_filter_are_anded() -> None:
     assert matching([{"source_pod": ["xwing"], "verdict": [flow_pb2.DROPPED]}]) == {"drop"}
-    assert matching([{"protocol": ["tcp"], "destination_port": ["80"], "reply": [False]}]) == {"syn"}
+    assert matching([{"protocol": ["tcp"], "destination_port": ["80"], "reply": [False]}]) == {
+        "syn"
+    }
 
 
 def test_values_within_a_field_are_ored() -> None:
@@ -96,7 +125,11 @@ def test_values_within_a_field_are_ored() -> None:
 
 
 def test_whitelist_filters_are_ored() -> None:
-    assert matching([{"protocol": ["udp"]}, {"verdict": [flow_pb2.DROPPED]}]) == {"udp6", "drop", "icmp"}
+    assert matching([{"protocol": ["udp"]}, {"verdict": [flow_pb2.DROPPED]}]) == {
+        "udp6",
+        "drop",
+        "icmp",
+    }
 
 
 def test_blacklist_excludes() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.flags import FlagError, build_request, parse_time
 
@@ -37,7 +36,9 @@ def test_namespace_scopes_each_side() -> None:
 
 
 def test_directional_flags_go_into_both_filters() -> None:
-    request = build_request([("from-pod", "default/xwing"), ("to-port", "80"), ("verdict", "DROPPED")])
+    request = build_request(
+        [("from-pod", "default/xwing"), ("to-port", "80"), ("verdict", "DROPPED")]
+    )
     assert len(request.whitelist) == 1  # both sides equal: Hubble sends one
     only = request.whitelist[0]
     assert list(only.source_pod) == ["default/xwing"]
@@ -60,11 +61,19 @@ def test_type_names_and_subtypes() -> None:
 
 
 def test_labels_ips_identities_direction_node() -> None:
-    request = build_request([
-        ("from-label", "app=xwing"), ("to-ip", "10.0.0.0/24"), ("to-identity", "world"),
-        ("traffic-direction", "ingress"), ("node-name", "node-*"), ("tcp-flags", "syn,ack"),
-        ("http-status", "5+"), ("http-method", "GET"), ("http-path", "/v1/"),
-    ])
+    request = build_request(
+        [
+            ("from-label", "app=xwing"),
+            ("to-ip", "10.0.0.0/24"),
+            ("to-identity", "world"),
+            ("traffic-direction", "ingress"),
+            ("node-name", "node-*"),
+            ("tcp-flags", "syn,ack"),
+            ("http-status", "5+"),
+            ("http-method", "GET"),
+            ("http-path", "/v1/"),
+        ]
+    )
     f = request.whitelist[0]
     assert list(f.source_label) == ["app=xwing"] and list(f.destination_ip) == ["10.0.0.0/24"]
     assert list(f.destination_identity) == [2] and list(f.traffic_direction) == [flow_pb2.INGRESS]
@@ -95,7 +104,9 @@ def test_labels_ips_identities_direction_node() -> None:
         ([], {"since": "1m", "until": "5m"}, "--since and --until"),
     ],
 )
-def test_bad_flags_are_named(flags: list[tuple[str, str | None]], kwargs: dict[str, object], message: str) -> None:
+def test_bad_flags_are_named(
+    flags: list[tuple[str, str | None]], kwargs: dict[str, object], message: str
+) -> None:
     with pytest.raises(FlagError, match=message):
         build_request(flags, **kwargs)  # type: ignore[arg-type]
 
@@ -103,7 +114,9 @@ def test_bad_flags_are_named(flags: list[tuple[str, str | None]], kwargs: dict[s
 def test_times_are_rfc3339_or_durations_ago() -> None:
     now = datetime(2026, 1, 2, 15, 4, 5, tzinfo=UTC)
     assert parse_time("since", "1h30m", now) == datetime(2026, 1, 2, 13, 34, 5, tzinfo=UTC)
-    assert parse_time("since", "2026-01-02T15:00:00Z", now) == datetime(2026, 1, 2, 15, 0, tzinfo=UTC)
+    assert parse_time("since", "2026-01-02T15:00:00Z", now) == datetime(
+        2026, 1, 2, 15, 0, tzinfo=UTC
+    )
     request = build_request([], since="2026-01-02T15:00:00Z", until="2026-01-02T15:01:00Z")
     assert request.until.ToSeconds() - request.since.ToSeconds() == 60
     assert request.number == 0  # a time window means "all flows in it"

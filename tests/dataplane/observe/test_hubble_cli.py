@@ -12,7 +12,6 @@ import re
 import select
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import observe_helpers as h
@@ -26,7 +25,10 @@ DEATHSTAR = f"empire/{h.DEATHSTAR.pod_name}"
 def hubble() -> Path:
     out = subprocess.run(
         [str(REPO / "lab/gobuild/build-hubble.sh"), "--path"],
-        check=True, capture_output=True, text=True, timeout=3600,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
     )
     path = Path(out.stdout.strip().splitlines()[-1])
     assert path.is_file(), out.stdout + out.stderr
@@ -39,12 +41,24 @@ def fed(observer: h.RunningObserver) -> h.RunningObserver:
         # allowed new connection xwing -> deathstar:80
         h.event(src_port=41000, rule_id=1),
         # its reply, seen at the deathstar's egress
-        h.event(h.DEATHSTAR, h.XWING, src_port=80, dst_port=41000, tcp_flags=0x12, is_reply=1,
-                event_type=4, direction=2, trace_point=5, endpoint_id=12),
+        h.event(
+            h.DEATHSTAR,
+            h.XWING,
+            src_port=80,
+            dst_port=41000,
+            tcp_flags=0x12,
+            is_reply=1,
+            event_type=4,
+            direction=2,
+            trace_point=5,
+            endpoint_id=12,
+        ),
         # a denied connection xwing -> deathstar:8080
         h.event(src_port=41001, dst_port=8080, event_type=1, verdict=2, drop_reason=133),
         # UDP between two empire pods over IPv6
-        h.event(h.TIEFIGHTER, h.DEATHSTAR, v6=True, protocol=17, src_port=5353, dst_port=53, tcp_flags=0),
+        h.event(
+            h.TIEFIGHTER, h.DEATHSTAR, v6=True, protocol=17, src_port=5353, dst_port=53, tcp_flags=0
+        ),
     )
     return observer
 
@@ -53,7 +67,10 @@ def run(hubble: Path, observer: h.RunningObserver, *args: str, timeout: float = 
     env = {**os.environ, "HOME": str(observer.socket.parent)}  # no stray hubble config
     done = subprocess.run(
         [str(hubble), *args, "--server", observer.target],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert "version is lower" not in done.stderr  # our hubble-server-version header is accepted
@@ -126,10 +143,22 @@ def test_observe_json_fields(hubble: Path, fed: h.RunningObserver) -> None:
 def test_observe_table(hubble: Path, fed: h.RunningObserver) -> None:
     lines = run(hubble, fed, "observe", "-o", "table", "--from-pod", "default/xwing").splitlines()
     assert re.split(r"\s{2,}", lines[0].strip()) == [
-        "TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"]
+        "TIMESTAMP",
+        "SOURCE",
+        "DESTINATION",
+        "TYPE",
+        "VERDICT",
+        "SUMMARY",
+    ]
     rows = [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
     assert [row[1:] for row in rows] == [
-        ["default/xwing:41000", f"{DEATHSTAR}:80", "policy-verdict:L3-L4 INGRESS", "ALLOWED", "TCP Flags: SYN"],
+        [
+            "default/xwing:41000",
+            f"{DEATHSTAR}:80",
+            "policy-verdict:L3-L4 INGRESS",
+            "ALLOWED",
+            "TCP Flags: SYN",
+        ],
         ["default/xwing:41001", f"{DEATHSTAR}:8080", "Policy denied", "DROPPED", "TCP Flags: SYN"],
     ]
 
@@ -137,9 +166,21 @@ def test_observe_table(hubble: Path, fed: h.RunningObserver) -> None:
 def test_observe_follow(hubble: Path, observer: h.RunningObserver) -> None:
     env = {**os.environ, "HOME": str(observer.socket.parent)}
     proc = subprocess.Popen(
-        [str(hubble), "observe", "--follow", "-o", "jsonpb", "--server", observer.target,
-         "--to-port", "443"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            str(hubble),
+            "observe",
+            "--follow",
+            "-o",
+            "jsonpb",
+            "--server",
+            observer.target,
+            "--to-port",
+            "443",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         # Poll until the follower is connected (the ring gains a listener or a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import observe_helpers as h
-
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
@@ -17,12 +16,15 @@ def ring_with(count: int, capacity: int = 4095, step_ns: int = 1_000_000) -> Flo
     ring = FlowRing(h.decoder(), capacity)
     base = h.boot_ns() - count * step_ns
     ring.extend(
-        r.EVENT.unpack(h.event(time_ns=base + i * step_ns, src_port=10000 + i)) for i in range(count)
+        r.EVENT.unpack(h.event(time_ns=base + i * step_ns, src_port=10000 + i))
+        for i in range(count)
     )
     return ring
 
 
-def answer(ring: FlowRing, request: observer_pb2.GetFlowsRequest) -> list[observer_pb2.GetFlowsResponse]:
+def answer(
+    ring: FlowRing, request: observer_pb2.GetFlowsRequest
+) -> list[observer_pb2.GetFlowsResponse]:
     out = []
     for item in stream_flows(ring, FlowQuery.from_request(request), h.NODE):
         if isinstance(item, CaughtUp):
@@ -81,7 +83,9 @@ def test_responses_carry_node_name_and_time() -> None:
 
 def test_follow_continues_with_new_flows() -> None:
     ring = ring_with(2)
-    stream = stream_flows(ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest(follow=True)), h.NODE)
+    stream = stream_flows(
+        ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest(follow=True)), h.NODE
+    )
     got = [next(stream), next(stream)]
     assert isinstance(next(stream), CaughtUp)
     ring.extend([r.EVENT.unpack(h.event(src_port=10042))])
@@ -92,7 +96,9 @@ def test_follow_continues_with_new_flows() -> None:
 def test_slow_follower_gets_exact_lost_counts() -> None:
     """produced = delivered + lost, with the loss reported in-stream (HUBBLE_RING_BUFFER)."""
     ring = FlowRing(h.decoder(), capacity=8)
-    stream = stream_flows(ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest(follow=True)), h.NODE)
+    stream = stream_flows(
+        ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest(follow=True)), h.NODE
+    )
     assert isinstance(next(stream), CaughtUp)
     produced = 0
     delivered = lost = 0
@@ -118,7 +124,9 @@ def test_slow_follower_gets_exact_lost_counts() -> None:
 def test_upstream_loss_is_an_entry_in_the_stream() -> None:
     ring = ring_with(1)
     ring.add_lost(flow_pb2.PERF_EVENT_RING_BUFFER, 17)
-    request = observer_pb2.GetFlowsRequest(whitelist=[flow_pb2.FlowFilter(verdict=[flow_pb2.DROPPED])])
+    request = observer_pb2.GetFlowsRequest(
+        whitelist=[flow_pb2.FlowFilter(verdict=[flow_pb2.DROPPED])]
+    )
     (resp,) = answer(ring, request)  # lost events pass every filter
     assert resp.lost_events.source == flow_pb2.PERF_EVENT_RING_BUFFER
     assert resp.lost_events.num_events_lost == 17
@@ -126,7 +134,19 @@ def test_upstream_loss_is_an_entry_in_the_stream() -> None:
 
 def test_decoded_flows_are_shared_between_readers() -> None:
     ring = ring_with(3)
-    first = [bytes(x) for x in stream_flows(ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest()), h.NODE)]
-    second = list(stream_flows(ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest()), h.NODE))
+    first = [
+        bytes(x)
+        for x in stream_flows(ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest()), h.NODE)
+    ]
+    second = list(
+        stream_flows(ring, FlowQuery.from_request(observer_pb2.GetFlowsRequest()), h.NODE)
+    )
     assert all(a == b for a, b in zip(first, second, strict=True))
-    assert all(x is y for x, y in zip(second, stream_flows(ring, FlowQuery(0, False, False, None, None, FlowSelection()), h.NODE), strict=True))
+    assert all(
+        x is y
+        for x, y in zip(
+            second,
+            stream_flows(ring, FlowQuery(0, False, False, None, None, FlowSelection()), h.NODE),
+            strict=True,
+        )
+    )

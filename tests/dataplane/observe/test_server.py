@@ -10,7 +10,6 @@ import observe_helpers as h
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2, peer_pb2_grpc
@@ -22,7 +21,9 @@ from septum.dataplane.observe.service import HUBBLE_API_VERSION
 def test_get_flows_enriched(observer: h.RunningObserver) -> None:
     observer.push(
         h.event(rule_id=1),
-        h.event(h.XWING, h.DEATHSTAR, dst_port=8080, event_type=1, verdict=2, drop_reason=181, rule_id=2),
+        h.event(
+            h.XWING, h.DEATHSTAR, dst_port=8080, event_type=1, verdict=2, drop_reason=181, rule_id=2
+        ),
     )
     responses = list(observer.stub().GetFlows(observer_pb2.GetFlowsRequest(number=10), timeout=10))
     allowed, dropped = (resp.flow for resp in responses)
@@ -49,7 +50,9 @@ def test_server_version_header(observer: h.RunningObserver) -> None:
     call = observer.stub().GetFlows(observer_pb2.GetFlowsRequest(number=1), timeout=10)
     assert dict(call.initial_metadata())["hubble-server-version"] == HUBBLE_API_VERSION
     list(call)
-    _, status_call = observer.stub().ServerStatus.with_call(observer_pb2.ServerStatusRequest(), timeout=10)
+    _, status_call = observer.stub().ServerStatus.with_call(
+        observer_pb2.ServerStatusRequest(), timeout=10
+    )
     assert dict(status_call.initial_metadata())["hubble-server-version"] == HUBBLE_API_VERSION
 
 
@@ -93,11 +96,15 @@ def test_follow_delivers_new_flows(observer: h.RunningObserver) -> None:
     done = threading.Event()
 
     def read() -> None:
-        for resp in stream:
-            received.append(resp)
-            if len(received) == 3:
-                done.set()
-                return
+        try:
+            for resp in stream:
+                received.append(resp)
+                if len(received) == 3:
+                    done.set()
+                    return
+        except grpc.RpcError as err:  # cancelled by the test on failure
+            if err.code() != grpc.StatusCode.CANCELLED:  # type: ignore[attr-defined]
+                raise
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -152,7 +159,8 @@ def test_health_and_reflection(observer: h.RunningObserver) -> None:
         names = {s.name for s in reply.list_services_response.service}
         assert {"observer.Observer", "peer.Peer", "grpc.health.v1.Health"} <= names
         (reply,) = reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="flow.Flow")]), timeout=10
+            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="flow.Flow")]),
+            timeout=10,
         )
         assert reply.file_descriptor_response.file_descriptor_proto
     finally:
@@ -187,7 +195,9 @@ def test_plaintext_tcp_is_logged(short_tmp: object, caplog: pytest.LogCaptureFix
             from septum.dataplane.observe.api.observer import observer_pb2_grpc
 
             stub = observer_pb2_grpc.ObserverStub(channel)
-            assert stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10).max_flows == 4095
+            assert (
+                stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10).max_flows == 4095
+            )
         finally:
             channel.close()
     finally:

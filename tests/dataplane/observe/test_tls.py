@@ -15,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
 from septum.dataplane.observe.server import ServerConfigError, TLSFiles
 
@@ -38,13 +37,25 @@ def _name(common: str) -> x509.Name:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
-def _issue(dir_: Path, stem: str, common: str, issuer: x509.Certificate | None,
-           issuer_key: ec.EllipticCurvePrivateKey | None, *, ca: bool = False,
-           sans: list[x509.GeneralName] | None = None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue(
+    dir_: Path,
+    stem: str,
+    common: str,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey | None,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -68,14 +79,24 @@ def _issue(dir_: Path, stem: str, common: str, issuer: x509.Certificate | None,
 @pytest.fixture
 def pki(short_tmp: Path) -> Pki:
     ca, ca_key = _issue(short_tmp, "ca", "sfl test CA", None, None, ca=True)
-    sans: list[x509.GeneralName] = [x509.DNSName(SERVER_NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(SERVER_NAME),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
     _issue(short_tmp, "server", SERVER_NAME, ca, ca_key, sans=sans)
     _issue(short_tmp, "client", "hubble-client", ca, ca_key)
     other_ca, other_key = _issue(short_tmp, "other-ca", "sfl rogue CA", None, None, ca=True)
     _issue(short_tmp, "other", "hubble-client", other_ca, other_key)
     d = short_tmp
-    return Pki(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key",
-               d / "other.crt", d / "other.key")
+    return Pki(
+        d / "ca.crt",
+        d / "server.crt",
+        d / "server.key",
+        d / "client.crt",
+        d / "client.key",
+        d / "other.crt",
+        d / "other.key",
+    )
 
 
 @pytest.fixture
@@ -89,34 +110,45 @@ def mtls_observer(short_tmp: Path, pki: Pki) -> Iterator[h.RunningObserver]:
         running.node.stop()
 
 
-def _status(port: int, pki: Pki, cert: Path | None, key: Path | None) -> observer_pb2.ServerStatusResponse:
+def _status(
+    port: int, pki: Pki, cert: Path | None, key: Path | None
+) -> observer_pb2.ServerStatusResponse:
     creds = grpc.ssl_channel_credentials(
         root_certificates=pki.ca.read_bytes(),
         private_key=key.read_bytes() if key else None,
         certificate_chain=cert.read_bytes() if cert else None,
     )
-    channel = grpc.secure_channel(f"127.0.0.1:{port}", creds,
-                                  options=[("grpc.ssl_target_name_override", SERVER_NAME)])
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{port}", creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
+    )
     try:
-        return observer_pb2_grpc.ObserverStub(channel).ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10)
+        return observer_pb2_grpc.ObserverStub(channel).ServerStatus(
+            observer_pb2.ServerStatusRequest(), timeout=10
+        )
     finally:
         channel.close()
 
 
-def test_mtls_accepts_the_right_client_certificate(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+def test_mtls_accepts_the_right_client_certificate(
+    mtls_observer: h.RunningObserver, pki: Pki
+) -> None:
     assert mtls_observer.node.tcp_port
     status = _status(mtls_observer.node.tcp_port, pki, pki.client_cert, pki.client_key)
     assert status.max_flows == 4095
 
 
-def test_mtls_refuses_a_client_without_certificate(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+def test_mtls_refuses_a_client_without_certificate(
+    mtls_observer: h.RunningObserver, pki: Pki
+) -> None:
     assert mtls_observer.node.tcp_port
     with pytest.raises(grpc.RpcError) as err:
         _status(mtls_observer.node.tcp_port, pki, None, None)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_mtls_refuses_a_certificate_from_another_ca(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+def test_mtls_refuses_a_certificate_from_another_ca(
+    mtls_observer: h.RunningObserver, pki: Pki
+) -> None:
     assert mtls_observer.node.tcp_port
     with pytest.raises(grpc.RpcError) as err:
         _status(mtls_observer.node.tcp_port, pki, pki.other_cert, pki.other_key)
@@ -124,8 +156,9 @@ def test_mtls_refuses_a_certificate_from_another_ca(mtls_observer: h.RunningObse
 
 
 def test_plain_tls_without_client_ca(short_tmp: Path, pki: Pki) -> None:
-    running = h.start_observer(short_tmp, tcp_address="127.0.0.1:0",
-                               tls=TLSFiles(pki.server_cert, pki.server_key))
+    running = h.start_observer(
+        short_tmp, tcp_address="127.0.0.1:0", tls=TLSFiles(pki.server_cert, pki.server_key)
+    )
     try:
         assert running.node.tcp_port
         assert _status(running.node.tcp_port, pki, None, None).max_flows == 4095

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-
 from septum.dataplane.observe.api.observer import observer_pb2_grpc
 
 DEFAULT_SOCKET = "/var/run/septum/observer.sock"
@@ -33,7 +32,7 @@ def target(server: str) -> str:
         return f"unix://{server}"
     for scheme in ("tls://", "http://", "https://"):
         if server.startswith(scheme):
-            server = server[len(scheme):]
+            server = server[len(scheme) :]
     if ":" not in server:
         server = f"{server}:4244"
     return server
@@ -46,7 +45,9 @@ def channel(server: str, tls: ClientTLS | None = None) -> grpc.Channel:
     if address.startswith("unix:"):
         raise ClientConfigError("--tls: TLS is for TCP servers, not unix sockets")
     if (tls.cert_file is None) != (tls.key_file is None):
-        raise ClientConfigError("--tls-client-cert-file and --tls-client-key-file must be given together")
+        raise ClientConfigError(
+            "--tls-client-cert-file and --tls-client-key-file must be given together"
+        )
     roots = b"".join(Path(p).read_bytes() for p in tls.ca_files) or None
     creds = grpc.ssl_channel_credentials(
         root_certificates=roots,
@@ -58,4 +59,4 @@ def channel(server: str, tls: ClientTLS | None = None) -> grpc.Channel:
 
 
 def observer_stub(chan: grpc.Channel) -> observer_pb2_grpc.ObserverStub:
-    return observer_pb2_grpc.ObserverStub(chan)
+    return observer_pb2_grpc.ObserverStub(chan)  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ from septum.dataplane.observe.metadata import EndpointInfo, Metadata
 
 EMITTER_NAME = "Septum"
 
+
 def drop_reason_desc(code: int) -> int:
     """Hubble's flow.DropReason for a datapath code (the nearest one for Septum-only codes)."""
     return abi.hubble_drop_reason(code)
@@ -41,18 +42,50 @@ def format_address(raw: bytes, ip_version: int) -> str:
     return ""
 
 
-_TCP_FLAG_ORDER = ((0x02, "SYN"), (0x10, "ACK"), (0x04, "RST"), (0x01, "FIN"), (0x08, "PSH"),
-                   (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR"))
-_ICMP4_TYPES = {0: "EchoReply", 3: "DestinationUnreachable", 5: "Redirect", 8: "EchoRequest",
-                11: "TimeExceeded", 12: "ParameterProblem"}
-_ICMP4_UNREACH = {0: "Net", 1: "Host", 2: "Protocol", 3: "Port", 4: "FragmentationNeeded",
-                  13: "CommunicationAdministrativelyProhibited"}
-_ICMP6_TYPES = {1: "DestinationUnreachable", 2: "PacketTooBig", 3: "TimeExceeded",
-                4: "ParameterProblem", 128: "EchoRequest", 129: "EchoReply",
-                133: "RouterSolicitation", 134: "RouterAdvertisement",
-                135: "NeighborSolicitation", 136: "NeighborAdvertisement"}
-_ICMP6_UNREACH = {0: "NoRouteToDst", 1: "AdminProhibited", 3: "AddressUnreachable",
-                  4: "PortUnreachable"}
+_TCP_FLAG_ORDER = (
+    (0x02, "SYN"),
+    (0x10, "ACK"),
+    (0x04, "RST"),
+    (0x01, "FIN"),
+    (0x08, "PSH"),
+    (0x20, "URG"),
+    (0x40, "ECE"),
+    (0x80, "CWR"),
+)
+_ICMP4_TYPES = {
+    0: "EchoReply",
+    3: "DestinationUnreachable",
+    5: "Redirect",
+    8: "EchoRequest",
+    11: "TimeExceeded",
+    12: "ParameterProblem",
+}
+_ICMP4_UNREACH = {
+    0: "Net",
+    1: "Host",
+    2: "Protocol",
+    3: "Port",
+    4: "FragmentationNeeded",
+    13: "CommunicationAdministrativelyProhibited",
+}
+_ICMP6_TYPES = {
+    1: "DestinationUnreachable",
+    2: "PacketTooBig",
+    3: "TimeExceeded",
+    4: "ParameterProblem",
+    128: "EchoRequest",
+    129: "EchoReply",
+    133: "RouterSolicitation",
+    134: "RouterAdvertisement",
+    135: "NeighborSolicitation",
+    136: "NeighborAdvertisement",
+}
+_ICMP6_UNREACH = {
+    0: "NoRouteToDst",
+    1: "AdminProhibited",
+    3: "AddressUnreachable",
+    4: "PortUnreachable",
+}
 
 
 def tcp_flag_names(bits: int) -> list[str]:
@@ -161,15 +194,20 @@ class FlowDecoder:
         self._fill_l4(flow, rec)
 
         local = self._metadata.endpoint(rec[r.ENDPOINT_ID]) if rec[r.ENDPOINT_ID] else None
-        local_is_source = direction == r.DIR_EGRESS
+        # The hook says which side the local pod is on: traffic_direction is the
+        # connection's (a reply of an ingress connection is still "ingress").
+        point = rec[r.TRACE_POINT]
+        if point == flow_pb2.FROM_ENDPOINT:
+            local_is_source = True
+        elif point == flow_pb2.TO_ENDPOINT:
+            local_is_source = False
+        else:
+            local_is_source = direction == r.DIR_EGRESS
         self._fill_endpoint(
             flow.source, src_ip, rec[r.SRC_IDENTITY], local if local_is_source else None
         )
         self._fill_endpoint(
-            flow.destination,
-            dst_ip,
-            rec[r.DST_IDENTITY],
-            local if direction == r.DIR_INGRESS else None,
+            flow.destination, dst_ip, rec[r.DST_IDENTITY], None if local_is_source else local
         )
         self._fill_policy(flow, rec, verdict, direction)
         return flow
@@ -237,19 +275,21 @@ class FlowDecoder:
         for workload in info.workloads:
             endpoint.workloads.add(name=workload.name, kind=workload.kind)
 
-    def _fill_policy(self, flow: flow_pb2.Flow, rec: r.Record, verdict: int, direction: int) -> None:
+    def _fill_policy(
+        self, flow: flow_pb2.Flow, rec: r.Record, verdict: int, direction: int
+    ) -> None:
         rule_id = rec[r.RULE_ID]
         if not rule_id:
             return
         policy = self._metadata.policy(rule_id)
         if policy is None:
             return
-        if verdict == r.VERDICT_DROPPED or (
-            verdict == r.VERDICT_AUDIT and rec[r.DROP_REASON]
-        ):
+        if verdict == r.VERDICT_DROPPED or (verdict == r.VERDICT_AUDIT and rec[r.DROP_REASON]):
             target = flow.ingress_denied_by if direction == r.DIR_INGRESS else flow.egress_denied_by
         else:
-            target = flow.ingress_allowed_by if direction == r.DIR_INGRESS else flow.egress_allowed_by
+            target = (
+                flow.ingress_allowed_by if direction == r.DIR_INGRESS else flow.egress_allowed_by
+            )
         target.add(
             name=policy.name,
             namespace=policy.namespace,

@@ -74,7 +74,9 @@ def _ip_filter(values: Sequence[str], field: str, side: str) -> FlowPredicate:
     return match
 
 
-def _namespaced_filter(values: Sequence[str], field: str, getter: Callable[[flow_pb2.Flow], tuple[str, str]]) -> FlowPredicate:
+def _namespaced_filter(
+    values: Sequence[str], field: str, getter: Callable[[flow_pb2.Flow], tuple[str, str]]
+) -> FlowPredicate:
     wanted: list[tuple[str, str]] = []
     for value in values:
         if not value:
@@ -95,7 +97,9 @@ def _namespaced_filter(values: Sequence[str], field: str, getter: Callable[[flow
     return match
 
 
-def _label_filter(values: Sequence[str], field: str, getter: Callable[[flow_pb2.Flow], tuple[str, ...]]) -> FlowPredicate:
+def _label_filter(
+    values: Sequence[str], field: str, getter: Callable[[flow_pb2.Flow], tuple[str, ...]]
+) -> FlowPredicate:
     try:
         selectors = [parse_selector(value) for value in values]
     except LabelSelectorError as err:
@@ -193,7 +197,11 @@ def _http_status_filter(values: Sequence[str]) -> FlowPredicate:
             raise FilterError(f"http_status_code: invalid status code {value!r} (want 404 or 4+)")
 
     def match(flow: flow_pb2.Flow) -> bool:
-        if not flow.HasField("l7") or flow.l7.WhichOneof("record") != "http" or not flow.l7.http.code:
+        if (
+            not flow.HasField("l7")
+            or flow.l7.WhichOneof("record") != "http"
+            or not flow.l7.http.code
+        ):
             return False
         code = str(flow.l7.http.code)
         return code in exact or any(code.startswith(p) for p in prefixes)
@@ -269,10 +277,14 @@ def compile_filter(flow_filter: flow_pb2.FlowFilter) -> FlowPredicate:
             _namespaced_filter(f.destination_service, "destination_service", _destination_service)
         )
     if f.source_label:
-        checks.append(_label_filter(f.source_label, "source_label", lambda fl: tuple(fl.source.labels)))
+        checks.append(
+            _label_filter(f.source_label, "source_label", lambda fl: tuple(fl.source.labels))
+        )
     if f.destination_label:
         checks.append(
-            _label_filter(f.destination_label, "destination_label", lambda fl: tuple(fl.destination.labels))
+            _label_filter(
+                f.destination_label, "destination_label", lambda fl: tuple(fl.destination.labels)
+            )
         )
     if f.node_labels:
         checks.append(_label_filter(f.node_labels, "node_labels", lambda fl: tuple(fl.node_labels)))

@@ -25,14 +25,35 @@ class FlagError(ValueError):
 
 # Filter flags that take a value, in Hubble's spelling.
 VALUE_FLAGS = (
-    "namespace", "from-namespace", "to-namespace",
-    "pod", "from-pod", "to-pod",
-    "label", "from-label", "to-label",
-    "ip", "from-ip", "to-ip",
-    "identity", "from-identity", "to-identity",
-    "port", "from-port", "to-port",
-    "verdict", "protocol", "type", "traffic-direction", "node-name",
-    "http-status", "http-method", "http-path", "tcp-flags", "ip-version", "uuid",
+    "namespace",
+    "from-namespace",
+    "to-namespace",
+    "pod",
+    "from-pod",
+    "to-pod",
+    "label",
+    "from-label",
+    "to-label",
+    "ip",
+    "from-ip",
+    "to-ip",
+    "identity",
+    "from-identity",
+    "to-identity",
+    "port",
+    "from-port",
+    "to-port",
+    "verdict",
+    "protocol",
+    "type",
+    "traffic-direction",
+    "node-name",
+    "http-status",
+    "http-method",
+    "http-path",
+    "tcp-flags",
+    "ip-version",
+    "uuid",
 )
 BOOL_FLAGS = ("ipv4", "ipv6", "reply", "not-reply")
 
@@ -55,17 +76,39 @@ CONFLICTS: tuple[tuple[str, ...], ...] = (
 
 # Cilium monitor message types, as `--type` names them.
 EVENT_TYPE_NAMES = {
-    "drop": 1, "debug": 2, "capture": 3, "trace": 4, "policy-verdict": 5,
-    "recorder": 6, "trace-sock": 7, "l7": 129, "agent": 130,
+    "drop": 1,
+    "debug": 2,
+    "capture": 3,
+    "trace": 4,
+    "policy-verdict": 5,
+    "recorder": 6,
+    "trace-sock": 7,
+    "l7": 129,
+    "agent": 130,
 }
 TRACE_POINT_NAMES = {
-    "to-endpoint": 0, "to-proxy": 1, "to-host": 2, "to-stack": 3, "to-overlay": 4,
-    "from-endpoint": 5, "from-proxy": 6, "from-host": 7, "from-stack": 8,
-    "from-overlay": 9, "from-network": 10, "to-network": 11,
+    "to-endpoint": 0,
+    "to-proxy": 1,
+    "to-host": 2,
+    "to-stack": 3,
+    "to-overlay": 4,
+    "from-endpoint": 5,
+    "from-proxy": 6,
+    "from-host": 7,
+    "from-stack": 8,
+    "from-overlay": 9,
+    "from-network": 10,
+    "to-network": 11,
 }
 RESERVED_IDENTITIES = {
-    "host": 1, "world": 2, "unmanaged": 3, "health": 4, "init": 5,
-    "remote-node": 6, "kube-apiserver": 7, "ingress": 8,
+    "host": 1,
+    "world": 2,
+    "unmanaged": 3,
+    "health": 4,
+    "init": 5,
+    "remote-node": 6,
+    "kube-apiserver": 7,
+    "ingress": 8,
 }
 _TCP_FLAGS = ("SYN", "FIN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")
 
@@ -197,7 +240,9 @@ def _apply(side: _Side, flag: str, value: str | None) -> None:
     elif flag in ("from-identity", "to-identity"):
         ident = _identity(flag, v)
         for ff in both():
-            (ff.source_identity if flag == "from-identity" else ff.destination_identity).append(ident)
+            (ff.source_identity if flag == "from-identity" else ff.destination_identity).append(
+                ident
+            )
     elif flag == "port":
         _port(flag, v)
         side.left_filter().source_port.append(v)
@@ -208,7 +253,9 @@ def _apply(side: _Side, flag: str, value: str | None) -> None:
             (ff.source_port if flag == "from-port" else ff.destination_port).append(v)
     elif flag == "verdict":
         if v not in flow_pb2.Verdict.keys():
-            raise FlagError(f"--verdict: invalid value {v!r}; one of {', '.join(flow_pb2.Verdict.keys()[1:])}")
+            raise FlagError(
+                f"--verdict: invalid value {v!r}; one of {', '.join(flow_pb2.Verdict.keys()[1:])}"
+            )
         for ff in both():
             ff.verdict.append(flow_pb2.Verdict.Value(v))
     elif flag == "protocol":
@@ -249,7 +296,9 @@ def _apply(side: _Side, flag: str, value: str | None) -> None:
             ff.tcp_flags.append(flags)
     elif flag in ("ip-version", "ipv4", "ipv6"):
         text = flag if flag != "ip-version" else v.lower()
-        version = {"4": 1, "v4": 1, "ipv4": 1, "ip4": 1, "6": 2, "v6": 2, "ipv6": 2, "ip6": 2}.get(text)
+        version = {"4": 1, "v4": 1, "ipv4": 1, "ip4": 1, "6": 2, "v6": 2, "ipv6": 2, "ip6": 2}.get(
+            text
+        )
         if version is None:
             raise FlagError(f"--ip-version: invalid value {v!r}; use 4 or 6")
         for ff in both():
@@ -308,7 +357,8 @@ def parse_time(flag: str, value: str, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise FlagError(
-            f"--{flag}: {value!r} is neither a time (2026-01-02T15:04:05Z) nor a duration (5m, 1h30m)"
+            f"--{flag}: {value!r} is neither a time (2026-01-02T15:04:05Z) "
+            "nor a duration (5m, 1h30m)"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import drop_reason_desc
@@ -126,8 +125,22 @@ class FlowMetrics(Collector):
         pending, self._pending = self._pending, Counter()
         known_ports: dict[str, set[str]] = {}
         for key, count in pending.items():
-            (etype, verdict, reason, direction, proto, ipver, tcp_flags, dport, is_reply,
-             icmp_type, icmp_code, match, point, src_identity) = key
+            (
+                etype,
+                verdict,
+                reason,
+                direction,
+                proto,
+                ipver,
+                tcp_flags,
+                dport,
+                is_reply,
+                icmp_type,
+                icmp_code,
+                match,
+                point,
+                src_identity,
+            ) = key
             protocol = _PROTOCOL_NAMES.get(proto, "")
             verdict_name = _enum_name(flow_pb2.Verdict, verdict)
             if etype == r.EVENT_DROP:
@@ -144,8 +157,9 @@ class FlowMetrics(Collector):
                 self._drops[(reason_name, protocol)] += count
             if etype == r.EVENT_POLICY_VERDICT and src_identity != 1:
                 direction_name = _enum_name(flow_pb2.TrafficDirection, direction).lower()
-                self._policy[(direction_name, _MATCH_NAMES.get(match, str(match)),
-                              verdict_name.lower())] += count
+                self._policy[
+                    (direction_name, _MATCH_NAMES.get(match, str(match)), verdict_name.lower())
+                ] += count
             forwarded = verdict == r.VERDICT_FORWARDED
             family = "IPv4" if ipver == r.IP_V4 else "IPv6" if ipver == r.IP_V6 else ""
             if forwarded and proto == r.IPPROTO_TCP:
@@ -157,7 +171,9 @@ class FlowMetrics(Collector):
                     self._tcp[("RST", family)] += count
             if forwarded and not is_reply and protocol:
                 port = str(dport) if proto in (6, 17, 132) else "0"
-                seen = known_ports.setdefault(protocol, {p for (pr, p) in self._ports if pr == protocol})
+                seen = known_ports.setdefault(
+                    protocol, {p for (pr, p) in self._ports if pr == protocol}
+                )
                 if port not in seen:
                     if len(seen) >= self.max_ports:
                         port = "other"
@@ -180,15 +196,23 @@ class FlowMetrics(Collector):
                 "icmp": list(self._icmp.items()),
             }
         specs: dict[str, tuple[str, str, list[str]]] = {
-            "flow": ("hubble_flows_processed", "Total number of flows processed",
-                     ["protocol", "type", "subtype", "verdict"]),
+            "flow": (
+                "hubble_flows_processed",
+                "Total number of flows processed",
+                ["protocol", "type", "subtype", "verdict"],
+            ),
             "drop": ("hubble_drop", "Number of drops", ["reason", "protocol"]),
-            "policy": ("hubble_policy_verdicts", "Total number of Cilium network policy verdicts",
-                       ["direction", "match", "action"]),
+            "policy": (
+                "hubble_policy_verdicts",
+                "Total number of Cilium network policy verdicts",
+                ["direction", "match", "action"],
+            ),
             "tcp": ("hubble_tcp_flags", "TCP flag occurrences", ["flag", "family"]),
-            "port-distribution": ("hubble_port_distribution",
-                                  "Numbers of packets distributed by destination port",
-                                  ["protocol", "port"]),
+            "port-distribution": (
+                "hubble_port_distribution",
+                "Numbers of packets distributed by destination port",
+                ["protocol", "port"],
+            ),
             "icmp": ("hubble_icmp", "Number of ICMP messages", ["family", "type"]),
         }
         for name, (metric, help_text, labels) in specs.items():
@@ -199,7 +223,9 @@ class FlowMetrics(Collector):
                 family.add_metric(list(label_values), count)
             yield family
         if "lost" in self.enabled:
-            lost = CounterMetricFamily("hubble_lost_events", "Number of lost events", labels=["source"])
+            lost = CounterMetricFamily(
+                "hubble_lost_events", "Number of lost events", labels=["source"]
+            )
             by_source = dict(self.lost_by_source())
             for source, source_name in _LOST_SOURCE_NAMES.items():
                 lost.add_metric([source_name], by_source.get(source, 0))
@@ -218,16 +244,20 @@ class FlowMetrics(Collector):
         endpoints = GaugeMetricFamily("septum_endpoints", "Endpoints attached to the datapath")
         endpoints.add_metric([], self.health.endpoints())
         yield endpoints
-        maps = GaugeMetricFamily("septum_map_fill_ratio", "BPF map entries / capacity", labels=["map"])
+        maps = GaugeMetricFamily(
+            "septum_map_fill_ratio", "BPF map entries / capacity", labels=["map"]
+        )
         for map_name, (entries, map_capacity) in sorted(self.health.map_fill().items()):
             maps.add_metric([map_name], entries / map_capacity if map_capacity else 0.0)
         yield maps
         packets = CounterMetricFamily(
-            "septum_datapath_packets", "Packets seen by the datapath",
+            "septum_datapath_packets",
+            "Packets seen by the datapath",
             labels=["direction", "verdict", "reason"],
         )
         octets = CounterMetricFamily(
-            "septum_datapath_bytes", "Bytes seen by the datapath",
+            "septum_datapath_bytes",
+            "Bytes seen by the datapath",
             labels=["direction", "verdict", "reason"],
         )
         for (direction, verdict, reason), (npkts, nbytes) in sorted(self.health.counters().items()):

@@ -14,7 +14,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-
 from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
 from septum.dataplane.observe.metadata import Metadata, StaticMetadata
 from septum.dataplane.observe.metrics import ALL_METRICS, DatapathHealth, FlowMetrics
@@ -47,13 +46,17 @@ class ObserveConfig:
 
 
 class NodeObserver:
-    def __init__(self, config: ObserveConfig, source: EventSource, metadata: Metadata | None = None) -> None:
+    def __init__(
+        self, config: ObserveConfig, source: EventSource, metadata: Metadata | None = None
+    ) -> None:
         self.config = config
         self.metadata = metadata if metadata is not None else StaticMetadata()
         version = septum_version()
         self.decoder = FlowDecoder(
             self.metadata,
-            DecoderConfig(node_name=config.node_name, node_labels=config.node_labels, emitter_version=version),
+            DecoderConfig(
+                node_name=config.node_name, node_labels=config.node_labels, emitter_version=version
+            ),
         )
         self.ring = FlowRing(self.decoder, config.buffer_capacity)
         self.metrics = FlowMetrics(

@@ -14,7 +14,6 @@ from datetime import datetime
 
 import click
 from google.protobuf import json_format
-
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.decoder import drop_reason_text
@@ -24,9 +23,20 @@ FORMATS = ("compact", "table", "dict", "json", "jsonpb")
 _RESERVED_NAMES = {v: k for k, v in RESERVED_IDENTITIES.items()}
 _TRACE_NAMES = {v: k for k, v in TRACE_POINT_NAMES.items()}
 _MATCH_NAMES = {0: "none", 1: "L3-Only", 2: "L3-L4", 3: "L4-Only", 4: "all"}
-_POLICY_VERDICTS = {flow_pb2.FORWARDED: "ALLOWED", flow_pb2.DROPPED: "DENIED", flow_pb2.AUDIT: "AUDITED"}
-_VERDICT_COLOURS = {"FORWARDED": "green", "ALLOWED": "green", "DROPPED": "red", "DENIED": "red",
-                    "AUDIT": "yellow", "AUDITED": "yellow", "ERROR": "red"}
+_POLICY_VERDICTS = {
+    flow_pb2.FORWARDED: "ALLOWED",
+    flow_pb2.DROPPED: "DENIED",
+    flow_pb2.AUDIT: "AUDITED",
+}
+_VERDICT_COLOURS = {
+    "FORWARDED": "green",
+    "ALLOWED": "green",
+    "DROPPED": "red",
+    "DENIED": "red",
+    "AUDIT": "yellow",
+    "AUDITED": "yellow",
+    "ERROR": "red",
+}
 
 
 def _time(flow: flow_pb2.Flow) -> str:
@@ -139,8 +149,14 @@ class Printer:
             if self._dict_count:
                 self._write("------------")
             self._dict_count += 1
-            for label, value in (("TIMESTAMP", _time(flow)), ("SOURCE", src), ("DESTINATION", dst),
-                                 ("TYPE", kind), ("VERDICT", verdict), ("SUMMARY", summary)):
+            for label, value in (
+                ("TIMESTAMP", _time(flow)),
+                ("SOURCE", src),
+                ("DESTINATION", dst),
+                ("TYPE", kind),
+                ("VERDICT", verdict),
+                ("SUMMARY", summary),
+            ):
                 self._write(f"{label:>11}: {value}")
         else:
             self._rows.append((_time(flow), src, dst, kind, verdict, summary))
@@ -153,5 +169,9 @@ class Printer:
         rows = [header, *self._rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         for row in rows:
-            self._write("   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+            self._write(
+                "   ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
         self._rows.clear()

@@ -8,7 +8,6 @@ learn about a gap even when it asked for a narrow set of flows.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 

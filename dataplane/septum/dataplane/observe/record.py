@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 from septum.dataplane import abi
 
@@ -74,18 +74,36 @@ IPPROTO_UDP: Final = 17
 IPPROTO_ICMPV6: Final = 58
 IPPROTO_SCTP: Final = 132
 
-Record = tuple  # one unpacked septum_flow_event (see FIELDS)
+Record = tuple[Any, ...]  # one unpacked septum_flow_event (see FIELDS)
 
 _INDEXES = {
-    "time_ns": TIME_NS, "bytes": BYTES, "src_addr": SRC_ADDR, "dst_addr": DST_ADDR,
-    "src_identity": SRC_IDENTITY, "dst_identity": DST_IDENTITY, "rule_id": RULE_ID,
-    "ifindex": IFINDEX, "packets": PACKETS, "suppressed_drops": SUPPRESSED_DROPS,
-    "match_type": MATCH_TYPE, "flags": FLAGS, "endpoint_id": ENDPOINT_ID,
-    "src_port": SRC_PORT, "dst_port": DST_PORT, "drop_reason": DROP_REASON,
-    "l7_proxy_port": L7_PROXY_PORT, "event_type": EVENT_TYPE, "verdict": VERDICT,
-    "direction": DIRECTION, "is_reply": IS_REPLY, "ip_version": IP_VERSION,
-    "protocol": PROTOCOL, "icmp_type": ICMP_TYPE, "icmp_code": ICMP_CODE,
-    "tcp_flags": TCP_FLAGS, "trace_point": TRACE_POINT,
+    "time_ns": TIME_NS,
+    "bytes": BYTES,
+    "src_addr": SRC_ADDR,
+    "dst_addr": DST_ADDR,
+    "src_identity": SRC_IDENTITY,
+    "dst_identity": DST_IDENTITY,
+    "rule_id": RULE_ID,
+    "ifindex": IFINDEX,
+    "packets": PACKETS,
+    "suppressed_drops": SUPPRESSED_DROPS,
+    "match_type": MATCH_TYPE,
+    "flags": FLAGS,
+    "endpoint_id": ENDPOINT_ID,
+    "src_port": SRC_PORT,
+    "dst_port": DST_PORT,
+    "drop_reason": DROP_REASON,
+    "l7_proxy_port": L7_PROXY_PORT,
+    "event_type": EVENT_TYPE,
+    "verdict": VERDICT,
+    "direction": DIRECTION,
+    "is_reply": IS_REPLY,
+    "ip_version": IP_VERSION,
+    "protocol": PROTOCOL,
+    "icmp_type": ICMP_TYPE,
+    "icmp_code": ICMP_CODE,
+    "tcp_flags": TCP_FLAGS,
+    "trace_point": TRACE_POINT,
 }
 for _name, _index in _INDEXES.items():
     if FIELDS[_index] != _name:  # the ABI moved a field: fail at import, not with wrong flows

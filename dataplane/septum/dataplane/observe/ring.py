@@ -179,7 +179,9 @@ class FlowRing:
         if cached is not None and self._slot_seq[slot] == seq:
             return cached
         if isinstance(entry, LostMarker):
-            data = encode_lost_response(entry.source, entry.count, entry.first_ns, entry.last_ns, node_name)
+            data = encode_lost_response(
+                entry.source, entry.count, entry.first_ns, entry.last_ns, node_name
+            )
         else:
             data = encode_flow_response(self.flow(seq, entry), node_name)
         with self._lock:

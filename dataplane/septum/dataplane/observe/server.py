@@ -19,7 +19,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from septum.dataplane.observe.service import (
     HUBBLE_HEALTH_SERVICE,
     OBSERVER_SERVICE,
@@ -69,7 +68,8 @@ class ListenConfig:
             raise ServerConfigError("listen: set unix_socket and/or tcp_address")
         if self.tcp_address is not None and self.tls is None and not self.plaintext_tcp:
             raise ServerConfigError(
-                "listen.tcp_address: TCP needs tls (cert_file, key_file) or an explicit plaintext_tcp=True"
+                "listen.tcp_address: TCP needs tls (cert_file, key_file) "
+                "or an explicit plaintext_tcp=True"
             )
         if self.tls is not None and self.plaintext_tcp:
             raise ServerConfigError("listen: tls and plaintext_tcp are mutually exclusive")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
@@ -80,7 +79,11 @@ class ObserverService:
         ring = self.ring
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()
-        token = ring.add_listener(lambda: loop.call_soon_threadsafe(woken.set))
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        token = ring.add_listener(wake)
         try:
             if ring.head > seq or ring.closed:
                 return
@@ -92,7 +95,9 @@ class ObserverService:
             ring.remove_listener(token)
 
     # ---- Observer --------------------------------------------------------
-    async def get_flows(self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext) -> None:
+    async def get_flows(
+        self, request: observer_pb2.GetFlowsRequest, context: grpc.aio.ServicerContext
+    ) -> None:
         try:
             query = FlowQuery.from_request(request)
         except FilterError as err:
@@ -107,7 +112,9 @@ class ObserverService:
                 continue
             await context.write(item)
 
-    async def server_status(self, request: observer_pb2.ServerStatusRequest, context: grpc.aio.ServicerContext) -> observer_pb2.ServerStatusResponse:
+    async def server_status(
+        self, request: observer_pb2.ServerStatusRequest, context: grpc.aio.ServicerContext
+    ) -> observer_pb2.ServerStatusResponse:
         await self._header(context)
         ring = self.ring
         return observer_pb2.ServerStatusResponse(
@@ -135,11 +142,15 @@ class ObserverService:
         node.tls.server_name = self.node.tls_server_name
         return node
 
-    async def get_nodes(self, request: observer_pb2.GetNodesRequest, context: grpc.aio.ServicerContext) -> observer_pb2.GetNodesResponse:
+    async def get_nodes(
+        self, request: observer_pb2.GetNodesRequest, context: grpc.aio.ServicerContext
+    ) -> observer_pb2.GetNodesResponse:
         await self._header(context)
         return observer_pb2.GetNodesResponse(nodes=[self.node_message()])
 
-    async def get_namespaces(self, request: observer_pb2.GetNamespacesRequest, context: grpc.aio.ServicerContext) -> observer_pb2.GetNamespacesResponse:
+    async def get_namespaces(
+        self, request: observer_pb2.GetNamespacesRequest, context: grpc.aio.ServicerContext
+    ) -> observer_pb2.GetNamespacesResponse:
         await self._header(context)
         return observer_pb2.GetNamespacesResponse(
             namespaces=[observer_pb2.Namespace(namespace=ns) for ns in self._namespaces()]
@@ -152,14 +163,20 @@ class ObserverService:
         while follow and not self.ring.closed:
             await self._wait_for(1 << 62)
 
-    async def get_agent_events(self, request: observer_pb2.GetAgentEventsRequest, context: grpc.aio.ServicerContext) -> None:
+    async def get_agent_events(
+        self, request: observer_pb2.GetAgentEventsRequest, context: grpc.aio.ServicerContext
+    ) -> None:
         await self._idle(request.follow, context)
 
-    async def get_debug_events(self, request: observer_pb2.GetDebugEventsRequest, context: grpc.aio.ServicerContext) -> None:
+    async def get_debug_events(
+        self, request: observer_pb2.GetDebugEventsRequest, context: grpc.aio.ServicerContext
+    ) -> None:
         await self._idle(request.follow, context)
 
     # ---- Peer ------------------------------------------------------------
-    async def notify(self, request: peer_pb2.NotifyRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[peer_pb2.ChangeNotification]:
+    async def notify(
+        self, request: peer_pb2.NotifyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[peer_pb2.ChangeNotification]:
         note = peer_pb2.ChangeNotification(
             name=self.node.name, address=self.node.address, type=peer_pb2.PEER_ADDED
         )
@@ -182,8 +199,12 @@ class ObserverService:
                 "ServerStatus": _unary(self.server_status, observer_pb2.ServerStatusRequest),
                 "GetNodes": _unary(self.get_nodes, observer_pb2.GetNodesRequest),
                 "GetNamespaces": _unary(self.get_namespaces, observer_pb2.GetNamespacesRequest),
-                "GetAgentEvents": _stream(self.get_agent_events, observer_pb2.GetAgentEventsRequest),
-                "GetDebugEvents": _stream(self.get_debug_events, observer_pb2.GetDebugEventsRequest),
+                "GetAgentEvents": _stream(
+                    self.get_agent_events, observer_pb2.GetAgentEventsRequest
+                ),
+                "GetDebugEvents": _stream(
+                    self.get_debug_events, observer_pb2.GetDebugEventsRequest
+                ),
             },
         )
         peer = grpc.method_handlers_generic_handler(

@@ -42,7 +42,9 @@ def encode_flow_response(flow: flow_pb2.Flow, node_name: str) -> bytes:
     return body + _node_name(node_name) + _field(_TAG_TIME, flow.time.SerializeToString())
 
 
-def encode_lost_response(source: int, count: int, first_ns: int, last_ns: int, node_name: str) -> bytes:
+def encode_lost_response(
+    source: int, count: int, first_ns: int, last_ns: int, node_name: str
+) -> bytes:
     lost = flow_pb2.LostEvent(source=source, num_events_lost=count)  # type: ignore[arg-type]
     lost.first.FromNanoseconds(first_ns)
     lost.last.FromNanoseconds(last_ns)
