@@ -218,6 +218,15 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	__u8 new_flags = pkt->tcp_flags & ~*flags_seen;
 	int report_it = new_flags != 0;
 
+	if (entry->verdict == SEPTUM_VERDICT_DROPPED) {
+		struct septum_decision revoked = {
+			.rule_id = entry->rule_id,
+			.match_type = entry->match_type,
+		};
+
+		return septum_drop(pkt, hook, ep, cfg, now_ns, entry->drop_reason, &revoked,
+				   entry->peer_identity);
+	}
 	if ((cfg->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) &&
 	    entry->policy_revision != ep->policy_revision) {
 		struct septum_decision decision = {};
@@ -225,9 +234,17 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 		__u16 reason = septum_recheck(entry, original, ep, &decision, &peer_identity);
 
 		if (reason) {
-			bpf_map_delete_elem(&sep_ct, original);
+			/* Keep the entry, revoked: both directions of the flow now
+			 * drop, and a packet of the other side cannot pick the flow
+			 * up again as a new connection of its own.  A fresh SYN
+			 * (state CLOSING) asks policy again. */
+			entry->verdict = SEPTUM_VERDICT_DROPPED;
+			entry->drop_reason = reason;
+			entry->rule_id = decision.rule_id;
+			entry->state = SEPTUM_CT_CLOSING;
+			entry->expires_ns = now_ns + (__u64)cfg->ct_timeout_tcp_syn_s * SEPTUM_NSEC_PER_SEC;
 			return septum_drop(pkt, hook, ep, cfg, now_ns, reason, &decision,
-					   septum_peer_identity(pkt, hook->direction));
+					   peer_identity);
 		}
 	}
 

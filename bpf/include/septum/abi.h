@@ -320,13 +320,14 @@ struct septum_ct_entry {
 	__u32 policy_revision;   /* endpoint revision when the connection was allowed */
 	__u32 peer_identity;
 	__u16 l7_proxy_port;
-	__u8 verdict;            /* FORWARDED or AUDIT: replayed on every event */
+	__u8 verdict;            /* FORWARDED or AUDIT (replayed on every event), DROPPED once revoked */
 	__u8 match_type;
 	__u8 state;              /* enum septum_ct_state */
 	__u8 fwd_flags_seen;     /* TCP flags seen, per direction (event on change) */
 	__u8 rev_flags_seen;
 	__u8 reply_seen;
-	__u32 pad;
+	__u16 drop_reason;       /* revoked (verdict DROPPED): every packet of the flow drops with it */
+	__u16 pad;
 };
 
 /* Fragment tracking (IPv4 and IPv6): the first fragment records its ports so

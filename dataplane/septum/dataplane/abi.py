@@ -426,7 +426,8 @@ class CtEntry(ctypes.Structure):
         ("fwd_flags_seen", ctypes.c_uint8),
         ("rev_flags_seen", ctypes.c_uint8),
         ("reply_seen", ctypes.c_uint8),
-        ("pad", ctypes.c_uint32),
+        ("drop_reason", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
     ]
 
 
