@@ -35,6 +35,13 @@ SCRIPT = textwrap.dedent("""
             "pod_routes": sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "route"),
             "node_routes": sh("ip", "route"),
         }
+        await cni.check("pod-uid-1", "slab-tcni-pod", "IgnoreUnknown=1;K8S_POD_NAME=p")
+        sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "addr", "flush", "dev", "eth0")
+        try:
+            await cni.check("pod-uid-1", "slab-tcni-pod", "IgnoreUnknown=1;K8S_POD_NAME=p")
+            seen["check_after_flush"] = "passed"
+        except Exception as err:
+            seen["check_after_flush"] = str(err)
         await cni.delete("pod-uid-1", "slab-tcni-pod", "IgnoreUnknown=1;K8S_POD_NAME=p")
         seen["pod_addr_after"] = sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "-4", "-o",
                                     "addr")
@@ -71,6 +78,7 @@ def test_add_then_del_attaches_and_detaches_the_pod(namespaces: None, tmp_path: 
     assert "127.0.0.1/8" in seen["pod_addr"]  # loopback plugin brought lo up
     assert seen["pod_routes"].startswith("default via 10.214.77.1 dev eth0")
     assert f"{ip} dev veth" in seen["node_routes"]
+    assert seen["check_after_flush"].startswith("CNI CHECK ptp for slab-tcni-pod:")
     assert ip not in seen["pod_addr_after"] and ip not in seen["node_routes_after"]
     # host-local released the address: only its bookkeeping files remain.
     allocations = [

@@ -141,6 +141,18 @@ def _manifests() -> list[dict[str, Any]]:
         _service("flaky", 80, 8000, "flaky"),
         _pod("ghost", "example.invalid/no-such-image:1.0"),
         _pod("hostnet", "busybox", hostNetwork=True, node=2),
+        _pod(
+            "unlively",
+            "busybox",
+            ["sleep", "infinity"],
+            container={
+                "livenessProbe": {
+                    "exec": {"command": ["sh", "-c", "exit 1"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 2,
+                }
+            },
+        ),
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -500,3 +512,28 @@ def test_outside_peer_is_reachable_from_pods(workloads: Lab, outside_peer) -> No
     finally:
         server.kill()
         server.wait()
+
+
+def test_failing_liveness_probe_restarts_the_container(workloads: Lab) -> None:
+    def restarted() -> dict[str, Any] | None:
+        statuses = _pod_json(workloads, "unlively").get("status", {}).get("containerStatuses")
+        return statuses[0] if statuses and statuses[0].get("restartCount", 0) >= 1 else None
+
+    cs = wait_for("unlively to be restarted by its liveness probe", restarted, timeout_s=60)
+    assert isinstance(cs, dict)
+    assert cs["lastState"]["terminated"]["exitCode"] == 128 + 15  # SIGTERM from the kubelet
+
+
+def test_the_lab_is_sealed(workloads: Lab) -> None:
+    for node in workloads.nodes:
+        routes = subprocess.run(
+            ["ip", "netns", "exec", node.netns, "ip", "route", "show", "default"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert routes.stdout == "", f"{node.netns} has a default route: {routes.stdout}"
+    _wait_ready(workloads, "client")
+    # A pod's packet to anything outside the lab dies at its node (no route), fast.
+    out = _http("client", "http://192.0.2.1/")
+    assert out.startswith("request failed") and "unreachable" in out.lower(), out

@@ -113,6 +113,15 @@ class Cni:
                     ips = [ip["address"].split("/")[0] for ip in prev.get("ips", [])]
         return ips
 
+    async def check(self, container_id: str, netns: str, cni_args: str) -> None:
+        """CNI CHECK with the cached ADD result: raises CniError when the attachment drifted."""
+        for net in self.networks:
+            ifname = "lo" if net is LOOPBACK else "eth0"
+            cache = self._cache(container_id, net["name"])
+            prev = json.loads(cache.read_text()) if cache.exists() else None
+            for plugin in net["plugins"]:
+                await self._exec(plugin, net, "CHECK", container_id, netns, ifname, cni_args, prev)
+
     async def delete(self, container_id: str, netns: str, cni_args: str) -> None:
         for net in reversed(self.networks):
             ifname = "lo" if net is LOOPBACK else "eth0"
