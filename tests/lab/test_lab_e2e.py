@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import os, pathlib, septum.lab
 print(pathlib.Path('/etc/slab-e2e-cfg/greeting').read_text())
 print(pathlib.Path('/etc/slab-e2e-secret/token').read_text())
 print(os.environ['TOKEN'], os.environ['POD_IP'] != '', os.environ['KUBERNETES_SERVICE_HOST'])
+print(os.environ['WEB_SERVICE_PORT'], os.environ['WEB_PORT_80_TCP_PROTO'])
 """
 
 
@@ -124,19 +126,6 @@ def _manifests() -> list[dict[str, Any]]:
             "ticker",
             "busybox",
             ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"],
-        ),
-        # Ready while its server runs (about 20 s), then the readiness probe fails.
-        _pod(
-            "flaky",
-            "busybox",
-            ["sh", "-c", "python3 -m http.server 8000 & sleep 20; kill $!; sleep infinity"],
-            container={
-                "readinessProbe": {
-                    "tcpSocket": {"port": 8000},
-                    "periodSeconds": 1,
-                    "failureThreshold": 1,
-                }
-            },
         ),
         _service("flaky", 80, 8000, "flaky"),
         _pod("ghost", "example.invalid/no-such-image:1.0"),
@@ -403,6 +392,17 @@ def test_crashing_container_restarts_with_backoff(workloads: Lab) -> None:
     cs = wait_for("crasher to restart twice", restarted_twice, timeout_s=120)
     assert isinstance(cs, dict)
     assert cs["lastState"]["terminated"]["exitCode"] == 3
+
+    def backoff_events() -> list[str]:
+        events = workloads.get_json(
+            "events", "-n", NS, "--field-selector=involvedObject.name=crasher"
+        )["items"]
+        return [e["message"] for e in events if e["reason"] == "BackOff"]
+
+    assert (
+        "Back-off restarting failed container crasher"
+        in wait_for("a BackOff event", backoff_events)[0]
+    )
     previous = workloads.kubectl("logs", "--previous", "-n", NS, "crasher").stdout
     assert previous.startswith("run-")
     wait_for(
@@ -417,7 +417,24 @@ def test_crashing_container_restarts_with_backoff(workloads: Lab) -> None:
     )
 
 
-def test_failing_readiness_probe_removes_the_endpoint(workloads: Lab) -> None:
+def test_failing_readiness_probe_removes_the_endpoint(workloads: Lab, tmp_path: Path) -> None:
+    # The exec probe runs inside the container, whose /tmp is the host's: the test flips
+    # readiness by creating and removing a file, so no timing window is involved.
+    flag = Path("/tmp") / f"slab-e2e-ready-{uuid.uuid4().hex}"
+    pod = _pod(
+        "flaky",
+        "busybox",
+        ["sh", "-c", "python3 -m http.server 8000"],
+        container={
+            "readinessProbe": {
+                "exec": {"command": ["test", "-e", str(flag)]},
+                "periodSeconds": 1,
+                "failureThreshold": 1,
+            }
+        },
+    )
+    workloads.kubectl("apply", "-f", "-", input_text=json.dumps(pod))
+
     def endpoint_ready() -> bool | None:
         slices = workloads.get_json(
             "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=flaky"
@@ -429,9 +446,18 @@ def test_failing_readiness_probe_removes_the_endpoint(workloads: Lab) -> None:
         ]
         return states[0] if states else None
 
-    wait_for("flaky's endpoint to be ready", lambda: endpoint_ready() is True, timeout_s=40)
-    wait_for("flaky's endpoint to turn not-ready", lambda: endpoint_ready() is False, timeout_s=60)
-    assert not _ready(_pod_json(workloads, "flaky"))
+    try:
+        wait_for("flaky Running", lambda: _running_with_ip(_pod_json(workloads, "flaky")))
+        assert endpoint_ready() is not True
+        flag.touch()
+        wait_for("flaky's endpoint to be ready", lambda: endpoint_ready() is True)
+        _wait_ready(workloads, "client")
+        assert "Directory listing" in _http("client", "http://flaky/")
+        flag.unlink()
+        wait_for("flaky's endpoint to turn not-ready", lambda: endpoint_ready() is False)
+        assert not _ready(_pod_json(workloads, "flaky"))
+    finally:
+        flag.unlink(missing_ok=True)
 
 
 def test_unknown_image_gives_err_image_pull(workloads: Lab) -> None:
@@ -475,7 +501,7 @@ def test_septum_image_gets_command_env_configmaps_and_secrets(workloads: Lab) ->
         lambda: _pod_json(workloads, "septum")["status"].get("phase") == "Succeeded",
     )
     logs = workloads.kubectl("logs", "-n", NS, "septum").stdout.split("\n")
-    assert logs[:3] == ["hello from a ConfigMap", "s3cret", "s3cret True 10.96.0.1"]
+    assert logs[:4] == ["hello from a ConfigMap", "s3cret", "s3cret True 10.96.0.1", "80 tcp"]
 
 
 def test_host_network_pod_runs_in_the_node_namespace(workloads: Lab) -> None:

@@ -15,6 +15,7 @@ from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec
 from septum.lab.kubelet.api import JSON, ApiClient, ApiError
 from septum.lab.kubelet.cni import Cni, conflist
+from septum.lab.kubelet.events import Recorder
 from septum.lab.kubelet.pod import PodWorker
 from septum.lab.kubelet.util import now_micro, now_rfc3339
 
@@ -43,6 +44,7 @@ class Kubelet:
             self.node_dir / "cni" / "cache",
         )
         self.workers: dict[str, PodWorker] = {}
+        self.events = Recorder(self.api, node.name)
         self._mountpoints_file = self.node_dir / "mountpoints"
 
     # --- helpers used by pods ------------------------------------------------------------------

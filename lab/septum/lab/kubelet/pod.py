@@ -50,6 +50,15 @@ class Container:
         self.proc: asyncio.subprocess.Process | None = None
         self.task: asyncio.Task[None] | None = None
 
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.pod.kubelet.events.pod_event(
+            self.pod.pod,
+            reason,
+            message,
+            warning=warning,
+            field_path=f"spec.containers{{{self.name}}}",
+        )
+
     @property
     def log_dir(self) -> Path:
         return self.pod.dir / "logs" / self.name
@@ -85,6 +94,7 @@ class Container:
                 )
             except images.UnknownImage as err:
                 self.state = {"waiting": {"reason": "ErrImagePull", "message": str(err)}}
+                self.event("Failed", f'Failed to pull image "{self.image}": {err}', True)
                 self.pod.changed()
                 return
             started_at = now_rfc3339()
@@ -97,6 +107,10 @@ class Container:
                 self.pod.changed()
                 await asyncio.sleep(backoff)
                 continue
+            if self.restart_count == 0:
+                self.event("Pulled", f'Container image "{self.image}" already present on machine')
+            self.event("Created", f"Created container: {self.name}")
+            self.event("Started", f"Started container {self.name}")
             self.state = {"running": {"startedAt": started_at}}
             self.ever_started = True
             self.started = "startupProbe" not in self.spec
@@ -138,6 +152,12 @@ class Container:
                     f"pod={self.pod.name}_{self.pod.namespace}({self.pod.uid})",
                 }
             }
+            self.event(
+                "BackOff",
+                "Back-off restarting failed container "
+                f"{self.name} in pod {self.pod.name}_{self.pod.namespace}",
+                True,
+            )
             self.pod.changed()
             await self.pod.sleep_unless_stopping(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -225,12 +245,18 @@ class Container:
         await asyncio.sleep(state.initial_delay_s)
         while True:
             ok = state.observe(await probes.run_once(probe, self.pod.ip, ports, self.exec_in))
+            if not ok:
+                kind = "Readiness" if readiness else "Liveness"
+                self.event("Unhealthy", f"{kind} probe failed", True)
             if readiness:
                 if ok != self.ready:
                     self.ready = ok
                     self.pod.changed()
             elif not ok and self.proc is not None:
                 log.info("liveness probe failed for %s/%s: killing", self.pod.name, self.name)
+                self.event(
+                    "Killing", f"Container {self.name} failed liveness probe, will be restarted"
+                )
                 await self.kill(
                     grace_s=float(self.pod.spec.get("terminationGracePeriodSeconds", 30))
                 )
@@ -430,6 +456,8 @@ class PodWorker:
             "KUBERNETES_PORT": f"tcp://{config.KUBERNETES_SERVICE_IP}:443",
         }
         api = self.kubelet.api
+        if self.spec.get("enableServiceLinks", True):
+            env.update(await self._service_links())
         for src in spec.get("envFrom", []):
             prefix = src.get("prefix", "")
             try:
@@ -458,6 +486,35 @@ class PodWorker:
                 env[item["name"]] = _expand(item["value"], env)
             elif "valueFrom" in item:
                 env[item["name"]] = await self._value_from(item["valueFrom"])
+        return env
+
+    async def _service_links(self) -> dict[str, str]:
+        """Docker-links-style variables for the namespace's Services, as kubelets set them."""
+        try:
+            services = await self.kubelet.api.get(f"/api/v1/namespaces/{self.namespace}/services")
+        except (ApiError, OSError):
+            return {}
+        env: dict[str, str] = {}
+        for svc in services.get("items", []):
+            ip = svc["spec"].get("clusterIP")
+            ports = svc["spec"].get("ports") or []
+            if not ip or ip == "None" or not ports:
+                continue
+            prefix = svc["metadata"]["name"].upper().replace("-", "_")
+            first = ports[0]
+            env[f"{prefix}_SERVICE_HOST"] = ip
+            env[f"{prefix}_SERVICE_PORT"] = str(first["port"])
+            env[f"{prefix}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"
+            for port in ports:
+                proto = port.get("protocol", "TCP")
+                if port.get("name"):
+                    name = port["name"].upper().replace("-", "_")
+                    env[f"{prefix}_SERVICE_PORT_{name}"] = str(port["port"])
+                base = f"{prefix}_PORT_{port['port']}_{proto}"
+                env[base] = f"{proto.lower()}://{ip}:{port['port']}"
+                env[f"{base}_PROTO"] = proto.lower()
+                env[f"{base}_PORT"] = str(port["port"])
+                env[f"{base}_ADDR"] = ip
         return env
 
     async def _value_from(self, src: JSON) -> str:
