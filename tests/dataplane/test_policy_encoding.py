@@ -1,0 +1,149 @@
+"""Encoding policy entries into map entries: buckets, ranges, deny-beats-allow, errors."""
+
+from __future__ import annotations
+
+import pytest
+from septum.dataplane import abi
+from septum.dataplane.abi import MatchType, PolicyAction, TrafficDirection
+from septum.dataplane.errors import PolicyEntryError
+from septum.dataplane.policy import (
+    EndpointPolicy,
+    PolicyEntry,
+    _port_blocks,
+    diff_policy,
+    encode,
+)
+
+IN, OUT = TrafficDirection.INGRESS, TrafficDirection.EGRESS
+DENY = PolicyAction.DENY
+
+
+def covered_ports(blocks):
+    ports = set()
+    for value, plen in blocks:
+        size = 1 << (16 - plen)
+        ports |= set(range(value, value + size))
+    return ports
+
+
+@pytest.mark.parametrize(
+    ("first", "last"), [(80, 90), (1, 65535), (0, 65535), (1024, 2047), (7, 7)]
+)
+def test_port_blocks_cover_exactly_the_range(first, last):
+    blocks = _port_blocks(first, last)
+    assert covered_ports(blocks) == set(range(first, last + 1))
+    assert sum(1 << (16 - plen) for _, plen in blocks) == last - first + 1
+
+
+def test_bucket_heads_exact_ranges_and_match_types():
+    encoded = encode(
+        EndpointPolicy.selecting(
+            [
+                PolicyEntry(IN, 100, 6, 80, rule_id=1),
+                PolicyEntry(IN, 100, 6, 8000, 8003, rule_id=2),
+                PolicyEntry(IN, 0, 17, 0, rule_id=3),
+                PolicyEntry(IN, 200, rule_id=4),
+            ]
+        )
+    )
+    hashes = encoded.hash_entries
+    assert hashes[(IN, 100, 6, 80)].match_type == MatchType.L3_L4
+    assert hashes[(IN, 100, 0, 0)].action == PolicyAction.NONE
+    assert hashes[(IN, 0, 17, 0)].match_type == MatchType.L4_ONLY
+    assert hashes[(IN, 200, 0, 0)].match_type == MatchType.L3_ONLY
+    assert hashes[(IN, 200, 0, 0)].action == PolicyAction.ALLOW
+    assert set(encoded.range_entries) == {(IN, 100, 6, 8000, 14)}
+    keys, values = encoded.policy_items(endpoint_id=9, generation=1)
+    heads = {
+        (k.direction, k.peer_identity): v.flags
+        for k, v in zip(keys, values, strict=True)
+        if not k.protocol
+    }
+    assert heads[(IN, 100)] == abi.POLICY_F_HAS_EXACT | abi.POLICY_F_HAS_RANGE
+    assert heads[(IN, 0)] == abi.POLICY_F_HAS_PROTO
+    assert all(k.endpoint_id == 9 and k.generation == 1 for k in keys)
+
+
+def test_port_without_protocol_means_tcp_udp_sctp():
+    encoded = encode(EndpointPolicy.selecting([PolicyEntry(OUT, 0, 0, 53)]))
+    assert {k[2] for k in encoded.hash_entries if k[3] == 53} == {6, 17, 132}
+
+
+def test_wider_deny_overrides_narrower_allow_in_the_same_bucket():
+    encoded = encode(
+        EndpointPolicy.selecting(
+            [
+                PolicyEntry(IN, 100, 6, 80, rule_id=1),
+                PolicyEntry(IN, 100, 6, 0, action=DENY, rule_id=2),
+            ]
+        )
+    )
+    assert encoded.hash_entries[(IN, 100, 6, 80)].action == DENY
+    assert encoded.hash_entries[(IN, 100, 6, 80)].rule_id == 2
+
+
+def test_any_peer_deny_is_copied_into_peer_buckets():
+    encoded = encode(
+        EndpointPolicy.selecting(
+            [
+                PolicyEntry(IN, 100, rule_id=1),  # L3 allow
+                PolicyEntry(IN, 0, 6, 22, action=DENY, rule_id=2),
+            ]
+        )
+    )
+    assert encoded.hash_entries[(IN, 100, 6, 22)].action == DENY
+    assert encoded.hash_entries[(IN, 100, 0, 0)].action == PolicyAction.ALLOW
+
+
+def test_range_allow_under_a_wider_range_deny():
+    encoded = encode(
+        EndpointPolicy.selecting(
+            [
+                PolicyEntry(IN, 0, 6, 8080, rule_id=1),
+                PolicyEntry(IN, 0, 6, 8000, 8191, action=DENY, rule_id=2),
+            ]
+        )
+    )
+    assert encoded.hash_entries[(IN, 0, 6, 8080)].action == DENY
+
+
+def test_audit_deny_loses_to_a_real_deny():
+    encoded = encode(
+        EndpointPolicy.selecting(
+            [
+                PolicyEntry(IN, 5, action=DENY, audit=True, rule_id=1),
+                PolicyEntry(IN, 5, action=DENY, rule_id=2),
+            ]
+        )
+    )
+    head = encoded.hash_entries[(IN, 5, 0, 0)]
+    assert (head.action, head.audit, head.rule_id) == (DENY, False, 2)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (PolicyEntry(TrafficDirection.UNKNOWN), r"entries\[0\]\.direction"),
+        (PolicyEntry(IN, protocol=300), r"entries\[0\]\.protocol"),
+        (PolicyEntry(IN, protocol=6, port=70000), r"entries\[0\]\.port"),
+        (PolicyEntry(IN, protocol=6, port=90, end_port=80), r"entries\[0\]\.end_port"),
+        (PolicyEntry(IN, protocol=1, port=8, end_port=9), r"entries\[0\]\.end_port"),
+        (PolicyEntry(IN, action=DENY, l7_proxy_port=1), r"entries\[0\]\.l7_proxy_port"),
+        (PolicyEntry(IN, peer_identity=-1), r"entries\[0\]\.peer_identity"),
+    ],
+)
+def test_invalid_entries_name_the_field(entry, message):
+    with pytest.raises(PolicyEntryError, match=message):
+        encode(EndpointPolicy.selecting([entry]))
+
+
+def test_diff():
+    a = PolicyEntry(IN, 1, rule_id=1)
+    b = PolicyEntry(IN, 2, rule_id=2)
+    change = diff_policy(EndpointPolicy.selecting([a]), EndpointPolicy.selecting([b]))
+    assert (change.added, change.removed, change.enforcement_changed) == (
+        frozenset({b}),
+        frozenset({a}),
+        False,
+    )
+    assert diff_policy(EndpointPolicy(), EndpointPolicy()).empty
