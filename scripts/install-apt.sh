@@ -6,7 +6,7 @@ packages=(
   iproute2 iptables ipset conntrack      # netns/veth/tc, the iptables+ipset baseline, conntrack
   iperf3                                 # throughput benchmark
   containernetworking-plugins            # CNI plugins for the lab (ptp, host-local, loopback)
-  openssl ca-certificates git            # lab certificates, Go module fetches
+  openssl ca-certificates git curl       # lab certificates, Go module fetches, the demo's HTTP client
   python3-venv
 )
 missing=()
