@@ -7,7 +7,9 @@ then shares the result (and its serialized form) with every other reader.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -36,9 +38,9 @@ def boottime_to_wall_offset_ns() -> int:
 
 def format_address(raw: bytes, ip_version: int) -> str:
     if ip_version == r.IP_V4:
-        return str(ipaddress.IPv4Address(raw[:4]))
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
     if ip_version == r.IP_V6:
-        return str(ipaddress.IPv6Address(raw))
+        return str(ipaddress.IPv6Address(raw))  # RFC 5952 form, as Go prints it
     return ""
 
 
@@ -95,9 +97,15 @@ def tcp_flag_names(bits: int) -> list[str]:
 
 def summary(rec: r.Record) -> str:
     """Hubble's one-line summary ("TCP Flags: SYN, ACK", "ICMPv4 EchoRequest")."""
-    protocol = rec[r.PROTOCOL]
+    return _summary(
+        rec[r.PROTOCOL], rec[r.TCP_FLAGS], rec[r.ICMP_TYPE], rec[r.ICMP_CODE], rec[r.IP_VERSION]
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _summary(protocol: int, tcp_flags: int, icmp_type: int, icmp_code: int, ip_version: int) -> str:
     if protocol == r.IPPROTO_TCP:
-        return "TCP Flags: " + ", ".join(tcp_flag_names(rec[r.TCP_FLAGS]))
+        return "TCP Flags: " + ", ".join(tcp_flag_names(tcp_flags))
     if protocol == r.IPPROTO_UDP:
         return "UDP"
     if protocol == r.IPPROTO_SCTP:
@@ -105,14 +113,14 @@ def summary(rec: r.Record) -> str:
     if protocol in (r.IPPROTO_ICMP, r.IPPROTO_ICMPV6):
         v4 = protocol == r.IPPROTO_ICMP
         types, unreach = (_ICMP4_TYPES, _ICMP4_UNREACH) if v4 else (_ICMP6_TYPES, _ICMP6_UNREACH)
-        icmp_type, code = rec[r.ICMP_TYPE], rec[r.ICMP_CODE]
+        icmp_type, code = icmp_type, icmp_code
         name = types.get(icmp_type, str(icmp_type))
         if icmp_type == (3 if v4 else 1):
             name += f"({unreach.get(code, str(code))})"
         return ("ICMPv4 " if v4 else "ICMPv6 ") + name
-    if rec[r.IP_VERSION] == r.IP_V4:
+    if ip_version == r.IP_V4:
         return "IPv4"
-    if rec[r.IP_VERSION] == r.IP_V6:
+    if ip_version == r.IP_V6:
         return "IPv6"
     return ""
 
@@ -132,26 +140,31 @@ class FlowDecoder:
         self._metadata = metadata
         self._config = config
         self.wall_offset_ns = boottime_to_wall_offset_ns()
-        # A per-process namespace makes flow UUIDs unique across agent restarts
-        # while staying derivable from the ring sequence number (no RNG per flow).
-        self._uuid_base = uuid.uuid4().int & ~((1 << 64) - 1)
+        # A per-process random prefix makes flow UUIDs unique across agent
+        # restarts while the rest is the ring sequence number (no RNG per flow).
+        self._uuid_prefix = str(uuid.uuid4())[:19]  # "xxxxxxxx-xxxx-xxxx-"
+        # Fields every flow of this node shares, serialized once and merged in C.
+        static = flow_pb2.Flow(node_name=config.node_name, Type=flow_pb2.L3_L4)
+        static.emitter.name = EMITTER_NAME
+        static.emitter.version = config.emitter_version
+        static.node_labels.extend(config.node_labels)
+        self._static = static.SerializeToString()
+        # Encoded Endpoint messages by (ip, identity, local endpoint id), valid
+        # for one metadata generation (agents bump it on every change).
+        self._endpoint_cache: dict[tuple[str, int, int], bytes] = {}
+        self._endpoint_cache_generation = -1
 
     def wall_time_ns(self, rec: r.Record) -> int:
         return int(rec[r.TIME_NS]) + self.wall_offset_ns
 
     def flow_uuid(self, seq: int) -> str:
-        return str(uuid.UUID(int=self._uuid_base | (seq & ((1 << 64) - 1))))
+        return f"{self._uuid_prefix}{(seq >> 48) & 0xFFFF:04x}-{seq & 0xFFFFFFFFFFFF:012x}"
 
     def decode(self, rec: r.Record, seq: int) -> flow_pb2.Flow:
-        flow = flow_pb2.Flow()
+        flow = flow_pb2.Flow.FromString(self._static)
         wall_ns = self.wall_time_ns(rec)
         flow.time.seconds, flow.time.nanos = divmod(wall_ns, 1_000_000_000)
         flow.uuid = self.flow_uuid(seq)
-        flow.emitter.name = EMITTER_NAME
-        flow.emitter.version = self._config.emitter_version
-        flow.node_name = self._config.node_name
-        flow.node_labels.extend(self._config.node_labels)
-        flow.Type = flow_pb2.L3_L4
 
         verdict = rec[r.VERDICT]
         flow.verdict = verdict
@@ -193,7 +206,11 @@ class FlowDecoder:
             flow.IP.ipVersion = ip_version
         self._fill_l4(flow, rec)
 
-        local = self._metadata.endpoint(rec[r.ENDPOINT_ID]) if rec[r.ENDPOINT_ID] else None
+        generation = getattr(self._metadata, "generation", 0)
+        if generation != self._endpoint_cache_generation or len(self._endpoint_cache) > 65536:
+            self._endpoint_cache.clear()
+            self._endpoint_cache_generation = generation
+        endpoint_id = rec[r.ENDPOINT_ID]
         # The hook says which side the local pod is on: traffic_direction is the
         # connection's (a reply of an ingress connection is still "ingress").
         point = rec[r.TRACE_POINT]
@@ -203,11 +220,11 @@ class FlowDecoder:
             local_is_source = False
         else:
             local_is_source = direction == r.DIR_EGRESS
-        self._fill_endpoint(
-            flow.source, src_ip, rec[r.SRC_IDENTITY], local if local_is_source else None
+        self._endpoint(
+            flow.source, src_ip, rec[r.SRC_IDENTITY], endpoint_id if local_is_source else 0
         )
-        self._fill_endpoint(
-            flow.destination, dst_ip, rec[r.DST_IDENTITY], None if local_is_source else local
+        self._endpoint(
+            flow.destination, dst_ip, rec[r.DST_IDENTITY], 0 if local_is_source else endpoint_id
         )
         self._fill_policy(flow, rec, verdict, direction)
         return flow
@@ -253,6 +270,16 @@ class FlowDecoder:
             flow.l4.ICMPv6.type = rec[r.ICMP_TYPE]
             flow.l4.ICMPv6.code = rec[r.ICMP_CODE]
             flow.l4.ICMPv6.SetInParent()
+
+    def _endpoint(self, endpoint: flow_pb2.Endpoint, ip: str, identity: int, local_id: int) -> None:
+        key = (ip, identity, local_id)
+        encoded = self._endpoint_cache.get(key)
+        if encoded is None:
+            built = flow_pb2.Endpoint()
+            local = self._metadata.endpoint(local_id) if local_id else None
+            self._fill_endpoint(built, ip, identity, local)
+            encoded = self._endpoint_cache[key] = built.SerializeToString()
+        endpoint.MergeFromString(encoded)
 
     def _fill_endpoint(
         self,

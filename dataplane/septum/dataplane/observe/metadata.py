@@ -78,6 +78,8 @@ class StaticMetadata:
     policies: dict[int, PolicyInfo] = field(default_factory=dict)
     _by_ip: dict[str, EndpointInfo] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Bumped on every change so decoders drop what they cached from older answers.
+    generation: int = 0
 
     def __post_init__(self) -> None:
         for info in list(self.endpoints.values()):
@@ -85,6 +87,7 @@ class StaticMetadata:
 
     def add_endpoint(self, info: EndpointInfo) -> None:
         with self._lock:
+            self.generation += 1
             self.endpoints[info.endpoint_id] = info
             for ip in info.ips:
                 self._by_ip[ip] = info
@@ -93,6 +96,7 @@ class StaticMetadata:
 
     def remove_endpoint(self, endpoint_id: int) -> None:
         with self._lock:
+            self.generation += 1
             info = self.endpoints.pop(endpoint_id, None)
             if info is not None:
                 for ip in info.ips:
@@ -100,9 +104,11 @@ class StaticMetadata:
 
     def add_identity(self, identity: int, labels: tuple[str, ...]) -> None:
         self.identities[identity] = labels
+        self.generation += 1
 
     def add_policy(self, rule_id: int, policy: PolicyInfo) -> None:
         self.policies[rule_id] = policy
+        self.generation += 1
 
     def endpoint(self, endpoint_id: int) -> EndpointInfo | None:
         return self.endpoints.get(endpoint_id)

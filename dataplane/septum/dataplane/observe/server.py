@@ -8,11 +8,9 @@ when the caller explicitly asks for it, and the server logs a warning then.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import os
-import threading
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +60,7 @@ class ListenConfig:
     tcp_address: str | None = None  # "host:port", e.g. "0.0.0.0:4244"
     tls: TLSFiles | None = None
     plaintext_tcp: bool = False  # must be chosen explicitly; logged
+    max_streams: int = 64  # concurrent RPCs (each open stream holds a worker thread)
 
     def validate(self) -> None:
         if self.unix_socket is None and self.tcp_address is None:
@@ -76,41 +75,42 @@ class ListenConfig:
 
 
 class ObserverServer:
-    """A grpc.aio server on its own event-loop thread, so the agent's other
-    threads (ingest, metrics) call start()/stop() like any blocking object."""
-
     def __init__(self, service: ObserverService, listen: ListenConfig) -> None:
         listen.validate()
         self.service = service
         self.listen = listen
         self.tcp_port: int | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread: threading.Thread | None = None
-        self._server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer()
-
-    async def _start(self) -> None:
-        listen = self.listen
-        server = grpc.aio.server(
-            handlers=self.service.handlers(), options=[("grpc.so_reuseport", 0)]
+        # One worker per open stream: followers sleep on the ring, so this bounds
+        # concurrent clients (Hubble relay + a few CLIs), not throughput.
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=listen.max_streams, thread_name_prefix="observer"
+            ),
+            handlers=service.handlers(),
+            maximum_concurrent_rpcs=listen.max_streams,
+            options=[("grpc.so_reuseport", 0)],
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (OBSERVER_SERVICE, PEER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            server,
+            self._server,
         )
+
+    def start(self) -> None:
+        listen = self.listen
         if listen.unix_socket is not None:
             path = Path(listen.unix_socket)
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():
                 path.unlink()  # a stale socket from a previous run
-            server.add_insecure_port(f"unix:{path}")
+            self._server.add_insecure_port(f"unix:{path}")
         if listen.tcp_address is not None:
             if listen.tls is not None:
-                port = server.add_secure_port(listen.tcp_address, listen.tls.credentials())
+                port = self._server.add_secure_port(listen.tcp_address, listen.tls.credentials())
                 mode = "mutual TLS" if listen.tls.client_ca_file else "TLS"
             else:
-                port = server.add_insecure_port(listen.tcp_address)
+                port = self._server.add_insecure_port(listen.tcp_address)
                 mode = "PLAINTEXT"
                 log.warning(
                     "Observer TCP listener %s is PLAINTEXT (explicitly chosen): flows are readable "
@@ -121,46 +121,16 @@ class ObserverServer:
                 raise ServerConfigError(f"listen.tcp_address: cannot bind {listen.tcp_address}")
             self.tcp_port = port
             log.info("Observer listening on %s (%s)", listen.tcp_address, mode)
-        await server.start()
+        self._server.start()
         for name in ("", OBSERVER_SERVICE, HUBBLE_HEALTH_SERVICE, PEER_SERVICE):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if listen.unix_socket is not None:
             os.chmod(listen.unix_socket, 0o660)
             log.info("Observer listening on unix:%s", listen.unix_socket)
-        self._server = server
-
-    def start(self) -> None:
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._loop.run_until_complete(self._start())
-            except BaseException as err:
-                started.set_exception(err)
-                return
-            started.set_result(None)
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="observer-grpc", daemon=True)
-        self._thread.start()
-        started.result(timeout=30)
-
-    async def _stop(self, grace_s: float) -> None:
-        await self.health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace_s)
 
     def stop(self, grace_s: float = 1.0) -> None:
-        self.service.ring.close()
-        if self._thread is not None and self._thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._stop(grace_s), self._loop)
-            try:
-                future.result(timeout=grace_s + 10)
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(timeout=10)
-        if not self._loop.is_running():
-            self._loop.close()
+        self.health.enter_graceful_shutdown()
+        self.service.ring.close()  # wakes every follower so its stream ends
+        self._server.stop(grace_s).wait()
         if self.listen.unix_socket is not None:
             Path(self.listen.unix_socket).unlink(missing_ok=True)

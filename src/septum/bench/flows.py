@@ -1,0 +1,310 @@
+"""`septum bench flows`: the flow pipeline's throughput, losses, stream rate, CPU and memory.
+
+Phases (one process for the agent side, a separate process for the client):
+- max_ingest_per_s: the datapath's `bench_emit` program (BPF_PROG_TEST_RUN, one
+  event per run) fills the kernel ring buffer as fast as the reader drains it;
+  events per second decoded into compact records and stored in the flow ring
+  (enrichment happens when a reader asks for a flow: none here).
+- lost_at_100k_per_s / agent_cpu_pct_at_100k_per_s: the same source paced at
+  100,000 events/s for a few seconds: kernel ring-buffer overruns plus
+  anything never ingested; CPU of the agent's threads (process CPU minus the
+  load generator's thread).
+- stream_flows_per_s: one following GetFlows client (another process, over the
+  unix socket) while enriched synthetic flows arrive faster than it can read:
+  flows per second it receives, one flow per message.
+- agent_rss_mb: resident memory of the agent process at the end.
+
+Without root or a built BPF object the kernel phases fall back to an in-memory
+feed of identical records (reported in the table), never to a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+TARGETS = {
+    "max_ingest_per_s": (">=", 200_000.0),
+    "lost_at_100k_per_s": ("<=", 0.0),
+    "stream_flows_per_s": (">=", 20_000.0),
+    "agent_cpu_pct_at_100k_per_s": ("", 0.0),
+    "agent_rss_mb": ("<=", 150.0),
+}
+
+_CLIENT = r"""
+import os, sys, time
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+import grpc
+from septum.dataplane.observe.api.observer import observer_pb2
+target, seconds = sys.argv[1], float(sys.argv[2])
+channel = grpc.insecure_channel(target)
+call = channel.unary_stream(
+    "/observer.Observer/GetFlows",
+    request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
+    response_deserializer=None,  # count raw messages: the client's cost is not the server's
+)
+stream = call(observer_pb2.GetFlowsRequest(follow=True))
+count = lost_messages = 0
+start = None
+for message in stream:
+    if start is None:
+        start = time.perf_counter()
+        continue
+    if message[:1] == b"\x1a":  # field 3: a LostEvent
+        lost_messages += 1
+    else:
+        count += 1
+    if time.perf_counter() - start >= seconds:
+        break
+elapsed = time.perf_counter() - start
+stream.cancel()
+print(count / elapsed, lost_messages, flush=True)
+"""
+
+
+@dataclass
+class _Emitter:
+    """Produces events: the kernel's bench_emit program, or an in-memory feed."""
+
+    emit: Callable[[int], None]
+    kernel: bool
+    close: Callable[[], None]
+
+
+def _tcp_syn_frame() -> bytes:
+    import struct
+
+    eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
+    tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    return eth + ip + tcp
+
+
+def _synthetic_batch(count: int) -> bytes:
+    """Enriched-looking events: two known pods, varied source ports, allowed TCP SYNs."""
+    from septum.dataplane.observe import record as r
+
+    now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    src = bytes([10, 0, 0, 1]) + bytes(12)
+    dst = bytes([10, 0, 0, 2]) + bytes(12)
+    return b"".join(
+        r.pack(time_ns=now, bytes=74, packets=1, src_addr=src, dst_addr=dst, src_identity=1001,
+               dst_identity=1002, endpoint_id=12, src_port=10000 + i % 50000, dst_port=80,
+               protocol=6, tcp_flags=2, ip_version=1, event_type=5, verdict=1, direction=1,
+               trace_point=101, match_type=2, rule_id=1)
+        for i in range(count)
+    )
+
+
+def _metadata() -> Any:
+    from septum.dataplane.observe.metadata import EndpointInfo, PolicyInfo, StaticMetadata
+
+    md = StaticMetadata()
+    md.add_endpoint(EndpointInfo(11, 1001, "default", "xwing", ("k8s:app=xwing",), ips=("10.0.0.1",)))
+    md.add_endpoint(EndpointInfo(12, 1002, "empire", "deathstar", ("k8s:app=deathstar",),
+                                 ips=("10.0.0.2",)))
+    md.add_policy(1, PolicyInfo("rule1", "empire", "CiliumNetworkPolicy"))
+    return md
+
+
+def _kernel_source() -> tuple[Any, _Emitter] | None:
+    """A real datapath (own pins, removed afterwards) and its bench_emit program."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        from septum.dataplane.config import DatapathConfig
+        from septum.dataplane.datapath import NodeDatapath
+        from septum.dataplane.observe.sources import DatapathSource
+        from septum.dataplane.prereq import DEFAULT_OBJECT
+    except ImportError:
+        return None
+    if not Path(DEFAULT_OBJECT).is_file():
+        return None
+    datapath = NodeDatapath(DatapathConfig(node_name=f"sfl-bench-{os.getpid()}"))
+    frame = _tcp_syn_frame()
+
+    def emit(count: int) -> None:
+        datapath.test_run("bench_emit", frame, repeat=count)
+
+    return DatapathSource(datapath), _Emitter(emit, True, datapath.teardown)
+
+
+def _feed_source() -> tuple[Any, _Emitter]:
+    from septum.dataplane.observe.sources import FeedSource
+
+    feed = FeedSource()
+    batch = _synthetic_batch(1000)
+
+    def emit(count: int) -> None:
+        for _ in range(count // 1000):
+            feed.push(batch)
+
+    return feed, _Emitter(emit, False, lambda: None)
+
+
+def _observer(source: Any, socket_dir: Path, capacity: int = 4095) -> Any:
+    from septum.dataplane.observe.node import NodeObserver, ObserveConfig
+    from septum.dataplane.observe.server import ListenConfig
+
+    config = ObserveConfig(
+        node_name="sfl-bench",
+        listen=ListenConfig(unix_socket=socket_dir / "observer.sock"),
+        buffer_capacity=capacity,
+    )
+    return NodeObserver(config, source, _metadata())
+
+
+def _thread_cpu_s() -> float:
+    return time.clock_gettime(time.CLOCK_THREAD_CPUTIME_ID)
+
+
+def _process_cpu_s() -> float:
+    return time.clock_gettime(time.CLOCK_PROCESS_CPUTIME_ID)
+
+
+def _wait_drained(node: Any, target: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while node.pipeline.ingested + sum(node.ring.lost_by_source.values()) < target:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def _max_ingest(node: Any, emitter: _Emitter, seconds: float) -> float:
+    """Producer keeps the kernel ring buffer topped up; rate of what the pipeline ingests."""
+    chunk = 2048
+    backlog_limit = 16_384  # stays well inside the ring buffer: measures the reader
+    emitted = 0
+    start_ingested = node.pipeline.ingested
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        if emitted - (node.pipeline.ingested - start_ingested) < backlog_limit:
+            emitter.emit(chunk)
+            emitted += chunk
+        else:
+            time.sleep(0.0002)
+    elapsed = time.perf_counter() - start
+    ingested = node.pipeline.ingested - start_ingested
+    _wait_drained(node, node.pipeline.ingested + (emitted - ingested))
+    return ingested / elapsed
+
+
+def _paced(node: Any, emitter: _Emitter, rate: int, seconds: float) -> tuple[int, float]:
+    """Offer `rate` events/s; returns (lost, agent CPU %)."""
+    tick_s = 0.01
+    per_tick = rate // 100
+    lost_before = sum(node.ring.lost_by_source.values())
+    ingested_before = node.pipeline.ingested
+    cpu_process, cpu_producer = _process_cpu_s(), _thread_cpu_s()
+    start = time.perf_counter()
+    emitted = 0
+    next_tick = start
+    while next_tick - start < seconds:
+        emitter.emit(per_tick)
+        emitted += per_tick
+        next_tick += tick_s
+        delay = next_tick - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    elapsed = time.perf_counter() - start
+    agent_cpu = (_process_cpu_s() - cpu_process) - (_thread_cpu_s() - cpu_producer)
+    _wait_drained(node, ingested_before + emitted)
+    ingested = node.pipeline.ingested - ingested_before
+    lost = max(emitted - ingested, sum(node.ring.lost_by_source.values()) - lost_before)
+    return lost, 100.0 * agent_cpu / elapsed
+
+
+def _stream(seconds: float, socket_dir: Path) -> float:
+    """One following client in another process while flows arrive faster than it reads."""
+    from septum.dataplane.observe.sources import FeedSource
+
+    feed = FeedSource()
+    node = _observer(feed, socket_dir)
+    node.start()
+    stop = threading.Event()
+    batch = _synthetic_batch(500)
+
+    def offer() -> None:  # 50,000 enriched flows/s, more than one client can take
+        while not stop.is_set():
+            feed.push(batch)
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=offer, daemon=True)
+    try:
+        client = subprocess.Popen(
+            [sys.executable, "-c", _CLIENT, f"unix://{socket_dir / 'observer.sock'}", str(seconds)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        feeder.start()
+        out, err = client.communicate(timeout=seconds + 60)
+        if client.returncode != 0:
+            raise click.ClickException(f"stream client failed: {err.strip()}")
+        return float(out.split()[0])
+    finally:
+        stop.set()
+        feeder.join(5)
+        node.stop()
+
+
+def run(seconds: float) -> tuple[dict[str, float], str]:
+    import psutil
+
+    with tempfile.TemporaryDirectory(prefix="sfl-bench-") as tmp:
+        socket_dir = Path(tmp)
+        kernel = _kernel_source()
+        source, emitter = kernel if kernel is not None else _feed_source()
+        node = _observer(source, socket_dir)
+        node.start()
+        try:
+            max_ingest = _max_ingest(node, emitter, seconds)
+            lost, cpu = _paced(node, emitter, 100_000, seconds)
+        finally:
+            node.stop()
+            emitter.close()
+        stream_dir = socket_dir / "stream"
+        stream_dir.mkdir()
+        stream = _stream(seconds, stream_dir)
+        rss_mb = psutil.Process().memory_info().rss / (1024 * 1024)
+    results = {
+        "max_ingest_per_s": round(max_ingest),
+        "lost_at_100k_per_s": lost,
+        "stream_flows_per_s": round(stream),
+        "agent_cpu_pct_at_100k_per_s": round(cpu, 1),
+        "agent_rss_mb": round(rss_mb, 1),
+    }
+    return results, "kernel ring buffer (bench_emit)" if emitter.kernel else "in-memory feed"
+
+
+@click.command("flows")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seconds", type=float, default=4.0, show_default=True, help="Length of each phase.")
+def command(as_json: bool, seconds: float) -> None:
+    """Flow pipeline: ingest rate, losses at 100k/s, one follower's stream rate, CPU, RSS."""
+    results, source = run(seconds)
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"septum bench flows ({platform.node()}, {os.cpu_count()} cores; events from {source})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for key, value in results.items():
+        op, target = TARGETS[key]
+        table.add_row(key, f"{value:,}", f"{op} {target:,.0f}" if op else "-")
+    Console().print(table)
