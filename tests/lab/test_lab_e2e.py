@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -563,3 +565,18 @@ def test_the_lab_is_sealed(workloads: Lab) -> None:
     # A pod's packet to anything outside the lab dies at its node (no route), fast.
     out = _http("client", "http://192.0.2.1/")
     assert out.startswith("request failed") and "unreachable" in out.lower(), out
+
+
+def test_supervisor_restarts_a_crashed_control_plane_process(lab: Lab) -> None:
+    from septum.lab import lab as lab_mod
+    from septum.lab import procs
+
+    before = next(p for p in procs.read(lab.state.run) if p.name == "kube-scheduler")
+    os.kill(before.pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        now = next(p for p in procs.read(lab.state.run) if p.name == "kube-scheduler")
+        return now.pid != before.pid and procs.alive(now)
+
+    wait_for("the supervisor to restart kube-scheduler", restarted, timeout_s=30)
+    assert lab_mod.status()["restarts"]["kube-scheduler"] >= 1

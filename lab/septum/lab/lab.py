@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
-from septum.lab import addons, config, controlplane, network, procs
+from septum.lab import addons, config, controlplane, network, procs, supervisor
 from septum.lab.binaries import Binaries, ensure_built, locate
 from septum.lab.config import NodeSpec
 from septum.lab.errors import NoLabError, NotRootError, PortInUseError, StartupError
@@ -204,6 +204,12 @@ def _start(lab: Lab, progress: Progress, ready_timeout_s: float) -> None:
         )
     progress(f"waiting for {len(specs)} nodes to be Ready")
     wait_nodes_ready(lab, ready_timeout_s)
+    procs.spawn(
+        state.run,
+        state.logs,
+        supervisor.NAME,
+        [sys.executable, "-m", "septum.lab.supervisor", f"--state={state.root}"],
+    )
 
 
 def wait_nodes_ready(lab: Lab, timeout_s: float) -> None:
@@ -243,6 +249,7 @@ def current(state_root: Path | None = None) -> Lab:
 def status(state_root: Path | None = None) -> dict[str, Any]:
     lab = current(state_root)
     processes = {p.name: procs.alive(p) for p in procs.read(lab.state.run)}
+    restarts = {name: supervisor.restarts(lab.state.run, name) for name in processes}
     nodes: list[dict[str, str]] = []
     out = lab.kubectl("get", "nodes", "-o", "json", check=False, timeout_s=10)
     if out.returncode == 0:
@@ -263,6 +270,7 @@ def status(state_root: Path | None = None) -> dict[str, Any]:
         "kubeconfig": str(lab.kubeconfig),
         "apiserver": config.apiserver_url(),
         "processes": processes,
+        "restarts": restarts,
         "nodes": nodes,
         "state_dir": str(lab.state.root),
     }
@@ -273,7 +281,10 @@ def down(state_root: Path | None = None) -> None:
     require_root()
     state = StateDir(state_root or config.default_state_dir())
     manifest = _manifest(state) or {}
-    procs.stop(procs.read(state.run))
+    running = procs.read(state.run)
+    # The supervisor first, or it would start again what is being stopped.
+    procs.stop([p for p in running if p.name == supervisor.NAME])
+    procs.stop([p for p in running if p.name != supervisor.NAME])
     network.delete_all()
     _remove_mountpoints(state)
     shutil.rmtree(state.root, ignore_errors=True)

@@ -7,6 +7,7 @@ find it again.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -49,6 +50,8 @@ def spawn(
         )
     ticks = _start_ticks(popen.pid) or 0
     (run_dir / f"{name}.pid").write_text(f"{popen.pid} {ticks}\n")
+    # The command line is kept so that the supervisor can start the process again.
+    (run_dir / f"{name}.argv").write_text(json.dumps(list(argv)))
     # Popen would otherwise warn (ResourceWarning) that the child is still running when the
     # object is collected; the lab deliberately lets it live on.
     popen.returncode = 0
@@ -113,3 +116,11 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def argv_of(run_dir: Path, name: str) -> list[str] | None:
+    try:
+        argv = json.loads((run_dir / f"{name}.argv").read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(a) for a in argv] if isinstance(argv, list) else None

@@ -72,9 +72,11 @@ def status(as_json: bool) -> None:
     for n in info["nodes"]:
         nodes.add_row(n["name"], n["ready"], n["address"], n["podCIDR"])
     console.print(nodes)
-    table = Table("process", "state", title="processes")
+    table = Table("process", "state", "restarts", title="processes")
     for name, alive in sorted(info["processes"].items()):
-        table.add_row(name, "running" if alive else "[red]exited[/red]")
+        table.add_row(
+            name, "running" if alive else "[red]exited[/red]", str(info["restarts"].get(name, 0))
+        )
     console.print(table)
 
 

@@ -38,6 +38,7 @@ def enter_netns(name: str) -> None:
 
 async def main(node: NodeSpec, state: Path) -> None:
     kubelet = Kubelet(node, state, locate())
+    await kubelet.recover()
     runner = web.AppRunner(make_app(kubelet), access_log=None)
     await runner.setup()
     site = web.TCPSite(

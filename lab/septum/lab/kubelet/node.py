@@ -7,14 +7,17 @@ import contextlib
 import logging
 import os
 import platform
+import shutil
+import signal
 from pathlib import Path
 
+import aiohttp
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import config
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec
 from septum.lab.kubelet.api import JSON, ApiClient, ApiError
-from septum.lab.kubelet.cni import Cni, conflist
+from septum.lab.kubelet.cni import NETWORK_NAME, Cni, conflist
 from septum.lab.kubelet.events import Recorder
 from septum.lab.kubelet.pod import PodWorker
 from septum.lab.kubelet.util import now_micro, now_rfc3339
@@ -73,6 +76,39 @@ class Kubelet:
                 return w
         return None
 
+    async def recover(self) -> None:
+        """Tears down what a previous kubelet of this node left (after a crash and restart).
+
+        Its pods are then started afresh from the API, as a kubelet restarts its sandboxes.
+        """
+        for pids in self.node_dir.glob("pods/*/pids"):
+            for line in pids.read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
+                    os.killpg(int(line), signal.SIGKILL)
+        for cached in self.cni.cache_dir.glob(f"*-{NETWORK_NAME}.json"):
+            uid = cached.name.removesuffix(f"-{NETWORK_NAME}.json")
+            netns = config.pod_netns(uid)
+            args = f"IgnoreUnknown=1;K8S_POD_UID={uid}"
+            if (config.NETNS_DIR / netns).exists():
+                proc = await asyncio.create_subprocess_exec(
+                    "ip", "netns", "pids", netns, stdout=asyncio.subprocess.PIPE
+                )
+                out, _ = await proc.communicate()
+                for pid in out.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await self.cni.delete(uid, netns, args)
+                with contextlib.suppress(RuntimeError):
+                    await self.sh("ip", "netns", "delete", netns)
+            cached.unlink(missing_ok=True)
+            etc = config.NETNS_ETC_DIR / netns
+            for f in (etc / "resolv.conf", etc / "hosts"):
+                f.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                etc.rmdir()
+        shutil.rmtree(self.node_dir / "pods", ignore_errors=True)
+
     # --- node object and lease -----------------------------------------------------------------
     def _node_status(self) -> JSON:
         mem = psutil.virtual_memory().total
@@ -126,6 +162,18 @@ class Kubelet:
         }
 
     async def register(self) -> None:
+        """Registers the Node, retrying while the API server is slow or restarting."""
+        delay = 0.5
+        while True:
+            try:
+                await self._register_once()
+                return
+            except (ApiError, OSError, TimeoutError, aiohttp.ClientError) as err:
+                log.warning("registering %s: %r; retrying in %.1fs", self.node.name, err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _register_once(self) -> None:
         self._started = now_rfc3339()
         body = {
             "apiVersion": "v1",
@@ -197,7 +245,7 @@ class Kubelet:
                     await self.report_status()
                     last_status = asyncio.get_running_loop().time()
             except Exception as err:
-                log.warning("heartbeat: %s", err)
+                log.warning("heartbeat: %r", err)
             await asyncio.sleep(LEASE_RENEW_S)
 
     # --- pods ------------------------------------------------------------------------------------
@@ -267,7 +315,7 @@ class Kubelet:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.warning("pod watch restarts: %s", err)
+                log.warning("pod watch restarts: %r", err)
                 await asyncio.sleep(0.5)
 
     async def shutdown(self) -> None:

@@ -185,7 +185,7 @@ class Container:
         full += ["sh", "-c", "\n".join(script), "sh"]
         full += argv
         with open(self.log_path(self.restart_count), "ab") as logfile:
-            return await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 *full,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
@@ -193,6 +193,10 @@ class Container:
                 start_new_session=True,
                 env=await self.pod.env_for(self.spec),
             )
+        # Recorded so that a restarted kubelet can stop what its predecessor left running.
+        with open(self.pod.dir / "pids", "a") as pids:
+            pids.write(f"{proc.pid}\n")
+        return proc
 
     async def exec_in(self, command: Sequence[str], timeout_s: float) -> int:
         """Runs ``command`` inside this container's namespaces (exec probes)."""
