@@ -10,6 +10,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import ipaddress  # noqa: E402
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,6 +152,24 @@ class RunningObserver:
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def hubble() -> Path:
+    """The real hubble CLI, built (or found cached) by lab/gobuild/build-hubble.sh."""
+    out = subprocess.run(
+        [str(REPO / "lab/gobuild/build-hubble.sh"), "--path"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    path = Path(out.stdout.strip().splitlines()[-1])
+    assert path.is_file(), out.stdout + out.stderr
+    return path
 
 
 @pytest.fixture

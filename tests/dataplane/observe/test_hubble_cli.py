@@ -17,22 +17,7 @@ from pathlib import Path
 import observe_helpers as h
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
 DEATHSTAR = f"empire/{h.DEATHSTAR.pod_name}"
-
-
-@pytest.fixture(scope="module")
-def hubble() -> Path:
-    out = subprocess.run(
-        [str(REPO / "lab/gobuild/build-hubble.sh"), "--path"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    path = Path(out.stdout.strip().splitlines()[-1])
-    assert path.is_file(), out.stdout + out.stderr
-    return path
 
 
 @pytest.fixture

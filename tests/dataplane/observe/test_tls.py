@@ -170,3 +170,46 @@ def test_plain_tls_without_client_ca(short_tmp: Path, pki: Pki) -> None:
 def test_missing_certificate_file_is_named(short_tmp: Path) -> None:
     with pytest.raises(ServerConfigError, match="tls.cert_file"):
         TLSFiles(short_tmp / "nope.crt", short_tmp / "nope.key").credentials()
+
+
+def test_real_hubble_cli_over_mtls(
+    mtls_observer: h.RunningObserver, pki: Pki, hubble: Path
+) -> None:
+    import os
+    import subprocess
+
+    assert mtls_observer.node.tcp_port
+    mtls_observer.push(h.event(src_port=43210))
+    base = [
+        str(hubble),
+        "observe",
+        "-o",
+        "jsonpb",
+        "--server",
+        f"127.0.0.1:{mtls_observer.node.tcp_port}",
+        "--tls",
+        "--tls-server-name",
+        SERVER_NAME,
+        "--tls-ca-cert-files",
+        str(pki.ca),
+    ]
+    env = {**os.environ, "HOME": str(pki.ca.parent)}
+    ok = subprocess.run(
+        [
+            *base,
+            "--tls-client-cert-file",
+            str(pki.client_cert),
+            "--tls-client-key-file",
+            str(pki.client_key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert '"source_port":43210' in ok.stdout
+    refused = subprocess.run(
+        [*base, "--timeout", "3s"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert refused.returncode != 0 and "43210" not in refused.stdout
