@@ -166,6 +166,7 @@ def kube_proxy_config(kubeconfig: str, node_name: str) -> str:
         "hostnameOverride": node_name,
         "metricsBindAddress": "127.0.0.1:10249",
         "healthzBindAddress": "0.0.0.0:10256",
+        "nodePortAddresses": ["primary"],
         # Conntrack sizing is a host-wide setting: leave the host's value alone.
         "conntrack": {
             "maxPerCore": 0,
