@@ -35,6 +35,9 @@ from typing import Any
 
 import click
 
+# Kernel ring buffer of the benchmark datapath: the agent's default (4 MiB).
+RINGBUF_BYTES = 1 << 22
+
 TARGETS = {
     "max_ingest_per_s": (">=", 200_000.0),
     "lost_at_100k_per_s": ("<=", 0.0),
@@ -88,8 +91,19 @@ def _tcp_syn_frame() -> bytes:
 
     eth = b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + b"\x08\x00"
     tcp = struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0,
-                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(tcp),
+        1,
+        0,
+        64,
+        6,
+        0,
+        bytes([10, 0, 0, 1]),
+        bytes([10, 0, 0, 2]),
+    )
     return eth + ip + tcp
 
 
@@ -101,10 +115,27 @@ def _synthetic_batch(count: int) -> bytes:
     src = bytes([10, 0, 0, 1]) + bytes(12)
     dst = bytes([10, 0, 0, 2]) + bytes(12)
     return b"".join(
-        r.pack(time_ns=now, bytes=74, packets=1, src_addr=src, dst_addr=dst, src_identity=1001,
-               dst_identity=1002, endpoint_id=12, src_port=10000 + i % 50000, dst_port=80,
-               protocol=6, tcp_flags=2, ip_version=1, event_type=5, verdict=1, direction=1,
-               trace_point=101, match_type=2, rule_id=1)
+        r.pack(
+            time_ns=now,
+            bytes=74,
+            packets=1,
+            src_addr=src,
+            dst_addr=dst,
+            src_identity=1001,
+            dst_identity=1002,
+            endpoint_id=12,
+            src_port=10000 + i % 50000,
+            dst_port=80,
+            protocol=6,
+            tcp_flags=2,
+            ip_version=1,
+            event_type=5,
+            verdict=1,
+            direction=1,
+            trace_point=101,
+            match_type=2,
+            rule_id=1,
+        )
         for i in range(count)
     )
 
@@ -113,9 +144,12 @@ def _metadata() -> Any:
     from septum.dataplane.observe.metadata import EndpointInfo, PolicyInfo, StaticMetadata
 
     md = StaticMetadata()
-    md.add_endpoint(EndpointInfo(11, 1001, "default", "xwing", ("k8s:app=xwing",), ips=("10.0.0.1",)))
-    md.add_endpoint(EndpointInfo(12, 1002, "empire", "deathstar", ("k8s:app=deathstar",),
-                                 ips=("10.0.0.2",)))
+    md.add_endpoint(
+        EndpointInfo(11, 1001, "default", "xwing", ("k8s:app=xwing",), ips=("10.0.0.1",))
+    )
+    md.add_endpoint(
+        EndpointInfo(12, 1002, "empire", "deathstar", ("k8s:app=deathstar",), ips=("10.0.0.2",))
+    )
     md.add_policy(1, PolicyInfo("rule1", "empire", "CiliumNetworkPolicy"))
     return md
 
@@ -133,7 +167,9 @@ def _kernel_source() -> tuple[Any, _Emitter] | None:
         return None
     if not Path(DEFAULT_OBJECT).is_file():
         return None
-    datapath = NodeDatapath(DatapathConfig(node_name=f"sfl-bench-{os.getpid()}"))
+    datapath = NodeDatapath(
+        DatapathConfig(node_name=f"sfl-bench-{os.getpid()}", ringbuf_bytes=RINGBUF_BYTES)
+    )
     frame = _tcp_syn_frame()
 
     def emit(count: int) -> None:
@@ -246,7 +282,9 @@ def _stream(seconds: float, socket_dir: Path) -> float:
     try:
         client = subprocess.Popen(
             [sys.executable, "-c", _CLIENT, f"unix://{socket_dir / 'observer.sock'}", str(seconds)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         feeder.start()
         out, err = client.communicate(timeout=seconds + 60)
@@ -300,7 +338,9 @@ def command(as_json: bool, seconds: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"septum bench flows ({platform.node()}, {os.cpu_count()} cores; events from {source})")
+    table = Table(
+        title=f"septum bench flows ({platform.node()}, {os.cpu_count()} cores; events from {source})"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
