@@ -580,3 +580,21 @@ def test_supervisor_restarts_a_crashed_control_plane_process(lab: Lab) -> None:
 
     wait_for("the supervisor to restart kube-scheduler", restarted, timeout_s=30)
     assert lab_mod.status()["restarts"]["kube-scheduler"] >= 1
+
+
+def test_kubectl_exec_with_a_terminal(workloads: Lab) -> None:
+    _wait_ready(workloads, "client")
+    kubectl = f"{workloads.binaries.kubectl} --kubeconfig={workloads.kubeconfig}"
+    # script(1) gives kubectl the terminal it wants for -it.
+    out = subprocess.run(
+        ["script", "-qec", f"{kubectl} exec -it -n {NS} client -- sh", "/dev/null"],
+        input="tty; echo $((6*7)); exit 5\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 5, out.stdout + out.stderr
+    lines = [line.strip() for line in out.stdout.splitlines()]
+    assert any("/dev/pts/" in line for line in lines), lines
+    assert "42" in lines

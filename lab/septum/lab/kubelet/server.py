@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import pty
 import signal
 import ssl
+import struct
+import termios
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,6 +98,9 @@ def make_app(kubelet: Kubelet) -> web.Application:
             )
         await ws.prepare(request)
         log.info("exec %s/%s/%s %s", ns, pod, container, dict(request.query))
+        if request.query.get("tty") in ("1", "true"):
+            await _run_exec_tty(ws, worker.exec_argv(c, command))
+            return ws
         await _run_exec(
             ws, worker.exec_argv(c, command), request.query.get("input") in ("1", "true")
         )
@@ -162,22 +169,96 @@ async def _run_exec(ws: web.WebSocketResponse, argv: list[str], want_stdin: bool
     reader = asyncio.create_task(read_stdin())
     await asyncio.gather(pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR))
     code = await proc.wait()
+    await _finish(ws, code, reader)
+
+
+async def _run_exec_tty(ws: web.WebSocketResponse, argv: list[str]) -> None:
+    """``kubectl exec -t``: the command gets a pseudo-terminal; output is all on stdout."""
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:  # runs in the child, after setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=controlling_tty,
+        )
+    except OSError as err:
+        os.close(master)
+        await _finish(ws, 127, None, str(err))
+        return
+    finally:
+        os.close(slave)
+    loop = asyncio.get_running_loop()
+    output: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(master, 32768)
+        except OSError:  # EIO once the last process holding the terminal is gone
+            data = b""
+        if not data:
+            loop.remove_reader(master)
+        output.put_nowait(data)
+
+    loop.add_reader(master, readable)
+
+    async def read_stdin() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            channel, payload = msg.data[0], msg.data[1:]
+            if channel == STDIN and payload:
+                os.write(master, payload)
+            elif channel == RESIZE:
+                with contextlib.suppress(ValueError, KeyError, OSError):
+                    size = json.loads(payload)
+                    fcntl.ioctl(
+                        master,
+                        termios.TIOCSWINSZ,
+                        struct.pack("HHHH", size["Height"], size["Width"], 0, 0),
+                    )
+            elif channel == CLOSE and payload and payload[0] == STDIN:
+                os.write(master, b"\x04")
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    reader = asyncio.create_task(read_stdin())
+    while data := await output.get():
+        await ws.send_bytes(bytes([STDOUT]) + data)
+    code = await proc.wait()
+    loop.remove_reader(master)
+    os.close(master)
+    await _finish(ws, code, reader)
+
+
+async def _finish(
+    ws: web.WebSocketResponse, code: int, reader: asyncio.Task[None] | None, message: str = ""
+) -> None:
+    """Sends the exit status on the error channel (as the kubelet does) and closes."""
     if code == 0:
         status = {"metadata": {}, "status": "Success"}
     else:
         status = {
             "metadata": {},
             "status": "Failure",
-            "message": f"command terminated with non-zero exit code: {code}",
+            "message": message or f"command terminated with non-zero exit code: {code}",
             "reason": "NonZeroExitCode",
             "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
         }
     with contextlib.suppress(ConnectionError, RuntimeError):
         await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
         await ws.close()
-    reader.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reader
+    if reader is not None:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 def ssl_context(pki: Path, node_name: str) -> ssl.SSLContext:
