@@ -10,8 +10,10 @@ entry set (see `entries` for the lookup contract).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PortRange
@@ -21,9 +23,11 @@ from septum.operator.engine.rules import Action, Direction, Tier
 OTHER_PROTOCOL = -1
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedRule:
-    """A rule with its peers resolved to identity numbers and its named ports to numbers."""
+class ResolvedRule(NamedTuple):
+    """A rule with its peers resolved to identity numbers and its named ports to numbers.
+
+    A NamedTuple: rule tuples are memo keys, hashed on every compile.
+    """
 
     rule_id: int
     tier: Tier
@@ -135,7 +139,7 @@ def compile_direction(
     """Entries for one endpoint and direction from its rules in evaluation order."""
     if not rules and default_deny_id is None:
         return DirectionPolicy(False, ())
-    protocols = sorted({p.protocol for rule in rules for p in rule.ports or ()} - {PROTO_ANY})
+    protocols = rule_protocols(rules)
     # Group peer identities by the exact set of rules that name them: every
     # identity in a group has the same decision function.
     signature: dict[int, list[int]] = {}
@@ -164,9 +168,70 @@ def compile_direction(
         segments = _segments([rules[i] for i in active], protocols, default_deny_id, no_policy_id)
         if segments == wildcard_segments:
             continue  # these peers fall back to the peer-0 entries with the same answer
-        for peer in sorted(peers):
+        for peer in peers:
             for proto, lo, hi, (verdict, rule_id, l7, text) in segments:
                 entries.append(
                     PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text)
                 )
-    return DirectionPolicy(True, tuple(entries))
+    # One direction per tuple, so tuples order by (peer, protocol, port) without a key.
+    entries.sort()
+    return DirectionPolicy(True, tuple(entries), protocols)
+
+
+def rule_protocols(rules: Sequence[ResolvedRule]) -> tuple[int, ...]:
+    return tuple(sorted({p.protocol for rule in rules for p in rule.ports or ()} - {PROTO_ANY}))
+
+
+def patch_direction(
+    direction: Direction,
+    rules: Sequence[ResolvedRule],
+    default_deny_id: int | None,
+    no_policy_id: int,
+    old: DirectionPolicy,
+    changed_peers: set[int],
+) -> DirectionPolicy:
+    """Recompute only the entries of `changed_peers` (identities that joined or left rule peer sets).
+
+    Valid because a peer's decision depends only on the rules that name it and
+    the wildcard rules; the other peers' entries cannot change. Falls back to a
+    full compile when the protocol list itself changes.
+    """
+    protocols = rule_protocols(rules)
+    if not old.enforced or protocols != old.protocols:
+        return compile_direction(direction, rules, default_deny_id, no_policy_id)
+    wildcard_rules = [rule for rule in rules if rule.peers is None]
+    wildcard = _segments(wildcard_rules, protocols, default_deny_id, no_policy_id)
+    pieces: list[tuple[PolicyEntry, ...]] = []
+    start = 0
+    old_entries = old.entries
+    for peer in sorted(changed_peers):
+        lo, hi = peer_slice(old_entries, peer)
+        pieces.append(old_entries[start:lo])
+        start = hi
+        active = [rule for rule in rules if rule.peers is None or peer in rule.peers]
+        if len(active) == len(wildcard_rules):
+            continue
+        segments = _segments(active, protocols, default_deny_id, no_policy_id)
+        if segments == wildcard:
+            continue
+        pieces.append(
+            tuple(
+                PolicyEntry(
+                    direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text
+                )
+                for proto, lo_port, hi_port, (verdict, rule_id, l7, text) in segments
+            )
+        )
+    pieces.append(old_entries[start:])
+    return DirectionPolicy(True, tuple(itertools.chain.from_iterable(pieces)), protocols)
+
+
+def _peer_of(entry: PolicyEntry) -> int:
+    return entry.peer_identity
+
+
+def peer_slice(entries: tuple[PolicyEntry, ...], peer: int) -> tuple[int, int]:
+    """The [lo, hi) index range of `peer`'s entries in a sorted entry tuple."""
+    lo = bisect.bisect_left(entries, peer, key=_peer_of)
+    hi = bisect.bisect_right(entries, peer, lo=lo, key=_peer_of)
+    return lo, hi

@@ -34,6 +34,8 @@ class Verdict(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
 
+    __hash__ = object.__hash__  # see rules.Direction
+
 
 class PolicyEntry(NamedTuple):
     direction: Direction
@@ -48,10 +50,17 @@ class PolicyEntry(NamedTuple):
     peer_text: str = ""  # the selector / CIDR / entity text the peer came from (for explain)
 
 
+def entry_order(entry: PolicyEntry) -> tuple[int, int, int]:
+    return entry.peer_identity, entry.protocol, entry.port_lo
+
+
 @dataclass(frozen=True, slots=True)
 class DirectionPolicy:
+    """Entries of one endpoint and direction, sorted by (peer, protocol, port)."""
+
     enforced: bool
     entries: tuple[PolicyEntry, ...]
+    protocols: tuple[int, ...] = ()  # the protocols every peer key lists explicitly
     _by_peer: dict[int, list[PolicyEntry]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )

@@ -7,6 +7,7 @@ entries (range type..type), as in Cilium's policy map.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from septum.operator.engine.errors import PolicyError
 
@@ -94,9 +95,11 @@ def parse_protocol_name(name: str) -> int:
     raise ValueError(f"unknown protocol {name!r}")
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PortRange:
-    """Protocol plus an inclusive destination-port range; protocol 0 means any protocol."""
+class PortRange(NamedTuple):
+    """Protocol plus an inclusive destination-port range; protocol 0 means any protocol.
+
+    A NamedTuple rather than a dataclass: compile keys hash these by the million.
+    """
 
     protocol: int
     lo: int = PORT_MIN

@@ -21,11 +21,17 @@ class Direction(enum.Enum):
     INGRESS = "ingress"
     EGRESS = "egress"
 
+    # Members are singletons: identity hashing is exact and much faster than
+    # Enum's name hashing, which dominates when entries are put in sets.
+    __hash__ = object.__hash__
+
 
 class Action(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     PASS = "pass"
+
+    __hash__ = object.__hash__
 
 
 class Tier(enum.IntEnum):
@@ -128,6 +134,24 @@ class Peers:
     entities: tuple[str, ...] = ()
     nodes: tuple[Selector, ...] = ()
     fqdns: tuple[str, ...] = ()  # carried; resolved to CIDRs by a later stage
+    _hash: list[int] = field(default_factory=list, compare=False, repr=False)
+
+    def __hash__(self) -> int:
+        # Peers key the selector cache: hash once, not on every lookup.
+        if not self._hash:
+            self._hash.append(
+                hash(
+                    (
+                        self.any_peer,
+                        self.selectors,
+                        self.cidrs,
+                        self.entities,
+                        self.nodes,
+                        self.fqdns,
+                    )
+                )
+            )
+        return self._hash[0]
 
     def describe(self) -> str:
         if self.any_peer:

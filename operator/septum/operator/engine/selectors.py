@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from septum.operator.engine.errors import PolicyError
@@ -78,6 +79,13 @@ class Selector:
 
     requirements: tuple[Requirement, ...]
     sources: frozenset[str] = frozenset({SOURCE_K8S})
+    _hash: list[int] = dc_field(default_factory=list, compare=False, repr=False)
+
+    def __hash__(self) -> int:
+        # Selectors key the selector cache: hash once, not on every lookup.
+        if not self._hash:
+            self._hash.append(hash((self.requirements, self.sources)))
+        return self._hash[0]
 
     def matches(self, labels: LabelSet) -> bool:
         if labels.source not in self.sources:

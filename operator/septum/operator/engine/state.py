@@ -27,7 +27,12 @@ from septum.operator.engine.cluster import (
     parse_node,
     parse_pod,
 )
-from septum.operator.engine.compile import ResolvedRule, compile_direction
+from septum.operator.engine.compile import (
+    ResolvedRule,
+    compile_direction,
+    patch_direction,
+    peer_slice,
+)
 from septum.operator.engine.entries import (
     UNENFORCED_POLICY,
     DirectionPolicy,
@@ -127,6 +132,9 @@ class Engine:
         self.compiled: dict[int, IdentityPolicy] = {}
         self._memo: dict[object, DirectionPolicy] = {}
         self._dirty: set[int] = set()
+        # Subjects whose rules gained or lost these peer identities (and nothing else changed).
+        self._peer_dirty: dict[int, set[int]] = {}
+        self._parts_cache: dict[int, list[tuple[Policy, PolicyPart]]] = {}
         self._pending: ChangeSet = ChangeSet()
         # Each endpoint's audit mode as last reported, to diff the audit flag of its entries.
         self._audit_state: dict[PodKey, bool] = {}
@@ -456,21 +464,27 @@ class Engine:
             self._dirty |= self._egress_named_users
 
     def _identity_added(self, number: int) -> None:
+        self._parts_cache.pop(number, None)
         labels = self.identities.labels[number]
         self._dirty.add(number)
         for matcher in self._watchers(labels):
             if self._matches(matcher, labels):
                 self._sets[matcher] = self._sets[matcher] | {number}
-                self._dirty |= self._users.get(matcher, set())
+                self._mark_peer_change(matcher, number)
 
     def _identity_removed(self, number: int) -> None:
+        self._parts_cache.pop(number, None)
         labels = self.identities.labels[number]
         for matcher in self._watchers(labels):
             current = self._sets[matcher]
             if number in current:
                 self._sets[matcher] = current - {number}
-                self._dirty |= self._users.get(matcher, set())
+                self._mark_peer_change(matcher, number)
         self._egress_named_users.discard(number)
+
+    def _mark_peer_change(self, matcher: Matcher, number: int) -> None:
+        for user in self._users.get(matcher, ()):
+            self._peer_dirty.setdefault(user, set()).add(number)
 
     def _watchers(self, labels: LabelSet) -> set[Matcher]:
         if labels.source != SOURCE_K8S:
@@ -531,6 +545,7 @@ class Engine:
         return found
 
     def _recompute_set(self, matcher: Matcher) -> None:
+        self._parts_cache.clear()
         labels = self.identities.labels
         new = frozenset(n for n in self._candidates(matcher) if self._matches(matcher, labels[n]))
         if new != self._sets.get(matcher):
@@ -619,6 +634,7 @@ class Engine:
 
     def _reorder(self) -> None:
         self._ordered = sorted(self.policies.values(), key=lambda p: p.order)
+        self._parts_cache.clear()
 
     def _subjects_of(self, policy: Policy) -> set[int]:
         found: set[int] = set()
@@ -638,12 +654,16 @@ class Engine:
         return index
 
     def _parts_of(self, number: int) -> list[tuple[Policy, PolicyPart]]:
-        return [
-            (policy, part)
-            for policy in self._ordered
-            for part in policy.parts
-            if part.subject is not None and number in self._sets[part.subject]
-        ]
+        cached = self._parts_cache.get(number)
+        if cached is None:
+            cached = [
+                (policy, part)
+                for policy in self._ordered
+                for part in policy.parts
+                if part.subject is not None and number in self._sets[part.subject]
+            ]
+            self._parts_cache[number] = cached
+        return cached
 
     # ---- internals: compiling ------------------------------------------
 
@@ -698,19 +718,41 @@ class Engine:
         return tuple(sorted(found))
 
     def _compile_identity(
-        self, number: int, parts: list[tuple[Policy, PolicyPart]] | None
+        self,
+        number: int,
+        parts: list[tuple[Policy, PolicyPart]] | None,
+        old: IdentityPolicy | None = None,
+        changed_peers: set[int] | None = None,
     ) -> IdentityPolicy:
         if parts is None:
             parts = self._parts_of(number)
         if not parts:
             return UNENFORCED_POLICY
+        patch_from = old if changed_peers is not None else None
         return IdentityPolicy(
-            self._compile_direction(number, parts, Direction.INGRESS),
-            self._compile_direction(number, parts, Direction.EGRESS),
+            self._compile_direction(
+                number,
+                parts,
+                Direction.INGRESS,
+                patch_from.ingress if patch_from else None,
+                changed_peers,
+            ),
+            self._compile_direction(
+                number,
+                parts,
+                Direction.EGRESS,
+                patch_from.egress if patch_from else None,
+                changed_peers,
+            ),
         )
 
     def _compile_direction(
-        self, number: int, parts: list[tuple[Policy, PolicyPart]], direction: Direction
+        self,
+        number: int,
+        parts: list[tuple[Policy, PolicyPart]],
+        direction: Direction,
+        old: DirectionPolicy | None = None,
+        changed_peers: set[int] | None = None,
     ) -> DirectionPolicy:
         admin: list[ResolvedRule] = []
         denies: list[ResolvedRule] = []
@@ -743,7 +785,10 @@ class Engine:
         cached = self._memo.get(key)
         if cached is not None:
             return cached
-        result = compile_direction(direction, rules, deny_id, none_id)
+        if old is not None and changed_peers is not None:
+            result = patch_direction(direction, rules, deny_id, none_id, old, changed_peers)
+        else:
+            result = compile_direction(direction, rules, deny_id, none_id)
         if len(self._memo) > _MEMO_LIMIT:
             self._memo.clear()
         self._memo[key] = result
@@ -752,14 +797,22 @@ class Engine:
     def _flush(self, touched: dict[PodKey, IdentityPolicy | None]) -> ChangeSet:
         changes = self._pending
         self._pending = ChangeSet()
-        dirty = self._dirty
+        peer_dirty = self._peer_dirty
+        self._peer_dirty = {}
+        full = self._dirty
         self._dirty = set()
+        dirty = full | peer_dirty.keys()
         old_policies = {n: self.compiled.get(n, UNENFORCED_POLICY) for n in dirty}
         for number in dirty:
-            if number in self.identity_pods:
-                self.compiled[number] = self._compile_identity(number, None)
-            else:
+            if number not in self.identity_pods:
                 self.compiled.pop(number, None)
+            elif number not in full and number in self.compiled:
+                old = self.compiled.get(number)
+                self.compiled[number] = self._compile_identity(
+                    number, None, old, peer_dirty[number]
+                )
+            else:
+                self.compiled[number] = self._compile_identity(number, None)
         changes.recompiled_identities = len(dirty)
         diff_cache: dict[tuple[int, int, bool], EntryDiff] = {}
 
@@ -769,13 +822,16 @@ class Engine:
             cache_key = (id(old), id(new), audit_old)
             if audit_old == audit_new and cache_key in diff_cache:
                 return diff_cache[cache_key]
-            old_entries = old.entries() if old else frozenset()
-            new_entries = new.entries() if new else frozenset()
-            if audit_old:
-                old_entries = _with_audit(old_entries)
-            if audit_new:
-                new_entries = _with_audit(new_entries)
-            result = EntryDiff.between(old_entries, new_entries)
+            if audit_old or audit_new or old is None or new is None:
+                old_entries = old.entries() if old else frozenset()
+                new_entries = new.entries() if new else frozenset()
+                if audit_old:
+                    old_entries = _with_audit(old_entries)
+                if audit_new:
+                    new_entries = _with_audit(new_entries)
+                result = EntryDiff.between(old_entries, new_entries)
+            else:
+                result = _policy_diff(old, new)
             if audit_old == audit_new:
                 diff_cache[cache_key] = result
             return result
@@ -783,12 +839,22 @@ class Engine:
         for number in dirty:
             old = old_policies[number]
             new = self.compiled.get(number)
-            if new is None or old is new or old == new:
+            if new is None or old is new:
                 continue
+            patched = peer_dirty.get(number) if number not in full else None
+            plain: EntryDiff | None = None
             for key in self.identity_pods.get(number, ()):
-                if key not in touched:
-                    audit = self._audit(key)
-                    changes.endpoints[key] = diff(old, new, audit, audit)
+                if key in touched:
+                    continue
+                audit = self._audit(key)
+                if patched is not None and not audit:
+                    if plain is None:
+                        plain = _peer_diff(old, new, patched)
+                    result = plain
+                else:
+                    result = diff(old, new, audit, audit)
+                if result:
+                    changes.endpoints[key] = result
         for key, old_policy in touched.items():
             new_policy = (
                 self.compiled.get(self.pod_identity[key], UNENFORCED_POLICY)
@@ -811,6 +877,40 @@ class Engine:
             if network in changes.ipcache_upserts:
                 changes.ipcache_deletes.discard(network)
         return changes
+
+
+def _peer_diff(old: IdentityPolicy, new: IdentityPolicy, peers: set[int]) -> EntryDiff:
+    """The diff of a patched policy: only the entries of `peers` can differ."""
+    added: set[PolicyEntry] = set()
+    removed: set[PolicyEntry] = set()
+    for before, after in ((old.ingress, new.ingress), (old.egress, new.egress)):
+        if before is after:
+            continue
+        if before.protocols != after.protocols or before.enforced != after.enforced:
+            old_set, new_set = set(before.entries), set(after.entries)
+        else:
+            old_set, new_set = set(), set()
+            for peer in peers:
+                lo, hi = peer_slice(before.entries, peer)
+                old_set.update(before.entries[lo:hi])
+                lo, hi = peer_slice(after.entries, peer)
+                new_set.update(after.entries[lo:hi])
+        added |= new_set - old_set
+        removed |= old_set - new_set
+    return EntryDiff(frozenset(added), frozenset(removed))
+
+
+def _policy_diff(old: IdentityPolicy, new: IdentityPolicy) -> EntryDiff:
+    """Diff direction by direction, skipping a direction whose entry tuple is unchanged."""
+    added: set[PolicyEntry] = set()
+    removed: set[PolicyEntry] = set()
+    for before, after in ((old.ingress, new.ingress), (old.egress, new.egress)):
+        if before is after or before.entries == after.entries:
+            continue
+        old_set, new_set = set(before.entries), set(after.entries)
+        added |= new_set - old_set
+        removed |= old_set - new_set
+    return EntryDiff(frozenset(added), frozenset(removed))
 
 
 def apply_diff(current: dict[PodKey, frozenset[PolicyEntry]], changes: ChangeSet) -> None:
