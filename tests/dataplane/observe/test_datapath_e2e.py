@@ -156,6 +156,7 @@ def cluster(short_tmp: Path) -> Iterator[Cluster]:
             datapath.teardown()
         sandbox.close()
         assert sandbox_namespaces(prefix) == [], "network namespaces left behind"
+        assert not (Path("/sys/fs/bpf/septum") / f"sfl-{tag}").exists(), "BPF pins left behind"
 
 
 def _ns(cluster: Cluster, short: str) -> str:
