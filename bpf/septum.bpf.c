@@ -79,7 +79,7 @@ int septum_xdp_prefilter(struct xdp_md *ctx)
 	if (!deny)
 		goto pass;
 	decision.rule_id = deny->rule_id;
-	septum_drop(&pkt, &hook, NULL, septum_config_get(), bpf_ktime_get_boot_ns(),
+	septum_drop(&pkt, &hook, NULL, septum_config_get(), bpf_ktime_get_coarse_ns(),
 		    SEPTUM_DROP_PREFILTER_DENIED, &decision, 0);
 	return XDP_DROP;
 pass:
@@ -103,7 +103,7 @@ int bench_emit(struct __sk_buff *skb)
 	struct septum_pkt pkt = {};
 
 	septum_parse((void *)(long)skb->data, (void *)(long)skb->data_end, skb->len, &pkt);
-	septum_emit(&pkt, &report, bpf_ktime_get_boot_ns());
+	septum_emit(&pkt, &report);
 	return SEPTUM_TC_FORWARD;
 }
 

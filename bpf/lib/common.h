@@ -38,7 +38,30 @@
 #define IPPROTO_SCTP 132
 #endif
 
+/* Stack structs whose 16-byte address fields are copied with septum_copy16
+ * are declared SEPTUM_ALIGNED: the verifier insists on aligned stack access. */
+#define SEPTUM_ALIGNED __attribute__((aligned(8)))
+
+/* 16-byte copy between 8-byte aligned buffers (SEPTUM_ALIGNED stack structs,
+ * ring-buffer records): two 8-byte moves instead of sixteen byte moves, on
+ * the path of every packet. */
 static __always_inline void septum_copy16(__u8 *dst, const __u8 *src)
+{
+	((__u64 *)dst)[0] = ((const __u64 *)src)[0];
+	((__u64 *)dst)[1] = ((const __u64 *)src)[1];
+}
+
+/* The same between 4-byte aligned buffers. */
+static __always_inline void septum_copy16_4(__u8 *dst, const __u8 *src)
+{
+	((__u32 *)dst)[0] = ((const __u32 *)src)[0];
+	((__u32 *)dst)[1] = ((const __u32 *)src)[1];
+	((__u32 *)dst)[2] = ((const __u32 *)src)[2];
+	((__u32 *)dst)[3] = ((const __u32 *)src)[3];
+}
+
+/* From packet data, whose alignment nobody promises. */
+static __always_inline void septum_copy16_unaligned(__u8 *dst, const __u8 *src)
 {
 	__builtin_memcpy(dst, src, 16);
 }

@@ -24,14 +24,14 @@ struct {
 } sep_ct SEC(".maps");
 
 static __always_inline void septum_ct_key_fill(struct septum_ct_key *key,
-					       const struct septum_pkt *pkt, __u16 endpoint_id,
+					       const struct septum_pkt *pkt, __u32 ifindex,
 					       __u8 direction)
 {
 	septum_copy16(key->src_addr, pkt->src);
 	septum_copy16(key->dst_addr, pkt->dst);
 	key->sport_be = pkt->sport_be;
 	key->dport_be = pkt->dport_be;
-	key->endpoint_id = endpoint_id;
+	key->ifindex = ifindex;
 	key->protocol = pkt->protocol;
 	key->direction = direction;
 	key->ip_version = pkt->ip_version;
@@ -44,7 +44,7 @@ static __always_inline void septum_ct_key_reverse(struct septum_ct_key *rev,
 	septum_copy16(rev->dst_addr, key->src_addr);
 	rev->sport_be = key->dport_be;
 	rev->dport_be = key->sport_be;
-	rev->endpoint_id = key->endpoint_id;
+	rev->ifindex = key->ifindex;
 	rev->protocol = key->protocol;
 	rev->direction = septum_opposite(key->direction);
 	rev->ip_version = key->ip_version;

@@ -72,8 +72,10 @@ static __always_inline void septum_count_lost(void)
 		*lost += 1;
 }
 
+/* Events carry CLOCK_BOOTTIME nanoseconds, read only when an event is emitted
+ * (everything per packet uses the much cheaper coarse clock). */
 static __always_inline void septum_emit(const struct septum_pkt *pkt,
-					const struct septum_report *report, __u64 now_ns)
+					const struct septum_report *report)
 {
 	struct septum_flow_event *event;
 
@@ -82,7 +84,7 @@ static __always_inline void septum_emit(const struct septum_pkt *pkt,
 		septum_count_lost();
 		return;
 	}
-	event->time_ns = now_ns;
+	event->time_ns = bpf_ktime_get_boot_ns();
 	event->bytes = report->bytes;
 	septum_copy16(event->src_addr, pkt->src);
 	septum_copy16(event->dst_addr, pkt->dst);
@@ -117,11 +119,11 @@ static __always_inline void septum_emit(const struct septum_pkt *pkt,
  * (and puts the number of drops suppressed since the last report in
  * *suppressed), 0 when it is counted as suppressed. */
 static __always_inline int septum_drop_should_report(const struct septum_pkt *pkt,
-						     __u16 endpoint_id, __u8 direction,
+						     __u32 ifindex, __u8 direction,
 						     __u16 reason, __u64 now_ns, __u64 interval_ns,
 						     __u32 *suppressed)
 {
-	struct septum_drop_key key = {};
+	struct septum_drop_key key SEPTUM_ALIGNED = {};
 	struct septum_drop_value fresh = { .last_event_ns = now_ns };
 	struct septum_drop_value *seen;
 
@@ -129,7 +131,7 @@ static __always_inline int septum_drop_should_report(const struct septum_pkt *pk
 	septum_copy16(key.flow.dst_addr, pkt->dst);
 	key.flow.sport_be = pkt->sport_be;
 	key.flow.dport_be = pkt->dport_be;
-	key.flow.endpoint_id = endpoint_id;
+	key.flow.ifindex = ifindex;
 	key.flow.protocol = pkt->protocol;
 	key.flow.direction = direction;
 	key.flow.ip_version = pkt->ip_version;

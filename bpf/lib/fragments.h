@@ -36,7 +36,7 @@ static __always_inline void septum_frag_key_fill(struct septum_frag_key *key,
 /* Returns SEPTUM_PARSE_OK, or FRAG_NOT_FOUND for an orphan later fragment. */
 static __always_inline int septum_frag_resolve(struct septum_pkt *pkt)
 {
-	struct septum_frag_key key = {};
+	struct septum_frag_key key SEPTUM_ALIGNED = {};
 	struct septum_frag_value value = {};
 	const struct septum_frag_value *seen;
 

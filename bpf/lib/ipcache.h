@@ -28,11 +28,11 @@ struct {
 
 static __always_inline __u32 septum_ipcache_identity(const __u8 *addr, __u8 ip_version)
 {
-	struct septum_host_key host = { .family = ip_version };
-	struct septum_lpm_addr_key cidr = { .family = ip_version };
+	struct septum_host_key host SEPTUM_ALIGNED = { .family = ip_version };
+	struct septum_lpm_addr_key cidr SEPTUM_ALIGNED = { .family = ip_version };
 	const struct septum_ipcache_value *value;
 
-	septum_copy16(host.addr, addr);
+	septum_copy16_4(host.addr, addr); /* addr sits at offset 4 */
 	value = bpf_map_lookup_elem(&sep_ipcache_h, &host);
 	if (value)
 		return value->identity;

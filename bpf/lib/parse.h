@@ -49,7 +49,7 @@ struct septum_pkt {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 frag;            /* SEPTUM_FRAG_* */
-};
+} SEPTUM_ALIGNED;
 
 /* The first 8 bytes shared by ICMP and ICMPv6 messages (echo id/sequence). */
 struct septum_icmphdr {
@@ -203,8 +203,8 @@ static __always_inline int septum_parse_ipv6(void *data, void *data_end, __u32 w
 	if (ip6->version != 6)
 		return SEPTUM_DROP_INVALID_IP_VERSION;
 	pkt->ip_version = SEPTUM_IP_V6;
-	septum_copy16(pkt->src, (__u8 *)&ip6->saddr);
-	septum_copy16(pkt->dst, (__u8 *)&ip6->daddr);
+	septum_copy16_unaligned(pkt->src, (__u8 *)&ip6->saddr);
+	septum_copy16_unaligned(pkt->dst, (__u8 *)&ip6->daddr);
 	nexthdr = ip6->nexthdr;
 	pkt->protocol = nexthdr;
 	remaining = bpf_ntohs(ip6->payload_len);

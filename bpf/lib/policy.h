@@ -86,8 +86,11 @@ septum_policy_lookup(const struct septum_endpoint *ep, __u8 direction, __u32 pee
 	};
 	const struct septum_policy_value *hit;
 
+	__u8 any_peer = direction == SEPTUM_DIR_INGRESS ? SEPTUM_EP_F_ANY_PEER_INGRESS
+							: SEPTUM_EP_F_ANY_PEER_EGRESS;
+
 	hit = septum_policy_bucket(&key, protocol, port_be);
-	if (hit)
+	if (hit || !(ep->flags & any_peer))
 		return hit;
 	key.peer_identity = SEPTUM_IDENTITY_ANY;
 	return septum_policy_bucket(&key, protocol, port_be);

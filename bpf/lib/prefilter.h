@@ -18,7 +18,7 @@ struct {
 static __always_inline const struct septum_prefilter_value *
 septum_prefilter_match(const __u8 *src, __u8 ip_version)
 {
-	struct septum_lpm_addr_key key = { .family = ip_version };
+	struct septum_lpm_addr_key key SEPTUM_ALIGNED = { .family = ip_version };
 
 	key.prefixlen = SEPTUM_LPM_ADDR_PREFIX_FIXED + (ip_version == SEPTUM_IP_V4 ? 32 : 128);
 	septum_copy16(key.addr, src);

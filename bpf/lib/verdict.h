@@ -67,14 +67,17 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 				       const struct septum_decision *decision, __u32 peer_identity)
 {
 	struct septum_report report = {};
-	__u16 endpoint_id = ep ? ep->endpoint_id : 0;
+	__u16 endpoint_id;
 	__u32 suppressed = 0;
 
 	septum_count(hook->direction, SEPTUM_VERDICT_DROPPED, reason, pkt->len);
-	if (!septum_drop_should_report(pkt, endpoint_id, hook->direction, reason, now_ns,
+	if (!septum_drop_should_report(pkt, hook->ifindex, hook->direction, reason, now_ns,
 				       (__u64)cfg->drop_event_interval_ms * SEPTUM_NSEC_PER_MSEC,
 				       &suppressed))
 		return SEPTUM_TC_DROP;
+	if (!ep)
+		ep = septum_endpoint_lookup(hook->ifindex); /* for the report only */
+	endpoint_id = ep ? ep->endpoint_id : 0;
 	if (!peer_identity)
 		peer_identity = septum_peer_identity(pkt, hook->direction);
 	septum_identities(&report, ep, hook->direction, peer_identity);
@@ -94,7 +97,7 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 	}
 	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
 		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
-	septum_emit(pkt, &report, now_ns);
+	septum_emit(pkt, &report);
 	return SEPTUM_TC_DROP;
 }
 
@@ -171,7 +174,7 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
 	if (entry.state == SEPTUM_CT_CLOSING)
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
-	septum_emit(pkt, &report, now_ns);
+	septum_emit(pkt, &report);
 	return SEPTUM_TC_FORWARD;
 }
 
@@ -227,8 +230,13 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 		return septum_drop(pkt, hook, ep, cfg, now_ns, entry->drop_reason, &revoked,
 				   entry->peer_identity);
 	}
-	if ((cfg->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) &&
-	    entry->policy_revision != ep->policy_revision) {
+	if (cfg->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) {
+		ep = septum_endpoint_lookup(hook->ifindex);
+		if (!ep)
+			return septum_drop(pkt, hook, ep, cfg, now_ns,
+					   SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL, 0);
+	}
+	if (ep && entry->policy_revision != ep->policy_revision) {
 		struct septum_decision decision = {};
 		__u32 peer_identity = 0;
 		__u16 reason = septum_recheck(entry, original, ep, &decision, &peer_identity);
@@ -266,6 +274,8 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	if (!report_it)
 		return SEPTUM_TC_FORWARD;
 
+	if (!ep)
+		ep = septum_endpoint_lookup(hook->ifindex); /* only now: events are rare */
 	septum_identities(&report, ep, hook->direction, entry->peer_identity);
 	if (is_reply) {
 		report.bytes = entry->rev_bytes;
@@ -280,7 +290,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	}
 	report.rule_id = entry->rule_id;
 	report.ifindex = hook->ifindex;
-	report.endpoint_id = ep->endpoint_id;
+	report.endpoint_id = ep ? ep->endpoint_id : 0;
 	report.l7_proxy_port = entry->l7_proxy_port;
 	report.event_type = SEPTUM_EVENT_TRACE;
 	report.verdict = entry->verdict;
@@ -288,25 +298,31 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	report.is_reply = is_reply;
 	report.match_type = entry->match_type;
 	report.trace_point = hook->trace_point;
-	if (ep->flags & SEPTUM_EP_F_AUDIT)
+	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
 		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
 	if (new_flags & (SEPTUM_TCP_FIN | SEPTUM_TCP_RST))
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
-	septum_emit(pkt, &report, now_ns);
+	septum_emit(pkt, &report);
 	return SEPTUM_TC_FORWARD;
 }
 
+/* The established path looks up nothing but the conntrack entry: the key is
+ * scoped by ifindex, anti-spoofing was checked when the entry was created, and
+ * the endpoint is only read when an event is reported or revocation is on. */
 static __always_inline int septum_handle_endpoint(void *data, void *data_end, __u32 wire_len,
 						  const struct septum_hook *hook)
 {
 	struct septum_pkt pkt = {};
-	struct septum_ct_key key = {};
-	struct septum_ct_key rev = {};
+	struct septum_ct_key key SEPTUM_ALIGNED = {};
+	struct septum_ct_key rev SEPTUM_ALIGNED;
 	const struct septum_ct_key *original = &key;
 	const struct septum_config *cfg = septum_config_get();
-	const struct septum_endpoint *ep = septum_endpoint_lookup(hook->ifindex);
+	const struct septum_endpoint *ep;
 	struct septum_ct_entry *entry;
-	__u64 now_ns = bpf_ktime_get_boot_ns();
+	/* Conntrack deadlines and drop-event intervals need millisecond precision
+	 * at most: the coarse clock (CLOCK_MONOTONIC_COARSE) costs a memory read
+	 * instead of a clock-source read on every packet. */
+	__u64 now_ns = bpf_ktime_get_coarse_ns();
 	__u8 is_reply = 0;
 	int ret;
 
@@ -316,17 +332,10 @@ static __always_inline int septum_handle_endpoint(void *data, void *data_end, __
 		return SEPTUM_TC_FORWARD;
 	}
 	if (ret != SEPTUM_PARSE_OK)
-		return septum_drop(&pkt, hook, ep, cfg, now_ns, ret, NULL, 0);
-	if (!ep)
-		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL,
-				   0);
-	if (hook->direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
-	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
-		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
-				   0);
+		return septum_drop(&pkt, hook, NULL, cfg, now_ns, ret, NULL, 0);
 	ret = septum_frag_resolve(&pkt);
 	if (ret != SEPTUM_PARSE_OK)
-		return septum_drop(&pkt, hook, ep, cfg, now_ns, ret, NULL, 0);
+		return septum_drop(&pkt, hook, NULL, cfg, now_ns, ret, NULL, 0);
 	if (cfg->flags & SEPTUM_CFG_F_BENCH_NEW_FLOWS) {
 		/* Benchmark only: a fresh tuple per run (48 random bits, in fields
 		 * policy never reads) so every repeat takes the new-connection path. */
@@ -334,17 +343,28 @@ static __always_inline int septum_handle_endpoint(void *data, void *data_end, __
 		*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
 	}
 
-	septum_ct_key_fill(&key, &pkt, ep->endpoint_id, hook->direction);
+	septum_ct_key_fill(&key, &pkt, hook->ifindex, hook->direction);
 	entry = bpf_map_lookup_elem(&sep_ct, &key);
 	if (!entry) {
+		__builtin_memset(&rev, 0, sizeof(rev));
 		septum_ct_key_reverse(&rev, &key);
 		entry = bpf_map_lookup_elem(&sep_ct, &rev);
 		is_reply = 1;
 		original = &rev;
 	}
-	if (!entry || entry->expires_ns < now_ns || septum_ct_is_reopen(entry, &pkt))
-		return septum_new_connection(&pkt, hook, ep, cfg, now_ns, &key);
-	return septum_established(&pkt, hook, ep, cfg, now_ns, entry, original, is_reply);
+	if (entry && entry->expires_ns >= now_ns && !septum_ct_is_reopen(entry, &pkt) &&
+	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW))
+		return septum_established(&pkt, hook, NULL, cfg, now_ns, entry, original, is_reply);
+
+	ep = septum_endpoint_lookup(hook->ifindex);
+	if (!ep)
+		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL,
+				   0);
+	if (hook->direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
+	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
+		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
+				   0);
+	return septum_new_connection(&pkt, hook, ep, cfg, now_ns, &key);
 }
 
 #endif

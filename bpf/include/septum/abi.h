@@ -217,6 +217,8 @@ struct septum_endpoint_key {
 #define SEPTUM_EP_F_CHECK_SOURCE 0x08    /* drop egress from addresses the pod does not own */
 #define SEPTUM_EP_F_HAS_IPV4 0x10
 #define SEPTUM_EP_F_HAS_IPV6 0x20
+#define SEPTUM_EP_F_ANY_PEER_INGRESS 0x40 /* the any-peer policy bucket exists for ingress */
+#define SEPTUM_EP_F_ANY_PEER_EGRESS 0x80  /* ... for egress (else its lookup is skipped) */
 
 /* The whole value is replaced in one update (the map is a non-preallocated
  * hash, so readers see the old or the new element, never a mix): that is how
@@ -287,20 +289,21 @@ struct septum_policy_value {
 	__u8 pad[3];
 };
 
-/* Conntrack key: the flow as its FIRST packet had it, scoped to the endpoint
- * and the direction that packet travelled, so pod A's egress entry never
- * answers for pod B's ingress on the same node.  Ports are network order;
- * for ICMP echo both ports hold the echo identifier. */
+/* Conntrack key: the flow as its FIRST packet had it, scoped to the endpoint's
+ * interface and the direction that packet travelled, so pod A's egress entry
+ * never answers for pod B's ingress on the same node.  Keyed by ifindex, not
+ * endpoint id, so that an established packet needs no endpoint lookup at all.
+ * Ports are network order; for ICMP echo both ports hold the echo identifier. */
 struct septum_ct_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
 	__u16 sport_be;
 	__u16 dport_be;
-	__u16 endpoint_id;
+	__u32 ifindex;   /* host-side veth of the endpoint */
 	__u8 protocol;
 	__u8 direction;  /* enum septum_direction of the first packet */
 	__u8 ip_version;
-	__u8 pad[3];
+	__u8 pad;
 };
 
 enum septum_ct_state {
@@ -311,7 +314,7 @@ enum septum_ct_state {
 };
 
 struct septum_ct_entry {
-	__u64 expires_ns;        /* bpf_ktime_get_ns() deadline */
+	__u64 expires_ns;        /* CLOCK_MONOTONIC_COARSE deadline (bpf_ktime_get_coarse_ns) */
 	__u64 fwd_bytes;         /* since the last forward-direction event */
 	__u64 rev_bytes;         /* since the last reply-direction event */
 	__u32 fwd_packets;
@@ -356,7 +359,7 @@ struct septum_drop_key {
 };
 
 struct septum_drop_value {
-	__u64 last_event_ns;
+	__u64 last_event_ns; /* CLOCK_MONOTONIC_COARSE */
 	__u32 suppressed; /* drops since last_event_ns, reported in the next event */
 	__u32 pad;
 };
@@ -374,7 +377,11 @@ struct septum_counter {
 /* Node configuration: ARRAY of one entry, written by the agent after load. */
 #define SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE 0x01 /* re-check established flows on a new revision */
 #define SEPTUM_CFG_F_BENCH_NEW_FLOWS 0x02 /* benchmark only: vary the source port per run so
-					   * every BPF_PROG_TEST_RUN repeat is a new connection */
+					   * every BPF_PROG_TEST_RUN repeat is a new connection
+					   * (cold caches: a random conntrack slot each time) */
+#define SEPTUM_CFG_F_BENCH_FORCE_NEW 0x04 /* benchmark only: ignore conntrack hits, so a
+					   * repeated packet takes the new-connection path,
+					   * insert included, on hot caches */
 
 struct septum_config {
 	__u32 ct_timeout_tcp_syn_s;

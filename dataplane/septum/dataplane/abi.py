@@ -242,6 +242,8 @@ EP_F_AUDIT: Final = 0x04
 EP_F_CHECK_SOURCE: Final = 0x08
 EP_F_HAS_IPV4: Final = 0x10
 EP_F_HAS_IPV6: Final = 0x20
+EP_F_ANY_PEER_INGRESS: Final = 0x40
+EP_F_ANY_PEER_EGRESS: Final = 0x80
 
 POLICY_F_AUDIT: Final = 0x01
 POLICY_F_HAS_EXACT: Final = 0x02
@@ -249,6 +251,7 @@ POLICY_F_HAS_PROTO: Final = 0x04
 POLICY_F_HAS_RANGE: Final = 0x08
 CFG_F_REVOKE_ON_POLICY_CHANGE: Final = 0x01
 CFG_F_BENCH_NEW_FLOWS: Final = 0x02
+CFG_F_BENCH_FORCE_NEW: Final = 0x04
 
 LPM_ADDR_PREFIX_FIXED: Final = 32
 POLICY_RANGE_PREFIX_FIXED: Final = 80
@@ -401,11 +404,11 @@ class CtKey(ctypes.Structure):
         ("dst_addr", Addr16),
         ("sport_be", ctypes.c_uint16),
         ("dport_be", ctypes.c_uint16),
-        ("endpoint_id", ctypes.c_uint16),
+        ("ifindex", ctypes.c_uint32),
         ("protocol", ctypes.c_uint8),
         ("direction", ctypes.c_uint8),
         ("ip_version", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("pad", ctypes.c_uint8),
     ]
 
 

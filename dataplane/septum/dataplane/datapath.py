@@ -190,6 +190,11 @@ class NodeDatapath:
             flags |= abi.EP_F_AUDIT
         if spec.check_source:
             flags |= abi.EP_F_CHECK_SOURCE
+        any_peer_buckets = {key[0] for key in state.encoded.hash_entries if key[1] == 0}
+        if abi.TrafficDirection.INGRESS in any_peer_buckets:
+            flags |= abi.EP_F_ANY_PEER_INGRESS
+        if abi.TrafficDirection.EGRESS in any_peer_buckets:
+            flags |= abi.EP_F_ANY_PEER_EGRESS
         value = abi.Endpoint(
             identity=spec.identity,
             policy_revision=state.revision,
@@ -394,10 +399,9 @@ class NodeDatapath:
 
     def flush_conntrack(self, endpoint_id: int | None = None) -> int:
         """Delete the conntrack entries of one endpoint (None: all); returns how many."""
+        ifindex = None if endpoint_id is None else self._state(endpoint_id).ifindex
         doomed = [
-            key
-            for key in self.conntrack_map.keys()
-            if endpoint_id is None or key.endpoint_id == endpoint_id
+            key for key in self.conntrack_map.keys() if ifindex is None or key.ifindex == ifindex
         ]
         for key in doomed:
             self.conntrack_map.delete(key)

@@ -101,11 +101,16 @@ class BpfMap(Generic[K, V]):
             result = lib().bpf_map_update_batch(
                 self.fd, key_array, value_array, ctypes.byref(count), ctypes.byref(opts)
             )
-            if result not in (-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP):
+            if result == -errno.ENOMEM:
+                # Non-preallocated maps allocate from per-CPU caches that a long batch can
+                # drain under memory pressure; element by element lets them refill.
+                pass
+            elif result not in (-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP):
                 self._batch_supported = True
                 self._raise(result, "update_batch")
                 return
-            self._batch_supported = False
+            else:
+                self._batch_supported = False
         for key, value in zip(keys, values, strict=True):
             self.update(key, value)
 
