@@ -235,7 +235,7 @@ def _max_ingest(node: Any, emitter: _Emitter, seconds: float) -> float:
     elapsed = time.perf_counter() - start
     ingested = node.pipeline.ingested - start_ingested
     _wait_drained(node, node.pipeline.ingested + (emitted - ingested))
-    return ingested / elapsed
+    return float(ingested) / elapsed
 
 
 def _paced(node: Any, emitter: _Emitter, rate: int, seconds: float) -> tuple[int, float]:
@@ -298,7 +298,7 @@ def _stream(seconds: float, socket_dir: Path) -> float:
 
 
 def run(seconds: float) -> tuple[dict[str, float], str]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     with tempfile.TemporaryDirectory(prefix="sfl-bench-") as tmp:
         socket_dir = Path(tmp)
@@ -339,7 +339,8 @@ def command(as_json: bool, seconds: float) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"septum bench flows ({platform.node()}, {os.cpu_count()} cores; events from {source})"
+        title=f"septum bench flows ({platform.node()}, {os.cpu_count()} cores; "
+        f"events from {source})"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
