@@ -12,19 +12,6 @@
 #include "lib/verdict.h"
 #include "lib/prefilter.h"
 
-/* Headers we read must be in the linear part of the skb: pull up to this many
- * bytes when the kernel left them in fragments (the test-run path is always
- * linear).  Covers Ethernet + IPv6 + the bounded extension-header walk. */
-#define SEPTUM_PULL_LEN 600
-
-static __always_inline void septum_linearize(struct __sk_buff *skb)
-{
-	__u32 want = skb->len < SEPTUM_PULL_LEN ? skb->len : SEPTUM_PULL_LEN;
-
-	if (skb->data_end - skb->data < want)
-		bpf_skb_pull_data(skb, want);
-}
-
 SEC("tc")
 int septum_from_pod(struct __sk_buff *skb)
 {
@@ -34,9 +21,7 @@ int septum_from_pod(struct __sk_buff *skb)
 		.trace_point = SEPTUM_TRACE_FROM_ENDPOINT,
 	};
 
-	septum_linearize(skb);
-	return septum_handle_endpoint((void *)(long)skb->data, (void *)(long)skb->data_end,
-				      skb->len, &hook);
+	return septum_handle_endpoint(skb, &hook);
 }
 
 SEC("tc")
@@ -48,9 +33,7 @@ int septum_to_pod(struct __sk_buff *skb)
 		.trace_point = SEPTUM_TRACE_TO_ENDPOINT,
 	};
 
-	septum_linearize(skb);
-	return septum_handle_endpoint((void *)(long)skb->data, (void *)(long)skb->data_end,
-				      skb->len, &hook);
+	return septum_handle_endpoint(skb, &hook);
 }
 
 SEC("xdp")

@@ -19,6 +19,10 @@
 #include "counters.h"
 #include "events.h"
 
+/* Headers the parser may need: Ethernet + IPv6 + the bounded extension-header
+ * walk + the largest L4 header (see SEPTUM_MAX_L4_OFFSET). */
+#define SEPTUM_PULL_LEN 600
+
 /* Where the program runs. */
 struct septum_hook {
 	__u32 ifindex;
@@ -309,9 +313,12 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 /* The established path looks up nothing but the conntrack entry: the key is
  * scoped by ifindex, anti-spoofing was checked when the entry was created, and
  * the endpoint is only read when an event is reported or revocation is on. */
-static __always_inline int septum_handle_endpoint(void *data, void *data_end, __u32 wire_len,
+static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 						  const struct septum_hook *hook)
 {
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 wire_len = skb->len;
 	struct septum_pkt pkt = {};
 	struct septum_ct_key key SEPTUM_ALIGNED = {};
 	struct septum_ct_key rev SEPTUM_ALIGNED;
@@ -327,6 +334,20 @@ static __always_inline int septum_handle_endpoint(void *data, void *data_end, __
 	int ret;
 
 	ret = septum_parse(data, data_end, wire_len, &pkt);
+	if (ret != SEPTUM_PARSE_OK && ret != SEPTUM_PARSE_BYPASS &&
+	    (__u32)(data_end - data) < wire_len) {
+		/* Headers beyond the linear data (a GSO skb keeps little in it):
+		 * pull them in and parse again.  Only here, never up front: a pull
+		 * on every packet would cost more than the whole datapath. */
+		__u32 want = wire_len < SEPTUM_PULL_LEN ? wire_len : SEPTUM_PULL_LEN;
+
+		if (bpf_skb_pull_data(skb, want) == 0) {
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+			__builtin_memset(&pkt, 0, sizeof(pkt));
+			ret = septum_parse(data, data_end, wire_len, &pkt);
+		}
+	}
 	if (ret == SEPTUM_PARSE_BYPASS) {
 		septum_count(hook->direction, SEPTUM_VERDICT_FORWARDED, SEPTUM_DROP_NONE, wire_len);
 		return SEPTUM_TC_FORWARD;

@@ -1,0 +1,440 @@
+"""`septum bench datapath`: the datapath's cost per packet, and throughput against iptables.
+
+1. BPF_PROG_TEST_RUN, 1,000,000 repeats per path, with 10,000 ipcache prefixes and 10,000
+   policy entries loaded: an empty tc program (the baseline, same run), the established
+   (conntrack hit) path, the new-connection allow path (conntrack insert and event
+   included) and the deny path.
+2. Two pods (namespaces) and interleaved rounds of iperf3: nothing attached, Septum
+   attached with the 10,000-entry policy, and the same policy enforced the way iptables
+   based enforcers do it (an ipset of 10,000 peer/port pairs, conntrack accept, in the
+   node's own namespace); the ratios are the median of the per-round ratios.
+3. New connections per second with Septum and with iptables+ipset.
+4. live_ns_per_packet: the kernel's own BPF run-time statistics of the attached programs
+   during one Septum round (kernel.bpf_stats_enabled is switched on only for it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from septum.dataplane import abi
+from septum.dataplane.config import DatapathConfig
+from septum.dataplane.datapath import EndpointSpec, NodeDatapath
+from septum.dataplane.netns import CLONE_NEWNET, NETNS_RUN_DIR
+from septum.dataplane.packets import TCP_ACK, tcp4
+from septum.dataplane.policy import EndpointPolicy, PolicyEntry
+from septum.dataplane.sandbox import Pod, Sandbox, open_socket
+
+ENTRIES = 10_000
+SERVER_PORT = 5201
+CONN_PORT = 8080
+EGRESS = abi.TrafficDirection.EGRESS
+INGRESS = abi.TrafficDirection.INGRESS
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def _peer(i: int) -> str:
+    return f"10.200.{i // 250}.{i % 250 + 1}"
+
+
+def _policy_entries(
+    direction: abi.TrafficDirection, extra: Sequence[PolicyEntry] = ()
+) -> tuple[PolicyEntry, ...]:
+    """10,000 entries: one L3+L4 entry per remote identity, ports spread over 1..1000."""
+    entries = [
+        PolicyEntry(direction, 100_000 + i, 6, 1 + i % 1000, rule_id=i + 1) for i in range(ENTRIES)
+    ]
+    return tuple(entries[: ENTRIES - len(extra)]) + tuple(extra)
+
+
+def _prefixes() -> dict[str, int]:
+    return {f"{_peer(i)}/32": 100_000 + i for i in range(ENTRIES)}
+
+
+# ---- 1. BPF_PROG_TEST_RUN --------------------------------------------------------------
+
+
+def _drain(node: NodeDatapath) -> None:
+    reader = node.flow_reader()
+    while reader.read_raw(1 << 20):
+        pass
+
+
+def _new_connections(node: NodeDatapath, packet: bytes, repeats: int, flag: int) -> float:
+    """Mean ns per new connection; run in chunks the 16 MiB ring holds, drained between, so
+    every event is really submitted (none lost)."""
+    node.write_config(
+        abi.Config(
+            ct_timeout_tcp_syn_s=60,
+            ct_timeout_tcp_established_s=21600,
+            ct_timeout_tcp_close_s=10,
+            ct_timeout_other_s=60,
+            drop_event_interval_ms=1000,
+            flags=flag,
+        )
+    )
+    chunk = min(repeats, 100_000)
+    durations = []
+    done = 0
+    _drain(node)
+    while done < repeats:
+        durations.append(
+            float(node.test_run(abi.PROG_FROM_POD, packet, repeat=chunk, ifindex=1).duration_ns)
+        )
+        done += chunk
+        _drain(node)
+    return statistics.fmean(durations)
+
+
+def microbench(repeats: int) -> dict[str, float]:
+    name = f"bench-dp-{secrets.token_hex(2)}"
+    node = NodeDatapath(DatapathConfig(node_name=name, ringbuf_bytes=1 << 24))
+    try:
+        node.upsert_prefixes(_prefixes())
+        node.upsert_endpoint(
+            EndpointSpec(1, 1, 5000, ipv4="10.199.0.1", check_source=False, attach=False)
+        )
+        # the benchmarked peer is entry 5: identity 100005, port 6
+        node.replace_policy(1, EndpointPolicy(enforce_egress=True, entries=_policy_entries(EGRESS)))
+        allowed = tcp4("10.199.0.1", _peer(5), 40000, 6, TCP_ACK)
+        denied = tcp4("10.199.0.1", _peer(5), 40000, 9999, TCP_ACK)
+
+        def run(program: str, packet: bytes, count: int = repeats) -> float:
+            return float(node.test_run(program, packet, repeat=count, ifindex=1).duration_ns)
+
+        results = {"baseline_ns": run(abi.PROG_BENCH_EMPTY, allowed)}
+        run(abi.PROG_FROM_POD, allowed, 1)  # creates the conntrack entry
+        results["established_ns"] = run(abi.PROG_FROM_POD, allowed)
+        results["deny_ns"] = run(abi.PROG_FROM_POD, denied)
+        # new connections, hot: every repeat ignores its conntrack hit and takes the
+        # new-connection path (policy, conntrack insert, event) on warm caches
+        results["new_allow_ns"] = _new_connections(
+            node, allowed, repeats, abi.CFG_F_BENCH_FORCE_NEW
+        )
+        # new connections, cold: a fresh random tuple every repeat, so every conntrack
+        # lookup and insert lands on a cold slot and the LRU evicts once full
+        results["new_allow_cold_ns"] = _new_connections(
+            node, allowed, repeats, abi.CFG_F_BENCH_NEW_FLOWS
+        )
+        results["new_allow_lost_events"] = float(node.lost_events())
+        return results
+    finally:
+        node.teardown()
+
+
+# ---- 2./3. throughput and connection rate ----------------------------------------------
+
+
+def _in_netns(ns: str) -> Any:
+    def enter() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(NETNS_RUN_DIR / ns, os.O_RDONLY)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        os.close(fd)
+
+    return enter
+
+
+def _run(ns: str, argv: list[str], stdin: str | None = None) -> str:
+    done = subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=_in_netns(ns),  # noqa: PLW1509 - single-threaded at this point
+    )
+    if done.returncode:
+        raise click.ClickException(f"{' '.join(argv)} in netns {ns}: {done.stderr.strip()}")
+    return done.stdout
+
+
+@contextmanager
+def _iperf_server(pod: Pod) -> Iterator[None]:
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-B", pod.ipv4, "-p", str(SERVER_PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_in_netns(pod.name),  # noqa: PLW1509
+    )
+    try:
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _iperf_gbps(client: Pod, server: Pod, seconds: int) -> float:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            out = _run(
+                client.name,
+                ["iperf3", "-c", server.ipv4, "-p", str(SERVER_PORT), "-t", str(seconds), "-J"],
+            )
+            break
+        except click.ClickException:
+            if time.monotonic() > deadline:  # the server may still be starting
+                raise
+    report = json.loads(out)
+    return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+def _connections_per_s(client: Pod, server: Pod, seconds: float) -> float:
+    count = 0
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < seconds:
+        sock = open_socket(client.name, socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(1.0)
+        try:
+            sock.connect((server.ipv4, CONN_PORT))
+            count += 1
+        finally:
+            sock.close()
+    return count / elapsed
+
+
+class _Accepter:
+    """A server that accepts and closes connections (for the connection-rate test)."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.sock = open_socket(pod.name, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((pod.ipv4, CONN_PORT))
+        self.sock.listen(4096)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@dataclass
+class _Enforcers:
+    sandbox: Sandbox
+    node: NodeDatapath
+    client: Pod
+    server: Pod
+
+    def septum_on(self) -> None:
+        self.node.upsert_endpoint(
+            EndpointSpec(1, self.client.host_interface, 7001, self.client.ipv4)
+        )
+        self.node.upsert_endpoint(
+            EndpointSpec(2, self.server.host_interface, 7002, self.server.ipv4)
+        )
+        allow = (
+            PolicyEntry(INGRESS, 7001, 6, SERVER_PORT, rule_id=90_001),
+            PolicyEntry(INGRESS, 7001, 6, CONN_PORT, rule_id=90_002),
+        )
+        self.node.replace_policy(
+            2, EndpointPolicy(enforce_ingress=True, entries=_policy_entries(INGRESS, allow))
+        )
+
+    def septum_off(self) -> None:
+        for endpoint_id in self.node.endpoint_ids():
+            self.node.remove_endpoint(endpoint_id)
+
+    def iptables_setup(self) -> None:
+        members = [f"add sdp-allow {_peer(i)},tcp:{1 + i % 1000}" for i in range(ENTRIES - 2)]
+        members += [
+            f"add sdp-allow {self.client.ipv4},tcp:{SERVER_PORT}",
+            f"add sdp-allow {self.client.ipv4},tcp:{CONN_PORT}",
+        ]
+        script = "create sdp-allow hash:ip,port maxelem 65536\n" + "\n".join(members) + "\n"
+        _run(self.sandbox.node_ns, ["ipset", "restore"], script)
+
+    def iptables_on(self) -> None:
+        veth = self.server.host_interface
+        rules = (
+            "*filter\n"
+            ":FORWARD ACCEPT [0:0]\n"
+            ":SDP-POD - [0:0]\n"
+            f"-A FORWARD -o {veth} -j SDP-POD\n"
+            "-A SDP-POD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
+            "-A SDP-POD -m set --match-set sdp-allow src,dst -j ACCEPT\n"
+            "-A SDP-POD -j DROP\n"
+            "COMMIT\n"
+        )
+        _run(self.sandbox.node_ns, ["iptables-restore"], rules)
+
+    def iptables_off(self) -> None:
+        _run(self.sandbox.node_ns, ["iptables-restore"], "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")
+
+
+def _bpf_stats(node: NodeDatapath) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) summed over the attached tc programs."""
+    out = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    wanted = {_prog_id(node.program_fd(p)) for p in (abi.PROG_FROM_POD, abi.PROG_TO_POD)}
+    run_time = runs = 0
+    for prog in json.loads(out):
+        if prog.get("id") in wanted:
+            run_time += int(prog.get("run_time_ns", 0))
+            runs += int(prog.get("run_cnt", 0))
+    return run_time, runs
+
+
+def _prog_id(fd: int) -> int:
+    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
+        if line.startswith("prog_id:"):
+            return int(line.split()[1])
+    raise click.ClickException(f"no prog_id for fd {fd}")
+
+
+def throughput(rounds: int, seconds: int) -> dict[str, float]:
+    prefix = f"sdpb{secrets.token_hex(2)}"
+    sandbox = Sandbox(prefix)
+    node: NodeDatapath | None = None
+    accepter: _Accepter | None = None
+    try:
+        client = sandbox.add_pod("c", "10.198.0.1")
+        server = sandbox.add_pod("s", "10.198.0.2")
+        node = NodeDatapath(DatapathConfig(node_name=f"bench-{prefix}", netns=sandbox.node_ns))
+        node.upsert_prefixes({**_prefixes(), "10.198.0.1/32": 7001, "10.198.0.2/32": 7002})
+        enforcers = _Enforcers(sandbox, node, client, server)
+        enforcers.iptables_setup()
+        accepter = _Accepter(server)
+        plain: list[float] = []
+        septum: list[float] = []
+        iptables: list[float] = []
+        live = (0, 0)
+        with _iperf_server(server):
+            for round_index in range(rounds):
+                plain.append(_iperf_gbps(client, server, seconds))
+                enforcers.septum_on()
+                if round_index == 0:
+                    live = _measure_live(
+                        node, lambda: septum.append(_iperf_gbps(client, server, seconds))
+                    )
+                else:
+                    septum.append(_iperf_gbps(client, server, seconds))
+                enforcers.septum_off()
+                enforcers.iptables_on()
+                iptables.append(_iperf_gbps(client, server, seconds))
+                enforcers.iptables_off()
+        enforcers.septum_on()
+        septum_cps = _connections_per_s(client, server, 3.0)
+        enforcers.septum_off()
+        enforcers.iptables_on()
+        iptables_cps = _connections_per_s(client, server, 3.0)
+        enforcers.iptables_off()
+        return {
+            "iperf_ratio": statistics.median(s / p for s, p in zip(septum, plain, strict=True)),
+            "iptables_iperf_ratio": statistics.median(
+                i / p for i, p in zip(iptables, plain, strict=True)
+            ),
+            "new_conn_per_s": septum_cps,
+            "iptables_new_conn_per_s": iptables_cps,
+            "live_ns_per_packet": live[0] / live[1] if live[1] else 0.0,
+            "iperf_gbps_plain_median": statistics.median(plain),
+            "iperf_gbps_septum_median": statistics.median(septum),
+            "iperf_gbps_iptables_median": statistics.median(iptables),
+        }
+    finally:
+        if accepter is not None:
+            accepter.close()
+        if node is not None:
+            node.teardown()
+        sandbox.close()
+
+
+def _measure_live(node: NodeDatapath, action: Any) -> tuple[int, int]:
+    previous = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        start = _bpf_stats(node)
+        action()
+        end = _bpf_stats(node)
+    finally:
+        BPF_STATS.write_text(previous)
+    return end[0] - start[0], end[1] - start[1]
+
+
+# ---- command ----------------------------------------------------------------------------
+
+KEYS = (
+    "baseline_ns",
+    "established_ns",
+    "new_allow_ns",
+    "deny_ns",
+    "iperf_ratio",
+    "iptables_iperf_ratio",
+    "new_conn_per_s",
+    "iptables_new_conn_per_s",
+    "live_ns_per_packet",
+)
+
+
+@click.command(name="datapath")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--repeats", default=1_000_000, show_default=True, help="BPF_PROG_TEST_RUN repeats per path."
+)
+@click.option(
+    "--rounds",
+    default=10,
+    show_default=True,
+    help="Interleaved iperf3 rounds (>= 10 for the ratio).",
+)
+@click.option("--seconds", default=2, show_default=True, help="Seconds per iperf3 run.")
+def command(as_json: bool, repeats: int, rounds: int, seconds: int) -> None:
+    """Datapath cost per packet (test runs) and throughput against iptables+ipset."""
+    results = microbench(repeats)
+    results.update(throughput(rounds, seconds))
+    if as_json:
+        click.echo(json.dumps({key: round(results[key], 3) for key in KEYS}))
+        return
+    baseline = results["baseline_ns"]
+    table = Table(
+        title=f"septum bench datapath ({ENTRIES} ipcache prefixes, {ENTRIES} policy entries)"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    targets = {
+        "established_ns": f"<= {2.5 * baseline:.0f} (2.5x)",
+        "new_allow_ns": f"<= {12 * baseline:.0f} (12x)",
+        "deny_ns": f"<= {8 * baseline:.0f} (8x)",
+        "iperf_ratio": ">= 0.95, > iptables",
+        "new_conn_per_s": "> iptables",
+    }
+    for key in KEYS:
+        table.add_row(key, f"{results[key]:.3f}", targets.get(key, ""))
+    for key in (
+        "iperf_gbps_plain_median",
+        "iperf_gbps_septum_median",
+        "iperf_gbps_iptables_median",
+    ):
+        table.add_row(key, f"{results[key]:.2f}", "")
+    Console().print(table)
