@@ -279,6 +279,7 @@ def _stream(seconds: float, socket_dir: Path) -> float:
             time.sleep(0.01)
 
     feeder = threading.Thread(target=offer, daemon=True)
+    client: subprocess.Popen[str] | None = None
     try:
         client = subprocess.Popen(
             [sys.executable, "-c", _CLIENT, f"unix://{socket_dir / 'observer.sock'}", str(seconds)],
@@ -292,8 +293,12 @@ def _stream(seconds: float, socket_dir: Path) -> float:
             raise click.ClickException(f"stream client failed: {err.strip()}")
         return float(out.split()[0])
     finally:
+        if client is not None and client.poll() is None:
+            client.kill()  # never leave the client behind, even on a timeout
+            client.communicate()
         stop.set()
-        feeder.join(5)
+        if feeder.is_alive():
+            feeder.join(5)
         node.stop()
 
 
