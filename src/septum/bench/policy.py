@@ -93,18 +93,20 @@ def _np(rnd: random.Random, i: int, namespaces: int) -> dict[str, Any]:
     ns = _ns_name(rnd.randrange(namespaces))
     target = {"matchLabels": {"app": rnd.choice(APPS)}}
     peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": {"app": rnd.choice(APPS)}}}]
-    if rnd.random() < 0.4:
+    if rnd.random() < 0.2:
         peers.append({"namespaceSelector": {"matchLabels": {"team": f"t{rnd.randrange(20)}"}}})
-    if rnd.random() < 0.3:
-        ip = _cidr(rnd)
+    elif rnd.random() < 0.3:
+        other = _ns_name(rnd.randrange(namespaces))
         peers.append(
             {
-                "ipBlock": {
-                    "cidr": ip["cidr"],
-                    **({"except": ip["except"]} if "except" in ip else {}),
-                }
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": other}},
+                "podSelector": {"matchLabels": {"app": rnd.choice(APPS)}},
             }
         )
+    if rnd.random() < 0.3:
+        ip = _cidr(rnd)
+        block = {"cidr": ip["cidr"], **({"except": ip["except"]} if "except" in ip else {})}
+        peers.append({"ipBlock": block})
     ports = rnd.choice(
         (
             [{"port": 8080}],
@@ -115,9 +117,13 @@ def _np(rnd: random.Random, i: int, namespaces: int) -> dict[str, Any]:
     )
     spec: dict[str, Any] = {"podSelector": target, "ingress": [{"from": peers, "ports": ports}]}
     if rnd.random() < 0.3:
+        dns = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-000"}},
+            "podSelector": {"matchLabels": {"app": "auth"}},
+        }
         spec["egress"] = [
-            {"to": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}]},
-            {"ports": [{"port": 53, "protocol": "UDP"}]},
+            {"to": [{"podSelector": {"matchLabels": {"tier": rnd.choice(TIERS)}}}]},
+            {"to": [dns], "ports": [{"port": 53, "protocol": "UDP"}]},
         ]
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -134,7 +140,7 @@ def _septum(rnd: random.Random, i: int, namespaces: int, clusterwide: bool) -> d
     ingress: dict[str, Any] = rnd.choice(
         (
             {"fromEndpoints": [{"matchLabels": {"tier": rnd.choice(TIERS)}}]},
-            {"fromEntities": ["cluster"]},
+            {"fromEndpoints": [{"matchLabels": {"app": rnd.choice(APPS)}}]},
             {"fromCIDRSet": [_cidr(rnd)]},
             {
                 "fromEndpoints": [
@@ -147,6 +153,8 @@ def _septum(rnd: random.Random, i: int, namespaces: int, clusterwide: bool) -> d
             },
         )
     )
+    if rnd.random() < 0.05:
+        ingress = {"fromEntities": ["cluster"]}
     ingress["toPorts"] = [
         {"ports": [{"port": str(rnd.choice((80, 8080, 443))), "protocol": "TCP"}]}
         | (
@@ -185,6 +193,10 @@ def _septum(rnd: random.Random, i: int, namespaces: int, clusterwide: bool) -> d
 
 
 def _tier_peer(rnd: random.Random, namespaces: int) -> dict[str, Any]:
+    if rnd.random() < 0.6:
+        names = sorted({_ns_name(rnd.randrange(namespaces)) for _ in range(2)})
+        key = "kubernetes.io/metadata.name"
+        return {"namespaces": {"matchExpressions": [{"key": key, "operator": "In", "values": names}]}}
     if rnd.random() < 0.5:
         return {"namespaces": {"matchLabels": {"team": f"t{rnd.randrange(20)}"}}}
     return {

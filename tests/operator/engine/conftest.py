@@ -38,7 +38,11 @@ def pod_obj(namespace: str, name: str, labels: dict[str, str] | None = None) -> 
         for proto in ("TCP", "UDP", "SCTP")
     ]
     return {
-        "metadata": {"name": name, "namespace": namespace, "labels": {"pod": name, **(labels or {})}},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"pod": name, **(labels or {})},
+        },
         "spec": {"containers": [{"name": "cont", "ports": ports}], "nodeName": "node-1"},
         "status": {"podIP": f"10.{ns_index}.{pod_index}.10"},
     }
@@ -70,7 +74,9 @@ class Reach:
         pod_ns, pod_name = pod.split("/")
         return (ns is None or ns == pod_ns) and (name is None or name == pod_name)
 
-    def peer(self, src: tuple[str | None, str | None], dst: tuple[str | None, str | None], value: bool) -> Reach:
+    def peer(
+        self, src: tuple[str | None, str | None], dst: tuple[str | None, str | None], value: bool
+    ) -> Reach:
         for a, b in self.cells:
             if self._hits(a, *src) and self._hits(b, *dst):
                 self.cells[(a, b)] = value
@@ -105,7 +111,9 @@ def mismatches(engine: Engine, reach: Reach, port: int, protocol: str) -> list[s
         by_explain = explain(engine, src, dst, port, proto).allowed
         by_entries = entries_allow(engine, src, dst, port, proto)
         if by_explain != expected or by_entries != expected:
-            found.append(f"{src}->{dst} {protocol}/{port}: expected {expected}, explain {by_explain}, entries {by_entries}")
+            found.append(
+                f"{src}->{dst} {protocol}/{port}: expected {expected}, explain {by_explain}, entries {by_entries}"
+            )
     return found
 
 
@@ -113,7 +121,11 @@ def matrix_text(engine: Engine, port: int, protocol: str) -> str:
     proto = parse_protocol_name(protocol)
     rows = ["    " + " ".join(p.replace("/", "") for p in ALL)]
     for src in ALL:
-        rows.append(src.replace("/", "") + "  " + "  ".join("." if explain(engine, src, d, port, proto).allowed else "X" for d in ALL))
+        rows.append(
+            src.replace("/", "")
+            + "  "
+            + "  ".join("." if explain(engine, src, d, port, proto).allowed else "X" for d in ALL)
+        )
     return "\n".join(rows)
 
 

@@ -50,7 +50,9 @@ def pod_ref(short: str) -> str:
 
 def build_cluster() -> Engine:
     engine = Engine()
-    namespaces = [{"metadata": {"name": PREFIX + h, "labels": {"conformance-house": h}}} for h in HOUSES]
+    namespaces = [
+        {"metadata": {"name": PREFIX + h, "labels": {"conformance-house": h}}} for h in HOUSES
+    ]
     pods = []
     for index, (house, stem) in enumerate(HOUSES.items()):
         for replica in (0, 1):
@@ -63,8 +65,14 @@ def build_cluster() -> Engine:
                     },
                     "spec": {
                         "containers": [
-                            {"name": "c80", "ports": [{"containerPort": 80, "protocol": "TCP", "name": "web"}]},
-                            {"name": "c53", "ports": [{"containerPort": 53, "protocol": "UDP", "name": "dns"}]},
+                            {
+                                "name": "c80",
+                                "ports": [{"containerPort": 80, "protocol": "TCP", "name": "web"}],
+                            },
+                            {
+                                "name": "c53",
+                                "ports": [{"containerPort": 53, "protocol": "UDP", "name": "dns"}],
+                            },
                         ]
                     },
                     "status": {"podIP": f"10.244.{index}.{10 + replica}"},
@@ -87,14 +95,22 @@ def ports(*specs: tuple[str, int]) -> list[dict[str, Any]]:
     return [{proto: {"destinationPort": {"number": number}}} for proto, number in specs]
 
 
-def rule(name: str, action: str, peer: dict[str, Any], direction: str, protos: list[Any] | None = None) -> dict[str, Any]:
-    item: dict[str, Any] = {"name": name, "action": action, ("from" if direction == "ingress" else "to"): [peer]}
+def rule(
+    name: str, action: str, peer: dict[str, Any], direction: str, protos: list[Any] | None = None
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "name": name,
+        "action": action,
+        ("from" if direction == "ingress" else "to"): [peer],
+    }
     if protos:
         item["protocols"] = protos
     return item
 
 
-def cnp(name: str, tier: str, priority: int, subject: dict[str, Any], **sections: list[Any]) -> dict[str, Any]:
+def cnp(
+    name: str, tier: str, priority: int, subject: dict[str, Any], **sections: list[Any]
+) -> dict[str, Any]:
     return {
         "apiVersion": "policy.networking.k8s.io/v1alpha2",
         "kind": "ClusterNetworkPolicy",
@@ -103,7 +119,9 @@ def cnp(name: str, tier: str, priority: int, subject: dict[str, Any], **sections
     }
 
 
-def ladder(direction: str, x: str, y: str, y_ports: list[Any], z: str, z_ports: list[Any], with_pass: bool) -> list[Any]:
+def ladder(
+    direction: str, x: str, y: str, y_ports: list[Any], z: str, z_ports: list[Any], with_pass: bool
+) -> list[Any]:
     """The rule list every single-direction scenario uses: X everything, Y at a port, Z at a port."""
     rules = [
         rule(f"accept-{x}", "Accept", ns_peer(x), direction),
@@ -230,12 +248,72 @@ _EGRESS_SCTP = [
     [P("R0", "S0", "sctp", 9003, True), P("R1", "S0", "sctp", 9005, True)],
 ]
 _SINGLE = {
-    "ingress-tcp": ("ingress", "gryffindor", "ravenclaw", "slytherin", [("tcp", 80)], "hufflepuff", [("tcp", 80)], 3, _INGRESS_TCP),
-    "egress-tcp": ("egress", "gryffindor", "ravenclaw", "slytherin", [("tcp", 80)], "hufflepuff", [("tcp", 8080)], 6, _EGRESS_TCP),
-    "ingress-udp": ("ingress", "hufflepuff", "ravenclaw", "slytherin", [("udp", 5353)], "gryffindor", [("udp", 53)], 4, _INGRESS_UDP),
-    "egress-udp": ("egress", "hufflepuff", "ravenclaw", "slytherin", [("udp", 5353)], "gryffindor", [("udp", 53)], 7, _EGRESS_UDP),
-    "ingress-sctp": ("ingress", "ravenclaw", "gryffindor", "slytherin", [("sctp", 9003)], "hufflepuff", [("sctp", 9003)], 5, _INGRESS_SCTP),
-    "egress-sctp": ("egress", "ravenclaw", "gryffindor", "slytherin", [("sctp", 9003)], "hufflepuff", [("sctp", 9003)], 8, _EGRESS_SCTP),
+    "ingress-tcp": (
+        "ingress",
+        "gryffindor",
+        "ravenclaw",
+        "slytherin",
+        [("tcp", 80)],
+        "hufflepuff",
+        [("tcp", 80)],
+        3,
+        _INGRESS_TCP,
+    ),
+    "egress-tcp": (
+        "egress",
+        "gryffindor",
+        "ravenclaw",
+        "slytherin",
+        [("tcp", 80)],
+        "hufflepuff",
+        [("tcp", 8080)],
+        6,
+        _EGRESS_TCP,
+    ),
+    "ingress-udp": (
+        "ingress",
+        "hufflepuff",
+        "ravenclaw",
+        "slytherin",
+        [("udp", 5353)],
+        "gryffindor",
+        [("udp", 53)],
+        4,
+        _INGRESS_UDP,
+    ),
+    "egress-udp": (
+        "egress",
+        "hufflepuff",
+        "ravenclaw",
+        "slytherin",
+        [("udp", 5353)],
+        "gryffindor",
+        [("udp", 53)],
+        7,
+        _EGRESS_UDP,
+    ),
+    "ingress-sctp": (
+        "ingress",
+        "ravenclaw",
+        "gryffindor",
+        "slytherin",
+        [("sctp", 9003)],
+        "hufflepuff",
+        [("sctp", 9003)],
+        5,
+        _INGRESS_SCTP,
+    ),
+    "egress-sctp": (
+        "egress",
+        "ravenclaw",
+        "gryffindor",
+        "slytherin",
+        [("sctp", 9003)],
+        "hufflepuff",
+        [("sctp", 9003)],
+        8,
+        _EGRESS_SCTP,
+    ),
 }
 for _name, (_dir, _subj, _x, _y, _yp, _z, _zp, _prio, _probes) in _SINGLE.items():
     SCENARIOS[f"admin {_name}"] = single_direction(
@@ -250,34 +328,118 @@ for _name, (_dir, _subj, _x, _y, _yp, _z, _zp, _prio, _probes) in _SINGLE.items(
 def _gress(tier: str) -> Scenario:
     admin = tier == "Admin"
     y_ports = ports(("tcp", 80), ("udp", 53), ("sctp", 9003))
-    egress = ladder("egress", "ravenclaw", "slytherin", y_ports, "hufflepuff", ports(("tcp", 8080), ("udp", 5353), ("sctp", 9003)), admin)
-    ingress = ladder("ingress", "ravenclaw", "slytherin", y_ports, "hufflepuff", ports(("tcp", 80), ("udp", 5353), ("sctp", 9003)), admin)
-    subject = {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": PREFIX + "gryffindor"}}}
-    policy = cnp("gress-rules" if admin else "default", tier, 15 if admin else 10, subject, egress=egress, ingress=ingress)
+    egress = ladder(
+        "egress",
+        "ravenclaw",
+        "slytherin",
+        y_ports,
+        "hufflepuff",
+        ports(("tcp", 8080), ("udp", 5353), ("sctp", 9003)),
+        admin,
+    )
+    ingress = ladder(
+        "ingress",
+        "ravenclaw",
+        "slytherin",
+        y_ports,
+        "hufflepuff",
+        ports(("tcp", 80), ("udp", 5353), ("sctp", 9003)),
+        admin,
+    )
+    subject = {
+        "namespaces": {"matchLabels": {"kubernetes.io/metadata.name": PREFIX + "gryffindor"}}
+    }
+    policy = cnp(
+        "gress-rules" if admin else "default",
+        tier,
+        15 if admin else 10,
+        subject,
+        egress=egress,
+        ingress=ingress,
+    )
     steps: list[tuple[Any, list[Probe]]] = [
-        (None, [P("G0", "R0", "tcp", 80, True), P("G1", "R0", "udp", 53, True), P("G0", "R0", "sctp", 9003, True),
-                P("R0", "G0", "tcp", 80, True), P("R1", "G0", "udp", 53, True), P("R1", "G0", "sctp", 9003, True)]),
-        (None, [P("G0", "H1", "tcp", 8080, True), P("G1", "H1", "tcp", 80, False), P("G0", "H1", "udp", 5353, True),
-                P("G1", "H1", "udp", 53, False), P("G0", "H1", "sctp", 9003, True), P("G1", "H1", "sctp", 9005, False),
-                P("H0", "G1", "tcp", 80, True), P("H1", "G1", "tcp", 8080, False), P("H0", "G1", "udp", 5353, True),
-                P("H1", "G1", "udp", 53, False), P("H0", "G1", "sctp", 9003, True), P("H1", "G1", "sctp", 9005, False)]),
-        (both(swap("egress", 0, 1), swap("ingress", 0, 1)),
-         [P("G0", "R1", "tcp", 80, False), P("G1", "R1", "udp", 53, False), P("G0", "R1", "sctp", 9003, False),
-          P("R0", "G1", "tcp", 80, False), P("R1", "G1", "udp", 53, False), P("R1", "G1", "sctp", 9003, False)]),
-        (None, [P("G0", "S0", "tcp", 80, False), P("G1", "S0", "tcp", 8080, True), P("G0", "S0", "udp", 53, False),
-                P("G1", "S0", "udp", 5353, True), P("G0", "S0", "sctp", 9003, False), P("G1", "S0", "sctp", 9005, True),
-                P("S0", "G0", "tcp", 80, False), P("S1", "G0", "tcp", 8080, True), P("S0", "G0", "udp", 53, False),
-                P("S1", "G0", "udp", 5353, True), P("S0", "G0", "sctp", 9003, False), P("S1", "G0", "sctp", 9005, True)]),
+        (
+            None,
+            [
+                P("G0", "R0", "tcp", 80, True),
+                P("G1", "R0", "udp", 53, True),
+                P("G0", "R0", "sctp", 9003, True),
+                P("R0", "G0", "tcp", 80, True),
+                P("R1", "G0", "udp", 53, True),
+                P("R1", "G0", "sctp", 9003, True),
+            ],
+        ),
+        (
+            None,
+            [
+                P("G0", "H1", "tcp", 8080, True),
+                P("G1", "H1", "tcp", 80, False),
+                P("G0", "H1", "udp", 5353, True),
+                P("G1", "H1", "udp", 53, False),
+                P("G0", "H1", "sctp", 9003, True),
+                P("G1", "H1", "sctp", 9005, False),
+                P("H0", "G1", "tcp", 80, True),
+                P("H1", "G1", "tcp", 8080, False),
+                P("H0", "G1", "udp", 5353, True),
+                P("H1", "G1", "udp", 53, False),
+                P("H0", "G1", "sctp", 9003, True),
+                P("H1", "G1", "sctp", 9005, False),
+            ],
+        ),
+        (
+            both(swap("egress", 0, 1), swap("ingress", 0, 1)),
+            [
+                P("G0", "R1", "tcp", 80, False),
+                P("G1", "R1", "udp", 53, False),
+                P("G0", "R1", "sctp", 9003, False),
+                P("R0", "G1", "tcp", 80, False),
+                P("R1", "G1", "udp", 53, False),
+                P("R1", "G1", "sctp", 9003, False),
+            ],
+        ),
+        (
+            None,
+            [
+                P("G0", "S0", "tcp", 80, False),
+                P("G1", "S0", "tcp", 8080, True),
+                P("G0", "S0", "udp", 53, False),
+                P("G1", "S0", "udp", 5353, True),
+                P("G0", "S0", "sctp", 9003, False),
+                P("G1", "S0", "sctp", 9005, True),
+                P("S0", "G0", "tcp", 80, False),
+                P("S1", "G0", "tcp", 8080, True),
+                P("S0", "G0", "udp", 53, False),
+                P("S1", "G0", "udp", 5353, True),
+                P("S0", "G0", "sctp", 9003, False),
+                P("S1", "G0", "sctp", 9005, True),
+            ],
+        ),
     ]
     if admin:
         steps += [
-            (both(swap("egress", 0, 2), swap("ingress", 0, 2)),
-             [P("G0", "R0", "tcp", 80, True), P("G0", "R0", "udp", 5353, True), P("G0", "R0", "sctp", 9003, True),
-              P("R0", "G0", "tcp", 80, True), P("R1", "G0", "udp", 53, True), P("R1", "G0", "sctp", 9003, True)]),
-            (both(swap("egress", 3, 4), swap("ingress", 3, 4)),
-             [P(c, s, proto, port, True) for c, s in (("G0", "S0"), ("G1", "S0"), ("S0", "G0"), ("S1", "G0"))
-              for proto, port in (("tcp", 80 if c.endswith("0") else 8080), ("udp", 53 if c.endswith("0") else 5353),
-                                  ("sctp", 9003 if c.endswith("0") else 9005))]),
+            (
+                both(swap("egress", 0, 2), swap("ingress", 0, 2)),
+                [
+                    P("G0", "R0", "tcp", 80, True),
+                    P("G0", "R0", "udp", 5353, True),
+                    P("G0", "R0", "sctp", 9003, True),
+                    P("R0", "G0", "tcp", 80, True),
+                    P("R1", "G0", "udp", 53, True),
+                    P("R1", "G0", "sctp", 9003, True),
+                ],
+            ),
+            (
+                both(swap("egress", 3, 4), swap("ingress", 3, 4)),
+                [
+                    P(c, s, proto, port, True)
+                    for c, s in (("G0", "S0"), ("G1", "S0"), ("S0", "G0"), ("S1", "G0"))
+                    for proto, port in (
+                        ("tcp", 80 if c.endswith("0") else 8080),
+                        ("udp", 53 if c.endswith("0") else 5353),
+                        ("sctp", 9003 if c.endswith("0") else 9005),
+                    )
+                ],
+            ),
         ]
     return Scenario([policy], steps)
 
@@ -288,15 +450,36 @@ SCENARIOS["baseline gress-rules-combined"] = _gress("Baseline")
 
 def _priority() -> Scenario:
     subject = house_pods("gryffindor")
-    deny = cnp("priority-50-example", "Admin", 50, subject,
-               ingress=[rule("deny-all-ingress-from-slytherin", "Deny", house_pods("slytherin"), "ingress")],
-               egress=[rule("deny-all-egress-to-slytherin", "Deny", house_pods("slytherin"), "egress")])
-    passing = cnp("old-priority-60-new-priority-40-example", "Admin", 60, subject,
-                  ingress=[rule("pass-all-ingress-from-slytherin", "Pass", house_pods("slytherin"), "ingress")],
-                  egress=[rule("pass-all-egress-to-slytherin", "Pass", house_pods("slytherin"), "egress")])
-    baseline = cnp("default", "Baseline", 10, subject,
-                   ingress=[rule("allow-all-ingress-from-slytherin", "Accept", house_pods("slytherin"), "ingress")],
-                   egress=[rule("allow-all-egress-to-slytherin", "Accept", house_pods("slytherin"), "egress")])
+    deny = cnp(
+        "priority-50-example",
+        "Admin",
+        50,
+        subject,
+        ingress=[
+            rule("deny-all-ingress-from-slytherin", "Deny", house_pods("slytherin"), "ingress")
+        ],
+        egress=[rule("deny-all-egress-to-slytherin", "Deny", house_pods("slytherin"), "egress")],
+    )
+    passing = cnp(
+        "old-priority-60-new-priority-40-example",
+        "Admin",
+        60,
+        subject,
+        ingress=[
+            rule("pass-all-ingress-from-slytherin", "Pass", house_pods("slytherin"), "ingress")
+        ],
+        egress=[rule("pass-all-egress-to-slytherin", "Pass", house_pods("slytherin"), "egress")],
+    )
+    baseline = cnp(
+        "default",
+        "Baseline",
+        10,
+        subject,
+        ingress=[
+            rule("allow-all-ingress-from-slytherin", "Accept", house_pods("slytherin"), "ingress")
+        ],
+        egress=[rule("allow-all-egress-to-slytherin", "Accept", house_pods("slytherin"), "egress")],
+    )
 
     def to_40(policy: dict[str, Any]) -> None:
         policy["spec"]["priority"] = 40
@@ -306,8 +489,15 @@ def _priority() -> Scenario:
         [
             (None, [P("S0", "G0", "tcp", 80, False), P("S1", "G0", "tcp", 8080, False)]),
             (None, [P("G0", "S0", "tcp", 80, False), P("G1", "S0", "tcp", 8080, False)]),
-            (to_40, [P("S0", "G0", "tcp", 80, True), P("S1", "G0", "tcp", 8080, True),
-                     P("G0", "S0", "tcp", 80, True), P("G1", "S0", "tcp", 8080, True)]),
+            (
+                to_40,
+                [
+                    P("S0", "G0", "tcp", 80, True),
+                    P("S1", "G0", "tcp", 8080, True),
+                    P("G0", "S0", "tcp", 80, True),
+                    P("G1", "S0", "tcp", 8080, True),
+                ],
+            ),
         ],
     )
 
@@ -315,23 +505,44 @@ def _priority() -> Scenario:
 def _integration() -> Scenario:
     house = {"matchLabels": {"conformance-house": "gryffindor"}}
     sly = {"namespaces": {"matchLabels": {"conformance-house": "slytherin"}}}
-    admin = cnp("pass-example", "Admin", 10, {"namespaces": house},
-                ingress=[rule("deny-all-ingress-from-slytherin", "Deny", sly, "ingress")],
-                egress=[rule("deny-all-egress-to-slytherin", "Deny", sly, "egress")])
+    admin = cnp(
+        "pass-example",
+        "Admin",
+        10,
+        {"namespaces": house},
+        ingress=[rule("deny-all-ingress-from-slytherin", "Deny", sly, "ingress")],
+        egress=[rule("deny-all-egress-to-slytherin", "Deny", sly, "egress")],
+    )
     netpol = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": "allow-gress-from-to-slytherin-to-gryffindor", "namespace": PREFIX + "gryffindor"},
+        "metadata": {
+            "name": "allow-gress-from-to-slytherin-to-gryffindor",
+            "namespace": PREFIX + "gryffindor",
+        },
         "spec": {
             "podSelector": {},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}],
-            "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}],
+            "ingress": [
+                {
+                    "from": [
+                        {"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}
+                    ]
+                }
+            ],
+            "egress": [
+                {"to": [{"namespaceSelector": {"matchLabels": {"conformance-house": "slytherin"}}}]}
+            ],
         },
     }
-    baseline = cnp("default", "Baseline", 10, {"namespaces": house},
-                   ingress=[rule("deny-all-ingress-from-slytherin", "Deny", sly, "ingress")],
-                   egress=[rule("deny-all-egress-to-slytherin", "Deny", sly, "egress")])
+    baseline = cnp(
+        "default",
+        "Baseline",
+        10,
+        {"namespaces": house},
+        ingress=[rule("deny-all-ingress-from-slytherin", "Deny", sly, "ingress")],
+        egress=[rule("deny-all-egress-to-slytherin", "Deny", sly, "egress")],
+    )
 
     def pass_ingress(policy: dict[str, Any]) -> None:
         policy["spec"]["ingress"][0]["action"] = "Pass"
@@ -356,7 +567,9 @@ SCENARIOS["admin priority field"] = _priority()
 SCENARIOS["admin + NetworkPolicy + baseline integration"] = _integration()
 
 
-def _named(name: str, tier: str, base: str, index: int, port_name: str, probes: list[Probe]) -> Scenario:
+def _named(
+    name: str, tier: str, base: str, index: int, port_name: str, probes: list[Probe]
+) -> Scenario:
     source = SCENARIOS[base].policies[0]
 
     def to_named(policy: dict[str, Any]) -> None:
@@ -367,13 +580,28 @@ def _named(name: str, tier: str, base: str, index: int, port_name: str, probes: 
 
 
 SCENARIOS["admin egress named port"] = _named(
-    "egress-tcp", "Admin", "admin egress-tcp", 5, "web", [P("G0", "H1", "tcp", 80, True), P("G1", "H1", "tcp", 8080, False)]
+    "egress-tcp",
+    "Admin",
+    "admin egress-tcp",
+    5,
+    "web",
+    [P("G0", "H1", "tcp", 80, True), P("G1", "H1", "tcp", 8080, False)],
 )
 SCENARIOS["admin ingress named port"] = _named(
-    "ingress-udp", "Admin", "admin ingress-udp", 5, "dns", [P("G0", "H1", "udp", 53, True), P("G1", "H1", "udp", 5353, False)]
+    "ingress-udp",
+    "Admin",
+    "admin ingress-udp",
+    5,
+    "dns",
+    [P("G0", "H1", "udp", 53, True), P("G1", "H1", "udp", 5353, False)],
 )
 SCENARIOS["baseline ingress named port"] = _named(
-    "default", "Baseline", "baseline ingress-tcp", 3, "web", [P("H0", "G1", "tcp", 80, True), P("H1", "G1", "tcp", 8080, False)]
+    "default",
+    "Baseline",
+    "baseline ingress-tcp",
+    3,
+    "web",
+    [P("H0", "G1", "tcp", 80, True), P("H1", "G1", "tcp", 8080, False)],
 )
 
 
@@ -395,7 +623,13 @@ def test_conformance_scenario(name: str) -> None:
         engine.upsert_policy(policy)
     for step, (mutation, probes) in enumerate(scenario.steps):
         if mutation == "delete-netpol":
-            engine.delete_policy(PolicyKey("NetworkPolicy", PREFIX + "gryffindor", "allow-gress-from-to-slytherin-to-gryffindor"))
+            engine.delete_policy(
+                PolicyKey(
+                    "NetworkPolicy",
+                    PREFIX + "gryffindor",
+                    "allow-gress-from-to-slytherin-to-gryffindor",
+                )
+            )
         elif mutation is not None:
             mutation(policies[0])
             engine.upsert_policy(policies[0])
@@ -404,7 +638,9 @@ def test_conformance_scenario(name: str) -> None:
             number = parse_protocol_name(proto)
             result = explain(engine, src, dst, port, number)
             assert result.allowed == expected, f"step {step}: {result.summary()}"
-            assert _entries_verdict(engine, src, dst, number, port) == expected, f"step {step}: entries disagree"
+            assert _entries_verdict(engine, src, dst, number, port) == expected, (
+                f"step {step}: entries disagree"
+            )
 
 
 def test_scenario_inventory() -> None:

@@ -46,7 +46,9 @@ def np(
     if egress is not None:
         spec["egress"] = egress
     if types is None:
-        types = (["Ingress"] if ingress is not None else []) + (["Egress"] if egress is not None else [])
+        types = (["Ingress"] if ingress is not None else []) + (
+            ["Egress"] if egress is not None else []
+        )
     spec["policyTypes"] = types
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -80,35 +82,89 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
     ]
     s["default-deny-all"] = lambda R: [
         ("apply", np("deny-all", "x", {}, ingress=[], egress=[])),
-        ("check", 80, "TCP", R().peer((None, None), ("x", None), False).peer(("x", None), (None, None), False)),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer((None, None), ("x", None), False).peer(("x", None), (None, None), False),
+        ),
     ]
     s["allow from pods within server namespace by podSelector"] = lambda R: [
-        ("apply", np("x-a-allows-x-b", "x", POD_A, ingress=[{"from": [{"podSelector": labels(pod="b")}]}])),
+        (
+            "apply",
+            np(
+                "x-a-allows-x-b", "x", POD_A, ingress=[{"from": [{"podSelector": labels(pod="b")}]}]
+            ),
+        ),
         ("check", 80, "TCP", R().all_ingress("x/a", False).expect("x/b", "x/a", True)),
     ]
     s["allow ingress traffic for a target"] = lambda R: [
         ("apply", np("deny-all", "x", {}, ingress=[])),
         (
             "apply",
-            np("allow-all-to-a", "x", POD_A, ingress=[{"from": [{"podSelector": {}, "namespaceSelector": {}}]}]),
+            np(
+                "allow-all-to-a",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"podSelector": {}, "namespaceSelector": {}}]}],
+            ),
         ),
         ("check", 80, "TCP", R().peer((None, None), ("x", None), False).all_ingress("x/a", True)),
     ]
     s["allow ingress from pods in all namespaces"] = lambda R: [
-        ("apply", np("allow-from-another-ns", "x", POD_A, ingress=[{"from": [{"namespaceSelector": {}}]}])),
+        (
+            "apply",
+            np(
+                "allow-from-another-ns", "x", POD_A, ingress=[{"from": [{"namespaceSelector": {}}]}]
+            ),
+        ),
         ("check", 80, "TCP", R()),
     ]
     s["allow only from a different namespace by namespaceSelector"] = lambda R: [
-        ("apply", np("allow-client-a-via-ns-selector", "x", POD_A, ingress=[{"from": [{"namespaceSelector": ns_is("y")}]}])),
-        ("check", 80, "TCP", R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False)),
+        (
+            "apply",
+            np(
+                "allow-client-a-via-ns-selector",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"namespaceSelector": ns_is("y")}]}],
+            ),
+        ),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False),
+        ),
     ]
     s["podSelector with matchExpressions"] = lambda R: [
-        ("apply", np("x-a-allows-x-b", "x", POD_A, ingress=[{"from": [{"podSelector": expr("pod", "In", "b")}]}])),
+        (
+            "apply",
+            np(
+                "x-a-allows-x-b",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"podSelector": expr("pod", "In", "b")}]}],
+            ),
+        ),
         ("check", 80, "TCP", R().all_ingress("x/a", False).expect("x/b", "x/a", True)),
     ]
     s["namespaceSelector with matchExpressions"] = lambda R: [
-        ("apply", np("allow-ns-y", "x", POD_A, ingress=[{"from": [{"namespaceSelector": expr(NSK, "In", "y")}]}])),
-        ("check", 80, "TCP", R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False)),
+        (
+            "apply",
+            np(
+                "allow-ns-y",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"namespaceSelector": expr(NSK, "In", "y")}]}],
+            ),
+        ),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False),
+        ),
     ]
     s["podSelector or namespaceSelector"] = lambda R: [
         (
@@ -117,7 +173,14 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
                 "allow-ns-not-x-or-pod-b",
                 "x",
                 POD_A,
-                ingress=[{"from": [{"namespaceSelector": expr(NSK, "NotIn", "x")}, {"podSelector": labels(pod="b")}]}],
+                ingress=[
+                    {
+                        "from": [
+                            {"namespaceSelector": expr(NSK, "NotIn", "x")},
+                            {"podSelector": labels(pod="b")},
+                        ]
+                    }
+                ],
             ),
         ),
         ("check", 80, "TCP", R().expect("x/a", "x/a", False).expect("x/c", "x/a", False)),
@@ -129,10 +192,24 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
                 "allow-ns-not-x-and-pod-b",
                 "x",
                 POD_A,
-                ingress=[{"from": [{"namespaceSelector": expr(NSK, "NotIn", "x"), "podSelector": labels(pod="b")}]}],
+                ingress=[
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": expr(NSK, "NotIn", "x"),
+                                "podSelector": labels(pod="b"),
+                            }
+                        ]
+                    }
+                ],
             ),
         ),
-        ("check", 80, "TCP", R().all_ingress("x/a", False).expect("y/b", "x/a", True).expect("z/b", "x/a", True)),
+        (
+            "check",
+            80,
+            "TCP",
+            R().all_ingress("x/a", False).expect("y/b", "x/a", True).expect("z/b", "x/a", True),
+        ),
     ]
     s["multiple podSelectors and namespaceSelectors"] = lambda R: [
         (
@@ -142,7 +219,14 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
                 "x",
                 POD_A,
                 ingress=[
-                    {"from": [{"namespaceSelector": expr(NSK, "NotIn", "x"), "podSelector": expr("pod", "In", "b", "c")}]}
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": expr(NSK, "NotIn", "x"),
+                                "podSelector": expr("pod", "In", "b", "c"),
+                            }
+                        ]
+                    }
                 ],
             ),
         ),
@@ -150,7 +234,10 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
             "check",
             80,
             "TCP",
-            R().peer(("x", None), ("x", "a"), False).expect("y/a", "x/a", False).expect("z/a", "x/a", False),
+            R()
+            .peer(("x", None), ("x", "a"), False)
+            .expect("y/a", "x/a", False)
+            .expect("z/a", "x/a", False),
         ),
     ]
     s["any podSelectors"] = lambda R: [
@@ -160,25 +247,47 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
                 "allow-ns-x-pod-b-c",
                 "x",
                 POD_A,
-                ingress=[{"from": [{"podSelector": labels(pod="b")}, {"podSelector": labels(pod="c")}]}],
+                ingress=[
+                    {"from": [{"podSelector": labels(pod="b")}, {"podSelector": labels(pod="c")}]}
+                ],
             ),
         ),
-        ("check", 80, "TCP", R().all_ingress("x/a", False).expect("x/b", "x/a", True).expect("x/c", "x/a", True)),
+        (
+            "check",
+            80,
+            "TCP",
+            R().all_ingress("x/a", False).expect("x/b", "x/a", True).expect("x/c", "x/a", True),
+        ),
     ]
     s["only from a pod in a different namespace by podSelector and namespaceSelector"] = lambda R: [
         (
             "apply",
-            np("allow-y-a", "x", POD_A, ingress=[{"from": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}]),
+            np(
+                "allow-y-a",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}],
+            ),
         ),
         ("check", 80, "TCP", R().all_ingress("x/a", False).expect("y/a", "x/a", True)),
     ]
 
-    def port81_policy(name: str = "allow-client-a-via-ns-selector", port: int = 81, proto: str = "TCP") -> dict[str, Any]:
-        rule = {"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": port, "protocol": proto}]}
+    def port81_policy(
+        name: str = "allow-client-a-via-ns-selector", port: int = 81, proto: str = "TCP"
+    ) -> dict[str, Any]:
+        rule = {
+            "from": [{"namespaceSelector": ns_is("y")}],
+            "ports": [{"port": port, "protocol": proto}],
+        }
         return np(name, "x", POD_A, ingress=[rule])
 
     def ns_y_allowed(R: Any) -> Any:
-        return R().peer(("x", None), ("x", "a"), False).peer(("y", None), ("x", "a"), True).peer(("z", None), ("x", "a"), False)
+        return (
+            R()
+            .peer(("x", None), ("x", "a"), False)
+            .peer(("y", None), ("x", "a"), True)
+            .peer(("z", None), ("x", "a"), False)
+        )
 
     s["ports"] = lambda R: [("apply", port81_policy()), ("check", 81, "TCP", ns_y_allowed(R))]
     s["multiple stacked policies with overlapping podSelectors"] = lambda R: [
@@ -205,10 +314,20 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
                 "allow-client-a-via-ns-selector-80",
                 "x",
                 POD_A,
-                ingress=[{"from": [{"namespaceSelector": ns_is("y")}], "ports": [{"port": "serve-80-tcp", "protocol": "TCP"}]}],
+                ingress=[
+                    {
+                        "from": [{"namespaceSelector": ns_is("y")}],
+                        "ports": [{"port": "serve-80-tcp", "protocol": "TCP"}],
+                    }
+                ],
             ),
         ),
-        ("check", 80, "TCP", R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False)),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False),
+        ),
         ("check", 81, "TCP", R().all_ingress("x/a", False)),
     ]
     s["egress access on one named port"] = lambda R: [
@@ -223,23 +342,47 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
         ("check", 81, "TCP", R().peer((None, None), ("x", None), False)),
     ]
     s["ingress access from updated namespace"] = lambda R: [
-        ("apply", np("allow-client-a-via-ns-selector", "x", POD_A, ingress=[{"from": [{"namespaceSelector": labels(ns2="updated")}]}])),
+        (
+            "apply",
+            np(
+                "allow-client-a-via-ns-selector",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"namespaceSelector": labels(ns2="updated")}]}],
+            ),
+        ),
         ("check", 80, "TCP", R().all_ingress("x/a", False)),
         ("ns_labels", "y", {"ns2": "updated"}),
         ("check", 80, "TCP", R().all_ingress("x/a", False).peer(("y", None), (None, None), True)),
     ]
     s["ingress access from updated pod"] = lambda R: [
-        ("apply", np("allow-client-a-via-pod-selector", "x", POD_A, ingress=[{"from": [{"podSelector": labels(pod="b", pod2="updated")}]}])),
+        (
+            "apply",
+            np(
+                "allow-client-a-via-pod-selector",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"podSelector": labels(pod="b", pod2="updated")}]}],
+            ),
+        ),
         ("check", 80, "TCP", R().all_ingress("x/a", False)),
         ("pod_labels", "x", "b", {"pod2": "updated"}),
         ("check", 80, "TCP", R().all_ingress("x/a", False).expect("x/b", "x/a", True)),
     ]
     s["deny ingress from pods on other namespaces"] = lambda R: [
         ("apply", np("deny-empty-policy", "x", {}, ingress=[{"from": [{"podSelector": {}}]}])),
-        ("check", 80, "TCP", R().peer(("y", None), ("x", None), False).peer(("z", None), ("x", None), False)),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer(("y", None), ("x", None), False).peer(("z", None), ("x", None), False),
+        ),
     ]
     s["deny ingress access to updated pod"] = lambda R: [
-        ("apply", np("deny-ingress-via-label-selector", "x", labels(target="isolated"), ingress=[])),
+        (
+            "apply",
+            np("deny-ingress-via-label-selector", "x", labels(target="isolated"), ingress=[]),
+        ),
         ("check", 80, "TCP", R()),
         ("pod_labels", "x", "a", {"target": "isolated"}),
         ("check", 80, "TCP", R().all_ingress("x/a", False)),
@@ -265,16 +408,32 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
             ),
         ),
         ("check", 80, "TCP", R().all_ingress("x/a", False).expect("x/b", "x/a", True)),
-        ("check", 81, "TCP", R().all_ingress("x/a", False).all_egress("x/a", False).expect("x/b", "x/a", True)),
+        (
+            "check",
+            81,
+            "TCP",
+            R().all_ingress("x/a", False).all_egress("x/a", False).expect("x/b", "x/a", True),
+        ),
     ]
 
     def from_x_a() -> list[Any]:
         return [{"from": [{"namespaceSelector": ns_is("x"), "podSelector": POD_A}]}]
 
     s["deny egress on the client side even if the server allows it"] = lambda R: [
-        ("apply", np("allow-to-ns-y-pod-a", "x", POD_A, egress=[{"to": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}])),
+        (
+            "apply",
+            np(
+                "allow-to-ns-y-pod-a",
+                "x",
+                POD_A,
+                egress=[{"to": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}],
+            ),
+        ),
         ("apply", np("allow-from-xa-on-ya-match-selector", "y", POD_A, ingress=from_x_a())),
-        ("apply", np("allow-from-xa-on-yb-match-selector", "y", labels(pod="b"), ingress=from_x_a())),
+        (
+            "apply",
+            np("allow-from-xa-on-yb-match-selector", "y", labels(pod="b"), ingress=from_x_a()),
+        ),
         (
             "check",
             80,
@@ -287,11 +446,22 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
         ),
     ]
     s["egress to a server in another namespace by podSelector and namespaceSelector"] = lambda R: [
-        ("apply", np("allow-to-ns-y-pod-a", "x", POD_A, egress=[{"to": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}])),
+        (
+            "apply",
+            np(
+                "allow-to-ns-y-pod-a",
+                "x",
+                POD_A,
+                egress=[{"to": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}],
+            ),
+        ),
         ("check", 80, "TCP", R().all_egress("x/a", False).expect("x/a", "y/a", True)),
     ]
     s["ingress allowing any port on a specific protocol"] = lambda R: [
-        ("apply", np("allow-ingress-by-proto", "x", POD_A, ingress=[{"ports": [{"protocol": "TCP"}]}])),
+        (
+            "apply",
+            np("allow-ingress-by-proto", "x", POD_A, ingress=[{"ports": [{"protocol": "TCP"}]}]),
+        ),
         ("check", 80, "TCP", R()),
         ("check", 80, "UDP", R().peer((None, None), ("x", "a"), False)),
     ]
@@ -309,7 +479,12 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
     ]
     s["stop enforcing policies after they are deleted"] = lambda R: [
         ("apply", np("deny-all", "x", {}, ingress=[], egress=[])),
-        ("check", 80, "TCP", R().peer(("x", None), (None, None), False).peer((None, None), ("x", None), False)),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer(("x", None), (None, None), False).peer((None, None), ("x", None), False),
+        ),
         ("delete", "x", "deny-all"),
         ("check", 80, "TCP", R()),
     ]
@@ -321,23 +496,68 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
     ]
     s["SCTP is not treated as TCP"] = lambda R: [
         ("apply", np("deny-ingress", "x", {}, ingress=[])),
-        ("apply", np("allow-only-sctp-ingress-on-port-81", "x", POD_A, ingress=[{"ports": [{"port": 81, "protocol": "SCTP"}]}])),
+        (
+            "apply",
+            np(
+                "allow-only-sctp-ingress-on-port-81",
+                "x",
+                POD_A,
+                ingress=[{"ports": [{"port": 81, "protocol": "SCTP"}]}],
+            ),
+        ),
         ("check", 81, "TCP", R().peer((None, None), ("x", None), False)),
     ]
     s["a policy allowing SCTP isolates the pod"] = lambda R: [
-        ("apply", np("allow-only-sctp-ingress-on-port-80", "x", POD_A, ingress=[{"ports": [{"port": 80, "protocol": "SCTP"}]}])),
+        (
+            "apply",
+            np(
+                "allow-only-sctp-ingress-on-port-80",
+                "x",
+                POD_A,
+                ingress=[{"ports": [{"port": 80, "protocol": "SCTP"}]}],
+            ),
+        ),
         ("check", 81, "TCP", R().all_ingress("x/a", False)),
     ]
     s["no TCP access when a policy specifies only UDP"] = lambda R: [
-        ("apply", np("allow-only-udp-ingress-on-port-81", "x", POD_A, ingress=[{"ports": [{"port": 81, "protocol": "UDP"}]}])),
+        (
+            "apply",
+            np(
+                "allow-only-udp-ingress-on-port-81",
+                "x",
+                POD_A,
+                ingress=[{"ports": [{"port": 81, "protocol": "UDP"}]}],
+            ),
+        ),
         ("check", 81, "TCP", R().all_ingress("x/a", False)),
     ]
     s["namespaceSelector matchLabels with the default namespace label"] = lambda R: [
-        ("apply", np("allow-client-a-via-ns-selector-for-immutable-ns-label", "x", POD_A, ingress=[{"from": [{"namespaceSelector": ns_is("y")}]}])),
-        ("check", 80, "TCP", R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False)),
+        (
+            "apply",
+            np(
+                "allow-client-a-via-ns-selector-for-immutable-ns-label",
+                "x",
+                POD_A,
+                ingress=[{"from": [{"namespaceSelector": ns_is("y")}]}],
+            ),
+        ),
+        (
+            "check",
+            80,
+            "TCP",
+            R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False),
+        ),
     ]
     s["namespaceSelector matchExpressions with the default namespace label (egress)"] = lambda R: [
-        ("apply", np("allow-ns-not-y", "x", POD_A, egress=[{"to": [{"namespaceSelector": expr(NSK, "NotIn", "y")}]}])),
+        (
+            "apply",
+            np(
+                "allow-ns-not-y",
+                "x",
+                POD_A,
+                egress=[{"to": [{"namespaceSelector": expr(NSK, "NotIn", "y")}]}],
+            ),
+        ),
         ("check", 80, "TCP", R().peer(("x", "a"), ("y", None), False)),
     ]
     for proto in ("UDP", "SCTP"):
@@ -347,15 +567,29 @@ def _scenarios() -> dict[str, Callable[[Any], list[Step]]]:
         ]
         s[f"{proto}: ports"] = lambda R, p=proto: [
             ("apply", port81_policy("allow-ingress-on-port-81-ns-x", 81, p)),
-            ("check", 81, p, R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False)),
-        ]
-        s[f"{proto}: only from a pod in another namespace by podSelector and namespaceSelector"] = lambda R, p=proto: [
             (
-                "apply",
-                np("allow-y-a", "x", POD_A, ingress=[{"from": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}]),
+                "check",
+                81,
+                p,
+                R().peer(("x", None), ("x", "a"), False).peer(("z", None), ("x", "a"), False),
             ),
-            ("check", 80, p, R().all_ingress("x/a", False).expect("y/a", "x/a", True)),
         ]
+        s[f"{proto}: only from a pod in another namespace by podSelector and namespaceSelector"] = (
+            lambda R, p=proto: [
+                (
+                    "apply",
+                    np(
+                        "allow-y-a",
+                        "x",
+                        POD_A,
+                        ingress=[
+                            {"from": [{"namespaceSelector": ns_is("y"), "podSelector": POD_A}]}
+                        ],
+                    ),
+                ),
+                ("check", 80, p, R().all_ingress("x/a", False).expect("y/a", "x/a", True)),
+            ]
+        )
     return s
 
 

@@ -41,7 +41,15 @@ def pods(draw: Any) -> list[dict[str, Any]]:
         result.append(
             {
                 "metadata": {"name": f"p{i}", "namespace": draw(ns_name), "labels": labels},
-                "spec": {"containers": [{"ports": [{"name": "http", "containerPort": draw(st.sampled_from((80, 8080)))}]}]},
+                "spec": {
+                    "containers": [
+                        {
+                            "ports": [
+                                {"name": "http", "containerPort": draw(st.sampled_from((80, 8080)))}
+                            ]
+                        }
+                    ]
+                },
                 "status": {"podIP": f"10.1.0.{i + 1}"},
             }
         )
@@ -49,11 +57,21 @@ def pods(draw: Any) -> list[dict[str, Any]]:
 
 
 def namespaces(env_label: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    return [{"metadata": {"name": n, "labels": {"env": "prod" if n != "n3" else "dev"}}} for n in NAMESPACES]
+    return [
+        {"metadata": {"name": n, "labels": {"env": "prod" if n != "n3" else "dev"}}}
+        for n in NAMESPACES
+    ]
 
 
 port_item = st.sampled_from(
-    [{"port": 80}, {"port": 443, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}, {"port": "http"}, {"port": 80, "endPort": 90}, {"protocol": "SCTP"}]
+    [
+        {"port": 80},
+        {"port": 443, "protocol": "TCP"},
+        {"port": 53, "protocol": "UDP"},
+        {"port": "http"},
+        {"port": 80, "endPort": 90},
+        {"protocol": "SCTP"},
+    ]
 )
 np_peer = st.one_of(
     st.builds(lambda a: {"podSelector": {"matchLabels": {"app": a}}}, app),
@@ -77,7 +95,9 @@ def np_rule(draw: Any, direction: str) -> dict[str, Any]:
 
 @st.composite
 def network_policy(draw: Any, name: str) -> dict[str, Any]:
-    spec: dict[str, Any] = {"podSelector": draw(st.sampled_from([{}, {"matchLabels": {"app": draw(app)}}]))}
+    spec: dict[str, Any] = {
+        "podSelector": draw(st.sampled_from([{}, {"matchLabels": {"app": draw(app)}}]))
+    }
     types = draw(st.sampled_from([["Ingress"], ["Egress"], ["Ingress", "Egress"]]))
     spec["policyTypes"] = types
     for direction in ("ingress", "egress"):
@@ -128,9 +148,13 @@ def septum_rule(draw: Any, direction: str, deny: bool) -> dict[str, Any]:
 
 
 @st.composite
-def septum_policy(draw: Any, name: str, deny: bool | None = None, default_deny: bool = True) -> dict[str, Any]:
+def septum_policy(
+    draw: Any, name: str, deny: bool | None = None, default_deny: bool = True
+) -> dict[str, Any]:
     clusterwide = draw(st.booleans())
-    spec: dict[str, Any] = {"endpointSelector": draw(st.sampled_from([{}, {"matchLabels": {"app": draw(app)}}]))}
+    spec: dict[str, Any] = {
+        "endpointSelector": draw(st.sampled_from([{}, {"matchLabels": {"app": draw(app)}}]))
+    }
     for direction in ("ingress", "egress"):
         if draw(st.booleans()):
             is_deny = draw(st.booleans()) if deny is None else deny
@@ -157,7 +181,12 @@ tier_peer = st.sampled_from(
     ]
 )
 tier_protocols = st.sampled_from(
-    [None, [{"tcp": {"destinationPort": {"number": 80}}}], [{"udp": {}}], [{"tcp": {"destinationPort": {"range": {"start": 80, "end": 443}}}}]]
+    [
+        None,
+        [{"tcp": {"destinationPort": {"number": 80}}}],
+        [{"udp": {}}],
+        [{"tcp": {"destinationPort": {"range": {"start": 80, "end": 443}}}}],
+    ]
 )
 
 
@@ -166,12 +195,18 @@ def tier_policy(draw: Any, name: str, tier: str, actions: tuple[str, ...]) -> di
     spec: dict[str, Any] = {
         "tier": tier,
         "priority": draw(st.integers(0, 20)),
-        "subject": draw(st.sampled_from([{"namespaces": {}}, {"namespaces": {"matchLabels": {"env": "prod"}}}])),
+        "subject": draw(
+            st.sampled_from([{"namespaces": {}}, {"namespaces": {"matchLabels": {"env": "prod"}}}])
+        ),
     }
     for direction, peers_key in (("ingress", "from"), ("egress", "to")):
         rules = []
         for i in range(draw(st.integers(0, 2))):
-            rule = {"name": f"r{i}", "action": draw(st.sampled_from(actions)), peers_key: [draw(tier_peer)]}
+            rule = {
+                "name": f"r{i}",
+                "action": draw(st.sampled_from(actions)),
+                peers_key: [draw(tier_peer)],
+            }
             protocols = draw(tier_protocols)
             if protocols:
                 rule["protocols"] = protocols
@@ -224,7 +259,9 @@ def reach(engine: Engine) -> dict[tuple[str, str, str, int], bool]:
 
 @PROPERTY
 @given(pods(), policy_sets())
-def test_explain_agrees_with_compiled_entries(pod_objs: list[dict[str, Any]], policies: list[dict[str, Any]]) -> None:
+def test_explain_agrees_with_compiled_entries(
+    pod_objs: list[dict[str, Any]], policies: list[dict[str, Any]]
+) -> None:
     engine = build(pod_objs, policies)
     refs: list[EndpointRef] = [resolve_endpoint(engine, name) for name in endpoints(engine)]
     refs += [resolve_endpoint(engine, ip) for ip in OUTSIDE]
@@ -239,11 +276,16 @@ def test_explain_agrees_with_compiled_entries(pod_objs: list[dict[str, Any]], po
             assert peer.identity is not None
             for proto_name, port in PROBES:
                 proto = parse_protocol_name(proto_name)
-                for direction, compiled in ((Direction.INGRESS, policy.ingress), (Direction.EGRESS, policy.egress)):
+                for direction, compiled in (
+                    (Direction.INGRESS, policy.ingress),
+                    (Direction.EGRESS, policy.egress),
+                ):
                     verdict = evaluate(engine, subject, peer, direction, proto, port)
                     entry = compiled.lookup(peer.identity, proto, port)
                     if entry is None:
-                        assert verdict.allowed, f"{subject.description} {direction} {peer.description}: {verdict.reason}"
+                        assert verdict.allowed, (
+                            f"{subject.description} {direction} {peer.description}: {verdict.reason}"
+                        )
                         continue
                     assert (entry.verdict.value == "allow") == verdict.allowed, (
                         f"{subject.description} {direction.value} {peer.description} {proto_name}/{port}: "
@@ -255,7 +297,9 @@ def test_explain_agrees_with_compiled_entries(pod_objs: list[dict[str, Any]], po
 
 @PROPERTY
 @given(pods(), policy_sets(), st.data())
-def test_an_extra_allow_never_removes_reachability(pod_objs: Any, policies: Any, data: st.DataObject) -> None:
+def test_an_extra_allow_never_removes_reachability(
+    pod_objs: Any, policies: Any, data: st.DataObject
+) -> None:
     before = reach(build(pod_objs, policies))
     extra = data.draw(
         st.one_of(
@@ -271,7 +315,9 @@ def test_an_extra_allow_never_removes_reachability(pod_objs: Any, policies: Any,
 
 @PROPERTY
 @given(pods(), policy_sets(), st.data())
-def test_an_extra_deny_never_adds_reachability(pod_objs: Any, policies: Any, data: st.DataObject) -> None:
+def test_an_extra_deny_never_adds_reachability(
+    pod_objs: Any, policies: Any, data: st.DataObject
+) -> None:
     before = reach(build(pod_objs, policies))
     extra = data.draw(
         st.one_of(
@@ -287,14 +333,18 @@ def test_an_extra_deny_never_adds_reachability(pod_objs: Any, policies: Any, dat
 
 @PROPERTY
 @given(pods(), policy_sets())
-def test_an_endpoint_selected_by_no_policy_is_reachable_by_all(pod_objs: Any, policies: Any) -> None:
+def test_an_endpoint_selected_by_no_policy_is_reachable_by_all(
+    pod_objs: Any, policies: Any
+) -> None:
     engine = build(pod_objs, policies)
     table = reach(engine)
     for key in engine.endpoints():
         labels = engine.pod_labels(key)
         selected = any(
-            part.subject is not None and part.subject.matches(labels)
-            and any(r.direction is Direction.INGRESS for r in part.rules) | (Direction.INGRESS in part.isolates)
+            part.subject is not None
+            and part.subject.matches(labels)
+            and any(r.direction is Direction.INGRESS for r in part.rules)
+            | (Direction.INGRESS in part.isolates)
             for policy in engine.ordered_policies()
             for part in policy.parts
         )
@@ -309,7 +359,9 @@ def test_an_endpoint_selected_by_no_policy_is_reachable_by_all(pod_objs: Any, po
 
 @PROPERTY
 @given(pods(), policy_sets(), st.data())
-def test_pass_never_allows_what_lower_tiers_deny(pod_objs: Any, policies: Any, data: st.DataObject) -> None:
+def test_pass_never_allows_what_lower_tiers_deny(
+    pod_objs: Any, policies: Any, data: st.DataObject
+) -> None:
     lower = [p for p in policies if p["spec"].get("tier") != "Admin"]
     passing = data.draw(tier_policy("only-pass", "Admin", ("Pass",)))
     assert reach(build(pod_objs, lower)) == reach(build(pod_objs, [*lower, passing]))
@@ -317,7 +369,9 @@ def test_pass_never_allows_what_lower_tiers_deny(pod_objs: Any, policies: Any, d
 
 @PROPERTY
 @given(pods(), policy_sets(), st.randoms(use_true_random=False))
-def test_identities_are_stable_under_reordering(pod_objs: Any, policies: Any, rnd: random.Random) -> None:
+def test_identities_are_stable_under_reordering(
+    pod_objs: Any, policies: Any, rnd: random.Random
+) -> None:
     first = build(pod_objs, policies)
     shuffled_pods = list(pod_objs)
     shuffled_policies = list(policies)
@@ -342,7 +396,12 @@ operation = st.one_of(
 
 
 @PROPERTY
-@given(pods(), policy_sets(), st.lists(policy_sets(), min_size=1, max_size=1), st.lists(operation, max_size=12))
+@given(
+    pods(),
+    policy_sets(),
+    st.lists(policy_sets(), min_size=1, max_size=1),
+    st.lists(operation, max_size=12),
+)
 def test_incremental_diffs_equal_a_full_recompute(
     pod_objs: Any, policies: Any, spare: Any, operations: list[tuple[Any, ...]]
 ) -> None:
@@ -358,7 +417,11 @@ def test_incremental_diffs_equal_a_full_recompute(
                 apply_diff(view, engine.delete_pod(old_ns, f"p{index}"))
             pod_names[index] = namespace
             obj = {
-                "metadata": {"name": f"p{index}", "namespace": namespace, "labels": {"app": app_label}},
+                "metadata": {
+                    "name": f"p{index}",
+                    "namespace": namespace,
+                    "labels": {"app": app_label},
+                },
                 "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 80}]}]},
                 "status": {"podIP": f"10.1.0.{index + 1}"},
             }
@@ -368,7 +431,10 @@ def test_incremental_diffs_equal_a_full_recompute(
             if namespace is not None:
                 apply_diff(view, engine.delete_pod(namespace, f"p{op[1]}"))
         elif op[0] == "ns":
-            apply_diff(view, engine.upsert_namespace({"metadata": {"name": op[1], "labels": {"env": op[2]}}}))
+            apply_diff(
+                view,
+                engine.upsert_namespace({"metadata": {"name": op[1], "labels": {"env": op[2]}}}),
+            )
         elif op[0] == "policy" and candidates:
             apply_diff(view, engine.upsert_policy(candidates[op[1] % len(candidates)]))
         elif op[0] == "delete-policy" and candidates:

@@ -130,6 +130,32 @@ def _segments(
     return tuple(segments)
 
 
+Segment = tuple[int, int, int, Decision]
+
+
+def _differing(segments: tuple[Segment, ...], wildcard: tuple[Segment, ...]) -> list[Segment]:
+    """The parts of a peer's segments whose decision differs from the peer-0 (wildcard) one.
+
+    Only these become peer-specific entries: the lookup falls back to peer 0
+    for everything else (see `entries`), which keeps per-peer entries few.
+    """
+    by_protocol: dict[int, list[Segment]] = {}
+    for item in wildcard:
+        by_protocol.setdefault(item[0], []).append(item)
+    found: list[Segment] = []
+    for proto, lo, hi, decision in segments:
+        for _, w_lo, w_hi, w_decision in by_protocol.get(proto, ()):
+            if w_hi < lo or w_lo > hi or w_decision == decision:
+                continue
+            start, end = max(lo, w_lo), min(hi, w_hi)
+            last = found[-1] if found else None
+            if last is not None and last[0] == proto and last[2] + 1 == start and last[3] == decision:
+                found[-1] = (proto, last[1], end, decision)
+            else:
+                found.append((proto, start, end, decision))
+    return found
+
+
 def compile_direction(
     direction: Direction,
     rules: Sequence[ResolvedRule],
@@ -166,13 +192,10 @@ def compile_direction(
     for group_key, peers in groups.items():
         active = sorted((*group_key, *wildcard_rules))
         segments = _segments([rules[i] for i in active], protocols, default_deny_id, no_policy_id)
-        if segments == wildcard_segments:
-            continue  # these peers fall back to the peer-0 entries with the same answer
+        differing = _differing(segments, wildcard_segments)
         for peer in peers:
-            for proto, lo, hi, (verdict, rule_id, l7, text) in segments:
-                entries.append(
-                    PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text)
-                )
+            for proto, lo, hi, (verdict, rule_id, l7, text) in differing:
+                entries.append(PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text))
     # One direction per tuple, so tuples order by (peer, protocol, port) without a key.
     entries.sort()
     return DirectionPolicy(True, tuple(entries), protocols)
@@ -212,14 +235,10 @@ def patch_direction(
         if len(active) == len(wildcard_rules):
             continue
         segments = _segments(active, protocols, default_deny_id, no_policy_id)
-        if segments == wildcard:
-            continue
         pieces.append(
             tuple(
-                PolicyEntry(
-                    direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text
-                )
-                for proto, lo_port, hi_port, (verdict, rule_id, l7, text) in segments
+                PolicyEntry(direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text)
+                for proto, lo_port, hi_port, (verdict, rule_id, l7, text) in _differing(segments, wildcard)
             )
         )
     pieces.append(old_entries[start:])

@@ -5,16 +5,14 @@ format; the engine never imports the datapath):
 
 - Per endpoint and direction, entries are keyed by (peer identity, protocol,
   destination-port range). Peer identity 0 means "any peer"; protocol 0 means
-  "any protocol not listed for this peer"; ICMP/ICMPv6 use the message type as
-  the port.
-- For one peer key the entries never overlap and together cover every
-  protocol and port: the same protocols are listed for every peer key of the
-  direction, plus a protocol-0 entry for the rest.
-- Lookup: if any entry exists for the exact peer identity, those decide;
-  otherwise the peer-0 entries do. Within a peer key, an entry for the exact
-  protocol covering the port decides, else the protocol-0 entry. Cilium's
-  precedence (exact L3+L4, then L4-only wildcard, then L3-only, then all
-  wildcard) gives the same answer on these entries.
+  "any protocol the direction does not list" (`DirectionPolicy.protocols`);
+  ICMP/ICMPv6 use the message type as the port.
+- Entries of one (peer, protocol) never overlap. The peer-0 entries are
+  complete: every listed protocol over 0-65535, plus one protocol-0 entry.
+  A specific peer only gets entries where its verdict differs from peer 0's.
+- Lookup, first match wins (Cilium's precedence): (1) exact peer, exact
+  protocol, range covers the port; (2) peer 0, exact protocol; (3) exact peer,
+  protocol 0; (4) peer 0, protocol 0.
 - A direction with no entries is not enforced: everything is allowed.
 - `rule_id` maps back to the rule (or default) that decided, via RuleRegistry.
 """
@@ -72,15 +70,16 @@ class DirectionPolicy:
         if not self._by_peer:
             for entry in self.entries:
                 self._by_peer.setdefault(entry.peer_identity, []).append(entry)
-        candidates = self._by_peer.get(peer_identity) or self._by_peer.get(0, [])
-        fallback = None
-        for entry in candidates:
-            if entry.port_lo <= port <= entry.port_hi:
-                if entry.protocol == protocol:
+        specific = self._by_peer.get(peer_identity, []) if peer_identity else []
+        wildcard = self._by_peer.get(0, [])
+        steps = ((specific, protocol), (wildcard, protocol), (specific, PROTO_ANY), (wildcard, PROTO_ANY))
+        for candidates, wanted in steps:
+            if wanted == PROTO_ANY and protocol in self.protocols:
+                continue  # a listed protocol is always decided by steps 1-2
+            for entry in candidates:
+                if entry.protocol == wanted and entry.port_lo <= port <= entry.port_hi:
                     return entry
-                if entry.protocol == PROTO_ANY:
-                    fallback = entry
-        return fallback
+        return None
 
 
 NOT_ENFORCED = DirectionPolicy(False, ())

@@ -135,6 +135,11 @@ class Engine:
         # Subjects whose rules gained or lost these peer identities (and nothing else changed).
         self._peer_dirty: dict[int, set[int]] = {}
         self._parts_cache: dict[int, list[tuple[Policy, PolicyPart]]] = {}
+        self._resolved: dict[int, tuple[frozenset[int] | None, list[ResolvedRule]]] = {}
+        # Last resolved rule list per (identity, direction), with the matcher behind each rule.
+        self._last_rules: dict[
+            tuple[int, Direction], tuple[tuple[ResolvedRule, ...], tuple[Matcher | None, ...], int | None]
+        ] = {}
         self._pending: ChangeSet = ChangeSet()
         # Each endpoint's audit mode as last reported, to diff the audit flag of its entries.
         self._audit_state: dict[PodKey, bool] = {}
@@ -361,10 +366,15 @@ class Engine:
         self._dirty.clear()
         changes = self._pending
         self._pending = ChangeSet()
-        for pod_key in self.pod_identity:
-            self._audit_state[pod_key] = self._audit(pod_key)
-            entries = self.endpoint_policy(pod_key).entries()
-            changes.endpoints[pod_key] = EntryDiff(entries, frozenset())
+        shared: dict[tuple[int, bool], EntryDiff] = {}
+        for pod_key, number in self.pod_identity.items():
+            audit = self._audit(pod_key)
+            self._audit_state[pod_key] = audit
+            initial = shared.get((number, audit))
+            if initial is None:
+                initial = EntryDiff(self.endpoint_policy(pod_key).entries(), frozenset())
+                shared[(number, audit)] = initial
+            changes.endpoints[pod_key] = initial
         changes.ipcache_upserts.update(self.ipcache())
         return LoadResult(changes, rejected)
 
@@ -622,6 +632,7 @@ class Engine:
                 if not rule.peers.any_peer:
                     self._release_matcher(rule.peers)
                 self._rule_ids.pop(id(rule), None)
+                self._resolved.pop(id(rule), None)
         for network in self._prefixes(policy):
             self._cidr_refs[network] -= 1
             if self._cidr_refs[network] == 0:
@@ -670,10 +681,31 @@ class Engine:
     def _resolve(
         self, policy: Policy, rule: Rule, subject: int, direction: Direction
     ) -> list[ResolvedRule]:
-        rule_id, text = self._rule_ids[id(rule)]
         peers = None if rule.peers.any_peer else self._sets[rule.peers]
-        if rule.peers is not None and not rule.peers.any_peer:
-            self._users.setdefault(rule.peers, set()).add(subject)
+        if peers is not None:
+            users = self._users.get(rule.peers)
+            if users is None:
+                users = self._users[rule.peers] = set()
+            users.add(subject)
+        cached = self._resolved.get(id(rule))
+        # Without named ports a rule resolves the same for every subject: reuse it
+        # while its peer set is the very same object.
+        if cached is not None and cached[0] is peers:
+            return cached[1]
+        result = self._resolve_fresh(policy, rule, subject, direction, peers)
+        if rule.ports is None or not any(isinstance(p, NamedPort) for pr in rule.ports for p in pr.ports):
+            self._resolved[id(rule)] = (peers, result)
+        return result
+
+    def _resolve_fresh(
+        self,
+        policy: Policy,
+        rule: Rule,
+        subject: int,
+        direction: Direction,
+        peers: frozenset[int] | None,
+    ) -> list[ResolvedRule]:
+        rule_id, text = self._rule_ids[id(rule)]
         if rule.ports is None:
             return [ResolvedRule(rule_id, policy.tier, rule.action, peers, None, False, text)]
         resolved: list[ResolvedRule] = []
@@ -724,27 +756,50 @@ class Engine:
         old: IdentityPolicy | None = None,
         changed_peers: set[int] | None = None,
     ) -> IdentityPolicy:
+        if changed_peers is not None and old is not None:
+            # Only peer sets changed: refresh the cached rule lists instead of re-resolving.
+            ingress = self._refreshed_rules(number, Direction.INGRESS)
+            egress = self._refreshed_rules(number, Direction.EGRESS)
+            if ingress is not None and egress is not None:
+                return IdentityPolicy(
+                    self._finish(Direction.INGRESS, *ingress, old.ingress, changed_peers),
+                    self._finish(Direction.EGRESS, *egress, old.egress, changed_peers),
+                )
         if parts is None:
             parts = self._parts_of(number)
         if not parts:
+            self._last_rules.pop((number, Direction.INGRESS), None)
+            self._last_rules.pop((number, Direction.EGRESS), None)
             return UNENFORCED_POLICY
         patch_from = old if changed_peers is not None else None
         return IdentityPolicy(
             self._compile_direction(
-                number,
-                parts,
-                Direction.INGRESS,
-                patch_from.ingress if patch_from else None,
-                changed_peers,
+                number, parts, Direction.INGRESS, patch_from.ingress if patch_from else None, changed_peers
             ),
             self._compile_direction(
-                number,
-                parts,
-                Direction.EGRESS,
-                patch_from.egress if patch_from else None,
-                changed_peers,
+                number, parts, Direction.EGRESS, patch_from.egress if patch_from else None, changed_peers
             ),
         )
+
+    def _refreshed_rules(
+        self, number: int, direction: Direction
+    ) -> tuple[tuple[ResolvedRule, ...], int | None] | None:
+        cached = self._last_rules.get((number, direction))
+        if cached is None:
+            return None
+        rules, matchers, deny_id = cached
+        fresh: list[ResolvedRule] = []
+        for rule, matcher in zip(rules, matchers, strict=True):
+            if matcher is None:
+                fresh.append(rule)
+                continue
+            current = self._sets.get(matcher)
+            if current is None:
+                return None
+            fresh.append(rule if current is rule.peers else rule._replace(peers=current))
+        result = tuple(fresh)
+        self._last_rules[(number, direction)] = (result, matchers, deny_id)
+        return result, deny_id
 
     def _compile_direction(
         self,
@@ -754,32 +809,53 @@ class Engine:
         old: DirectionPolicy | None = None,
         changed_peers: set[int] | None = None,
     ) -> DirectionPolicy:
-        admin: list[ResolvedRule] = []
-        denies: list[ResolvedRule] = []
-        allows: list[ResolvedRule] = []
-        baseline: list[ResolvedRule] = []
+        sections: dict[str, list[tuple[ResolvedRule, Matcher | None]]] = {
+            "admin": [],
+            "deny": [],
+            "allow": [],
+            "baseline": [],
+        }
         isolated_by: list[PolicyKey] = []
+        refreshable = True
         for policy, part in parts:
             if direction in part.isolates and policy.tier is Tier.NORMAL:
                 isolated_by.append(policy.key)
             for rule in part.rules:
                 if rule.direction is not direction:
                     continue
-                resolved = self._resolve(policy, rule, number, direction)
                 if policy.tier is Tier.ADMIN:
-                    admin += resolved
+                    section = "admin"
                 elif policy.tier is Tier.BASELINE:
-                    baseline += resolved
-                elif rule.action is Action.DENY:
-                    denies += resolved
+                    section = "baseline"
                 else:
-                    allows += resolved
-        rules = tuple(admin + denies + allows + baseline)
+                    section = "deny" if rule.action is Action.DENY else "allow"
+                matcher = None if rule.peers.any_peer else rule.peers
+                current = None if matcher is None else self._sets[matcher]
+                for resolved in self._resolve(policy, rule, number, direction):
+                    if resolved.peers is not current:
+                        refreshable = False  # a per-peer named-port split: not a plain matcher set
+                    sections[section].append((resolved, matcher))
+        ordered = sections["admin"] + sections["deny"] + sections["allow"] + sections["baseline"]
+        rules = tuple(item[0] for item in ordered)
         deny_id = (
             self.registry.default_deny(direction, tuple(sorted(set(isolated_by))))
             if isolated_by
             else None
         )
+        if refreshable:
+            self._last_rules[(number, direction)] = (rules, tuple(item[1] for item in ordered), deny_id)
+        else:
+            self._last_rules.pop((number, direction), None)
+        return self._finish(direction, rules, deny_id, old, changed_peers)
+
+    def _finish(
+        self,
+        direction: Direction,
+        rules: tuple[ResolvedRule, ...],
+        deny_id: int | None,
+        old: DirectionPolicy | None,
+        changed_peers: set[int] | None,
+    ) -> DirectionPolicy:
         none_id = self.registry.no_policy(direction)
         key = (direction, rules, deny_id)
         cached = self._memo.get(key)
@@ -806,6 +882,8 @@ class Engine:
         for number in dirty:
             if number not in self.identity_pods:
                 self.compiled.pop(number, None)
+                self._last_rules.pop((number, Direction.INGRESS), None)
+                self._last_rules.pop((number, Direction.EGRESS), None)
             elif number not in full and number in self.compiled:
                 old = self.compiled.get(number)
                 self.compiled[number] = self._compile_identity(
