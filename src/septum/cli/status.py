@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import grpc
+from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
 from septum.dataplane.observe.client import (
@@ -23,25 +24,6 @@ def _uptime(ns: int) -> str:
     return str(timedelta(seconds=ns // 1_000_000_000))
 
 
-def _metrics_lost(url: str | None) -> dict[str, float]:
-    """Lost events by source, read from the agent's Prometheus endpoint."""
-    if not url:
-        return {}
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=5) as reply:  # noqa: S310 - operator-given URL
-        text = reply.read().decode()
-    lost: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "hubble_lost_events":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    lost[sample.labels.get("source", "")] = sample.value
-    return lost
-
-
 @click.command()
 @click.option(
     "--server",
@@ -55,11 +37,6 @@ def _metrics_lost(url: str | None) -> dict[str, float]:
 @click.option("--tls-client-cert-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tls-client-key-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--tls-server-name")
-@click.option(
-    "--metrics-url",
-    envvar="SEPTUM_METRICS_URL",
-    help="The agent's metrics endpoint (http://host:port/metrics), for lost events by source.",
-)
 @click.option("--timeout", type=float, default=10.0, show_default=True)
 def status(**options: Any) -> None:
     """Show flows seen, flow buffer use, lost events and nodes."""
@@ -94,16 +71,16 @@ def status(**options: Any) -> None:
     click.echo(f"Flows seen:       {st.seen_flows:,}")
     click.echo(f"Flow buffer:      {st.num_flows:,}/{st.max_flows:,} ({use:.2f}%)")
     click.echo(f"Flows/s:          {st.flows_rate:.2f}")
-    try:
-        lost = _metrics_lost(options["metrics_url"])
-    except OSError as err:
-        raise click.ClickException(f"--metrics-url {options['metrics_url']}: {err}") from None
-    if options["metrics_url"]:
-        total = int(sum(lost.values()))
-        detail = ", ".join(f"{source}={int(count)}" for source, count in sorted(lost.items()))
+    lost = {
+        flow_pb2.LostEventSource.Name(e.source).lower(): e.num_events_lost
+        for e in st.septum_lost_events
+    }
+    if lost:
+        total = sum(lost.values())
+        detail = ", ".join(f"{source}={count}" for source, count in sorted(lost.items()))
         click.echo(f"Lost events:      {total} ({detail})")
     else:
-        click.echo("Lost events:      (pass --metrics-url to read them by source)")
+        click.echo("Lost events:      not reported by this server (not Septum)")
     click.echo(f"Nodes:            {len(nodes)}")
     for node in nodes:
         state = relay_pb2.NodeState.Name(node.state)

@@ -146,4 +146,8 @@ def test_status(fed: h.RunningObserver) -> None:
     out = invoke(fed, command=status)
     assert "Flows seen:       3" in out
     assert "Flow buffer:      3/4,095 (0.07%)" in out
+    assert (
+        "Lost events:      0 (hubble_ring_buffer=0, observer_events_queue=0, "
+        "perf_event_ring_buffer=0)" in out
+    )
     assert re.search(rf"{h.NODE}\s+NODE_CONNECTED", out)

@@ -133,6 +133,13 @@ def test_lost_events_by_source_reach_stream_and_metrics(metered: h.RunningObserv
         time.sleep(0.02)
     samples = scrape(metered)
     assert value(samples, "hubble_lost_events_total", source="hubble_ring_buffer") == 0
+    status = metered.stub().ServerStatus(observer_pb2.ServerStatusRequest(), timeout=10)
+    by_source = {e.source: e.num_events_lost for e in status.septum_lost_events}
+    assert by_source == {
+        flow_pb2.PERF_EVENT_RING_BUFFER: 7,
+        flow_pb2.OBSERVER_EVENTS_QUEUE: 0,
+        flow_pb2.HUBBLE_RING_BUFFER: 0,
+    }
 
 
 def test_enabled_metrics_are_configurable() -> None:

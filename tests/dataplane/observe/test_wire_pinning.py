@@ -226,6 +226,9 @@ MESSAGES: dict[str, dict[str, int]] = {
         "unavailable_nodes": 7,
         "uptime_ns": 4,
         "version": 8,
+        # Septum's one extension (documented in docs/hubble-compat.md), far from
+        # every number Hubble uses.
+        "septum_lost_events": 100001,
     },
     "observer.TLS": {"enabled": 1, "server_name": 2},
     "peer.ChangeNotification": {"address": 2, "name": 1, "tls": 4, "type": 3},

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
@@ -35,6 +36,11 @@ HUBBLE_HEALTH_SERVICE = "hubble.server.Observer"
 # version and warn when theirs is older.
 HUBBLE_API_VERSION = "1.20.2"
 SERVER_VERSION_HEADER = "hubble-server-version"
+LOST_EVENT_SOURCES = (
+    flow_pb2.PERF_EVENT_RING_BUFFER,
+    flow_pb2.OBSERVER_EVENTS_QUEUE,
+    flow_pb2.HUBBLE_RING_BUFFER,
+)
 # A follower with nothing new re-checks for shutdown this often.
 _IDLE_WAKE_S = 0.5
 
@@ -97,7 +103,7 @@ class ObserverService:
     ) -> observer_pb2.ServerStatusResponse:
         self._header(context)
         ring = self.ring
-        return observer_pb2.ServerStatusResponse(
+        reply = observer_pb2.ServerStatusResponse(
             num_flows=len(ring),
             max_flows=ring.capacity,
             seen_flows=ring.seen_flows,
@@ -105,6 +111,10 @@ class ObserverService:
             version=self.node.version,
             flows_rate=self.flows_rate(),
         )
+        lost = dict(ring.lost_by_source)
+        for source in LOST_EVENT_SOURCES:
+            reply.septum_lost_events.add(source=source, num_events_lost=lost.get(source, 0))
+        return reply
 
     def node_message(self) -> observer_pb2.Node:
         ring = self.ring
