@@ -21,8 +21,9 @@ if ! command -v go >/dev/null; then
 fi
 gover="$(go env GOVERSION)"
 
-inputs_hash() {  # component version [files...]
-  { echo "$gover $jobs"; cat "$0"; echo "$@"; shift 2; cat "$@" 2>/dev/null; } | sha256sum | cut -c1-16
+inputs_hash() {  # component version [files...]; contents only, never paths, so that every
+  # checkout of the repository sharing ~/.cache/septum agrees on the same stamp.
+  { echo "$gover $jobs $1 $2"; cat "$0"; shift 2; cat "$@" 2>/dev/null; } | sha256sum | cut -c1-16
 }
 
 # build COMPONENT VERSION OUTDIR HASH -- command...: runs the command unless OUTDIR's stamp matches.

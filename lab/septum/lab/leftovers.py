@@ -13,19 +13,19 @@ _MOUNTPOINTS = ("/etc/coredns", "/run/secrets/kubernetes.io", "/var/run/secrets/
 
 
 def _lab_processes() -> list[str]:
-    markers = (
-        str(config.cache_dir() / "bin"),
-        "septum.lab.kubelet",
-        str(config.default_state_dir()),
-    )
+    """Processes running a lab binary or lab module (not, say, a Go build writing the binaries)."""
+    bin_dir = str(config.cache_dir() / "bin") + "/"
+    modules = {"septum.lab.kubelet", "septum.lab.supervisor"}
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
+            argv = list(proc.info["cmdline"] or [])
         except psutil.Error:
             continue
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(m in cmdline for m in markers):
-            found.append(f"{proc.info['pid']} {cmdline[:120]}")
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or not argv:
+            continue
+        if argv[0].startswith(bin_dir) or modules & set(argv):
+            found.append(f"{proc.info['pid']} {' '.join(argv)[:120]}")
     return found
 
 
