@@ -24,11 +24,11 @@ from septum.operator.engine.state import Engine
 APPS = ("web", "api", "db", "cache", "queue", "worker", "auth", "search", "billing", "mail")
 TIERS = ("front", "back", "data")
 KINDS_MIX = (
-    ("NetworkPolicy", 520),
-    ("SeptumNetworkPolicy", 300),
-    ("SeptumClusterwideNetworkPolicy", 80),
-    ("ClusterNetworkPolicy", 60),
-    ("AdminNetworkPolicy", 39),
+    ("NetworkPolicy", 560),
+    ("SeptumNetworkPolicy", 340),
+    ("SeptumClusterwideNetworkPolicy", 60),
+    ("ClusterNetworkPolicy", 30),
+    ("AdminNetworkPolicy", 9),
     ("BaselineAdminNetworkPolicy", 1),
 )
 
@@ -246,7 +246,7 @@ def _cnp(rnd: random.Random, i: int, namespaces: int, tier: str) -> dict[str, An
 def _anp(rnd: random.Random, i: int, kind: str) -> dict[str, Any]:
     actions = ("Allow", "Deny", "Pass") if kind == "AdminNetworkPolicy" else ("Allow", "Deny")
     spec: dict[str, Any] = {
-        "subject": {"namespaces": {"matchLabels": {"env": rnd.choice(("prod", "dev"))}}},
+        "subject": {"namespaces": {"matchLabels": {"team": f"t{rnd.randrange(20)}"}}},
         "ingress": [
             {
                 "name": "in",
