@@ -17,7 +17,7 @@ from septum.lab import config
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec
 from septum.lab.kubelet.api import JSON, ApiClient, ApiError
-from septum.lab.kubelet.cni import NETWORK_NAME, Cni, conflist
+from septum.lab.kubelet.cni import POD_ATTACHMENT, Cni, conflist
 from septum.lab.kubelet.events import Recorder
 from septum.lab.kubelet.pod import PodWorker
 from septum.lab.kubelet.util import now_micro, now_rfc3339
@@ -42,10 +42,15 @@ class Kubelet:
             pki / f"{node.name}.crt",
             pki / f"{node.name}.key",
         )
+        cni_dir = self.node_dir / "cni"
         self.cni = Cni(
-            conflist(str(node.pod_cidr), self.node_dir / "cni" / "ipam"),
-            self.node_dir / "cni" / "cache",
+            conflist(str(node.pod_cidr), cni_dir / "ipam"),
+            cni_dir / "net.d",
+            cni_dir / "bin",
+            cni_dir / "cache",
         )
+        # hostPath volumes naming the CNI directories get this node's own (nodes share a host).
+        self.host_paths = {"/etc/cni/net.d": cni_dir / "net.d", "/opt/cni/bin": cni_dir / "bin"}
         self.workers: dict[str, PodWorker] = {}
         self.events = Recorder(self.api, node.name)
         self._mountpoints_file = self.node_dir / "mountpoints"
@@ -85,8 +90,8 @@ class Kubelet:
             for line in pids.read_text().split():
                 with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
                     os.killpg(int(line), signal.SIGKILL)
-        for cached in self.cni.cache_dir.glob(f"*-{NETWORK_NAME}.json"):
-            uid = cached.name.removesuffix(f"-{NETWORK_NAME}.json")
+        for cached in self.cni.cache_dir.glob(f"*-{POD_ATTACHMENT}.json"):
+            uid = cached.name.removesuffix(f"-{POD_ATTACHMENT}.json")
             netns = config.pod_netns(uid)
             args = f"IgnoreUnknown=1;K8S_POD_UID={uid}"
             if (config.NETNS_DIR / netns).exists():

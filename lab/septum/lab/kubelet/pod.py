@@ -359,7 +359,9 @@ class PodWorker:
 
     async def _setup_sandbox(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.volumes = await volumes.materialise(self.kubelet.api, self.pod, self.dir / "volumes")
+        self.volumes = await volumes.materialise(
+            self.kubelet.api, self.pod, self.dir / "volumes", self.kubelet.host_paths
+        )
         if self.host_network:
             self.ip = self.kubelet.node.ip
             return

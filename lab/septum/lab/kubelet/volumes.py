@@ -88,7 +88,9 @@ async def _token(api: ApiClient, pod: JSON, source: dict[str, Any]) -> bytes:
     return str(resp["status"]["token"]).encode()
 
 
-async def materialise(api: ApiClient, pod: JSON, root: Path) -> dict[str, Path]:
+async def materialise(
+    api: ApiClient, pod: JSON, root: Path, host_paths: dict[str, Path] | None = None
+) -> dict[str, Path]:
     """Writes every volume of ``pod`` under ``root``; returns volume name -> host directory."""
     ns = pod["metadata"]["namespace"]
     out: dict[str, Path] = {}
@@ -96,7 +98,8 @@ async def materialise(api: ApiClient, pod: JSON, root: Path) -> dict[str, Path]:
         name = vol["name"]
         target = root / name
         if "hostPath" in vol:
-            out[name] = Path(vol["hostPath"]["path"])
+            path = vol["hostPath"]["path"].rstrip("/") or "/"
+            out[name] = (host_paths or {}).get(path, Path(path))
             continue
         target.mkdir(parents=True, exist_ok=True)
         out[name] = target
