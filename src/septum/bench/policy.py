@@ -18,7 +18,6 @@ import time
 from typing import Any
 
 import click
-
 from septum.operator.engine.state import Engine
 
 APPS = ("web", "api", "db", "cache", "queue", "worker", "auth", "search", "billing", "mail")
@@ -196,7 +195,9 @@ def _tier_peer(rnd: random.Random, namespaces: int) -> dict[str, Any]:
     if rnd.random() < 0.6:
         names = sorted({_ns_name(rnd.randrange(namespaces)) for _ in range(2)})
         key = "kubernetes.io/metadata.name"
-        return {"namespaces": {"matchExpressions": [{"key": key, "operator": "In", "values": names}]}}
+        return {
+            "namespaces": {"matchExpressions": [{"key": key, "operator": "In", "values": names}]}
+        }
     if rnd.random() < 0.5:
         return {"namespaces": {"matchLabels": {"team": f"t{rnd.randrange(20)}"}}}
     return {

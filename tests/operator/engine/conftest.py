@@ -1,4 +1,4 @@
-"""Shared test fixtures for the policy engine: the upstream e2e cluster model and a reachability matrix.
+"""Fixtures for the engine tests: the upstream e2e cluster model and a reachability matrix.
 
 The model is the one of the Kubernetes network-policy e2e tests: namespaces
 x, y, z; pods a, b, c in each; servers on ports 80 and 81 over TCP, UDP and
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import explain
 from septum.operator.engine.ports import parse_protocol_name
@@ -112,7 +111,8 @@ def mismatches(engine: Engine, reach: Reach, port: int, protocol: str) -> list[s
         by_entries = entries_allow(engine, src, dst, port, proto)
         if by_explain != expected or by_entries != expected:
             found.append(
-                f"{src}->{dst} {protocol}/{port}: expected {expected}, explain {by_explain}, entries {by_entries}"
+                f"{src}->{dst} {protocol}/{port}: expected {expected}, "
+                f"explain {by_explain}, entries {by_entries}"
             )
     return found
 

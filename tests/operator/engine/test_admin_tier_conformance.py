@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import explain
 from septum.operator.engine.ports import parse_protocol_name
@@ -122,7 +121,7 @@ def cnp(
 def ladder(
     direction: str, x: str, y: str, y_ports: list[Any], z: str, z_ports: list[Any], with_pass: bool
 ) -> list[Any]:
-    """The rule list every single-direction scenario uses: X everything, Y at a port, Z at a port."""
+    """The rules of every single-direction scenario: X everything, Y at a port, Z at a port."""
     rules = [
         rule(f"accept-{x}", "Accept", ns_peer(x), direction),
         rule(f"deny-{x}", "Deny", ns_peer(x), direction),
@@ -198,7 +197,8 @@ def P(client: str, server: str, proto: str, port: int, expected: bool) -> Probe:
 SCENARIOS: dict[str, Scenario] = {}
 
 # Ingress / egress, TCP / UDP / SCTP: sub-tests allow (ordering), allow at port,
-# deny (after swapping rules 0 and 1), deny at port, pass (swap 0 and 2), pass at port (swap 3 and 4).
+# deny (after swapping rules 0 and 1), deny at port, pass (swap 0 and 2),
+# pass at port (swap 3 and 4).
 _INGRESS_TCP = [
     [P("R0", "G0", "tcp", 80, True), P("R1", "G0", "tcp", 8080, True)],
     [P("H0", "G1", "tcp", 80, True), P("H1", "G1", "tcp", 8080, False)],

@@ -5,7 +5,12 @@ from __future__ import annotations
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.labels import LabelFilter
 from septum.operator.engine.state import Engine
-from septum.operator.identity import CLUSTER_IDENTITY_MIN, RESERVED, InMemoryAllocator, ReservedIdentity
+from septum.operator.identity import (
+    CLUSTER_IDENTITY_MIN,
+    RESERVED,
+    InMemoryAllocator,
+    ReservedIdentity,
+)
 
 
 def _pod(name: str, app: str, extra: dict[str, str] | None = None) -> dict[str, object]:
@@ -16,16 +21,32 @@ def _pod(name: str, app: str, extra: dict[str, str] | None = None) -> dict[str, 
 
 
 def test_reserved_numbers_match_cilium() -> None:
-    expected = {"host": 1, "world": 2, "unmanaged": 3, "health": 4, "init": 5, "remote-node": 6,
-                "kube-apiserver": 7, "ingress": 8, "world-ipv4": 9, "world-ipv6": 10}
+    expected = {
+        "host": 1,
+        "world": 2,
+        "unmanaged": 3,
+        "health": 4,
+        "init": 5,
+        "remote-node": 6,
+        "kube-apiserver": 7,
+        "ingress": 8,
+        "world-ipv4": 9,
+        "world-ipv6": 10,
+    }
     assert {name: int(number) for name, number in RESERVED.items()} == expected
     assert ReservedIdentity.WORLD_IPV6.label == "world-ipv6"
 
 
 def test_pods_with_the_same_labels_share_an_identity_and_hashes_are_filtered() -> None:
     engine = Engine()
-    engine.load(namespaces=[{"metadata": {"name": "x"}}],
-                pods=[_pod("a1", "a", {"pod-template-hash": "1"}), _pod("a2", "a", {"pod-template-hash": "2"}), _pod("b1", "b")])
+    engine.load(
+        namespaces=[{"metadata": {"name": "x"}}],
+        pods=[
+            _pod("a1", "a", {"pod-template-hash": "1"}),
+            _pod("a2", "a", {"pod-template-hash": "2"}),
+            _pod("b1", "b"),
+        ],
+    )
     ids = engine.pod_identity
     assert ids[PodKey("x", "a1")] == ids[PodKey("x", "a2")] != ids[PodKey("x", "b1")]
     assert min(ids.values()) >= CLUSTER_IDENTITY_MIN
@@ -33,7 +54,10 @@ def test_pods_with_the_same_labels_share_an_identity_and_hashes_are_filtered() -
 
 def test_custom_label_filter() -> None:
     engine = Engine(label_filter=LabelFilter(included_keys=frozenset({"app"})))
-    engine.load(namespaces=[{"metadata": {"name": "x"}}], pods=[_pod("a1", "a", {"version": "1"}), _pod("a2", "a", {"version": "2"})])
+    engine.load(
+        namespaces=[{"metadata": {"name": "x"}}],
+        pods=[_pod("a1", "a", {"version": "1"}), _pod("a2", "a", {"version": "2"})],
+    )
     assert len(set(engine.pod_identity.values())) == 1
 
 
@@ -46,7 +70,9 @@ def test_numbers_are_stable_while_in_use_and_released_when_unused() -> None:
     engine.delete_pod("x", "a2")
     assert number not in engine.identities.labels
     engine.upsert_pod(_pod("c1", "c"))
-    assert engine.pod_identity[PodKey("x", "c1")] != number  # released numbers are not reused at once
+    assert (
+        engine.pod_identity[PodKey("x", "c1")] != number
+    )  # released numbers are not reused at once
 
 
 def test_allocator_reference_counting() -> None:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.rules import PolicyKey
 

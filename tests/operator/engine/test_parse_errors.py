@@ -1,11 +1,10 @@
-"""Bad input: each invalid policy is rejected naming the field path and the reason; nothing else changes."""
+"""Bad input: an invalid policy is rejected naming field path and reason; nothing else changes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-
 from septum.operator.engine.errors import InvalidPolicy
 from septum.operator.engine.explain import explain
 from septum.operator.engine.parse import parse_policy
@@ -22,19 +21,37 @@ def cnp(spec: dict[str, Any], name: str = "p", namespace: str = "x") -> dict[str
 
 
 def knp(spec: dict[str, Any], name: str = "p") -> dict[str, Any]:
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": "x"}, "spec": spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "x"},
+        "spec": spec,
+    }
 
 
-def tier(spec: dict[str, Any], name: str = "t", kind: str = "ClusterNetworkPolicy") -> dict[str, Any]:
+def tier(
+    spec: dict[str, Any], name: str = "t", kind: str = "ClusterNetworkPolicy"
+) -> dict[str, Any]:
     version = "v1alpha2" if kind == "ClusterNetworkPolicy" else "v1alpha1"
-    return {"apiVersion": f"policy.networking.k8s.io/{version}", "kind": kind, "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": f"policy.networking.k8s.io/{version}",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 EP = {"endpointSelector": {}}
 CASES = [
     (
         "bad selector operator",
-        cnp({"endpointSelector": {"matchExpressions": [{"key": "app", "operator": "Contains", "values": ["a"]}]}}),
+        cnp(
+            {
+                "endpointSelector": {
+                    "matchExpressions": [{"key": "app", "operator": "Contains", "values": ["a"]}]
+                }
+            }
+        ),
         "spec.endpointSelector.matchExpressions[0].operator",
         "unknown operator",
     ),
@@ -46,13 +63,27 @@ CASES = [
     ),
     (
         "except outside its CIDR",
-        knp({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]}]}),
+        knp(
+            {
+                "podSelector": {},
+                "ingress": [
+                    {"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]}
+                ],
+            }
+        ),
         "spec.ingress[0].from[0].ipBlock.except[0]",
         "is not inside",
     ),
     (
         "port out of range",
-        cnp({**EP, "ingress": [{"toPorts": [{"ports": [{"port": "80"}]}, {"ports": [{"port": "70000"}]}]}]}),
+        cnp(
+            {
+                **EP,
+                "ingress": [
+                    {"toPorts": [{"ports": [{"port": "80"}]}, {"ports": [{"port": "70000"}]}]}
+                ],
+            }
+        ),
         "spec.ingress[0].toPorts[1].ports[0].port",
         "out of range",
     ),
@@ -82,13 +113,31 @@ CASES = [
     ),
     (
         "invalid regex in an L7 rule",
-        cnp({**EP, "ingress": [{"toPorts": [{"ports": [{"port": "80"}], "rules": {"http": [{"path": "/api/(["}]}}]}]}),
+        cnp(
+            {
+                **EP,
+                "ingress": [
+                    {
+                        "toPorts": [
+                            {"ports": [{"port": "80"}], "rules": {"http": [{"path": "/api/(["}]}}
+                        ]
+                    }
+                ],
+            }
+        ),
         "spec.ingress[0].toPorts[0].rules.http[0].path",
         "invalid regular expression",
     ),
     (
         "L7 rules in a deny section",
-        cnp({**EP, "ingressDeny": [{"toPorts": [{"ports": [{"port": "80"}], "rules": {"http": [{"path": "/"}]}}]}]}),
+        cnp(
+            {
+                **EP,
+                "ingressDeny": [
+                    {"toPorts": [{"ports": [{"port": "80"}], "rules": {"http": [{"path": "/"}]}}]}
+                ],
+            }
+        ),
         "spec.ingressDeny[0].toPorts[0].rules",
         "not allowed in a deny section",
     ),
@@ -112,13 +161,27 @@ CASES = [
     ),
     (
         "unknown admin action",
-        tier({"tier": "Admin", "priority": 1, "subject": {"namespaces": {}}, "ingress": [{"action": "Allow", "from": [{"namespaces": {}}]}]}),
+        tier(
+            {
+                "tier": "Admin",
+                "priority": 1,
+                "subject": {"namespaces": {}},
+                "ingress": [{"action": "Allow", "from": [{"namespaces": {}}]}],
+            }
+        ),
         "spec.ingress[0].action",
         "unknown action",
     ),
     (
         "Pass in the baseline admin policy",
-        tier({"subject": {"namespaces": {}}, "ingress": [{"action": "Pass", "from": [{"namespaces": {}}]}]}, "default", "BaselineAdminNetworkPolicy"),
+        tier(
+            {
+                "subject": {"namespaces": {}},
+                "ingress": [{"action": "Pass", "from": [{"namespaces": {}}]}],
+            },
+            "default",
+            "BaselineAdminNetworkPolicy",
+        ),
         "spec.ingress[0].action",
         "unknown action",
     ),
@@ -130,14 +193,39 @@ CASES = [
     ),
     (
         "port range start above end",
-        tier({"tier": "Baseline", "priority": 1, "subject": {"namespaces": {}}, "egress": [
-            {"action": "Deny", "to": [{"namespaces": {}}], "protocols": [{"tcp": {"destinationPort": {"range": {"start": 90, "end": 80}}}}]}]}),
+        tier(
+            {
+                "tier": "Baseline",
+                "priority": 1,
+                "subject": {"namespaces": {}},
+                "egress": [
+                    {
+                        "action": "Deny",
+                        "to": [{"namespaces": {}}],
+                        "protocols": [
+                            {"tcp": {"destinationPort": {"range": {"start": 90, "end": 80}}}}
+                        ],
+                    }
+                ],
+            }
+        ),
         "spec.egress[0].protocols[0].tcp.destinationPort.range.end",
         "greater than start",
     ),
     (
         "DNS rules on ingress",
-        cnp({**EP, "ingress": [{"toPorts": [{"ports": [{"port": "53"}], "rules": {"dns": [{"matchName": "a.b"}]}}]}]}),
+        cnp(
+            {
+                **EP,
+                "ingress": [
+                    {
+                        "toPorts": [
+                            {"ports": [{"port": "53"}], "rules": {"dns": [{"matchName": "a.b"}]}}
+                        ]
+                    }
+                ],
+            }
+        ),
         "spec.ingress[0].toPorts[0].rules.dns[0]",
         "egress only",
     ),
@@ -149,8 +237,18 @@ CASES = [
     ),
     (
         "specs list form",
-        {"apiVersion": "septum.io/v1alpha1", "kind": "SeptumNetworkPolicy", "metadata": {"name": "l", "namespace": "x"},
-         "specs": [{"endpointSelector": {}}, {"endpointSelector": {}, "egress": [{"toPorts": [{"ports": [{"port": "0", "endPort": 5}]}]}]}]},
+        {
+            "apiVersion": "septum.io/v1alpha1",
+            "kind": "SeptumNetworkPolicy",
+            "metadata": {"name": "l", "namespace": "x"},
+            "specs": [
+                {"endpointSelector": {}},
+                {
+                    "endpointSelector": {},
+                    "egress": [{"toPorts": [{"ports": [{"port": "0", "endPort": 5}]}]}],
+                },
+            ],
+        },
         "specs[1].egress[0].toPorts[0].ports[0].endPort",
         "non-zero port",
     ),
@@ -172,7 +270,10 @@ def _cluster() -> Engine:
     engine.load(
         namespaces=[{"metadata": {"name": "x"}}],
         pods=[
-            {"metadata": {"name": n, "namespace": "x", "labels": {"app": n}}, "status": {"podIP": f"10.0.0.{i + 1}"}}
+            {
+                "metadata": {"name": n, "namespace": "x", "labels": {"app": n}},
+                "status": {"podIP": f"10.0.0.{i + 1}"},
+            }
             for i, n in enumerate(("a", "b"))
         ],
     )
@@ -181,12 +282,21 @@ def _cluster() -> Engine:
 
 def test_invalid_edit_keeps_the_previous_version_and_touches_nothing_else() -> None:
     engine = _cluster()
-    allow_b = knp({"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]}, "a-from-b")
+    allow_b = knp(
+        {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+        },
+        "a-from-b",
+    )
     other = knp({"podSelector": {"matchLabels": {"app": "b"}}, "ingress": []}, "deny-b")
     engine.upsert_policy(allow_b)
     engine.upsert_policy(other)
     before = {key: engine.endpoint_policy(key).entries() for key in engine.endpoints()}
-    broken = knp({"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"ports": [{"port": 0}]}]}, "a-from-b")
+    broken = knp(
+        {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"ports": [{"port": 0}]}]},
+        "a-from-b",
+    )
     with pytest.raises(InvalidPolicy) as caught:
         engine.upsert_policy(broken)
     assert "spec.ingress[0].ports[0].port" in str(caught.value)
@@ -201,7 +311,11 @@ def test_invalid_edit_keeps_the_previous_version_and_touches_nothing_else() -> N
 
 def test_duplicate_admin_network_policy_priority_is_rejected() -> None:
     engine = _cluster()
-    spec = {"priority": 5, "subject": {"namespaces": {}}, "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}
+    spec = {
+        "priority": 5,
+        "subject": {"namespaces": {}},
+        "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}],
+    }
     engine.upsert_policy(tier(spec, "first", "AdminNetworkPolicy"))
     with pytest.raises(InvalidPolicy) as caught:
         engine.upsert_policy(tier(spec, "second", "AdminNetworkPolicy"))
@@ -215,7 +329,10 @@ def test_load_reports_invalid_policies_and_applies_the_rest() -> None:
     result = engine.load(
         namespaces=[{"metadata": {"name": "x"}}],
         pods=[{"metadata": {"name": "a", "namespace": "x"}, "status": {"podIP": "10.0.0.1"}}],
-        policies=[knp({"podSelector": {}, "ingress": []}, "ok"), cnp({**EP, "egress": [{"toEntities": ["moon"]}]}, "bad")],
+        policies=[
+            knp({"podSelector": {}, "ingress": []}, "ok"),
+            cnp({**EP, "egress": [{"toEntities": ["moon"]}]}, "bad"),
+        ],
     )
     assert list(result.rejected) == ["SeptumNetworkPolicy x/bad"]
     assert "spec.egress[0].toEntities[0]" in result.rejected["SeptumNetworkPolicy x/bad"]

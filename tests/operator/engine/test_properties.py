@@ -1,4 +1,4 @@
-"""Property-based tests of the engine's semantics (hypothesis, derandomised: CI is deterministic)."""
+"""Property-based tests of the engine's semantics (hypothesis, derandomised for CI)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import EndpointRef, evaluate, explain, resolve_endpoint
 from septum.operator.engine.rules import Direction
@@ -284,11 +283,13 @@ def test_explain_agrees_with_compiled_entries(
                     entry = compiled.lookup(peer.identity, proto, port)
                     if entry is None:
                         assert verdict.allowed, (
-                            f"{subject.description} {direction} {peer.description}: {verdict.reason}"
+                            f"{subject.description} {direction} {peer.description}: "
+                            f"{verdict.reason}"
                         )
                         continue
                     assert (entry.verdict.value == "allow") == verdict.allowed, (
-                        f"{subject.description} {direction.value} {peer.description} {proto_name}/{port}: "
+                        f"{subject.description} {direction.value} {peer.description} "
+                        f"{proto_name}/{port}: "
                         f"entry {entry} vs {verdict.reason}"
                     )
                     assert entry.rule_id == verdict.rule_id, (entry, verdict.reason)
@@ -351,7 +352,7 @@ def test_an_endpoint_selected_by_no_policy_is_reachable_by_all(
         if selected:
             continue
         assert not engine.endpoint_policy(key).ingress.enforced
-        for (src, dst, proto, port), allowed in table.items():
+        for src, dst, proto, port in table:
             if dst == str(key):
                 ingress = explain(engine, src, dst, port, proto).ingress
                 assert ingress is not None and ingress.allowed

@@ -12,8 +12,13 @@ def _engine() -> Engine:
     engine = Engine()
     engine.load(
         namespaces=[{"metadata": {"name": "x"}}],
-        pods=[{"metadata": {"name": n, "namespace": "x", "labels": {"app": n}}, "status": {"podIP": f"10.0.0.{i + 1}"}}
-              for i, n in enumerate(("a", "b", "c"))],
+        pods=[
+            {
+                "metadata": {"name": n, "namespace": "x", "labels": {"app": n}},
+                "status": {"podIP": f"10.0.0.{i + 1}"},
+            }
+            for i, n in enumerate(("a", "b", "c"))
+        ],
     )
     return engine
 
@@ -22,7 +27,10 @@ DENY_A = {
     "apiVersion": "networking.k8s.io/v1",
     "kind": "NetworkPolicy",
     "metadata": {"name": "only-b", "namespace": "x"},
-    "spec": {"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "a"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}],
+    },
 }
 
 
@@ -39,8 +47,14 @@ def test_reports_changed_verdicts_and_diffs_without_applying() -> None:
 def test_delete_and_rejected_candidates() -> None:
     engine = _engine()
     engine.upsert_policy(DENY_A)
-    broken = {**DENY_A, "metadata": {"name": "broken", "namespace": "x"}, "spec": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}}
+    broken = {
+        **DENY_A,
+        "metadata": {"name": "broken", "namespace": "x"},
+        "spec": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}},
+    }
     report = what_if(engine, [Delete(policy_key(DENY_A)), Apply(broken)], [Flow("x/c", "x/a", 80)])
     assert report.changed_flows and report.changed_flows[0].after.allowed
-    assert "spec.podSelector.matchExpressions[0].operator" in report.rejected["NetworkPolicy x/broken"]
+    assert (
+        "spec.podSelector.matchExpressions[0].operator" in report.rejected["NetworkPolicy x/broken"]
+    )
     assert engine.policies

@@ -8,7 +8,13 @@ explanations and what-if reports out. See docs/policy-semantics.md.
 
 from septum.operator.engine.changes import ChangeSet, LoadResult
 from septum.operator.engine.entries import DirectionPolicy, EntryDiff, PolicyEntry, Verdict
-from septum.operator.engine.errors import EngineError, InvalidObject, InvalidPolicy, PolicyError, UnknownEndpoint
+from septum.operator.engine.errors import (
+    EngineError,
+    InvalidObject,
+    InvalidPolicy,
+    PolicyError,
+    UnknownEndpoint,
+)
 from septum.operator.engine.explain import Explanation, explain
 from septum.operator.engine.parse import parse_policy
 from septum.operator.engine.state import EndpointPolicy, Engine, apply_diff

@@ -149,7 +149,12 @@ def _differing(segments: tuple[Segment, ...], wildcard: tuple[Segment, ...]) -> 
                 continue
             start, end = max(lo, w_lo), min(hi, w_hi)
             last = found[-1] if found else None
-            if last is not None and last[0] == proto and last[2] + 1 == start and last[3] == decision:
+            if (
+                last is not None
+                and last[0] == proto
+                and last[2] + 1 == start
+                and last[3] == decision
+            ):
                 found[-1] = (proto, last[1], end, decision)
             else:
                 found.append((proto, start, end, decision))
@@ -195,10 +200,12 @@ def compile_direction(
         differing = _differing(segments, wildcard_segments)
         for peer in peers:
             for proto, lo, hi, (verdict, rule_id, l7, text) in differing:
-                entries.append(PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text))
+                entries.append(
+                    PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text)
+                )
     # One direction per tuple, so tuples order by (peer, protocol, port) without a key.
     entries.sort()
-    return DirectionPolicy(True, tuple(entries), protocols)
+    return DirectionPolicy(True, tuple(entries), protocols, wildcard_segments)
 
 
 def rule_protocols(rules: Sequence[ResolvedRule]) -> tuple[int, ...]:
@@ -212,18 +219,20 @@ def patch_direction(
     no_policy_id: int,
     old: DirectionPolicy,
     changed_peers: set[int],
+    same_ports: bool = False,
 ) -> DirectionPolicy:
-    """Recompute only the entries of `changed_peers` (identities that joined or left rule peer sets).
+    """Recompute only the entries of `changed_peers` (identities that joined/left peer sets).
 
     Valid because a peer's decision depends only on the rules that name it and
     the wildcard rules; the other peers' entries cannot change. Falls back to a
     full compile when the protocol list itself changes.
     """
-    protocols = rule_protocols(rules)
-    if not old.enforced or protocols != old.protocols:
+    protocols = old.protocols if same_ports else rule_protocols(rules)
+    if not old.enforced or protocols != old.protocols or not old.wildcard:
         return compile_direction(direction, rules, default_deny_id, no_policy_id)
-    wildcard_rules = [rule for rule in rules if rule.peers is None]
-    wildcard = _segments(wildcard_rules, protocols, default_deny_id, no_policy_id)
+    # Peer sets never change the wildcard rules, so the peer-0 segments carry over.
+    wildcard = old.wildcard
+    wildcard_count = sum(1 for rule in rules if rule.peers is None)
     pieces: list[tuple[PolicyEntry, ...]] = []
     start = 0
     old_entries = old.entries
@@ -232,17 +241,22 @@ def patch_direction(
         pieces.append(old_entries[start:lo])
         start = hi
         active = [rule for rule in rules if rule.peers is None or peer in rule.peers]
-        if len(active) == len(wildcard_rules):
+        if len(active) == wildcard_count:
             continue
         segments = _segments(active, protocols, default_deny_id, no_policy_id)
         pieces.append(
             tuple(
-                PolicyEntry(direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text)
-                for proto, lo_port, hi_port, (verdict, rule_id, l7, text) in _differing(segments, wildcard)
+                PolicyEntry(
+                    direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text
+                )
+                for proto, lo_port, hi_port, (verdict, rule_id, l7, text) in _differing(
+                    segments, wildcard
+                )
             )
         )
     pieces.append(old_entries[start:])
-    return DirectionPolicy(True, tuple(itertools.chain.from_iterable(pieces)), protocols)
+    entries = tuple(itertools.chain.from_iterable(pieces))
+    return DirectionPolicy(True, entries, protocols, wildcard)
 
 
 def _peer_of(entry: PolicyEntry) -> int:

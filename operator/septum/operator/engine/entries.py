@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from septum.operator.engine.ports import PROTO_ANY
 from septum.operator.engine.rules import Direction
@@ -59,6 +59,8 @@ class DirectionPolicy:
     enforced: bool
     entries: tuple[PolicyEntry, ...]
     protocols: tuple[int, ...] = ()  # the protocols every peer key lists explicitly
+    # The peer-0 decision segments, kept so a peer-only patch need not recompute them.
+    wildcard: tuple[Any, ...] = field(default=(), compare=False, repr=False)
     _by_peer: dict[int, list[PolicyEntry]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
@@ -72,7 +74,12 @@ class DirectionPolicy:
                 self._by_peer.setdefault(entry.peer_identity, []).append(entry)
         specific = self._by_peer.get(peer_identity, []) if peer_identity else []
         wildcard = self._by_peer.get(0, [])
-        steps = ((specific, protocol), (wildcard, protocol), (specific, PROTO_ANY), (wildcard, PROTO_ANY))
+        steps = (
+            (specific, protocol),
+            (wildcard, protocol),
+            (specific, PROTO_ANY),
+            (wildcard, PROTO_ANY),
+        )
         for candidates, wanted in steps:
             if wanted == PROTO_ANY and protocol in self.protocols:
                 continue  # a listed protocol is always decided by steps 1-2

@@ -86,6 +86,13 @@ class EndpointPolicy:
         return frozenset(self.ingress.entries) | frozenset(self.egress.entries)
 
 
+def host_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> IPNetwork:
+    """The /32 or /128 of an address (the tuple constructor skips re-parsing: 3x faster)."""
+    if ip.version == 4:
+        return ipaddress.IPv4Network((int(ip), 32))
+    return ipaddress.IPv6Network((int(ip), 128))
+
+
 def _with_audit(entries: Iterable[PolicyEntry]) -> frozenset[PolicyEntry]:
     return frozenset(e._replace(audit=True) for e in entries)
 
@@ -138,7 +145,8 @@ class Engine:
         self._resolved: dict[int, tuple[frozenset[int] | None, list[ResolvedRule]]] = {}
         # Last resolved rule list per (identity, direction), with the matcher behind each rule.
         self._last_rules: dict[
-            tuple[int, Direction], tuple[tuple[ResolvedRule, ...], tuple[Matcher | None, ...], int | None]
+            tuple[int, Direction],
+            tuple[tuple[ResolvedRule, ...], tuple[Matcher | None, ...], int | None],
         ] = {}
         self._pending: ChangeSet = ChangeSet()
         # Each endpoint's audit mode as last reported, to diff the audit flag of its entries.
@@ -194,7 +202,7 @@ class Engine:
         # Pod addresses go last: a pod's /32 (/128) always wins over any CIDR.
         for key, pod_id in self.pod_identity.items():
             for ip in self.pods[key].ips:
-                table[ipaddress.ip_network(ip)] = pod_id
+                table[host_network(ip)] = pod_id
         return table
 
     def recompute_all(self) -> dict[int, IdentityPolicy]:
@@ -408,7 +416,7 @@ class Engine:
         if old is not None:
             for ip in old.ips:
                 if ip not in pod.ips or pod.host_network:
-                    self._pending.ipcache_deletes.add(ipaddress.ip_network(ip))
+                    self._pending.ipcache_deletes.add(host_network(ip))
         self.pods[key] = pod
         labels = None if pod.host_network else self._label_set(pod)
         old_labels = self._pod_labels.get(key)
@@ -421,7 +429,7 @@ class Engine:
             self._refresh_named_ports(self.pod_identity[key])
         if labels is not None:
             for ip in pod.ips:
-                self._pending.ipcache_upserts[ipaddress.ip_network(ip)] = self.pod_identity[key]
+                self._pending.ipcache_upserts[host_network(ip)] = self.pod_identity[key]
 
     def _drop_pod(self, key: PodKey, touched: dict[PodKey, IdentityPolicy | None]) -> None:
         pod = self.pods.pop(key, None)
@@ -693,7 +701,9 @@ class Engine:
         if cached is not None and cached[0] is peers:
             return cached[1]
         result = self._resolve_fresh(policy, rule, subject, direction, peers)
-        if rule.ports is None or not any(isinstance(p, NamedPort) for pr in rule.ports for p in pr.ports):
+        if rule.ports is None or not any(
+            isinstance(p, NamedPort) for pr in rule.ports for p in pr.ports
+        ):
             self._resolved[id(rule)] = (peers, result)
         return result
 
@@ -762,8 +772,8 @@ class Engine:
             egress = self._refreshed_rules(number, Direction.EGRESS)
             if ingress is not None and egress is not None:
                 return IdentityPolicy(
-                    self._finish(Direction.INGRESS, *ingress, old.ingress, changed_peers),
-                    self._finish(Direction.EGRESS, *egress, old.egress, changed_peers),
+                    self._finish(Direction.INGRESS, *ingress, old.ingress, changed_peers, True),
+                    self._finish(Direction.EGRESS, *egress, old.egress, changed_peers, True),
                 )
         if parts is None:
             parts = self._parts_of(number)
@@ -774,10 +784,18 @@ class Engine:
         patch_from = old if changed_peers is not None else None
         return IdentityPolicy(
             self._compile_direction(
-                number, parts, Direction.INGRESS, patch_from.ingress if patch_from else None, changed_peers
+                number,
+                parts,
+                Direction.INGRESS,
+                patch_from.ingress if patch_from else None,
+                changed_peers,
             ),
             self._compile_direction(
-                number, parts, Direction.EGRESS, patch_from.egress if patch_from else None, changed_peers
+                number,
+                parts,
+                Direction.EGRESS,
+                patch_from.egress if patch_from else None,
+                changed_peers,
             ),
         )
 
@@ -843,7 +861,11 @@ class Engine:
             else None
         )
         if refreshable:
-            self._last_rules[(number, direction)] = (rules, tuple(item[1] for item in ordered), deny_id)
+            self._last_rules[(number, direction)] = (
+                rules,
+                tuple(item[1] for item in ordered),
+                deny_id,
+            )
         else:
             self._last_rules.pop((number, direction), None)
         return self._finish(direction, rules, deny_id, old, changed_peers)
@@ -855,16 +877,19 @@ class Engine:
         deny_id: int | None,
         old: DirectionPolicy | None,
         changed_peers: set[int] | None,
+        same_ports: bool = False,
     ) -> DirectionPolicy:
         none_id = self.registry.no_policy(direction)
+        if old is not None and changed_peers is not None:
+            # A peer patch is cheaper than hashing the rule list for the memo.
+            return patch_direction(
+                direction, rules, deny_id, none_id, old, changed_peers, same_ports
+            )
         key = (direction, rules, deny_id)
         cached = self._memo.get(key)
         if cached is not None:
             return cached
-        if old is not None and changed_peers is not None:
-            result = patch_direction(direction, rules, deny_id, none_id, old, changed_peers)
-        else:
-            result = compile_direction(direction, rules, deny_id, none_id)
+        result = compile_direction(direction, rules, deny_id, none_id)
         if len(self._memo) > _MEMO_LIMIT:
             self._memo.clear()
         self._memo[key] = result

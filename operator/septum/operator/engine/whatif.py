@@ -85,7 +85,9 @@ def effective_diff(current: Engine, proposed: Engine) -> dict[PodKey, EntryDiff]
     """Per-endpoint entries to add/remove to go from `current` to `proposed` (same identities)."""
     diffs: dict[PodKey, EntryDiff] = {}
     for key in proposed.endpoints():
-        before = current.endpoint_policy(key).entries() if key in current.pod_identity else frozenset()
+        before = (
+            current.endpoint_policy(key).entries() if key in current.pod_identity else frozenset()
+        )
         result = EntryDiff.between(before, proposed.endpoint_policy(key).entries())
         if result:
             diffs[key] = result
