@@ -133,6 +133,21 @@ def _manifests() -> list[dict[str, Any]]:
         _pod("ghost", "example.invalid/no-such-image:1.0"),
         _pod("hostnet", "busybox", hostNetwork=True, node=2),
         _pod(
+            "inited",
+            "busybox",
+            ["sh", "-c", "cat /slab-e2e-work/note; sleep infinity"],
+            container={"volumeMounts": [{"name": "work", "mountPath": "/slab-e2e-work"}]},
+            volumes=[{"name": "work", "emptyDir": {}}],
+            initContainers=[
+                {
+                    "name": "prepare",
+                    "image": "busybox",
+                    "command": ["sh", "-c", "echo prepared by init > /slab-e2e-work/note"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/slab-e2e-work"}],
+                }
+            ],
+        ),
+        _pod(
             "unlively",
             "busybox",
             ["sleep", "infinity"],
@@ -598,3 +613,14 @@ def test_kubectl_exec_with_a_terminal(workloads: Lab) -> None:
     lines = [line.strip() for line in out.stdout.splitlines()]
     assert any("/dev/pts/" in line for line in lines), lines
     assert "42" in lines
+
+
+def test_init_container_runs_first_and_shares_an_empty_dir(workloads: Lab) -> None:
+    pod = _wait_ready(workloads, "inited")
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["exitCode"] == 0
+    wait_for(
+        "the main container's output",
+        lambda: workloads.kubectl("logs", "-n", NS, "inited").stdout == "prepared by init\n",
+    )
+    assert workloads.kubectl("logs", "-n", NS, "inited", "-c", "prepare").returncode == 0

@@ -9,7 +9,15 @@ import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import config, network
 
 _LAB_ADDRESSES = ("10.213.", "10.214.")
-_MOUNTPOINTS = ("/etc/coredns", "/run/secrets/kubernetes.io", "/var/run/secrets/kubernetes.io")
+# Mountpoints the lab's own pods and tests create on the host (removed by ``lab down``).
+_MOUNTPOINTS = (
+    "/etc/coredns",
+    "/run/secrets/kubernetes.io",
+    "/var/run/secrets/kubernetes.io",
+    "/slab-e2e-work",
+    "/etc/slab-e2e-cfg",
+    "/etc/slab-e2e-secret",
+)
 
 
 def _lab_processes() -> list[str]:
