@@ -220,6 +220,7 @@ def patch_direction(
     old: DirectionPolicy,
     changed_peers: set[int],
     same_ports: bool = False,
+    delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None] | None = None,
 ) -> DirectionPolicy:
     """Recompute only the entries of `changed_peers` (identities that joined/left peer sets).
 
@@ -229,6 +230,8 @@ def patch_direction(
     """
     protocols = old.protocols if same_ports else rule_protocols(rules)
     if not old.enforced or protocols != old.protocols or not old.wildcard:
+        if delta is not None:
+            delta.append(None)  # not a peer-only change: the caller diffs everything
         return compile_direction(direction, rules, default_deny_id, no_policy_id)
     # Peer sets never change the wildcard rules, so the peer-0 segments carry over.
     wildcard = old.wildcard
@@ -241,11 +244,10 @@ def patch_direction(
         pieces.append(old_entries[start:lo])
         start = hi
         active = [rule for rule in rules if rule.peers is None or peer in rule.peers]
-        if len(active) == wildcard_count:
-            continue
-        segments = _segments(active, protocols, default_deny_id, no_policy_id)
-        pieces.append(
-            tuple(
+        fresh: tuple[PolicyEntry, ...] = ()
+        if len(active) != wildcard_count:
+            segments = _segments(active, protocols, default_deny_id, no_policy_id)
+            fresh = tuple(
                 PolicyEntry(
                     direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text
                 )
@@ -253,7 +255,9 @@ def patch_direction(
                     segments, wildcard
                 )
             )
-        )
+            pieces.append(fresh)
+        if delta is not None and (fresh or hi > lo):
+            delta.append((old_entries[lo:hi], fresh))
     pieces.append(old_entries[start:])
     entries = tuple(itertools.chain.from_iterable(pieces))
     return DirectionPolicy(True, entries, protocols, wildcard)

@@ -141,6 +141,13 @@ class Engine:
         self._dirty: set[int] = set()
         # Subjects whose rules gained or lost these peer identities (and nothing else changed).
         self._peer_dirty: dict[int, set[int]] = {}
+        # (removed, added) entry slices a peer patch reports, for the identity being patched.
+        self._delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None] | None = (
+            None
+        )
+        self._deltas: dict[
+            int, list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None]
+        ] = {}
         self._parts_cache: dict[int, list[tuple[Policy, PolicyPart]]] = {}
         self._resolved: dict[int, tuple[frozenset[int] | None, list[ResolvedRule]]] = {}
         # Last resolved rule list per (identity, direction), with the matcher behind each rule.
@@ -883,7 +890,7 @@ class Engine:
         if old is not None and changed_peers is not None:
             # A peer patch is cheaper than hashing the rule list for the memo.
             return patch_direction(
-                direction, rules, deny_id, none_id, old, changed_peers, same_ports
+                direction, rules, deny_id, none_id, old, changed_peers, same_ports, self._delta
             )
         key = (direction, rules, deny_id)
         cached = self._memo.get(key)
@@ -911,9 +918,11 @@ class Engine:
                 self._last_rules.pop((number, Direction.EGRESS), None)
             elif number not in full and number in self.compiled:
                 old = self.compiled.get(number)
+                self._delta = self._deltas[number] = []
                 self.compiled[number] = self._compile_identity(
                     number, None, old, peer_dirty[number]
                 )
+                self._delta = None
             else:
                 self.compiled[number] = self._compile_identity(number, None)
         changes.recompiled_identities = len(dirty)
@@ -952,7 +961,9 @@ class Engine:
                 audit = self._audit(key)
                 if patched is not None and not audit:
                     if plain is None:
-                        plain = _peer_diff(old, new, patched)
+                        plain = _delta_diff(self._deltas.get(number)) or _peer_diff(
+                            old, new, patched
+                        )
                     result = plain
                 else:
                     result = diff(old, new, audit, audit)
@@ -979,7 +990,23 @@ class Engine:
         for network in list(changes.ipcache_deletes):
             if network in changes.ipcache_upserts:
                 changes.ipcache_deletes.discard(network)
+        self._deltas.clear()
         return changes
+
+
+def _delta_diff(
+    delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None] | None,
+) -> EntryDiff | None:
+    """The diff a peer patch reported directly; None if it had to recompile fully."""
+    if delta is None or None in delta:
+        return None
+    removed: set[PolicyEntry] = set()
+    added: set[PolicyEntry] = set()
+    for item in delta:
+        assert item is not None
+        removed.update(item[0])
+        added.update(item[1])
+    return EntryDiff(frozenset(added - removed), frozenset(removed - added))
 
 
 def _peer_diff(old: IdentityPolicy, new: IdentityPolicy, peers: set[int]) -> EntryDiff:
