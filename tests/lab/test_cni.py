@@ -44,8 +44,8 @@ SCRIPT = textwrap.dedent("""
             "pod_addr": sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "-4", "-o", "addr"),
             "pod_routes": sh("ip", "netns", "exec", "slab-tcni-pod", "ip", "route"),
             "node_routes": sh("ip", "route"),
-            "accept_local": sh("ip", "netns", "exec", "slab-tcni-pod", "sysctl", "-n",
-                               "net.ipv4.conf.eth0.accept_local").strip(),
+            "accept_local": sh("ip", "netns", "exec", "slab-tcni-pod", "cat",
+                               "/proc/sys/net/ipv4/conf/eth0/accept_local").strip(),
             "network": cni.network()["name"],
         }
         await cni.check("pod-uid-1", "slab-tcni-pod", "IgnoreUnknown=1;K8S_POD_NAME=p")

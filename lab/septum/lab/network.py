@@ -8,6 +8,9 @@ so that the API server's replies reach pods. Routes through the bridge vanish wi
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
 
 from septum.lab import config
@@ -68,7 +71,8 @@ def create_node(node: NodeSpec, all_nodes: list[NodeSpec]) -> None:
         ["ip", "link", "set", "lo", "up"],
         ["ip", "addr", "add", f"{node.ip}/{config.LAB_NETWORK.prefixlen}", "dev", "eth0"],
         ["ip", "link", "set", "eth0", "up"],
-        ["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        # Written directly: procps' sysctl is not on every minimal Debian.
+        ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
         # Service IPs must be routable for node-local clients before kube-proxy's DNAT rewrites
         # them; a port-less bridge swallows what kube-proxy does not translate instead of a
         # default route that could leak it (the dummy driver is not always available).
@@ -86,7 +90,8 @@ def create_node(node: NodeSpec, all_nodes: list[NodeSpec]) -> None:
 def kill_netns_processes(ns: str) -> None:
     out = run(["ip", "netns", "pids", ns], check=False)
     for pid in out.split():
-        run(["kill", "-9", pid], check=False)
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def delete_all() -> None:

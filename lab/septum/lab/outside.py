@@ -8,7 +8,10 @@ back through their nodes. Nothing reaches the host's uplink: the host does not f
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+import signal
 from dataclasses import dataclass
 
 from septum.lab import config
@@ -87,6 +90,7 @@ def remove_peer(peer: Peer, nodes: list[NodeSpec]) -> None:
     for node in nodes:
         run(in_netns(node.netns, ["ip", "route", "del", f"{peer.address}/32"]), check=False)
     for pid in run(["ip", "netns", "pids", peer.netns], check=False).split():
-        run(["kill", "-9", pid], check=False)
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
     run(["ip", "netns", "delete", peer.netns], check=False)
     run(["ip", "link", "delete", peer.host_link], check=False)
