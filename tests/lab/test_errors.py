@@ -15,6 +15,7 @@ from septum.lab.errors import PortInUseError
 SEPTUM = str(Path(sys.executable).parent / "septum")
 
 
+@pytest.mark.privileged  # the owner of another process's socket is visible to root only
 def test_port_in_use_names_port_and_owner(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
