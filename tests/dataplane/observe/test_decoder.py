@@ -1,0 +1,83 @@
+"""One datapath record -> one Hubble Flow: every field the decoder fills."""
+
+from __future__ import annotations
+
+import time
+
+import observe_helpers as h
+from septum.dataplane import abi
+from septum.dataplane.observe import record as r
+from septum.dataplane.observe.api.flow import flow_pb2
+
+DECODER = h.decoder()
+
+
+def decode(*args: object, seq: int = 1, **kwargs: object) -> flow_pb2.Flow:
+    return DECODER.decode(r.EVENT.unpack(h.event(*args, **kwargs)), seq)  # type: ignore[arg-type]
+
+
+def test_time_is_wall_clock() -> None:
+    flow = decode()
+    assert abs(flow.time.ToNanoseconds() - time.time_ns()) < 2_000_000_000
+
+
+def test_sctp_and_icmpv6() -> None:
+    sctp = decode(protocol=132, src_port=5000, dst_port=6000, tcp_flags=0)
+    assert sctp.l4.WhichOneof("protocol") == "SCTP"
+    assert (sctp.l4.SCTP.source_port, sctp.l4.SCTP.destination_port) == (5000, 6000)
+    assert sctp.Summary == "SCTP"
+    icmp6 = decode(
+        v6=True, protocol=58, icmp_type=1, icmp_code=4, src_port=0, dst_port=0, tcp_flags=0
+    )
+    assert (icmp6.l4.ICMPv6.type, icmp6.l4.ICMPv6.code) == (1, 4)
+    assert icmp6.Summary == "ICMPv6 DestinationUnreachable(PortUnreachable)"
+    assert icmp6.IP.source == "fd00::1" and icmp6.IP.ipVersion == flow_pb2.IPv6
+
+
+def test_unknown_peer_gets_reserved_labels() -> None:
+    flow = decode("203.0.113.9", h.DEATHSTAR)
+    assert flow.source.identity == 2 and list(flow.source.labels) == ["reserved:world"]
+    assert not flow.source.pod_name
+    assert flow.destination.pod_name == h.DEATHSTAR.pod_name
+
+
+def test_septum_only_drop_reason_keeps_its_number() -> None:
+    flow = decode(event_type=1, verdict=2, drop_reason=226)  # truncated TCP header
+    assert flow.drop_reason == 226
+    # the nearest Hubble reason, as the ABI maps it
+    assert (
+        flow.drop_reason_desc
+        == abi.hubble_drop_reason(226)
+        == flow_pb2.CT_TRUNCATED_OR_INVALID_HEADER
+    )
+
+
+def test_audit_and_egress_policy() -> None:
+    flow = decode(
+        h.XWING,
+        h.DEATHSTAR,
+        verdict=4,
+        drop_reason=133,
+        rule_id=2,
+        direction=2,
+        trace_point=5,
+        endpoint_id=11,
+    )
+    assert flow.verdict == flow_pb2.AUDIT
+    assert [p.name for p in flow.egress_denied_by] == ["deny-xwing"]
+    assert flow.source.ID == 11 and flow.traffic_direction == flow_pb2.EGRESS
+
+
+def test_uuids_are_unique_per_sequence_number() -> None:
+    uuids = {decode(seq=seq).uuid for seq in range(100)}
+    assert len(uuids) == 100 and all(len(u) == 36 for u in uuids)
+
+
+def test_metadata_changes_are_seen_by_later_flows() -> None:
+    md = h.metadata()
+    decoder = h.FlowDecoder(md, h.DecoderConfig(node_name=h.NODE))
+    rec = r.EVENT.unpack(h.event())
+    assert decoder.decode(rec, 1).destination.pod_name == h.DEATHSTAR.pod_name  # type: ignore[arg-type]
+    md.remove_endpoint(h.DEATHSTAR.endpoint_id)
+    gone = decoder.decode(rec, 2)  # type: ignore[arg-type]
+    assert not gone.destination.pod_name and gone.destination.identity == 1002
