@@ -362,6 +362,13 @@ def test_metrics_match_the_traffic(cluster: Cluster) -> None:
     assert value("hubble_tcp_flags_total", flag="SYN-ACK", family="IPv4") >= 3
     assert value("hubble_lost_events_total", source="perf_event_ring_buffer") == 0
     assert value("septum_endpoints") == 3
+    fill = {
+        dict(labels)["map"]: v
+        for (name, labels), v in metrics.items()
+        if name == "septum_map_fill_ratio"
+    }
+    assert fill[abi.MAP_ENDPOINTS] == 3 / cluster.datapath.config.endpoints
+    assert fill[abi.MAP_CONNTRACK] > 0  # the connections just made
     dropped_packets = value(
         "septum_datapath_packets_total", direction="INGRESS", verdict="DROPPED", reason="133"
     )

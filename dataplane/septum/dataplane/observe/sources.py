@@ -63,7 +63,31 @@ def datapath_health(datapath: object) -> DatapathHealth:
             for k, v in datapath.counters().items()  # type: ignore[attr-defined]
         }
 
-    return DatapathHealth(endpoints=endpoints, counters=counters)
+    def map_fill() -> dict[str, tuple[int, int]]:
+        # Walks each map's keys at scrape time (get_next_key): cheap for the
+        # policy-sized maps, and bounded by capacity for conntrack.
+        fill: dict[str, tuple[int, int]] = {}
+        for attribute in _HEALTH_MAPS:
+            bpf_map = getattr(datapath, attribute, None)
+            if bpf_map is None:
+                continue
+            entries = sum(1 for _ in bpf_map.keys())
+            fill[bpf_map.name] = (entries, bpf_map.capacity)
+        return fill
+
+    return DatapathHealth(endpoints=endpoints, counters=counters, map_fill=map_fill)
+
+
+# NodeDatapath attributes of the maps whose fill level is exported.
+_HEALTH_MAPS = (
+    "endpoints_map",
+    "ipcache_hosts",
+    "ipcache_cidrs",
+    "policy_map",
+    "policy_ranges",
+    "conntrack_map",
+    "prefilter_map",
+)
 
 
 class FeedSource:
