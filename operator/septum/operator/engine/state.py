@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from septum.operator.engine.changes import ChangeSet, LoadResult
@@ -72,6 +72,7 @@ from septum.operator.identity.reserved import CLUSTER_IDENTITY_MAX, LOCAL_IDENTI
 Matcher = Selector | Peers
 NamedPortMap = dict[str, frozenset[tuple[int, int]]]
 _MEMO_LIMIT = 200_000
+_DROP = -1  # in _clone_dirty: the identity is gone, drop its entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,11 @@ class Engine:
         self._dirty: set[int] = set()
         # Subjects whose rules gained or lost these peer identities (and nothing else changed).
         self._peer_dirty: dict[int, set[int]] = {}
+        # Subjects that only need entries for a new identity copied from its twin: {(new, twin)}.
+        self._clone_dirty: dict[int, set[tuple[int, int]]] = {}
+        # Label keys any selector reads; identities equal on them are equal for every selector.
+        self._key_refs: Counter[str] = Counter()
+        self._projection: dict[tuple[tuple[str, str], ...], set[int]] | None = None
         # (removed, added) entry slices a peer patch reports, for the identity being patched.
         self._delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None] | None = (
             None
@@ -456,7 +462,8 @@ class Engine:
         self.pod_identity[key] = number
         self.identity_pods.setdefault(number, set()).add(key)
         if is_new:
-            self._identity_added(number)
+            self._identity_added(number, self._twin(number, labels))
+            self._project_add(number, labels)
         self._refresh_named_ports(number)
 
     def _unassign(self, key: PodKey, labels: LabelSet) -> None:
@@ -488,23 +495,70 @@ class Engine:
             self._dirty.add(number)
             self._dirty |= self._egress_named_users
 
-    def _identity_added(self, number: int) -> None:
+    def _identity_added(self, number: int, twin: int | None = None) -> None:
         self._parts_cache.pop(number, None)
         labels = self.identities.labels[number]
         self._dirty.add(number)
         for matcher in self._watchers(labels):
             if self._matches(matcher, labels):
                 self._sets[matcher] = self._sets[matcher] | {number}
-                self._mark_peer_change(matcher, number)
+                if twin is None:
+                    self._mark_peer_change(matcher, number)
+                else:
+                    for user in self._users.get(matcher, ()):
+                        self._clone_dirty.setdefault(user, set()).add((number, twin))
+
+    # ---- internals: twins ------------------------------------------------
+
+    def _projected(self, labels: LabelSet) -> tuple[tuple[str, str], ...]:
+        return tuple(item for item in labels.items if item[0] in self._key_refs)
+
+    def _project_add(self, number: int, labels: LabelSet) -> None:
+        if self._projection is not None:
+            self._projection.setdefault(self._projected(labels), set()).add(number)
+
+    def _project_remove(self, number: int, labels: LabelSet) -> None:
+        if self._projection is not None:
+            bucket = self._projection.get(self._projected(labels))
+            if bucket is not None:
+                bucket.discard(number)
+
+    def _twin(self, number: int, labels: LabelSet) -> int | None:
+        """An existing pod identity every selector treats exactly like `number`, if any.
+
+        Selectors read only the keys they name, so two label sets equal on every
+        named key match the same selectors; with equal named ports, the new
+        identity's entries in any subject are a copy of the twin's.
+        """
+        if self._projection is None:
+            self._projection = {}
+            for other in self.identities.pod_ids:
+                if other != number:
+                    self._project_add(other, self.identities.labels[other])
+        candidates = self._projection.get(self._projected(labels))
+        if not candidates:
+            return None
+        ports = self._named_port_map(number)
+        for other in candidates:
+            if (
+                other != number
+                and other in self.identity_pods
+                and self.named_ports.get(other, {}) == ports
+            ):
+                return other
+        return None
 
     def _identity_removed(self, number: int) -> None:
         self._parts_cache.pop(number, None)
         labels = self.identities.labels[number]
+        self._project_remove(number, labels)
         for matcher in self._watchers(labels):
             current = self._sets[matcher]
             if number in current:
                 self._sets[matcher] = current - {number}
-                self._mark_peer_change(matcher, number)
+                # A vanished peer only loses its entries: no rule needs evaluating.
+                for user in self._users.get(matcher, ()):
+                    self._clone_dirty.setdefault(user, set()).add((number, _DROP))
         self._egress_named_users.discard(number)
 
     def _mark_peer_change(self, matcher: Matcher, number: int) -> None:
@@ -577,11 +631,23 @@ class Engine:
             self._sets[matcher] = new
             self._dirty |= self._users.get(matcher, set())
 
+    def _count_keys(self, matcher: Matcher, step: int) -> None:
+        selectors = (matcher,) if isinstance(matcher, Selector) else matcher.selectors
+        for selector in selectors:
+            for requirement in selector.requirements:
+                before = self._key_refs[requirement.key]
+                self._key_refs[requirement.key] = before + step
+                if self._key_refs[requirement.key] <= 0:
+                    del self._key_refs[requirement.key]
+                if (before == 0) != (before + step == 0):
+                    self._projection = None  # the set of named keys changed
+
     def _acquire_matcher(self, matcher: Matcher) -> None:
         self._set_refs[matcher] += 1
         if self._set_refs[matcher] > 1:
             return
         self._sets[matcher] = frozenset()
+        self._count_keys(matcher, 1)
         self._recompute_set(matcher)
         for key, scan, nonpod in self._plans(matcher):
             if key is not None:
@@ -597,6 +663,7 @@ class Engine:
             return
         del self._set_refs[matcher]
         del self._sets[matcher]
+        self._count_keys(matcher, -1)
         self._users.pop(matcher, None)
         for key, _, _ in self._plans(matcher):
             if key is not None:
@@ -902,6 +969,37 @@ class Engine:
         self._memo[key] = result
         return result
 
+    def _clone(
+        self,
+        number: int,
+        pairs: set[tuple[int, int]],
+        delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None],
+    ) -> IdentityPolicy:
+        """Add entries for new identities by copying their twins' entries (same decisions)."""
+        old = self.compiled[number]
+        result = []
+        for policy in (old.ingress, old.egress):
+            entries = policy.entries
+            changed = False
+            for new, twin in sorted(pairs):
+                if twin == _DROP:
+                    lo, hi = peer_slice(entries, new)
+                    if lo < hi:
+                        delta.append((entries[lo:hi], ()))
+                        entries = entries[:lo] + entries[hi:]
+                        changed = True
+                    continue
+                lo, hi = peer_slice(entries, twin)
+                if lo == hi:
+                    continue
+                copies = tuple(entry._replace(peer_identity=new) for entry in entries[lo:hi])
+                at = peer_slice(entries, new)[0]
+                entries = entries[:at] + copies + entries[at:]
+                delta.append(((), copies))
+                changed = True
+            result.append(replace(policy, entries=entries) if changed else policy)
+        return IdentityPolicy(result[0], result[1])
+
     def _flush(self, touched: dict[PodKey, IdentityPolicy | None]) -> ChangeSet:
         changes = self._pending
         self._pending = ChangeSet()
@@ -909,13 +1007,31 @@ class Engine:
         self._peer_dirty = {}
         full = self._dirty
         self._dirty = set()
-        dirty = full | peer_dirty.keys()
+        clone_dirty = self._clone_dirty
+        self._clone_dirty = {}
+        for subject, pairs in list(clone_dirty.items()):
+            cloneable = (
+                subject not in full
+                and subject not in peer_dirty
+                and subject in self.compiled
+                and (subject, Direction.INGRESS) in self._last_rules
+                and (subject, Direction.EGRESS) in self._last_rules
+            )
+            if not cloneable:
+                peer_dirty.setdefault(subject, set()).update(new for new, _ in pairs)
+                del clone_dirty[subject]
+        dirty = full | peer_dirty.keys() | clone_dirty.keys()
         old_policies = {n: self.compiled.get(n, UNENFORCED_POLICY) for n in dirty}
         for number in dirty:
             if number not in self.identity_pods:
                 self.compiled.pop(number, None)
                 self._last_rules.pop((number, Direction.INGRESS), None)
                 self._last_rules.pop((number, Direction.EGRESS), None)
+            elif number in clone_dirty:
+                self._deltas[number] = []
+                self.compiled[number] = self._clone(
+                    number, clone_dirty[number], self._deltas[number]
+                )
             elif number not in full and number in self.compiled:
                 old = self.compiled.get(number)
                 self._delta = self._deltas[number] = []
@@ -954,6 +1070,8 @@ class Engine:
             if new is None or old is new:
                 continue
             patched = peer_dirty.get(number) if number not in full else None
+            if number in clone_dirty:
+                patched = {new for new, _ in clone_dirty[number]}
             plain: EntryDiff | None = None
             for key in self.identity_pods.get(number, ()):
                 if key in touched:
