@@ -100,6 +100,18 @@ class IdentityTable:
             if labels.source != SOURCE_K8S:
                 yield number
 
+    def candidates_any(self, alternatives: list[tuple[tuple[str, str], ...]]) -> set[int] | None:
+        """Pod identities carrying one pair of every alternative (None: nothing narrows)."""
+        result: set[int] | None = None
+        for pairs in sorted(alternatives, key=len):
+            found: set[int] = set()
+            for pair in pairs:
+                found |= self.index.get(pair, set())
+            result = found if result is None else result & found
+            if not result:
+                return set()
+        return result
+
     def candidates(self, keys: Iterable[tuple[str, str]]) -> set[int] | None:
         """Pod identities carrying all of `keys` (None when no key narrows the search)."""
         result: set[int] | None = None

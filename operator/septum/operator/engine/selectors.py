@@ -100,6 +100,14 @@ class Selector:
                 keys.append((requirement.key, next(iter(requirement.values))))
         return keys
 
+    def index_alternatives(self) -> list[tuple[tuple[str, str], ...]]:
+        """Per `In` requirement, the (key, value) pairs one of which every match carries."""
+        return [
+            tuple((requirement.key, value) for value in sorted(requirement.values))
+            for requirement in self.requirements
+            if requirement.operator is Operator.IN
+        ]
+
     def namespaces(self) -> frozenset[str] | None:
         """The namespaces this selector is confined to, if it names them."""
         for requirement in self.requirements:

@@ -588,24 +588,28 @@ class Engine:
             return matcher.matches(labels)
         return peers_match(matcher, labels, self.node_matches)
 
-    def _selector_plan(self, selector: Selector) -> tuple[tuple[str, str] | None, bool, bool]:
-        """(index key, needs a pod scan, needs non-pod identities) for one selector."""
+    def _selector_plan(self, selector: Selector) -> tuple[tuple[tuple[str, str], ...], bool, bool]:
+        """(index keys, needs a pod scan, needs non-pod identities) for one selector.
+
+        A new identity can only match if it carries one of the index keys, so the
+        selector is watched under those keys (one for `k=v`, one per value of `In`).
+        """
         pods = SOURCE_K8S in selector.sources
         nonpod = bool(selector.sources - {SOURCE_K8S})
         if not pods:
-            return None, False, nonpod
-        keys = selector.index_keys()
-        if not keys:
-            return None, True, nonpod
-        namespace_keys = [k for k in keys if k[0] == "io.kubernetes.pod.namespace"]
-        return (namespace_keys or keys)[0], False, nonpod
+            return (), False, nonpod
+        alternatives = selector.index_alternatives()
+        if not alternatives:
+            return (), True, nonpod
+        namespace_keys = [a for a in alternatives if a[0][0] == "io.kubernetes.pod.namespace"]
+        return min(namespace_keys or alternatives, key=len), False, nonpod
 
-    def _plans(self, matcher: Matcher) -> list[tuple[tuple[str, str] | None, bool, bool]]:
+    def _plans(self, matcher: Matcher) -> list[tuple[tuple[tuple[str, str], ...], bool, bool]]:
         if isinstance(matcher, Selector):
             return [self._selector_plan(matcher)]
         plans = [self._selector_plan(s) for s in matcher.selectors]
         if matcher.cidrs or matcher.entities or matcher.nodes:
-            plans.append((None, "cluster" in matcher.entities, True))
+            plans.append(((), "cluster" in matcher.entities, True))
         return plans
 
     def _candidates(self, matcher: Matcher) -> set[int]:
@@ -613,7 +617,7 @@ class Engine:
         selectors = (matcher,) if isinstance(matcher, Selector) else matcher.selectors
         for selector in selectors:
             if SOURCE_K8S in selector.sources:
-                narrowed = self.identities.candidates(selector.index_keys())
+                narrowed = self.identities.candidates_any(selector.index_alternatives())
                 found |= self.identities.pod_ids if narrowed is None else narrowed
             if selector.sources - {SOURCE_K8S}:
                 found.update(self.identities.non_pod_ids())
@@ -649,8 +653,8 @@ class Engine:
         self._sets[matcher] = frozenset()
         self._count_keys(matcher, 1)
         self._recompute_set(matcher)
-        for key, scan, nonpod in self._plans(matcher):
-            if key is not None:
+        for keys, scan, nonpod in self._plans(matcher):
+            for key in keys:
                 self._watch_kv.setdefault(key, set()).add(matcher)
             if scan:
                 self._watch_scan.add(matcher)
@@ -665,8 +669,8 @@ class Engine:
         del self._sets[matcher]
         self._count_keys(matcher, -1)
         self._users.pop(matcher, None)
-        for key, _, _ in self._plans(matcher):
-            if key is not None:
+        for keys, _, _ in self._plans(matcher):
+            for key in keys:
                 bucket = self._watch_kv.get(key)
                 if bucket is not None:
                     bucket.discard(matcher)
