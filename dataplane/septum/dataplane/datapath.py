@@ -227,8 +227,10 @@ class NodeDatapath:
                 spec, ifindex, False, 0, 1, EndpointPolicy(), EncodedPolicy(), []
             )
         elif state.ifindex != ifindex:
+            # a new interface for the pod: nothing of the old one may linger
             self.endpoints_map.delete(abi.EndpointKey(ifindex=state.ifindex))
             self._detach_all(state)
+            self.flush_conntrack(spec.endpoint_id)
         state.spec = spec
         state.ifindex = ifindex
         self._write_endpoint(state)
