@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from septum.operator.engine.changes import ChangeSet, LoadResult
@@ -996,12 +996,19 @@ class Engine:
                 lo, hi = peer_slice(entries, twin)
                 if lo == hi:
                     continue
-                copies = tuple(entry._replace(peer_identity=new) for entry in entries[lo:hi])
+                # tuple.__new__ skips NamedTuple._replace's Python-level field mapping.
+                copies = tuple(
+                    tuple.__new__(PolicyEntry, (e[0], new, *e[2:])) for e in entries[lo:hi]
+                )
                 at = peer_slice(entries, new)[0]
                 entries = entries[:at] + copies + entries[at:]
                 delta.append(((), copies))
                 changed = True
-            result.append(replace(policy, entries=entries) if changed else policy)
+            if changed:
+                policy = DirectionPolicy(
+                    policy.enforced, entries, policy.protocols, policy.wildcard
+                )
+            result.append(policy)
         return IdentityPolicy(result[0], result[1])
 
     def _flush(self, touched: dict[PodKey, IdentityPolicy | None]) -> ChangeSet:
@@ -1080,7 +1087,9 @@ class Engine:
             for key in self.identity_pods.get(number, ()):
                 if key in touched:
                     continue
-                audit = self._audit(key)
+                # Audit mode only changes through a touched pod or namespace, so the
+                # state recorded at the last flush is current for untouched pods.
+                audit = self._audit_state.get(key, False)
                 if patched is not None and not audit:
                     if plain is None:
                         plain = _delta_diff(self._deltas.get(number)) or _peer_diff(
@@ -1128,6 +1137,8 @@ def _delta_diff(
         assert item is not None
         removed.update(item[0])
         added.update(item[1])
+    if not removed or not added:
+        return EntryDiff(frozenset(added), frozenset(removed))
     return EntryDiff(frozenset(added - removed), frozenset(removed - added))
 
 
