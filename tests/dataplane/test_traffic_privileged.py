@@ -180,11 +180,12 @@ def test_established_connection_survives_a_policy_change_by_default(cluster):
 def test_established_connection_is_revoked_when_configured(cluster):
     cluster.node.set_revoke_on_policy_change(True)
     cluster.server_policy(PolicyEntry(INGRESS, CLIENT_ID, TCP, 8080))
-    with tcp_connection(cluster.client.name, "10.96.0.3", 8080, timeout_s=0.5) as conn:
+    with tcp_connection(cluster.client.name, "10.96.0.3", 8080) as conn:
         assert echo(conn)
         cluster.server_policy(PolicyEntry(INGRESS, CLIENT_ID, TCP, 8080, rule_id=9))
         assert echo(conn), "still allowed by the new policy: kept"
         cluster.server_policy()  # deny all ingress
+        conn.settimeout(0.5)
         assert not echo(conn), "revoked by the new policy"
     wait_for_flows(
         cluster.node,

@@ -200,7 +200,7 @@ class UdpEchoServer:
         self.sock.close()
 
 
-def tcp_connect(ns: str, address: str, port: int, timeout_s: float = 1.0) -> bool:
+def tcp_connect(ns: str, address: str, port: int, timeout_s: float = 5.0) -> bool:
     """True when a TCP connection from pod `ns` is established and echoes one message."""
     sock = open_socket(ns, _family(address), socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -216,7 +216,7 @@ def tcp_connect(ns: str, address: str, port: int, timeout_s: float = 1.0) -> boo
 
 @contextlib.contextmanager
 def tcp_connection(
-    ns: str, address: str, port: int, timeout_s: float = 1.0
+    ns: str, address: str, port: int, timeout_s: float = 5.0
 ) -> Iterator[socket.socket]:
     """An established connection kept open for the block (raises if it cannot connect)."""
     sock = open_socket(ns, _family(address), socket.SOCK_STREAM)
@@ -236,7 +236,7 @@ def echo(sock: socket.socket, payload: bytes = b"ping") -> bool:
         return False
 
 
-def udp_request(ns: str, address: str, port: int, timeout_s: float = 1.0) -> bool:
+def udp_request(ns: str, address: str, port: int, timeout_s: float = 5.0) -> bool:
     sock = open_socket(ns, _family(address), socket.SOCK_DGRAM)
     sock.settimeout(timeout_s)
     try:
@@ -258,7 +258,7 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ping(ns: str, address: str, timeout_s: float = 1.0) -> bool:
+def ping(ns: str, address: str, timeout_s: float = 5.0) -> bool:
     """One ICMP/ICMPv6 echo from pod `ns`; True when the reply arrives."""
     v6 = _family(address) == socket.AF_INET6
     proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
