@@ -197,12 +197,18 @@ def compile_direction(
     for group_key, peers in groups.items():
         active = sorted((*group_key, *wildcard_rules))
         segments = _segments([rules[i] for i in active], protocols, default_deny_id, no_policy_id)
-        differing = _differing(segments, wildcard_segments)
+        differing = [
+            (proto, lo, hi, verdict, l7, False, rule_id, text)
+            for proto, lo, hi, (verdict, rule_id, l7, text) in _differing(
+                segments, wildcard_segments
+            )
+        ]
+        # Hundreds of thousands of entries: build them with tuple.__new__, which
+        # skips the NamedTuple constructor's argument handling.
+        make = tuple.__new__
         for peer in peers:
-            for proto, lo, hi, (verdict, rule_id, l7, text) in differing:
-                entries.append(
-                    PolicyEntry(direction, peer, proto, lo, hi, verdict, l7, False, rule_id, text)
-                )
+            for fields in differing:
+                entries.append(make(PolicyEntry, (direction, peer, *fields)))
     # One direction per tuple, so tuples order by (peer, protocol, port) without a key.
     entries.sort()
     return DirectionPolicy(True, tuple(entries), protocols, wildcard_segments)
