@@ -316,3 +316,52 @@ def test_named_ports_resolve_per_destination() -> None:
     )
     assert explain(engine, "b/client", "a/web", 8080).allowed
     assert not explain(engine, "b/client", "a/web", 80).allowed
+
+
+def test_v1alpha1_admin_and_baseline_admin_network_policies() -> None:
+    def tier(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "apiVersion": "policy.networking.k8s.io/v1alpha1",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+
+    from_b = [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "b"}}}]
+    anp = tier(
+        "AdminNetworkPolicy",
+        "pass-b",
+        {
+            "priority": 10,
+            "subject": {"namespaces": {"matchLabels": {"team": "blue"}}},
+            "ingress": [
+                {
+                    "name": "allow-22",
+                    "action": "Allow",
+                    "from": from_b,
+                    "ports": [{"portNumber": {"protocol": "TCP", "port": 22}}],
+                },
+                {"name": "pass-rest", "action": "Pass", "from": from_b},
+            ],
+        },
+    )
+    banp = tier(
+        "BaselineAdminNetworkPolicy",
+        "default",
+        {
+            "subject": {"namespaces": {}},
+            "ingress": [{"name": "deny-b", "action": "Deny", "from": from_b}],
+        },
+    )
+    engine = cluster(anp, banp)
+    ssh = explain(engine, "b/client", "a/web", 22)
+    assert ssh.allowed and ssh.ingress is not None and "admin tier" in ssh.ingress.reason
+    web = explain(engine, "b/client", "a/web", 80)
+    assert not web.allowed and web.ingress is not None
+    assert "deny by baseline tier: BaselineAdminNetworkPolicy default" in web.ingress.reason
+    assert web.ingress.passed_by and "('pass-rest')" in str(web.ingress.passed_by[0])
+    # A NetworkPolicy allow overrides the baseline deny after the Pass.
+    engine.upsert_policy(
+        knp({"podSelector": WEB, "ingress": [{"from": [{"namespaceSelector": {}}]}]})
+    )
+    assert explain(engine, "b/client", "a/web", 80).allowed
