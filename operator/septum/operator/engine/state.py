@@ -148,6 +148,8 @@ class Engine:
         # Label keys any selector reads; identities equal on them are equal for every selector.
         self._key_refs: Counter[str] = Counter()
         self._projection: dict[tuple[tuple[str, str], ...], set[int]] | None = None
+        # New identities of this flush with a twin: they take the twin's compiled policy.
+        self._twin_of: dict[int, int] = {}
         # (removed, added) entry slices a peer patch reports, for the identity being patched.
         self._delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None] | None = (
             None
@@ -480,7 +482,10 @@ class Engine:
         self.pod_identity[key] = number
         self.identity_pods.setdefault(number, set()).add(key)
         if is_new:
-            self._identity_added(number, self._twin(number, labels))
+            twin = self._twin(number, labels)
+            if twin is not None:
+                self._twin_of[number] = twin
+            self._identity_added(number, twin)
             self._project_add(number, labels)
         self._refresh_named_ports(number)
 
@@ -991,6 +996,23 @@ class Engine:
         self._memo[key] = result
         return result
 
+    def _adopt(self, number: int, twin: int) -> IdentityPolicy:
+        """A new identity's own policy: its twin's, which every selector treats alike.
+
+        The twin's policy was updated in this flush, so it already holds entries
+        for the new identity as a peer; only the bookkeeping is copied.
+        """
+        rules = [self._last_rules.get((twin, d)) for d in (Direction.INGRESS, Direction.EGRESS)]
+        if twin not in self.identity_pods or twin not in self.compiled or None in rules:
+            return self._compile_identity(number, None)
+        for direction, cached in zip((Direction.INGRESS, Direction.EGRESS), rules, strict=True):
+            assert cached is not None
+            self._last_rules[(number, direction)] = cached
+            for matcher in cached[1]:
+                if matcher is not None:
+                    self._users.setdefault(matcher, set()).add(number)
+        return self.compiled[twin]
+
     def _clone(
         self,
         number: int,
@@ -1051,7 +1073,11 @@ class Engine:
                 del clone_dirty[subject]
         dirty = full | peer_dirty.keys() | clone_dirty.keys()
         old_policies = {n: self.compiled.get(n, UNENFORCED_POLICY) for n in dirty}
+        twins = self._twin_of
+        self._twin_of = {}
         for number in dirty:
+            if number in twins and number in self.identity_pods:
+                continue  # after its twin, below
             if number not in self.identity_pods:
                 self.compiled.pop(number, None)
                 self._last_rules.pop((number, Direction.INGRESS), None)
@@ -1070,6 +1096,9 @@ class Engine:
                 self._delta = None
             else:
                 self.compiled[number] = self._compile_identity(number, None)
+        for number, twin in sorted(twins.items()):
+            if number in self.identity_pods:
+                self.compiled[number] = self._adopt(number, twin)
         changes.recompiled_identities = len(dirty)
         diff_cache: dict[tuple[int, int, bool], EntryDiff] = {}
 
