@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import mmap
 import select
-import struct
 from typing import Final
 
 from septum.dataplane.abi import FLOW_EVENT_SIZE, RINGBUF_HEADER_SIZE, RINGBUF_RECORD_STRIDE
@@ -20,7 +19,6 @@ from septum.dataplane.errors import DatapathError
 
 _BUSY_BIT: Final = 0x80  # in the header's most significant byte (little endian)
 _DISCARD_BIT: Final = 0x40
-_POS: Final = struct.Struct("<Q")
 
 
 class RingBufferReader:
@@ -35,6 +33,12 @@ class RingBufferReader:
             map_fd, page + 2 * size_bytes, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
         self._data = memoryview(self._producer)[page:]
+        # The positions are read and written as whole aligned 8-byte words (a native "Q"
+        # memoryview is one load/store): the kernel reads the consumer position while we
+        # write it, and a byte-by-byte write (struct "<Q") can show it a torn, far smaller
+        # value, which makes bpf_ringbuf_reserve fail with space free.
+        self._consumer_pos = memoryview(self._consumer)[:8].cast("Q")
+        self._producer_pos = memoryview(self._producer)[:8].cast("Q")
         self._mask = size_bytes - 1
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
@@ -51,17 +55,15 @@ class RingBufferReader:
         return bool(self._epoll.poll(-1 if timeout_s is None else timeout_s))
 
     def pending_bytes(self) -> int:
-        consumer = _POS.unpack_from(self._consumer, 0)[0]
-        producer = _POS.unpack_from(self._producer, 0)[0]
-        return int(producer - consumer)
+        return int(self._producer_pos[0] - self._consumer_pos[0])
 
     def read_records(self, max_records: int = 1 << 16) -> tuple[bytes, int]:
         """(bytes of N committed records WITH their 8-byte headers, N); stride 104.
 
         Decode these with ``struct.iter_unpack("<8x" + FLOW_EVENT_FORMAT[1:], chunk)``.
         """
-        consumer = _POS.unpack_from(self._consumer, 0)[0]
-        producer = _POS.unpack_from(self._producer, 0)[0]
+        consumer = self._consumer_pos[0]
+        producer = self._producer_pos[0]
         available = min((producer - consumer) // RINGBUF_RECORD_STRIDE, max_records)
         if available <= 0:
             return b"", 0
@@ -74,7 +76,7 @@ class RingBufferReader:
         elif chunk[0::RINGBUF_RECORD_STRIDE].count(FLOW_EVENT_SIZE) != available:
             raise DatapathError("ring buffer holds a record that is not a flow event")
         if count:
-            _POS.pack_into(self._consumer, 0, consumer + count * RINGBUF_RECORD_STRIDE)
+            self._consumer_pos[0] = consumer + count * RINGBUF_RECORD_STRIDE
         if count != available:
             chunk = chunk[: count * RINGBUF_RECORD_STRIDE]
         return self._drop_discarded(chunk, count)
@@ -109,6 +111,8 @@ class RingBufferReader:
 
     def close(self) -> None:
         self._epoll.close()
+        self._consumer_pos.release()
+        self._producer_pos.release()
         self._data.release()
         self._producer.close()
         self._consumer.close()

@@ -474,6 +474,7 @@ def command(as_json: bool, repeats: int, rounds: int, seconds: int) -> None:
     for key in KEYS:
         table.add_row(key, f"{results[key]:.3f}", targets.get(key, ""))
     for key in (
+        "new_allow_cold_ns",  # fresh random tuples: cold conntrack slots, LRU eviction
         "iperf_gbps_plain_median",
         "iperf_gbps_septum_median",
         "iperf_gbps_iptables_median",
