@@ -57,12 +57,14 @@ hubble: deps
 
 setup: deps venv bpf proto
 
+# Style, types and the import-layering contracts (pyproject.toml [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check src operator dataplane lab tests
-	$(VENV)/bin/mypy -p septum.operator -p septum.dataplane -p septum.cli
+	$(VENV)/bin/ruff format --check src operator dataplane lab tests
+	$(VENV)/bin/mypy -p septum.operator -p septum.dataplane -p septum.lab -p septum.cli -p septum.bench
 	$(VENV)/bin/lint-imports
 
-test: setup gobuild hubble
+test: setup lint gobuild hubble
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup

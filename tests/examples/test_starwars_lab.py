@@ -1,4 +1,4 @@
-"""The Star Wars example on the lab: Septum's CRDs served by the real API server, the app running."""
+"""The Star Wars example on the lab: Septum's CRDs served by the real API server, app running."""
 
 from __future__ import annotations
 
