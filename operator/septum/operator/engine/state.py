@@ -167,6 +167,7 @@ class Engine:
         self._pending: ChangeSet = ChangeSet()
         # Each endpoint's audit mode as last reported, to diff the audit flag of its entries.
         self._audit_state: dict[PodKey, bool] = {}
+        self._audit_pods: set[PodKey] = set()  # the keys whose _audit_state is True
 
     # ---- queries -------------------------------------------------------
 
@@ -411,6 +412,8 @@ class Engine:
         for pod_key, number in self.pod_identity.items():
             audit = self._audit(pod_key)
             self._audit_state[pod_key] = audit
+            if audit:
+                self._audit_pods.add(pod_key)
             initial = shared.get((number, audit))
             if initial is None:
                 initial = EntryDiff(self.endpoint_policy(pod_key).entries(), frozenset())
@@ -1018,38 +1021,48 @@ class Engine:
         number: int,
         pairs: set[tuple[int, int]],
         delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None],
+        memo: dict[tuple[int, tuple[tuple[int, int], ...]], _Cloned],
     ) -> IdentityPolicy:
-        """Add entries for new identities by copying their twins' entries (same decisions)."""
+        """Add entries for new identities by copying their twins' entries (same decisions).
+
+        Subjects selected by the same rules share one DirectionPolicy object, so
+        the copy is made once per distinct (policy, pairs) in a flush (`memo`)
+        and every subject sharing the input shares the result and its delta.
+        """
         old = self.compiled[number]
+        ordered = tuple(sorted(pairs))
         result = []
         for policy in (old.ingress, old.egress):
-            entries = policy.entries
-            changed = False
-            for new, twin in sorted(pairs):
-                if twin == _DROP:
-                    lo, hi = peer_slice(entries, new)
-                    if lo < hi:
-                        delta.append((entries[lo:hi], ()))
-                        entries = entries[:lo] + entries[hi:]
-                        changed = True
-                    continue
-                lo, hi = peer_slice(entries, twin)
-                if lo == hi:
-                    continue
-                # tuple.__new__ skips NamedTuple._replace's Python-level field mapping.
-                copies = tuple(
-                    tuple.__new__(PolicyEntry, (e[0], new, *e[2:])) for e in entries[lo:hi]
-                )
-                at = peer_slice(entries, new)[0]
-                entries = entries[:at] + copies + entries[at:]
-                delta.append(((), copies))
-                changed = True
-            if changed:
-                policy = DirectionPolicy(
-                    policy.enforced, entries, policy.protocols, policy.wildcard
-                )
-            result.append(policy)
+            key = (id(policy), ordered)
+            cloned = memo.get(key)
+            if cloned is None:
+                cloned = memo[key] = _clone_direction(policy, ordered)
+            delta.extend(cloned.delta)
+            result.append(cloned.after)
+        if result[0] is old.ingress and result[1] is old.egress:
+            return old
         return IdentityPolicy(result[0], result[1])
+
+    def _plain_diff(
+        self,
+        number: int,
+        old: IdentityPolicy,
+        new: IdentityPolicy,
+        patched: set[int],
+        memo: dict[tuple[int, ...], EntryDiff],
+    ) -> EntryDiff:
+        """The entry diff of a peer patch or clone (no audit flag), from its reported delta.
+
+        Delta items live in self._deltas until the flush ends, so their ids are unique keys.
+        """
+        delta = self._deltas.get(number)
+        if not delta or None in delta:
+            return _peer_diff(old, new, patched)
+        key = tuple(map(id, delta))
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = _delta_diff(delta) or _peer_diff(old, new, patched)
+        return found
 
     def _flush(self, touched: dict[PodKey, IdentityPolicy | None]) -> ChangeSet:
         changes = self._pending
@@ -1060,6 +1073,7 @@ class Engine:
         self._dirty = set()
         clone_dirty = self._clone_dirty
         self._clone_dirty = {}
+        clone_memo: dict[tuple[int, tuple[tuple[int, int], ...]], _Cloned] = {}
         for subject, pairs in list(clone_dirty.items()):
             cloneable = (
                 subject not in full
@@ -1085,7 +1099,7 @@ class Engine:
             elif number in clone_dirty:
                 self._deltas[number] = []
                 self.compiled[number] = self._clone(
-                    number, clone_dirty[number], self._deltas[number]
+                    number, clone_dirty[number], self._deltas[number], clone_memo
                 )
             elif number not in full and number in self.compiled:
                 old = self.compiled.get(number)
@@ -1101,6 +1115,8 @@ class Engine:
                 self.compiled[number] = self._adopt(number, twin)
         changes.recompiled_identities = len(dirty)
         diff_cache: dict[tuple[int, int, bool], EntryDiff] = {}
+        # Subjects that shared a clone share its delta items: diff them once.
+        delta_memo: dict[tuple[int, ...], EntryDiff] = {}
 
         def diff(
             old: IdentityPolicy | None, new: IdentityPolicy | None, audit_old: bool, audit_new: bool
@@ -1131,7 +1147,19 @@ class Engine:
             if number in clone_dirty:
                 patched = {new for new, _ in clone_dirty[number]}
             plain: EntryDiff | None = None
-            for key in self.identity_pods.get(number, ()):
+            pods = self.identity_pods.get(number, ())
+            if (
+                patched is not None
+                and pods
+                and pods.isdisjoint(touched)
+                and pods.isdisjoint(self._audit_pods)
+            ):
+                # The common case: every pod of the identity gets the same diff.
+                plain = self._plain_diff(number, old, new, patched, delta_memo)
+                if plain:
+                    changes.endpoints.update(dict.fromkeys(pods, plain))
+                continue
+            for key in pods:
                 if key in touched:
                     continue
                 # Audit mode only changes through a touched pod or namespace, so the
@@ -1139,9 +1167,7 @@ class Engine:
                 audit = self._audit_state.get(key, False)
                 if patched is not None and not audit:
                     if plain is None:
-                        plain = _delta_diff(self._deltas.get(number)) or _peer_diff(
-                            old, new, patched
-                        )
+                        plain = self._plain_diff(number, old, new, patched, delta_memo)
                     result = plain
                 else:
                     result = diff(old, new, audit, audit)
@@ -1162,14 +1188,52 @@ class Engine:
                 changes.endpoints[key] = result
         for key in touched:
             if key in self.pod_identity:
-                self._audit_state[key] = self._audit(key)
+                audit = self._audit_state[key] = self._audit(key)
+                if audit:
+                    self._audit_pods.add(key)
+                else:
+                    self._audit_pods.discard(key)
             else:
                 self._audit_state.pop(key, None)
+                self._audit_pods.discard(key)
         for network in list(changes.ipcache_deletes):
             if network in changes.ipcache_upserts:
                 changes.ipcache_deletes.discard(network)
         self._deltas.clear()
         return changes
+
+
+@dataclass(frozen=True, slots=True)
+class _Cloned:
+    """One direction's twin copy: `before` is held so its id() stays unique in the memo."""
+
+    before: DirectionPolicy
+    after: DirectionPolicy
+    delta: tuple[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]], ...]
+
+
+def _clone_direction(policy: DirectionPolicy, pairs: tuple[tuple[int, int], ...]) -> _Cloned:
+    entries = policy.entries
+    delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]]] = []
+    for new, twin in pairs:
+        if twin == _DROP:
+            lo, hi = peer_slice(entries, new)
+            if lo < hi:
+                delta.append((entries[lo:hi], ()))
+                entries = entries[:lo] + entries[hi:]
+            continue
+        lo, hi = peer_slice(entries, twin)
+        if lo == hi:
+            continue
+        # tuple.__new__ skips NamedTuple._replace's Python-level field mapping.
+        copies = tuple(tuple.__new__(PolicyEntry, (e[0], new, *e[2:])) for e in entries[lo:hi])
+        at = peer_slice(entries, new)[0]
+        entries = entries[:at] + copies + entries[at:]
+        delta.append(((), copies))
+    if not delta:
+        return _Cloned(policy, policy, ())
+    after = DirectionPolicy(policy.enforced, entries, policy.protocols, policy.wildcard)
+    return _Cloned(policy, after, tuple(delta))
 
 
 def _delta_diff(
