@@ -120,6 +120,11 @@ class FlowRing:
         for listener in list(self._listeners.values()):
             listener()
 
+    def wake_readers(self) -> None:
+        """Wake every thread sleeping in wait_for (a reader that should re-check why it waits)."""
+        with self._new_data:
+            self._new_data.notify_all()
+
     def add_listener(self, callback: Callable[[], None]) -> int:
         """Call `callback` (from the writer's thread) after each write; returns a token."""
         self._listener_token += 1

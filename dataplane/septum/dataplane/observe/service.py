@@ -23,7 +23,8 @@ from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
 from septum.dataplane.observe.filters import FilterError
-from septum.dataplane.observe.query import FlowQuery, stream_flows_blocking
+from septum.dataplane.observe.prefetch import stream_flows_prefetched
+from septum.dataplane.observe.query import FlowQuery
 from septum.dataplane.observe.ring import FlowRing
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class ObserverService:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {err}")
             return
         self._header(context)
-        yield from stream_flows_blocking(self.ring, query, self.node.name, context.is_active)
+        yield from stream_flows_prefetched(self.ring, query, self.node.name, context.is_active)
 
     def server_status(
         self, request: observer_pb2.ServerStatusRequest, context: grpc.ServicerContext
