@@ -26,6 +26,7 @@ from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.errors import DatapathError
 from septum.dataplane.events import Flow
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
+from septum.dataplane.prereq import DEFAULT_OBJECT, require_all
 from septum.dataplane.sandbox import Sandbox, TcpServer, tcp_connect
 
 PODS = {  # name: (address, security identity, endpoint id)
@@ -86,6 +87,7 @@ def demo() -> None:
     node: NodeDatapath | None = None
     server: TcpServer | None = None
     try:
+        require_all(DEFAULT_OBJECT)  # one clear line (root? `make bpf`?) before any namespace
         sandbox = Sandbox(f"sdpd{suffix}")
         pods = {name: sandbox.add_pod(name[:3], address) for name, (address, _, _) in PODS.items()}
         node = NodeDatapath(DatapathConfig(node_name=f"demo-{suffix}", netns=sandbox.node_ns))
@@ -133,4 +135,4 @@ def demo() -> None:
             node.teardown()
         if sandbox is not None:
             sandbox.close()
-        console.print("[dim]cleaned up: namespaces, links, programs and pins removed[/]")
+            console.print("[dim]cleaned up: namespaces, links, programs and pins removed[/]")
