@@ -449,3 +449,6 @@ def test_incremental_diffs_equal_a_full_recompute(
             policy = fresh[engine.pod_identity[key]]
             expected[key] = policy.entries()
         assert view == expected
+        # The engine's own (possibly lazily built) entries agree too.
+        for number, policy in fresh.items():
+            assert engine.compiled[number].entries() == policy.entries()

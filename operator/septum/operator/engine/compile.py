@@ -10,13 +10,11 @@ entry set (see `entries` for the lookup contract).
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import operator
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
+from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict, peer_slice
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PortRange
 from septum.operator.engine.rules import Action, Direction, Tier
 
@@ -268,15 +266,3 @@ def patch_direction(
     pieces.append(old_entries[start:])
     entries = tuple(itertools.chain.from_iterable(pieces))
     return DirectionPolicy(True, entries, protocols, wildcard)
-
-
-# PolicyEntry field 1 (peer_identity), fetched in C: a Python key function
-# costs most of a bisect on the hot incremental path.
-_peer_of = operator.itemgetter(1)
-
-
-def peer_slice(entries: tuple[PolicyEntry, ...], peer: int) -> tuple[int, int]:
-    """The [lo, hi) index range of `peer`'s entries in a sorted entry tuple."""
-    lo = bisect.bisect_left(entries, peer, key=_peer_of)
-    hi = bisect.bisect_right(entries, peer, lo=lo, key=_peer_of)
-    return lo, hi

@@ -19,9 +19,12 @@ format; the engine never imports the datapath):
 
 from __future__ import annotations
 
+import bisect
 import enum
+import itertools
+import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from septum.operator.engine.ports import PROTO_ANY
@@ -52,18 +55,177 @@ def entry_order(entry: PolicyEntry) -> tuple[int, int, int]:
     return entry.peer_identity, entry.protocol, entry.port_lo
 
 
-@dataclass(frozen=True, slots=True)
-class DirectionPolicy:
-    """Entries of one endpoint and direction, sorted by (peer, protocol, port)."""
+# PolicyEntry field 1 (peer_identity), fetched in C: a Python key function
+# costs most of a bisect on the hot incremental path.
+_peer_of = operator.itemgetter(1)
+Delta = tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]]  # (removed, added)
 
-    enforced: bool
-    entries: tuple[PolicyEntry, ...]
-    protocols: tuple[int, ...] = ()  # the protocols every peer key lists explicitly
-    # The peer-0 decision segments, kept so a peer-only patch need not recompute them.
-    wildcard: tuple[Any, ...] = field(default=(), compare=False, repr=False)
-    _by_peer: dict[int, list[PolicyEntry]] = field(
-        default_factory=dict, compare=False, hash=False, repr=False
+
+def peer_slice(entries: tuple[PolicyEntry, ...], peer: int) -> tuple[int, int]:
+    """The [lo, hi) index range of `peer`'s entries in a sorted entry tuple."""
+    lo = bisect.bisect_left(entries, peer, key=_peer_of)
+    hi = bisect.bisect_right(entries, peer, lo=lo, key=_peer_of)
+    return lo, hi
+
+
+def _overlay_entries(
+    base: tuple[PolicyEntry, ...],
+    added: dict[int, int],
+    dropped: frozenset[int] | set[int],
+    peer: int,
+) -> tuple[PolicyEntry, ...]:
+    """One peer's entries in base + overlay: an added peer copies its source's base entries."""
+    source = added.get(peer)
+    if source is None:
+        if peer in dropped:
+            return ()
+        lo, hi = peer_slice(base, peer)
+        return base[lo:hi]
+    lo, hi = peer_slice(base, source)
+    # tuple.__new__ skips NamedTuple._replace's Python-level field mapping.
+    return tuple(tuple.__new__(PolicyEntry, (e[0], peer, *e[2:])) for e in base[lo:hi])
+
+
+class DirectionPolicy:
+    """Entries of one endpoint and direction, sorted by (peer, protocol, port).
+
+    Immutable by contract. A policy made by `with_twins` is lazy: it keeps its
+    base entry tuple plus an overlay (new peer -> base peer whose entries it
+    copies, and base peers dropped), and builds `entries` only when read. A new
+    twin identity thus costs O(its entries) per distinct policy instead of a
+    copy of the whole tuple; the engine's diffs come from the reported deltas,
+    so incremental updates never need the full tuple.
+    """
+
+    __slots__ = (
+        "enforced",
+        "protocols",
+        "wildcard",
+        "_entries",
+        "_base",
+        "_added",
+        "_dropped",
+        "_by_peer",
     )
+
+    def __init__(
+        self,
+        enforced: bool,
+        entries: tuple[PolicyEntry, ...],
+        protocols: tuple[int, ...] = (),
+        wildcard: tuple[Any, ...] = (),
+    ) -> None:
+        self.enforced = enforced
+        self.protocols = protocols  # the protocols every peer key lists explicitly
+        # The peer-0 decision segments, kept so a peer-only patch need not recompute them.
+        self.wildcard = wildcard
+        self._entries: tuple[PolicyEntry, ...] | None = entries
+        self._base: tuple[PolicyEntry, ...] = entries
+        self._added: dict[int, int] = {}
+        self._dropped: frozenset[int] = frozenset()
+        self._by_peer: dict[int, list[PolicyEntry]] = {}
+
+    @property
+    def entries(self) -> tuple[PolicyEntry, ...]:
+        if self._entries is None:
+            self._entries = self._materialise()
+        return self._entries
+
+    def _materialise(self) -> tuple[PolicyEntry, ...]:
+        base = self._base
+        hidden = sorted(self._dropped | self._added.keys())
+        pieces: list[tuple[PolicyEntry, ...]] = []
+        start = 0
+        for peer in hidden:
+            lo, hi = peer_slice(base, peer)
+            if lo < hi:
+                pieces.append(base[start:lo])
+                start = hi
+        pieces.append(base[start:])
+        for peer in sorted(self._added):
+            pieces.append(self.peer_entries(peer))
+        merged = list(itertools.chain.from_iterable(pieces))
+        merged.sort()  # runs of sorted pieces: timsort merges them in linear time
+        return tuple(merged)
+
+    def peer_entries(self, peer: int) -> tuple[PolicyEntry, ...]:
+        """The entries of one peer identity, without building the whole tuple."""
+        if self._entries is not None:
+            lo, hi = peer_slice(self._entries, peer)
+            return self._entries[lo:hi]
+        return _overlay_entries(self._base, self._added, self._dropped, peer)
+
+    def with_twins(
+        self, pairs: Iterable[tuple[int, int]]
+    ) -> tuple[DirectionPolicy, tuple[Delta, ...]]:
+        """Entries for new identities copied from their twins' (pairs of (new, twin)),
+        or a vanished identity's entries dropped (twin < 0): the new policy and its delta.
+
+        Twins decide alike under every rule, so the copies are exact. Only the
+        overlay is copied, never the entry tuple.
+        """
+        base: tuple[PolicyEntry, ...]
+        added: dict[int, int]
+        dropped: set[int]
+        if self._entries is not None:
+            base, added, dropped = self._entries, {}, set()
+        else:
+            base, added, dropped = self._base, dict(self._added), set(self._dropped)
+        delta: list[Delta] = []
+        for new, twin in pairs:
+            existing = _overlay_entries(base, added, dropped, new)
+            if twin < 0:
+                if existing:
+                    added.pop(new, None)
+                    dropped.add(new)
+                    delta.append((existing, ()))
+                continue
+            if twin in added:
+                source = added[twin]
+            elif twin in dropped:
+                continue
+            else:
+                source = twin
+            lo, hi = peer_slice(base, source)
+            if lo == hi:
+                continue
+            added[new] = source
+            copies = tuple(tuple.__new__(PolicyEntry, (e[0], new, *e[2:])) for e in base[lo:hi])
+            delta.append((existing, copies))
+        if not delta:
+            return self, ()
+        return DirectionPolicy._lazy(self, base, added, frozenset(dropped)), tuple(delta)
+
+    @staticmethod
+    def _lazy(
+        like: DirectionPolicy,
+        base: tuple[PolicyEntry, ...],
+        added: dict[int, int],
+        dropped: frozenset[int],
+    ) -> DirectionPolicy:
+        policy = DirectionPolicy(like.enforced, base, like.protocols, like.wildcard)
+        policy._entries = None
+        policy._added = added
+        policy._dropped = dropped
+        return policy
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DirectionPolicy):
+            return NotImplemented
+        return (self.enforced, self.entries, self.protocols) == (
+            other.enforced,
+            other.entries,
+            other.protocols,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.enforced, self.entries, self.protocols))
+
+    def __repr__(self) -> str:
+        return (
+            f"DirectionPolicy(enforced={self.enforced!r}, entries={self.entries!r}, "
+            f"protocols={self.protocols!r})"
+        )
 
     def lookup(self, peer_identity: int, protocol: int, port: int) -> PolicyEntry | None:
         """Apply the datapath's lookup rule; None means "not enforced, allowed"."""

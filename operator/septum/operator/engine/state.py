@@ -32,7 +32,6 @@ from septum.operator.engine.compile import (
     ResolvedRule,
     compile_direction,
     patch_direction,
-    peer_slice,
 )
 from septum.operator.engine.entries import (
     UNENFORCED_POLICY,
@@ -1213,27 +1212,8 @@ class _Cloned:
 
 
 def _clone_direction(policy: DirectionPolicy, pairs: tuple[tuple[int, int], ...]) -> _Cloned:
-    entries = policy.entries
-    delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]]] = []
-    for new, twin in pairs:
-        if twin == _DROP:
-            lo, hi = peer_slice(entries, new)
-            if lo < hi:
-                delta.append((entries[lo:hi], ()))
-                entries = entries[:lo] + entries[hi:]
-            continue
-        lo, hi = peer_slice(entries, twin)
-        if lo == hi:
-            continue
-        # tuple.__new__ skips NamedTuple._replace's Python-level field mapping.
-        copies = tuple(tuple.__new__(PolicyEntry, (e[0], new, *e[2:])) for e in entries[lo:hi])
-        at = peer_slice(entries, new)[0]
-        entries = entries[:at] + copies + entries[at:]
-        delta.append(((), copies))
-    if not delta:
-        return _Cloned(policy, policy, ())
-    after = DirectionPolicy(policy.enforced, entries, policy.protocols, policy.wildcard)
-    return _Cloned(policy, after, tuple(delta))
+    after, delta = policy.with_twins(pairs)
+    return _Cloned(policy, after, delta)
 
 
 def _delta_diff(
@@ -1265,10 +1245,8 @@ def _peer_diff(old: IdentityPolicy, new: IdentityPolicy, peers: set[int]) -> Ent
         else:
             old_set, new_set = set(), set()
             for peer in peers:
-                lo, hi = peer_slice(before.entries, peer)
-                old_set.update(before.entries[lo:hi])
-                lo, hi = peer_slice(after.entries, peer)
-                new_set.update(after.entries[lo:hi])
+                old_set.update(before.peer_entries(peer))
+                new_set.update(after.peer_entries(peer))
         added |= new_set - old_set
         removed |= old_set - new_set
     return EntryDiff(frozenset(added), frozenset(removed))
