@@ -58,6 +58,7 @@ def entry_order(entry: PolicyEntry) -> tuple[int, int, int]:
 # PolicyEntry field 1 (peer_identity), fetched in C: a Python key function
 # costs most of a bisect on the hot incremental path.
 _peer_of = operator.itemgetter(1)
+OVERLAY_LIMIT = 64  # overlay items (added + dropped peers) before with_twins folds them in
 Delta = tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]]  # (removed, added)
 
 
@@ -167,6 +168,10 @@ class DirectionPolicy:
         base: tuple[PolicyEntry, ...]
         added: dict[int, int]
         dropped: set[int]
+        if self._entries is None and len(self._added) + len(self._dropped) > OVERLAY_LIMIT:
+            # Each derived policy copies the overlay: fold a long one into a fresh tuple
+            # (O(entries) once per OVERLAY_LIMIT twins, instead of growing without bound).
+            self._entries = self._materialise()
         if self._entries is not None:
             base, added, dropped = self._entries, {}, set()
         else:
