@@ -19,7 +19,7 @@ from typing import Final
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import FlowDecoder
-from septum.dataplane.observe.wire import encode_flow_response, encode_lost_response
+from septum.dataplane.observe.wire import encode_flow_bytes_response, encode_lost_response
 
 DEFAULT_CAPACITY: Final = 4095
 
@@ -188,7 +188,8 @@ class FlowRing:
                 entry.source, entry.count, entry.first_ns, entry.last_ns, node_name
             )
         else:
-            data = encode_flow_response(self.flow(seq, entry), node_name)
+            flow_bytes, time_bytes = self.decoder.encode(entry, seq)
+            data = encode_flow_bytes_response(flow_bytes, time_bytes, node_name)
         with self._lock:
             if self._slot_seq[slot] == seq:
                 self._wire[slot] = data

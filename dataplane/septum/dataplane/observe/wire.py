@@ -17,16 +17,21 @@ _TAG_NODE_NAME = b"\xc2\x3e"  # field 1000, length-delimited
 _TAG_TIME = b"\xca\x3e"  # field 1001, length-delimited
 
 
+_SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
-    while True:
-        byte = value & 0x7F
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
         value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
+
+
+varint = _varint
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -40,6 +45,11 @@ def _node_name(node_name: str) -> bytes:
 def encode_flow_response(flow: flow_pb2.Flow, node_name: str) -> bytes:
     body = _field(_TAG_FLOW, flow.SerializeToString())
     return body + _node_name(node_name) + _field(_TAG_TIME, flow.time.SerializeToString())
+
+
+def encode_flow_bytes_response(flow: bytes, time: bytes, node_name: str) -> bytes:
+    """The same response from an already serialized Flow and its Timestamp."""
+    return _field(_TAG_FLOW, flow) + _node_name(node_name) + _field(_TAG_TIME, time)
 
 
 def encode_lost_response(
