@@ -1005,8 +1005,12 @@ class Engine:
         for the new identity as a peer; only the bookkeeping is copied.
         """
         rules = [self._last_rules.get((twin, d)) for d in (Direction.INGRESS, Direction.EGRESS)]
-        if twin not in self.identity_pods or twin not in self.compiled or None in rules:
+        if twin not in self.identity_pods:
             return self._compile_identity(number, None)
+        if twin not in self.compiled or None in rules:
+            # Twins are selected by the same subjects: reuse the twin's (cached) part list
+            # instead of scanning every policy again.
+            return self._compile_identity(number, list(self._parts_of(twin)))
         for direction, cached in zip((Direction.INGRESS, Direction.EGRESS), rules, strict=True):
             assert cached is not None
             self._last_rules[(number, direction)] = cached
