@@ -62,7 +62,7 @@ int septum_xdp_prefilter(struct xdp_md *ctx)
 	if (!deny)
 		goto pass;
 	decision.rule_id = deny->rule_id;
-	septum_drop(&pkt, &hook, NULL, septum_config_get(), bpf_ktime_get_coarse_ns(),
+	septum_drop(&pkt, &hook, NULL, septum_config_get(), septum_now(),
 		    SEPTUM_DROP_PREFILTER_DENIED, &decision, 0);
 	return XDP_DROP;
 pass:

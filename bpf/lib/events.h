@@ -73,7 +73,7 @@ static __always_inline void septum_count_lost(void)
 }
 
 /* Events carry CLOCK_BOOTTIME nanoseconds, read only when an event is emitted
- * (everything per packet uses the much cheaper coarse clock). */
+ * (everything per packet uses jiffies, see septum_now). */
 static __always_inline void septum_emit(const struct septum_pkt *pkt,
 					const struct septum_report *report)
 {
@@ -120,11 +120,11 @@ static __always_inline void septum_emit(const struct septum_pkt *pkt,
  * *suppressed), 0 when it is counted as suppressed. */
 static __always_inline int septum_drop_should_report(const struct septum_pkt *pkt,
 						     __u32 ifindex, __u8 direction,
-						     __u16 reason, __u64 now_ns, __u64 interval_ns,
+						     __u16 reason, __u64 now, __u64 interval,
 						     __u32 *suppressed)
 {
 	struct septum_drop_key key SEPTUM_ALIGNED = {};
-	struct septum_drop_value fresh = { .last_event_ns = now_ns };
+	struct septum_drop_value fresh = { .last_event = now };
 	struct septum_drop_value *seen;
 
 	septum_copy16(key.flow.src_addr, pkt->src);
@@ -138,13 +138,13 @@ static __always_inline int septum_drop_should_report(const struct septum_pkt *pk
 	key.drop_reason = reason;
 
 	seen = bpf_map_lookup_elem(&sep_drop_rl, &key);
-	if (seen && now_ns - seen->last_event_ns < interval_ns) {
+	if (seen && now - seen->last_event < interval) {
 		seen->suppressed += 1;
 		return 0;
 	}
 	*suppressed = seen ? seen->suppressed : 0;
 	if (seen) {
-		seen->last_event_ns = now_ns;
+		seen->last_event = now;
 		seen->suppressed = 0;
 	} else {
 		bpf_map_update_elem(&sep_drop_rl, &key, &fresh, BPF_ANY);

@@ -67,7 +67,7 @@ static __always_inline __u32 septum_peer_identity(const struct septum_pkt *pkt,
 static __always_inline int septum_drop(const struct septum_pkt *pkt,
 				       const struct septum_hook *hook,
 				       const struct septum_endpoint *ep,
-				       const struct septum_config *cfg, __u64 now_ns, __u16 reason,
+				       const struct septum_config *cfg, __u64 now, __u16 reason,
 				       const struct septum_decision *decision, __u32 peer_identity)
 {
 	struct septum_report report = {};
@@ -75,9 +75,8 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 	__u32 suppressed = 0;
 
 	septum_count(hook->direction, SEPTUM_VERDICT_DROPPED, reason, pkt->len);
-	if (!septum_drop_should_report(pkt, hook->ifindex, hook->direction, reason, now_ns,
-				       (__u64)cfg->drop_event_interval_ms * SEPTUM_NSEC_PER_MSEC,
-				       &suppressed))
+	if (!septum_drop_should_report(pkt, hook->ifindex, hook->direction, reason, now,
+				       septum_millis(cfg->drop_event_interval_ms, cfg), &suppressed))
 		return SEPTUM_TC_DROP;
 	if (!ep)
 		ep = septum_endpoint_lookup(hook->ifindex); /* for the report only */
@@ -133,8 +132,8 @@ static __always_inline void septum_decide(const struct septum_endpoint *ep, __u8
 static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 						 const struct septum_hook *hook,
 						 const struct septum_endpoint *ep,
-						 const struct septum_config *cfg, __u64 now_ns,
-						 const struct septum_ct_key *key)
+						 const struct septum_config *cfg, __u64 now,
+						 const struct septum_ct_key *key, int order)
 {
 	struct septum_decision decision = {};
 	struct septum_ct_entry entry = {};
@@ -144,11 +143,11 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	septum_decide(ep, hook->direction, peer_identity, pkt->protocol, pkt->policy_port_be,
 		      &decision);
 	if (decision.verdict == SEPTUM_VERDICT_DROPPED)
-		return septum_drop(pkt, hook, ep, cfg, now_ns, decision.reason, &decision,
+		return septum_drop(pkt, hook, ep, cfg, now, decision.reason, &decision,
 				   peer_identity);
 
 	entry.state = septum_ct_initial_state(pkt);
-	entry.expires_ns = now_ns + septum_ct_timeout_ns(entry.state, cfg);
+	entry.expires = now + septum_ct_timeout(entry.state, cfg);
 	entry.rule_id = decision.rule_id;
 	entry.policy_revision = ep->policy_revision;
 	entry.peer_identity = peer_identity;
@@ -156,8 +155,10 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	entry.verdict = decision.verdict;
 	entry.match_type = decision.match_type;
 	entry.fwd_flags_seen = pkt->tcp_flags;
+	entry.orig_direction = hook->direction;
+	entry.orig_swapped = order > 0;
 	if (bpf_map_update_elem(&sep_ct, key, &entry, BPF_ANY))
-		return septum_drop(pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
+		return septum_drop(pkt, hook, ep, cfg, now, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
 				   &decision, peer_identity);
 
 	septum_count(hook->direction, decision.verdict, decision.reason, pkt->len);
@@ -216,14 +217,16 @@ static __always_inline __u16 septum_recheck(struct septum_ct_entry *entry,
 static __always_inline int septum_established(struct septum_pkt *pkt,
 					      const struct septum_hook *hook,
 					      const struct septum_endpoint *ep,
-					      const struct septum_config *cfg, __u64 now_ns,
+					      const struct septum_config *cfg, __u64 now,
 					      struct septum_ct_entry *entry,
-					      const struct septum_ct_key *original, __u8 is_reply)
+					      const struct septum_ct_key *key, __u8 is_reply)
 {
 	struct septum_report report = {};
 	__u8 *flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	__u8 new_flags = pkt->tcp_flags & ~*flags_seen;
 	int report_it = new_flags != 0;
+	__u64 expires;
+	__u8 state;
 
 	if (entry->verdict == SEPTUM_VERDICT_DROPPED) {
 		struct septum_decision revoked = {
@@ -231,19 +234,23 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 			.match_type = entry->match_type,
 		};
 
-		return septum_drop(pkt, hook, ep, cfg, now_ns, entry->drop_reason, &revoked,
+		return septum_drop(pkt, hook, ep, cfg, now, entry->drop_reason, &revoked,
 				   entry->peer_identity);
 	}
 	if (cfg->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) {
 		ep = septum_endpoint_lookup(hook->ifindex);
 		if (!ep)
-			return septum_drop(pkt, hook, ep, cfg, now_ns,
+			return septum_drop(pkt, hook, ep, cfg, now,
 					   SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL, 0);
 	}
 	if (ep && entry->policy_revision != ep->policy_revision) {
 		struct septum_decision decision = {};
+		struct septum_ct_key original SEPTUM_ALIGNED = {};
 		__u32 peer_identity = 0;
-		__u16 reason = septum_recheck(entry, original, ep, &decision, &peer_identity);
+		__u16 reason;
+
+		septum_ct_original(&original, key, entry);
+		reason = septum_recheck(entry, &original, ep, &decision, &peer_identity);
 
 		if (reason) {
 			/* Keep the entry, revoked: both directions of the flow now
@@ -254,15 +261,22 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 			entry->drop_reason = reason;
 			entry->rule_id = decision.rule_id;
 			entry->state = SEPTUM_CT_CLOSING;
-			entry->expires_ns = now_ns + (__u64)cfg->ct_timeout_tcp_syn_s * SEPTUM_NSEC_PER_SEC;
-			return septum_drop(pkt, hook, ep, cfg, now_ns, reason, &decision,
+			entry->expires = now + septum_seconds(cfg->ct_timeout_tcp_syn_s, cfg);
+			return septum_drop(pkt, hook, ep, cfg, now, reason, &decision,
 					   peer_identity);
 		}
 	}
 
-	entry->state = septum_ct_next_state(entry->state, pkt);
-	entry->expires_ns = now_ns + septum_ct_timeout_ns(entry->state, cfg);
-	*flags_seen |= pkt->tcp_flags;
+	/* Write the shared entry only what changed: the deadline moves once per
+	 * jiffy, the state and flags a few times per connection. */
+	state = septum_ct_next_state(entry->state, pkt);
+	if (state != entry->state)
+		entry->state = state;
+	expires = now + septum_ct_timeout(state, cfg);
+	if (entry->expires != expires)
+		entry->expires = expires;
+	if (new_flags)
+		*flags_seen |= new_flags;
 	if (is_reply) {
 		entry->rev_packets += 1;
 		entry->rev_bytes += pkt->len;
@@ -298,7 +312,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	report.l7_proxy_port = entry->l7_proxy_port;
 	report.event_type = SEPTUM_EVENT_TRACE;
 	report.verdict = entry->verdict;
-	report.direction = original->direction;
+	report.direction = entry->orig_direction;
 	report.is_reply = is_reply;
 	report.match_type = entry->match_type;
 	report.trace_point = hook->trace_point;
@@ -321,16 +335,12 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	__u32 wire_len = skb->len;
 	struct septum_pkt pkt = {};
 	struct septum_ct_key key SEPTUM_ALIGNED = {};
-	struct septum_ct_key rev SEPTUM_ALIGNED;
-	const struct septum_ct_key *original = &key;
 	const struct septum_config *cfg = septum_config_get();
 	const struct septum_endpoint *ep;
 	struct septum_ct_entry *entry;
-	/* Conntrack deadlines and drop-event intervals need millisecond precision
-	 * at most: the coarse clock (CLOCK_MONOTONIC_COARSE) costs a memory read
-	 * instead of a clock-source read on every packet. */
-	__u64 now_ns = bpf_ktime_get_coarse_ns();
+	__u64 now = septum_now();
 	__u8 is_reply = 0;
+	int order;
 	int ret;
 
 	ret = septum_parse(data, data_end, wire_len, &pkt);
@@ -353,10 +363,10 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 		return SEPTUM_TC_FORWARD;
 	}
 	if (ret != SEPTUM_PARSE_OK)
-		return septum_drop(&pkt, hook, NULL, cfg, now_ns, ret, NULL, 0);
+		return septum_drop(&pkt, hook, NULL, cfg, now, ret, NULL, 0);
 	ret = septum_frag_resolve(&pkt);
 	if (ret != SEPTUM_PARSE_OK)
-		return septum_drop(&pkt, hook, NULL, cfg, now_ns, ret, NULL, 0);
+		return septum_drop(&pkt, hook, NULL, cfg, now, ret, NULL, 0);
 	if (cfg->flags & SEPTUM_CFG_F_BENCH_NEW_FLOWS) {
 		/* Benchmark only: a fresh tuple per run (48 random bits, in fields
 		 * policy never reads) so every repeat takes the new-connection path. */
@@ -364,28 +374,28 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 		*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
 	}
 
-	septum_ct_key_fill(&key, &pkt, hook->ifindex, hook->direction);
+	/* One lookup for both directions: the key is canonical. */
+	order = septum_ct_order(&pkt);
+	septum_ct_key_fill(&key, &pkt, hook->ifindex, order);
 	entry = bpf_map_lookup_elem(&sep_ct, &key);
-	if (!entry) {
-		__builtin_memset(&rev, 0, sizeof(rev));
-		septum_ct_key_reverse(&rev, &key);
-		entry = bpf_map_lookup_elem(&sep_ct, &rev);
-		is_reply = 1;
-		original = &rev;
+	if (entry) {
+		is_reply = hook->direction != entry->orig_direction;
+		if (!septum_ct_matches(entry, order, is_reply))
+			entry = NULL;
 	}
-	if (entry && entry->expires_ns >= now_ns && !septum_ct_is_reopen(entry, &pkt) &&
+	if (entry && entry->expires >= now && !septum_ct_is_reopen(entry, &pkt) &&
 	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW))
-		return septum_established(&pkt, hook, NULL, cfg, now_ns, entry, original, is_reply);
+		return septum_established(&pkt, hook, NULL, cfg, now, entry, &key, is_reply);
 
 	ep = septum_endpoint_lookup(hook->ifindex);
 	if (!ep)
-		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL,
+		return septum_drop(&pkt, hook, ep, cfg, now, SEPTUM_DROP_NO_LOCAL_ENDPOINT, NULL,
 				   0);
 	if (hook->direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
 	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
-		return septum_drop(&pkt, hook, ep, cfg, now_ns, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
+		return septum_drop(&pkt, hook, ep, cfg, now, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
 				   0);
-	return septum_new_connection(&pkt, hook, ep, cfg, now_ns, &key);
+	return septum_new_connection(&pkt, hook, ep, cfg, now, &key, order);
 }
 
 #endif

@@ -289,11 +289,15 @@ struct septum_policy_value {
 	__u8 pad[3];
 };
 
-/* Conntrack key: the flow as its FIRST packet had it, scoped to the endpoint's
- * interface and the direction that packet travelled, so pod A's egress entry
- * never answers for pod B's ingress on the same node.  Keyed by ifindex, not
- * endpoint id, so that an established packet needs no endpoint lookup at all.
- * Ports are network order; for ICMP echo both ports hold the echo identifier. */
+/* Conntrack key: the flow in canonical order, the (address, port) side that
+ * compares lower first, so both directions of a connection find the same entry
+ * with ONE lookup; scoped to the endpoint's interface, so pod A's entries never
+ * answer for pod B on the same node.  Keyed by ifindex, not endpoint id, so
+ * that an established packet needs no endpoint lookup at all.  Which side
+ * opened the connection, and in which direction, is in the entry
+ * (orig_direction, orig_swapped).  Ports are network order; for ICMP echo both
+ * ports hold the echo identifier.  The drop rate limit reuses this struct with
+ * the tuple as the dropped packet had it and `direction` set. */
 struct septum_ct_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
@@ -301,7 +305,7 @@ struct septum_ct_key {
 	__u16 dport_be;
 	__u32 ifindex;   /* host-side veth of the endpoint */
 	__u8 protocol;
-	__u8 direction;  /* enum septum_direction of the first packet */
+	__u8 direction;  /* conntrack: always 0; drop rate limit: the packet's direction */
 	__u8 ip_version;
 	__u8 pad;
 };
@@ -314,7 +318,7 @@ enum septum_ct_state {
 };
 
 struct septum_ct_entry {
-	__u64 expires_ns;        /* CLOCK_MONOTONIC_COARSE deadline (bpf_ktime_get_coarse_ns) */
+	__u64 expires;           /* deadline in jiffies (bpf_jiffies64) */
 	__u64 fwd_bytes;         /* since the last forward-direction event */
 	__u64 rev_bytes;         /* since the last reply-direction event */
 	__u32 fwd_packets;
@@ -330,7 +334,8 @@ struct septum_ct_entry {
 	__u8 rev_flags_seen;
 	__u8 reply_seen;
 	__u16 drop_reason;       /* revoked (verdict DROPPED): every packet of the flow drops with it */
-	__u16 pad;
+	__u8 orig_direction;     /* enum septum_direction of the connection's first packet */
+	__u8 orig_swapped;       /* 1: the first packet's source is the key's dst side */
 };
 
 /* Fragment tracking (IPv4 and IPv6): the first fragment records its ports so
@@ -359,8 +364,8 @@ struct septum_drop_key {
 };
 
 struct septum_drop_value {
-	__u64 last_event_ns; /* CLOCK_MONOTONIC_COARSE */
-	__u32 suppressed; /* drops since last_event_ns, reported in the next event */
+	__u64 last_event; /* jiffies (bpf_jiffies64) */
+	__u32 suppressed; /* drops since last_event, reported in the next event */
 	__u32 pad;
 };
 
@@ -390,6 +395,7 @@ struct septum_config {
 	__u32 ct_timeout_other_s;
 	__u32 drop_event_interval_ms; /* at most one drop event per flow+reason per interval */
 	__u32 flags;                  /* SEPTUM_CFG_F_* */
+	__u32 kernel_hz;              /* the kernel's HZ: per-packet time is bpf_jiffies64 */
 };
 
 /* Lost events: PERCPU_ARRAY of one __u64, bumped when bpf_ringbuf_reserve fails. */
@@ -413,7 +419,7 @@ SEPTUM_ASSERT_SIZE(struct septum_frag_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_drop_key, 48);
 SEPTUM_ASSERT_SIZE(struct septum_drop_value, 16);
 SEPTUM_ASSERT_SIZE(struct septum_counter, 16);
-SEPTUM_ASSERT_SIZE(struct septum_config, 24);
+SEPTUM_ASSERT_SIZE(struct septum_config, 28);
 _Static_assert(__builtin_offsetof(struct septum_flow_event, match_type) == 72, "event layout");
 _Static_assert(__builtin_offsetof(struct septum_flow_event, trace_point) == 95, "event layout");
 _Static_assert(SEPTUM_DROP_PREFILTER_DENIED < SEPTUM_DROP_REASON_MAX, "reasons fit a byte");

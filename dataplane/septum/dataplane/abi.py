@@ -414,7 +414,7 @@ class CtKey(ctypes.Structure):
 
 class CtEntry(ctypes.Structure):
     _fields_ = [
-        ("expires_ns", ctypes.c_uint64),
+        ("expires", ctypes.c_uint64),  # jiffies
         ("fwd_bytes", ctypes.c_uint64),
         ("rev_bytes", ctypes.c_uint64),
         ("fwd_packets", ctypes.c_uint32),
@@ -430,7 +430,8 @@ class CtEntry(ctypes.Structure):
         ("rev_flags_seen", ctypes.c_uint8),
         ("reply_seen", ctypes.c_uint8),
         ("drop_reason", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("orig_direction", ctypes.c_uint8),
+        ("orig_swapped", ctypes.c_uint8),
     ]
 
 
@@ -459,7 +460,7 @@ class DropKey(ctypes.Structure):
 
 class DropValue(ctypes.Structure):
     _fields_ = [
-        ("last_event_ns", ctypes.c_uint64),
+        ("last_event", ctypes.c_uint64),  # jiffies
         ("suppressed", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
     ]
@@ -477,6 +478,7 @@ class Config(ctypes.Structure):
         ("ct_timeout_other_s", ctypes.c_uint32),
         ("drop_event_interval_ms", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
+        ("kernel_hz", ctypes.c_uint32),  # 0: NodeDatapath.write_config fills it in
     ]
 
 

@@ -21,6 +21,7 @@ from septum.dataplane.attach import Attachment, XdpMode
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.errors import EndpointError, MapFullError
 from septum.dataplane.events import Flow, decode_events
+from septum.dataplane.kernelhz import kernel_hz
 from septum.dataplane.libbpf import BpfMapBatchOpts, check, lib
 from septum.dataplane.maps import BpfMap
 from septum.dataplane.policy import EncodedPolicy, EndpointPolicy, PolicyDiff, diff_policy, encode
@@ -159,7 +160,10 @@ class NodeDatapath:
         )
 
     def write_config(self, value: abi.Config) -> None:
-        """Replace the kernel-side node configuration (benchmarks toggle its flags)."""
+        """Replace the kernel-side node configuration (benchmarks toggle its flags); a zero
+        `kernel_hz` is filled in with the running kernel's HZ."""
+        if value.kernel_hz == 0:
+            value.kernel_hz = kernel_hz()
         self.config_map.update(ctypes.c_uint32(0), value)
 
     def set_revoke_on_policy_change(self, enabled: bool) -> None:
