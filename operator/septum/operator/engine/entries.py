@@ -178,8 +178,8 @@ class DirectionPolicy:
             base, added, dropped = self._base, dict(self._added), set(self._dropped)
         delta: list[Delta] = []
         for new, twin in pairs:
-            existing = _overlay_entries(base, added, dropped, new)
             if twin < 0:
+                existing = _overlay_entries(base, added, dropped, new)
                 if existing:
                     added.pop(new, None)
                     dropped.add(new)
@@ -193,7 +193,8 @@ class DirectionPolicy:
                 source = twin
             lo, hi = peer_slice(base, source)
             if lo == hi:
-                continue
+                continue  # the common case: the twin has no entries of its own here
+            existing = _overlay_entries(base, added, dropped, new)
             added[new] = source
             copies = tuple(tuple.__new__(PolicyEntry, (e[0], new, *e[2:])) for e in base[lo:hi])
             delta.append((existing, copies))
