@@ -308,7 +308,8 @@ def run(
     engine = Engine()
     gc.collect()
     started = time.perf_counter()
-    result = engine.load(namespaces=ns_objs, pods=pod_objs, policies=policies)
+    # As the operator does after its initial sync (see Engine.load).
+    result = engine.load(namespaces=ns_objs, pods=pod_objs, policies=policies, freeze_gc=True)
     full_compile_s = time.perf_counter() - started
     entries = sum(len(p.ingress.entries) + len(p.egress.entries) for p in engine.compiled.values())
     identities = len(engine.identity_pods)
