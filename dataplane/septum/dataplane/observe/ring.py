@@ -1,9 +1,10 @@
 """The in-memory flow ring: the last N events, shared by every reader.
 
 Writers append compact record tuples (one ingest thread); readers walk
-sequence numbers. A slot's Flow and its serialized GetFlowsResponse are built
-on the first read that needs them and cached in the slot, so N subscribers
-cost one decode and one serialization per flow, not N. A reader that falls
+sequence numbers. A slot's serialized GetFlowsResponse (from the decoder's
+per-shape template, no Flow object) and, for readers with filters, its Flow
+are built on the first read that needs them and cached in the slot, so N
+subscribers cost one encoding per flow, not N. A reader that falls
 more than N events behind gets a LostEvent (HUBBLE_RING_BUFFER) with the exact
 number of events it skipped.
 """
