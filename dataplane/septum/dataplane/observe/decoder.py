@@ -140,6 +140,8 @@ _FLOW_UUID = 34
 _FLOW_L4 = 6
 # Layer4's TCP (1), UDP (2), SCTP (5) fields, tagged as length-delimited.
 _PORTED_L4 = {r.IPPROTO_TCP: b"\x0a", r.IPPROTO_UDP: b"\x12", r.IPPROTO_SCTP: b"\x2a"}
+# Record shapes kept (a few hundred bytes each: at most ~10 MB); past it, restart.
+_MAX_TEMPLATES = 16384
 _TAG_TIME = varint(_FLOW_TIME << 3 | 2)
 _TAG_UUID = varint(_FLOW_UUID << 3 | 2)
 _TAG_L4 = varint(_FLOW_L4 << 3 | 2)
@@ -192,7 +194,7 @@ class FlowDecoder:
         message field and the appended fields are absent from the template, so
         the bytes parse to exactly the decoded Flow (tests check equality)."""
         generation = getattr(self._metadata, "generation", 0)
-        if generation != self._template_generation or len(self._templates) > 65536:
+        if generation != self._template_generation or len(self._templates) > _MAX_TEMPLATES:
             self._templates.clear()
             self._template_generation = generation
         key = rec[2:8] + rec[9:14] + rec[16:]  # not time, bytes, packets, ports
