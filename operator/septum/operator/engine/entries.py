@@ -130,6 +130,8 @@ class DirectionPolicy:
     def entries(self) -> tuple[PolicyEntry, ...]:
         if self._entries is None:
             self._entries = self._materialise()
+            # Drop the overlay's hold on the older base tuple (memory, not meaning).
+            self._base, self._added, self._dropped = self._entries, {}, frozenset()
         return self._entries
 
     def _materialise(self) -> tuple[PolicyEntry, ...]:
@@ -171,7 +173,7 @@ class DirectionPolicy:
         if self._entries is None and len(self._added) + len(self._dropped) > OVERLAY_LIMIT:
             # Each derived policy copies the overlay: fold a long one into a fresh tuple
             # (O(entries) once per OVERLAY_LIMIT twins, instead of growing without bound).
-            self._entries = self._materialise()
+            self.entries  # noqa: B018 - builds and caches the full tuple
         if self._entries is not None:
             base, added, dropped = self._entries, {}, set()
         else:
