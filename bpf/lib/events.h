@@ -38,6 +38,25 @@ struct {
 	__uint(max_entries, 16384);
 } sep_drop_rl SEC(".maps");
 
+/* This CPU's last drop-rate-limit decision: while the same flow keeps
+ * dropping within its interval on this CPU, its suppressed drops are counted
+ * here (a per-CPU slot, no shared-map lookup) and folded into sep_drop_rl the
+ * next time this CPU goes there (interval over, or another flow).  Written
+ * and read by: the tc and XDP programs. */
+struct septum_drop_cache {
+	struct septum_drop_key key;
+	__u64 last_event;
+	__u32 suppressed; /* counted here, not yet in sep_drop_rl */
+	__u32 valid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct septum_drop_cache);
+	__uint(max_entries, 1);
+} sep_drop_cache SEC(".maps");
+
 /* The ring buffer carries no BTF type, so anchor the event struct in the
  * object's BTF: user space checks its ctypes mirror against it at load. */
 const struct septum_flow_event septum_flow_event_btf_anchor __attribute__((used)) = {};
@@ -115,6 +134,28 @@ static __always_inline void septum_emit(const struct septum_pkt *pkt,
 	bpf_ringbuf_submit(event, 0);
 }
 
+/* A 64-bit hash of the packet's tuple: multiply-xorshift over its words (a
+ * few multiplies, cheaper than the map hashing a 48-byte key). */
+static __always_inline __u64 septum_flow_hash(const struct septum_pkt *pkt)
+{
+	const __u64 *src = (const __u64 *)pkt->src;
+	const __u64 *dst = (const __u64 *)pkt->dst;
+	__u64 words[5] = {
+		src[0], src[1], dst[0], dst[1],
+		(__u64)pkt->sport_be | (__u64)pkt->dport_be << 16 | (__u64)pkt->protocol << 32 |
+			(__u64)pkt->ip_version << 40,
+	};
+	__u64 h = 0x243f6a8885a308d3ULL;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 5; i++) {
+		h = (h ^ words[i]) * 0x9e3779b97f4a7c15ULL;
+		h ^= h >> 29;
+	}
+	return h;
+}
+
 /* Rate limit for drop events: returns 1 when this drop should be reported
  * (and puts the number of drops suppressed since the last report in
  * *suppressed), 0 when it is counted as suppressed. */
@@ -123,26 +164,46 @@ static __always_inline int septum_drop_should_report(const struct septum_pkt *pk
 						     __u16 reason, __u64 now, __u64 interval,
 						     __u32 *suppressed)
 {
-	struct septum_drop_key key SEPTUM_ALIGNED = {};
+	struct septum_drop_key key = {
+		.flow_hash = septum_flow_hash(pkt),
+		.ifindex = ifindex,
+		.direction = direction,
+		.drop_reason = reason,
+	};
 	struct septum_drop_value fresh = { .last_event = now };
 	struct septum_drop_value *seen;
+	struct septum_drop_cache *cache;
+	__u32 zero = 0;
+	int same;
 
-	septum_copy16(key.flow.src_addr, pkt->src);
-	septum_copy16(key.flow.dst_addr, pkt->dst);
-	key.flow.sport_be = pkt->sport_be;
-	key.flow.dport_be = pkt->dport_be;
-	key.flow.ifindex = ifindex;
-	key.flow.protocol = pkt->protocol;
-	key.flow.direction = direction;
-	key.flow.ip_version = pkt->ip_version;
-	key.drop_reason = reason;
+	cache = bpf_map_lookup_elem(&sep_drop_cache, &zero);
+	if (!cache)
+		return 0; /* cannot happen (array of one); keeps the verifier happy */
+	same = cache->valid && cache->key.flow_hash == key.flow_hash &&
+	       cache->key.ifindex == key.ifindex && cache->key.direction == key.direction &&
+	       cache->key.drop_reason == key.drop_reason;
+	if (same && now - cache->last_event < interval) {
+		cache->suppressed += 1;
+		return 0;
+	}
+	if (cache->valid && cache->suppressed) {
+		/* Fold this CPU's count into the shared entry before deciding. */
+		seen = bpf_map_lookup_elem(&sep_drop_rl, &cache->key);
+		if (seen)
+			seen->suppressed += cache->suppressed;
+		cache->suppressed = 0;
+	}
+	cache->key = key;
+	cache->valid = 1;
 
 	seen = bpf_map_lookup_elem(&sep_drop_rl, &key);
 	if (seen && now - seen->last_event < interval) {
 		seen->suppressed += 1;
+		cache->last_event = seen->last_event;
 		return 0;
 	}
 	*suppressed = seen ? seen->suppressed : 0;
+	cache->last_event = now;
 	if (seen) {
 		seen->last_event = now;
 		seen->suppressed = 0;

@@ -455,7 +455,13 @@ class FragValue(ctypes.Structure):
 
 
 class DropKey(ctypes.Structure):
-    _fields_ = [("flow", CtKey), ("drop_reason", ctypes.c_uint16), ("pad", ctypes.c_uint16)]
+    _fields_ = [
+        ("flow_hash", ctypes.c_uint64),
+        ("ifindex", ctypes.c_uint32),
+        ("direction", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("drop_reason", ctypes.c_uint16),
+    ]
 
 
 class DropValue(ctypes.Structure):
