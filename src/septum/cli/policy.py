@@ -104,7 +104,8 @@ def _load(paths: tuple[str, ...]) -> Engine:
 
 
 def _endpoint(text: str) -> str | dict[str, Any]:
-    """'ns/pod', an IP, or 'ns:key=value,key=value' for a hypothetical pod."""
+    """'ns/pod', 'host:NODE' (a node's host endpoint), an IP, or 'ns:key=value,…'
+    for a hypothetical pod (the '=' tells it from 'host:NODE')."""
     if ":" in text and "=" in text:
         namespace, _, labels = text.partition(":")
         pairs = dict(item.split("=", 1) for item in labels.split(",") if item)
@@ -119,16 +120,19 @@ def _endpoint(text: str) -> str | dict[str, Any]:
     "paths",
     multiple=True,
     required=True,
-    help="Manifests: policies, pods, namespaces.",
+    help="Manifests: policies, pods, namespaces, nodes.",
 )
 @click.option(
     "--from",
     "source",
     required=True,
-    help="Source: ns/pod, an IP, or ns:key=value,… (hypothetical).",
+    help="Source: ns/pod, host:NODE, an IP, or ns:key=value,… (hypothetical).",
 )
 @click.option(
-    "--to", "destination", required=True, help="Destination: ns/pod, an IP, or ns:key=value,…."
+    "--to",
+    "destination",
+    required=True,
+    help="Destination: ns/pod, host:NODE, an IP, or ns:key=value,….",
 )
 @click.option(
     "--port",

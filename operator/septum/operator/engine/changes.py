@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from septum.operator.engine.cluster import PodKey
+from septum.operator.engine.cluster import EndpointKey
 from septum.operator.engine.entries import EntryDiff
 from septum.operator.engine.rules import IPNetwork
 
 
 @dataclass(slots=True)
 class ChangeSet:
-    endpoints: dict[PodKey, EntryDiff] = field(default_factory=dict)
-    removed_endpoints: set[PodKey] = field(default_factory=set)
+    endpoints: dict[EndpointKey, EntryDiff] = field(default_factory=dict)
+    removed_endpoints: set[EndpointKey] = field(default_factory=set)
     ipcache_upserts: dict[IPNetwork, int] = field(default_factory=dict)
     ipcache_deletes: set[IPNetwork] = field(default_factory=set)
     recompiled_identities: int = 0

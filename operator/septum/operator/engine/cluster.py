@@ -39,6 +39,19 @@ class PodKey:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class HostKey:
+    """A node's host endpoint (the host firewall); written `host:NAME` in explain and the CLI."""
+
+    node: str
+
+    def __str__(self) -> str:
+        return f"host:{self.node}"
+
+
+EndpointKey = PodKey | HostKey
+
+
 @dataclass(frozen=True, slots=True)
 class Pod:
     key: PodKey

@@ -2,12 +2,18 @@
 
 Evaluates the policies directly on the endpoints' labels (no compiled state),
 with the same tier semantics as the compiler; a property test checks that both
-always agree. Endpoints are pods ("ns/name"), IP addresses, or hypothetical
-endpoints given by namespace and labels.
+always agree. Endpoints are pods ("ns/name"), host endpoints ("host:NODE"),
+IP addresses, or hypothetical endpoints given by namespace and labels.
+
+A host endpoint is subject only to clusterwide policies with a nodeSelector.
+As a peer it is the reserved `host` identity for endpoints on its own node and
+`remote-node` for everything else (a node's address given as an IP keeps
+resolving to host/remote-node from the engine's `local_node`, unmanaged).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +41,36 @@ class EndpointRef:
     identity: int | None = None
     ip: IPAddress | None = None
     named_ports: NamedPortMap = field(default_factory=dict)
+    node: str = ""  # the node it runs on ("" if unknown)
+    host: str | None = None  # the node name, if this is a host endpoint
+
+
+HOST_PREFIX = "host:"
+
+
+def seen_by(peer: EndpointRef, viewer: EndpointRef) -> EndpointRef:
+    """A host endpoint as `viewer` sees it: `host` on the same node, else `remote-node`."""
+    if peer.host is None:
+        return peer
+    same = bool(viewer.node) and viewer.node == peer.host
+    number = ReservedIdentity.HOST if same else ReservedIdentity.REMOTE_NODE
+    return dataclasses.replace(peer, labels=reserved_labels(number.label), identity=int(number))
+
+
+def _resolve_host(engine: Engine, name: str) -> EndpointRef:
+    node = engine.nodes.get(name)
+    if node is None:
+        raise UnknownEndpoint(f"{HOST_PREFIX}{name}: no such node")
+    return EndpointRef(
+        f"{HOST_PREFIX}{name}",
+        engine.node_labels(name),
+        True,
+        int(ReservedIdentity.HOST),
+        node.ips[0] if node.ips else None,
+        {},
+        name,
+        name,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +124,8 @@ class Explanation:
 
 
 def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointRef:
-    """'ns/name' (a pod), an IP address, or {'namespace':…, 'labels':{…}, 'serviceAccount':…}."""
+    """'ns/name' (a pod), 'host:NODE' (a host endpoint), an IP address, or
+    {'namespace':…, 'labels':{…}, 'serviceAccount':…} (a hypothetical pod)."""
     if isinstance(spec, Mapping):
         namespace = str(spec.get("namespace", "default"))
         labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
@@ -112,6 +149,8 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
         text = f"{namespace}/{{{','.join(f'{k}={v}' for k, v in sorted(labels.items()))}}}"
         return EndpointRef(text, label_set, True, number, None, named)
     text = spec.strip()
+    if text.startswith(HOST_PREFIX):
+        return _resolve_host(engine, text[len(HOST_PREFIX) :])
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -132,6 +171,7 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
             number,
             ips[0] if ips else None,
             engine.named_ports.get(number, {}),
+            engine.pods[key].node,
         )
     for key, pod in engine.pods.items():
         if address in pod.ips and key in engine.pod_identity:
@@ -143,6 +183,7 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
                 number,
                 address,
                 engine.named_ports.get(number, {}),
+                pod.node,
             )
     return _resolve_outside(engine, address)
 
@@ -236,20 +277,28 @@ def evaluate(
         Tier.BASELINE: [],
     }
     isolated_by: list[PolicyKey] = []
-    for policy in engine.ordered_policies():
-        for part in policy.parts:
-            if part.subject is None or not part.subject.matches(subject.labels):
+    peer = seen_by(peer, subject)
+    if subject.host is not None:
+        # A host endpoint: only nodeSelector parts select it, never pod selectors.
+        parts = engine.host_parts(subject.host)
+    else:
+        parts = [
+            (policy, part)
+            for policy in engine.ordered_policies()
+            for part in policy.parts
+            if part.subject is not None and part.subject.matches(subject.labels)
+        ]
+    for policy, part in parts:
+        if direction in part.isolates and policy.tier is Tier.NORMAL:
+            isolated_by.append(policy.key)
+        for rule in part.rules:
+            if rule.direction is not direction:
                 continue
-            if direction in part.isolates and policy.tier is Tier.NORMAL:
-                isolated_by.append(policy.key)
-            for rule in part.rules:
-                if rule.direction is not direction:
-                    continue
-                if not peers_match(rule.peers, peer.labels, engine.node_matches):
-                    continue
-                hit, l7 = _port_rule_matches(rule, protocol, port, named)
-                if hit:
-                    tiers[policy.tier].append((rule, rule.action, l7))
+            if not peers_match(rule.peers, peer.labels, engine.node_matches):
+                continue
+            hit, l7 = _port_rule_matches(rule, protocol, port, named)
+            if hit:
+                tiers[policy.tier].append((rule, rule.action, l7))
 
     def verdict(rule: Rule, tier: Tier, l7: bool, passed: tuple[RuleRef, ...]) -> DirectionVerdict:
         rule_id = registry.rule(rule.ref, direction, tier, rule.action, rule.peers.describe())

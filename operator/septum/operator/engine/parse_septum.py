@@ -378,6 +378,14 @@ def _parse_section_rule(
     )
 
 
+def _check_host_l7(rule: Rule, path: str) -> None:
+    """Host policies take L7 DNS rules but no HTTP rules (Cilium's host policy limit)."""
+    for j, port_rule in enumerate(rule.ports or ()):
+        if port_rule.l7.http:
+            at = field(index(field(path, "toPorts"), j), "rules")
+            raise PolicyError(field(at, "http"), "host policies (nodeSelector) allow no HTTP rules")
+
+
 def _parse_spec(
     raw: Any, path: str, key: PolicyKey
 ) -> tuple[PolicyPart, str, tuple[tuple[str, str], ...]]:
@@ -419,9 +427,10 @@ def _parse_spec(
         if items:
             has_rules[direction] = True
         for i, item in enumerate(items):
-            rules.append(
-                _parse_section_rule(item, index(field(path, section), i), direction, action, key)
-            )
+            rule = _parse_section_rule(item, index(field(path, section), i), direction, action, key)
+            if node_subject is not None:
+                _check_host_l7(rule, index(field(path, section), i))
+            rules.append(rule)
     isolates = {d for d, present in has_rules.items() if present}
     default_deny = spec.get("enableDefaultDeny")
     if default_deny is not None:

@@ -20,6 +20,8 @@ from typing import Any
 from septum.operator.engine.changes import ChangeSet, LoadResult
 from septum.operator.engine.cluster import (
     NAMESPACE_NAME_LABEL,
+    EndpointKey,
+    HostKey,
     Namespace,
     Node,
     Pod,
@@ -77,8 +79,8 @@ _DROP = -1  # in _clone_dirty: the identity is gone, drop its entries
 
 @dataclass(frozen=True, slots=True)
 class EndpointPolicy:
-    pod: PodKey
-    identity: int
+    pod: EndpointKey  # a PodKey, or a HostKey for a node's host endpoint
+    identity: int  # a host endpoint is the reserved host identity (1) on its own node
     audit: bool
     ingress: DirectionPolicy
     egress: DirectionPolicy
@@ -167,10 +169,20 @@ class Engine:
         # Each endpoint's audit mode as last reported, to diff the audit flag of its entries.
         self._audit_state: dict[PodKey, bool] = {}
         self._audit_pods: set[PodKey] = set()  # the keys whose _audit_state is True
+        # Host endpoints (one per node) and the clusterwide policies with a nodeSelector.
+        # Nodes are few, so host endpoints are recompiled in full on every update while
+        # any host policy exists (memoised like pods) and diffed against the last result.
+        self.host_compiled: dict[str, IdentityPolicy] = {}
+        self._host_policies: set[PolicyKey] = set()
 
     # ---- queries -------------------------------------------------------
 
-    def endpoint_policy(self, pod: PodKey) -> EndpointPolicy:
+    def endpoint_policy(self, pod: EndpointKey) -> EndpointPolicy:
+        if isinstance(pod, HostKey):
+            if pod.node not in self.nodes:
+                raise KeyError(pod)
+            host = self.host_compiled.get(pod.node, UNENFORCED_POLICY)
+            return EndpointPolicy(pod, int(ReservedIdentity.HOST), False, host.ingress, host.egress)
         identity = self.pod_identity[pod]
         compiled = self.compiled.get(identity, UNENFORCED_POLICY)
         audit = self._audit(pod)
@@ -186,6 +198,35 @@ class Engine:
 
     def endpoints(self) -> list[PodKey]:
         return sorted(self.pod_identity)
+
+    def host_endpoints(self) -> list[HostKey]:
+        """One host endpoint per known node (selected only by nodeSelector policies)."""
+        return [HostKey(name) for name in sorted(self.nodes)]
+
+    def node_labels(self, node: str) -> LabelSet:
+        return LabelSet.of("node", self.nodes[node].labels)
+
+    def host_parts(self, node: str) -> list[tuple[Policy, PolicyPart]]:
+        """The (policy, part) pairs whose nodeSelector selects `node`'s host endpoint."""
+        if not self._host_policies:
+            return []
+        labels = self.node_labels(node)
+        return [
+            (policy, part)
+            for policy in self._ordered
+            if policy.key in self._host_policies
+            for part in policy.parts
+            if part.node_subject is not None and part.node_subject.matches(labels)
+        ]
+
+    def recompute_hosts(self) -> dict[str, IdentityPolicy]:
+        """Every host endpoint's entries computed from scratch (no memo): for tests."""
+        saved = self._memo
+        self._memo = {}
+        try:
+            return {name: self._compile_host(name) for name in sorted(self.nodes)}
+        finally:
+            self._memo = saved
 
     def pod_labels(self, pod: PodKey) -> LabelSet:
         return self._pod_labels[pod]
@@ -428,6 +469,7 @@ class Engine:
                 initial = EntryDiff(self.endpoint_policy(pod_key).entries(), frozenset())
                 shared[(number, audit)] = initial
             changes.endpoints[pod_key] = initial
+        self._refresh_hosts(changes)
         changes.ipcache_upserts.update(self.ipcache())
         return LoadResult(changes, rejected)
 
@@ -734,6 +776,8 @@ class Engine:
                 if is_new:
                     self._pending.ipcache_upserts[network] = number
                     self._identity_added(number)
+        if any(part.node_subject is not None for part in policy.parts):
+            self._host_policies.add(policy.key)
         for part in policy.parts:
             if part.subject is not None:
                 self._acquire_matcher(part.subject)
@@ -746,6 +790,7 @@ class Engine:
                 self._rule_ids[id(rule)] = (rule_id, rule.peers.describe())
 
     def _unregister(self, policy: Policy) -> None:
+        self._host_policies.discard(policy.key)
         for part in policy.parts:
             if part.subject is not None:
                 self._release_matcher(part.subject)
@@ -1213,7 +1258,99 @@ class Engine:
             if network in changes.ipcache_upserts:
                 changes.ipcache_deletes.discard(network)
         self._deltas.clear()
+        self._refresh_hosts(changes)
         return changes
+
+    # ---- internals: host endpoints ---------------------------------------
+
+    def _compile_host(self, node: str) -> IdentityPolicy:
+        parts = self.host_parts(node)
+        if not parts:
+            return UNENFORCED_POLICY
+        return IdentityPolicy(
+            self._compile_host_direction(parts, Direction.INGRESS),
+            self._compile_host_direction(parts, Direction.EGRESS),
+        )
+
+    def _compile_host_direction(
+        self, parts: list[tuple[Policy, PolicyPart]], direction: Direction
+    ) -> DirectionPolicy:
+        """As _compile_direction, without the per-identity bookkeeping (hosts are few).
+
+        Only SeptumClusterwideNetworkPolicy selects hosts, so every rule is in the
+        policy tier. A host has no named container ports: an ingress named port
+        resolves to nothing; an egress one resolves against each peer, as for pods.
+        """
+        denies: list[ResolvedRule] = []
+        allows: list[ResolvedRule] = []
+        isolated_by: list[PolicyKey] = []
+        for policy, part in parts:
+            if direction in part.isolates and policy.tier is Tier.NORMAL:
+                isolated_by.append(policy.key)
+            for rule in part.rules:
+                if rule.direction is not direction:
+                    continue
+                peers = None if rule.peers.any_peer else self._sets[rule.peers]
+                target = denies if rule.action is Action.DENY else allows
+                target.extend(self._resolve_host_rule(policy, rule, direction, peers))
+        deny_id = (
+            self.registry.default_deny(direction, tuple(sorted(set(isolated_by))))
+            if isolated_by
+            else None
+        )
+        return self._finish(direction, tuple(denies + allows), deny_id, None, None)
+
+    def _resolve_host_rule(
+        self, policy: Policy, rule: Rule, direction: Direction, peers: frozenset[int] | None
+    ) -> list[ResolvedRule]:
+        rule_id, text = self._rule_ids[id(rule)]
+        if rule.ports is None:
+            return [ResolvedRule(rule_id, policy.tier, rule.action, peers, None, False, text)]
+        resolved: list[ResolvedRule] = []
+        for port_rule in rule.ports:
+            l7 = bool(port_rule.l7)
+            numeric = tuple(p for p in port_rule.ports if isinstance(p, PortRange))
+            named = [p for p in port_rule.ports if isinstance(p, NamedPort)]
+            resolved.append(
+                ResolvedRule(rule_id, policy.tier, rule.action, peers, numeric, l7, text)
+            )
+            if named and direction is Direction.EGRESS:
+                by_ports: dict[tuple[PortRange, ...], set[int]] = {}
+                for peer in sorted(peers if peers is not None else self.identity_pods):
+                    ports = self._resolve_named(named, peer)
+                    if ports:
+                        by_ports.setdefault(ports, set()).add(peer)
+                for ports, group in sorted(by_ports.items()):
+                    resolved.append(
+                        ResolvedRule(
+                            rule_id, policy.tier, rule.action, frozenset(group), ports, l7, text
+                        )
+                    )
+        return resolved
+
+    def _refresh_hosts(self, changes: ChangeSet) -> None:
+        """Recompile the host endpoints and report each one's minimal entry diff.
+
+        Free when no host policy exists and no host holds entries (the common case).
+        """
+        if not self._host_policies and not self.host_compiled:
+            return
+        for name in list(self.host_compiled):
+            if name not in self.nodes:
+                old = self.host_compiled.pop(name)
+                changes.endpoints[HostKey(name)] = EntryDiff.between(old.entries(), ())
+                changes.removed_endpoints.add(HostKey(name))
+        for name in sorted(self.nodes):
+            old = self.host_compiled.get(name, UNENFORCED_POLICY)
+            new = self._compile_host(name)
+            if new is UNENFORCED_POLICY:
+                self.host_compiled.pop(name, None)
+            else:
+                self.host_compiled[name] = new
+            if old is not new:
+                result = _policy_diff(old, new)
+                if result:
+                    changes.endpoints[HostKey(name)] = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -1279,7 +1416,7 @@ def _policy_diff(old: IdentityPolicy, new: IdentityPolicy) -> EntryDiff:
     return EntryDiff(frozenset(added), frozenset(removed))
 
 
-def apply_diff(current: dict[PodKey, frozenset[PolicyEntry]], changes: ChangeSet) -> None:
+def apply_diff(current: dict[EndpointKey, frozenset[PolicyEntry]], changes: ChangeSet) -> None:
     """Apply a ChangeSet to a per-endpoint entry view (what a datapath agent would do)."""
     for key, diff in changes.endpoints.items():
         entries = current.get(key, frozenset())
@@ -1288,4 +1425,4 @@ def apply_diff(current: dict[PodKey, frozenset[PolicyEntry]], changes: ChangeSet
         current.pop(key, None)
 
 
-__all__ = ["ChangeSet", "Engine", "EndpointPolicy", "apply_diff"]
+__all__ = ["ChangeSet", "Engine", "EndpointPolicy", "HostKey", "apply_diff"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from septum.operator.engine.cluster import PodKey
+from septum.operator.engine.cluster import EndpointKey
 from septum.operator.engine.entries import EntryDiff
 from septum.operator.engine.errors import InvalidPolicy
 from septum.operator.engine.explain import Explanation, explain
@@ -58,7 +58,7 @@ class FlowChange:
 @dataclass(slots=True)
 class WhatIfReport:
     flows: list[FlowChange] = field(default_factory=list)
-    endpoint_diffs: dict[PodKey, EntryDiff] = field(default_factory=dict)
+    endpoint_diffs: dict[EndpointKey, EntryDiff] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -81,9 +81,9 @@ def candidate(engine: Engine, changes: Sequence[Change]) -> tuple[Engine, dict[s
     return clone, rejected
 
 
-def effective_diff(current: Engine, proposed: Engine) -> dict[PodKey, EntryDiff]:
+def effective_diff(current: Engine, proposed: Engine) -> dict[EndpointKey, EntryDiff]:
     """Per-endpoint entries to add/remove to go from `current` to `proposed` (same identities)."""
-    diffs: dict[PodKey, EntryDiff] = {}
+    diffs: dict[EndpointKey, EntryDiff] = {}
     for key in proposed.endpoints():
         before = (
             current.endpoint_policy(key).entries() if key in current.pod_identity else frozenset()
@@ -91,6 +91,13 @@ def effective_diff(current: Engine, proposed: Engine) -> dict[PodKey, EntryDiff]
         result = EntryDiff.between(before, proposed.endpoint_policy(key).entries())
         if result:
             diffs[key] = result
+    for host in proposed.host_endpoints():
+        before = (
+            current.endpoint_policy(host).entries() if host.node in current.nodes else frozenset()
+        )
+        result = EntryDiff.between(before, proposed.endpoint_policy(host).entries())
+        if result:
+            diffs[host] = result
     return diffs
 
 
