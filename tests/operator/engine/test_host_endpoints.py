@@ -274,20 +274,26 @@ operation = st.one_of(
     st.tuples(st.just("policy"), random_host_policy(), st.just("")),
     st.tuples(st.just("drop-policy"), st.integers(0, 2), st.just("")),
     st.tuples(st.just("pod"), st.sampled_from(NODES), st.sampled_from(("web", "db"))),
+    st.tuples(st.just("pod-policy"), st.sampled_from(("host", "remote-node")), st.just("")),
 )
 PROBES = (("TCP", 22), ("TCP", 8080), ("UDP", 53))
 
 
 def _agree(engine: Engine) -> None:
-    """explain and the compiled entries agree for every host endpoint and peer."""
+    """explain and the compiled entries agree for every endpoint, host peers included."""
     refs: list[EndpointRef] = [resolve_endpoint(engine, str(k)) for k in engine.endpoints()]
     hosts = [resolve_endpoint(engine, str(h)) for h in engine.host_endpoints()]
     refs += hosts + [resolve_endpoint(engine, "192.0.2.7")]
-    for subject in hosts:
-        assert subject.host is not None
-        policy = engine.endpoint_policy(HostKey(subject.host))
+    for subject in refs:
+        if not subject.managed:
+            continue
+        if subject.host is not None:
+            policy = engine.endpoint_policy(HostKey(subject.host))
+        else:
+            policy = engine.endpoint_policy(PodKey(*subject.description.split(" ")[0].split("/")))
         for peer in refs:
-            seen = HOST if peer.host == subject.host else REMOTE if peer.host else peer.identity
+            same = bool(subject.node) and peer.host == subject.node
+            seen = HOST if same else REMOTE if peer.host else peer.identity
             assert seen is not None
             for name, port in PROBES:
                 proto = parse_protocol_name(name)
@@ -329,6 +335,13 @@ def test_incremental_host_diffs_equal_a_full_recompute(ops: list[tuple[str, Any,
             if key is None:
                 continue
             changes = engine.delete_policy(key)
+        elif kind == "pod-policy":
+            # Pods toward host endpoints: `host` is their own node, `remote-node` the others.
+            pod_policy = host_policy(
+                "p0", {}, egress=[{"toEntities": [arg], "toPorts": [{"ports": [{"port": "22"}]}]}]
+            )
+            pod_policy["spec"]["endpointSelector"] = pod_policy["spec"].pop("nodeSelector")
+            changes = engine.upsert_policy(pod_policy)
         else:
             pods += 1
             changes = engine.upsert_pod(pod(f"q{pods}", arg, f"10.0.1.{pods}", extra))
