@@ -131,6 +131,9 @@ static __always_inline void septum_emit(const struct septum_pkt *pkt,
 	event->icmp_code = pkt->icmp_code;
 	event->tcp_flags = pkt->tcp_flags;
 	event->trace_point = report->trace_point;
+	__builtin_memcpy(event->src_mac, pkt->src_mac, sizeof(event->src_mac));
+	__builtin_memcpy(event->dst_mac, pkt->dst_mac, sizeof(event->dst_mac));
+	__builtin_memset(event->pad, 0, sizeof(event->pad)); /* reserved memory is not zeroed */
 	bpf_ringbuf_submit(event, 0);
 }
 

@@ -49,6 +49,8 @@ struct septum_pkt {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 frag;            /* SEPTUM_FRAG_* */
+	__u8 src_mac[6];      /* Ethernet addresses, reported in flow events */
+	__u8 dst_mac[6];
 } SEPTUM_ALIGNED;
 
 /* The first 8 bytes shared by ICMP and ICMPv6 messages (echo id/sequence). */
@@ -272,6 +274,9 @@ static __always_inline int septum_parse(void *data, void *data_end, __u32 wire_l
 	pkt->len = wire_len;
 	if ((void *)(eth + 1) > data_end || wire_len < ETH_HLEN)
 		return SEPTUM_DROP_TRUNCATED_ETHERNET;
+	/* Inside the header just checked; events report them (Hubble's ethernet). */
+	__builtin_memcpy(pkt->src_mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(pkt->dst_mac, eth->h_dest, ETH_ALEN);
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_IP):
 		return septum_parse_ipv4(data, data_end, wire_len, pkt);

@@ -12,7 +12,7 @@ from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.errors import MapFullError, PrerequisiteError
 from septum.dataplane.events import decode_events, decode_records
-from septum.dataplane.packets import tcp4
+from septum.dataplane.packets import DST_MAC, SRC_MAC, tcp4
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 
 pytestmark = pytest.mark.privileged
@@ -45,6 +45,8 @@ def test_raw_batches_decode_and_wake_up(testrun_node):
     assert {(f.src_ip, f.dst_ip, f.src_port, f.dst_port) for f in flows} == {
         ("10.99.0.1", "10.99.0.2", 40000, 80)
     }
+    # bench_emit reports the test packet's own Ethernet header
+    assert {(f.src_mac, f.dst_mac) for f in flows} == {(SRC_MAC.hex(":"), DST_MAC.hex(":"))}
     assert reader.read_raw() == b""
 
 

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from pyroute2 import IPRoute
+from septum.dataplane import netns
 from septum.dataplane.abi import (
     DropReason,
     EventType,
@@ -80,6 +82,13 @@ def cluster(node: NodeDatapath, sandbox: Sandbox) -> Iterator[Cluster]:
         yield c
     finally:
         c.close()
+
+
+def interface_mac(ns: str, ifname: str) -> str:
+    """The interface's Ethernet address as the kernel reports it ("aa:bb:..", lower case)."""
+    with netns.entered(ns), IPRoute() as ipr:
+        (link,) = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])
+        return str(link.get_attr("IFLA_ADDRESS"))
 
 
 def wait_for_flows(
@@ -279,6 +288,16 @@ def test_every_field_of_a_flow_event_and_aggregation(cluster):
         TraceObservationPoint.FROM_ENDPOINT,
     )
     assert client_side.match_type == MatchType.NONE  # client egress is not enforced
+    # Ethernet addresses: towards the server, its host veth -> its eth0; from the client,
+    # its eth0 -> its host veth (the pods' gateway lives on every host veth).
+    node_ns = cluster.sandbox.node_ns
+    server_veth = interface_mac(node_ns, cluster.server.host_interface)
+    client_veth = interface_mac(node_ns, cluster.client.host_interface)
+    server_eth0 = interface_mac(cluster.server.name, "eth0")
+    client_eth0 = interface_mac(cluster.client.name, "eth0")
+    assert len({server_veth, client_veth, server_eth0, client_eth0}) == 4
+    assert (new.src_mac, new.dst_mac) == (server_veth, server_eth0)
+    assert (client_side.src_mac, client_side.dst_mac) == (client_eth0, client_veth)
     # the close (FIN) is reported; the 100 data packets each way were not, one by one
     mine = [f for f in flows if client_port in (f.src_port, f.dst_port)]
     assert len(mine) <= 20, f"an established flow must not report every packet: {len(mine)}"

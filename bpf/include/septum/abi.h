@@ -134,7 +134,7 @@ enum septum_reserved_identity {
 
 /* ---- flow event: the ring-buffer record ------------------------------- */
 
-/* One fixed-size record per event (96 bytes, 8-byte aligned), so user space
+/* One fixed-size record per event (112 bytes, 8-byte aligned), so user space
  * decodes batches with one struct.iter_unpack.  Ports are HOST byte order.
  * time_ns is CLOCK_BOOTTIME (bpf_ktime_get_boot_ns). bytes/packets count
  * what this event covers: the packet itself, or for an aggregated flow every
@@ -168,6 +168,9 @@ struct septum_flow_event {
 	__u8 icmp_code;
 	__u8 tcp_flags;         /* enum septum_tcp_flag bits of this packet */
 	__u8 trace_point;       /* enum septum_trace_point */
+	__u8 src_mac[6];        /* Ethernet source of the packet (zero when it had none) */
+	__u8 dst_mac[6];        /* Ethernet destination */
+	__u8 pad[4];            /* zero: keeps the record a multiple of 8 bytes */
 };
 
 #define SEPTUM_EVENT_F_AUDIT_MODE 0x01 /* the endpoint was in audit mode */
@@ -407,7 +410,7 @@ struct septum_config {
 
 /* ---- sizes the Python mirror relies on ------------------------------- */
 #define SEPTUM_ASSERT_SIZE(type, size) _Static_assert(sizeof(type) == (size), #type " size")
-SEPTUM_ASSERT_SIZE(struct septum_flow_event, 96);
+SEPTUM_ASSERT_SIZE(struct septum_flow_event, 112);
 SEPTUM_ASSERT_SIZE(struct septum_lpm_addr_key, 24);
 SEPTUM_ASSERT_SIZE(struct septum_ipcache_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_prefilter_value, 8);
@@ -427,6 +430,8 @@ SEPTUM_ASSERT_SIZE(struct septum_counter, 16);
 SEPTUM_ASSERT_SIZE(struct septum_config, 28);
 _Static_assert(__builtin_offsetof(struct septum_flow_event, match_type) == 72, "event layout");
 _Static_assert(__builtin_offsetof(struct septum_flow_event, trace_point) == 95, "event layout");
+_Static_assert(__builtin_offsetof(struct septum_flow_event, src_mac) == 96, "event layout");
+_Static_assert(__builtin_offsetof(struct septum_flow_event, dst_mac) == 102, "event layout");
 _Static_assert(SEPTUM_DROP_PREFILTER_DENIED < SEPTUM_DROP_REASON_MAX, "reasons fit a byte");
 
 #endif /* SEPTUM_ABI_H */

@@ -8,10 +8,11 @@ corrupting maps.  Change both files in the same commit.
 
 What other parts of Septum may rely on:
 
-* :class:`FlowEvent` is a FIXED-SIZE record of :data:`FLOW_EVENT_SIZE` (96) bytes.  A batch of
-  events is ``N * 96`` concatenated bytes and decodes with
+* :class:`FlowEvent` is a FIXED-SIZE record of :data:`FLOW_EVENT_SIZE` (112) bytes.  A batch of
+  events is ``N * 112`` concatenated bytes and decodes with
   ``struct.iter_unpack(FLOW_EVENT_FORMAT, batch)``; the tuple order is :data:`FLOW_EVENT_FIELDS`.
   Ports are host byte order; addresses are 16 bytes (IPv4 in the first four, the rest zero);
+  ``src_mac``/``dst_mac`` are the packet's Ethernet addresses (6 bytes each, the last fields);
   ``time_ns`` is CLOCK_BOOTTIME nanoseconds (convert with ``time.clock_gettime_ns`` offsets).
 * :class:`Verdict`, :class:`TrafficDirection`, :class:`TraceObservationPoint` and
   :class:`EventType` use Hubble's / Cilium's numbers.  :class:`DropReason` uses Hubble's
@@ -281,6 +282,7 @@ PROG_BENCH_EMPTY: Final = "bench_empty"  # never attached: the empty tc baseline
 # ---- structs -----------------------------------------------------------------------------
 
 Addr16 = ctypes.c_uint8 * 16
+Mac6 = ctypes.c_uint8 * 6
 
 
 class FlowEvent(ctypes.Structure):
@@ -313,13 +315,16 @@ class FlowEvent(ctypes.Structure):
         ("icmp_code", ctypes.c_uint8),
         ("tcp_flags", ctypes.c_uint8),
         ("trace_point", ctypes.c_uint8),
+        ("src_mac", Mac6),
+        ("dst_mac", Mac6),
+        ("pad", ctypes.c_uint8 * 4),
     ]
 
 
 # struct.iter_unpack format of one FlowEvent and the names of the tuple it yields, in order.
-FLOW_EVENT_FORMAT: Final = "<QQ16s16sIIIIIIBBHHHHHHBBBBBBBBBB"
+FLOW_EVENT_FORMAT: Final = "<QQ16s16sIIIIIIBBHHHHHHBBBBBBBBBB6s6s4s"
 FLOW_EVENT_FIELDS: Final[tuple[str, ...]] = tuple(field[0] for field in FlowEvent._fields_)
-FLOW_EVENT_SIZE: Final = 96
+FLOW_EVENT_SIZE: Final = 112
 # A BPF ring-buffer record is an 8-byte header then the data, padded to 8 bytes.
 RINGBUF_HEADER_SIZE: Final = 8
 RINGBUF_RECORD_STRIDE: Final = RINGBUF_HEADER_SIZE + FLOW_EVENT_SIZE

@@ -20,6 +20,11 @@ def boot_to_wall_offset_ns() -> int:
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+def format_mac(raw: bytes) -> str:
+    """Lower-case "aa:bb:cc:dd:ee:ff", as Hubble prints Ethernet addresses."""
+    return raw.hex(":")
+
+
 def format_address(raw: bytes, ip_version: int) -> str:
     if ip_version == abi.IPVersion.V4:
         return socket.inet_ntop(socket.AF_INET, raw[:4])
@@ -59,6 +64,8 @@ class Flow:
     icmp_code: int
     tcp_flags: int
     trace_point: int
+    src_mac: str
+    dst_mac: str
 
     @property
     def drop_reason_description(self) -> str:
@@ -70,9 +77,10 @@ def _flow(fields: tuple[int | bytes, ...]) -> Flow:
         time_ns, nbytes, src, dst, src_id, dst_id, rule_id, ifindex, packets, suppressed,
         match_type, flags, _reserved, endpoint_id, sport, dport, reason, l7, event_type,
         verdict, direction, is_reply, ip_version, protocol, icmp_type, icmp_code, tcp_flags,
-        trace_point,
+        trace_point, src_mac, dst_mac, _pad,
     ) = fields  # fmt: skip
     assert isinstance(src, bytes) and isinstance(dst, bytes)
+    assert isinstance(src_mac, bytes) and isinstance(dst_mac, bytes)
     version = int(ip_version)
     return Flow(
         int(time_ns), int(nbytes), format_address(src, version), format_address(dst, version),
@@ -80,11 +88,12 @@ def _flow(fields: tuple[int | bytes, ...]) -> Flow:
         int(match_type), int(flags), int(endpoint_id), int(sport), int(dport), int(reason),
         int(l7), int(event_type), int(verdict), int(direction), bool(is_reply), version,
         int(protocol), int(icmp_type), int(icmp_code), int(tcp_flags), int(trace_point),
+        format_mac(src_mac), format_mac(dst_mac),
     )  # fmt: skip
 
 
 def decode_events(raw: bytes) -> list[Flow]:
-    """Decode N concatenated 96-byte records (RingBufferReader.read_raw)."""
+    """Decode N concatenated 112-byte records (RingBufferReader.read_raw)."""
     return [_flow(fields) for fields in _EVENT_FORMAT.iter_unpack(raw)]
 
 

@@ -58,7 +58,7 @@ class RingBufferReader:
         return int(self._producer_pos[0] - self._consumer_pos[0])
 
     def read_records(self, max_records: int = 1 << 16) -> tuple[bytes, int]:
-        """(bytes of N committed records WITH their 8-byte headers, N); stride 104.
+        """(bytes of N committed records WITH their 8-byte headers, N); stride 120.
 
         Decode these with ``struct.iter_unpack("<8x" + FLOW_EVENT_FORMAT[1:], chunk)``.
         """
@@ -101,7 +101,7 @@ class RingBufferReader:
         return b"".join(kept), len(kept)
 
     def read_raw(self, max_records: int = 1 << 16) -> bytes:
-        """Bytes of N concatenated 96-byte flow events (``len(result) // 96`` events)."""
+        """Bytes of N concatenated 112-byte flow events (``len(result) // 112`` events)."""
         chunk, count = self.read_records(max_records)
         if not count:
             return b""

@@ -68,6 +68,11 @@ def boot_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+# Ethernet addresses of the default event (as a host veth would see them).
+SRC_MAC = bytes.fromhex("0a58c0a80a01")
+DST_MAC = bytes.fromhex("ee7f3b9c00d2")
+
+
 def event(
     src: EndpointInfo | str = XWING,
     dst: EndpointInfo | str = DEATHSTAR,
@@ -103,6 +108,8 @@ def event(
         "direction": 1,
         "trace_point": 101,
         "match_type": 2,
+        "src_mac": SRC_MAC,
+        "dst_mac": DST_MAC,
     }
     values.update(fields)
     return r.pack(**values)

@@ -20,7 +20,8 @@ import grpc
 import observe_helpers as h
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from septum.dataplane import abi
+from pyroute2 import IPRoute
+from septum.dataplane import abi, netns
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.observe.api.flow import flow_pb2
@@ -163,6 +164,19 @@ def _ns(cluster: Cluster, short: str) -> str:
     return cluster.sandbox.pods[short[:4]].name
 
 
+def _mac(ns: str, ifname: str) -> str:
+    """An interface's Ethernet address, read from the kernel ("aa:bb:..", lower case)."""
+    with netns.entered(ns), IPRoute() as ipr:
+        (link,) = ipr.get_links(ipr.link_lookup(ifname=ifname)[0])
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+
+def _pod_macs(cluster: Cluster, short: str) -> tuple[str, str]:
+    """(host-side veth, pod eth0) Ethernet addresses of a pod."""
+    pod = cluster.sandbox.pods[short[:4]]
+    return _mac(cluster.sandbox.node_ns, pod.host_interface), _mac(pod.name, "eth0")
+
+
 def test_real_traffic_becomes_enriched_flows(cluster: Cluster) -> None:
     deathstar = cluster.pods["deathstar"]
     server = TcpServer(_ns(cluster, "deathstar"), deathstar.ips[0], 80)
@@ -226,6 +240,14 @@ def test_real_traffic_becomes_enriched_flows(cluster: Cluster) -> None:
     assert (
         egress_syn.traffic_direction == flow_pb2.EGRESS and egress_syn.verdict == flow_pb2.FORWARDED
     )
+    # Ethernet: into the deathstar, its host veth -> its eth0; out of a pod, its eth0 -> its
+    # host veth (the pods' gateway address lives on every host veth).
+    deathstar_veth, deathstar_eth0 = _pod_macs(cluster, "deathstar")
+    xwing_veth, xwing_eth0 = _pod_macs(cluster, "xwing")
+    assert syn.ethernet == flow_pb2.Ethernet(source=deathstar_veth, destination=deathstar_eth0)
+    assert drop.ethernet == flow_pb2.Ethernet(source=deathstar_veth, destination=deathstar_eth0)
+    assert reply.ethernet == flow_pb2.Ethernet(source=deathstar_eth0, destination=deathstar_veth)
+    assert egress_syn.ethernet == flow_pb2.Ethernet(source=xwing_eth0, destination=xwing_veth)
 
 
 def test_udp_icmp_and_ipv6(cluster: Cluster) -> None:

@@ -21,6 +21,16 @@ def test_time_is_wall_clock() -> None:
     assert abs(flow.time.ToNanoseconds() - time.time_ns()) < 2_000_000_000
 
 
+def test_ethernet_addresses_as_hubble_prints_them() -> None:
+    flow = decode(src_mac=bytes.fromhex("AABBCCDDEEFF"), dst_mac=bytes.fromhex("0a000000ff01"))
+    assert flow.ethernet == flow_pb2.Ethernet(
+        source="aa:bb:cc:dd:ee:ff", destination="0a:00:00:00:ff:01"
+    )
+    assert decode().ethernet.source == h.SRC_MAC.hex(":")
+    # an event without an Ethernet header (all-zero addresses) has no ethernet field
+    assert not decode(src_mac=bytes(6), dst_mac=bytes(6)).HasField("ethernet")
+
+
 def test_sctp_and_icmpv6() -> None:
     sctp = decode(protocol=132, src_port=5000, dst_port=6000, tcp_flags=0)
     assert sctp.l4.WhichOneof("protocol") == "SCTP"

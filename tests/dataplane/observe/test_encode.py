@@ -30,6 +30,8 @@ VARIANTS: list[dict[str, Any]] = [
     {"verdict": 1, "rule_id": 1, "ifindex": 7, "l7_proxy_port": 15001},
     {"src_port": 0, "dst_port": 0},
     {"time_ns": 0},
+    {"src_mac": bytes.fromhex("aabbccddeeff"), "dst_mac": bytes.fromhex("010203040506")},
+    {"src_mac": bytes(6), "dst_mac": bytes(6)},
 ]
 
 
@@ -53,6 +55,25 @@ def test_templates_are_shared_by_flows_that_differ_in_time_and_ports() -> None:
         flow_bytes, _ = dec.encode(rec, port)
         assert flow_pb2.Flow.FromString(flow_bytes) == dec.decode(rec, port)
     assert len(dec._templates) == 1
+
+
+def test_records_differing_only_in_mac_get_their_own_template() -> None:
+    dec = h.decoder()
+    macs = [(h.SRC_MAC, h.DST_MAC), (bytes.fromhex("0a0000000099"), h.DST_MAC)]
+    macs.append((h.SRC_MAC, bytes.fromhex("0a00000000aa")))
+    encoded = []
+    for src_mac, dst_mac in macs:
+        rec = r.EVENT.unpack(h.event(src_mac=src_mac, dst_mac=dst_mac))
+        flow_bytes, _ = dec.encode(rec, 5)
+        flow = flow_pb2.Flow.FromString(flow_bytes)
+        assert flow == dec.decode(rec, 5)
+        assert (flow.ethernet.source, flow.ethernet.destination) == (
+            src_mac.hex(":"),
+            dst_mac.hex(":"),
+        )
+        encoded.append(flow_bytes)
+    assert len(set(encoded)) == 3
+    assert len(dec._templates) == 3
 
 
 def test_response_carries_flow_node_and_time() -> None:

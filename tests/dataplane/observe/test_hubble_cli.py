@@ -119,6 +119,10 @@ def test_observe_json_fields(hubble: Path, fed: h.RunningObserver) -> None:
         assert flow["source"]["pod_name"] == "xwing" and flow["source"]["identity"] == 1001
         assert flow["destination"]["workloads"] == [{"name": "deathstar", "kind": "Deployment"}]
         assert flow["IP"] == {"source": "10.0.0.1", "destination": "10.0.0.2", "ipVersion": "IPv4"}
+        assert flow["ethernet"] == {
+            "source": h.SRC_MAC.hex(":"),
+            "destination": h.DST_MAC.hex(":"),
+        }
         assert flow["l4"]["TCP"]["destination_port"] == 8080
         assert flow["traffic_direction"] == "INGRESS" and flow["is_reply"] is False
         assert flow["event_type"] == {"type": 1, "sub_type": 133}

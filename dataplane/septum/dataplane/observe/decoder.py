@@ -45,6 +45,14 @@ def format_address(raw: bytes, ip_version: int) -> str:
     return ""
 
 
+_NO_MAC = bytes(6)
+
+
+def format_mac(raw: bytes) -> str:
+    """Lower-case "aa:bb:cc:dd:ee:ff", as Hubble prints flow.Ethernet addresses."""
+    return raw.hex(":")
+
+
 _TCP_FLAG_ORDER = (
     (0x02, "SYN"),
     (0x10, "ACK"),
@@ -197,7 +205,9 @@ class FlowDecoder:
         if generation != self._template_generation or len(self._templates) > _MAX_TEMPLATES:
             self._templates.clear()
             self._template_generation = generation
-        key = rec[2:8] + rec[9:14] + rec[16:]  # not time, bytes, packets, ports
+        # Not time, bytes, packets, ports; the MACs (last fields) are in rec[16:],
+        # so records differing only in Ethernet addresses never share a template.
+        key = rec[2:8] + rec[9:14] + rec[16:]
         template = self._templates.get(key)
         if template is None:
             shape = list(rec)
@@ -283,6 +293,10 @@ class FlowDecoder:
             flow.IP.source = src_ip
             flow.IP.destination = dst_ip
             flow.IP.ipVersion = ip_version
+        src_mac, dst_mac = rec[r.SRC_MAC], rec[r.DST_MAC]
+        if src_mac != _NO_MAC or dst_mac != _NO_MAC:  # all zero: no Ethernet header
+            flow.ethernet.source = format_mac(src_mac)
+            flow.ethernet.destination = format_mac(dst_mac)
         self._fill_l4(flow, rec)
 
         generation = getattr(self._metadata, "generation", 0)

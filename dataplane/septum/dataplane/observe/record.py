@@ -1,6 +1,6 @@
 """The datapath's fixed-size flow event, as compact tuples.
 
-`struct septum_flow_event` (bpf/include/septum/abi.h) is 96 bytes; a batch of
+`struct septum_flow_event` (bpf/include/septum/abi.h) is 112 bytes; a batch of
 N events is N records back to back, so `struct.iter_unpack` turns a batch into
 tuples at C speed. The flow ring stores these tuples, never protobufs: a Flow
 is built only when a reader asks for one (see decoder.py). The field order
@@ -53,6 +53,9 @@ ICMP_TYPE: Final = 24
 ICMP_CODE: Final = 25
 TCP_FLAGS: Final = 26
 TRACE_POINT: Final = 27
+# Appended to the event (after trace_point), so every index above kept its meaning.
+SRC_MAC: Final = 28
+DST_MAC: Final = 29
 
 # Values from abi.h that the decoder interprets (the rest pass through as numbers).
 EVENT_DROP: Final = 1
@@ -104,12 +107,17 @@ _INDEXES = {
     "icmp_code": ICMP_CODE,
     "tcp_flags": TCP_FLAGS,
     "trace_point": TRACE_POINT,
+    "src_mac": SRC_MAC,
+    "dst_mac": DST_MAC,
 }
 for _name, _index in _INDEXES.items():
     if FIELDS[_index] != _name:  # the ABI moved a field: fail at import, not with wrong flows
         raise ImportError(f"flow event field {_name!r} is not at index {_index} of the ABI")
 if EVENT.size != SIZE:
     raise ImportError(f"flow event format is {EVENT.size} bytes, the ABI says {SIZE}")
+
+
+_BYTES_FIELDS: Final = frozenset({"src_addr", "dst_addr", "src_mac", "dst_mac", "pad"})
 
 
 class RecordError(ValueError):
@@ -132,5 +140,5 @@ def pack(**fields: object) -> bytes:
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise TypeError(f"unknown flow event fields: {sorted(unknown)}")
-    values = [fields.get(name, b"" if name in ("src_addr", "dst_addr") else 0) for name in FIELDS]
+    values = [fields.get(name, b"" if name in _BYTES_FIELDS else 0) for name in FIELDS]
     return EVENT.pack(*values)
