@@ -17,7 +17,7 @@ class DatapathConfig:
 
     Capacities are maximum entries of the BPF maps; a full map raises MapFullError naming
     the field here to raise.  Changing a capacity for a node whose maps are already pinned
-    needs a teardown of that node's datapath first (pinned maps keep their size).
+    replaces those maps with fresh, empty ones at the next load (see loader).
     """
 
     node_name: str

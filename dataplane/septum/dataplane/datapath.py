@@ -494,6 +494,12 @@ class NodeDatapath:
             return test_run(self._object.programs[program], packet, repeat=repeat, ifindex=ifindex)
 
     @property
+    def recreated_maps(self) -> tuple[str, ...]:
+        """Maps whose pins from an incompatible earlier load were replaced by empty ones
+        at this load (the caller resyncs them from the control plane)."""
+        return self._object.recreated
+
+    @property
     def pin_dir(self) -> Path:
         return self.config.pin_dir
 

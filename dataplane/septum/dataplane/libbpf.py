@@ -100,6 +100,28 @@ class BpfTcOpts(ctypes.Structure):
     ]
 
 
+class BpfMapInfo(ctypes.Structure):
+    # struct bpf_map_info (linux/bpf.h) up to map_extra; the kernel fills what it knows.
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    ]
+
+
 class BtfType(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
@@ -130,6 +152,11 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_map__max_entries": (_u32, [_vp]),
     "bpf_map__set_pin_path": (_int, [_vp, _str]),
     "bpf_map__fd": (_int, [_vp]),
+    "bpf_map__type": (_int, [_vp]),
+    "bpf_map__key_size": (_u32, [_vp]),
+    "bpf_map__value_size": (_u32, [_vp]),
+    "bpf_map__map_flags": (_u32, [_vp]),
+    "bpf_map__map_extra": (_u64, [_vp]),
     "bpf_map__unpin": (_int, [_vp, _str]),
     "bpf_program__fd": (_int, [_vp]),
     "bpf_program__set_autoload": (_int, [_vp, ctypes.c_bool]),
@@ -144,6 +171,7 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_link_create": (_int, [_int, _int, _int, _vp]),
     "bpf_obj_pin": (_int, [_int, _str]),
     "bpf_obj_get": (_int, [_str]),
+    "bpf_obj_get_info_by_fd": (_int, [_int, _vp, ctypes.POINTER(_u32)]),
     "bpf_tc_hook_create": (_int, [ctypes.POINTER(BpfTcHook)]),
     "bpf_tc_hook_destroy": (_int, [ctypes.POINTER(BpfTcHook)]),
     "bpf_tc_attach": (_int, [ctypes.POINTER(BpfTcHook), ctypes.POINTER(BpfTcOpts)]),

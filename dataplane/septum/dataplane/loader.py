@@ -3,12 +3,19 @@
 Maps are pinned under ``/sys/fs/bpf/septum/<node-name>/<map>``: per node, because several
 lab nodes share one kernel, and pinned so that a restarted agent finds its conntrack table
 and policy where it left them (libbpf reuses a compatible pinned map on load).
+
+A pinned map whose definition (type, key size, value size, max entries, flags) differs
+from the object's -- a newer object, or a capacity changed in DatapathConfig -- is never
+reused: everything Septum pins can be rebuilt from the control plane, so the stale pin is
+removed before the load, libbpf creates and pins a fresh map, and the map is named in a
+warning and in ``LoadedObject.recreated`` (what Cilium does for most maps on upgrade).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +25,10 @@ from septum.dataplane import abi
 from septum.dataplane.btfcheck import check_mirrors
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.errors import DatapathError, LibbpfError, PrerequisiteError
-from septum.dataplane.libbpf import check, check_ptr, lib
+from septum.dataplane.libbpf import BpfMapInfo, check, check_ptr, lib
 from septum.dataplane.prereq import require_all
+
+log = logging.getLogger(__name__)
 
 # map name -> the DatapathConfig field that sizes it (None: fixed size)
 MAP_SETTINGS: Final[dict[str, str | None]] = {
@@ -55,14 +64,41 @@ class LoadedMap:
     setting: str
 
 
+@dataclass(frozen=True)
+class MapDefinition:
+    """What libbpf compares before reusing a pinned map."""
+
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    extra: int
+
+    def __str__(self) -> str:
+        text = (
+            f"type {self.type} key {self.key_size} value {self.value_size} "
+            f"entries {self.max_entries} flags {self.flags:#x}"
+        )
+        return f"{text} extra {self.extra}" if self.extra else text
+
+
 class LoadedObject:
     """A loaded ``struct bpf_object``: its maps and programs by name.  Closing it closes
-    the file descriptors; pinned maps and pinned links stay in the kernel."""
+    the file descriptors; pinned maps and pinned links stay in the kernel.  `recreated`
+    names the maps whose incompatible pins were replaced by fresh (empty) maps."""
 
-    def __init__(self, handle: int, maps: dict[str, LoadedMap], programs: dict[str, int]):
+    def __init__(
+        self,
+        handle: int,
+        maps: dict[str, LoadedMap],
+        programs: dict[str, int],
+        recreated: tuple[str, ...] = (),
+    ):
         self._handle: int | None = handle
         self.maps = maps
         self.programs = programs
+        self.recreated = recreated
 
     def close(self) -> None:
         if self._handle is not None:
@@ -103,6 +139,11 @@ def load(config: DatapathConfig) -> LoadedObject:
                 )
             pin = str(config.pin_dir / name).encode()
             check(binding.bpf_map__set_pin_path(pointer, pin), f"pin path of map {name}")
+        recreated = tuple(
+            name
+            for name, pointer in map_pointers.items()
+            if _drop_incompatible_pin(config.pin_dir / name, expected_definition(pointer))
+        )
         result = binding.bpf_object__load(handle)
         if result < 0:
             _explain_load_failure(config, -result)
@@ -125,7 +166,63 @@ def load(config: DatapathConfig) -> LoadedObject:
     except BaseException:
         binding.bpf_object__close(handle)
         raise
-    return LoadedObject(handle, maps, programs)
+    return LoadedObject(handle, maps, programs, recreated)
+
+
+def expected_definition(pointer: int) -> MapDefinition:
+    """The definition the object will create map `pointer` with (after sizing)."""
+    binding = lib()
+    return MapDefinition(
+        type=int(binding.bpf_map__type(pointer)),
+        key_size=int(binding.bpf_map__key_size(pointer)),
+        value_size=int(binding.bpf_map__value_size(pointer)),
+        max_entries=int(binding.bpf_map__max_entries(pointer)),
+        flags=int(binding.bpf_map__map_flags(pointer)),
+        extra=int(binding.bpf_map__map_extra(pointer)),
+    )
+
+
+def pinned_definition(pin: Path) -> MapDefinition:
+    """The definition of the map pinned at `pin`, as the kernel reports it."""
+    binding = lib()
+    fd = check(binding.bpf_obj_get(str(pin).encode()), f"opening pinned map {pin}")
+    try:
+        info = BpfMapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        check(
+            binding.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+            f"reading the definition of pinned map {pin}",
+        )
+    finally:
+        os.close(fd)
+    return MapDefinition(
+        type=info.type,
+        key_size=info.key_size,
+        value_size=info.value_size,
+        max_entries=info.max_entries,
+        flags=info.map_flags,
+        extra=info.map_extra,
+    )
+
+
+def _drop_incompatible_pin(pin: Path, expected: MapDefinition) -> bool:
+    """Unpin `pin` when its map differs from `expected` (libbpf then creates a fresh map
+    there); True when it did.  Reusing it would fail the load with a bare EINVAL, and all
+    pinned state is rebuilt from the control plane, so replacing it is safe."""
+    if not pin.exists():
+        return False
+    pinned = pinned_definition(pin)
+    if pinned == expected:
+        return False
+    pin.unlink()
+    log.warning(
+        "BPF map %s: pinned map (%s) differs from the object's (%s): recreated empty, its "
+        "state is rebuilt from the control plane",
+        pin,
+        pinned,
+        expected,
+    )
+    return True
 
 
 def _explain_load_failure(config: DatapathConfig, code: int) -> None:

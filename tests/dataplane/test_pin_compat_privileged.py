@@ -1,0 +1,101 @@
+"""Pinned maps from an earlier load whose definition differs from the object's (a newer
+object, a capacity changed in DatapathConfig) are replaced by fresh maps, never reused and
+never a bare EINVAL; compatible pins keep their contents."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from septum.dataplane import abi, loader
+from septum.dataplane.config import DatapathConfig
+from septum.dataplane.datapath import NodeDatapath
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def config(node_name: str) -> Iterator[DatapathConfig]:
+    cfg = DatapathConfig(node_name=node_name)
+    try:
+        yield cfg
+    finally:
+        loader.remove_pins(cfg.pin_dir)
+
+
+def _replace_pin(config: DatapathConfig, name: str, *definition: str) -> None:
+    """Pin, in place of `name`, a map as an older object version would have created it."""
+    pin = config.pin_dir / name
+    pin.unlink()
+    command = ["bpftool", "map", "create", str(pin), *definition, "name", name]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def test_a_pinned_map_with_another_value_size_is_recreated(config, caplog):
+    NodeDatapath(config).close()
+    # sep_config's value was 24 bytes before it grew
+    _replace_pin(config, abi.MAP_CONFIG, "type", "array", "key", "4", "value", "24", "entries", "1")
+    with caplog.at_level(logging.WARNING, logger=loader.__name__):
+        node = NodeDatapath(config)
+    try:
+        assert node.recreated_maps == (abi.MAP_CONFIG,)
+        pinned = loader.pinned_definition(config.pin_dir / abi.MAP_CONFIG)
+        assert pinned.value_size == ctypes.sizeof(abi.Config)
+        # the fresh map holds the configuration again
+        [(_, value)] = list(node.config_map.items())
+        assert value.ct_timeout_tcp_syn_s == config.ct_timeout_tcp_syn_s
+    finally:
+        node.close()
+    [record] = [r for r in caplog.records if abi.MAP_CONFIG in r.getMessage()]
+    assert "value 24" in record.getMessage() and "recreated" in record.getMessage()
+
+
+def test_a_pinned_map_with_another_key_size_is_recreated(config):
+    NodeDatapath(config).close()
+    _replace_pin(
+        config,
+        abi.MAP_DROP_RATELIMIT,
+        *("type", "lru_percpu_hash", "key", "8", "value", "8", "entries", "16384"),
+    )
+    node = NodeDatapath(config)
+    try:
+        assert node.recreated_maps == (abi.MAP_DROP_RATELIMIT,)
+    finally:
+        node.close()
+    # the recreated pin is compatible: the next load reuses everything
+    node = NodeDatapath(config)
+    node.close()
+    assert node.recreated_maps == ()
+
+
+def test_a_changed_capacity_recreates_only_that_map(config):
+    first = NodeDatapath(config)
+    try:
+        first.upsert_prefix("10.1.2.3/32", 77)
+    finally:
+        first.close()
+    bigger = DatapathConfig(
+        node_name=config.node_name, conntrack_entries=2 * config.conntrack_entries
+    )
+    second = NodeDatapath(bigger)
+    try:
+        assert second.recreated_maps == (abi.MAP_CONNTRACK,)
+        assert second.conntrack_map.capacity == bigger.conntrack_entries
+        # compatible pins kept their contents
+        assert [v.identity for _, v in second.ipcache_hosts.items()] == [77]
+    finally:
+        second.close()
+    pinned = loader.pinned_definition(config.pin_dir / abi.MAP_CONNTRACK)
+    assert pinned.max_entries == bigger.conntrack_entries
+
+
+def test_compatible_pins_are_reused_without_a_warning(config, caplog):
+    NodeDatapath(config).close()
+    with caplog.at_level(logging.WARNING, logger=loader.__name__):
+        node = NodeDatapath(config)
+        node.close()
+    assert node.recreated_maps == ()
+    assert not [r for r in caplog.records if r.name == loader.__name__]
