@@ -115,6 +115,22 @@ def event(
     return r.pack(**values)
 
 
+def reply_event(dst_port: int = 40000) -> bytes:
+    """The deathstar's SYN-ACK back to xwing's port ``dst_port``, seen at the deathstar's egress."""
+    return event(
+        DEATHSTAR,
+        XWING,
+        src_port=80,
+        dst_port=dst_port,
+        tcp_flags=0x12,
+        is_reply=1,
+        event_type=4,
+        direction=2,
+        trace_point=5,
+        endpoint_id=12,
+    )
+
+
 def metadata() -> StaticMetadata:
     md = StaticMetadata()
     for pod in PODS:

@@ -17,18 +17,7 @@ def flow(*args: object, **kwargs: object) -> flow_pb2.Flow:
 
 SYN_IN = flow()  # xwing -> deathstar:80 ingress, allowed, TCP SYN, IPv4
 DROP = flow(h.XWING, h.DEATHSTAR, dst_port=8080, event_type=1, verdict=2, drop_reason=133)
-REPLY = flow(
-    h.DEATHSTAR,
-    h.XWING,
-    src_port=80,
-    dst_port=40000,
-    tcp_flags=0x12,
-    is_reply=1,
-    event_type=4,
-    direction=2,
-    trace_point=5,
-    endpoint_id=12,
-)
+REPLY = DECODER.decode(r.EVENT.unpack(h.reply_event()), 1)  # type: ignore[arg-type]
 UDP6 = flow(h.TIEFIGHTER, h.DEATHSTAR, v6=True, protocol=17, dst_port=53, tcp_flags=0)
 ICMP_WORLD = flow(
     "192.0.2.7",

@@ -26,18 +26,7 @@ def fed(observer: h.RunningObserver) -> h.RunningObserver:
         # allowed new connection xwing -> deathstar:80
         h.event(src_port=41000, rule_id=1),
         # its reply, seen at the deathstar's egress
-        h.event(
-            h.DEATHSTAR,
-            h.XWING,
-            src_port=80,
-            dst_port=41000,
-            tcp_flags=0x12,
-            is_reply=1,
-            event_type=4,
-            direction=2,
-            trace_point=5,
-            endpoint_id=12,
-        ),
+        h.reply_event(41000),
         # a denied connection xwing -> deathstar:8080
         h.event(src_port=41001, dst_port=8080, event_type=1, verdict=2, drop_reason=133),
         # UDP between two empire pods over IPv6

@@ -45,18 +45,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def test_hubble_metrics_match_the_events(metered: h.RunningObserver) -> None:
     metered.push(
         *(h.event(src_port=40000 + i) for i in range(3)),  # 3 allowed SYNs to :80
-        h.event(
-            h.DEATHSTAR,
-            h.XWING,
-            src_port=80,
-            dst_port=40000,
-            tcp_flags=0x12,
-            is_reply=1,
-            event_type=4,
-            direction=2,
-            trace_point=5,
-            endpoint_id=12,
-        ),
+        h.reply_event(40000),
         *(h.event(dst_port=8080, event_type=1, verdict=2, drop_reason=133) for _ in range(2)),
         h.event(dst_port=22, event_type=1, verdict=2, drop_reason=221),  # Septum-only reason
         h.event(h.XWING, h.DEATHSTAR, protocol=1, icmp_type=8, src_port=0, dst_port=0, tcp_flags=0),
