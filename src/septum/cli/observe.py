@@ -32,6 +32,10 @@ _FILTER_HELP = {
     "ip": "Flows from or to this IP or CIDR.",
     "from-ip": "Flows from this IP or CIDR.",
     "to-ip": "Flows to this IP or CIDR.",
+    "snat-ip": "Flows SNATed to this IP or CIDR.",
+    "fqdn": "Flows from or to this FQDN pattern (*.example.com).",
+    "from-fqdn": "Flows from this FQDN pattern.",
+    "to-fqdn": "Flows to this FQDN pattern.",
     "identity": "Flows from or to this security identity (number or reserved name).",
     "from-identity": "Flows from this security identity.",
     "to-identity": "Flows to this security identity.",
@@ -48,7 +52,12 @@ _FILTER_HELP = {
     "http-path": "HTTP path regular expression.",
     "tcp-flags": "TCP flags that must all be set, comma-separated (SYN,ACK).",
     "ip-version": "4 or 6.",
+    "http-url": "HTTP URL regular expression.",
+    "http-header": "HTTP header, name:value.",
+    "trace-id": "Trace ID (trace context parent).",
+    "ip-trace-id": "IP trace ID (from the packet's IP option).",
     "uuid": "Flow UUID.",
+    "cel-expression": "CEL expression over _flow, e.g. '_flow.verdict == Verdict.DROPPED'.",
 }
 _BOOL_HELP = {
     "ipv4": "IPv4 flows only.",

@@ -35,14 +35,87 @@ ICMP_WORLD = flow(
 ALL = {"syn": SYN_IN, "drop": DROP, "reply": REPLY, "udp6": UDP6, "icmp": ICMP_WORLD}
 
 
+def l7_flow(base: flow_pb2.Flow, **fields: object) -> flow_pb2.Flow:
+    """A copy of a datapath flow with the L7/DNS/trace fields no datapath source fills yet."""
+    out = flow_pb2.Flow()
+    out.CopyFrom(base)
+    out.MergeFrom(flow_pb2.Flow(**fields))  # type: ignore[arg-type]
+    if out.Type == flow_pb2.L7:  # an access-log event, as Cilium's proxy reports it
+        out.event_type.CopyFrom(flow_pb2.CiliumEventType(type=129))
+    return out
+
+
+# xwing asks the cluster DNS (the tiefighter's UDP6 flow stands in) for the deathstar.
+DNS_QUERY = l7_flow(
+    UDP6,
+    Type=flow_pb2.L7,
+    destination_names=["kube-dns.kube-system.svc.cluster.local"],
+    l7=flow_pb2.Layer7(
+        type=flow_pb2.REQUEST,
+        dns=flow_pb2.DNS(query="deathstar.empire.svc.cluster.local.", qtypes=["A"]),
+    ),
+)
+HTTP_POST = l7_flow(
+    SYN_IN,
+    Type=flow_pb2.L7,
+    destination_names=["deathstar.empire.svc.cluster.local", "API.Deathstar.example"],
+    l7=flow_pb2.Layer7(
+        type=flow_pb2.REQUEST,
+        http=flow_pb2.HTTP(
+            method="POST",
+            url="http://deathstar.empire.svc.cluster.local/v1/request-landing?ship=xwing",
+            headers=[
+                flow_pb2.HTTPHeader(key="X-Has-Force", value="true"),
+                flow_pb2.HTTPHeader(key="Content-Type", value="application/json"),
+            ],
+        ),
+    ),
+    trace_context=flow_pb2.TraceContext(
+        parent=flow_pb2.TraceParent(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+    ),
+)
+HTTP_503 = l7_flow(
+    REPLY,
+    Type=flow_pb2.L7,
+    source_names=["deathstar.empire.svc.cluster.local"],
+    l7=flow_pb2.Layer7(
+        type=flow_pb2.RESPONSE,
+        http=flow_pb2.HTTP(
+            code=503,
+            url="http://deathstar.empire.svc.cluster.local/v1/exhaust-port",
+            headers=[flow_pb2.HTTPHeader(key="Content-Type", value="text/plain")],
+        ),
+    ),
+    trace_context=flow_pb2.TraceContext(parent=flow_pb2.TraceParent(trace_id="00f067aa0ba902b7")),
+)
+# The xwing leaving the cluster, SNATed by its node, with an IP trace option.
+SNAT_OUT = l7_flow(
+    flow(h.XWING, "203.0.113.10", dst_port=443),
+    IP=flow_pb2.IP(source_xlated="198.51.100.7"),
+    destination_names=["www.example.com", "example.com"],
+    ip_trace_id=flow_pb2.IPTraceID(trace_id=42, ip_option_type=136),
+)
+L7 = {"dns": DNS_QUERY, "post": HTTP_POST, "503": HTTP_503, "snat": SNAT_OUT}
+EVERY = {**ALL, **L7}
+
+
 def matching(
-    white: list[dict[str, object]] | None = None, black: list[dict[str, object]] | None = None
+    white: list[dict[str, object]] | None = None,
+    black: list[dict[str, object]] | None = None,
+    flows: dict[str, flow_pb2.Flow] = ALL,
 ) -> set[str]:
     selection = FlowSelection(
         [flow_pb2.FlowFilter(**f) for f in (white or [])],  # type: ignore[arg-type]
         [flow_pb2.FlowFilter(**f) for f in (black or [])],  # type: ignore[arg-type]
     )
-    return {name for name, fl in ALL.items() if selection(fl)}
+    return {name for name, fl in flows.items() if selection(fl)}
+
+
+def matching_every(
+    white: list[dict[str, object]] | None = None, black: list[dict[str, object]] | None = None
+) -> set[str]:
+    """Like `matching`, over the datapath flows and the L7 ones built above."""
+    return matching(white, black, EVERY)
 
 
 @pytest.mark.parametrize(
@@ -136,11 +209,121 @@ def test_empty_selection_matches_everything() -> None:
     assert matching() == set(ALL)
 
 
+def header(key: str, value: str) -> flow_pb2.HTTPHeader:
+    return flow_pb2.HTTPHeader(key=key, value=value)
+
+
+@pytest.mark.parametrize(
+    ("filter_", "expected"),
+    [
+        # FQDN patterns: "*" spans labels, case and one trailing dot are ignored
+        ({"destination_fqdn": ["*.cluster.local"]}, {"dns", "post"}),
+        ({"destination_fqdn": ["deathstar.empire.svc.cluster.local."]}, {"post"}),
+        ({"destination_fqdn": ["API.DEATHSTAR.EXAMPLE"]}, set()),  # names compare as sent
+        ({"destination_fqdn": ["example.com"]}, {"snat"}),
+        ({"destination_fqdn": ["*example.com"]}, {"snat"}),
+        ({"destination_fqdn": ["*.example.com"]}, {"snat"}),  # www.example.com
+        ({"destination_fqdn": ["ww*.example.com", "kube-dns.*"]}, {"snat", "dns"}),
+        ({"destination_fqdn": ["example"]}, set()),  # whole name only
+        ({"source_fqdn": ["deathstar.*"]}, {"503"}),
+        ({"source_fqdn": ["*"]}, {"503"}),  # only flows that carry names
+        # DNS query: a regular expression found anywhere in the query
+        ({"dns_query": ["deathstar"]}, {"dns"}),
+        ({"dns_query": [r"^deathstar\.empire\.", "^nothing$"]}, {"dns"}),
+        ({"dns_query": ["^empire"]}, set()),
+        ({"dns_query": [""]}, {"dns"}),  # any DNS record, and nothing else
+        # HTTP URL: a regular expression over the whole URL, query included
+        ({"http_url": ["/v1/"]}, {"post", "503"}),
+        ({"http_url": [r"ship=xwing$"]}, {"post"}),
+        ({"http_url": ["^https://"]}, set()),
+        # HTTP headers: exact key and value
+        ({"http_header": [header("X-Has-Force", "true")]}, {"post"}),
+        ({"http_header": [header("Content-Type", "text/plain")]}, {"503"}),
+        (
+            {"http_header": [header("Content-Type", "text/plain"), header("X-Has-Force", "true")]},
+            {"post", "503"},
+        ),
+        ({"http_header": [header("x-has-force", "true")]}, set()),
+        ({"http_header": [header("X-Has-Force", "")]}, set()),
+        # the existing HTTP fields now see L7 flows too
+        ({"http_status_code": ["5+"]}, {"503"}),
+        ({"http_status_code": ["503"]}, {"503"}),
+        ({"http_method": ["post"]}, {"post"}),
+        ({"http_path": ["^/v1/request-"]}, {"post"}),
+        ({"protocol": ["dns"]}, {"dns"}),
+        ({"protocol": ["http"]}, {"post", "503"}),
+        # SNAT source
+        ({"source_ip_xlated": ["198.51.100.7"]}, {"snat"}),
+        ({"source_ip_xlated": ["198.51.100.0/24"]}, {"snat"}),
+        ({"source_ip_xlated": ["10.0.0.1"]}, set()),  # the pre-SNAT source is not it
+        # trace ids
+        ({"trace_id": ["4bf92f3577b34da6a3ce929d0e0e4736"]}, {"post"}),
+        ({"trace_id": ["00f067aa0ba902b7", "4bf92f3577b34da6a3ce929d0e0e4736"]}, {"post", "503"}),
+        ({"trace_id": ["4BF92F3577B34DA6A3CE929D0E0E4736"]}, set()),
+        ({"ip_trace_id": [42]}, {"snat"}),
+        ({"ip_trace_id": [41, 43]}, set()),
+    ],
+)
+def test_each_new_filter_alone(filter_: dict[str, object], expected: set[str]) -> None:
+    assert matching_every([filter_]) == expected
+
+
+def test_new_filters_combined_within_a_filter() -> None:
+    both = {"destination_fqdn": ["*.cluster.local"], "http_method": ["POST"]}
+    assert matching_every([both]) == {"post"}
+    url_and_trace = {"http_url": ["/v1/"], "trace_id": ["00f067aa0ba902b7"]}
+    assert matching_every([url_and_trace]) == {"503"}
+    assert matching_every([{"dns_query": ["deathstar"], "source_pod": ["xwing"]}]) == set()
+    assert matching_every([{"source_ip_xlated": ["198.51.100.7"], "ip_trace_id": [42]}]) == {"snat"}
+
+
+def test_new_filters_ored_across_whitelist_filters() -> None:
+    white = [{"dns_query": ["."]}, {"http_header": [header("X-Has-Force", "true")]}]
+    assert matching_every(white) == {"dns", "post"}
+
+
+def test_new_filters_in_the_blacklist() -> None:
+    assert matching_every(black=[{"destination_fqdn": ["*.cluster.local"]}]) == set(EVERY) - {
+        "dns",
+        "post",
+    }
+    assert matching_every(black=[{"http_url": ["/v1/"]}, {"ip_trace_id": [42]}]) == set(ALL) | {
+        "dns"
+    }
+
+
+def test_new_filters_whitelist_and_blacklist_combined() -> None:
+    white = [{"protocol": ["http"]}, {"destination_fqdn": ["*example.com"]}]
+    black = [{"trace_id": ["00f067aa0ba902b7"]}, {"source_ip_xlated": ["198.51.100.0/24"]}]
+    assert matching_every(white, black) == {"post"}
+
+
+def test_http_fields_need_an_event_type_that_admits_l7() -> None:
+    l7_type = flow_pb2.EventTypeFilter(type=129)
+    allowed = {"http_url": ["/v1/"], "event_type": [l7_type, flow_pb2.EventTypeFilter(type=4)]}
+    assert matching_every([allowed]) == {"post", "503"}
+    with pytest.raises(FilterError, match=r"blacklist\[0\]\.http_header: .*event_type"):
+        FlowSelection(
+            [],
+            [
+                flow_pb2.FlowFilter(
+                    http_header=[header("a", "b")],
+                    event_type=[flow_pb2.EventTypeFilter(type=4)],
+                )
+            ],
+        )
+
+
 @pytest.mark.parametrize(
     ("filter_", "message"),
     [
-        ({"source_fqdn": ["*.example.com"]}, "whitelist[0].source_fqdn"),
-        ({"dns_query": ["x"]}, "whitelist[0].dns_query"),
+        ({"source_fqdn": ["*.example.com", ""]}, "whitelist[0].source_fqdn: .*empty pattern"),
+        ({"destination_fqdn": ["a b.example"]}, "whitelist[0].destination_fqdn: .*' '"),
+        ({"destination_fqdn": ["example.com.."]}, "whitelist[0].destination_fqdn: .*trailing dots"),
+        ({"destination_fqdn": ["ex?mple.com"]}, "whitelist[0].destination_fqdn: .*'\\?'"),
+        ({"dns_query": ["(unclosed"]}, "whitelist[0].dns_query: invalid regular expression"),
+        ({"http_url": ["[z-a]"]}, "whitelist[0].http_url: invalid regular expression"),
+        ({"source_ip_xlated": ["198.51.100.7/33"]}, "whitelist[0].source_ip_xlated"),
         ({"source_ip": ["not-an-ip"]}, "whitelist[0].source_ip"),
         ({"destination_port": ["70000"]}, "whitelist[0].destination_port"),
         ({"protocol": ["gopher"]}, "whitelist[0].protocol"),

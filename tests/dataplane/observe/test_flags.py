@@ -82,6 +82,51 @@ def test_labels_ips_identities_direction_node() -> None:
     assert list(f.http_path) == ["/v1/"]
 
 
+def test_fqdn_makes_a_source_and_a_destination_filter() -> None:
+    request = build_request([("fqdn", "*.cilium.io")])
+    assert [list(f.source_fqdn) for f in request.whitelist] == [["*.cilium.io"], []]
+    assert [list(f.destination_fqdn) for f in request.whitelist] == [[], ["*.cilium.io"]]
+
+
+def test_l7_trace_and_snat_flags_go_into_both_filters() -> None:
+    request = build_request(
+        [
+            ("from-fqdn", "api.example.com"),
+            ("to-fqdn", "*.example.com"),
+            ("snat-ip", "198.51.100.0/24"),
+            ("http-url", "^https?://"),
+            ("http-header", "X-Request-Id:a:b"),  # the value keeps its own colons
+            ("http-header", "Accept:"),
+            ("trace-id", "4bf92f3577b34da6"),
+            ("ip-trace-id", "42"),
+            ("cel-expression", "_flow.verdict == Verdict.DROPPED"),
+        ]
+    )
+    (f,) = request.whitelist
+    assert list(f.source_fqdn) == ["api.example.com"]
+    assert list(f.destination_fqdn) == ["*.example.com"]
+    assert list(f.source_ip_xlated) == ["198.51.100.0/24"]
+    assert list(f.http_url) == ["^https?://"]
+    assert [(h.key, h.value) for h in f.http_header] == [("X-Request-Id", "a:b"), ("Accept", "")]
+    assert list(f.trace_id) == ["4bf92f3577b34da6"] and list(f.ip_trace_id) == [42]
+    assert list(f.experimental.cel_expression) == ["_flow.verdict == Verdict.DROPPED"]
+
+
+def test_not_composes_with_the_new_flags() -> None:
+    request = build_request(
+        [("to-fqdn", "*.example.com"), ("not", None), ("http-header", "X-Debug:1")]
+    )
+    assert [list(f.destination_fqdn) for f in request.whitelist] == [["*.example.com"]]
+    assert not request.whitelist[0].http_header
+    assert [[(h.key, h.value) for h in f.http_header] for f in request.blacklist] == [
+        [("X-Debug", "1")]
+    ]
+    request = build_request([("not", None), ("fqdn", "*.example.com")])
+    assert not request.whitelist
+    assert [list(f.source_fqdn) for f in request.blacklist] == [["*.example.com"], []]
+    assert [list(f.destination_fqdn) for f in request.blacklist] == [[], ["*.example.com"]]
+
+
 @pytest.mark.parametrize(
     ("flags", "kwargs", "message"),
     [
@@ -95,6 +140,14 @@ def test_labels_ips_identities_direction_node() -> None:
         ([("traffic-direction", "sideways")], {}, "--traffic-direction"),
         ([("to-identity", "nobody")], {}, "--to-identity"),
         ([("tcp-flags", "SYN,BOGUS")], {}, "--tcp-flags"),
+        ([("fqdn", "a.example"), ("from-fqdn", "b.example")], {}, "--from-fqdn and --fqdn"),
+        ([("to-fqdn", "a.example"), ("to-ip", "10.0.0.1")], {}, "--to-fqdn and --to-ip"),
+        ([("from-fqdn", "a.example"), ("namespace", "x")], {}, "--from-fqdn and --namespace"),
+        ([("fqdn", "a.example"), ("to-pod", "x")], {}, "--fqdn and --to-pod"),
+        ([("http-header", "no-colon")], {}, "--http-header"),
+        ([("ip-trace-id", "0")], {}, "--ip-trace-id"),
+        ([("ip-trace-id", "-1")], {}, "--ip-trace-id"),
+        ([("ip-trace-id", str(2**64))], {}, "--ip-trace-id"),
         ([("not", None)], {}, "--not"),
         ([("not", None), ("not", None), ("pod", "a")], {}, "--not"),
         ([], {"last": 1, "first": 2}, "--last and --first"),

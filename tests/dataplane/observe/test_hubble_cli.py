@@ -97,6 +97,38 @@ def test_observe_filters(hubble: Path, fed: h.RunningObserver) -> None:
     assert ports("--ipv6") == [5353]
 
 
+def test_observe_l7_fqdn_trace_and_snat_filters(hubble: Path, fed: h.RunningObserver) -> None:
+    # hubble sends source_fqdn/destination_fqdn, http_url, http_header, trace_id,
+    # ip_trace_id and source_ip_xlated; Septum evaluates them (these datapath
+    # flows carry none of those fields) instead of refusing them.
+    def ports(*flags: str) -> list[int]:
+        out = run(hubble, fed, "observe", "-o", "jsonpb", *flags)
+        flows = [json.loads(line)["flow"] for line in out.splitlines()]
+        return [(f["l4"].get("TCP") or f["l4"].get("UDP"))["source_port"] for f in flows]
+
+    everything = [41000, 80, 41001, 5353]
+    assert ports("--fqdn", "*.cilium.io") == []
+    assert ports("--not", "--to-fqdn", "*.cilium.io") == everything
+    assert ports("--http-url", "/v1/", "--http-header", "X-Has-Force:true") == []
+    assert ports("--trace-id", "4bf92f3577b34da6a3ce929d0e0e4736") == []
+    assert ports("--ip-trace-id", "42") == []
+    assert ports("--snat-ip", "198.51.100.0/24") == []
+    assert ports("--verdict", "DROPPED", "--not", "--snat-ip", "198.51.100.7") == [41001]
+
+
+def test_observe_bad_fqdn_pattern_is_refused_by_field(hubble: Path, fed: h.RunningObserver) -> None:
+    env = {**os.environ, "HOME": str(fed.socket.parent)}
+    done = subprocess.run(
+        [str(hubble), "observe", "--to-fqdn", "bad name.example", "--server", fed.target],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode != 0
+    assert "InvalidArgument" in done.stderr and "destination_fqdn" in done.stderr, done.stderr
+
+
 def test_observe_json_fields(hubble: Path, fed: h.RunningObserver) -> None:
     for fmt in ("json", "jsonpb"):
         out = run(hubble, fed, "observe", "-o", fmt, "--verdict", "DROPPED")

@@ -24,23 +24,21 @@ class FilterError(ValueError):
     """A filter the server cannot evaluate; the message names the field."""
 
 
-# Fields declared for wire compatibility whose data Septum does not have yet.
-_UNSUPPORTED = (
-    "source_ip_xlated",
-    "source_fqdn",
-    "destination_fqdn",
-    "dns_query",
-    "http_url",
-    "http_header",
-    "trace_id",
-    "ip_trace_id",
-)
+# Cilium's monitor message type for L7 (access log) events: Hubble refuses an
+# HTTP filter whose event_type filter could never let an L7 flow through.
+_MESSAGE_TYPE_L7 = 129
 
 _HTTP_STATUS_FULL = re.compile(r"^[1-5][0-9]{2}$")
 _HTTP_STATUS_PREFIX = re.compile(r"^[1-5][0-9]?\+$")
 _L4_PROTOCOLS = {"icmp", "icmpv4", "icmpv6", "tcp", "udp", "sctp", "vrrp", "igmp"}
 _L7_PROTOCOLS = {"dns", "http"}
 _TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")
+
+
+# Hubble's FQDN pattern language: lower-case letters, digits, "-", "_" and ".",
+# with "*" standing for any run of letters, digits, "-" and "." (not "_").
+_FQDN_PATTERN_CHAR = re.compile(r"[-0-9_a-z]")
+_FQDN_WILDCARD = r"[-.0-9a-z]*"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -143,7 +141,7 @@ def _protocol_filter(values: Sequence[str]) -> FlowPredicate:
             if name in wanted or (name.startswith("icmp") and "icmp" in wanted):
                 return True
         record = flow.l7.WhichOneof("record") if flow.HasField("l7") else None
-        return record == "http" and "http" in wanted
+        return record is not None and record in wanted
 
     return match
 
@@ -211,10 +209,7 @@ def _http_status_filter(values: Sequence[str]) -> FlowPredicate:
 
 def _http_filter(values: Sequence[str], attr: str, field: str) -> FlowPredicate:
     if attr == "path":
-        try:
-            patterns = [re.compile(v) for v in values]
-        except re.error as err:
-            raise FilterError(f"{field}: invalid regular expression: {err}") from err
+        patterns = _regex_list(values, field)
 
         def match_path(flow: flow_pb2.Flow) -> bool:
             if not flow.HasField("l7") or flow.l7.WhichOneof("record") != "http":
@@ -231,6 +226,92 @@ def _http_filter(values: Sequence[str], attr: str, field: str) -> FlowPredicate:
         and flow.l7.WhichOneof("record") == "http"
         and flow.l7.http.method.upper() in methods
     )
+
+
+def _fqdn_pattern_regex(pattern: str) -> str:
+    """One Hubble FQDN pattern as a regular expression; ValueError says what is wrong."""
+    # Hubble trims blanks, one trailing dot (the DNS root) and case first.
+    canonical = pattern.strip().removesuffix(".").lower()
+    if not canonical:
+        raise ValueError("empty pattern")
+    if canonical.endswith("."):
+        raise ValueError("multiple trailing dots in pattern")
+    parts: list[str] = []
+    for char in canonical:
+        if char == "*":
+            parts.append(_FQDN_WILDCARD)
+        elif char == ".":
+            parts.append(r"\.")
+        elif _FQDN_PATTERN_CHAR.fullmatch(char):
+            parts.append(char)
+        else:
+            raise ValueError(f"{char!r}: invalid character in pattern")
+    return "".join(parts)
+
+
+def _fqdn_filter(values: Sequence[str], field: str, side: str) -> FlowPredicate:
+    regexes: list[str] = []
+    for value in values:
+        try:
+            regexes.append(_fqdn_pattern_regex(value))
+        except ValueError as err:
+            raise FilterError(f"{field}: invalid FQDN pattern {value!r}: {err}") from err
+    # Names are matched as the flow carries them: Hubble does not lower-case them.
+    names_match = re.compile("(?:" + "|".join(regexes) + ")").fullmatch
+    return lambda flow: any(names_match(name) for name in getattr(flow, side))
+
+
+def _regex_list(values: Sequence[str], field: str) -> list[re.Pattern[str]]:
+    patterns: list[re.Pattern[str]] = []
+    for value in values:
+        try:
+            patterns.append(re.compile(value))
+        except re.error as err:
+            raise FilterError(f"{field}: invalid regular expression {value!r}: {err}") from err
+    return patterns
+
+
+def _l7_regex_filter(
+    values: Sequence[str], field: str, record: str, text: Callable[[flow_pb2.Layer7], str]
+) -> FlowPredicate:
+    """Regexes over one text of an L7 record, unanchored like Go's MatchString."""
+    patterns = _regex_list(values, field)
+
+    def match(flow: flow_pb2.Flow) -> bool:
+        if not flow.HasField("l7") or flow.l7.WhichOneof("record") != record:
+            return False
+        value = text(flow.l7)
+        # Hubble skips HTTP records without a URL, but matches an empty DNS query.
+        if not value and record == "http":
+            return False
+        return any(p.search(value) for p in patterns)
+
+    return match
+
+
+def _http_header_filter(values: Sequence[flow_pb2.HTTPHeader]) -> FlowPredicate:
+    # Hubble compares both key and value exactly (case included): a header
+    # matches when some filter pair equals it.
+    wanted = {(h.key, h.value) for h in values}
+
+    def match(flow: flow_pb2.Flow) -> bool:
+        if not flow.HasField("l7") or flow.l7.WhichOneof("record") != "http":
+            return False
+        return any((h.key, h.value) in wanted for h in flow.l7.http.headers)
+
+    return match
+
+
+def _check_http_event_types(f: flow_pb2.FlowFilter) -> None:
+    """Refuse HTTP fields next to an event_type filter that excludes L7 events, as Hubble does."""
+    if not f.event_type or any(t.type == _MESSAGE_TYPE_L7 for t in f.event_type):
+        return
+    for name in ("http_status_code", "http_method", "http_path", "http_url", "http_header"):
+        if len(getattr(f, name)):
+            raise FilterError(
+                f"{name}: filtering by HTTP fields requires the event_type filter "
+                f"to include l7 events (type {_MESSAGE_TYPE_L7})"
+            )
 
 
 def _source_pod(flow: flow_pb2.Flow) -> tuple[str, str]:
@@ -252,11 +333,9 @@ def _destination_service(flow: flow_pb2.Flow) -> tuple[str, str]:
 def compile_filter(flow_filter: flow_pb2.FlowFilter) -> FlowPredicate:
     """Compile one FlowFilter into a predicate; raises FilterError naming the field."""
     f = flow_filter
-    for name in _UNSUPPORTED:
-        if len(getattr(f, name)):
-            raise FilterError(f"{name}: filter not supported by Septum yet")
     if f.HasField("experimental") and len(f.experimental.cel_expression):
         raise FilterError("experimental.cel_expression: filter not supported by Septum yet")
+    _check_http_event_types(f)
 
     checks: list[FlowPredicate] = []
     if f.uuid:
@@ -266,6 +345,14 @@ def compile_filter(flow_filter: flow_pb2.FlowFilter) -> FlowPredicate:
         checks.append(_ip_filter(f.source_ip, "source_ip", "source"))
     if f.destination_ip:
         checks.append(_ip_filter(f.destination_ip, "destination_ip", "destination"))
+    if f.source_ip_xlated:
+        checks.append(_ip_filter(f.source_ip_xlated, "source_ip_xlated", "source_xlated"))
+    if f.source_fqdn:
+        checks.append(_fqdn_filter(f.source_fqdn, "source_fqdn", "source_names"))
+    if f.destination_fqdn:
+        checks.append(_fqdn_filter(f.destination_fqdn, "destination_fqdn", "destination_names"))
+    if f.dns_query:
+        checks.append(_l7_regex_filter(f.dns_query, "dns_query", "dns", lambda l7: l7.dns.query))
     if f.source_pod:
         checks.append(_namespaced_filter(f.source_pod, "source_pod", _source_pod))
     if f.destination_pod:
@@ -338,6 +425,17 @@ def compile_filter(flow_filter: flow_pb2.FlowFilter) -> FlowPredicate:
         checks.append(_http_filter(f.http_method, "method", "http_method"))
     if f.http_path:
         checks.append(_http_filter(f.http_path, "path", "http_path"))
+    if f.http_url:
+        checks.append(_l7_regex_filter(f.http_url, "http_url", "http", lambda l7: l7.http.url))
+    if f.http_header:
+        checks.append(_http_header_filter(f.http_header))
+    if f.trace_id:
+        # Hubble compares with the flow's parent trace id, "" when it has none.
+        trace_ids = set(f.trace_id)
+        checks.append(lambda flow: flow.trace_context.parent.trace_id in trace_ids)
+    if f.ip_trace_id:
+        ip_trace_ids = set(f.ip_trace_id)
+        checks.append(lambda flow: flow.ip_trace_id.trace_id in ip_trace_ids)
     if f.tcp_flags:
         checks.append(_tcp_flags_filter(f.tcp_flags))
     if f.node_name:
