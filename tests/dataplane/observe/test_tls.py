@@ -15,7 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
+from septum.dataplane.observe.api.peer import peer_pb2, peer_pb2_grpc
 from septum.dataplane.observe.server import ServerConfigError, TLSFiles
 
 SERVER_NAME = "sfl-node-1.hubble-grpc.cilium.io"
@@ -213,3 +216,80 @@ def test_real_hubble_cli_over_mtls(
         [*base, "--timeout", "3s"], capture_output=True, text=True, timeout=60, env=env
     )
     assert refused.returncode != 0 and "43210" not in refused.stdout
+
+
+def _channel(port: int, pki: Pki, cert: Path | None, key: Path | None) -> grpc.Channel:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.read_bytes(),
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
+    return grpc.secure_channel(
+        f"127.0.0.1:{port}", creds, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
+    )
+
+
+def test_every_kind_of_rpc_over_mtls(mtls_observer: h.RunningObserver, pki: Pki) -> None:
+    """GetFlows (served by the front) and relayed RPCs: health, reflection, streams."""
+    assert mtls_observer.node.tcp_port
+    mtls_observer.push(*(h.event(src_port=2000 + i) for i in range(500)))
+    channel = _channel(mtls_observer.node.tcp_port, pki, pki.client_cert, pki.client_key)
+    try:
+        flows = observer_pb2_grpc.ObserverStub(channel).GetFlows(
+            observer_pb2.GetFlowsRequest(number=500), timeout=10
+        )
+        assert [r.flow.l4.TCP.source_port for r in flows] == [2000 + i for i in range(500)]
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="hubble.server.Observer"), timeout=10
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        (listed,) = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+        names = {s.name for s in listed.list_services_response.service}
+        assert {"observer.Observer", "peer.Peer", "grpc.health.v1.Health"} <= names
+        note = next(peer_pb2_grpc.PeerStub(channel).Notify(peer_pb2.NotifyRequest(), timeout=10))
+        assert note.name == h.NODE
+    finally:
+        channel.close()
+
+
+def test_mtls_refuses_get_flows_and_health_without_certificate(
+    mtls_observer: h.RunningObserver, pki: Pki
+) -> None:
+    assert mtls_observer.node.tcp_port
+    channel = _channel(mtls_observer.node.tcp_port, pki, None, None)
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            list(
+                observer_pb2_grpc.ObserverStub(channel).GetFlows(
+                    observer_pb2.GetFlowsRequest(number=1), timeout=5
+                )
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        channel.close()
+
+
+def test_tls_listener_negotiates_http2_by_alpn(short_tmp: Path, pki: Pki) -> None:
+    """grpc-go clients (the hubble CLI) refuse a TLS server that does not select "h2"."""
+    import socket
+    import ssl
+
+    running = h.start_observer(
+        short_tmp, tcp_address="127.0.0.1:0", tls=TLSFiles(pki.server_cert, pki.server_key)
+    )
+    try:
+        assert running.node.tcp_port
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", running.node.tcp_port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=SERVER_NAME) as tls:
+                assert tls.selected_alpn_protocol() == "h2"
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        running.close()
+        running.node.stop()

@@ -120,11 +120,11 @@ class FlowsStream:
 
     def _end_early(self, code: int, message: str) -> None:
         """A trailers-only response: the call failed before any message."""
+        self.close()  # first: a client that sees the answer sees the stream released
         headers = [(b":status", b"200"), (b"content-type", hl.GRPC_CONTENT_TYPE)]
         self.link.send_headers(
             self.stream_id, headers + hl.status_trailers(code, message), end_stream=True
         )
-        self.close()
 
     # ---- response ---------------------------------------------------------
     def schedule(self) -> None:
@@ -174,8 +174,8 @@ class FlowsStream:
         # else: the window is used up; the link's flush (WINDOW_UPDATE) pumps us
 
     def _finish(self, code: int, message: str = "") -> None:
-        self.link.finish(self.stream_id, hl.status_trailers(code, message))
         self.close()
+        self.link.finish(self.stream_id, hl.status_trailers(code, message))
 
     def _deadline_passed(self) -> None:
         self._deadline = None

@@ -56,9 +56,6 @@ class FrontConnection(hl.H2Link):
         self._upstream: Upstream | None = None
         self.gone = asyncio.Event()
 
-    def max_concurrent_streams(self) -> int:
-        return self.front.max_streams
-
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.front.connections.add(self)
