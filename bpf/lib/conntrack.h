@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Connection tracking: an LRU hash of flows per endpoint interface, keyed by
- * the tuple in canonical order (lower address/port side first), so one lookup
- * finds a connection from either side.  The entry records the direction and
+ * Connection tracking: LRU hashes of flows per endpoint interface (sep_ct4 for
+ * IPv4 with a 20-byte key, sep_ct6 for IPv6), keyed by the tuple in canonical
+ * order (lower address/port side first), so one lookup finds a connection
+ * from either side.  The entry records the direction and
  * orientation of the first packet: a packet travelling the other direction is
  * a "reply".  TCP state moves SYN_SENT -> ESTABLISHED -> CLOSING; every packet
  * pushes the deadline (jiffies) by the timeout of the state it leaves the
@@ -21,15 +22,64 @@
  * packet; the agent, for listing. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct septum_ct4_key);
+	__type(value, struct septum_ct_entry);
+	__uint(max_entries, 65536);
+} sep_ct4 SEC(".maps");
+
+/* The same for IPv6. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct septum_ct_key);
 	__type(value, struct septum_ct_entry);
 	__uint(max_entries, 65536);
-} sep_ct SEC(".maps");
+} sep_ct6 SEC(".maps");
 
-/* Order of the packet's (source) and (destination) sides: <0, 0 or >0.  Any
- * total order works as long as both directions agree; 0 only for a flow to
- * itself (same address and port), whose direction tells the sides apart. */
-static __always_inline int septum_ct_order(const struct septum_pkt *pkt)
+/* One conntrack lookup's key and result, kept so that a lookup made by the
+ * established fast path (fastpath.h) is not repeated by the full path. */
+struct septum_ct_lookup {
+	struct septum_ct_key key6 SEPTUM_ALIGNED;
+	struct septum_ct4_key key4;
+	struct septum_ct_entry *entry;
+	int order;
+	__u8 done;
+};
+
+/* Order of an IPv4 flow's (source) and (destination) sides: <0, 0 or >0.  Any
+ * total order works as long as both directions, and the fast and full paths,
+ * agree; 0 only for a flow to itself (same address and port), whose direction
+ * tells the sides apart.  Addresses and ports as loaded (network order). */
+static __always_inline int septum_ct4_order(__u32 src, __u32 dst, __u16 sport_be,
+					    __u16 dport_be)
+{
+	if (src != dst)
+		return src < dst ? -1 : 1;
+	if (sport_be != dport_be)
+		return sport_be < dport_be ? -1 : 1;
+	return 0;
+}
+
+static __always_inline void septum_ct4_key_fill(struct septum_ct4_key *key, __u32 src, __u32 dst,
+						__u16 sport_be, __u16 dport_be, __u32 ifindex,
+						__u8 protocol, int order)
+{
+	if (order > 0) {
+		*(__u32 *)key->src_addr = dst;
+		*(__u32 *)key->dst_addr = src;
+		key->sport_be = dport_be;
+		key->dport_be = sport_be;
+	} else {
+		*(__u32 *)key->src_addr = src;
+		*(__u32 *)key->dst_addr = dst;
+		key->sport_be = sport_be;
+		key->dport_be = dport_be;
+	}
+	key->ifindex = ifindex;
+	key->protocol = protocol;
+}
+
+/* The same order for IPv6 (16-byte addresses compared as two words). */
+static __always_inline int septum_ct6_order(const struct septum_pkt *pkt)
 {
 	const __u64 *s = (const __u64 *)pkt->src;
 	const __u64 *d = (const __u64 *)pkt->dst;
@@ -43,10 +93,9 @@ static __always_inline int septum_ct_order(const struct septum_pkt *pkt)
 	return 0;
 }
 
-/* The canonical key of the packet's flow; `order` from septum_ct_order. */
-static __always_inline void septum_ct_key_fill(struct septum_ct_key *key,
-					       const struct septum_pkt *pkt, __u32 ifindex,
-					       int order)
+static __always_inline void septum_ct6_key_fill(struct septum_ct_key *key,
+						const struct septum_pkt *pkt, __u32 ifindex,
+						int order)
 {
 	if (order > 0) {
 		septum_copy16(key->src_addr, pkt->dst);
@@ -64,6 +113,36 @@ static __always_inline void septum_ct_key_fill(struct septum_ct_key *key,
 	key->ip_version = pkt->ip_version;
 }
 
+/* Look the packet's flow up (IPv4 or IPv6 table); fills ct (order, key, entry). */
+static __always_inline void septum_ct_find(struct septum_ct_lookup *ct,
+					   const struct septum_pkt *pkt, __u32 ifindex)
+{
+	if (pkt->ip_version == SEPTUM_IP_V4) {
+		__u32 src = *(const __u32 *)pkt->src;
+		__u32 dst = *(const __u32 *)pkt->dst;
+
+		ct->order = septum_ct4_order(src, dst, pkt->sport_be, pkt->dport_be);
+		septum_ct4_key_fill(&ct->key4, src, dst, pkt->sport_be, pkt->dport_be, ifindex,
+				    pkt->protocol, ct->order);
+		ct->entry = bpf_map_lookup_elem(&sep_ct4, &ct->key4);
+	} else {
+		ct->order = septum_ct6_order(pkt);
+		septum_ct6_key_fill(&ct->key6, pkt, ifindex, ct->order);
+		ct->entry = bpf_map_lookup_elem(&sep_ct6, &ct->key6);
+	}
+	ct->done = 1;
+}
+
+/* Insert (or replace) the flow's entry under the key septum_ct_find built. */
+static __always_inline long septum_ct_insert(const struct septum_ct_lookup *ct,
+					     const struct septum_pkt *pkt,
+					     const struct septum_ct_entry *entry)
+{
+	if (pkt->ip_version == SEPTUM_IP_V4)
+		return bpf_map_update_elem(&sep_ct4, &ct->key4, entry, BPF_ANY);
+	return bpf_map_update_elem(&sep_ct6, &ct->key6, entry, BPF_ANY);
+}
+
 /* Whether the entry found under the packet's canonical key is its own
  * connection seen from the side the direction says (a packet with the first
  * packet's orientation but the other direction is not part of it). */
@@ -73,26 +152,26 @@ static __always_inline int septum_ct_matches(const struct septum_ct_entry *entry
 	return order == 0 || ((__u8)(order > 0) != entry->orig_swapped) == is_reply;
 }
 
-/* The connection's tuple as its first packet had it (for policy re-checks). */
+/* The connection's tuple as its first packet had it (for policy re-checks):
+ * the packet's own, turned around for a reply. */
 static __always_inline void septum_ct_original(struct septum_ct_key *orig,
-					       const struct septum_ct_key *key,
-					       const struct septum_ct_entry *entry)
+					       const struct septum_pkt *pkt, __u8 is_reply,
+					       __u8 orig_direction)
 {
-	if (entry->orig_swapped) {
-		septum_copy16(orig->src_addr, key->dst_addr);
-		septum_copy16(orig->dst_addr, key->src_addr);
-		orig->sport_be = key->dport_be;
-		orig->dport_be = key->sport_be;
+	if (is_reply) {
+		septum_copy16(orig->src_addr, pkt->dst);
+		septum_copy16(orig->dst_addr, pkt->src);
+		orig->sport_be = pkt->dport_be;
+		orig->dport_be = pkt->sport_be;
 	} else {
-		septum_copy16(orig->src_addr, key->src_addr);
-		septum_copy16(orig->dst_addr, key->dst_addr);
-		orig->sport_be = key->sport_be;
-		orig->dport_be = key->dport_be;
+		septum_copy16(orig->src_addr, pkt->src);
+		septum_copy16(orig->dst_addr, pkt->dst);
+		orig->sport_be = pkt->sport_be;
+		orig->dport_be = pkt->dport_be;
 	}
-	orig->ifindex = key->ifindex;
-	orig->protocol = key->protocol;
-	orig->direction = entry->orig_direction;
-	orig->ip_version = key->ip_version;
+	orig->protocol = pkt->protocol;
+	orig->direction = orig_direction;
+	orig->ip_version = pkt->ip_version;
 }
 
 static __always_inline __u8 septum_ct_initial_state(const struct septum_pkt *pkt)
@@ -141,10 +220,10 @@ static __always_inline __u64 septum_ct_timeout(__u8 state, const struct septum_c
 
 /* A fresh SYN on a closing entry is a new connection reusing the tuple. */
 static __always_inline int septum_ct_is_reopen(const struct septum_ct_entry *entry,
-					       const struct septum_pkt *pkt)
+					       __u8 protocol, __u8 tcp_flags)
 {
-	return entry->state == SEPTUM_CT_CLOSING && pkt->protocol == IPPROTO_TCP &&
-	       (pkt->tcp_flags & (SEPTUM_TCP_SYN | SEPTUM_TCP_ACK)) == SEPTUM_TCP_SYN;
+	return entry->state == SEPTUM_CT_CLOSING && protocol == IPPROTO_TCP &&
+	       (tcp_flags & (SEPTUM_TCP_SYN | SEPTUM_TCP_ACK)) == SEPTUM_TCP_SYN;
 }
 
 #endif

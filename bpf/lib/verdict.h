@@ -18,6 +18,7 @@
 #include "fragments.h"
 #include "counters.h"
 #include "events.h"
+#include "fastpath.h"
 
 /* Headers the parser may need: Ethernet + IPv6 + the bounded extension-header
  * walk + the largest L4 header (see SEPTUM_MAX_L4_OFFSET). */
@@ -133,7 +134,7 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 						 const struct septum_hook *hook,
 						 const struct septum_endpoint *ep,
 						 const struct septum_config *cfg, __u64 now,
-						 const struct septum_ct_key *key, int order)
+						 const struct septum_ct_lookup *ct)
 {
 	struct septum_decision decision = {};
 	struct septum_ct_entry entry = {};
@@ -156,8 +157,8 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	entry.match_type = decision.match_type;
 	entry.fwd_flags_seen = pkt->tcp_flags;
 	entry.orig_direction = hook->direction;
-	entry.orig_swapped = order > 0;
-	if (bpf_map_update_elem(&sep_ct, key, &entry, BPF_ANY))
+	entry.orig_swapped = ct->order > 0;
+	if (septum_ct_insert(ct, pkt, &entry))
 		return septum_drop(pkt, hook, ep, cfg, now, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
 				   &decision, peer_identity);
 
@@ -218,8 +219,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 					      const struct septum_hook *hook,
 					      const struct septum_endpoint *ep,
 					      const struct septum_config *cfg, __u64 now,
-					      struct septum_ct_entry *entry,
-					      const struct septum_ct_key *key, __u8 is_reply)
+					      struct septum_ct_entry *entry, __u8 is_reply)
 {
 	struct septum_report report = {};
 	__u8 *flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
@@ -249,7 +249,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 		__u32 peer_identity = 0;
 		__u16 reason;
 
-		septum_ct_original(&original, key, entry);
+		septum_ct_original(&original, pkt, is_reply, entry->orig_direction);
 		reason = septum_recheck(entry, &original, ep, &decision, &peer_identity);
 
 		if (reason) {
@@ -326,7 +326,8 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 
 /* The established path looks up nothing but the conntrack entry: the key is
  * scoped by ifindex, anti-spoofing was checked when the entry was created, and
- * the endpoint is only read when an event is reported or revocation is on. */
+ * the endpoint is only read when an event is reported or revocation is on.
+ * Most established packets never get here past the fast path (fastpath.h). */
 static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 						  const struct septum_hook *hook)
 {
@@ -334,15 +335,17 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 wire_len = skb->len;
 	struct septum_pkt pkt = {};
-	struct septum_ct_key key SEPTUM_ALIGNED = {};
+	struct septum_ct_lookup ct = {};
 	const struct septum_config *cfg = septum_config_get();
 	const struct septum_endpoint *ep;
 	struct septum_ct_entry *entry;
 	__u64 now = septum_now();
 	__u8 is_reply = 0;
-	int order;
 	int ret;
 
+	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
+	if (ret >= 0)
+		return ret;
 	ret = septum_parse(data, data_end, wire_len, &pkt);
 	if (ret != SEPTUM_PARSE_OK && ret != SEPTUM_PARSE_BYPASS &&
 	    (__u32)(data_end - data) < wire_len) {
@@ -368,24 +371,34 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	if (ret != SEPTUM_PARSE_OK)
 		return septum_drop(&pkt, hook, NULL, cfg, now, ret, NULL, 0);
 	if (cfg->flags & SEPTUM_CFG_F_BENCH_NEW_FLOWS) {
-		/* Benchmark only: a fresh tuple per run (48 random bits, in fields
-		 * policy never reads) so every repeat takes the new-connection path. */
+		/* Benchmark only: a fresh tuple per run (random bits in fields
+		 * policy never reads: the source port, and source address bits
+		 * the key holds: 32 for IPv4, 48 for IPv6) so every repeat takes
+		 * the new-connection path. */
 		pkt.sport_be ^= (__u16)bpf_get_prandom_u32();
-		*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
+		if (pkt.ip_version == SEPTUM_IP_V4)
+			*(__u16 *)&pkt.src[2] ^= (__u16)bpf_get_prandom_u32();
+		else
+			*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
+		ct.done = 0;
 	}
 
-	/* One lookup for both directions: the key is canonical. */
-	order = septum_ct_order(&pkt);
-	septum_ct_key_fill(&key, &pkt, hook->ifindex, order);
-	entry = bpf_map_lookup_elem(&sep_ct, &key);
+	/* One lookup for both directions (the key is canonical), made here
+	 * unless the fast path made it for this very tuple already: it does
+	 * only for unfragmented IPv4 TCP/UDP, whose tuple the parser reads the
+	 * same way. */
+	if (!ct.done)
+		septum_ct_find(&ct, &pkt, hook->ifindex);
+	entry = ct.entry;
 	if (entry) {
 		is_reply = hook->direction != entry->orig_direction;
-		if (!septum_ct_matches(entry, order, is_reply))
+		if (!septum_ct_matches(entry, ct.order, is_reply))
 			entry = NULL;
 	}
-	if (entry && entry->expires >= now && !septum_ct_is_reopen(entry, &pkt) &&
+	if (entry && entry->expires >= now &&
+	    !septum_ct_is_reopen(entry, pkt.protocol, pkt.tcp_flags) &&
 	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW))
-		return septum_established(&pkt, hook, NULL, cfg, now, entry, &key, is_reply);
+		return septum_established(&pkt, hook, NULL, cfg, now, entry, is_reply);
 
 	ep = septum_endpoint_lookup(hook->ifindex);
 	if (!ep)
@@ -395,7 +408,7 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
 		return septum_drop(&pkt, hook, ep, cfg, now, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
 				   0);
-	return septum_new_connection(&pkt, hook, ep, cfg, now, &key, order);
+	return septum_new_connection(&pkt, hook, ep, cfg, now, &ct);
 }
 
 #endif

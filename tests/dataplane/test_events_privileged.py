@@ -104,7 +104,8 @@ def test_missing_capabilities_say_run_as_root(monkeypatch):
 def test_teardown_removes_every_pin(node_name):
     node = NodeDatapath(DatapathConfig(node_name=node_name))
     pin_dir = node.pin_dir
-    assert (pin_dir / abi.MAP_CONNTRACK).exists()
+    assert (pin_dir / abi.MAP_CONNTRACK4).exists()
+    assert (pin_dir / abi.MAP_CONNTRACK6).exists()
     node.teardown()
     assert not pin_dir.exists()
     assert Path("/sys/fs/bpf/septum").exists()

@@ -82,14 +82,16 @@ def test_a_changed_capacity_recreates_only_that_map(config):
     )
     second = NodeDatapath(bigger)
     try:
-        assert second.recreated_maps == (abi.MAP_CONNTRACK,)
-        assert second.conntrack_map.capacity == bigger.conntrack_entries
+        assert sorted(second.recreated_maps) == [abi.MAP_CONNTRACK4, abi.MAP_CONNTRACK6]
+        assert second.conntrack4_map.capacity == bigger.conntrack_entries
+        assert second.conntrack6_map.capacity == bigger.conntrack_entries
         # compatible pins kept their contents
         assert [v.identity for _, v in second.ipcache_hosts.items()] == [77]
     finally:
         second.close()
-    pinned = loader.pinned_definition(config.pin_dir / abi.MAP_CONNTRACK)
-    assert pinned.max_entries == bigger.conntrack_entries
+    for name in (abi.MAP_CONNTRACK4, abi.MAP_CONNTRACK6):
+        pinned = loader.pinned_definition(config.pin_dir / name)
+        assert pinned.max_entries == bigger.conntrack_entries
 
 
 def test_compatible_pins_are_reused_without_a_warning(config, caplog):

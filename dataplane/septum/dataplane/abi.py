@@ -264,7 +264,8 @@ MAP_IPCACHE: Final = "sep_ipcache"  # CIDRs (LPM)
 MAP_IPCACHE_HOST: Final = "sep_ipcache_h"  # exact /32 and /128 (hash)
 MAP_POLICY: Final = "sep_policy"  # exact keys + bucket heads (hash)
 MAP_POLICY_RANGES: Final = "sep_policy_rng"  # port ranges (LPM)
-MAP_CONNTRACK: Final = "sep_ct"
+MAP_CONNTRACK4: Final = "sep_ct4"  # IPv4 flows (20-byte key)
+MAP_CONNTRACK6: Final = "sep_ct6"  # IPv6 flows
 MAP_FRAGMENTS: Final = "sep_frags"
 MAP_DROP_RATELIMIT: Final = "sep_drop_rl"
 MAP_EVENTS: Final = "sep_events"
@@ -417,6 +418,31 @@ class CtKey(ctypes.Structure):
     ]
 
 
+class Ct4Key(ctypes.Structure):
+    _fields_ = [
+        ("src_addr", ctypes.c_uint8 * 4),
+        ("dst_addr", ctypes.c_uint8 * 4),
+        ("sport_be", ctypes.c_uint16),
+        ("dport_be", ctypes.c_uint16),
+        ("ifindex", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+    def widened(self) -> CtKey:
+        """The same flow as a CtKey (addresses in the first 4 of 16 bytes, as in events)."""
+        key = CtKey(
+            sport_be=self.sport_be,
+            dport_be=self.dport_be,
+            ifindex=self.ifindex,
+            protocol=self.protocol,
+            ip_version=IPVersion.V4,
+        )
+        key.src_addr[:4] = self.src_addr[:]
+        key.dst_addr[:4] = self.dst_addr[:]
+        return key
+
+
 class CtEntry(ctypes.Structure):
     _fields_ = [
         ("expires", ctypes.c_uint64),  # jiffies
@@ -514,6 +540,7 @@ MIRRORS: Final[dict[str, type[ctypes.Structure]]] = {
     "septum_policy_range_key": PolicyRangeKey,
     "septum_policy_value": PolicyValue,
     "septum_ct_key": CtKey,
+    "septum_ct4_key": Ct4Key,
     "septum_ct_entry": CtEntry,
     "septum_frag_key": FragKey,
     "septum_frag_value": FragValue,

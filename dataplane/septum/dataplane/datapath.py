@@ -116,7 +116,8 @@ class NodeDatapath:
         self.ipcache_cidrs = typed(abi.MAP_IPCACHE, abi.LpmAddrKey, abi.IpcacheValue)
         self.policy_map = typed(abi.MAP_POLICY, abi.PolicyKey, abi.PolicyValue)
         self.policy_ranges = typed(abi.MAP_POLICY_RANGES, abi.PolicyRangeKey, abi.PolicyValue)
-        self.conntrack_map = typed(abi.MAP_CONNTRACK, abi.CtKey, abi.CtEntry)
+        self.conntrack4_map = typed(abi.MAP_CONNTRACK4, abi.Ct4Key, abi.CtEntry)
+        self.conntrack6_map = typed(abi.MAP_CONNTRACK6, abi.CtKey, abi.CtEntry)
         self.prefilter_map = typed(abi.MAP_PREFILTER, abi.LpmAddrKey, abi.PrefilterValue)
         self.config_map = typed(abi.MAP_CONFIG, ctypes.c_uint32, abi.Config)
         self._write_config()
@@ -401,17 +402,20 @@ class NodeDatapath:
     # ---- conntrack ---------------------------------------------------------------------
 
     def conntrack(self) -> list[tuple[abi.CtKey, abi.CtEntry]]:
-        return self.conntrack_map.lookup_batch()
+        """Every conntrack entry, IPv4 and IPv6, IPv4 keys widened to CtKey."""
+        ipv4 = [(key.widened(), entry) for key, entry in self.conntrack4_map.lookup_batch()]
+        return ipv4 + self.conntrack6_map.lookup_batch()
 
     def flush_conntrack(self, endpoint_id: int | None = None) -> int:
         """Delete the conntrack entries of one endpoint (None: all); returns how many."""
         ifindex = None if endpoint_id is None else self._state(endpoint_id).ifindex
-        doomed = [
-            key for key in self.conntrack_map.keys() if ifindex is None or key.ifindex == ifindex
-        ]
-        for key in doomed:
-            self.conntrack_map.delete(key)
-        return len(doomed)
+        flushed = 0
+        for table in (self.conntrack4_map, self.conntrack6_map):
+            doomed = [key for key in table.keys() if ifindex is None or key.ifindex == ifindex]
+            for key in doomed:
+                table.delete(key)
+            flushed += len(doomed)
+        return flushed
 
     # ---- counters and events -----------------------------------------------------------
 

@@ -390,7 +390,7 @@ def test_metrics_match_the_traffic(cluster: Cluster) -> None:
         if name == "septum_map_fill_ratio"
     }
     assert fill[abi.MAP_ENDPOINTS] == 3 / cluster.datapath.config.endpoints
-    assert fill[abi.MAP_CONNTRACK] > 0  # the connections just made
+    assert fill[abi.MAP_CONNTRACK4] > 0  # the connections just made (IPv4)
     dropped_packets = value(
         "septum_datapath_packets_total", direction="INGRESS", verdict="DROPPED", reason="133"
     )

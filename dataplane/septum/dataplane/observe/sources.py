@@ -85,7 +85,8 @@ _HEALTH_MAPS = (
     "ipcache_cidrs",
     "policy_map",
     "policy_ranges",
-    "conntrack_map",
+    "conntrack4_map",
+    "conntrack6_map",
     "prefilter_map",
 )
 

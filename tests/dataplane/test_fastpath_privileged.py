@@ -1,0 +1,180 @@
+"""The established fast path (bpf/lib/fastpath.h) against the full path: packets of an
+established IPv4 connection are finished by the fast path only when the full path would do
+nothing more than refresh the entry and count them; every malformed or odd packet of the
+same flow still gets the full path's verdict, and every event the aggregation rule promises
+is still emitted."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from septum.dataplane import abi
+from septum.dataplane.abi import DropReason, EventType, Verdict
+from septum.dataplane.events import Flow, decode_events
+from septum.dataplane.packets import (
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_SYN,
+    ether,
+    ipv4,
+    tcp,
+    tcp4,
+    udp4,
+)
+
+pytestmark = pytest.mark.privileged
+
+POD, PEER = "10.99.0.1", "10.99.0.2"
+FORWARDED = (0, Verdict.FORWARDED, DropReason.NONE)
+
+
+def dropped(reason: DropReason) -> tuple[int, Verdict, int]:
+    return (2, Verdict.DROPPED, reason)
+
+
+def events(node) -> list[Flow]:
+    return decode_events(node.flow_reader().read_raw())
+
+
+def entry_of(node, sport: int, dport: int):
+    """The one conntrack entry of POD:sport <-> PEER:dport (keys are canonical)."""
+    ports = {sport, dport}
+    found = [
+        entry
+        for key, entry in node.conntrack()
+        if {
+            ipaddress.ip_address(bytes(key.src_addr[:4])).exploded,
+            ipaddress.ip_address(bytes(key.dst_addr[:4])).exploded,
+        }
+        == {POD, PEER}
+        and {
+            int.from_bytes(key.sport_be.to_bytes(2, "little"), "big"),
+            int.from_bytes(key.dport_be.to_bytes(2, "little"), "big"),
+        }
+        == ports
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture
+def tcp_flow(runner, testrun_node):
+    """An established TCP connection POD:40000 -> PEER:80 (handshake through both hooks),
+    with the ring drained."""
+    events(testrun_node)  # whatever earlier tests of this module left
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_SYN)) == FORWARDED
+    assert (
+        runner.outcome(tcp4(PEER, POD, 80, 40000, TCP_SYN | TCP_ACK), abi.PROG_TO_POD) == FORWARDED
+    )
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK)) == FORWARDED
+    handshake = events(testrun_node)
+    assert [(e.event_type, e.is_reply) for e in handshake] == [
+        (EventType.POLICY_VERDICT, False),
+        (EventType.TRACE, True),
+        (EventType.TRACE, False),
+    ]
+    return testrun_node
+
+
+def test_established_packets_are_counted_without_events(runner, tcp_flow):
+    before = entry_of(tcp_flow, 40000, 80)
+    fwd, rev = before.fwd_packets, before.rev_packets
+    for _ in range(5):
+        assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK)) == FORWARDED
+        assert runner.outcome(tcp4(PEER, POD, 80, 40000, TCP_ACK), abi.PROG_TO_POD) == FORWARDED
+    after = entry_of(tcp_flow, 40000, 80)
+    assert (after.fwd_packets - fwd, after.rev_packets - rev) == (5, 5)
+    assert after.fwd_bytes > before.fwd_bytes and after.rev_bytes > before.rev_bytes
+    assert events(tcp_flow) == []
+
+
+def test_a_new_flag_still_reports_and_moves_the_state(runner, tcp_flow):
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK | TCP_PSH)) == FORWARDED
+    (psh,) = events(tcp_flow)
+    assert psh.tcp_flags & TCP_PSH and psh.event_type == EventType.TRACE
+    # the PSH packet itself and the 5 ACK-only packets before it are in the event's count
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK | TCP_FIN)) == FORWARDED
+    (fin,) = events(tcp_flow)
+    assert fin.flags & abi.EVENT_F_CT_CLOSE
+    assert entry_of(tcp_flow, 40000, 80).state == abi.CtState.CLOSING
+    # a fresh SYN on the closing entry is a new connection (policy verdict again)
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_SYN)) == FORWARDED
+    (reopen,) = events(tcp_flow)
+    assert reopen.event_type == EventType.POLICY_VERDICT
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (
+            ether(ipv4(POD, PEER, 6, tcp(40000, 80, TCP_ACK), total_length=9000)),
+            DropReason.INVALID_IPV4_LENGTH,
+        ),
+        (
+            ether(ipv4(POD, PEER, 6, tcp(40000, 80, TCP_ACK), total_length=30)),
+            DropReason.TRUNCATED_TCP,
+        ),
+        (
+            ether(ipv4(POD, PEER, 6, tcp(40000, 80, TCP_ACK, doff=4))),
+            DropReason.INVALID_TCP_DATA_OFFSET,
+        ),
+        (ether(ipv4(POD, PEER, 6, tcp(40000, 80, TCP_ACK)[:16])), DropReason.TRUNCATED_TCP),
+    ],
+    ids=["total-length-beyond-packet", "total-length-cuts-tcp", "tcp-doff-4", "tcp-cut"],
+)
+def test_malformed_packets_of_an_established_flow_get_the_full_verdict(
+    runner, tcp_flow, frame, reason
+):
+    assert runner.outcome(frame) == dropped(reason)
+
+
+def test_odd_but_valid_packets_of_an_established_flow_take_the_full_path(runner, tcp_flow):
+    fwd = entry_of(tcp_flow, 40000, 80).fwd_packets
+    with_options = ether(ipv4(POD, PEER, 6, tcp(40000, 80, TCP_ACK), options=b"\x01" * 4))
+    assert runner.outcome(with_options) == FORWARDED
+    assert entry_of(tcp_flow, 40000, 80).fwd_packets == fwd + 1  # same connection
+    assert events(tcp_flow) == []
+
+
+def test_an_expired_entry_is_a_new_connection(runner, tcp_flow):
+    key = next(k for k, _ in tcp_flow.conntrack4_map.items())
+    entry = tcp_flow.conntrack4_map.lookup(key)
+    entry.expires = 0
+    tcp_flow.conntrack4_map.update(key, entry)
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK)) == FORWARDED
+    (picked_up,) = events(tcp_flow)
+    assert picked_up.event_type == EventType.POLICY_VERDICT
+
+
+def test_a_revoked_entry_drops_on_the_fast_path_too(runner, tcp_flow):
+    key = next(k for k, _ in tcp_flow.conntrack4_map.items())
+    entry = tcp_flow.conntrack4_map.lookup(key)
+    entry.verdict = Verdict.DROPPED
+    entry.drop_reason = DropReason.POLICY_DENIED
+    tcp_flow.conntrack4_map.update(key, entry)
+    assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK)) == dropped(DropReason.POLICY_DENIED)
+
+
+def test_udp_reports_the_first_reply_only(runner, testrun_node):
+    out, back = udp4(POD, PEER, 40001, 53), udp4(PEER, POD, 53, 40001)
+    events(testrun_node)
+    assert runner.outcome(out) == FORWARDED
+    assert runner.outcome(out) == FORWARDED
+    assert [e.is_reply for e in events(testrun_node)] == [False]
+    assert runner.outcome(back, abi.PROG_TO_POD) == FORWARDED
+    assert runner.outcome(back, abi.PROG_TO_POD) == FORWARDED
+    assert [e.is_reply for e in events(testrun_node)] == [True]
+    assert entry_of(testrun_node, 40001, 53).rev_packets == 1  # reported, then one more
+
+
+def test_the_same_tuple_on_another_interface_is_another_connection(runner, testrun_node):
+    assert runner.outcome(tcp4(POD, PEER, 40002, 80, TCP_SYN)) == FORWARDED
+    events(testrun_node)
+    # the established entry belongs to ifindex 1; on ifindex 2 (no endpoint) the packet is
+    # not part of it and takes the full path, which finds no endpoint there
+    result = testrun_node.test_run(
+        abi.PROG_FROM_POD, tcp4(POD, PEER, 40002, 80, TCP_ACK), ifindex=2
+    )
+    assert result.retval == 2
