@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import observe_helpers as h
 import pytest
 from septum.dataplane.observe import record as r
@@ -296,6 +298,78 @@ def test_new_filters_whitelist_and_blacklist_combined() -> None:
     white = [{"protocol": ["http"]}, {"destination_fqdn": ["*example.com"]}]
     black = [{"trace_id": ["00f067aa0ba902b7"]}, {"source_ip_xlated": ["198.51.100.0/24"]}]
     assert matching_every(white, black) == {"post"}
+
+
+def cel(*expressions: str) -> dict[str, object]:
+    return {"experimental": flow_pb2.FlowFilter.Experimental(cel_expression=list(expressions))}
+
+
+@pytest.mark.parametrize(
+    ("expressions", "expected"),
+    [
+        # Hubble's own examples: enums by name in the `flow` container, uint ports
+        (["_flow.verdict == Verdict.DROPPED"], {"drop", "icmp"}),
+        (["_flow.verdict == flow.Verdict.DROPPED && _flow.drop_reason_desc == 181"], {"icmp"}),
+        (["has(_flow.l4.UDP)"], {"udp6", "dns"}),
+        (["has(_flow.l4.TCP) && _flow.l4.TCP.destination_port == uint(8080)"], {"drop"}),
+        (
+            ["_flow.IP.source == '10.0.0.2' || _flow.IP.destination == 'fd00::2'"],
+            {"reply", "udp6", "dns", "503"},
+        ),
+        # presence, not "the key exists": unset messages read as defaults
+        (["has(_flow.l7)"], set(L7) - {"snat"}),
+        (["!has(_flow.l7.http) && _flow.l7.http.code == 0u"], set(EVERY) - {"post", "503"}),
+        (["has(_flow.IP.source_xlated)"], {"snat"}),
+        (["_flow.is_reply == true"], {"reply", "503"}),
+        # strings, lists, macros, timestamps
+        (["_flow.destination_names.exists(n, n.endsWith('.example.com'))"], {"snat"}),
+        (["'k8s:app=xwing' in _flow.source.labels"], {"syn", "drop", "post", "snat"}),
+        (["_flow.l7.dns.query.matches('^deathstar[.]')"], {"dns"}),
+        (["_flow.l7.http.headers.exists(h, h.key == 'X-Has-Force')"], {"post"}),
+        (["_flow.time > timestamp('2000-01-01T00:00:00Z')"], set(EVERY)),
+        (["_flow.ip_trace_id.trace_id == uint(42)"], {"snat"}),
+        # several expressions: any one true
+        (["_flow.l4.ICMPv4.type == uint(8)", "has(_flow.trace_context)"], {"icmp", "post", "503"}),
+        # an error at run time (index past the end) is no match, as in Hubble
+        (["_flow.destination_names[1] == 'example.com'"], {"snat"}),
+    ],
+)
+def test_cel_expressions(expressions: list[str], expected: set[str]) -> None:
+    assert matching_every([cel(*expressions)]) == expected
+
+
+def test_cel_combined_with_other_fields_and_lists() -> None:
+    drops = cel("_flow.verdict == Verdict.DROPPED")
+    assert matching_every([{**drops, "protocol": ["tcp"]}]) == {"drop"}
+    assert matching_every([drops, {"dns_query": ["."]}]) == {"drop", "icmp", "dns"}
+    assert matching_every(black=[drops, cel("has(_flow.l7)")]) == {"syn", "reply", "udp6", "snat"}
+    assert matching_every([cel("has(_flow.l4.TCP)")], [drops]) == {
+        "syn",
+        "reply",
+        "post",
+        "503",
+        "snat",
+    }
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("", "syntax error"),
+        ("_flow.verdict ==", "syntax error"),
+        ("something-invalid", "undeclared reference to 'something'"),
+        ("_flow", "got map, wanted bool result type"),
+        ("_flow.verdict", "got int, wanted bool result type"),
+        ("_flow.no_such_field == 1", "no such member.*'no_such_field'"),
+        ("_flow.l4.TCP.destination_port == 80", "no matching overload.*uint, int"),
+        ("no_such_function(_flow)", "undeclared reference to 'no_such_function'"),
+    ],
+)
+def test_bad_cel_expressions_are_refused_by_name(expression: str, reason: str) -> None:
+    with pytest.raises(FilterError) as err:
+        FlowSelection([flow_pb2.FlowFilter(), flow_pb2.FlowFilter(**cel("true", expression))])  # type: ignore[arg-type]
+    assert str(err.value).startswith("whitelist[1].experimental.cel_expression[1]: invalid CEL")
+    assert re.search(reason, str(err.value)), str(err.value)
 
 
 def test_http_fields_need_an_event_type_that_admits_l7() -> None:

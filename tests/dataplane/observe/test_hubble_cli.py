@@ -97,14 +97,19 @@ def test_observe_filters(hubble: Path, fed: h.RunningObserver) -> None:
     assert ports("--ipv6") == [5353]
 
 
+def source_ports(hubble: Path, observer: h.RunningObserver, *flags: str) -> list[int]:
+    """The L4 source port of each flow `hubble observe -o jsonpb FLAGS` prints."""
+    out = run(hubble, observer, "observe", "-o", "jsonpb", *flags)
+    flows = [json.loads(line)["flow"] for line in out.splitlines()]
+    return [(f["l4"].get("TCP") or f["l4"].get("UDP"))["source_port"] for f in flows]
+
+
 def test_observe_l7_fqdn_trace_and_snat_filters(hubble: Path, fed: h.RunningObserver) -> None:
     # hubble sends source_fqdn/destination_fqdn, http_url, http_header, trace_id,
     # ip_trace_id and source_ip_xlated; Septum evaluates them (these datapath
     # flows carry none of those fields) instead of refusing them.
     def ports(*flags: str) -> list[int]:
-        out = run(hubble, fed, "observe", "-o", "jsonpb", *flags)
-        flows = [json.loads(line)["flow"] for line in out.splitlines()]
-        return [(f["l4"].get("TCP") or f["l4"].get("UDP"))["source_port"] for f in flows]
+        return source_ports(hubble, fed, *flags)
 
     everything = [41000, 80, 41001, 5353]
     assert ports("--fqdn", "*.cilium.io") == []
@@ -114,6 +119,20 @@ def test_observe_l7_fqdn_trace_and_snat_filters(hubble: Path, fed: h.RunningObse
     assert ports("--ip-trace-id", "42") == []
     assert ports("--snat-ip", "198.51.100.0/24") == []
     assert ports("--verdict", "DROPPED", "--not", "--snat-ip", "198.51.100.7") == [41001]
+
+
+def test_observe_cel_expression(hubble: Path, fed: h.RunningObserver) -> None:
+    def ports(*flags: str) -> list[int]:
+        return source_ports(hubble, fed, *flags)
+
+    assert ports("--cel-expression", "_flow.verdict == Verdict.DROPPED") == [41001]
+    udp_or_reply = "has(_flow.l4.UDP) || _flow.is_reply == true"
+    assert ports("--cel-expression", udp_or_reply) == [80, 5353]
+    assert ports("--not", "--cel-expression", "_flow.l4.TCP.destination_port == uint(80)") == [
+        80,
+        41001,
+        5353,
+    ]
 
 
 def test_observe_bad_fqdn_pattern_is_refused_by_field(hubble: Path, fed: h.RunningObserver) -> None:

@@ -3,8 +3,10 @@
 Within one FlowFilter every field that is set must match (AND) and a field
 matches when any of its values does (OR). A flow passes a request when it
 matches at least one whitelist filter (or there are none) and no blacklist
-filter. Fields Septum cannot evaluate are refused by name rather than ignored,
-because an ignored filter would silently widen the answer.
+filter. Every field Hubble defines is evaluated; a value Septum cannot use
+(bad address, pattern, regular expression, CEL expression) is refused naming
+the field rather than ignored, because an ignored filter would silently widen
+the answer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.celexpr import CelError, cel_filter, compile_expression
 from septum.dataplane.observe.labels import LabelSelectorError, label_map, parse_selector
 
 FlowPredicate = Callable[[flow_pb2.Flow], bool]
@@ -314,6 +317,19 @@ def _check_http_event_types(f: flow_pb2.FlowFilter) -> None:
             )
 
 
+def _cel_filter(expressions: Sequence[str]) -> FlowPredicate:
+    programs = []
+    for index, expression in enumerate(expressions):
+        try:
+            programs.append(compile_expression(expression))
+        except CelError as err:
+            raise FilterError(
+                f"experimental.cel_expression[{index}]: invalid CEL expression "
+                f"{expression!r}: {err}"
+            ) from err
+    return cel_filter(programs)
+
+
 def _source_pod(flow: flow_pb2.Flow) -> tuple[str, str]:
     return flow.source.namespace, flow.source.pod_name
 
@@ -333,8 +349,6 @@ def _destination_service(flow: flow_pb2.Flow) -> tuple[str, str]:
 def compile_filter(flow_filter: flow_pb2.FlowFilter) -> FlowPredicate:
     """Compile one FlowFilter into a predicate; raises FilterError naming the field."""
     f = flow_filter
-    if f.HasField("experimental") and len(f.experimental.cel_expression):
-        raise FilterError("experimental.cel_expression: filter not supported by Septum yet")
     _check_http_event_types(f)
 
     checks: list[FlowPredicate] = []
@@ -446,6 +460,8 @@ def compile_filter(flow_filter: flow_pb2.FlowFilter) -> FlowPredicate:
     if f.encrypted:
         encrypted = set(f.encrypted)
         checks.append(lambda flow: flow.IP.encrypted in encrypted)
+    if f.HasField("experimental") and f.experimental.cel_expression:
+        checks.append(_cel_filter(f.experimental.cel_expression))
 
     if not checks:
         return lambda flow: True
