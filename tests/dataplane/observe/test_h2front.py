@@ -284,11 +284,17 @@ def test_client_cancel_frees_the_server_stream(observer: h.RunningObserver) -> N
     assert last.flow.l4.TCP.source_port == 7
 
 
-def _front_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name in ("observer-h2", "getflows-build")]
+def _server_threads(before: set[threading.Thread]) -> list[str]:
+    """Threads started since `before` that belong to an Observer server."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and (t.name == "observer-h2" or t.name.startswith("observer_"))
+    ]
 
 
 def test_stop_ends_an_open_follower_promptly_and_leaves_no_threads(short_tmp: Path) -> None:
+    before = set(threading.enumerate())
     running = h.start_observer(short_tmp)
     received: list[int] = []
     stopped = False
@@ -307,7 +313,7 @@ def test_stop_ends_an_open_follower_promptly_and_leaves_no_threads(short_tmp: Pa
         running.close()
         if not stopped:
             running.node.stop()
-    assert not _front_threads(), f"threads left running: {_front_threads()}"
+    assert not _server_threads(before), f"threads left running: {_server_threads(before)}"
     assert not running.socket.exists()
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import h2.events
+import h2.exceptions
 from septum.dataplane.observe import h2link as hl
 from septum.dataplane.observe.h2flows import GET_FLOWS_PATH, FlowsStream
 from septum.dataplane.observe.h2proxy import ProxyStream, Upstream

@@ -128,7 +128,13 @@ class H2Link(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        self.writable()
+        # Not from inside the transport's write handler: a write there that
+        # fails makes asyncio (3.11) report the connection lost twice.
+        asyncio.get_running_loop().call_soon(self._resumed)
+
+    def _resumed(self) -> None:
+        if not self.paused and not self.closed:
+            self.writable()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -151,8 +157,9 @@ class H2Link(asyncio.Protocol):
     # ---- sending ----------------------------------------------------------
     def write_pending(self) -> None:
         data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if data and transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:

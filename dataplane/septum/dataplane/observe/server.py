@@ -120,10 +120,11 @@ class ObserverServer:
         self._front: H2Front | None = None
         # One worker per open stream: followers sleep on the ring, so this bounds
         # concurrent clients (Hubble relay + a few CLIs), not throughput.
+        self._workers = futures.ThreadPoolExecutor(
+            max_workers=listen.max_streams, thread_name_prefix="observer"
+        )
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=listen.max_streams, thread_name_prefix="observer"
-            ),
+            self._workers,
             handlers=service.handlers(),
             maximum_concurrent_rpcs=listen.max_streams,
             options=[("grpc.so_reuseport", 0)],
@@ -212,6 +213,7 @@ class ObserverServer:
             self._front.stop(grace_s)
             self._front = None
         grpc_stopped.wait()
+        self._workers.shutdown(wait=True)  # grpcio leaves its executor's threads running
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None

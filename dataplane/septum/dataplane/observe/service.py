@@ -1,12 +1,12 @@
 """The Observer and Peer gRPC services (method handlers, no listeners).
 
-GetFlows yields bytes the ring already serialized, so a flow is encoded once
-however many clients follow it; a helper thread per stream builds the next
-messages while grpcio writes the current one (observe/prefetch.py). The
-handlers are synchronous: grpcio's thread-per-stream server streamed more
-messages per second on this machine than grpc.aio (see docs/benchmarks.md),
-and a follower mostly sleeps on the ring's condition. Every Observer response
-carries the `hubble-server-version` header Hubble clients check.
+These are grpcio handlers. On a running ObserverServer the HTTP/2 front
+serves GetFlows itself (observe/h2flows.py: the same query.stream_flows
+messages, many per DATA frame) and relays every other RPC here; get_flows
+below answers a grpcio server that uses these handlers directly. GetFlows
+messages are bytes the ring already serialized, so a flow is encoded once
+however many clients follow it. Every Observer response carries the
+`hubble-server-version` header Hubble clients check.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
 from septum.dataplane.observe.filters import FilterError
-from septum.dataplane.observe.prefetch import stream_flows_prefetched
-from septum.dataplane.observe.query import FlowQuery
+from septum.dataplane.observe.query import FlowQuery, stream_flows_blocking
 from septum.dataplane.observe.ring import FlowRing
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ class ObserverService:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid filter: {err}")
             return
         self._header(context)
-        yield from stream_flows_prefetched(self.ring, query, self.node.name, context.is_active)
+        yield from stream_flows_blocking(self.ring, query, self.node.name, context.is_active)
 
     def server_status(
         self, request: observer_pb2.ServerStatusRequest, context: grpc.ServicerContext
