@@ -25,6 +25,7 @@ import h2.settings
 import observe_helpers as h
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
 
 BURST = 3000  # flows in one answer: far more than one DATA frame or window holds
@@ -388,3 +389,21 @@ def test_relayed_stream_cancel_reaches_grpcio(short_tmp: Path) -> None:
     finally:
         running.close()
         running.node.stop()
+
+
+def test_relayed_request_larger_than_the_upstream_window(observer: h.RunningObserver) -> None:
+    """1 MiB of request DATA crosses grpcio's 64 KiB initial window through the relay."""
+    channel = grpc.insecure_channel(observer.target)
+    try:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        name = "x" * (1 << 20)
+        requests = [
+            reflection_pb2.ServerReflectionRequest(file_by_filename=name),
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+        ]
+        missing, listed = stub.ServerReflectionInfo(iter(requests), timeout=30)
+        assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert len(missing.original_request.file_by_filename) == 1 << 20
+        assert "observer.Observer" in {s.name for s in listed.list_services_response.service}
+    finally:
+        channel.close()

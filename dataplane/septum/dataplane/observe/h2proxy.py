@@ -78,6 +78,8 @@ class Upstream(hl.H2Link):
         elif isinstance(event, h2.events.StreamReset):
             self.forget(event.stream_id)
             stream.upstream_reset(event.error_code)
+        else:  # e.g. a WINDOW_UPDATE for this stream: queued request DATA may go now
+            super().handle_event(event)
 
     def lost(self) -> None:
         self._queued.clear()
