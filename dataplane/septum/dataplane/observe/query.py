@@ -95,12 +95,23 @@ class CaughtUp(int):
     holds this sequence number, then resumes the generator."""
 
 
+class Paused(int):
+    """Yielded, when the caller asks for it, after a run of entries that gave no
+    message (filtered out or outside since/until): an event-loop caller lets
+    its other work run, then resumes the generator. Never yielded by default."""
+
+
 def stream_flows(
     ring: FlowRing,
     query: FlowQuery,
     node_name: str,
-) -> Iterator[bytes | CaughtUp]:
-    """The GetFlows response stream, as pre-serialized messages."""
+    pause_every: int = 0,
+) -> Iterator[bytes | CaughtUp | Paused]:
+    """The GetFlows response stream, as pre-serialized messages.
+
+    pause_every > 0: yield Paused after that many skipped entries in a row, so
+    a narrow filter over a busy ring never holds the caller for a whole scan.
+    """
     q = query
     reader = _Reader(ring, q, node_name)
     seq = reader.backlog_start()
@@ -108,7 +119,11 @@ def stream_flows(
     stop_at = None if q.follow else ring.head
     limit = q.number if (q.number and (q.first or not q.follow)) else 0
     sent = 0
+    skipped = 0
     while True:
+        if pause_every and skipped >= pause_every:
+            skipped = 0
+            yield Paused(seq)
         if stop_at is not None and seq >= stop_at:
             return
         if seq >= ring.head:
@@ -135,9 +150,12 @@ def stream_flows(
         if q.until_ns is not None and wall_ns > q.until_ns and not isinstance(entry, LostMarker):
             return
         if q.since_ns is not None and wall_ns < q.since_ns:
+            skipped += 1
             continue
         if not reader.matches(current, entry):
+            skipped += 1
             continue
+        skipped = 0
         yield ring.wire(current, entry, node_name)
         if not isinstance(entry, LostMarker):
             sent += 1
@@ -154,6 +172,8 @@ def stream_flows_blocking(
 ) -> Iterator[bytes]:
     """stream_flows for a thread: sleeps on the ring's condition when caught up."""
     for item in stream_flows(ring, query, node_name):
+        if isinstance(item, Paused):
+            continue  # not asked for; a thread has no one to give way to
         if isinstance(item, CaughtUp):
             while is_active() and not ring.closed and not ring.wait_for(int(item), _FOLLOW_POLL_S):
                 pass
