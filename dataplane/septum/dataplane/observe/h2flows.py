@@ -94,10 +94,11 @@ class FlowsStream:
             self._end_early(hl.INTERNAL, "GetFlows: the request carried no message")
 
     def _start(self, body: bytes) -> None:
-        if self._request[0] != 0 and self._encoding != b"identity":
+        if self._request[0] != 0:  # compressed: Hubble clients never compress requests
             self._end_early(
                 hl.UNIMPLEMENTED,
-                f"grpc-encoding {self._encoding.decode(errors='replace')} is not supported",
+                f"compressed GetFlowsRequest (grpc-encoding "
+                f"{self._encoding.decode(errors='replace')}) is not supported",
             )
             return
         try:
