@@ -163,6 +163,12 @@ class FlowsStream:
             except StopIteration:
                 finished = True
                 break
+            except Exception as err:  # a bug building a flow: end this call, not the loop
+                log.exception("GetFlows stream %d failed", self.stream_id)
+                if parts:
+                    self.link.send(self.stream_id, b"".join(parts))
+                self._finish(hl.INTERNAL, f"building a flow failed: {err}")
+                return
             if isinstance(item, Paused):
                 paused = True
                 break
