@@ -9,11 +9,12 @@ SEPTUM      := $(VENV)/bin/septum
 CACHE       := $(HOME)/.cache/septum
 BUILD       := build
 BPF_OBJ     := $(BUILD)/bpf/septum.bpf.o
+CONNRATE    := $(BUILD)/tools/connrate
 BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wildcard bpf/lib/*.h)
 PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup deps venv bpf proto gobuild hubble lint test demo clean
+.PHONY: help setup deps venv bpf tools proto gobuild hubble lint test demo clean
 
 help:
 	@echo "make demo   set everything up and run the demo"
@@ -41,6 +42,13 @@ $(BPF_OBJ): $(BPF_SRC) | deps
 	  -Ibpf/include -Ibpf -I/usr/include/$(shell uname -m)-linux-gnu \
 	  -c bpf/septum.bpf.c -o $@
 
+## ---- benchmark helpers (C, no dependencies beyond libc) ---------------------
+tools: $(CONNRATE)
+
+$(CONNRATE): tools/connrate.c | deps
+	@mkdir -p $(dir $@)
+	clang -O2 -Wall -Werror -o $@ $<
+
 ## ---- generated protobuf code (Hubble wire format, Septum's own .proto files)
 proto: $(BUILD)/.proto-stamp
 
@@ -55,7 +63,7 @@ gobuild: deps
 hubble: deps
 	@lab/gobuild/build-hubble.sh
 
-setup: deps venv bpf proto
+setup: deps venv bpf tools proto
 
 # Style, types and the import-layering contracts (pyproject.toml [tool.importlinter]).
 lint: setup

@@ -76,6 +76,9 @@ static __always_inline void septum_ct4_key_fill(struct septum_ct4_key *key, __u3
 	}
 	key->ifindex = ifindex;
 	key->protocol = protocol;
+	key->pad[0] = 0; /* the whole key is hashed: no stack garbage in it */
+	key->pad[1] = 0;
+	key->pad[2] = 0;
 }
 
 /* The same order for IPv6 (16-byte addresses compared as two words). */
@@ -127,6 +130,7 @@ static __always_inline void septum_ct_find(struct septum_ct_lookup *ct,
 		ct->entry = bpf_map_lookup_elem(&sep_ct4, &ct->key4);
 	} else {
 		ct->order = septum_ct6_order(pkt);
+		__builtin_memset(&ct->key6, 0, sizeof(ct->key6));
 		septum_ct6_key_fill(&ct->key6, pkt, ifindex, ct->order);
 		ct->entry = bpf_map_lookup_elem(&sep_ct6, &ct->key6);
 	}

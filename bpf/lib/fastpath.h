@@ -34,7 +34,6 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
 	struct iphdr *ip = data + ETH_HLEN;
 	__be16 *ports = (void *)(ip + 1);
 	struct septum_ct_entry *entry;
@@ -47,7 +46,9 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 
 	if (cfg->flags & SEPTUM_FAST_FULL_PATH_FLAGS)
 		return -1;
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) ||
+	/* h_proto read as one 16-bit load (struct ethhdr is packed, which would
+	 * make it two byte loads). */
+	if ((void *)(ip + 1) > data_end || *(__be16 *)(data + offsetof(struct ethhdr, h_proto)) != bpf_htons(ETH_P_IP) ||
 	    *(__u8 *)ip != SEPTUM_FAST_IPV4_NO_OPTIONS ||
 	    (ip->frag_off & bpf_htons(SEPTUM_FAST_FRAGMENT_BITS)))
 		return -1;

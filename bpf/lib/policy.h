@@ -31,9 +31,12 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } sep_policy_rng SEC(".maps");
 
-/* The most specific entry of one bucket, or NULL when the bucket is silent. */
+/* The most specific entry of one bucket, or NULL when the bucket is silent.
+ * exact_tried: the caller looked the exact (protocol, port) key up already,
+ * and missed. */
 static __always_inline const struct septum_policy_value *
-septum_policy_bucket(struct septum_policy_key *key, __u8 protocol, __u16 port_be)
+septum_policy_bucket(struct septum_policy_key *key, __u8 protocol, __u16 port_be,
+		     int exact_tried)
 {
 	const struct septum_policy_value *head, *hit;
 
@@ -42,7 +45,7 @@ septum_policy_bucket(struct septum_policy_key *key, __u8 protocol, __u16 port_be
 	head = bpf_map_lookup_elem(&sep_policy, key);
 	if (!head)
 		return NULL;
-	if ((head->flags & SEPTUM_POLICY_F_HAS_EXACT) && protocol) {
+	if ((head->flags & SEPTUM_POLICY_F_HAS_EXACT) && protocol && !exact_tried) {
 		key->protocol = protocol;
 		key->dport_be = port_be;
 		hit = bpf_map_lookup_elem(&sep_policy, key);
@@ -74,6 +77,25 @@ septum_policy_bucket(struct septum_policy_key *key, __u8 protocol, __u16 port_be
 	return head->action != SEPTUM_ACTION_NONE ? head : NULL;
 }
 
+/* The exact key first when the endpoint says its policy is mostly L3+L4
+ * (SEPTUM_EP_POLICY_F_EXACT_FIRST_*): the exact entry is the most specific
+ * of its bucket, so a hit decides at once. */
+static __always_inline const struct septum_policy_value *
+septum_policy_peer(struct septum_policy_key *key, __u8 protocol, __u16 port_be,
+		   int exact_first)
+{
+	const struct septum_policy_value *hit;
+
+	if (exact_first && protocol) {
+		key->protocol = protocol;
+		key->dport_be = port_be;
+		hit = bpf_map_lookup_elem(&sep_policy, key);
+		if (hit)
+			return hit;
+	}
+	return septum_policy_bucket(key, protocol, port_be, exact_first && protocol);
+}
+
 static __always_inline const struct septum_policy_value *
 septum_policy_lookup(const struct septum_endpoint *ep, __u8 direction, __u32 peer_identity,
 		     __u8 protocol, __u16 port_be)
@@ -85,15 +107,17 @@ septum_policy_lookup(const struct septum_endpoint *ep, __u8 direction, __u32 pee
 		.peer_identity = peer_identity,
 	};
 	const struct septum_policy_value *hit;
-
 	__u8 any_peer = direction == SEPTUM_DIR_INGRESS ? SEPTUM_EP_F_ANY_PEER_INGRESS
 							: SEPTUM_EP_F_ANY_PEER_EGRESS;
+	__u8 exact_first = direction == SEPTUM_DIR_INGRESS
+				   ? SEPTUM_EP_POLICY_F_EXACT_FIRST_INGRESS
+				   : SEPTUM_EP_POLICY_F_EXACT_FIRST_EGRESS;
 
-	hit = septum_policy_bucket(&key, protocol, port_be);
+	hit = septum_policy_peer(&key, protocol, port_be, ep->policy_flags & exact_first);
 	if (hit || !(ep->flags & any_peer))
 		return hit;
 	key.peer_identity = SEPTUM_IDENTITY_ANY;
-	return septum_policy_bucket(&key, protocol, port_be);
+	return septum_policy_peer(&key, protocol, port_be, ep->policy_flags & exact_first);
 }
 
 static __always_inline int septum_direction_enforced(const struct septum_endpoint *ep,

@@ -328,24 +328,20 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
  * scoped by ifindex, anti-spoofing was checked when the entry was created, and
  * the endpoint is only read when an event is reported or revocation is on.
  * Most established packets never get here past the fast path (fastpath.h). */
-static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
-						  const struct septum_hook *hook)
+static __always_inline int septum_full_path(struct __sk_buff *skb,
+					   const struct septum_hook *hook,
+					   const struct septum_config *cfg, __u64 now,
+					   struct septum_ct_lookup *ct)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 wire_len = skb->len;
 	struct septum_pkt pkt = {};
-	struct septum_ct_lookup ct = {};
-	const struct septum_config *cfg = septum_config_get();
 	const struct septum_endpoint *ep;
 	struct septum_ct_entry *entry;
-	__u64 now = septum_now();
 	__u8 is_reply = 0;
 	int ret;
 
-	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
-	if (ret >= 0)
-		return ret;
 	ret = septum_parse(data, data_end, wire_len, &pkt);
 	if (ret != SEPTUM_PARSE_OK && ret != SEPTUM_PARSE_BYPASS &&
 	    (__u32)(data_end - data) < wire_len) {
@@ -380,19 +376,19 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 			*(__u16 *)&pkt.src[2] ^= (__u16)bpf_get_prandom_u32();
 		else
 			*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
-		ct.done = 0;
+		ct->done = 0;
 	}
 
 	/* One lookup for both directions (the key is canonical), made here
 	 * unless the fast path made it for this very tuple already: it does
 	 * only for unfragmented IPv4 TCP/UDP, whose tuple the parser reads the
 	 * same way. */
-	if (!ct.done)
-		septum_ct_find(&ct, &pkt, hook->ifindex);
-	entry = ct.entry;
+	if (!ct->done)
+		septum_ct_find(ct, &pkt, hook->ifindex);
+	entry = ct->entry;
 	if (entry) {
 		is_reply = hook->direction != entry->orig_direction;
-		if (!septum_ct_matches(entry, ct.order, is_reply))
+		if (!septum_ct_matches(entry, ct->order, is_reply))
 			entry = NULL;
 	}
 	if (entry && entry->expires >= now &&
@@ -408,7 +404,24 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
 		return septum_drop(&pkt, hook, ep, cfg, now, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
 				   0);
-	return septum_new_connection(&pkt, hook, ep, cfg, now, &ct);
+	return septum_new_connection(&pkt, hook, ep, cfg, now, ct);
+}
+
+/* Nothing is zeroed or parsed before the fast path had its go: the full
+ * path's state lives in septum_full_path. */
+static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
+						  const struct septum_hook *hook)
+{
+	const struct septum_config *cfg = septum_config_get();
+	__u64 now = septum_now();
+	struct septum_ct_lookup ct;
+	int ret;
+
+	ct.done = 0;
+	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
+	if (ret >= 0)
+		return ret;
+	return septum_full_path(skb, hook, cfg, now, &ct);
 }
 
 #endif

@@ -235,7 +235,17 @@ struct septum_endpoint {
 	__u8 policy_generation; /* 0/1: which generation of policy keys is live */
 	__u8 ipv4[4];
 	__u8 ipv6[16];
+	__u8 policy_flags;      /* SEPTUM_EP_POLICY_F_*: how policy lookups start */
+	__u8 pad[3];
 };
+
+/* The endpoint's policy in this direction has exact (peer, protocol, port)
+ * entries: a new connection tries its exact key before the bucket head, so
+ * the common L3+L4 allow costs one policy lookup instead of two (a bucket
+ * without that port still costs two: the exact miss, then the head, whose
+ * HAS_EXACT lookup is not repeated). */
+#define SEPTUM_EP_POLICY_F_EXACT_FIRST_INGRESS 0x01
+#define SEPTUM_EP_POLICY_F_EXACT_FIRST_EGRESS 0x02
 
 /* Policy: a HASH of exact keys plus an LPM trie for port ranges only.
  *
@@ -430,7 +440,7 @@ SEPTUM_ASSERT_SIZE(struct septum_lpm_addr_key, 24);
 SEPTUM_ASSERT_SIZE(struct septum_ipcache_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_prefilter_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint_key, 4);
-SEPTUM_ASSERT_SIZE(struct septum_endpoint, 32);
+SEPTUM_ASSERT_SIZE(struct septum_endpoint, 36);
 SEPTUM_ASSERT_SIZE(struct septum_host_key, 20);
 SEPTUM_ASSERT_SIZE(struct septum_policy_key, 12);
 SEPTUM_ASSERT_SIZE(struct septum_policy_range_key, 16);

@@ -245,6 +245,8 @@ EP_F_HAS_IPV4: Final = 0x10
 EP_F_HAS_IPV6: Final = 0x20
 EP_F_ANY_PEER_INGRESS: Final = 0x40
 EP_F_ANY_PEER_EGRESS: Final = 0x80
+EP_POLICY_F_EXACT_FIRST_INGRESS: Final = 0x01
+EP_POLICY_F_EXACT_FIRST_EGRESS: Final = 0x02
 
 POLICY_F_AUDIT: Final = 0x01
 POLICY_F_HAS_EXACT: Final = 0x02
@@ -365,6 +367,8 @@ class Endpoint(ctypes.Structure):
         ("policy_generation", ctypes.c_uint8),
         ("ipv4", ctypes.c_uint8 * 4),
         ("ipv6", Addr16),
+        ("policy_flags", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
     ]
 
 

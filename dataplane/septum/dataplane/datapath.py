@@ -213,6 +213,7 @@ class NodeDatapath:
             flags |= abi.EP_F_HAS_IPV6
             value.ipv6 = (ctypes.c_uint8 * 16)(*ipaddress.IPv6Address(spec.ipv6).packed)
         value.flags = flags
+        value.policy_flags = _exact_first_flags(state.encoded.hash_entries)
         return value
 
     def _write_endpoint(self, state: _EndpointState) -> None:
@@ -521,3 +522,17 @@ __all__ = [
     "NodeDatapath",
     "address_bytes",
 ]
+
+
+def _exact_first_flags(hash_entries: Iterable[tuple[int, int, int, int]]) -> int:
+    """SEPTUM_EP_POLICY_F_EXACT_FIRST_* for the directions whose policy has exact
+    (peer, protocol, port) entries: there a new connection tries its exact key first."""
+    flags = 0
+    for direction, _peer, protocol, port in hash_entries:
+        if protocol and port:
+            flags |= (
+                abi.EP_POLICY_F_EXACT_FIRST_INGRESS
+                if direction == abi.TrafficDirection.INGRESS
+                else abi.EP_POLICY_F_EXACT_FIRST_EGRESS
+            )
+    return flags

@@ -22,7 +22,6 @@ import os
 import secrets
 import socket
 import statistics
-import struct
 import subprocess
 import threading
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
-from septum.dataplane import abi
+from septum.dataplane import abi, netns
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.netns import CLONE_NEWNET, NETNS_RUN_DIR
@@ -44,6 +43,12 @@ from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 from septum.dataplane.sandbox import Pod, Sandbox, open_socket
 
 ENTRIES = 10_000
+# iperf3 orders, one per round in turn: each kind runs first, second and third equally often
+ORDERS = (
+    ("plain", "septum", "iptables"),
+    ("septum", "iptables", "plain"),
+    ("iptables", "plain", "septum"),
+)
 CHUNKS = 5
 SERVER_PORT = 5201
 CONN_PORT = 8080
@@ -51,6 +56,7 @@ EGRESS = abi.TrafficDirection.EGRESS
 INGRESS = abi.TrafficDirection.INGRESS
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 STATS_LOCK = Path("/run/lock/septum-bench-bpf-stats")
+CONNRATE = Path(__file__).resolve().parents[3] / "build" / "tools" / "connrate"
 
 
 def _peer(i: int) -> str:
@@ -80,9 +86,11 @@ def _drain(node: NodeDatapath) -> None:
         pass
 
 
-def _new_connections(node: NodeDatapath, packet: bytes, repeats: int, flag: int) -> float:
+def _new_connections(
+    node: NodeDatapath, packet: bytes, repeats: int, flag: int, baselines: list[float]
+) -> float:
     """Mean ns per new connection; run in chunks the 16 MiB ring holds, drained between, so
-    every event is really submitted (none lost)."""
+    every event is really submitted (none lost).  A baseline chunk runs before each."""
     node.write_config(
         abi.Config(
             ct_timeout_tcp_syn_s=60,
@@ -98,6 +106,9 @@ def _new_connections(node: NodeDatapath, packet: bytes, repeats: int, flag: int)
     done = 0
     _drain(node)
     while done < repeats:
+        baselines.append(
+            float(node.test_run(abi.PROG_BENCH_EMPTY, packet, repeat=chunk, ifindex=1).duration_ns)
+        )
         durations.append(
             float(node.test_run(abi.PROG_FROM_POD, packet, repeat=chunk, ifindex=1).duration_ns)
         )
@@ -124,30 +135,44 @@ def microbench(repeats: int) -> dict[str, float]:
         allowed = tcp4("10.199.0.1", _peer(5), 40000, 6, TCP_ACK)
         denied = tcp4("10.199.0.1", _peer(5), 40000, 9999, TCP_ACK)
 
+        baselines: list[float] = []
+
         def run(program: str, packet: bytes) -> float:
             # 5 chunks of repeats/5, median of their per-run averages: one burst of
-            # another tenant on this shared machine must not move the figure
+            # another tenant on this shared machine must not move the figure.  Each chunk
+            # is paired with a baseline chunk run just before it, so the baseline is
+            # measured under the same load as every path it divides.
             chunk = max(repeats // CHUNKS, 1)
-            return statistics.median(
-                float(node.test_run(program, packet, repeat=chunk, ifindex=1).duration_ns)
-                for _ in range(CHUNKS)
-            )
+            durations = []
+            for _ in range(CHUNKS):
+                baselines.append(
+                    float(
+                        node.test_run(
+                            abi.PROG_BENCH_EMPTY, packet, repeat=chunk, ifindex=1
+                        ).duration_ns
+                    )
+                )
+                durations.append(
+                    float(node.test_run(program, packet, repeat=chunk, ifindex=1).duration_ns)
+                )
+            return statistics.median(durations)
 
-        results = {"baseline_ns": run(abi.PROG_BENCH_EMPTY, allowed)}
+        results: dict[str, float] = {}
         node.test_run(abi.PROG_FROM_POD, allowed, ifindex=1)  # creates the conntrack entry
         results["established_ns"] = run(abi.PROG_FROM_POD, allowed)
         results["deny_ns"] = run(abi.PROG_FROM_POD, denied)
         # new connections, hot: every repeat ignores its conntrack hit and takes the
         # new-connection path (policy, conntrack insert, event) on warm caches
         results["new_allow_ns"] = _new_connections(
-            node, allowed, repeats, abi.CFG_F_BENCH_FORCE_NEW
+            node, allowed, repeats, abi.CFG_F_BENCH_FORCE_NEW, baselines
         )
         # new connections, cold: a fresh random tuple every repeat, so every conntrack
         # lookup and insert lands on a cold slot and the LRU evicts once full
         results["new_allow_cold_ns"] = _new_connections(
-            node, allowed, repeats, abi.CFG_F_BENCH_NEW_FLOWS
+            node, allowed, repeats, abi.CFG_F_BENCH_NEW_FLOWS, baselines
         )
         results["new_allow_lost_events"] = float(node.lost_events())
+        results["baseline_ns"] = statistics.median(baselines)
         return results
     finally:
         node.teardown()
@@ -215,23 +240,15 @@ def _iperf_gbps(client: Pod, server: Pod, seconds: int) -> float:
 
 
 def _connections(client: Pod, server: Pod, seconds: float) -> tuple[int, float]:
-    """(connections completed, seconds taken).  Closed with RST (linger 0) so no client
-    port lingers in TIME_WAIT and the next measurement starts from the same state."""
-    count = 0
-    start = time.monotonic()
-    linger = struct.pack("ii", 1, 0)
-    while (elapsed := time.monotonic() - start) < seconds:
-        sock = open_socket(client.name, socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        sock.settimeout(1.0)
-        try:
-            sock.connect((server.ipv4, CONN_PORT))
-            count += 1
-        except OSError:
-            pass
-        finally:
-            sock.close()
-    return count, elapsed
+    """(connections completed, seconds taken) by tools/connrate in the client pod: one
+    connection after another, each closed with RST so no client port lingers in TIME_WAIT
+    and the next measurement starts from the same state.  C, not a Python loop: the
+    interpreter's ~100 us per connection would hide the microseconds an enforcer adds."""
+    if not CONNRATE.is_file():
+        raise click.ClickException(f"{CONNRATE} is not built: run `make tools`")
+    out = _run(client.name, [str(CONNRATE), server.ipv4, str(CONN_PORT), str(seconds)])
+    count, elapsed = out.split()
+    return int(count), float(elapsed)
 
 
 class _Accepter:
@@ -343,29 +360,44 @@ def throughput(rounds: int, seconds: int) -> dict[str, float]:
     try:
         client = sandbox.add_pod("c", "10.198.0.1")
         server = sandbox.add_pod("s", "10.198.0.2")
+        for pod in (client, server):
+            # no TCP metrics carried from one iperf3 connection to the next: each run
+            # starts from the same congestion state whichever enforcer ran before it
+            with netns.entered(pod.name):
+                Path("/proc/sys/net/ipv4/tcp_no_metrics_save").write_text("1")
         node = NodeDatapath(DatapathConfig(node_name=f"bench-{prefix}", netns=sandbox.node_ns))
         node.upsert_prefixes({**_prefixes(), "10.198.0.1/32": 7001, "10.198.0.2/32": 7002})
         enforcers = _Enforcers(sandbox, node, client, server)
         enforcers.iptables_setup()
         accepter = _Accepter(server)
-        plain: list[float] = []
-        septum: list[float] = []
-        iptables: list[float] = []
+        runs: dict[str, list[float]] = {"plain": [], "septum": [], "iptables": []}
         live = (0, 0)
-        with _iperf_server(server):
-            for round_index in range(rounds):
-                plain.append(_iperf_gbps(client, server, seconds))
+
+        def measure(kind: str, first_septum: bool) -> None:
+            if kind == "septum":
                 enforcers.septum_on()
-                if round_index == 0:
+                if first_septum:
+                    nonlocal live
                     live = _measure_live(
-                        node, lambda: septum.append(_iperf_gbps(client, server, seconds))
+                        node, lambda: runs[kind].append(_iperf_gbps(client, server, seconds))
                     )
                 else:
-                    septum.append(_iperf_gbps(client, server, seconds))
+                    runs[kind].append(_iperf_gbps(client, server, seconds))
                 enforcers.septum_off()
+            elif kind == "iptables":
                 enforcers.iptables_on()
-                iptables.append(_iperf_gbps(client, server, seconds))
+                runs[kind].append(_iperf_gbps(client, server, seconds))
                 enforcers.iptables_off()
+            else:
+                runs[kind].append(_iperf_gbps(client, server, seconds))
+
+        with _iperf_server(server):
+            for round_index in range(rounds):
+                # the order rotates every round, so no enforcer always runs first or
+                # right after another one
+                for kind in ORDERS[round_index % len(ORDERS)]:
+                    measure(kind, first_septum=kind == "septum" and not runs["septum"])
+        plain, septum, iptables = runs["plain"], runs["septum"], runs["iptables"]
         septum_cps, iptables_cps = _connection_rates(enforcers, client, server)
         return {
             "iperf_ratio": statistics.median(s / p for s, p in zip(septum, plain, strict=True)),
