@@ -203,3 +203,26 @@ def test_plaintext_tcp_is_logged(short_tmp: object, caplog: pytest.LogCaptureFix
     finally:
         running.close()
         running.node.stop()
+
+
+def test_a_port_in_use_is_named() -> None:
+    import socket
+
+    from septum.dataplane.observe.ring import FlowRing
+    from septum.dataplane.observe.server import ObserverServer
+    from septum.dataplane.observe.service import NodeIdentity, ObserverService
+
+    service = ObserverService(FlowRing(h.decoder(), 16), NodeIdentity(h.NODE, ""))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = set(threading.enumerate())
+        server = ObserverServer(
+            service, ListenConfig(tcp_address=f"127.0.0.1:{port}", plaintext_tcp=True)
+        )
+        with pytest.raises(ServerConfigError, match=f"listen.tcp_address: .*127.0.0.1:{port}"):
+            server.start()
+    server.stop(0)
+    left = [t.name for t in set(threading.enumerate()) - before if t.name == "observer-h2"]
+    assert not left, f"front thread left after a failed start: {left}"

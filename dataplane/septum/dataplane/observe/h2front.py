@@ -41,6 +41,11 @@ class Listener:
     host: str | None = None
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
+    setting: str = "listen"  # named in a bind error, e.g. "listen.tcp_address"
+
+
+class ListenError(OSError):
+    """A listener could not bind; the message names the setting."""
 
 
 class FrontConnection(hl.H2Link):
@@ -223,18 +228,24 @@ class H2Front:
     async def _listen(self) -> None:
         loop = self.loop
         for listener in self.listeners:
-            if listener.unix_path is not None:
-                server = await loop.create_unix_server(
-                    lambda: FrontConnection(self), str(listener.unix_path)
-                )
-            else:
-                server = await loop.create_server(
-                    lambda: FrontConnection(self),
-                    listener.host or None,
-                    listener.port,
-                    ssl=listener.ssl_context,
-                )
-                self.bound_ports.append(int(server.sockets[0].getsockname()[1]))
+            try:
+                if listener.unix_path is not None:
+                    server = await loop.create_unix_server(
+                        lambda: FrontConnection(self), str(listener.unix_path)
+                    )
+                else:
+                    server = await loop.create_server(
+                        lambda: FrontConnection(self),
+                        listener.host or None,
+                        listener.port,
+                        ssl=listener.ssl_context,
+                    )
+                    self.bound_ports.append(int(server.sockets[0].getsockname()[1]))
+            except OSError as err:
+                where = listener.unix_path or f"{listener.host}:{listener.port}"
+                raise ListenError(
+                    err.errno, f"{listener.setting}: cannot listen on {where}: {err}"
+                ) from err
             self._servers.append(server)
 
     async def _shutdown(self, grace_s: float) -> None:

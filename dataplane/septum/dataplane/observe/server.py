@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from septum.dataplane.observe.h2front import H2Front, Listener
+from septum.dataplane.observe.h2front import H2Front, Listener, ListenError
 from septum.dataplane.observe.service import (
     HUBBLE_HEALTH_SERVICE,
     OBSERVER_SERVICE,
@@ -96,7 +96,9 @@ class ListenConfig:
     tcp_address: str | None = None  # "host:port", e.g. "0.0.0.0:4244"
     tls: TLSFiles | None = None
     plaintext_tcp: bool = False  # must be chosen explicitly; logged
-    max_streams: int = 64  # concurrent RPCs (each open stream holds a worker thread)
+    # Concurrent GetFlows calls (served by the front), and separately concurrent
+    # other RPCs (each holds a grpcio worker thread); beyond it: RESOURCE_EXHAUSTED.
+    max_streams: int = 64
 
     def validate(self) -> None:
         if self.unix_socket is None and self.tcp_address is None:
@@ -150,7 +152,7 @@ class ObserverServer:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():
                 path.unlink()  # a stale socket from a previous run
-            listeners.append(Listener(unix_path=path))
+            listeners.append(Listener(unix_path=path, setting="listen.unix_socket"))
         if listen.tcp_address is not None:
             host, sep, port = listen.tcp_address.rpartition(":")
             if not sep or not port.isdigit():
@@ -163,7 +165,11 @@ class ObserverServer:
                 mode = "mutual TLS" if listen.tls.client_ca_file else "TLS"
             else:
                 mode = "PLAINTEXT"
-            listeners.append(Listener(host=host, port=int(port), ssl_context=context))
+            listeners.append(
+                Listener(
+                    host=host, port=int(port), ssl_context=context, setting="listen.tcp_address"
+                )
+            )
         return listeners, mode
 
     def start(self) -> None:
@@ -183,12 +189,10 @@ class ObserverServer:
         )
         try:
             front.start()
-        except OSError as err:
+        except ListenError as err:
             self._server.stop(0).wait()
             shutil.rmtree(self._private_dir, ignore_errors=True)
-            raise ServerConfigError(
-                f"listen.tcp_address: cannot bind {listen.tcp_address}: {err}"
-            ) from err
+            raise ServerConfigError(err.strerror) from err
         self._front = front
         if listen.tcp_address is not None:
             self.tcp_port = front.bound_ports[0]
