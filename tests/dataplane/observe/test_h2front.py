@@ -195,6 +195,34 @@ def test_narrow_filter_over_many_flows_pauses_and_resumes_in_order(
     assert [r.flow.l4.TCP.source_port for r in responses] == wanted
 
 
+def test_hubble_cli_follower_gets_a_burst_intact_and_in_order(
+    hubble: Path, observer: h.RunningObserver
+) -> None:
+    follower = subprocess.Popen(
+        [str(hubble), "observe", "-f", "-o", "jsonpb", "--server", observer.target],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HOME": str(observer.socket.parent)},
+    )
+    deadline = threading.Timer(30, follower.kill)  # a stuck follower ends the read loop
+    deadline.start()
+    ports = []
+    try:
+        _poll("hubble's GetFlows open", lambda: observer.node.server.active_flow_streams == 1)
+        observer.push(*_ports(BURST))
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            ports.append(json.loads(line)["flow"]["l4"]["TCP"]["source_port"])
+            if len(ports) == BURST:
+                break
+    finally:
+        deadline.cancel()
+        follower.kill()
+        follower.communicate()
+    assert ports == [1000 + i for i in range(BURST)]
+
+
 # ---- flow control -------------------------------------------------------------
 
 
