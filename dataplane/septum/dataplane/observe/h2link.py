@@ -174,14 +174,14 @@ class H2Link(asyncio.Protocol):
         """What the peer would take on this stream now, minus what already waits."""
         try:
             window = self.conn.local_flow_control_window(stream_id)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             return 0
         return window - self.pending(stream_id)
 
     def send_headers(self, stream_id: int, headers: Headers, end_stream: bool = False) -> None:
         try:
             self.conn.send_headers(stream_id, headers, end_stream=end_stream)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:  # the stream or connection closed meanwhile
             return
         self.write_pending()
 
@@ -210,7 +210,7 @@ class H2Link(asyncio.Protocol):
         self._queues.pop(stream_id, None)
         try:
             self.conn.reset_stream(stream_id, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except h2.exceptions.ProtocolError:  # incl. StreamClosedError
             return
         self.write_pending()
 
@@ -249,7 +249,7 @@ class H2Link(asyncio.Protocol):
                     conn.send_headers(stream_id, queue.trailers, end_stream=True)
                 else:
                     conn.end_stream(stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+        except h2.exceptions.ProtocolError:  # incl. StreamClosedError
             self._queues.pop(stream_id, None)
             return
         if sent and queue.on_sent is not None:
