@@ -59,6 +59,12 @@ static __always_inline int septum_ct4_order(__u32 src, __u32 dst, __u16 sport_be
 	return 0;
 }
 
+/* Whether the interface's IPv4 flows fit sep_ct4's key (see septum_ct4_key). */
+static __always_inline int septum_ct4_fits(__u32 ifindex)
+{
+	return ifindex <= SEPTUM_CT4_IFINDEX_MASK;
+}
+
 static __always_inline void septum_ct4_key_fill(struct septum_ct4_key *key, __u32 src, __u32 dst,
 						__u16 sport_be, __u16 dport_be, __u32 ifindex,
 						__u8 protocol, int order)
@@ -74,14 +80,11 @@ static __always_inline void septum_ct4_key_fill(struct septum_ct4_key *key, __u3
 		key->sport_be = sport_be;
 		key->dport_be = dport_be;
 	}
-	key->ifindex = ifindex;
-	key->protocol = protocol;
-	key->pad[0] = 0; /* the whole key is hashed: no stack garbage in it */
-	key->pad[1] = 0;
-	key->pad[2] = 0;
+	key->ifindex_protocol = ifindex | (__u32)protocol << SEPTUM_CT4_IFINDEX_BITS;
 }
 
-/* The same order for IPv6 (16-byte addresses compared as two words). */
+/* The same order for 16-byte addresses (compared as two words): IPv6, and the
+ * IPv4 flows of an interface whose index does not fit sep_ct4. */
 static __always_inline int septum_ct6_order(const struct septum_pkt *pkt)
 {
 	const __u64 *s = (const __u64 *)pkt->src;
@@ -116,11 +119,17 @@ static __always_inline void septum_ct6_key_fill(struct septum_ct_key *key,
 	key->ip_version = pkt->ip_version;
 }
 
+/* Whether the packet's flow lives in sep_ct4 (else sep_ct6). */
+static __always_inline int septum_ct_uses_ct4(const struct septum_pkt *pkt, __u32 ifindex)
+{
+	return pkt->ip_version == SEPTUM_IP_V4 && septum_ct4_fits(ifindex);
+}
+
 /* Look the packet's flow up (IPv4 or IPv6 table); fills ct (order, key, entry). */
 static __always_inline void septum_ct_find(struct septum_ct_lookup *ct,
 					   const struct septum_pkt *pkt, __u32 ifindex)
 {
-	if (pkt->ip_version == SEPTUM_IP_V4) {
+	if (septum_ct_uses_ct4(pkt, ifindex)) {
 		__u32 src = *(const __u32 *)pkt->src;
 		__u32 dst = *(const __u32 *)pkt->dst;
 
@@ -139,10 +148,10 @@ static __always_inline void septum_ct_find(struct septum_ct_lookup *ct,
 
 /* Insert (or replace) the flow's entry under the key septum_ct_find built. */
 static __always_inline long septum_ct_insert(const struct septum_ct_lookup *ct,
-					     const struct septum_pkt *pkt,
+					     const struct septum_pkt *pkt, __u32 ifindex,
 					     const struct septum_ct_entry *entry)
 {
-	if (pkt->ip_version == SEPTUM_IP_V4)
+	if (septum_ct_uses_ct4(pkt, ifindex))
 		return bpf_map_update_elem(&sep_ct4, &ct->key4, entry, BPF_ANY);
 	return bpf_map_update_elem(&sep_ct6, &ct->key6, entry, BPF_ANY);
 }

@@ -44,7 +44,7 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 	__u8 *flags_seen;
 	__u64 expires;
 
-	if (cfg->flags & SEPTUM_FAST_FULL_PATH_FLAGS)
+	if ((cfg->flags & SEPTUM_FAST_FULL_PATH_FLAGS) || !septum_ct4_fits(ifindex))
 		return -1;
 	/* h_proto read as one 16-bit load (struct ethhdr is packed, which would
 	 * make it two byte loads). */

@@ -158,7 +158,7 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	entry.fwd_flags_seen = pkt->tcp_flags;
 	entry.orig_direction = hook->direction;
 	entry.orig_swapped = ct->order > 0;
-	if (septum_ct_insert(ct, pkt, &entry))
+	if (septum_ct_insert(ct, pkt, hook->ifindex, &entry))
 		return septum_drop(pkt, hook, ep, cfg, now, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
 				   &decision, peer_identity);
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from septum.dataplane import abi
+from pyroute2 import IPRoute
+from septum.dataplane import abi, netns
 from septum.dataplane.abi import DropReason, EventType, Verdict
+from septum.dataplane.datapath import EndpointSpec
 from septum.dataplane.events import Flow, decode_events
 from septum.dataplane.packets import (
     TCP_ACK,
@@ -178,3 +180,35 @@ def test_the_same_tuple_on_another_interface_is_another_connection(runner, testr
         abi.PROG_FROM_POD, tcp4(POD, PEER, 40002, 80, TCP_ACK), ifindex=2
     )
     assert result.retval == 2
+
+
+BIG_IFINDEX = (1 << abi.CT4_IFINDEX_BITS) + 7
+
+
+@pytest.fixture
+def big_ifindex_node(node, sandbox):
+    """The sandboxed node datapath with an endpoint on an interface whose index does not
+    fit sep_ct4's 24 bits."""
+    with netns.entered(sandbox.node_ns), IPRoute() as ipr:
+        ipr.link("add", ifname="sdpbig0", kind="veth", peer="sdpbig1", index=BIG_IFINDEX)
+    node.upsert_endpoint(
+        EndpointSpec(21, BIG_IFINDEX, 5021, ipv4=POD, check_source=False, attach=False)
+    )
+    return node
+
+
+def test_an_interface_beyond_24_bits_keeps_its_ipv4_flows_in_the_full_table(big_ifindex_node):
+    node = big_ifindex_node
+    node.flow_reader().read_raw()
+    for flags in (TCP_SYN, TCP_ACK, TCP_ACK):
+        result = node.test_run(
+            abi.PROG_FROM_POD, tcp4(POD, PEER, 40000, 80, flags), ifindex=BIG_IFINDEX
+        )
+        assert result.retval == 0
+    # one new connection, then the first ACK (a new flag); the second ACK is established
+    kinds = [e.event_type for e in events(node)]
+    assert kinds == [EventType.POLICY_VERDICT, EventType.TRACE]
+    assert list(node.conntrack4_map.keys()) == []
+    ((key, entry),) = node.conntrack()
+    assert (key.ifindex, key.ip_version, key.protocol) == (BIG_IFINDEX, abi.IPVersion.V4, 6)
+    assert entry.fwd_packets == 1  # the last ACK, counted since the event

@@ -322,20 +322,24 @@ struct septum_ct_key {
 	__u8 pad;
 };
 
-/* IPv4 conntrack key (sep_ct4): the same flow identity in 20 bytes instead of
- * 44 (IPv4 addresses only, no version), so the lookup every established
- * packet makes hashes five words instead of eleven and compares less.
- * Canonical order as above: the (address, port) side that compares lower
- * (addresses and ports compared as loaded, in network byte order) first. */
+/* IPv4 conntrack key (sep_ct4): the same flow identity in 16 bytes instead of
+ * 44, so the lookup every established packet makes hashes and compares four
+ * words instead of eleven.  The protocol rides in the top byte of the
+ * interface index: interfaces whose ifindex does not fit 24 bits (16 million
+ * interfaces created in the node's namespace) keep their IPv4 flows in
+ * sep_ct6 instead, under the full key with ip_version 4.  Canonical order as
+ * above: the (address, port) side that compares lower (addresses and ports
+ * compared as loaded, in network byte order) first. */
 struct septum_ct4_key {
 	__u8 src_addr[4];
 	__u8 dst_addr[4];
 	__u16 sport_be;
 	__u16 dport_be;
-	__u32 ifindex;
-	__u8 protocol;
-	__u8 pad[3];
+	__u32 ifindex_protocol; /* ifindex | protocol << 24 */
 };
+
+#define SEPTUM_CT4_IFINDEX_BITS 24
+#define SEPTUM_CT4_IFINDEX_MASK ((1U << SEPTUM_CT4_IFINDEX_BITS) - 1)
 
 enum septum_ct_state {
 	SEPTUM_CT_NEW = 0,         /* non-TCP, or TCP before the handshake finished */
@@ -446,7 +450,7 @@ SEPTUM_ASSERT_SIZE(struct septum_policy_key, 12);
 SEPTUM_ASSERT_SIZE(struct septum_policy_range_key, 16);
 SEPTUM_ASSERT_SIZE(struct septum_policy_value, 12);
 SEPTUM_ASSERT_SIZE(struct septum_ct_key, 44);
-SEPTUM_ASSERT_SIZE(struct septum_ct4_key, 20);
+SEPTUM_ASSERT_SIZE(struct septum_ct4_key, 16);
 SEPTUM_ASSERT_SIZE(struct septum_ct_entry, 56);
 SEPTUM_ASSERT_SIZE(struct septum_frag_key, 40);
 SEPTUM_ASSERT_SIZE(struct septum_frag_value, 8);

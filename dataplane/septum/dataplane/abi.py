@@ -266,8 +266,10 @@ MAP_IPCACHE: Final = "sep_ipcache"  # CIDRs (LPM)
 MAP_IPCACHE_HOST: Final = "sep_ipcache_h"  # exact /32 and /128 (hash)
 MAP_POLICY: Final = "sep_policy"  # exact keys + bucket heads (hash)
 MAP_POLICY_RANGES: Final = "sep_policy_rng"  # port ranges (LPM)
-MAP_CONNTRACK4: Final = "sep_ct4"  # IPv4 flows (20-byte key)
-MAP_CONNTRACK6: Final = "sep_ct6"  # IPv6 flows
+MAP_CONNTRACK4: Final = "sep_ct4"  # IPv4 flows (16-byte key)
+MAP_CONNTRACK6: Final = "sep_ct6"  # IPv6 flows (and IPv4 ones of an ifindex >= 2**24)
+CT4_IFINDEX_BITS: Final = 24  # sep_ct4 keys hold the ifindex in 24 bits, the protocol above
+CT4_IFINDEX_MASK: Final = (1 << CT4_IFINDEX_BITS) - 1
 MAP_FRAGMENTS: Final = "sep_frags"
 MAP_DROP_RATELIMIT: Final = "sep_drop_rl"
 MAP_EVENTS: Final = "sep_events"
@@ -428,10 +430,16 @@ class Ct4Key(ctypes.Structure):
         ("dst_addr", ctypes.c_uint8 * 4),
         ("sport_be", ctypes.c_uint16),
         ("dport_be", ctypes.c_uint16),
-        ("ifindex", ctypes.c_uint32),
-        ("protocol", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
+        ("ifindex_protocol", ctypes.c_uint32),  # ifindex | protocol << CT4_IFINDEX_BITS
     ]
+
+    @property
+    def ifindex(self) -> int:
+        return int(self.ifindex_protocol) & CT4_IFINDEX_MASK
+
+    @property
+    def protocol(self) -> int:
+        return int(self.ifindex_protocol) >> CT4_IFINDEX_BITS
 
     def widened(self) -> CtKey:
         """The same flow as a CtKey (addresses in the first 4 of 16 bytes, as in events)."""
