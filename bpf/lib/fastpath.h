@@ -48,7 +48,8 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 		return -1;
 	/* h_proto read as one 16-bit load (struct ethhdr is packed, which would
 	 * make it two byte loads). */
-	if ((void *)(ip + 1) > data_end || *(__be16 *)(data + offsetof(struct ethhdr, h_proto)) != bpf_htons(ETH_P_IP) ||
+	if ((void *)(ip + 1) > data_end ||
+	    *(__be16 *)(data + offsetof(struct ethhdr, h_proto)) != bpf_htons(ETH_P_IP) ||
 	    *(__u8 *)ip != SEPTUM_FAST_IPV4_NO_OPTIONS ||
 	    (ip->frag_off & bpf_htons(SEPTUM_FAST_FRAGMENT_BITS)))
 		return -1;
