@@ -194,7 +194,11 @@ class FlowsStream:
 
     def _deadline_passed(self) -> None:
         self._deadline = None
-        if not self._done:
+        if self._done:
+            return
+        if self._messages is None:  # no request message yet, so no response headers either
+            self._end_early(hl.DEADLINE_EXCEEDED, "deadline exceeded")
+        else:
             self._finish(hl.DEADLINE_EXCEEDED, "deadline exceeded")
 
     def ring_closed(self) -> bool:

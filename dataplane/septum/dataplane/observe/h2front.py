@@ -59,7 +59,8 @@ class FrontConnection(hl.H2Link):
         self.loop = front.loop
         self.flows: dict[int, FlowsStream] = {}
         self.proxied: dict[int, ProxyStream] = {}
-        self._upstream: Upstream | None = None
+        self._upstream: Upstream | None = None  # where new relayed streams go
+        self._draining: list[Upstream] = []  # earlier ones grpcio said GOAWAY on
         self.gone = asyncio.Event()
 
     def connection_made(self, transport: Any) -> None:
@@ -121,9 +122,13 @@ class FrontConnection(hl.H2Link):
             if event.stream_ended is not None:
                 stream.request_ended()
             return
-        if self._upstream is None or self._upstream.closed:
-            self._upstream = Upstream(self.loop, self.front.upstream_path)
-        proxy = ProxyStream(self, sid, self._upstream, headers, self._proxy_done)
+        upstream = self._upstream
+        if upstream is None or upstream.closed or upstream.draining:
+            if upstream is not None and not upstream.closed:
+                self._draining.append(upstream)  # its streams run to their end
+            self._draining = [up for up in self._draining if not up.closed]
+            upstream = self._upstream = Upstream(self.loop, self.front.upstream_path)
+        proxy = ProxyStream(self, sid, upstream, headers, self._proxy_done)
         self.proxied[sid] = proxy
         if event.stream_ended is not None:
             proxy.request_ended()
@@ -140,9 +145,11 @@ class FrontConnection(hl.H2Link):
             stream.close()
         for proxy in list(self.proxied.values()):
             proxy.front_reset()
-        if self._upstream is not None:
-            self._upstream.shut()
-            self._upstream = None
+        for upstream in [self._upstream, *self._draining]:
+            if upstream is not None:
+                upstream.shut()
+        self._upstream = None
+        self._draining.clear()
         self.front.connections.discard(self)
         self.gone.set()
 
@@ -249,11 +256,9 @@ class H2Front:
             self._servers.append(server)
 
     async def _shutdown(self, grace_s: float) -> None:
-        for server in self._servers:
-            server.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()  # no new connections; open ones are ours to end below
         # The ring is closed: followers end on their own; give them the grace period.
         self._ring_advanced()
         deadline = self.loop.time() + grace_s
@@ -272,6 +277,13 @@ class H2Front:
         for connection in connections:
             if not connection.gone.is_set() and connection.transport is not None:
                 connection.transport.abort()
+        # Only now: since Python 3.12.1 wait_closed() waits for every connection
+        # to close, so before the goodbyes it would wait for the clients.
+        for server in servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), _CLOSE_WAIT_S)
+            except TimeoutError:
+                log.warning("Observer front: a listener did not close within %.1f s", _CLOSE_WAIT_S)
         await asyncio.sleep(0)  # let aborted transports run connection_lost
 
     # ---- followers (loop thread, except _ring_written) ------------------

@@ -138,7 +138,8 @@ class H2Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._queues.clear()
+        for stream_id in list(self._queues):
+            self._drop(stream_id)
         self.lost()
 
     # ---- for subclasses --------------------------------------------------
@@ -207,7 +208,7 @@ class H2Link(asyncio.Protocol):
         self.write_pending()
 
     def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
-        self._queues.pop(stream_id, None)
+        self._drop(stream_id)
         try:
             self.conn.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:  # incl. StreamClosedError
@@ -216,7 +217,24 @@ class H2Link(asyncio.Protocol):
 
     def forget(self, stream_id: int) -> None:
         """The peer reset the stream: drop what waits for it."""
-        self._queues.pop(stream_id, None)
+        self._drop(stream_id)
+
+    def _drop(self, stream_id: int, already_sent: int = 0) -> None:
+        """Forget a stream's queue, still reporting its bytes as gone.
+
+        A relayed stream acknowledges DATA to the other connection only through
+        on_sent: bytes dropped without it would shrink that connection's
+        receive window for good, and once it reaches zero every relayed call on
+        the connection hangs.
+        """
+        queue = self._queues.pop(stream_id, None)
+        if queue is None:
+            return
+        dropped = already_sent + sum(len(chunk) for chunk in queue.chunks)
+        queue.chunks.clear()
+        queue.size = 0
+        if dropped and queue.on_sent is not None:
+            queue.on_sent(dropped)
 
     def flush(self) -> None:
         """Send whatever the (new) windows allow on every stream, then let producers run."""
@@ -249,8 +267,17 @@ class H2Link(asyncio.Protocol):
                     conn.send_headers(stream_id, queue.trailers, end_stream=True)
                 else:
                     conn.end_stream(stream_id)
-        except h2.exceptions.ProtocolError:  # incl. StreamClosedError
-            self._queues.pop(stream_id, None)
+        except h2.exceptions.ProtocolError as err:
+            # Usually the stream closed meanwhile (StreamClosedError); anything
+            # else is a bug in how we drive h2, so say so.
+            level = (
+                logging.DEBUG
+                if isinstance(err, h2.exceptions.StreamClosedError)
+                else logging.WARNING
+            )
+            log.log(level, "HTTP/2 stream %d: dropping what waits to be sent: %r", stream_id, err)
+            self._queues[stream_id] = queue  # _drop credits what was sent and what waited
+            self._drop(stream_id, already_sent=sent)
             return
         if sent and queue.on_sent is not None:
             queue.on_sent(sent)

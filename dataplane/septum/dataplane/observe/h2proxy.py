@@ -7,6 +7,13 @@ directions, response headers, trailers and resets. DATA received on one side
 is acknowledged to its sender only once the other side's window has taken it,
 so flow control holds end to end. Each public connection gets its own
 connection to grpcio, opened on its first proxied stream and closed with it.
+
+A GOAWAY from grpcio (it sends one, then a PING, when it begins to stop)
+means "no new streams here": the streams it covers run to their end, the
+connection closes once the last one is done, and the next relayed call opens
+a fresh connection. h2 itself treats a GOAWAY as the end of the connection and
+every later frame as a protocol error, so the upstream's state machine keeps
+the connection open on a received GOAWAY.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import h2.connection
 import h2.errors
 import h2.events
 from septum.dataplane.observe import h2link as hl
@@ -25,12 +33,26 @@ log = logging.getLogger(__name__)
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade"})
 
 
+_OPEN = h2.connection.ConnectionState.CLIENT_OPEN
+
+
+class _DrainableConnection(h2.connection.H2ConnectionStateMachine):
+    """A client connection that stays open for its streams after a GOAWAY."""
+
+    _transitions = {
+        **h2.connection.H2ConnectionStateMachine._transitions,
+        (_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY): (None, _OPEN),
+    }
+
+
 class Upstream(hl.H2Link):
     """The client side of one connection to the private grpcio server."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, socket_path: str) -> None:
         super().__init__(client_side=True)
+        self.conn.state_machine = _DrainableConnection()
         self.ready = False
+        self.draining = False  # grpcio sent GOAWAY: no new streams on this connection
         self.members: set[ProxyStream] = set()  # every stream relayed over this connection
         self.by_id: dict[int, ProxyStream] = {}
         self._queued: list[Callable[[], None]] = []
@@ -62,9 +84,15 @@ class Upstream(hl.H2Link):
             self._queued.append(action)
 
     def handle_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ConnectionTerminated):
+            self._goaway(event)
+            return
         stream_id = getattr(event, "stream_id", None)
         stream = self.by_id.get(stream_id) if stream_id is not None else None
         if stream is None:
+            if isinstance(event, h2.events.DataReceived) and stream_id is not None:
+                # A stream we let go of: its bytes still count against the connection.
+                self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
             super().handle_event(event)
             return
         if isinstance(event, h2.events.ResponseReceived):
@@ -80,6 +108,23 @@ class Upstream(hl.H2Link):
             stream.upstream_reset(event.error_code)
         else:  # e.g. a WINDOW_UPDATE for this stream: queued request DATA may go now
             super().handle_event(event)
+
+    def _goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        """No new streams here; those grpcio accepted continue (RFC 9113 6.8)."""
+        self.draining = True
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        for stream in list(self.members):
+            if stream.up_id is None or stream.up_id > last:
+                stream.upstream_lost()  # never processed by grpcio: UNAVAILABLE, retryable
+        if event.error_code != h2.errors.ErrorCodes.NO_ERROR:
+            log.info("Observer front: grpcio ended the connection: %s", event.error_code)
+            self.close()
+        else:
+            self.close_if_drained()
+
+    def close_if_drained(self) -> None:
+        if self.draining and not self.members:
+            self.close()
 
     def lost(self) -> None:
         self._queued.clear()
@@ -207,3 +252,4 @@ class ProxyStream:
         if self.up_id is not None:
             self.upstream.by_id.pop(self.up_id, None)
         self._on_done(self)
+        self.upstream.close_if_drained()

@@ -8,7 +8,7 @@ learn about a gap even when it asked for a narrow set of flows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from septum.dataplane.observe.api.flow import flow_pb2
@@ -61,22 +61,39 @@ class _Reader:
             return True
         return self.query.selection(self.ring.flow(seq, entry))  # type: ignore[arg-type]
 
-    def backlog_start(self) -> int:
-        """First sequence number of the historical part of the answer."""
+    def backlog_start(
+        self, head: int, pause_every: int = 0
+    ) -> Generator[Paused, None, tuple[int, int]]:
+        """First sequence number of the historical part of the answer, and how
+        many entries were examined since the last pause.
+
+        A generator returning them: with pause_every > 0 it yields Paused after
+        that many entries examined, because with a narrow filter the walk back
+        may cover the whole ring (tens of thousands of decoded flows).
+        """
         ring, q = self.ring, self.query
-        head, oldest = ring.head, ring.oldest
+        oldest = ring.oldest
         if q.first or q.number == 0:
-            return oldest
+            return oldest, 0
         # Walk back from the newest event to find the q.number most recent matches.
         found = 0
+        scanned = 0
         seq = head - 1
         while seq >= oldest:
+            if pause_every and scanned >= pause_every:
+                scanned = 0
+                yield Paused(seq)
+                # The writer may have overwritten the oldest entries meanwhile.
+                oldest = max(oldest, ring.oldest)
+                if seq < oldest:
+                    break
             entry = ring.entry(seq)
             if entry is None:
                 break
+            scanned += 1
             wall_ns = ring.wall_time_ns(entry)
             if q.since_ns is not None and wall_ns < q.since_ns:
-                return seq + 1
+                return seq + 1, scanned
             if (
                 not isinstance(entry, LostMarker)
                 and self.in_time_range(wall_ns)
@@ -84,9 +101,9 @@ class _Reader:
             ):
                 found += 1
                 if found == q.number:
-                    return seq
+                    return seq, scanned
             seq -= 1
-        return max(seq + 1, oldest)
+        return max(seq + 1, oldest), scanned
 
 
 class CaughtUp(int):
@@ -114,12 +131,14 @@ def stream_flows(
     """
     q = query
     reader = _Reader(ring, q, node_name)
-    seq = reader.backlog_start()
     # Without follow, the answer is what the ring holds at the time of the call.
-    stop_at = None if q.follow else ring.head
+    head = ring.head
+    stop_at = None if q.follow else head
+    # The forward scan's count continues the backward one's: no run between
+    # two pauses is longer than pause_every entries.
+    seq, skipped = yield from reader.backlog_start(head, pause_every)
     limit = q.number if (q.number and (q.first or not q.follow)) else 0
     sent = 0
-    skipped = 0
     while True:
         if pause_every and skipped >= pause_every:
             skipped = 0

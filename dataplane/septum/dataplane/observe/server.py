@@ -212,11 +212,14 @@ class ObserverServer:
     def stop(self, grace_s: float = 1.0) -> None:
         self.health.enter_graceful_shutdown()
         self.service.ring.close()  # wakes every follower so its stream ends
-        grpc_stopped = self._server.stop(grace_s)
+        # The front first: its relayed calls (peer.Peer/Notify, agent events...)
+        # end on the closed ring and reach their clients with their trailers
+        # within the grace period. Stopping grpcio first would make it cancel
+        # them when the grace ran out while the front still waited for them.
         if self._front is not None:
             self._front.stop(grace_s)
             self._front = None
-        grpc_stopped.wait()
+        self._server.stop(grace_s).wait()
         self._workers.shutdown(wait=True)  # grpcio leaves its executor's threads running
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
