@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import observe_helpers as h
@@ -469,6 +470,8 @@ class RawClient:
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        # Reads what the server sends after a GOAWAY (plain h2 calls that an error).
+        self.conn.state_machine = hl._GracefulStateMachine()
         self.conn.local_settings = h2.settings.Settings(
             client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
         )
@@ -605,7 +608,7 @@ def test_other_calls_complete_while_a_backward_scan_runs(
         # Each read takes a moment until the other call is done, so the scan
         # outlasts a relayed call by far; then it runs at full speed.
         reads.append(seq)
-        other_done.wait(0.001)
+        other_done.wait(0.003)
         return entry(seq)
 
     monkeypatch.setattr(ring, "entry", slowed)
@@ -756,3 +759,47 @@ def test_reset_relayed_calls_return_their_bytes_to_the_upstream_window(
     finally:
         client.close()
         running.node.stop()
+
+
+def test_stop_says_goaway_first_and_lets_open_calls_run_through_the_grace_period(
+    short_tmp: Path,
+) -> None:
+    """During the grace period: GOAWAY, new streams refused, open ones and PINGs served."""
+    running = h.start_observer(short_tmp)
+    client = RawClient(running.socket)
+    stopper = threading.Thread(target=running.node.server.stop, args=(30.0,), daemon=True)
+    try:
+        watch_body = health_pb2.HealthCheckRequest(service="").SerializeToString()
+        watch = client.call(b"/grpc.health.v1.Health/Watch", watch_body, [])
+        client.read_until(
+            "the first health update",
+            lambda: any(isinstance(e, h2.events.DataReceived) for e in client.events),
+        )
+        stopper.start()
+        client.read_until(
+            "GOAWAY",
+            lambda: any(isinstance(e, h2.events.ConnectionTerminated) for e in client.events),
+        )
+        (goaway,) = [e for e in client.events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert goaway.error_code == 0 and goaway.last_stream_id == watch
+        assert stopper.is_alive() and not client.ended(watch)  # the watch still runs
+        late = client.call(b"/observer.Observer/ServerStatus", b"", [])
+        client.read_until("the late stream refused", lambda: client.ended(late))
+        (refused,) = [
+            e for e in client.events if isinstance(e, h2.events.StreamReset) and e.stream_id == late
+        ]
+        assert refused.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        client.conn.ping(b"septum!!")
+        client.send()
+        client.read_until(
+            "the PING answered",
+            lambda: any(isinstance(e, h2.events.PingAckReceived) for e in client.events),
+        )
+        assert not client.ended(watch)
+    finally:
+        client.close()  # the watch ends with its connection; stop() completes
+        if stopper.ident is not None:
+            stopper.join(30)
+        running.close()
+        running.node.stop()
+    assert not stopper.is_alive()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h2.errors
 import h2.events
 import h2.exceptions
 from septum.dataplane.observe import h2link as hl
@@ -62,10 +63,13 @@ class FrontConnection(hl.H2Link):
         self._upstream: Upstream | None = None  # where new relayed streams go
         self._draining: list[Upstream] = []  # earlier ones grpcio said GOAWAY on
         self.gone = asyncio.Event()
+        self.draining = False  # we sent GOAWAY: new streams are refused
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.front.connections.add(self)
+        if self.front.stopping:
+            self.drain()
 
     # ---- FlowsHost -------------------------------------------------------
     def wait_for_ring(self, stream: FlowsStream, seq: int) -> None:
@@ -105,6 +109,11 @@ class FrontConnection(hl.H2Link):
 
     def _request(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
+        if self.draining:
+            # Opened before our GOAWAY reached the client: it was not processed,
+            # so the client may retry it elsewhere (RFC 9113 8.7).
+            self.reset(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         headers = list(event.headers)
         path = next((value for name, value in headers if name == b":path"), b"")
         if path == GET_FLOWS_PATH:
@@ -153,6 +162,18 @@ class FrontConnection(hl.H2Link):
         self.front.connections.discard(self)
         self.gone.set()
 
+    def drain(self) -> None:
+        """Server stop begins: GOAWAY, so the client opens no new streams here;
+        the open ones run on (h2link keeps the connection open after it)."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        try:
+            self.conn.close_connection()  # last stream id: the highest we have seen
+        except h2.exceptions.ProtocolError:
+            pass
+        self.write_pending()
+
     def goodbye(self) -> None:
         """Server stop: GOAWAY, then close once what is queued has been written."""
         if self.closed:
@@ -190,6 +211,7 @@ class H2Front:
         self._servers: list[asyncio.Server] = []
         self._thread: threading.Thread | None = None
         self._listener_token: int | None = None
+        self.stopping = False
 
     @property
     def node_name(self) -> str:
@@ -259,6 +281,9 @@ class H2Front:
         servers, self._servers = self._servers, []
         for server in servers:
             server.close()  # no new connections; open ones are ours to end below
+        self.stopping = True
+        for connection in list(self.connections):
+            connection.drain()
         # The ring is closed: followers end on their own; give them the grace period.
         self._ring_advanced()
         deadline = self.loop.time() + grace_s

@@ -65,6 +65,30 @@ def parse_grpc_timeout(value: bytes) -> float | None:
     return int(digits) * unit
 
 
+_C = h2.connection.ConnectionState
+_IN = h2.connection.ConnectionInputs
+
+
+class _GracefulStateMachine(h2.connection.H2ConnectionStateMachine):
+    """h2's connection states, with a GOAWAY that ends only new streams.
+
+    h2 treats any GOAWAY, sent or received, as the end of the connection: every
+    later frame (a PING, the DATA of a stream still running) is a protocol
+    error. RFC 9113 6.8 says the streams up to the GOAWAY's last stream id
+    carry on, so a server that is stopping can say GOAWAY first and let its
+    calls finish (we, on the public side), and the client of such a server
+    keeps reading them (we, towards grpcio, which says GOAWAY then PING when
+    it stops). A GOAWAY received by a server still ends its connection.
+    """
+
+    _transitions = {
+        **h2.connection.H2ConnectionStateMachine._transitions,
+        (_C.IDLE, _IN.SEND_GOAWAY): (None, _C.IDLE),
+        (_C.SERVER_OPEN, _IN.SEND_GOAWAY): (None, _C.SERVER_OPEN),
+        (_C.CLIENT_OPEN, _IN.RECV_GOAWAY): (None, _C.CLIENT_OPEN),
+    }
+
+
 @dataclass
 class _Queue:
     """DATA for one stream that the peer's window has not taken yet."""
@@ -83,6 +107,7 @@ class H2Link(asyncio.Protocol):
     def __init__(self, client_side: bool) -> None:
         config = h2.config.H2Configuration(client_side=client_side, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
+        self.conn.state_machine = _GracefulStateMachine()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.paused = False  # the transport's buffer is full: produce nothing more

@@ -11,9 +11,8 @@ connection to grpcio, opened on its first proxied stream and closed with it.
 A GOAWAY from grpcio (it sends one, then a PING, when it begins to stop)
 means "no new streams here": the streams it covers run to their end, the
 connection closes once the last one is done, and the next relayed call opens
-a fresh connection. h2 itself treats a GOAWAY as the end of the connection and
-every later frame as a protocol error, so the upstream's state machine keeps
-the connection open on a received GOAWAY.
+a fresh connection (h2link's state machine keeps the connection open for
+that).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import h2.connection
 import h2.errors
 import h2.events
 from septum.dataplane.observe import h2link as hl
@@ -33,24 +31,11 @@ log = logging.getLogger(__name__)
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade"})
 
 
-_OPEN = h2.connection.ConnectionState.CLIENT_OPEN
-
-
-class _DrainableConnection(h2.connection.H2ConnectionStateMachine):
-    """A client connection that stays open for its streams after a GOAWAY."""
-
-    _transitions = {
-        **h2.connection.H2ConnectionStateMachine._transitions,
-        (_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY): (None, _OPEN),
-    }
-
-
 class Upstream(hl.H2Link):
     """The client side of one connection to the private grpcio server."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, socket_path: str) -> None:
         super().__init__(client_side=True)
-        self.conn.state_machine = _DrainableConnection()
         self.ready = False
         self.draining = False  # grpcio sent GOAWAY: no new streams on this connection
         self.members: set[ProxyStream] = set()  # every stream relayed over this connection

@@ -19,6 +19,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,10 +217,13 @@ class ObserverServer:
         # end on the closed ring and reach their clients with their trailers
         # within the grace period. Stopping grpcio first would make it cancel
         # them when the grace ran out while the front still waited for them.
+        deadline = time.monotonic() + grace_s
         if self._front is not None:
             self._front.stop(grace_s)
             self._front = None
-        self._server.stop(grace_s).wait()
+        # What the front relayed has ended or was cancelled with its connection;
+        # grpcio gets what is left of the grace period, not a second one.
+        self._server.stop(max(0.0, deadline - time.monotonic())).wait()
         self._workers.shutdown(wait=True)  # grpcio leaves its executor's threads running
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
