@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from septum.dataplane.observe import h2link as hl
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
 from septum.dataplane.observe.api.peer import peer_pb2, peer_pb2_grpc
-from septum.dataplane.observe.h2flows import SCAN_PER_TURN
+from septum.dataplane.observe.h2flows import MAX_REQUEST_BYTES, SCAN_PER_TURN
 from septum.dataplane.observe.query import FlowQuery, Paused, stream_flows
 
 BURST = 3000  # flows in one answer: far more than one DATA frame or window holds
@@ -283,6 +283,46 @@ def test_compressed_request_is_unimplemented(observer: h.RunningObserver) -> Non
     )
     assert call.trailers[b"grpc-status"] == b"12"
     assert b"gzip" in call.trailers[b"grpc-message"]
+    assert call.headers[b"grpc-accept-encoding"] == b"identity"
+
+
+def _padded_request(size: int) -> bytes:
+    """A GetFlowsRequest(number=1) of exactly `size` bytes (an unknown field pads it)."""
+    head = _request(number=1)
+    tag = b"\xc2\x3e"  # field 1000, length-delimited: ignored by the server
+    for length_bytes in range(1, 6):
+        pad = size - len(head) - len(tag) - length_bytes
+        length = bytearray()
+        value = pad
+        while True:
+            length.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+            value >>= 7
+            if not value:
+                break
+        if len(length) == length_bytes:
+            return head + tag + bytes(length) + b"\x00" * pad
+    raise AssertionError(f"no padding gives {size} bytes")
+
+
+def test_request_limit_counts_the_message_not_its_prefix(observer: h.RunningObserver) -> None:
+    observer.push(h.event(src_port=9))
+    request = _padded_request(MAX_REQUEST_BYTES)
+    assert len(request) == MAX_REQUEST_BYTES
+    padded = observer_pb2.GetFlowsRequest.FromString(request)  # keeps the unknown field
+    responses = list(observer.stub().GetFlows(padded, timeout=30))
+    assert [r.flow.l4.TCP.source_port for r in responses] == [9]
+    # One byte more is refused from its prefix alone, before the body arrives.
+    client = RawClient(observer.socket)
+    try:
+        sid = client.call(GET_FLOWS, None, [])
+        client.conn.send_data(sid, b"\x00" + (MAX_REQUEST_BYTES + 1).to_bytes(4, "big"))
+        client.send()
+        client.read_until("the refusal", lambda: client.ended(sid))
+        refused = client.headers_of(sid)
+        assert refused[b"grpc-status"] == b"8", refused
+        assert str(MAX_REQUEST_BYTES + 1).encode() in refused[b"grpc-message"]
+    finally:
+        client.close()
 
 
 def test_grpc_timeout_ends_a_follower_on_the_server(observer: h.RunningObserver) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from septum.dataplane.observe import h2link as hl
@@ -81,11 +81,14 @@ class FlowsStream:
         if self._messages is not None or self._done:
             return  # a unary request: anything after the first message is ignored
         self._request += data
-        if len(self._request) > MAX_REQUEST_BYTES:
-            self._end_early(hl.RESOURCE_EXHAUSTED, "GetFlowsRequest larger than 4 MiB")
-            return
         if len(self._request) >= _PREFIX:
             length = int.from_bytes(self._request[1:_PREFIX], "big")
+            if length > MAX_REQUEST_BYTES:  # the message's size, as grpcio counts it
+                self._end_early(
+                    hl.RESOURCE_EXHAUSTED,
+                    f"GetFlowsRequest of {length} bytes, more than {MAX_REQUEST_BYTES}",
+                )
+                return
             if len(self._request) >= _PREFIX + length:
                 self._start(bytes(self._request[_PREFIX : _PREFIX + length]))
 
@@ -99,6 +102,9 @@ class FlowsStream:
                 hl.UNIMPLEMENTED,
                 f"compressed GetFlowsRequest (grpc-encoding "
                 f"{self._encoding.decode(errors='replace')}) is not supported",
+                # What we take instead (gRPC compression spec): clients that
+                # honour it stop compressing on this channel.
+                [(b"grpc-accept-encoding", b"identity")],
             )
             return
         try:
@@ -124,10 +130,12 @@ class FlowsStream:
         )
         self.pump()
 
-    def _end_early(self, code: int, message: str) -> None:
+    def _end_early(
+        self, code: int, message: str, extra: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         """A trailers-only response: the call failed before any message."""
         self.close()  # first: a client that sees the answer sees the stream released
-        headers = [(b":status", b"200"), (b"content-type", hl.GRPC_CONTENT_TYPE)]
+        headers = [(b":status", b"200"), (b"content-type", hl.GRPC_CONTENT_TYPE), *extra]
         self.link.send_headers(
             self.stream_id, headers + hl.status_trailers(code, message), end_stream=True
         )
