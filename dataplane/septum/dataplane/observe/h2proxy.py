@@ -183,6 +183,8 @@ class ProxyStream:
             self.upstream.reset(up_id, h2.errors.ErrorCodes.CANCEL)
 
     def _ack_front(self, count: int) -> None:
+        if self.front.closed:
+            return
         self.front.conn.acknowledge_received_data(count, self.front_id)
         self.front.write_pending()
 
@@ -200,7 +202,7 @@ class ProxyStream:
         self.front.send(self.front_id, data, on_sent=self._ack_up)
 
     def _ack_up(self, count: int) -> None:
-        if self.up_id is not None:
+        if self.up_id is not None and not self.upstream.closed:
             self.upstream.conn.acknowledge_received_data(count, self.up_id)
             self.upstream.write_pending()
 
