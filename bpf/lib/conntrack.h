@@ -35,8 +35,8 @@ struct {
 	__uint(max_entries, 65536);
 } sep_ct6 SEC(".maps");
 
-/* One conntrack lookup's key and result, kept so that a lookup made by the
- * established fast path (fastpath.h) is not repeated by the full path. */
+/* One conntrack lookup's key and result (the fast path's, then the full
+ * path's own). */
 struct septum_ct_lookup {
 	struct septum_ct_key key6 SEPTUM_ALIGNED;
 	struct septum_ct4_key key4;
@@ -125,9 +125,11 @@ static __always_inline int septum_ct_uses_ct4(const struct septum_pkt *pkt, __u3
 	return pkt->ip_version == SEPTUM_IP_V4 && septum_ct4_fits(ifindex);
 }
 
-/* Look the packet's flow up (IPv4 or IPv6 table); fills ct (order, key, entry). */
+/* Look the packet's flow up (IPv4 or IPv6 table); fills ct (order, key, entry).
+ * known_absent: the caller knows the entry does not exist (only the key is built). */
 static __always_inline void septum_ct_find(struct septum_ct_lookup *ct,
-					   const struct septum_pkt *pkt, __u32 ifindex)
+					   const struct septum_pkt *pkt, __u32 ifindex,
+					   __u32 known_absent)
 {
 	if (septum_ct_uses_ct4(pkt, ifindex)) {
 		__u32 src = *(const __u32 *)pkt->src;
@@ -136,12 +138,12 @@ static __always_inline void septum_ct_find(struct septum_ct_lookup *ct,
 		ct->order = septum_ct4_order(src, dst, pkt->sport_be, pkt->dport_be);
 		septum_ct4_key_fill(&ct->key4, src, dst, pkt->sport_be, pkt->dport_be, ifindex,
 				    pkt->protocol, ct->order);
-		ct->entry = bpf_map_lookup_elem(&sep_ct4, &ct->key4);
+		ct->entry = known_absent ? NULL : bpf_map_lookup_elem(&sep_ct4, &ct->key4);
 	} else {
 		ct->order = septum_ct6_order(pkt);
 		__builtin_memset(&ct->key6, 0, sizeof(ct->key6));
 		septum_ct6_key_fill(&ct->key6, pkt, ifindex, ct->order);
-		ct->entry = bpf_map_lookup_elem(&sep_ct6, &ct->key6);
+		ct->entry = known_absent ? NULL : bpf_map_lookup_elem(&sep_ct6, &ct->key6);
 	}
 	ct->done = 1;
 }

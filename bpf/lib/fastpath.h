@@ -1,16 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The established fast path: most packets belong to an IPv4 TCP or UDP
- * connection conntrack already allowed, and need nothing but that entry.  It
- * reads just the headers that make the conntrack key, straight from the
+ * The established fast path: most packets belong to a TCP or UDP connection
+ * (IPv4 or IPv6) conntrack already allowed, and need nothing but that entry.
+ * It reads just the headers that make the conntrack key, straight from the
  * packet (no septum_pkt, no Ethernet addresses), looks the flow up, and
  * finishes the packet when the full path would only refresh the entry and
- * count it.  Anything else (IPv6, IP options, fragments, other protocols,
- * headers beyond the linear data, a new TCP flag or the first reply (an
- * event is due), an expired, revoked or re-opened entry, revocation on policy
- * change, the benchmark flags) returns -1 for the full path, which then reuses
- * this lookup instead of repeating it.  The checks here are a subset of the
- * parser's: a packet the parser would drop never passes here.
+ * count it.  Anything else (IPv4 options, IPv6 extension headers, fragments,
+ * other protocols, headers beyond the linear data, a new TCP flag or the
+ * first reply (an event is due), an expired, revoked or re-opened entry,
+ * revocation on policy change, the benchmark flags) returns -1 for the full
+ * path; when the lookup found nothing, the full path is told so and skips its
+ * own (new connections and denies pay one lookup).  The checks here are a
+ * subset of the parser's: a packet the parser would drop never passes here.
  */
 #ifndef SEPTUM_LIB_FASTPATH_H
 #define SEPTUM_LIB_FASTPATH_H
@@ -26,6 +27,105 @@
 	(SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE | SEPTUM_CFG_F_BENCH_FORCE_NEW |               \
 	 SEPTUM_CFG_F_BENCH_NEW_FLOWS)
 
+/* The TCP/UDP header at l4 (l4_len bytes claimed by the IP header) as the
+ * parser would accept it; returns 0 and the TCP flags, or -1. */
+static __always_inline int septum_fast_l4(void *l4, void *data_end, __u8 protocol, __u32 l4_len,
+					  __u8 *tcp_flags)
+{
+	if (protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end || l4_len < sizeof(*tcp) || tcp->doff < 5 ||
+		    (__u32)tcp->doff * 4 > l4_len)
+			return -1;
+		*tcp_flags = ((__u8 *)tcp)[13];
+		return 0;
+	}
+	if (protocol == IPPROTO_UDP) {
+		if (l4 + sizeof(struct udphdr) > data_end || l4_len < sizeof(struct udphdr))
+			return -1;
+		return 0;
+	}
+	return -1;
+}
+
+/* IPv4 without options, not a fragment: looks the flow up in sep_ct4. */
+static __always_inline int septum_fast_lookup4(void *data, void *data_end, __u32 wire_len,
+					       __u32 ifindex, struct septum_ct_lookup *ct,
+					       __u8 *protocol, __u8 *tcp_flags)
+{
+	struct iphdr *ip = data + ETH_HLEN;
+	__be16 *ports = (void *)(ip + 1);
+	__u32 total_len;
+
+	if (!septum_ct4_fits(ifindex) || (void *)(ip + 1) > data_end ||
+	    *(__u8 *)ip != SEPTUM_FAST_IPV4_NO_OPTIONS ||
+	    (ip->frag_off & bpf_htons(SEPTUM_FAST_FRAGMENT_BITS)))
+		return -1;
+	total_len = bpf_ntohs(ip->tot_len);
+	if (total_len > wire_len - ETH_HLEN || total_len < sizeof(*ip) ||
+	    septum_fast_l4(ports, data_end, ip->protocol, total_len - sizeof(*ip), tcp_flags))
+		return -1;
+	*protocol = ip->protocol;
+	ct->order = septum_ct4_order(ip->saddr, ip->daddr, ports[0], ports[1]);
+	septum_ct4_key_fill(&ct->key4, ip->saddr, ip->daddr, ports[0], ports[1], ifindex,
+			    ip->protocol, ct->order);
+	ct->entry = bpf_map_lookup_elem(&sep_ct4, &ct->key4);
+	ct->done = 1;
+	return 0;
+}
+
+/* IPv6 with TCP or UDP right after the fixed header (no extension headers):
+ * looks the flow up in sep_ct6. */
+static __always_inline int septum_fast_lookup6(void *data, void *data_end, __u32 wire_len,
+					       __u32 ifindex, struct septum_ct_lookup *ct,
+					       __u8 *protocol, __u8 *tcp_flags)
+{
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__be16 *ports = (void *)(ip6 + 1);
+	const __u64 *src = (const __u64 *)&ip6->saddr;
+	const __u64 *dst = (const __u64 *)&ip6->daddr;
+	struct septum_ct_key *key = &ct->key6;
+	__u32 payload_len;
+	int order;
+
+	if ((void *)(ip6 + 1) > data_end || (*(__u8 *)ip6 >> 4) != 6)
+		return -1;
+	payload_len = bpf_ntohs(ip6->payload_len);
+	if (payload_len + sizeof(*ip6) > wire_len - ETH_HLEN ||
+	    septum_fast_l4(ports, data_end, ip6->nexthdr, payload_len, tcp_flags))
+		return -1;
+	*protocol = ip6->nexthdr;
+	/* As septum_ct6_order and septum_ct6_key_fill, from the packet. */
+	if (src[0] != dst[0])
+		order = src[0] < dst[0] ? -1 : 1;
+	else if (src[1] != dst[1])
+		order = src[1] < dst[1] ? -1 : 1;
+	else if (ports[0] != ports[1])
+		order = ports[0] < ports[1] ? -1 : 1;
+	else
+		order = 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	if (order > 0) {
+		septum_copy16(key->src_addr, (const __u8 *)dst);
+		septum_copy16(key->dst_addr, (const __u8 *)src);
+		key->sport_be = ports[1];
+		key->dport_be = ports[0];
+	} else {
+		septum_copy16(key->src_addr, (const __u8 *)src);
+		septum_copy16(key->dst_addr, (const __u8 *)dst);
+		key->sport_be = ports[0];
+		key->dport_be = ports[1];
+	}
+	key->ifindex = ifindex;
+	key->protocol = ip6->nexthdr;
+	key->ip_version = SEPTUM_IP_V6;
+	ct->order = order;
+	ct->entry = bpf_map_lookup_elem(&sep_ct6, key);
+	ct->done = 1;
+	return 0;
+}
+
 /* Returns the tc verdict when the packet is done, -1 for the full path (with
  * ct->done set when the flow was looked up). */
 static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 ifindex,
@@ -34,56 +134,39 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
-	struct iphdr *ip = data + ETH_HLEN;
-	__be16 *ports = (void *)(ip + 1);
 	struct septum_ct_entry *entry;
 	__u32 wire_len = skb->len;
-	__u32 total_len;
 	__u8 tcp_flags = 0;
+	__u8 protocol = 0;
 	__u8 is_reply;
 	__u8 *flags_seen;
 	__u64 expires;
+	__be16 proto;
 
-	if ((cfg->flags & SEPTUM_FAST_FULL_PATH_FLAGS) || !septum_ct4_fits(ifindex))
+	if ((cfg->flags & SEPTUM_FAST_FULL_PATH_FLAGS) || data + ETH_HLEN > data_end)
 		return -1;
 	/* h_proto read as one 16-bit load (struct ethhdr is packed, which would
 	 * make it two byte loads). */
-	if ((void *)(ip + 1) > data_end ||
-	    *(__be16 *)(data + offsetof(struct ethhdr, h_proto)) != bpf_htons(ETH_P_IP) ||
-	    *(__u8 *)ip != SEPTUM_FAST_IPV4_NO_OPTIONS ||
-	    (ip->frag_off & bpf_htons(SEPTUM_FAST_FRAGMENT_BITS)))
-		return -1;
-	total_len = bpf_ntohs(ip->tot_len);
-	if (total_len > wire_len - ETH_HLEN)
-		return -1;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)(ip + 1);
-
-		if ((void *)(tcp + 1) > data_end || total_len < sizeof(*ip) + sizeof(*tcp) ||
-		    tcp->doff < 5 || (__u32)tcp->doff * 4 > total_len - sizeof(*ip))
+	proto = *(__be16 *)(data + offsetof(struct ethhdr, h_proto));
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (septum_fast_lookup4(data, data_end, wire_len, ifindex, ct, &protocol,
+					&tcp_flags))
 			return -1;
-		tcp_flags = ((__u8 *)tcp)[13];
-	} else if (ip->protocol == IPPROTO_UDP) {
-		if ((void *)(ports + 4) > data_end || total_len < sizeof(*ip) + 8)
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (septum_fast_lookup6(data, data_end, wire_len, ifindex, ct, &protocol,
+					&tcp_flags))
 			return -1;
 	} else {
 		return -1;
 	}
-
-	ct->order = septum_ct4_order(ip->saddr, ip->daddr, ports[0], ports[1]);
-	septum_ct4_key_fill(&ct->key4, ip->saddr, ip->daddr, ports[0], ports[1], ifindex,
-			    ip->protocol, ct->order);
-	entry = bpf_map_lookup_elem(&sep_ct4, &ct->key4);
-	ct->entry = entry;
-	ct->done = 1;
+	entry = ct->entry;
 	if (!entry)
 		return -1;
 	is_reply = direction != entry->orig_direction;
 	flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	if (!septum_ct_matches(entry, ct->order, is_reply) || entry->expires < now ||
 	    entry->verdict == SEPTUM_VERDICT_DROPPED || (tcp_flags & ~*flags_seen) ||
-	    (is_reply && !entry->reply_seen) ||
-	    septum_ct_is_reopen(entry, ip->protocol, tcp_flags))
+	    (is_reply && !entry->reply_seen) || septum_ct_is_reopen(entry, protocol, tcp_flags))
 		return -1;
 
 	/* As septum_established: without a new flag the state cannot move. */

@@ -324,21 +324,36 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	return SEPTUM_TC_FORWARD;
 }
 
-/* The established path looks up nothing but the conntrack entry: the key is
+/* The full path: parse, conntrack, and for a new connection endpoint, ipcache
+ * and policy; every drop, event and conntrack insert.  A global (not inlined)
+ * BPF function, so the verifier checks it once, on its own, instead of once
+ * per way the fast path can hand a packet over: it takes only the context and
+ * scalars.  ct_absent: the fast path already looked this packet's tuple up
+ * (same key, see fastpath.h) and found nothing, so the lookup is skipped.
+ *
+ * The established path looks up nothing but the conntrack entry: the key is
  * scoped by ifindex, anti-spoofing was checked when the entry was created, and
- * the endpoint is only read when an event is reported or revocation is on.
- * Most established packets never get here past the fast path (fastpath.h). */
-static __always_inline int septum_full_path(struct __sk_buff *skb,
-					   const struct septum_hook *hook,
-					   const struct septum_config *cfg, __u64 now,
-					   struct septum_ct_lookup *ct)
+ * the endpoint is only read when an event is reported or revocation is on. */
+__attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifindex,
+					       __u32 direction, __u32 trace_point,
+					       __u32 ct_absent)
 {
+	const struct septum_config *cfg = septum_config_get();
+	struct septum_hook hooks = {
+		.ifindex = ifindex,
+		.direction = direction,
+		.trace_point = trace_point,
+	};
+	const struct septum_hook *hook = &hooks;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 wire_len = skb->len;
+	struct septum_ct_lookup lookup;
+	struct septum_ct_lookup *ct = &lookup;
 	struct septum_pkt pkt = {};
 	const struct septum_endpoint *ep;
 	struct septum_ct_entry *entry;
+	__u64 now = septum_now();
 	__u8 is_reply = 0;
 	int ret;
 
@@ -376,15 +391,13 @@ static __always_inline int septum_full_path(struct __sk_buff *skb,
 			*(__u16 *)&pkt.src[2] ^= (__u16)bpf_get_prandom_u32();
 		else
 			*(__u32 *)&pkt.src[12] = bpf_get_prandom_u32();
-		ct->done = 0;
+		ct_absent = 0;
 	}
 
-	/* One lookup for both directions (the key is canonical), made here
-	 * unless the fast path made it for this very tuple already: it does
-	 * only for unfragmented IPv4 TCP/UDP, whose tuple the parser reads the
-	 * same way. */
-	if (!ct->done)
-		septum_ct_find(ct, &pkt, hook->ifindex);
+	/* One lookup for both directions (the key is canonical), unless the
+	 * fast path found this very tuple absent already: it looks up only
+	 * unfragmented TCP/UDP, whose tuple the parser reads the same way. */
+	septum_ct_find(ct, &pkt, hook->ifindex, ct_absent);
 	entry = ct->entry;
 	if (entry) {
 		is_reply = hook->direction != entry->orig_direction;
@@ -421,7 +434,8 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
 	if (ret >= 0)
 		return ret;
-	return septum_full_path(skb, hook, cfg, now, &ct);
+	return septum_full_path(skb, hook->ifindex, hook->direction, hook->trace_point,
+				ct.done && !ct.entry);
 }
 
 #endif

@@ -23,14 +23,17 @@ from septum.dataplane.packets import (
     TCP_SYN,
     ether,
     ipv4,
+    ipv6,
     tcp,
     tcp4,
+    tcp6,
     udp4,
 )
 
 pytestmark = pytest.mark.privileged
 
 POD, PEER = "10.99.0.1", "10.99.0.2"
+POD6, PEER6 = "fd00:99::1", "fd00:99::2"
 FORWARDED = (0, Verdict.FORWARDED, DropReason.NONE)
 
 
@@ -92,6 +95,59 @@ def test_established_packets_are_counted_without_events(runner, tcp_flow):
     assert (after.fwd_packets - fwd, after.rev_packets - rev) == (5, 5)
     assert after.fwd_bytes > before.fwd_bytes and after.rev_bytes > before.rev_bytes
     assert events(tcp_flow) == []
+
+
+@pytest.fixture
+def tcp6_flow(runner, testrun_node):
+    """An established IPv6 TCP connection POD6:40000 -> PEER6:80, ring drained."""
+    events(testrun_node)
+    assert runner.outcome(tcp6(POD6, PEER6, 40000, 80, TCP_SYN)) == FORWARDED
+    assert (
+        runner.outcome(tcp6(PEER6, POD6, 80, 40000, TCP_SYN | TCP_ACK), abi.PROG_TO_POD)
+        == FORWARDED
+    )
+    assert runner.outcome(tcp6(POD6, PEER6, 40000, 80, TCP_ACK)) == FORWARDED
+    assert len(events(testrun_node)) == 3
+    return testrun_node
+
+
+def _ipv6_entry(node):
+    (entry,) = [e for k, e in node.conntrack() if k.ip_version == abi.IPVersion.V6]
+    return entry
+
+
+def test_established_ipv6_packets_are_counted_without_events(runner, tcp6_flow):
+    fwd, rev = _ipv6_entry(tcp6_flow).fwd_packets, _ipv6_entry(tcp6_flow).rev_packets
+    for _ in range(4):
+        assert runner.outcome(tcp6(POD6, PEER6, 40000, 80, TCP_ACK)) == FORWARDED
+        assert runner.outcome(tcp6(PEER6, POD6, 80, 40000, TCP_ACK), abi.PROG_TO_POD) == FORWARDED
+    after = _ipv6_entry(tcp6_flow)
+    assert (after.fwd_packets - fwd, after.rev_packets - rev) == (4, 4)
+    assert events(tcp6_flow) == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (
+            ether(ipv6(POD6, PEER6, 6, tcp(40000, 80, TCP_ACK), payload_length=900), 0x86DD),
+            DropReason.INVALID_IPV6_LENGTH,
+        ),
+        (
+            ether(ipv6(POD6, PEER6, 6, tcp(40000, 80, TCP_ACK), payload_length=10), 0x86DD),
+            DropReason.TRUNCATED_TCP,
+        ),
+        (
+            ether(ipv6(POD6, PEER6, 6, tcp(40000, 80, TCP_ACK, doff=4)), 0x86DD),
+            DropReason.INVALID_TCP_DATA_OFFSET,
+        ),
+    ],
+    ids=["payload-length-beyond-packet", "payload-length-cuts-tcp", "tcp-doff-4"],
+)
+def test_malformed_ipv6_packets_of_an_established_flow_get_the_full_verdict(
+    runner, tcp6_flow, frame, reason
+):
+    assert runner.outcome(frame) == dropped(reason)
 
 
 def test_a_new_flag_still_reports_and_moves_the_state(runner, tcp_flow):
@@ -219,16 +275,21 @@ def test_an_interface_beyond_24_bits_keeps_its_ipv4_flows_in_the_full_table(big_
 # ---- differential: the fast path against the full path --------------------------------
 
 
-def _snapshot(node) -> list[tuple[bytes, bytes]]:
-    return [(bytes(key), bytes(entry)) for key, entry in node.conntrack4_map.items()]
+def _snapshot(node) -> list[tuple[int, bytes, bytes]]:
+    return [
+        (version, bytes(key), bytes(entry))
+        for version, table in ((4, node.conntrack4_map), (6, node.conntrack6_map))
+        for key, entry in table.items()
+    ]
 
 
-def _restore(node, snapshot: list[tuple[bytes, bytes]]) -> None:
+def _restore(node, snapshot: list[tuple[int, bytes, bytes]]) -> None:
     node.flush_conntrack()
-    for key, entry in snapshot:
-        node.conntrack4_map.update(
-            abi.Ct4Key.from_buffer_copy(key), abi.CtEntry.from_buffer_copy(entry)
+    for version, key, entry in snapshot:
+        table, key_type = (
+            (node.conntrack4_map, abi.Ct4Key) if version == 4 else (node.conntrack6_map, abi.CtKey)
         )
+        table.update(key_type.from_buffer_copy(key), abi.CtEntry.from_buffer_copy(entry))
 
 
 def _outcome(runner, node, frame: bytes, program: str):
@@ -248,9 +309,10 @@ def _outcome(runner, node, frame: bytes, program: str):
     ]
     # the deadline moves with the clock between the two runs: compare the rest
     table = []
-    for key, entry in node.conntrack4_map.items():
-        entry.expires = 0
-        table.append((bytes(key), bytes(entry)))
+    for tables in (node.conntrack4_map, node.conntrack6_map):
+        for key, entry in tables.items():
+            entry.expires = 0
+            table.append((bytes(key), bytes(entry)))
     # drop events are rate-limited per flow across runs: compare them only when forwarded
     return retval, moved, table, emitted if retval == 0 else None
 
@@ -261,8 +323,9 @@ def mutated_packets(draw) -> tuple[bytes, str]:
     replaced and maybe cut short."""
     reply = draw(st.booleans())
     flags = draw(st.sampled_from([TCP_ACK, TCP_ACK | TCP_PSH, TCP_ACK | TCP_FIN, TCP_SYN]))
+    make, pod, peer = draw(st.sampled_from([(tcp4, POD, PEER), (tcp6, POD6, PEER6)]))
     frame = bytearray(
-        tcp4(PEER, POD, 80, 40000, flags) if reply else tcp4(POD, PEER, 40000, 80, flags)
+        make(peer, pod, 80, 40000, flags) if reply else make(pod, peer, 40000, 80, flags)
     )
     for _ in range(draw(st.integers(0, 3))):
         frame[draw(st.integers(0, len(frame) - 1))] = draw(st.integers(0, 255))
@@ -278,7 +341,7 @@ def mutated_packets(draw) -> tuple[bytes, str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=mutated_packets())
-def test_fast_path_and_full_path_agree_on_every_packet(runner, tcp_flow, case):
+def test_fast_path_and_full_path_agree_on_every_packet(runner, tcp_flow, tcp6_flow, case):
     """Revocation mode sends every packet down the full path (and re-checks nothing while
     the policy revision is unchanged): with the same conntrack state before, both modes
     give the same verdict, counter, conntrack state after and events."""
