@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from septum.dataplane import abi, loader
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import NodeDatapath
+from septum.dataplane.errors import LibbpfError
 
 pytestmark = pytest.mark.privileged
 
@@ -101,3 +104,43 @@ def test_compatible_pins_are_reused_without_a_warning(config, caplog):
         node.close()
     assert node.recreated_maps == ()
     assert not [r for r in caplog.records if r.name == loader.__name__]
+
+
+def test_a_rejected_object_leaves_no_pin_directory(tmp_path, node_name):
+    """A verifier rejection fails the load with a clear error and leaves nothing pinned."""
+    source_root = Path(__file__).resolve().parents[2] / "bpf"
+    shutil.copytree(source_root, tmp_path / "bpf")
+    program = tmp_path / "bpf" / "septum.bpf.c"
+    text = program.read_text()
+    empty = "int bench_empty(struct __sk_buff *skb)\n{\n\treturn SEPTUM_TC_FORWARD;\n}"
+    assert empty in text
+    # a read far past the context: the verifier refuses it
+    program.write_text(
+        text.replace(
+            empty, empty.replace("return SEPTUM_TC_FORWARD;", "return *(int *)((long)skb + 4000);")
+        )
+    )
+    broken = tmp_path / "broken.bpf.o"
+    subprocess.run(
+        [
+            "clang",
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            f"-I{tmp_path / 'bpf' / 'include'}",
+            f"-I{tmp_path / 'bpf'}",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+            str(program),
+            "-o",
+            str(broken),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    config = DatapathConfig(node_name=node_name, bpf_object=broken)
+    with pytest.raises(LibbpfError, match="verifier rejected a program"):
+        NodeDatapath(config)
+    assert not config.pin_dir.exists()

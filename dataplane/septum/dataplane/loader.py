@@ -118,6 +118,7 @@ def load(config: DatapathConfig) -> LoadedObject:
     require_all(config.bpf_object)
     binding = lib()
     handle = _open(config.bpf_object)
+    created_pin_dir = False
     try:
         btf = binding.bpf_object__btf(handle)
         if not btf:
@@ -125,6 +126,7 @@ def load(config: DatapathConfig) -> LoadedObject:
                 f"BPF object {config.bpf_object} has no BTF: rebuild it with `make bpf`"
             )
         check_mirrors(btf, abi.MIRRORS)
+        created_pin_dir = not config.pin_dir.exists()
         config.pin_dir.mkdir(parents=True, exist_ok=True)
         map_pointers: dict[str, int] = {}
         for name, setting in MAP_SETTINGS.items():
@@ -166,6 +168,9 @@ def load(config: DatapathConfig) -> LoadedObject:
             programs[name] = check(binding.bpf_program__fd(program), f"fd of program {name}")
     except BaseException:
         binding.bpf_object__close(handle)
+        # libbpf unpins what a failed load pinned: leave no empty node directory behind
+        if created_pin_dir and config.pin_dir.is_dir() and not any(config.pin_dir.iterdir()):
+            config.pin_dir.rmdir()
         raise
     return LoadedObject(handle, maps, programs, recreated)
 
@@ -234,10 +239,19 @@ def _explain_load_failure(config: DatapathConfig, code: int) -> None:
             f"{config.pin_dir} were created with other settings or another object version; "
             "tear the node's datapath down (NodeDatapath.teardown) or restore the settings"
         )
-    if code in (errno.EPERM, errno.EACCES):
+    if code == errno.EPERM:
         raise PrerequisiteError(
             f"the kernel refused to load {config.bpf_object} ({reason}): "
             "run as root with CAP_BPF and CAP_NET_ADMIN"
+        )
+    if code == errno.EACCES:
+        # The capabilities were checked before the load (prereq.require_all): EACCES from
+        # a program load is the verifier refusing a program, not a missing permission.
+        raise LibbpfError(
+            f"loading {config.bpf_object}: the verifier rejected a program (its log is in "
+            "the libbpf messages above)",
+            code,
+            reason,
         )
     raise LibbpfError(
         f"loading {config.bpf_object} (kernel feature missing or verifier rejection: see "
