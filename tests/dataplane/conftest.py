@@ -89,6 +89,14 @@ def testrun_node(_testrun_datapath: NodeDatapath) -> NodeDatapath:
     return datapath
 
 
+# Runner.outcome() of a forwarded packet, and of one dropped for `reason`
+FORWARDED = (0, abi.Verdict.FORWARDED, abi.DropReason.NONE)
+
+
+def dropped(reason: abi.DropReason) -> tuple[int, abi.Verdict, int]:
+    return (2, abi.Verdict.DROPPED, reason)
+
+
 class Runner:
     """Runs packets through a program and says which single counter moved."""
 

@@ -30,15 +30,12 @@ from septum.dataplane.packets import (
     udp4,
 )
 
+from .conftest import FORWARDED, dropped
+
 pytestmark = pytest.mark.privileged
 
 POD, PEER = "10.99.0.1", "10.99.0.2"
 POD6, PEER6 = "fd00:99::1", "fd00:99::2"
-FORWARDED = (0, Verdict.FORWARDED, DropReason.NONE)
-
-
-def dropped(reason: DropReason) -> tuple[int, Verdict, int]:
-    return (2, Verdict.DROPPED, reason)
 
 
 def events(node) -> list[Flow]:

@@ -34,17 +34,12 @@ from septum.dataplane.packets import (
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 from septum.dataplane.sandbox import open_socket
 
+from .conftest import FORWARDED, dropped
+
 pytestmark = pytest.mark.privileged
 
 SRC, DST = "10.99.0.1", "10.99.0.2"
 SRC6, DST6 = "fd00:99::1", "fd00:99::2"
-FORWARDED = (0, Verdict.FORWARDED, DropReason.NONE)
-
-
-def dropped(reason: DropReason) -> tuple[int, Verdict, int]:
-    return (2, Verdict.DROPPED, reason)
-
-
 VALID = {
     "tcp4": tcp4(SRC, DST, 40000, 80),
     "tcp6": tcp6(SRC6, DST6, 40000, 80),
