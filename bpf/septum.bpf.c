@@ -7,6 +7,8 @@
  *   septum_xdp_prefilter  XDP on the node's uplink: the CIDR deny list
  *   bench_emit            never attached: one flow event per test run
  *   bench_empty           never attached: the empty tc baseline
+ *   bench_new_floor       never attached: only the map operations and event a new
+ *                         connection cannot do without (the floor of new_allow_ns)
  */
 #include "lib/common.h"
 #include "lib/verdict.h"
@@ -93,6 +95,64 @@ int bench_emit(struct __sk_buff *skb)
 SEC("tc")
 int bench_empty(struct __sk_buff *skb)
 {
+	return SEPTUM_TC_FORWARD;
+}
+
+/* The floor under the new-connection path: the operations no allowed new
+ * IPv4 connection can skip, in the production maps and with the production
+ * helpers, and nothing else: the conntrack lookup, the endpoint, the peer's
+ * identity (ipcache), its policy entry, the LRU conntrack insert, the per-CPU
+ * counter and a ring-buffer event with its CLOCK_BOOTTIME time.  No parsing
+ * beyond the fixed offsets of an option-less IPv4 header, no validation,
+ * anti-spoofing, conntrack state or event fields beyond the time and rule.
+ * `septum bench datapath` runs it beside septum_from_pod so the distance
+ * between what the datapath costs and what it cannot avoid is measured on the
+ * machine at hand. */
+SEC("tc")
+int bench_new_floor(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + ETH_HLEN;
+	__be16 *ports = (void *)(ip + 1);
+	const struct septum_config *cfg = septum_config_get();
+	__u8 peer_addr[16] SEPTUM_ALIGNED = {};
+	struct septum_ct_entry entry = {};
+	const struct septum_policy_value *hit;
+	const struct septum_endpoint *ep;
+	struct septum_flow_event *event;
+	struct septum_ct4_key key;
+	__u32 peer_identity;
+	int order;
+
+	if ((void *)(ports + 2) > data_end)
+		return SEPTUM_TC_DROP;
+	order = septum_ct4_order(ip->saddr, ip->daddr, ports[0], ports[1]);
+	septum_ct4_key_fill(&key, ip->saddr, ip->daddr, ports[0], ports[1], skb->ifindex,
+			    ip->protocol, order);
+	bpf_map_lookup_elem(&sep_ct4, &key); /* ignored, as the bench's forced new path does */
+	ep = septum_endpoint_lookup(skb->ifindex);
+	if (!ep)
+		return SEPTUM_TC_DROP;
+	*(__u32 *)peer_addr = ip->daddr;
+	peer_identity = septum_ipcache_identity(peer_addr, SEPTUM_IP_V4);
+	hit = septum_policy_lookup(ep, SEPTUM_DIR_EGRESS, peer_identity, ip->protocol, ports[1]);
+	if (!hit)
+		return SEPTUM_TC_DROP;
+	entry.expires = septum_now() + septum_ct_timeout(SEPTUM_CT_ESTABLISHED, cfg);
+	entry.rule_id = hit->rule_id;
+	entry.peer_identity = peer_identity;
+	if (bpf_map_update_elem(&sep_ct4, &key, &entry, BPF_ANY))
+		return SEPTUM_TC_DROP;
+	septum_count(SEPTUM_DIR_EGRESS, SEPTUM_VERDICT_FORWARDED, SEPTUM_DROP_NONE, skb->len);
+	event = bpf_ringbuf_reserve(&sep_events, sizeof(*event), 0);
+	if (!event)
+		return SEPTUM_TC_FORWARD;
+	__builtin_memset(event, 0, sizeof(*event)); /* production writes every field too */
+	event->time_ns = bpf_ktime_get_boot_ns();
+	event->rule_id = hit->rule_id;
+	event->flags = SEPTUM_EVENT_F_BENCH;
+	bpf_ringbuf_submit(event, 0);
 	return SEPTUM_TC_FORWARD;
 }
 

@@ -283,6 +283,8 @@ PROG_TO_POD: Final = "septum_to_pod"  # tc egress of the host veth (pod ingress)
 PROG_XDP_PREFILTER: Final = "septum_xdp_prefilter"
 PROG_BENCH_EMIT: Final = "bench_emit"  # never attached: one event per test run
 PROG_BENCH_EMPTY: Final = "bench_empty"  # never attached: the empty tc baseline
+# never attached: only the map operations and event a new IPv4 connection cannot skip
+PROG_BENCH_NEW_FLOOR: Final = "bench_new_floor"
 
 # ---- structs -----------------------------------------------------------------------------
 

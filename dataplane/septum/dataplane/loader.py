@@ -54,6 +54,7 @@ PROGRAMS: Final = (
     abi.PROG_XDP_PREFILTER,
     abi.PROG_BENCH_EMIT,
     abi.PROG_BENCH_EMPTY,
+    abi.PROG_BENCH_NEW_FLOOR,
 )
 
 

@@ -3,7 +3,8 @@
 1. BPF_PROG_TEST_RUN, 1,000,000 repeats per path, with 10,000 ipcache prefixes and 10,000
    policy entries loaded: an empty tc program (the baseline, same run), the established
    (conntrack hit) path, the new-connection allow path (conntrack insert and event
-   included) and the deny path.
+   included) and the deny path; beside them (table only) the floor of the new-connection
+   path, `bench_new_floor`: the map operations and event it cannot skip, and nothing else.
 2. Two pods (namespaces) and interleaved rounds of iperf3: nothing attached, Septum
    attached with the 10,000-entry policy, and the same policy enforced the way iptables
    based enforcers do it (an ipset of 10,000 peer/port pairs, conntrack accept, in the
@@ -87,7 +88,12 @@ def _drain(node: NodeDatapath) -> None:
 
 
 def _new_connections(
-    node: NodeDatapath, packet: bytes, repeats: int, flag: int, baselines: list[float]
+    node: NodeDatapath,
+    packet: bytes,
+    repeats: int,
+    flag: int,
+    baselines: list[float],
+    program: str = abi.PROG_FROM_POD,
 ) -> float:
     """Mean ns per new connection; run in chunks the 16 MiB ring holds, drained between, so
     every event is really submitted (none lost).  A baseline chunk runs before each."""
@@ -109,9 +115,7 @@ def _new_connections(
         baselines.append(
             float(node.test_run(abi.PROG_BENCH_EMPTY, packet, repeat=chunk, ifindex=1).duration_ns)
         )
-        durations.append(
-            float(node.test_run(abi.PROG_FROM_POD, packet, repeat=chunk, ifindex=1).duration_ns)
-        )
+        durations.append(float(node.test_run(program, packet, repeat=chunk, ifindex=1).duration_ns))
         done += chunk
         _drain(node)
     return statistics.median(durations)
@@ -170,6 +174,11 @@ def microbench(repeats: int) -> dict[str, float]:
         # lookup and insert lands on a cold slot and the LRU evicts once full
         results["new_allow_cold_ns"] = _new_connections(
             node, allowed, repeats, abi.CFG_F_BENCH_NEW_FLOWS, baselines
+        )
+        # the floor: the same new connection with nothing but the map operations and the
+        # event it cannot skip (bench_new_floor), with the same conntrack replace per repeat
+        results["new_allow_floor_ns"] = _new_connections(
+            node, allowed, repeats, 0, baselines, program=abi.PROG_BENCH_NEW_FLOOR
         )
         results["new_allow_lost_events"] = float(node.lost_events())
         results["baseline_ns"] = statistics.median(baselines)
@@ -505,6 +514,12 @@ def command(as_json: bool, repeats: int, rounds: int, seconds: int) -> None:
     }
     for key in KEYS:
         table.add_row(key, f"{results[key]:.3f}", targets.get(key, ""))
+    floor = results["new_allow_floor_ns"]
+    table.add_row(
+        "new_allow_floor_ns",
+        f"{floor:.3f}",
+        f"{floor / baseline:.1f}x: map operations + event alone",
+    )
     for key in (
         "new_allow_cold_ns",  # fresh random tuples: cold conntrack slots, LRU eviction
         "iperf_gbps_plain_median",
