@@ -9,6 +9,7 @@
  *   bench_empty           never attached: the empty tc baseline
  *   bench_new_floor       never attached: only the map operations and event a new
  *                         connection cannot do without (the floor of new_allow_ns)
+ *   septum_jiffies        never attached: the datapath's clock, for user space
  */
 #include "lib/common.h"
 #include "lib/verdict.h"
@@ -153,6 +154,20 @@ int bench_new_floor(struct __sk_buff *skb)
 	event->rule_id = hit->rule_id;
 	event->flags = SEPTUM_EVENT_F_BENCH;
 	bpf_ringbuf_submit(event, 0);
+	return SEPTUM_TC_FORWARD;
+}
+
+/* The clock of every conntrack deadline and drop interval (jiffies_64), which
+ * user space cannot read otherwise: written into the first 8 bytes of the
+ * test-run packet.  The agent's conntrack garbage collection compares entries
+ * against it (NodeDatapath.gc_conntrack). */
+SEC("tc")
+int septum_jiffies(struct __sk_buff *skb)
+{
+	__u64 now = septum_now();
+
+	if (bpf_skb_store_bytes(skb, 0, &now, sizeof(now), 0))
+		return SEPTUM_TC_DROP;
 	return SEPTUM_TC_FORWARD;
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Connection tracking: LRU hashes of flows per endpoint interface (sep_ct4 for
- * IPv4 with a 20-byte key, sep_ct6 for IPv6), keyed by the tuple in canonical
+ * IPv4 with a 16-byte key, sep_ct6 for IPv6), keyed by the tuple in canonical
  * order (lower address/port side first), so one lookup finds a connection
  * from either side.  The entry records the direction and
  * orientation of the first packet: a packet travelling the other direction is
@@ -18,7 +18,7 @@
 
 /* Written by: the tc programs (insert on a new allowed/audited connection,
  * state/counters on every packet), the agent (flush on endpoint removal,
- * garbage collection of expired entries).  Read by: the tc programs, every
+ * garbage collection of expired entries: NodeDatapath.gc_conntrack).  Read by: the tc programs, every
  * packet; the agent, for listing. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

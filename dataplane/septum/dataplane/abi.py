@@ -285,6 +285,8 @@ PROG_BENCH_EMIT: Final = "bench_emit"  # never attached: one event per test run
 PROG_BENCH_EMPTY: Final = "bench_empty"  # never attached: the empty tc baseline
 # never attached: only the map operations and event a new IPv4 connection cannot skip
 PROG_BENCH_NEW_FLOOR: Final = "bench_new_floor"
+# never attached: writes jiffies_64 (the conntrack clock) into the test-run packet
+PROG_JIFFIES: Final = "septum_jiffies"
 
 # ---- structs -----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import ipaddress
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from pyroute2 import IPRoute
 from septum.dataplane import abi, attach, loader, netns
 from septum.dataplane.attach import Attachment, XdpMode
 from septum.dataplane.config import DatapathConfig
-from septum.dataplane.errors import EndpointError, MapFullError
+from septum.dataplane.errors import EndpointError, LibbpfError, MapFullError
 from septum.dataplane.events import Flow, decode_events
 from septum.dataplane.kernelhz import kernel_hz
 from septum.dataplane.libbpf import BpfMapBatchOpts, check, lib
@@ -27,6 +28,9 @@ from septum.dataplane.maps import BpfMap
 from septum.dataplane.policy import EncodedPolicy, EndpointPolicy, PolicyDiff, diff_policy, encode
 from septum.dataplane.ringbuf import RingBufferReader
 from septum.dataplane.testrun import TestRunResult, test_run
+
+# a minimal frame for BPF_PROG_TEST_RUN of septum_jiffies (tc needs an Ethernet header)
+_CLOCK_PACKET_BYTES = 64
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -417,6 +421,33 @@ class NodeDatapath:
                 table.delete(key)
             flushed += len(doomed)
         return flushed
+
+    def jiffies(self) -> int:
+        """The kernel's jiffies_64, the clock of conntrack deadlines (``CtEntry.expires``)
+        and drop intervals, read by the datapath's own ``septum_jiffies`` program."""
+        result = self.test_run(abi.PROG_JIFFIES, bytes(_CLOCK_PACKET_BYTES))
+        if result.retval != 0 or len(result.data_out) < 8:
+            raise LibbpfError(
+                f"reading the clock through {abi.PROG_JIFFIES}", 0, f"returned {result.retval}"
+            )
+        return int.from_bytes(result.data_out[:8], sys.byteorder)
+
+    def gc_conntrack(self) -> int:
+        """Delete the conntrack entries whose deadline has passed (both tables); returns
+        how many.  The datapath already treats an expired entry as absent; collecting them
+        keeps the LRU from evicting live connections to make room, and the listing honest.
+        An entry is read again right before its deletion, so one a packet refreshed since
+        the scan stays (a packet landing between that read and the delete can still lose
+        its entry, as in Cilium's collector: it is then decided as a new connection)."""
+        now = self.jiffies()
+        removed = 0
+        for table in (self.conntrack4_map, self.conntrack6_map):
+            expired = [key for key, entry in table.lookup_batch() if entry.expires < now]
+            for key in expired:
+                entry = table.lookup(key)
+                if entry is not None and entry.expires < now and table.delete(key):
+                    removed += 1
+        return removed
 
     # ---- counters and events -----------------------------------------------------------
 

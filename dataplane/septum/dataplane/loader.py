@@ -55,6 +55,7 @@ PROGRAMS: Final = (
     abi.PROG_BENCH_EMIT,
     abi.PROG_BENCH_EMPTY,
     abi.PROG_BENCH_NEW_FLOOR,
+    abi.PROG_JIFFIES,
 )
 
 
