@@ -100,6 +100,25 @@ def _is_host(network: IPNetwork) -> bool:
     return network.prefixlen == network.max_prefixlen
 
 
+_U32_MAX = 0xFFFFFFFF
+
+
+def _check_identity(where: str, identity: int) -> None:
+    # 0 is no identity at all (the datapath reads it as "not looked up yet")
+    if not isinstance(identity, int) or not 0 < identity <= _U32_MAX:
+        raise ValueError(f"{where}: {identity!r} is not a security identity (1..{_U32_MAX})")
+
+
+def _address(field: str, value: str, version: int) -> bytes:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError as err:
+        raise EndpointError(f"{field}: {err}") from err
+    if address.version != version:
+        raise EndpointError(f"{field}: {value!r} is not an IPv{version} address")
+    return address.packed
+
+
 class NodeDatapath:
     """The datapath of one node.  Use as a context manager, or call close()/teardown()."""
 
@@ -212,10 +231,10 @@ class NodeDatapath:
         )
         if spec.ipv4:
             flags |= abi.EP_F_HAS_IPV4
-            value.ipv4 = (ctypes.c_uint8 * 4)(*ipaddress.IPv4Address(spec.ipv4).packed)
+            value.ipv4 = (ctypes.c_uint8 * 4)(*_address("ipv4", spec.ipv4, 4))
         if spec.ipv6:
             flags |= abi.EP_F_HAS_IPV6
-            value.ipv6 = (ctypes.c_uint8 * 16)(*ipaddress.IPv6Address(spec.ipv6).packed)
+            value.ipv6 = (ctypes.c_uint8 * 16)(*_address("ipv6", spec.ipv6, 6))
         value.flags = flags
         value.policy_flags = _exact_first_flags(state.encoded.hash_entries)
         return value
@@ -229,6 +248,14 @@ class NodeDatapath:
         """Add or update a pod and attach the tc programs to its host-side veth."""
         if not 0 < spec.endpoint_id <= 0xFFFF:
             raise EndpointError(f"endpoint_id: {spec.endpoint_id} out of range 1..65535")
+        try:
+            _check_identity("identity", spec.identity)
+        except ValueError as err:
+            raise EndpointError(str(err)) from err
+        if spec.ipv4:
+            _address("ipv4", spec.ipv4, 4)
+        if spec.ipv6:
+            _address("ipv6", spec.ipv6, 6)
         ifindex = self._ifindex(spec.interface)
         state = self._endpoints.get(spec.endpoint_id)
         if state is None:
@@ -356,17 +383,35 @@ class NodeDatapath:
         self.upsert_prefixes({cidr: identity})
 
     def upsert_prefixes(self, prefixes: Mapping[str, int]) -> None:
+        """Map many prefixes to identities: all of them, or (on an invalid prefix or
+        identity, or a full map) none -- the ipcache is left as it was."""
         hosts: list[tuple[abi.HostKey, abi.IpcacheValue]] = []
         cidrs: list[tuple[abi.LpmAddrKey, abi.IpcacheValue]] = []
         for cidr, identity in prefixes.items():
             network = _network(cidr)
+            _check_identity(f"identity of prefix {cidr!r}", identity)
             value = abi.IpcacheValue(identity=identity)
             if _is_host(network):
                 hosts.append((_host_key(network), value))
             else:
                 cidrs.append((_lpm_key(network), value))
-        self.ipcache_hosts.update_batch([k for k, _ in hosts], [v for _, v in hosts])
-        self.ipcache_cidrs.update_batch([k for k, _ in cidrs], [v for _, v in cidrs])
+        writes: list[tuple[BpfMap[Any, Any], list[Any]]] = [
+            (self.ipcache_hosts, hosts),
+            (self.ipcache_cidrs, cidrs),
+        ]
+        # what each key maps to now, to put back if a map fills up half-way
+        before = [[table.lookup(key) for key, _ in items] for table, items in writes]
+        try:
+            for table, items in writes:
+                table.update_batch([k for k, _ in items], [v for _, v in items])
+        except MapFullError:
+            for (table, items), previous in zip(writes, before, strict=True):
+                for (key, _), old in zip(items, previous, strict=True):
+                    if old is None:
+                        table.delete(key)
+                    else:
+                        table.update(key, old)
+            raise
 
     def remove_prefix(self, cidr: str) -> bool:
         network = _network(cidr)
@@ -384,11 +429,14 @@ class NodeDatapath:
             raise MapFullError(
                 self.prefilter_map.name, self.prefilter_map.setting, self.prefilter_map.capacity
             )
-        for key, rule_id in keys.values():
-            self.prefilter_map.update(key, abi.PrefilterValue(rule_id=rule_id))
+        # Stale prefixes leave first: the map then never holds the old list and the new
+        # one together, so a list that fits is never refused half-way.  (Each stale prefix
+        # is being dropped anyway; a prefix in both lists is never absent.)
         for existing in list(self.prefilter_map.keys()):
             if bytes(existing) not in keys:
                 self.prefilter_map.delete(existing)
+        for key, rule_id in keys.values():
+            self.prefilter_map.update(key, abi.PrefilterValue(rule_id=rule_id))
 
     def attach_uplink(self, interface: str, mode: XdpMode = "auto") -> None:
         """Attach the XDP prefilter to the node's uplink interface."""
