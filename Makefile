@@ -27,8 +27,10 @@ deps:
 ## ---- Python virtualenv with pinned dependencies ---------------------------
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock
-	@test -x $(PY) || python3 -m venv $(VENV)
+# Order-only on deps: python3-venv must be installed before the venv is made, even under make -j.
+# A venv made without python3-venv has a python but no pip; it is recreated, not reused.
+$(VENV)/.installed: pyproject.toml requirements.lock | deps
+	@$(PY) -m pip --version >/dev/null 2>&1 || python3 -m venv --clear $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
@@ -57,11 +59,15 @@ $(BUILD)/.proto-stamp: $(PROTO_SRC) $(VENV)/.installed scripts/gen-proto.sh
 	@mkdir -p $(BUILD) && touch $@
 
 ## ---- Go-built binaries: Kubernetes, etcd, CoreDNS, helm, agnhost, hubble --
+# scripts/ensure-go.sh prints the bin directory of a Go >= GO_VERSION (lab/gobuild/versions.env):
+# the go on PATH when new enough, else one fetched once from the Go module proxy into the cache.
+WITH_GO = gobin="$$(scripts/ensure-go.sh)" && PATH="$$gobin:$$PATH"
+
 gobuild: deps
-	@lab/gobuild/build.sh
+	@$(WITH_GO) lab/gobuild/build.sh
 
 hubble: deps
-	@lab/gobuild/build-hubble.sh
+	@$(WITH_GO) lab/gobuild/build-hubble.sh
 
 setup: deps venv bpf tools proto
 

@@ -4,9 +4,11 @@ set -euo pipefail
 packages=(
   clang llvm libbpf-dev bpftool          # build and inspect the BPF object
   iproute2 iptables ipset conntrack      # netns/veth/tc, the iptables+ipset baseline, conntrack
+  nftables                               # `nft list ruleset` in the lab's leftover check
   iperf3                                 # throughput benchmark
   containernetworking-plugins            # CNI plugins for the lab (ptp, host-local, loopback)
   openssl ca-certificates git curl       # lab certificates, Go module fetches, the demo's HTTP client
+  unzip                                  # the Go toolchain zip from the module proxy (scripts/ensure-go.sh)
   python3-venv
 )
 missing=()

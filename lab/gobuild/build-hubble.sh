@@ -27,7 +27,10 @@ if [[ -x "$bin" ]] && "$bin" version >/dev/null 2>&1; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "build-hubble: go is not on PATH (install Go 1.26+)" >&2; exit 1; }
+# A Go >= GO_VERSION (lab/gobuild/versions.env): the go on PATH when new enough, else the pinned
+# one from the Go module proxy, so `--path` works from a test as well as from `make hubble`.
+gobin="$("$here/../../scripts/ensure-go.sh")" || { echo "build-hubble: no usable Go toolchain" >&2; exit 1; }
+export PATH="$gobin:$PATH"
 
 export GOMODCACHE="$root/gomod" GOCACHE="$root/gocache" GOFLAGS="-mod=mod" CGO_ENABLED=0
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
