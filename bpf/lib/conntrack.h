@@ -5,7 +5,8 @@
  * order (lower address/port side first), so one lookup finds a connection
  * from either side.  The entry records the direction and
  * orientation of the first packet: a packet travelling the other direction is
- * a "reply".  TCP state moves SYN_SENT -> ESTABLISHED -> CLOSING; every packet
+ * a "reply".  TCP state moves SYN_SENT -> ESTABLISHED (first ACK without SYN)
+ * -> CLOSING (FIN from both sides, or RST); every packet
  * pushes the deadline (jiffies) by the timeout of the state it leaves the
  * entry in.
  */
@@ -189,25 +190,38 @@ static __always_inline void septum_ct_original(struct septum_ct_key *orig,
 	orig->ip_version = pkt->ip_version;
 }
 
+/* TCP states follow Cilium's: a connection is alive while either side has not
+ * closed.  SYN_SENT until the handshake is done (a packet with ACK and without
+ * SYN: a SYN-ACK alone, as a pod answering a SYN flood sends, keeps the short
+ * SYN timeout); ESTABLISHED, half-closed included (one side's FIN: the other
+ * may keep sending for as long as it likes); CLOSING once both sides have sent
+ * a FIN, or on RST. */
 static __always_inline __u8 septum_ct_initial_state(const struct septum_pkt *pkt)
 {
 	if (pkt->protocol != IPPROTO_TCP)
 		return SEPTUM_CT_NEW;
-	if (pkt->tcp_flags & (SEPTUM_TCP_RST | SEPTUM_TCP_FIN))
+	if (pkt->tcp_flags & SEPTUM_TCP_RST)
 		return SEPTUM_CT_CLOSING;
-	if ((pkt->tcp_flags & (SEPTUM_TCP_SYN | SEPTUM_TCP_ACK)) == SEPTUM_TCP_SYN)
+	if (pkt->tcp_flags & SEPTUM_TCP_SYN)
 		return SEPTUM_CT_SYN_SENT;
-	/* Mid-stream pickup (e.g. after an agent restart emptied the table). */
+	/* Mid-stream pickup (e.g. after an agent restart emptied the table); a
+	 * FIN alone closes only its own side. */
 	return SEPTUM_CT_ESTABLISHED;
 }
 
-static __always_inline __u8 septum_ct_next_state(__u8 state, const struct septum_pkt *pkt)
+/* other_flags_seen: the TCP flags the other direction has sent so far. */
+static __always_inline __u8 septum_ct_next_state(__u8 state, const struct septum_pkt *pkt,
+						 __u8 other_flags_seen)
 {
+	__u8 flags = pkt->tcp_flags;
+
 	if (pkt->protocol != IPPROTO_TCP)
 		return state;
-	if (pkt->tcp_flags & (SEPTUM_TCP_RST | SEPTUM_TCP_FIN))
+	if ((flags & SEPTUM_TCP_RST) ||
+	    ((flags & SEPTUM_TCP_FIN) && (other_flags_seen & SEPTUM_TCP_FIN)))
 		return SEPTUM_CT_CLOSING;
-	if (state == SEPTUM_CT_SYN_SENT && (pkt->tcp_flags & SEPTUM_TCP_ACK))
+	if (state == SEPTUM_CT_SYN_SENT &&
+	    (flags & (SEPTUM_TCP_SYN | SEPTUM_TCP_ACK)) == SEPTUM_TCP_ACK)
 		return SEPTUM_CT_ESTABLISHED;
 	return state;
 }

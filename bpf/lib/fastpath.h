@@ -7,7 +7,8 @@
  * finishes the packet when the full path would only refresh the entry and
  * count it.  Anything else (IPv4 options, IPv6 extension headers, fragments,
  * other protocols, headers beyond the linear data, a new TCP flag or the
- * first reply (an event is due), an expired, revoked or re-opened entry,
+ * first reply (an event is due), a handshake not yet done (SYN_SENT), an
+ * expired, revoked or re-opened entry,
  * revocation on policy change, the benchmark flags) returns -1 for the full
  * path; when the lookup found nothing, the full path is told so and skips its
  * own (new connections and denies pay one lookup).  The checks here are a
@@ -166,10 +167,14 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 	flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	if (!septum_ct_matches(entry, ct->order, is_reply) || entry->expires < now ||
 	    entry->verdict == SEPTUM_VERDICT_DROPPED || (tcp_flags & ~*flags_seen) ||
-	    (is_reply && !entry->reply_seen) || septum_ct_is_reopen(entry, protocol, tcp_flags))
+	    (is_reply && !entry->reply_seen) || entry->state == SEPTUM_CT_SYN_SENT ||
+	    septum_ct_is_reopen(entry, protocol, tcp_flags))
 		return -1;
 
-	/* As septum_established: without a new flag the state cannot move. */
+	/* As septum_established: without a new flag, and out of SYN_SENT, the
+	 * state cannot move (an RST or a FIN that closes the second side is new
+	 * in its direction; the handshake's last ACK may not be: the reply side
+	 * sent one in its SYN-ACK, so SYN_SENT always takes the full path). */
 	expires = now + septum_ct_timeout(entry->state, cfg);
 	if (entry->expires != expires)
 		entry->expires = expires;

@@ -225,6 +225,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	__u8 *flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	__u8 new_flags = pkt->tcp_flags & ~*flags_seen;
 	int report_it = new_flags != 0;
+	__u8 closed = 0; /* this packet moved the entry to CLOSING */
 	__u64 expires;
 	__u8 state;
 
@@ -269,9 +270,12 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 
 	/* Write the shared entry only what changed: the deadline moves once per
 	 * jiffy, the state and flags a few times per connection. */
-	state = septum_ct_next_state(entry->state, pkt);
-	if (state != entry->state)
+	state = septum_ct_next_state(entry->state, pkt,
+				     is_reply ? entry->fwd_flags_seen : entry->rev_flags_seen);
+	if (state != entry->state) {
+		closed = state == SEPTUM_CT_CLOSING;
 		entry->state = state;
+	}
 	expires = now + septum_ct_timeout(state, cfg);
 	if (entry->expires != expires)
 		entry->expires = expires;
@@ -318,7 +322,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	report.trace_point = hook->trace_point;
 	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
 		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
-	if (new_flags & (SEPTUM_TCP_FIN | SEPTUM_TCP_RST))
+	if (closed) /* always with a new flag: the second side's FIN, or an RST */
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
 	septum_emit(pkt, &report);
 	return SEPTUM_TC_FORWARD;

@@ -154,7 +154,12 @@ def test_a_new_flag_still_reports_and_moves_the_state(runner, tcp_flow):
     # the PSH packet itself and the 5 ACK-only packets before it are in the event's count
     assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK | TCP_FIN)) == FORWARDED
     (fin,) = events(tcp_flow)
-    assert fin.flags & abi.EVENT_F_CT_CLOSE
+    assert fin.tcp_flags & TCP_FIN and not fin.flags & abi.EVENT_F_CT_CLOSE  # half-closed
+    assert entry_of(tcp_flow, 40000, 80).state == abi.CtState.ESTABLISHED
+    back_fin = tcp4(PEER, POD, 80, 40000, TCP_ACK | TCP_FIN)
+    assert runner.outcome(back_fin, abi.PROG_TO_POD) == FORWARDED
+    (close,) = events(tcp_flow)
+    assert close.flags & abi.EVENT_F_CT_CLOSE  # both sides closed
     assert entry_of(tcp_flow, 40000, 80).state == abi.CtState.CLOSING
     # a fresh SYN on the closing entry is a new connection (policy verdict again)
     assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_SYN)) == FORWARDED
