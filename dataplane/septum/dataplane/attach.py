@@ -97,9 +97,44 @@ def _clsact_attach(prog_fd: int, ifindex: int, hook: TcHook) -> None:
         raise AttachError(f"tc {hook} filter on ifindex {ifindex}: {os.strerror(-result)}")
 
 
+# struct bpf_link_info: type, id, prog_id, then a union 8-byte aligned whose tcx and xdp
+# members both start with the interface index.
+_LINK_INFO_BYTES: Final = 64
+_LINK_INFO_IFINDEX: Final = 16
+
+
+def _link_ifindex(link_fd: int) -> int | None:
+    info = ctypes.create_string_buffer(_LINK_INFO_BYTES)
+    size = ctypes.c_uint32(_LINK_INFO_BYTES)
+    if lib().bpf_obj_get_info_by_fd(link_fd, info, ctypes.byref(size)) < 0:
+        return None
+    return int.from_bytes(info.raw[_LINK_INFO_IFINDEX : _LINK_INFO_IFINDEX + 4], "little")
+
+
+def _update_pinned_link(pin: Path, prog_fd: int, ifindex: int) -> bool:
+    """Swap `prog_fd` into the link pinned at `pin` (an earlier agent's attachment of the
+    same hook): one atomic replacement, no moment without a program and none with two.
+    False when there is no such pin, or its link is gone, sits on another interface (the
+    pod got a new veth) or refuses the program."""
+    if not pin.exists():
+        return False
+    link_fd = lib().bpf_obj_get(str(pin).encode())
+    if link_fd < 0:
+        return False
+    try:
+        if _link_ifindex(link_fd) != ifindex:
+            return False
+        return int(lib().bpf_link_update(link_fd, prog_fd, None)) == 0
+    finally:
+        os.close(link_fd)
+
+
 def attach_tc(prog_fd: int, ifindex: int, hook: TcHook, pin: Path) -> Attachment:
-    """Attach a tc program to `hook` of `ifindex` (in the caller's netns)."""
+    """Attach a tc program to `hook` of `ifindex` (in the caller's netns).  A link an
+    earlier agent pinned for the same hook gets the program swapped in."""
     global _tcx_available
+    if _tcx_available is not False and _update_pinned_link(pin, prog_fd, ifindex):
+        return Attachment(ifindex, hook, "tcx", pin)
     if _tcx_available is not False:
         fd = lib().bpf_link_create(prog_fd, ifindex, _TCX_ATTACH[hook], None)
         if fd >= 0:
@@ -115,6 +150,10 @@ def attach_tc(prog_fd: int, ifindex: int, hook: TcHook, pin: Path) -> Attachment
 
 
 def attach_xdp(prog_fd: int, ifindex: int, mode: XdpMode, pin: Path) -> Attachment:
+    """Attach the XDP program to `ifindex`; the link an earlier agent pinned for it (which
+    holds the interface: a second XDP link would be refused) gets the program swapped in."""
+    if _update_pinned_link(pin, prog_fd, ifindex):
+        return Attachment(ifindex, "xdp", "xdp", pin)
     opts = BpfLinkCreateOpts(sz=ctypes.sizeof(BpfLinkCreateOpts), flags=_XDP_FLAGS[mode])
     fd = lib().bpf_link_create(prog_fd, ifindex, BPF_XDP, ctypes.byref(opts))
     if fd < 0:

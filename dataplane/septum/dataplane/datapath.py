@@ -11,8 +11,9 @@ import ctypes
 import errno
 import ipaddress
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pyroute2 import IPRoute
 from septum.dataplane import abi, attach, loader, netns
 from septum.dataplane.attach import Attachment, XdpMode
 from septum.dataplane.config import DatapathConfig
-from septum.dataplane.errors import EndpointError, LibbpfError, MapFullError
+from septum.dataplane.errors import AttachError, EndpointError, LibbpfError, MapFullError
 from septum.dataplane.events import Flow, decode_events
 from septum.dataplane.kernelhz import kernel_hz
 from septum.dataplane.libbpf import BpfMapBatchOpts, check, lib
@@ -71,6 +72,9 @@ class _EndpointState:
     policy: EndpointPolicy
     encoded: EncodedPolicy
     attachments: list[Attachment]
+    # the pinned entry of an earlier agent, kept enforcing (its policy-derived flags and the
+    # policy keys it points to) until this process replaces the endpoint's policy
+    adopted: abi.Endpoint | None = None
 
 
 def _host_key(network: IPNetwork) -> abi.HostKey:
@@ -101,6 +105,17 @@ def _is_host(network: IPNetwork) -> bool:
 
 
 _U32_MAX = 0xFFFFFFFF
+# endpoint flags that come from its policy (kept from an adopted pinned entry)
+_POLICY_FLAGS = (
+    abi.EP_F_ENFORCE_INGRESS
+    | abi.EP_F_ENFORCE_EGRESS
+    | abi.EP_F_ANY_PEER_INGRESS
+    | abi.EP_F_ANY_PEER_EGRESS
+)
+
+
+def _next_revision(revision: int) -> int:
+    return (revision + 1) & _U32_MAX or 1
 
 
 def _check_identity(where: str, identity: int) -> None:
@@ -161,13 +176,23 @@ class NodeDatapath:
         self._object.close()
 
     def teardown(self) -> None:
-        """Detach everything this node's datapath attached, remove its pins, close."""
-        for endpoint_id in list(self._endpoints):
-            self.remove_endpoint(endpoint_id)
-        for interface in list(self._uplinks):
-            self.detach_uplink(interface)
-        self.close()
-        loader.remove_pins(self.config.pin_dir)
+        """Detach everything this node's datapath attached, remove its pins, close.  Every
+        step runs even when an earlier one fails (e.g. the node's namespace is already
+        gone); the first error is raised at the end."""
+        steps: list[Callable[[], object]] = [
+            *(partial(self.remove_endpoint, e) for e in list(self._endpoints)),
+            *(partial(self.detach_uplink, i) for i in list(self._uplinks)),
+            self.close,
+            partial(loader.remove_pins, self.config.pin_dir),
+        ]
+        first: BaseException | None = None
+        for step in steps:
+            try:
+                step()
+            except Exception as err:  # noqa: BLE001 - keep cleaning up, raise the first
+                first = first or err
+        if first is not None:
+            raise first
 
     def _write_config(self) -> None:
         cfg = self.config
@@ -210,19 +235,22 @@ class NodeDatapath:
     def _endpoint_value(self, state: _EndpointState) -> abi.Endpoint:
         spec = state.spec
         flags = 0
-        if state.policy.enforce_ingress:
-            flags |= abi.EP_F_ENFORCE_INGRESS
-        if state.policy.enforce_egress:
-            flags |= abi.EP_F_ENFORCE_EGRESS
+        if state.adopted is not None:
+            flags |= state.adopted.flags & _POLICY_FLAGS
+        else:
+            if state.policy.enforce_ingress:
+                flags |= abi.EP_F_ENFORCE_INGRESS
+            if state.policy.enforce_egress:
+                flags |= abi.EP_F_ENFORCE_EGRESS
+            any_peer_buckets = {key[0] for key in state.encoded.hash_entries if key[1] == 0}
+            if abi.TrafficDirection.INGRESS in any_peer_buckets:
+                flags |= abi.EP_F_ANY_PEER_INGRESS
+            if abi.TrafficDirection.EGRESS in any_peer_buckets:
+                flags |= abi.EP_F_ANY_PEER_EGRESS
         if state.audit:
             flags |= abi.EP_F_AUDIT
         if spec.check_source:
             flags |= abi.EP_F_CHECK_SOURCE
-        any_peer_buckets = {key[0] for key in state.encoded.hash_entries if key[1] == 0}
-        if abi.TrafficDirection.INGRESS in any_peer_buckets:
-            flags |= abi.EP_F_ANY_PEER_INGRESS
-        if abi.TrafficDirection.EGRESS in any_peer_buckets:
-            flags |= abi.EP_F_ANY_PEER_EGRESS
         value = abi.Endpoint(
             identity=spec.identity,
             policy_revision=state.revision,
@@ -236,7 +264,11 @@ class NodeDatapath:
             flags |= abi.EP_F_HAS_IPV6
             value.ipv6 = (ctypes.c_uint8 * 16)(*_address("ipv6", spec.ipv6, 6))
         value.flags = flags
-        value.policy_flags = _exact_first_flags(state.encoded.hash_entries)
+        value.policy_flags = (
+            state.adopted.policy_flags
+            if state.adopted is not None
+            else _exact_first_flags(state.encoded.hash_entries)
+        )
         return value
 
     def _write_endpoint(self, state: _EndpointState) -> None:
@@ -245,7 +277,12 @@ class NodeDatapath:
         )
 
     def upsert_endpoint(self, spec: EndpointSpec) -> None:
-        """Add or update a pod and attach the tc programs to its host-side veth."""
+        """Add or update a pod and attach the tc programs to its host-side veth.
+
+        A pod an earlier agent of this node left in the pinned maps (same endpoint id on
+        the same interface) keeps its pinned policy enforced until replace_policy: an agent
+        restart never opens a pod.  A new pod whose programs cannot be attached is not
+        added (nothing of it stays in the maps)."""
         if not 0 < spec.endpoint_id <= 0xFFFF:
             raise EndpointError(f"endpoint_id: {spec.endpoint_id} out of range 1..65535")
         try:
@@ -257,13 +294,17 @@ class NodeDatapath:
         if spec.ipv6:
             _address("ipv6", spec.ipv6, 6)
         ifindex = self._ifindex(spec.interface)
+        for other in self._endpoints.values():
+            if other.ifindex == ifindex and other.spec.endpoint_id != spec.endpoint_id:
+                raise EndpointError(
+                    f"interface: {spec.interface!r} (ifindex {ifindex}) already belongs to "
+                    f"endpoint {other.spec.endpoint_id}"
+                )
         state = self._endpoints.get(spec.endpoint_id)
         if state is None:
-            self._purge_policy_keys(spec.endpoint_id)
-            state = _EndpointState(
-                spec, ifindex, False, 0, 1, EndpointPolicy(), EncodedPolicy(), []
-            )
-        elif state.ifindex != ifindex:
+            self._add_endpoint(spec, ifindex)
+            return
+        if state.ifindex != ifindex:
             # a new interface for the pod: nothing of the old one may linger
             self.endpoints_map.delete(abi.EndpointKey(ifindex=state.ifindex))
             self._detach_all(state)
@@ -271,19 +312,61 @@ class NodeDatapath:
         state.spec = spec
         state.ifindex = ifindex
         self._write_endpoint(state)
-        self._endpoints[spec.endpoint_id] = state
-        if spec.attach and not state.attachments:
+        if spec.attach and len(state.attachments) < 2:
             self._attach_endpoint(state)
 
+    def _add_endpoint(self, spec: EndpointSpec, ifindex: int) -> None:
+        key = abi.EndpointKey(ifindex=ifindex)
+        pinned = self.endpoints_map.lookup(key)
+        if pinned is not None and pinned.endpoint_id == spec.endpoint_id:
+            state = _EndpointState(
+                spec,
+                ifindex,
+                bool(pinned.flags & abi.EP_F_AUDIT),
+                pinned.policy_generation,
+                pinned.policy_revision,
+                EndpointPolicy(),
+                EncodedPolicy(),
+                [],
+                adopted=pinned,
+            )
+        else:
+            if pinned is not None:  # another pod's leftover on this interface
+                self._purge_policy_keys(pinned.endpoint_id)
+            self._purge_policy_keys(spec.endpoint_id)
+            state = _EndpointState(
+                spec, ifindex, False, 0, 1, EndpointPolicy(), EncodedPolicy(), []
+            )
+        self._write_endpoint(state)
+        if spec.attach:
+            try:
+                self._attach_endpoint(state)
+            except Exception:
+                if pinned is not None and state.adopted is not None:
+                    self.endpoints_map.update(key, pinned)
+                else:
+                    self.endpoints_map.delete(key)
+                raise
+        self._endpoints[spec.endpoint_id] = state
+
     def _attach_endpoint(self, state: _EndpointState) -> None:
+        """Attach both hooks, or (when one fails) neither."""
         programs = self._object.programs
         links = self.config.pin_dir / "links"
-        with netns.entered(self.config.netns):
-            for hook, program in (("ingress", abi.PROG_FROM_POD), ("egress", abi.PROG_TO_POD)):
-                pin = links / f"ep{state.spec.endpoint_id}-{hook}"
-                state.attachments.append(
-                    attach.attach_tc(programs[program], state.ifindex, hook, pin)  # type: ignore[arg-type]
-                )
+        self._detach_all(state)
+        try:
+            with netns.entered(self.config.netns):
+                for hook, program in (
+                    ("ingress", abi.PROG_FROM_POD),
+                    ("egress", abi.PROG_TO_POD),
+                ):
+                    pin = links / f"ep{state.spec.endpoint_id}-{hook}"
+                    state.attachments.append(
+                        attach.attach_tc(programs[program], state.ifindex, hook, pin)  # type: ignore[arg-type]
+                    )
+        except Exception:
+            self._detach_all(state)
+            raise
 
     def _detach_all(self, state: _EndpointState) -> None:
         with netns.entered(self.config.netns):
@@ -315,6 +398,8 @@ class NodeDatapath:
         """Audit mode: would-be drops of the endpoint pass with verdict AUDIT."""
         state = self._state(endpoint_id)
         state.audit = enabled
+        # a new revision: in revocation mode, audited connections are decided again
+        state.revision = _next_revision(state.revision)
         self._write_endpoint(state)
 
     # ---- policy ------------------------------------------------------------------------
@@ -335,7 +420,7 @@ class NodeDatapath:
         """
         state = self._state(endpoint_id)
         change = diff_policy(state.policy, desired)
-        if change.empty:
+        if change.empty and state.adopted is None:
             return change
         encoded = encode(desired)
         self._check_room(self.policy_map, len(state.encoded.hash_entries), encoded.hash_entries)
@@ -343,22 +428,36 @@ class NodeDatapath:
             self.policy_ranges, len(state.encoded.range_entries), encoded.range_entries
         )
         new_generation = state.generation ^ 1
+        adopted = state.adopted is not None
+        if adopted:  # an interrupted earlier agent may have left keys in the idle generation
+            self._purge_policy_keys(endpoint_id, new_generation)
         keys, values = encoded.policy_items(endpoint_id, new_generation)
         range_keys, range_values = encoded.range_items(endpoint_id, new_generation)
-        self.policy_map.update_batch(keys, values)
-        self.policy_ranges.update_batch(range_keys, range_values)
+        try:
+            self.policy_map.update_batch(keys, values)
+            self.policy_ranges.update_batch(range_keys, range_values)
+        except MapFullError:
+            # the idle generation is not live: take back what was written, so that a
+            # later replace never switches to a half-written policy
+            self.policy_map.delete_batch(keys)
+            self.policy_ranges.delete_batch(range_keys)
+            raise
 
         old_generation, old_encoded = state.generation, state.encoded
         state.generation = new_generation
-        state.revision = (state.revision + 1) & 0xFFFFFFFF or 1
+        state.revision = _next_revision(state.revision)
         state.policy = desired
         state.encoded = encoded
+        state.adopted = None
         self._write_endpoint(state)
 
-        old_keys, _ = old_encoded.policy_items(endpoint_id, old_generation)
-        old_range_keys, _ = old_encoded.range_items(endpoint_id, old_generation)
-        self.policy_map.delete_batch(old_keys)
-        self.policy_ranges.delete_batch(old_range_keys)
+        if adopted:
+            self._purge_policy_keys(endpoint_id, old_generation)
+        else:
+            old_keys, _ = old_encoded.policy_items(endpoint_id, old_generation)
+            old_range_keys, _ = old_encoded.range_items(endpoint_id, old_generation)
+            self.policy_map.delete_batch(old_keys)
+            self.policy_ranges.delete_batch(old_range_keys)
         return change
 
     def _check_room(self, bpf_map: BpfMap[Any, Any], live: int, new: Mapping[Any, Any]) -> None:
@@ -370,11 +469,15 @@ class NodeDatapath:
         if in_use + len(new) > bpf_map.capacity:
             raise MapFullError(bpf_map.name, bpf_map.setting, bpf_map.capacity)
 
-    def _purge_policy_keys(self, endpoint_id: int) -> None:
-        stale = [k for k in self.policy_map.keys() if k.endpoint_id == endpoint_id]
-        self.policy_map.delete_batch(stale)
-        stale_ranges = [k for k in self.policy_ranges.keys() if k.endpoint_id == endpoint_id]
-        self.policy_ranges.delete_batch(stale_ranges)
+    def _purge_policy_keys(self, endpoint_id: int, generation: int | None = None) -> None:
+        """Delete the endpoint's policy keys found in the maps (of one generation, or all)."""
+        for table in (self.policy_map, self.policy_ranges):
+            stale = [
+                k
+                for k in table.keys()
+                if k.endpoint_id == endpoint_id and generation in (None, k.generation)
+            ]
+            table.delete_batch(stale)
 
     # ---- ipcache -----------------------------------------------------------------------
 
@@ -399,8 +502,13 @@ class NodeDatapath:
             (self.ipcache_hosts, hosts),
             (self.ipcache_cidrs, cidrs),
         ]
-        # what each key maps to now, to put back if a map fills up half-way
-        before = [[table.lookup(key) for key, _ in items] for table, items in writes]
+        # what each key maps to now, to put back if a map fills up half-way (the trie's
+        # lookup is a longest-prefix match, so its exact keys are read by iterating it)
+        exact_cidrs = {bytes(k): v for k, v in self.ipcache_cidrs.items()} if cidrs else {}
+        before = [
+            [self.ipcache_hosts.lookup(key) for key, _ in hosts],
+            [exact_cidrs.get(bytes(key)) for key, _ in cidrs],
+        ]
         try:
             for table, items in writes:
                 table.update_batch([k for k, _ in items], [v for _, v in items])
@@ -424,6 +532,13 @@ class NodeDatapath:
     def set_prefilter(self, deny: Mapping[str, int] | Iterable[str]) -> None:
         """Replace the node-wide CIDR deny list (CIDR -> rule id reported in drop events)."""
         wanted = dict(deny) if isinstance(deny, Mapping) else {cidr: 0 for cidr in deny}
+        for cidr, rule_id in wanted.items():
+            if isinstance(rule_id, bool) or not isinstance(rule_id, int):
+                raise ValueError(f"rule id of prefix {cidr!r}: {rule_id!r} is not an integer")
+            if not 0 <= rule_id <= _U32_MAX:
+                raise ValueError(
+                    f"rule id of prefix {cidr!r}: {rule_id} out of range 0..{_U32_MAX}"
+                )
         keys = {bytes(_lpm_key(_network(c))): (_lpm_key(_network(c)), r) for c, r in wanted.items()}
         if len(keys) > self.prefilter_map.capacity:
             raise MapFullError(
@@ -448,6 +563,10 @@ class NodeDatapath:
             )
 
     def detach_uplink(self, interface: str) -> None:
+        if interface not in self._uplinks:
+            raise AttachError(
+                f"interface: no XDP prefilter of node {self.config.node_name} on {interface!r}"
+            )
         attachment = self._uplinks.pop(interface)
         with netns.entered(self.config.netns):
             attach.detach(attachment)

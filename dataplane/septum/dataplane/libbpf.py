@@ -171,6 +171,7 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
     "bpf_link_create": (_int, [_int, _int, _int, _vp]),
     "bpf_obj_pin": (_int, [_int, _str]),
     "bpf_obj_get": (_int, [_str]),
+    "bpf_link_update": (_int, [_int, _int, _vp]),
     "bpf_obj_get_info_by_fd": (_int, [_int, _vp, ctypes.POINTER(_u32)]),
     "bpf_tc_hook_create": (_int, [ctypes.POINTER(BpfTcHook)]),
     "bpf_tc_hook_destroy": (_int, [ctypes.POINTER(BpfTcHook)]),
