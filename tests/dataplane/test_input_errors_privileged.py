@@ -64,6 +64,7 @@ def test_prefilter_replacement_that_fits_is_never_refused_half_way(small):
         ({"ipv6": "10.0.0.1"}, r"^ipv6: '10.0.0.1' is not an IPv6 address"),
         ({"identity": 0}, r"^identity: 0 is not a security identity"),
         ({"identity": -1}, r"^identity: -1 is not a security identity"),
+        ({"endpoint_id": "2"}, r"^endpoint_id: '2' is not an integer"),
     ],
 )
 def test_bad_endpoint_fields_are_named_and_nothing_is_written(small, fields, message):

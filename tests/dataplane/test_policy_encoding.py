@@ -130,6 +130,9 @@ def test_audit_deny_loses_to_a_real_deny():
         (PolicyEntry(IN, protocol=1, port=8, end_port=9), r"entries\[0\]\.end_port"),
         (PolicyEntry(IN, action=DENY, l7_proxy_port=1), r"entries\[0\]\.l7_proxy_port"),
         (PolicyEntry(IN, peer_identity=-1), r"entries\[0\]\.peer_identity"),
+        (PolicyEntry(IN, peer_identity="5"), r"entries\[0\]\.peer_identity: '5' is not an"),
+        (PolicyEntry(IN, protocol=6, port=80.5), r"entries\[0\]\.port: 80\.5 is not an integer"),
+        (PolicyEntry(IN, rule_id=True), r"entries\[0\]\.rule_id: True is not an integer"),
     ],
 )
 def test_invalid_entries_name_the_field(entry, message):

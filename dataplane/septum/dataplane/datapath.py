@@ -283,6 +283,8 @@ class NodeDatapath:
         the same interface) keeps its pinned policy enforced until replace_policy: an agent
         restart never opens a pod.  A new pod whose programs cannot be attached is not
         added (nothing of it stays in the maps)."""
+        if isinstance(spec.endpoint_id, bool) or not isinstance(spec.endpoint_id, int):
+            raise EndpointError(f"endpoint_id: {spec.endpoint_id!r} is not an integer")
         if not 0 < spec.endpoint_id <= 0xFFFF:
             raise EndpointError(f"endpoint_id: {spec.endpoint_id} out of range 1..65535")
         try:

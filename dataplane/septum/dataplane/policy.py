@@ -104,6 +104,10 @@ def validate(entries: Sequence[PolicyEntry]) -> None:
     """Raise PolicyEntryError naming ``entries[i].field`` for the first invalid entry."""
     for index, entry in enumerate(entries):
         where = f"entries[{index}]"
+        for name in ("peer_identity", "protocol", "port", "end_port", "l7_proxy_port", "rule_id"):
+            value = getattr(entry, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise PolicyEntryError(f"{where}.{name}: {value!r} is not an integer")
         if entry.direction not in (TrafficDirection.INGRESS, TrafficDirection.EGRESS):
             raise PolicyEntryError(f"{where}.direction: {entry.direction!r} is not INGRESS/EGRESS")
         if not 0 <= entry.peer_identity <= _U32_MAX:
