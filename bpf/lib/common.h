@@ -23,7 +23,7 @@
 
 /* Parser outcomes that are not drop reasons; drop reasons are all >= 132. */
 #define SEPTUM_PARSE_OK 0
-#define SEPTUM_PARSE_BYPASS 1 /* ARP, IPv6 neighbour discovery/MLD: never policed */
+#define SEPTUM_PARSE_BYPASS 1 /* ARP, on-link IPv6 neighbour discovery/MLD: never policed */
 
 #define SEPTUM_NSEC_PER_SEC 1000000000ULL
 #define SEPTUM_NSEC_PER_MSEC 1000000ULL

@@ -70,6 +70,29 @@ struct septum_sctphdr {
 	__be32 checksum;
 };
 
+/* Neighbour discovery (133-137) and MLD (130-132, 143) keep IPv6 itself
+ * working, so they bypass policy and anti-spoofing (counted forwarded, no
+ * event) -- but only in the form RFC 4861 and RFC 3810 let a receiver accept:
+ * ND with hop limit 255 (it was not routed), MLD with hop limit 1 from a
+ * link-local source (fe80::/10) or from :: (the reports a node sends while its
+ * link-local address is still tentative, RFC 3590).  Anything else with these
+ * types is an ordinary ICMPv6 packet for policy to decide: a blanket bypass
+ * would let a locked-down pod send anything anywhere, spoofed, as "neighbour
+ * discovery". */
+static __always_inline int septum_icmpv6_link_control(__u8 type, const struct septum_pkt *pkt,
+						      __u8 hop_limit)
+{
+	const __u64 *src = (const __u64 *)pkt->src;
+
+	if (type >= 133 && type <= 137)
+		return hop_limit == 255;
+	if ((type >= 130 && type <= 132) || type == 143)
+		return hop_limit == 1 &&
+		       ((pkt->src[0] == 0xfe && (pkt->src[1] & 0xc0) == 0x80) ||
+			(src[0] == 0 && src[1] == 0));
+	return 0;
+}
+
 static __always_inline int septum_icmp_echo(struct septum_pkt *pkt, __be16 id)
 {
 	pkt->sport_be = id;
@@ -77,8 +100,9 @@ static __always_inline int septum_icmp_echo(struct septum_pkt *pkt, __be16 id)
 	return SEPTUM_PARSE_OK;
 }
 
+/* hop_limit: the IPv6 hop limit (0 for IPv4). */
 static __always_inline int septum_parse_l4(void *l4, void *data_end, __u32 l4_len,
-					   struct septum_pkt *pkt)
+					   __u8 hop_limit, struct septum_pkt *pkt)
 {
 	switch (pkt->protocol) {
 	case IPPROTO_TCP: {
@@ -136,9 +160,7 @@ static __always_inline int septum_parse_l4(void *l4, void *data_end, __u32 l4_le
 		pkt->icmp_type = type;
 		pkt->icmp_code = icmp6->code;
 		pkt->policy_port_be = bpf_htons(type);
-		/* Neighbour discovery (133-137) and MLD (130-132, 143) keep IPv6
-		 * itself working: like Cilium, never subject to policy. */
-		if ((type >= 130 && type <= 137) || type == 143)
+		if (septum_icmpv6_link_control(type, pkt, hop_limit))
 			return SEPTUM_PARSE_BYPASS;
 		if (type == SEPTUM_ICMPV6_ECHO_REQUEST || type == SEPTUM_ICMPV6_ECHO_REPLY)
 			return septum_icmp_echo(pkt, icmp6->echo_id);
@@ -187,7 +209,7 @@ static __always_inline int septum_parse_ipv4(void *data, void *data_end, __u32 w
 		pkt->frag = SEPTUM_FRAG_FIRST;
 		pkt->frag_id = ip->id;
 	}
-	return septum_parse_l4((void *)ip + hdr_len, data_end, total_len - hdr_len, pkt);
+	return septum_parse_l4((void *)ip + hdr_len, data_end, total_len - hdr_len, 0, pkt);
 }
 
 static __always_inline int septum_parse_ipv6(void *data, void *data_end, __u32 wire_len,
@@ -262,7 +284,7 @@ l4:
 	pkt->protocol = nexthdr;
 	if (off > SEPTUM_MAX_L4_OFFSET)
 		return SEPTUM_DROP_INVALID_IPV6_EXTENSION_HEADER;
-	return septum_parse_l4(data + off, data_end, remaining, pkt);
+	return septum_parse_l4(data + off, data_end, remaining, ip6->hop_limit, pkt);
 }
 
 /* Returns SEPTUM_PARSE_OK, SEPTUM_PARSE_BYPASS or a drop reason. */
