@@ -69,7 +69,9 @@ int septum_xdp_prefilter(struct xdp_md *ctx)
 		    SEPTUM_DROP_PREFILTER_DENIED, &decision, 0);
 	return XDP_DROP;
 pass:
-	septum_count(SEPTUM_DIR_INGRESS, SEPTUM_VERDICT_FORWARDED, SEPTUM_DROP_NONE, len);
+	/* Not counted: the counters have no hook dimension, and a passed packet
+	 * meant for a pod is counted by the pod's hook (non-IP frames and the
+	 * node's own traffic by nobody).  Only the prefilter's drops are ours. */
 	return XDP_PASS;
 }
 
