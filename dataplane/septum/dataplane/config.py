@@ -5,10 +5,45 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from septum.dataplane.prereq import BPFFS, DEFAULT_OBJECT
 
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+_U32_MAX: Final = 0xFFFFFFFF
+# max_entries is a u32 and hash maps refuse more than 2^31 (E2BIG): one bound for every
+# capacity, so no value is truncated on its way to the kernel.  A capacity within it can
+# still fail the load for lack of memory, which the loader reports and cleans up after.
+_MAX_ENTRIES: Final = 1 << 31
+_CAPACITY_FIELDS: Final = (
+    "endpoints",
+    "ipcache_hosts",
+    "ipcache_cidrs",
+    "policy_entries",
+    "policy_ranges",
+    "conntrack_entries",
+    "fragment_entries",
+    "drop_ratelimit_entries",
+    "prefilter_entries",
+)
+# __u32 fields of struct septum_config.  0 is refused too: a zero established timeout makes
+# the datapath ignore sep_config altogether (septum_config_get), any other zero timeout
+# expires entries as they are made, and a zero interval turns drop rate limiting off.
+_TIMEOUT_FIELDS: Final = (
+    "ct_timeout_tcp_syn_s",
+    "ct_timeout_tcp_established_s",
+    "ct_timeout_tcp_close_s",
+    "ct_timeout_other_s",
+    "drop_event_interval_ms",
+)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    # bool is an int subclass, but True as a capacity or timeout is a mistake, not 1
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"DatapathConfig.{name}: {value!r} is not an integer")
+    if not low <= value <= high:
+        raise ValueError(f"DatapathConfig.{name}: {value} is out of range ({low}..{high})")
 
 
 @dataclass(frozen=True)
@@ -48,27 +83,30 @@ class DatapathConfig:
     netns: str | None = None
 
     def __post_init__(self) -> None:
-        if not _NODE_NAME.match(self.node_name):
+        if not isinstance(self.node_name, str) or not _NODE_NAME.match(self.node_name):
             raise ValueError(
                 f"DatapathConfig.node_name: {self.node_name!r} is not a DNS label "
                 "(lowercase letters, digits, '-', '.')"
             )
+        # Checked here, not when the values reach the kernel: NodeDatapath pins maps sized
+        # from this before it writes sep_config, so a late failure would leave pins behind.
+        for name in (*_CAPACITY_FIELDS, "ringbuf_bytes"):
+            _check_int(name, getattr(self, name), 1, _MAX_ENTRIES)
         size = self.ringbuf_bytes
         if size < 4096 or size & (size - 1):
             raise ValueError(f"DatapathConfig.ringbuf_bytes: {size} must be a power of two >= 4096")
-        for name in (
-            "endpoints",
-            "ipcache_hosts",
-            "ipcache_cidrs",
-            "policy_entries",
-            "policy_ranges",
-            "conntrack_entries",
-            "fragment_entries",
-            "drop_ratelimit_entries",
-            "prefilter_entries",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DatapathConfig.{name}: must be at least 1")
+        for name in _TIMEOUT_FIELDS:
+            _check_int(name, getattr(self, name), 1, _U32_MAX)
+        for name in ("bpf_object", "pin_root"):
+            if not isinstance(getattr(self, name), Path):
+                raise ValueError(f"DatapathConfig.{name}: {getattr(self, name)!r} is not a Path")
+        if self.netns is not None and not isinstance(self.netns, str):
+            raise ValueError(f"DatapathConfig.netns: {self.netns!r} is not a namespace name")
+        if not isinstance(self.revoke_on_policy_change, bool):
+            raise ValueError(
+                "DatapathConfig.revoke_on_policy_change: "
+                f"{self.revoke_on_policy_change!r} is not a bool"
+            )
 
     @property
     def pin_dir(self) -> Path:

@@ -7,14 +7,23 @@ in ctypes instead of in libbpf.  libbpf 1.x returns ``-errno`` from int function
 
 Constants the Debian 6.1 UAPI headers lack (tcx attach types) are defined here; whether
 the running kernel has them is decided by probing (see ``septum.dataplane.attach``).
+
+libbpf's messages go to the logger ``septum.dataplane.libbpf`` instead of stderr (see
+:func:`_install_print`), and the verifier log of the last rejected program is kept for the
+error that reports the rejection (:func:`last_verifier_log`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
+import platform
+import re
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from septum.dataplane.errors import LibbpfError, PrerequisiteError
@@ -37,6 +46,33 @@ BPF_EXIST: Final = 2
 BTF_KIND_STRUCT: Final = 4
 
 _LIBRARY_NAME: Final = "libbpf.so.1"
+
+log = logging.getLogger(__name__)
+# libbpf warns about a failure Septum then raises itself, in one line: by default (no
+# logging configured) its messages go nowhere instead of to stderr through logging's
+# last-resort handler.  An application that configures logging receives them.
+log.addHandler(logging.NullHandler())
+
+# enum libbpf_print_level (libbpf.h).
+LIBBPF_WARN: Final = 0
+LIBBPF_INFO: Final = 1
+LIBBPF_DEBUG: Final = 2
+_LOG_LEVELS: Final = {LIBBPF_WARN: logging.WARNING, LIBBPF_INFO: logging.INFO}
+# libbpf_print_fn_t: int (*)(enum libbpf_print_level, const char *format, va_list args).
+# A va_list argument reaches the callee as a pointer on x86-64 (an array type).
+_PrintFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+# va_copy on x86-64 is a copy of the 24-byte __va_list_tag the argument points to: it lets
+# vsnprintf measure a message before formatting it.  Elsewhere a message is formatted
+# once, into a buffer of _FALLBACK_BYTES, and cut there.
+_VA_LIST_BYTES: Final = 24 if platform.machine() == "x86_64" else 0
+_FALLBACK_BYTES: Final = 1 << 20
+# libbpf prints a rejected program's verifier log in one message, framed like this.
+_VERIFIER_LOG: Final = re.compile(
+    r"prog '(?P<program>[^']*)': -- BEGIN PROG LOAD LOG --\n(?P<log>.*?)-- END PROG LOAD LOG --",
+    re.DOTALL,
+)
+# libbpf 1.x starts every message with it; the logger's name says as much
+_PREFIX: Final = "libbpf: "
 
 
 class BpfTestRunOpts(ctypes.Structure):
@@ -184,6 +220,87 @@ _PROTOTYPES: Final[dict[str, tuple[object, list[object]]]] = {
 }
 
 
+@dataclass(frozen=True)
+class VerifierLog:
+    """The verifier's log for a program the kernel refused to load."""
+
+    program: str
+    text: str
+
+    @property
+    def lines(self) -> int:
+        return len(self.text.splitlines())
+
+
+# Per thread: libbpf calls the print callback in the thread that called libbpf.
+_verifier_logs = threading.local()
+
+
+def last_verifier_log() -> VerifierLog | None:
+    """The verifier log libbpf last reported in this thread (None: none since the reset)."""
+    return getattr(_verifier_logs, "last", None)
+
+
+def reset_verifier_log() -> None:
+    _verifier_logs.last = None
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None)
+    libc.vsnprintf.restype = ctypes.c_int
+    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+    return libc
+
+
+def _format(libc: ctypes.CDLL, fmt: bytes, args: int | None) -> str:
+    if args is None:  # no va_list at all: nothing to substitute
+        return fmt.decode(errors="replace")
+    if _VA_LIST_BYTES:
+        args_copy = ctypes.create_string_buffer(_VA_LIST_BYTES)
+        ctypes.memmove(args_copy, args, _VA_LIST_BYTES)
+        size = max(libc.vsnprintf(None, 0, fmt, ctypes.addressof(args_copy)), 0) + 1
+    else:
+        size = _FALLBACK_BYTES
+    buffer = ctypes.create_string_buffer(size)
+    libc.vsnprintf(buffer, size, fmt, args)
+    return buffer.value.decode(errors="replace")
+
+
+def _log_message(level: int, text: str) -> None:
+    text = text.removeprefix(_PREFIX).rstrip("\n")
+    found = _VERIFIER_LOG.search(text)
+    if found:
+        verifier_log = VerifierLog(found["program"], found["log"].rstrip("\n"))
+        _verifier_logs.last = verifier_log
+        # hundreds of lines: the error names the program and the line count instead
+        log.debug("verifier log of program %s:\n%s", verifier_log.program, verifier_log.text)
+        return
+    log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", text)
+
+
+def _print_message(level: int, fmt: bytes | None, args: int | None) -> int:
+    if fmt is None:
+        return 0
+    try:
+        _log_message(level, _format(_LIBC, fmt, args))
+    except Exception:  # an exception cannot cross back into C: keep libbpf going
+        log.exception("formatting a libbpf message")
+    return 0
+
+
+_LIBC: Final = _libc()
+# Module-level: libbpf keeps the pointer for the life of the process, so the ctypes thunk
+# must never be garbage-collected.
+_PRINT_CALLBACK: Final = _PrintFn(_print_message)
+
+
+def _install_print(cdll: ctypes.CDLL) -> None:
+    """Route libbpf's messages (process-wide) to `log` instead of stderr."""
+    cdll.libbpf_set_print.restype = ctypes.c_void_p
+    cdll.libbpf_set_print.argtypes = [_PrintFn]
+    cdll.libbpf_set_print(_PRINT_CALLBACK)
+
+
 class Libbpf:
     """The loaded library with typed functions as attributes (``lib.bpf_map__fd(...)``)."""
 
@@ -201,6 +318,7 @@ class Libbpf:
             fn.restype = restype
             fn.argtypes = argtypes
             setattr(self, function, fn)
+        _install_print(self._cdll)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:  # reached for undeclared names only
         raise AttributeError(f"libbpf function {name} is not declared in septum.dataplane.libbpf")

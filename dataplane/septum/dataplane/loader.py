@@ -25,10 +25,19 @@ from septum.dataplane import abi
 from septum.dataplane.btfcheck import check_mirrors
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.errors import DatapathError, LibbpfError, PrerequisiteError
-from septum.dataplane.libbpf import BpfMapInfo, check, check_ptr, lib
+from septum.dataplane.libbpf import (
+    BpfMapInfo,
+    check,
+    check_ptr,
+    last_verifier_log,
+    lib,
+    reset_verifier_log,
+)
+from septum.dataplane.libbpf import log as libbpf_log
 from septum.dataplane.prereq import require_all
 
 log = logging.getLogger(__name__)
+_LIBBPF_LOGGER: Final = libbpf_log.name
 
 # map name -> the DatapathConfig field that sizes it (None: fixed size)
 MAP_SETTINGS: Final[dict[str, str | None]] = {
@@ -149,6 +158,7 @@ def load(config: DatapathConfig) -> LoadedObject:
             for name, pointer in map_pointers.items()
             if _drop_incompatible_pin(config.pin_dir / name, expected_definition(pointer))
         )
+        reset_verifier_log()
         result = binding.bpf_object__load(handle)
         if result < 0:
             _explain_load_failure(config, -result)
@@ -235,6 +245,21 @@ def _drop_incompatible_pin(pin: Path, expected: MapDefinition) -> bool:
 
 def _explain_load_failure(config: DatapathConfig, code: int) -> None:
     reason = os.strerror(code)
+    verifier_log = last_verifier_log()
+    # The capabilities were checked before the load (prereq.require_all): EACCES from a
+    # program load is the verifier refusing a program, not a missing permission.
+    if verifier_log is not None or code == errno.EACCES:
+        where = (
+            f"{verifier_log.program}; verifier log: {verifier_log.lines} lines, logged at "
+            f"DEBUG by {_LIBBPF_LOGGER}"
+            if verifier_log
+            else f"libbpf's messages are logged by {_LIBBPF_LOGGER}"
+        )
+        raise LibbpfError(
+            f"loading {config.bpf_object}: the verifier rejected a program ({where})",
+            code,
+            reason,
+        )
     if code == errno.EINVAL and any((config.pin_dir / name).exists() for name in MAP_SETTINGS):
         raise DatapathError(
             f"loading {config.bpf_object} failed ({reason}): pinned maps under "
@@ -244,20 +269,11 @@ def _explain_load_failure(config: DatapathConfig, code: int) -> None:
     if code == errno.EPERM:
         raise PrerequisiteError(
             f"the kernel refused to load {config.bpf_object} ({reason}): "
-            "run as root with CAP_BPF and CAP_NET_ADMIN"
-        )
-    if code == errno.EACCES:
-        # The capabilities were checked before the load (prereq.require_all): EACCES from
-        # a program load is the verifier refusing a program, not a missing permission.
-        raise LibbpfError(
-            f"loading {config.bpf_object}: the verifier rejected a program (its log is in "
-            "the libbpf messages above)",
-            code,
-            reason,
+            "run as root with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
         )
     raise LibbpfError(
-        f"loading {config.bpf_object} (kernel feature missing or verifier rejection: see "
-        "the libbpf messages above)",
+        f"loading {config.bpf_object} (a kernel feature missing?  libbpf's messages are "
+        f"logged by {_LIBBPF_LOGGER})",
         code,
         reason,
     )

@@ -19,6 +19,8 @@ V = TypeVar("V", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[t
 _FULL_ERRNOS = {errno.E2BIG, errno.ENOSPC}
 # Kernel-internal "not supported" (no Python errno name): batch ops on map types without them.
 _ENOTSUPP = 524
+# What a batch operation the map type (or kernel) lacks returns: fall back to per key.
+_BATCH_UNSUPPORTED = {-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP}
 
 
 class BpfMap(Generic[K, V]):
@@ -39,7 +41,9 @@ class BpfMap(Generic[K, V]):
         self.value_type = value_type
         self.capacity = capacity
         self.setting = setting
-        self._batch_supported: bool | None = None
+        # per operation: array maps batch updates but not deletes (None: not tried yet)
+        self._update_batch_supported: bool | None = None
+        self._delete_batch_supported: bool | None = None
 
     def _raise(self, result: int, operation: str) -> None:
         if result >= 0:
@@ -93,7 +97,7 @@ class BpfMap(Generic[K, V]):
         """Insert/replace many entries in one syscall where the map type supports it."""
         if not keys:
             return
-        if self._batch_supported is not False:
+        if self._update_batch_supported is not False:
             key_array: Any = (self.key_type * len(keys))(*cast(Any, keys))
             value_array: Any = (self.value_type * len(values))(*cast(Any, values))
             count = ctypes.c_uint32(len(keys))
@@ -105,19 +109,50 @@ class BpfMap(Generic[K, V]):
                 # Non-preallocated maps allocate from per-CPU caches that a long batch can
                 # drain under memory pressure; element by element lets them refill.
                 pass
-            elif result not in (-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP):
-                self._batch_supported = True
+            elif result not in _BATCH_UNSUPPORTED:
+                self._update_batch_supported = True
                 self._raise(result, "update_batch")
                 return
             else:
-                self._batch_supported = False
+                self._update_batch_supported = False
         for key, value in zip(keys, values, strict=True):
             self.update(key, value)
 
     def delete_batch(self, keys: Sequence[K]) -> None:
-        """Delete many keys (missing ones are ignored)."""
-        for key in keys:
+        """Delete many keys (missing ones are ignored), with BPF_MAP_DELETE_BATCH where the
+        map type has it (hash maps; LPM tries on recent kernels) and one by one elsewhere."""
+        done = 0
+        if keys and self._delete_batch_supported is not False:
+            done = self._delete_batched(keys)
+        for key in keys[done:]:
             self.delete(key)
+
+    def _delete_batched(self, keys: Sequence[K]) -> int:
+        """Delete `keys` in batches; returns how many it went through (0 when the map type
+        has no delete batch: the caller deletes them one by one)."""
+        key_array: Any = (self.key_type * len(keys))(*cast(Any, keys))
+        key_size = ctypes.sizeof(self.key_type)
+        opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
+        done = 0
+        while done < len(keys):
+            count = ctypes.c_uint32(len(keys) - done)
+            result = lib().bpf_map_delete_batch(
+                self.fd,
+                ctypes.byref(key_array, done * key_size),
+                ctypes.byref(count),
+                ctypes.byref(opts),
+            )
+            if done == 0 and result in _BATCH_UNSUPPORTED:
+                self._delete_batch_supported = False
+                return 0
+            self._delete_batch_supported = True
+            if result != -errno.ENOENT:
+                self._raise(result, "delete_batch")
+                return len(keys)
+            # The kernel stops at the first missing key, having deleted the `count` keys
+            # before it: go on after it.
+            done += count.value + 1
+        return done
 
     def lookup_batch(self) -> list[tuple[K, V]]:
         """Every entry, read with BPF_MAP_LOOKUP_BATCH where supported (hash, array)."""

@@ -12,6 +12,7 @@ from septum.dataplane.errors import PrerequisiteError
 BPFFS: Final = Path("/sys/fs/bpf")
 CAP_NET_ADMIN: Final = 12
 CAP_SYS_ADMIN: Final = 21
+CAP_PERFMON: Final = 38
 CAP_BPF: Final = 39
 # The object `make bpf` builds, relative to the repository (editable install) root.
 _REPO_ROOT: Final = Path(__file__).resolve().parents[3]
@@ -25,12 +26,32 @@ def _effective_capabilities() -> int:
     return 0
 
 
+def _missing_capabilities(caps: int) -> list[str]:
+    """Names of what the load and attach need and `caps` lacks (CAP_SYS_ADMIN covers
+    CAP_BPF and CAP_PERFMON, as it does in the kernel)."""
+
+    def has(cap: int) -> bool:
+        return bool(caps & (1 << cap))
+
+    missing = []
+    if not (has(CAP_BPF) or has(CAP_SYS_ADMIN)):
+        missing.append("CAP_BPF")
+    # Without CAP_PERFMON the verifier refuses pointer arithmetic on map values and
+    # packets ("pointer arithmetic ... prohibited for !root"): the load would fail as a
+    # verifier rejection, far from the cause.
+    if not (has(CAP_PERFMON) or has(CAP_SYS_ADMIN)):
+        missing.append("CAP_PERFMON")
+    if not has(CAP_NET_ADMIN):
+        missing.append("CAP_NET_ADMIN")
+    return missing
+
+
 def require_capabilities() -> None:
-    caps = _effective_capabilities()
-    has_bpf = bool(caps & (1 << CAP_BPF)) or bool(caps & (1 << CAP_SYS_ADMIN))
-    if not (has_bpf and caps & (1 << CAP_NET_ADMIN)):
+    missing = _missing_capabilities(_effective_capabilities())
+    if missing:
         raise PrerequisiteError(
-            "septum datapath needs CAP_BPF and CAP_NET_ADMIN: run it as root (sudo)"
+            "septum datapath needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (or CAP_SYS_ADMIN "
+            f"for the first two), missing {', '.join(missing)}: run it as root (sudo)"
         )
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from types import TracebackType
 
 import click
 from rich.console import Console
@@ -77,62 +80,99 @@ def _collect(node: NodeDatapath, want_drop: bool) -> list[Flow]:
     return flows
 
 
+# an ExitStack.push() callback: (exception type, exception, traceback) -> suppress it?
+_ExitCallback = Callable[
+    [type[BaseException] | None, BaseException | None, TracebackType | None], bool
+]
+
+
+def _cleanup_step(
+    console: Console, step: Callable[[], object], failures: list[Exception]
+) -> _ExitCallback:
+    """An ExitStack callback running `step`.  Its failure does not stop the steps after
+    it, and while an earlier error propagates it is printed and noted on that error: the
+    first error is the one raised."""
+
+    def run_step(
+        _type: type[BaseException] | None, error: BaseException | None, _tb: TracebackType | None
+    ) -> bool:
+        try:
+            step()
+        except Exception as failure:
+            failures.append(failure)
+            if error is None:
+                raise
+            console.print(f"[red]cleanup failed[/]: {failure}")
+            error.add_note(f"cleanup also failed: {failure!r}")
+        return False
+
+    return run_step
+
+
+def _report_cleanup(console: Console, failures: list[Exception]) -> None:
+    if not failures:
+        console.print("[dim]cleaned up: namespaces, links, programs and pins removed[/]")
+
+
 @click.command(name="demo")
 def demo() -> None:
     """Three pods, one policy: one connection allowed, one dropped, the flows shown."""
     # the flow table needs about 110 columns; wider than a default 80-column pipe
     console = Console(width=max(Console().width, 120))
     suffix = secrets.token_hex(2)
-    sandbox: Sandbox | None = None
-    node: NodeDatapath | None = None
-    server: TcpServer | None = None
+    failures: list[Exception] = []
     try:
-        require_all(DEFAULT_OBJECT)  # one clear line (root? `make bpf`?) before any namespace
-        sandbox = Sandbox(f"sdpd{suffix}")
-        pods = {name: sandbox.add_pod(name[:3], address) for name, (address, _, _) in PODS.items()}
-        node = NodeDatapath(DatapathConfig(node_name=f"demo-{suffix}", netns=sandbox.node_ns))
-        node.upsert_prefixes({f"{a}/32": identity for a, identity, _ in PODS.values()})
-        for name, (address, identity, endpoint_id) in PODS.items():
-            node.upsert_endpoint(
-                EndpointSpec(endpoint_id, pods[name].host_interface, identity, address)
-            )
-        console.print(
-            f"[bold]node[/] {sandbox.node_ns}: pods "
-            + ", ".join(f"{n} ({a}, identity {i})" for n, (a, i, _) in PODS.items())
-        )
-        allow = PolicyEntry(TrafficDirection.INGRESS, PODS["frontend"][1], 6, PORT, rule_id=RULE_ID)
-        node.replace_policy(PODS["backend"][2], EndpointPolicy.selecting([allow]))
-        console.print(
-            f"[bold]policy[/] backend ingress: allow identity {allow.peer_identity} "
-            f"on TCP {PORT} (rule {RULE_ID}); everything else is denied"
-        )
-        server = TcpServer(pods["backend"].name, PODS["backend"][0], PORT)
-        backend = PODS["backend"][0]
-        for client in ("frontend", "intruder"):
-            ok = tcp_connect(pods[client].name, backend, PORT, timeout_s=1.0)
-            mark = "[green]connected[/]" if ok else "[red]dropped (timed out)[/]"
-            console.print(f"  {client} -> backend:{PORT}  {mark}")
-        names = {address: name for name, (address, _, _) in PODS.items()}
-        flows = _collect(node, want_drop=True)
-        console.print(_flow_table(flows, names))
-        counters = node.counters()
-        dropped = sum(v.packets for k, v in counters.items() if k.verdict == Verdict.DROPPED)
-        forwarded = sum(v.packets for k, v in counters.items() if k.verdict == Verdict.FORWARDED)
-        console.print(f"[bold]counters[/] forwarded {forwarded} packets, dropped {dropped}")
-        for flow in flows:
-            if flow.verdict == Verdict.DROPPED:
-                who = names.get(flow.src_ip, flow.src_ip)
-                console.print(
-                    f"[bold]why[/] {who} was dropped: {describe_drop_reason(flow.drop_reason)}"
+        # Everything is registered as soon as it exists and closed last first, each step
+        # even when one before it failed (see _cleanup_step).
+        with ExitStack() as cleanup:
+            require_all(DEFAULT_OBJECT)  # one clear line (root? `make bpf`?) before any netns
+            sandbox = Sandbox(f"sdpd{suffix}")
+            cleanup.callback(_report_cleanup, console, failures)
+            cleanup.push(_cleanup_step(console, sandbox.close, failures))
+            pods = {
+                name: sandbox.add_pod(name[:3], address) for name, (address, _, _) in PODS.items()
+            }
+            node = NodeDatapath(DatapathConfig(node_name=f"demo-{suffix}", netns=sandbox.node_ns))
+            cleanup.push(_cleanup_step(console, node.teardown, failures))
+            node.upsert_prefixes({f"{a}/32": identity for a, identity, _ in PODS.values()})
+            for name, (address, identity, endpoint_id) in PODS.items():
+                node.upsert_endpoint(
+                    EndpointSpec(endpoint_id, pods[name].host_interface, identity, address)
                 )
-                break
+            console.print(
+                f"[bold]node[/] {sandbox.node_ns}: pods "
+                + ", ".join(f"{n} ({a}, identity {i})" for n, (a, i, _) in PODS.items())
+            )
+            allow = PolicyEntry(
+                TrafficDirection.INGRESS, PODS["frontend"][1], 6, PORT, rule_id=RULE_ID
+            )
+            node.replace_policy(PODS["backend"][2], EndpointPolicy.selecting([allow]))
+            console.print(
+                f"[bold]policy[/] backend ingress: allow identity {allow.peer_identity} "
+                f"on TCP {PORT} (rule {RULE_ID}); everything else is denied"
+            )
+            server = TcpServer(pods["backend"].name, PODS["backend"][0], PORT)
+            cleanup.push(_cleanup_step(console, server.close, failures))
+            backend = PODS["backend"][0]
+            for client in ("frontend", "intruder"):
+                ok = tcp_connect(pods[client].name, backend, PORT, timeout_s=1.0)
+                mark = "[green]connected[/]" if ok else "[red]dropped (timed out)[/]"
+                console.print(f"  {client} -> backend:{PORT}  {mark}")
+            names = {address: name for name, (address, _, _) in PODS.items()}
+            flows = _collect(node, want_drop=True)
+            console.print(_flow_table(flows, names))
+            counters = node.counters()
+            dropped = sum(v.packets for k, v in counters.items() if k.verdict == Verdict.DROPPED)
+            forwarded = sum(
+                v.packets for k, v in counters.items() if k.verdict == Verdict.FORWARDED
+            )
+            console.print(f"[bold]counters[/] forwarded {forwarded} packets, dropped {dropped}")
+            for flow in flows:
+                if flow.verdict == Verdict.DROPPED:
+                    who = names.get(flow.src_ip, flow.src_ip)
+                    console.print(
+                        f"[bold]why[/] {who} was dropped: {describe_drop_reason(flow.drop_reason)}"
+                    )
+                    break
     except DatapathError as err:
         raise click.ClickException(str(err)) from err
-    finally:
-        if server is not None:
-            server.close()
-        if node is not None:
-            node.teardown()
-        if sandbox is not None:
-            sandbox.close()
-            console.print("[dim]cleaned up: namespaces, links, programs and pins removed[/]")
