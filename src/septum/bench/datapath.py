@@ -26,17 +26,17 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 from septum.dataplane import abi, netns
+from septum.dataplane.cleanup import cleanup_step
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.netns import CLONE_NEWNET, NETNS_RUN_DIR
@@ -424,31 +424,11 @@ def throughput(rounds: int, seconds: int) -> dict[str, float]:
     finally:
         # every step runs, last created first, even when one before it fails
         with ExitStack() as cleanup:
-            cleanup.push(_cleanup_step(sandbox.close))
+            cleanup.push(cleanup_step(sandbox.close))
             if node is not None:
-                cleanup.push(_cleanup_step(node.teardown))
+                cleanup.push(cleanup_step(node.teardown))
             if accepter is not None:
-                cleanup.push(_cleanup_step(accepter.close))
-
-
-def _cleanup_step(
-    step: Callable[[], object],
-) -> Callable[[type[BaseException] | None, BaseException | None, TracebackType | None], bool]:
-    """An ExitStack callback running `step`; a failure while an earlier error propagates
-    is noted on that error, so the first error is the one raised."""
-
-    def run_step(
-        _type: type[BaseException] | None, error: BaseException | None, _tb: TracebackType | None
-    ) -> bool:
-        try:
-            step()
-        except Exception as failure:
-            if error is None:
-                raise
-            error.add_note(f"cleanup also failed: {failure!r}")
-        return False
-
-    return run_step
+                cleanup.push(cleanup_step(accepter.close))
 
 
 def _connection_rates(enforcers: _Enforcers, client: Pod, server: Pod) -> tuple[float, float]:

@@ -12,7 +12,6 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from types import TracebackType
 
 import click
 from rich.console import Console
@@ -24,6 +23,7 @@ from septum.dataplane.abi import (
     Verdict,
     describe_drop_reason,
 )
+from septum.dataplane.cleanup import cleanup_step
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.errors import DatapathError
@@ -80,33 +80,12 @@ def _collect(node: NodeDatapath, want_drop: bool) -> list[Flow]:
     return flows
 
 
-# an ExitStack.push() callback: (exception type, exception, traceback) -> suppress it?
-_ExitCallback = Callable[
-    [type[BaseException] | None, BaseException | None, TracebackType | None], bool
-]
+def _on_cleanup_failure(console: Console, failures: list[Exception]) -> Callable[[Exception], None]:
+    def noted(failure: Exception) -> None:
+        failures.append(failure)
+        console.print(f"[red]cleanup failed[/]: {failure}")
 
-
-def _cleanup_step(
-    console: Console, step: Callable[[], object], failures: list[Exception]
-) -> _ExitCallback:
-    """An ExitStack callback running `step`.  Its failure does not stop the steps after
-    it, and while an earlier error propagates it is printed and noted on that error: the
-    first error is the one raised."""
-
-    def run_step(
-        _type: type[BaseException] | None, error: BaseException | None, _tb: TracebackType | None
-    ) -> bool:
-        try:
-            step()
-        except Exception as failure:
-            failures.append(failure)
-            if error is None:
-                raise
-            console.print(f"[red]cleanup failed[/]: {failure}")
-            error.add_note(f"cleanup also failed: {failure!r}")
-        return False
-
-    return run_step
+    return noted
 
 
 def _report_cleanup(console: Console, failures: list[Exception]) -> None:
@@ -123,17 +102,17 @@ def demo() -> None:
     failures: list[Exception] = []
     try:
         # Everything is registered as soon as it exists and closed last first, each step
-        # even when one before it failed (see _cleanup_step).
+        # even when one before it failed (see septum.dataplane.cleanup).
         with ExitStack() as cleanup:
             require_all(DEFAULT_OBJECT)  # one clear line (root? `make bpf`?) before any netns
             sandbox = Sandbox(f"sdpd{suffix}")
             cleanup.callback(_report_cleanup, console, failures)
-            cleanup.push(_cleanup_step(console, sandbox.close, failures))
+            cleanup.push(cleanup_step(sandbox.close, _on_cleanup_failure(console, failures)))
             pods = {
                 name: sandbox.add_pod(name[:3], address) for name, (address, _, _) in PODS.items()
             }
             node = NodeDatapath(DatapathConfig(node_name=f"demo-{suffix}", netns=sandbox.node_ns))
-            cleanup.push(_cleanup_step(console, node.teardown, failures))
+            cleanup.push(cleanup_step(node.teardown, _on_cleanup_failure(console, failures)))
             node.upsert_prefixes({f"{a}/32": identity for a, identity, _ in PODS.values()})
             for name, (address, identity, endpoint_id) in PODS.items():
                 node.upsert_endpoint(
@@ -152,7 +131,7 @@ def demo() -> None:
                 f"on TCP {PORT} (rule {RULE_ID}); everything else is denied"
             )
             server = TcpServer(pods["backend"].name, PODS["backend"][0], PORT)
-            cleanup.push(_cleanup_step(console, server.close, failures))
+            cleanup.push(cleanup_step(server.close, _on_cleanup_failure(console, failures)))
             backend = PODS["backend"][0]
             for client in ("frontend", "intruder"):
                 ok = tcp_connect(pods[client].name, backend, PORT, timeout_s=1.0)
