@@ -10,8 +10,8 @@
  *
  * Fragments: the first fragment is parsed like any packet (its L4 header must
  * be complete, so tiny-fragment overlap tricks are TRUNCATED_*); later
- * fragments carry no L4 header and get the ports their first fragment
- * recorded (see fragments.h).
+ * fragments carry no L4 header and get the protocol and ports their first
+ * fragment recorded (see fragments.h).
  */
 #ifndef SEPTUM_LIB_PARSE_H
 #define SEPTUM_LIB_PARSE_H

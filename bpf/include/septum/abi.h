@@ -376,7 +376,7 @@ struct septum_frag_key {
 	__u8 src_addr[16];
 	__u8 dst_addr[16];
 	__u32 id;
-	__u8 protocol;
+	__u8 protocol; /* IPv4: the protocol; IPv6: 0 (see fragments.h) */
 	__u8 ip_version;
 	__u16 pad;
 };
@@ -384,7 +384,8 @@ struct septum_frag_key {
 struct septum_frag_value {
 	__u16 sport_be;
 	__u16 dport_be;
-	__u32 pad;
+	__u8 protocol; /* the first fragment's L4 protocol */
+	__u8 pad[3];
 };
 
 /* Drop-event rate limit, per flow and reason. */

@@ -497,7 +497,8 @@ class FragValue(ctypes.Structure):
     _fields_ = [
         ("sport_be", ctypes.c_uint16),
         ("dport_be", ctypes.c_uint16),
-        ("pad", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint8),  # the first fragment's L4 protocol
+        ("pad", ctypes.c_uint8 * 3),
     ]
 
 
