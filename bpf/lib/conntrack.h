@@ -168,6 +168,31 @@ static __always_inline int septum_ct_matches(const struct septum_ct_entry *entry
 	return order == 0 || ((__u8)(order > 0) != entry->orig_swapped) == is_reply;
 }
 
+/* ICMP is tracked for echoes only (keyed by their identifier): a request
+ * travels the connection's way and a reply the other way, so a peer's request
+ * reusing the identifier of the pod's own ping is not that ping's reply.  Any
+ * other ICMP message (errors excepted: see septum_icmp_related) is decided by
+ * policy on its own, never by an entry: its type is not in the key. */
+static __always_inline int septum_ct_icmp_tracked(const struct septum_pkt *pkt)
+{
+	if (pkt->protocol == IPPROTO_ICMP)
+		return pkt->icmp_type == SEPTUM_ICMP_ECHO || pkt->icmp_type == SEPTUM_ICMP_ECHOREPLY;
+	if (pkt->protocol == IPPROTO_ICMPV6)
+		return pkt->icmp_type == SEPTUM_ICMPV6_ECHO_REQUEST ||
+		       pkt->icmp_type == SEPTUM_ICMPV6_ECHO_REPLY;
+	return 1;
+}
+
+static __always_inline int septum_ct_icmp_matches(const struct septum_pkt *pkt, __u8 is_reply)
+{
+	if (pkt->protocol == IPPROTO_ICMP)
+		return pkt->icmp_type == (is_reply ? SEPTUM_ICMP_ECHOREPLY : SEPTUM_ICMP_ECHO);
+	if (pkt->protocol == IPPROTO_ICMPV6)
+		return pkt->icmp_type ==
+		       (is_reply ? SEPTUM_ICMPV6_ECHO_REPLY : SEPTUM_ICMPV6_ECHO_REQUEST);
+	return 1;
+}
+
 /* The connection's tuple as its first packet had it (for policy re-checks):
  * the packet's own, turned around for a reply. */
 static __always_inline void septum_ct_original(struct septum_ct_key *orig,

@@ -38,6 +38,7 @@ struct septum_decision {
 	__u16 l7_proxy_port;
 	__u8 verdict;
 	__u8 match_type;
+	__u8 is_reply; /* a drop of a reply of a known connection (reported as such) */
 };
 
 static __always_inline void septum_identities(struct septum_report *report,
@@ -98,6 +99,11 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 	if (decision) {
 		report.rule_id = decision->rule_id;
 		report.match_type = decision->match_type;
+		if (decision->is_reply) {
+			/* events carry the connection's direction; this packet went against it */
+			report.direction = septum_opposite(hook->direction);
+			report.is_reply = 1;
+		}
 	}
 	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
 		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
@@ -158,7 +164,7 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	entry.fwd_flags_seen = pkt->tcp_flags;
 	entry.orig_direction = hook->direction;
 	entry.orig_swapped = ct->order > 0;
-	if (septum_ct_insert(ct, pkt, hook->ifindex, &entry))
+	if (septum_ct_icmp_tracked(pkt) && septum_ct_insert(ct, pkt, hook->ifindex, &entry))
 		return septum_drop(pkt, hook, ep, cfg, now, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
 				   &decision, peer_identity);
 
@@ -233,6 +239,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 		struct septum_decision revoked = {
 			.rule_id = entry->rule_id,
 			.match_type = entry->match_type,
+			.is_reply = is_reply,
 		};
 
 		return septum_drop(pkt, hook, ep, cfg, now, entry->drop_reason, &revoked,
@@ -263,6 +270,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 			entry->rule_id = decision.rule_id;
 			entry->state = SEPTUM_CT_CLOSING;
 			entry->expires = now + septum_seconds(cfg->ct_timeout_tcp_syn_s, cfg);
+			decision.is_reply = is_reply;
 			return septum_drop(pkt, hook, ep, cfg, now, reason, &decision,
 					   peer_identity);
 		}
@@ -405,7 +413,8 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	entry = ct->entry;
 	if (entry) {
 		is_reply = hook->direction != entry->orig_direction;
-		if (!septum_ct_matches(entry, ct->order, is_reply))
+		if (!septum_ct_matches(entry, ct->order, is_reply) ||
+		    !septum_ct_icmp_matches(&pkt, is_reply))
 			entry = NULL;
 	}
 	if (entry && entry->expires >= now &&
@@ -424,6 +433,169 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	return septum_new_connection(&pkt, hook, ep, cfg, now, ct);
 }
 
+/* IPv4 ICMP errors that quote the offending packet: destination unreachable,
+ * time exceeded, parameter problem.  ICMPv6: types 1-4 (with packet too big). */
+#define SEPTUM_ICMP_UNREACH 3
+#define SEPTUM_ICMP_TIME_EXCEEDED 11
+#define SEPTUM_ICMP_PARAMETER_PROBLEM 12
+#define SEPTUM_ICMPV6_ERROR_MAX 4
+
+/* Whether the packet is an ICMP or ICMPv6 error in its simplest form (no IPv4
+ * options, no IPv6 extension headers, not a fragment): the only packets
+ * septum_icmp_related looks at.  Two or three loads on the way to the full path. */
+static __always_inline int septum_maybe_icmp_error(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__be16 proto;
+
+	if (data + ETH_HLEN + sizeof(struct ipv6hdr) + 1 > data_end)
+		return 0; /* shorter than an IPv6 header + type: not worth a call */
+	proto = *(__be16 *)(data + offsetof(struct ethhdr, h_proto));
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + ETH_HLEN;
+		__u8 type = *(__u8 *)(ip + 1);
+
+		return *(__u8 *)ip == SEPTUM_FAST_IPV4_NO_OPTIONS && ip->protocol == IPPROTO_ICMP &&
+		       (type == SEPTUM_ICMP_UNREACH || type == SEPTUM_ICMP_TIME_EXCEEDED ||
+			type == SEPTUM_ICMP_PARAMETER_PROBLEM);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+		__u8 type = *(__u8 *)(ip6 + 1);
+
+		return ip6->nexthdr == IPPROTO_ICMPV6 && type >= 1 && type <= SEPTUM_ICMPV6_ERROR_MAX;
+	}
+	return 0;
+}
+
+/* An ICMP error about a connection conntrack tracks is part of that connection
+ * (Cilium's "related"): a router's "fragmentation needed" or IPv6 "packet too
+ * big" for an allowed flow (path MTU discovery), a port unreachable answering
+ * an allowed UDP query.  The quoted packet -- IPv4 without options or IPv6
+ * without extension headers, and the first 8 bytes of its TCP, UDP, SCTP or
+ * ICMP echo header -- names the flow; it travelled the other way.  When its
+ * entry exists, is alive, is not revoked and matches the quoted packet's
+ * direction, the error is forwarded with the connection's verdict, counted
+ * and reported (a trace event flagged RELATED, the error's own addresses).
+ * Returns the tc verdict, or -1 for the ordinary path (policy decides the
+ * error like any new ICMP packet).  A global function: its own stack frame
+ * and verification, called only for packets septum_maybe_icmp_error picked. */
+__attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 ifindex,
+						  __u32 direction, __u32 trace_point)
+{
+	struct septum_pkt outer = {};
+	struct septum_pkt inner = {};
+	struct septum_report report = {};
+	struct septum_ct_lookup ct;
+	const struct septum_endpoint *ep;
+	struct septum_ct_entry *entry;
+	__u8 inner_direction = septum_opposite(direction);
+	__u8 l4[8];
+	__u32 quoted;
+	__u8 is_reply;
+
+	if (bpf_skb_load_bytes(skb, 0, outer.dst_mac, ETH_ALEN) ||
+	    bpf_skb_load_bytes(skb, ETH_ALEN, outer.src_mac, ETH_ALEN))
+		return -1;
+	outer.len = skb->len;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		/* the error's IPv4 header, its ICMP type and code, then the quote's */
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ihl != 5 ||
+		    ip.protocol != IPPROTO_ICMP || (ip.frag_off & bpf_htons(0x3fff)))
+			return -1;
+		*(__u32 *)outer.src = ip.saddr;
+		*(__u32 *)outer.dst = ip.daddr;
+		outer.ip_version = SEPTUM_IP_V4;
+		outer.protocol = IPPROTO_ICMP;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip), l4, 2))
+			return -1;
+		quoted = ETH_HLEN + sizeof(ip) + 8;
+		if (bpf_skb_load_bytes(skb, quoted, &ip, sizeof(ip)) || ip.ihl != 5 ||
+		    (ip.frag_off & bpf_htons(0x1fff)))
+			return -1; /* options, or a later fragment (no L4 header quoted) */
+		*(__u32 *)inner.src = ip.saddr;
+		*(__u32 *)inner.dst = ip.daddr;
+		inner.ip_version = SEPTUM_IP_V4;
+		inner.protocol = ip.protocol;
+		quoted += sizeof(ip);
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) ||
+		    ip6.nexthdr != IPPROTO_ICMPV6)
+			return -1;
+		septum_copy16_unaligned(outer.src, (const __u8 *)&ip6.saddr);
+		septum_copy16_unaligned(outer.dst, (const __u8 *)&ip6.daddr);
+		outer.ip_version = SEPTUM_IP_V6;
+		outer.protocol = IPPROTO_ICMPV6;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip6), l4, 2))
+			return -1;
+		quoted = ETH_HLEN + sizeof(ip6) + 8;
+		if (bpf_skb_load_bytes(skb, quoted, &ip6, sizeof(ip6)))
+			return -1;
+		septum_copy16_unaligned(inner.src, (const __u8 *)&ip6.saddr);
+		septum_copy16_unaligned(inner.dst, (const __u8 *)&ip6.daddr);
+		inner.ip_version = SEPTUM_IP_V6;
+		inner.protocol = ip6.nexthdr; /* an extension header here: no entry matches */
+		quoted += sizeof(ip6);
+	}
+	outer.icmp_type = l4[0];
+	outer.icmp_code = l4[1];
+	outer.policy_port_be = bpf_htons(l4[0]);
+	if (bpf_skb_load_bytes(skb, quoted, l4, sizeof(l4)))
+		return -1;
+	switch (inner.protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		inner.sport_be = *(__be16 *)&l4[0];
+		inner.dport_be = *(__be16 *)&l4[2];
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		/* an echo (request or reply) is tracked under its identifier, twice */
+		if (l4[0] != SEPTUM_ICMP_ECHO && l4[0] != SEPTUM_ICMP_ECHOREPLY &&
+		    l4[0] != SEPTUM_ICMPV6_ECHO_REQUEST && l4[0] != SEPTUM_ICMPV6_ECHO_REPLY)
+			return -1;
+		inner.sport_be = *(__be16 *)&l4[4];
+		inner.dport_be = inner.sport_be;
+		break;
+	default:
+		return -1;
+	}
+	septum_ct_find(&ct, &inner, ifindex, 0);
+	entry = ct.entry;
+	if (!entry)
+		return -1;
+	is_reply = inner_direction != entry->orig_direction;
+	if (!septum_ct_matches(entry, ct.order, is_reply) || entry->expires < septum_now() ||
+	    entry->verdict == SEPTUM_VERDICT_DROPPED)
+		return -1;
+
+	septum_count(direction, entry->verdict, SEPTUM_DROP_NONE, outer.len);
+	ep = septum_endpoint_lookup(ifindex); /* errors are rare: only for the report */
+	septum_identities(&report, ep, direction, septum_peer_identity(&outer, direction));
+	report.bytes = outer.len;
+	report.packets = 1;
+	report.rule_id = entry->rule_id;
+	report.ifindex = ifindex;
+	report.endpoint_id = ep ? ep->endpoint_id : 0;
+	report.event_type = SEPTUM_EVENT_TRACE;
+	report.verdict = entry->verdict;
+	report.direction = entry->orig_direction;
+	report.is_reply = !is_reply; /* the error travels against the quoted packet */
+	report.match_type = entry->match_type;
+	report.trace_point = trace_point;
+	report.flags = SEPTUM_EVENT_F_RELATED;
+	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
+		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
+	septum_emit(&outer, &report);
+	return SEPTUM_TC_FORWARD;
+}
+
 /* Nothing is zeroed or parsed before the fast path had its go: the full
  * path's state lives in septum_full_path. */
 static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
@@ -438,6 +610,11 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
 	if (ret >= 0)
 		return ret;
+	if (!ct.done && septum_maybe_icmp_error(skb)) {
+		ret = septum_icmp_related(skb, hook->ifindex, hook->direction, hook->trace_point);
+		if (ret >= 0)
+			return ret;
+	}
 	return septum_full_path(skb, hook->ifindex, hook->direction, hook->trace_point,
 				ct.done && !ct.entry);
 }

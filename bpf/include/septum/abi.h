@@ -175,6 +175,7 @@ struct septum_flow_event {
 
 #define SEPTUM_EVENT_F_AUDIT_MODE 0x01 /* the endpoint was in audit mode */
 #define SEPTUM_EVENT_F_CT_CLOSE 0x02   /* the flow closed (FIN/RST) */
+#define SEPTUM_EVENT_F_RELATED 0x04    /* an ICMP error about a tracked connection */
 #define SEPTUM_EVENT_F_BENCH 0x80      /* emitted by bench_emit, not by a packet */
 
 /* ---- map keys and values ---------------------------------------------- */

@@ -235,6 +235,7 @@ IDENTITY_WORLD: Final = 2
 
 EVENT_F_AUDIT_MODE: Final = 0x01
 EVENT_F_CT_CLOSE: Final = 0x02
+EVENT_F_RELATED: Final = 0x04  # an ICMP error about a tracked connection
 EVENT_F_BENCH: Final = 0x80
 
 EP_F_ENFORCE_INGRESS: Final = 0x01

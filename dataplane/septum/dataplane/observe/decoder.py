@@ -279,6 +279,8 @@ class FlowDecoder:
         flow.reply = is_reply
         if event_type == r.EVENT_POLICY_VERDICT:
             flow.trace_reason = flow_pb2.NEW
+        elif event_type == r.EVENT_TRACE and rec[r.FLAGS] & r.EVENT_F_RELATED:
+            flow.trace_reason = flow_pb2.RELATED
         elif event_type == r.EVENT_TRACE:
             flow.trace_reason = flow_pb2.REPLY if is_reply else flow_pb2.ESTABLISHED
         if rec[r.IFINDEX]:

@@ -70,6 +70,7 @@ IP_V4: Final = 1
 IP_V6: Final = 2
 EVENT_F_AUDIT_MODE: Final = 0x01
 EVENT_F_CT_CLOSE: Final = 0x02
+EVENT_F_RELATED: Final = 0x04
 EVENT_F_BENCH: Final = 0x80
 IPPROTO_ICMP: Final = 1
 IPPROTO_TCP: Final = 6
