@@ -42,7 +42,7 @@ struct septum_pkt {
 	__u32 frag_id;
 	__u16 sport_be;       /* conntrack ports (ICMP echo: the identifier, twice) */
 	__u16 dport_be;
-	__u16 policy_port_be; /* destination port, or the ICMP type */
+	__u16 policy_port_be; /* destination port, or SEPTUM_POLICY_ICMP_TYPE | ICMP type */
 	__u8 ip_version;      /* enum septum_ip_version */
 	__u8 protocol;
 	__u8 tcp_flags;
@@ -145,7 +145,7 @@ static __always_inline int septum_parse_l4(void *l4, void *data_end, __u32 l4_le
 			return SEPTUM_DROP_TRUNCATED_ICMP;
 		pkt->icmp_type = icmp->type;
 		pkt->icmp_code = icmp->code;
-		pkt->policy_port_be = bpf_htons(icmp->type);
+		pkt->policy_port_be = bpf_htons(SEPTUM_POLICY_ICMP_TYPE | icmp->type);
 		if (icmp->type == SEPTUM_ICMP_ECHO || icmp->type == SEPTUM_ICMP_ECHOREPLY)
 			return septum_icmp_echo(pkt, icmp->echo_id);
 		return SEPTUM_PARSE_OK;
@@ -159,7 +159,7 @@ static __always_inline int septum_parse_l4(void *l4, void *data_end, __u32 l4_le
 		type = icmp6->type;
 		pkt->icmp_type = type;
 		pkt->icmp_code = icmp6->code;
-		pkt->policy_port_be = bpf_htons(type);
+		pkt->policy_port_be = bpf_htons(SEPTUM_POLICY_ICMP_TYPE | type);
 		if (septum_icmpv6_link_control(type, pkt, hop_limit))
 			return SEPTUM_PARSE_BYPASS;
 		if (type == SEPTUM_ICMPV6_ECHO_REQUEST || type == SEPTUM_ICMPV6_ECHO_REPLY)

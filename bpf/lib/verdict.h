@@ -201,9 +201,9 @@ static __always_inline __u16 septum_recheck(struct septum_ct_entry *entry,
 	__u16 port_be = original->dport_be;
 
 	if (original->protocol == IPPROTO_ICMP)
-		port_be = bpf_htons(SEPTUM_ICMP_ECHO);
+		port_be = bpf_htons(SEPTUM_POLICY_ICMP_TYPE | SEPTUM_ICMP_ECHO);
 	else if (original->protocol == IPPROTO_ICMPV6)
-		port_be = bpf_htons(SEPTUM_ICMPV6_ECHO_REQUEST);
+		port_be = bpf_htons(SEPTUM_POLICY_ICMP_TYPE | SEPTUM_ICMPV6_ECHO_REQUEST);
 	*peer_identity = septum_ipcache_identity(original->direction == SEPTUM_DIR_INGRESS
 							 ? original->src_addr
 							 : original->dst_addr,
@@ -544,7 +544,7 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 	}
 	outer.icmp_type = l4[0];
 	outer.icmp_code = l4[1];
-	outer.policy_port_be = bpf_htons(l4[0]);
+	outer.policy_port_be = bpf_htons(SEPTUM_POLICY_ICMP_TYPE | l4[0]);
 	if (bpf_skb_load_bytes(skb, quoted, l4, sizeof(l4)))
 		return -1;
 	switch (inner.protocol) {

@@ -133,6 +133,9 @@ def test_audit_deny_loses_to_a_real_deny():
         (PolicyEntry(IN, peer_identity="5"), r"entries\[0\]\.peer_identity: '5' is not an"),
         (PolicyEntry(IN, protocol=6, port=80.5), r"entries\[0\]\.port: 80\.5 is not an integer"),
         (PolicyEntry(IN, rule_id=True), r"entries\[0\]\.rule_id: True is not an integer"),
+        (PolicyEntry(IN, protocol=6, icmp_type=0), r"entries\[0\]\.icmp_type: only ICMP"),
+        (PolicyEntry(IN, protocol=1, icmp_type=256), r"entries\[0\]\.icmp_type: 256 out of"),
+        (PolicyEntry(IN, protocol=1, port=8, icmp_type=8), r"entries\[0\]\.port: give the"),
     ],
 )
 def test_invalid_entries_name_the_field(entry, message):

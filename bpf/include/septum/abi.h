@@ -270,8 +270,13 @@ struct septum_policy_key {
 	__u32 peer_identity;
 	__u8 protocol;      /* IPPROTO_*, 0 = any */
 	__u8 pad;
-	__u16 dport_be;     /* 0 = any */
+	__u16 dport_be;     /* 0 = any; ICMP/ICMPv6: SEPTUM_POLICY_ICMP_TYPE | type */
 };
+
+/* ICMP and ICMPv6 have types, not ports: a policy key's "port" for them is the type
+ * with this bit set, so type 0 (IPv4 echo reply) is a key of its own and 0 still
+ * means any type. */
+#define SEPTUM_POLICY_ICMP_TYPE 0x100
 
 /* Port ranges: LPM over the same fields; prefixlen covers the first 64 bits
  * (endpoint .. peer identity) + 16 (protocol, pad) + the port prefix, so a

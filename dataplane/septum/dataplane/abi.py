@@ -258,6 +258,8 @@ CFG_F_BENCH_NEW_FLOWS: Final = 0x02
 CFG_F_BENCH_FORCE_NEW: Final = 0x04
 
 LPM_ADDR_PREFIX_FIXED: Final = 32
+# a policy key's "port" for ICMP/ICMPv6: this bit | the type (0 stays "any type")
+POLICY_ICMP_TYPE: Final = 0x100
 POLICY_RANGE_PREFIX_FIXED: Final = 80
 
 # ---- map names (as in the object; pins live under /sys/fs/bpf/septum/<node>/<name>) ------

@@ -44,9 +44,11 @@ class PolicyEntry:
     """One policy entry of an endpoint.
 
     peer_identity 0 = any peer; protocol 0 = any protocol; port 0 = any port, otherwise the
-    first port (ICMP/ICMPv6: the ICMP type), end_port the last port of a range (0: only
-    `port`).  A deny beats every allow it overlaps.  audit: this deny only reports
-    (verdict AUDIT).  l7_proxy_port: the L7 redirect marker (reported, then forwarded).
+    first port, end_port the last port of a range (0: only `port`).  ICMP/ICMPv6 have
+    types instead: icmp_type (0..255, 0 = echo reply) names one, or a nonzero `port` does
+    (the engine's "type as port"); with neither, every type.  A deny beats every allow it
+    overlaps.  audit: this deny only reports (verdict AUDIT).  l7_proxy_port: the L7
+    redirect marker (reported, then forwarded).
     """
 
     direction: TrafficDirection
@@ -58,6 +60,7 @@ class PolicyEntry:
     audit: bool = False
     l7_proxy_port: int = 0
     rule_id: int = 0
+    icmp_type: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,15 @@ def validate(entries: Sequence[PolicyEntry]) -> None:
             )
         if entry.end_port and entry.protocol in _ICMP:
             raise PolicyEntryError(f"{where}.end_port: ICMP types take no ranges")
+        if entry.icmp_type is not None:
+            if isinstance(entry.icmp_type, bool) or not isinstance(entry.icmp_type, int):
+                raise PolicyEntryError(f"{where}.icmp_type: {entry.icmp_type!r} is not an integer")
+            if entry.protocol not in _ICMP:
+                raise PolicyEntryError(f"{where}.icmp_type: only ICMP and ICMPv6 have types")
+            if not 0 <= entry.icmp_type <= 255:
+                raise PolicyEntryError(f"{where}.icmp_type: {entry.icmp_type} out of range 0..255")
+            if entry.port:
+                raise PolicyEntryError(f"{where}.port: give the ICMP type once (icmp_type)")
         if entry.action not in (PolicyAction.ALLOW, PolicyAction.DENY):
             raise PolicyEntryError(f"{where}.action: {entry.action!r} is not ALLOW/DENY")
         if not 0 <= entry.l7_proxy_port <= 65535:
@@ -185,6 +197,11 @@ def _slots(entry: PolicyEntry) -> list[_Slot]:
         protocols: Sequence[int] = PORT_PROTOCOLS
     else:
         protocols = (entry.protocol,)
+    if entry.protocol in _ICMP:
+        icmp_type = entry.icmp_type if entry.icmp_type is not None else entry.port or None
+        if icmp_type is None:
+            return [(entry.protocol, 0, 0)]
+        return [(entry.protocol, abi.POLICY_ICMP_TYPE | icmp_type, 16)]
     if not entry.port and not entry.end_port:
         return [(p, 0, 0) for p in protocols]
     last = entry.end_port or entry.port
