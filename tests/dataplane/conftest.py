@@ -5,7 +5,7 @@ fails, and the removal is asserted."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -131,3 +131,18 @@ class Runner:
 @pytest.fixture
 def runner(testrun_node: NodeDatapath) -> Runner:
     return Runner(testrun_node)
+
+
+def with_prefixes(prefixes: dict[str, int]) -> Callable[..., Iterator[NodeDatapath]]:
+    """A `node` fixture: the test-run datapath with these ipcache prefixes, removed after."""
+
+    @pytest.fixture
+    def node(testrun_node: NodeDatapath) -> Iterator[NodeDatapath]:
+        testrun_node.upsert_prefixes(prefixes)
+        try:
+            yield testrun_node
+        finally:
+            for cidr in prefixes:
+                testrun_node.remove_prefix(cidr)
+
+    return node

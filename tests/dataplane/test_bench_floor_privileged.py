@@ -14,7 +14,7 @@ from septum.dataplane.events import decode_events
 from septum.dataplane.packets import TCP_SYN, tcp4
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 
-from .conftest import POD_IP, TESTRUN_ENDPOINT, TESTRUN_IFINDEX
+from .conftest import POD_IP, TESTRUN_ENDPOINT, TESTRUN_IFINDEX, with_prefixes
 
 pytestmark = pytest.mark.privileged
 
@@ -22,13 +22,7 @@ PEER, PEER_IDENTITY, PORT, RULE = "10.51.0.7", 700, 8443, 42
 PACKET = tcp4(POD_IP, PEER, 40100, PORT, TCP_SYN)
 
 
-@pytest.fixture
-def node(testrun_node):
-    testrun_node.upsert_prefixes({f"{PEER}/32": PEER_IDENTITY})
-    try:
-        yield testrun_node
-    finally:
-        testrun_node.remove_prefix(f"{PEER}/32")
+node = with_prefixes({f"{PEER}/32": PEER_IDENTITY})
 
 
 def _forwarded_egress(node) -> int:

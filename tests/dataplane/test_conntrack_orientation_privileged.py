@@ -12,7 +12,7 @@ from septum.dataplane.events import decode_events
 from septum.dataplane.packets import TCP_ACK, TCP_SYN, ether, icmp, ipv4, tcp4
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 
-from .conftest import FORWARDED, POD_IP, TESTRUN_ENDPOINT, dropped
+from .conftest import FORWARDED, POD_IP, TESTRUN_ENDPOINT, dropped, with_prefixes
 
 pytestmark = pytest.mark.privileged
 
@@ -21,14 +21,16 @@ DENIED = dropped(DropReason.POLICY_DENIED)
 EGRESS, INGRESS = TrafficDirection.EGRESS, TrafficDirection.INGRESS
 
 
+node = with_prefixes({f"{PEER}/32": PEER_ID})
+
+
 @pytest.fixture
-def node(testrun_node):
-    testrun_node.upsert_prefixes({f"{PEER}/32": PEER_ID})
+def revoking(node):
+    node.set_revoke_on_policy_change(True)
     try:
-        yield testrun_node
+        yield node
     finally:
-        testrun_node.remove_prefix(f"{PEER}/32")
-        testrun_node.set_revoke_on_policy_change(False)
+        node.set_revoke_on_policy_change(False)
 
 
 def _icmp(src: str, dst: str, kind: int, ident: int = 7) -> bytes:
@@ -57,8 +59,8 @@ def test_other_icmp_messages_are_decided_one_by_one(node, runner):
     assert [k for k, _ in node.conntrack() if k.protocol == 1] == []
 
 
-def test_a_dropped_reply_of_a_revoked_connection_is_reported_as_a_reply(node, runner):
-    node.set_revoke_on_policy_change(True)
+def test_a_dropped_reply_of_a_revoked_connection_is_reported_as_a_reply(revoking, runner):
+    node = revoking
     allow = PolicyEntry(EGRESS, PEER_ID, 6, 443)
     node.replace_policy(TESTRUN_ENDPOINT, EndpointPolicy.selecting([allow]))
     assert runner.outcome(tcp4(POD_IP, PEER, 40400, 443, TCP_SYN)) == FORWARDED

@@ -9,7 +9,7 @@ from septum.dataplane.abi import DropReason, TrafficDirection
 from septum.dataplane.packets import ETH_P_IPV6, ether, icmp, ipv4, ipv6
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 
-from .conftest import FORWARDED, POD_IP, POD_IP6, TESTRUN_ENDPOINT, dropped
+from .conftest import FORWARDED, POD_IP, POD_IP6, TESTRUN_ENDPOINT, dropped, with_prefixes
 
 pytestmark = pytest.mark.privileged
 
@@ -18,14 +18,7 @@ INGRESS = TrafficDirection.INGRESS
 DENIED = dropped(DropReason.POLICY_DENIED)
 
 
-@pytest.fixture
-def node(testrun_node):
-    testrun_node.upsert_prefixes({f"{PEER}/32": PEER_ID, f"{PEER6}/128": PEER_ID})
-    try:
-        yield testrun_node
-    finally:
-        testrun_node.remove_prefix(f"{PEER}/32")
-        testrun_node.remove_prefix(f"{PEER6}/128")
+node = with_prefixes({f"{PEER}/32": PEER_ID, f"{PEER6}/128": PEER_ID})
 
 
 def _in4(kind: int, ident: int) -> bytes:

@@ -14,7 +14,7 @@ from septum.dataplane.events import decode_events
 from septum.dataplane.packets import TCP_SYN, tcp4, udp4
 from septum.dataplane.policy import EndpointPolicy, PolicyAction, PolicyEntry
 
-from .conftest import TESTRUN_ENDPOINT, TESTRUN_IFINDEX
+from .conftest import TESTRUN_ENDPOINT, TESTRUN_IFINDEX, with_prefixes
 
 pytestmark = pytest.mark.privileged
 
@@ -50,14 +50,7 @@ WITH_EXACT = {
 }
 
 
-@pytest.fixture
-def node(testrun_node):
-    testrun_node.upsert_prefixes({f"{ip}/32": identity for ip, identity in PEERS.values()})
-    try:
-        yield testrun_node
-    finally:
-        for ip, _identity in PEERS.values():
-            testrun_node.remove_prefix(f"{ip}/32")
+node = with_prefixes({f"{ip}/32": identity for ip, identity in PEERS.values()})
 
 
 def _policy_flags(node) -> int:
