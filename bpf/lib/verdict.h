@@ -566,6 +566,10 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 	default:
 		return -1;
 	}
+	/* An error goes back to the quoted packet's sender: anything else (a pod
+	 * "reporting" a tracked flow to a third host) is no part of the flow. */
+	if (!septum_addr_equal16(outer.dst, inner.src))
+		return -1;
 	septum_ct_find(&ct, &inner, ifindex, 0);
 	entry = ct.entry;
 	if (!entry)
@@ -574,9 +578,12 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 	if (!septum_ct_matches(entry, ct.order, is_reply) || entry->expires < septum_now() ||
 	    entry->verdict == SEPTUM_VERDICT_DROPPED)
 		return -1;
+	ep = septum_endpoint_lookup(ifindex); /* errors are rare */
+	if (!ep || (direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
+		    !septum_endpoint_owns_source(ep, outer.src, outer.ip_version)))
+		return -1; /* the full path drops it with its reason */
 
 	septum_count(direction, entry->verdict, SEPTUM_DROP_NONE, outer.len);
-	ep = septum_endpoint_lookup(ifindex); /* errors are rare: only for the report */
 	septum_identities(&report, ep, direction, septum_peer_identity(&outer, direction));
 	report.bytes = outer.len;
 	report.packets = 1;

@@ -104,3 +104,18 @@ def test_an_echo_error_is_related_to_its_ping(node, runner):
     ping = ipv4(POD_IP, PEER, 1, icmp(8, ident=77))
     assert runner.outcome(ether(ping)) == FORWARDED
     assert runner.outcome(_error4(ROUTER, 11, 0, ping[:28]), abi.PROG_TO_POD) == FORWARDED
+
+
+def test_an_error_goes_only_back_to_the_quoted_sender(testrun_node, runner):
+    # ingress open, egress allows nothing: the pod answers an inbound query with an error
+    testrun_node.replace_policy(11, EndpointPolicy(enforce_egress=True))
+    query = ipv4(PEER, POD_IP, 17, udp(40310, 53))
+    assert runner.outcome(ether(query), abi.PROG_TO_POD) == FORWARDED
+
+    def error_to(destination: str) -> bytes:
+        header = bytes([3, 3, 0, 0, 0, 0, 0, 0])
+        return ether(ipv4(POD_IP, destination, 1, header + query))
+
+    assert runner.outcome(error_to(PEER)) == FORWARDED
+    # the same error addressed to a third host is no part of the flow: egress denies it
+    assert runner.outcome(error_to("10.98.0.99")) == DENIED
