@@ -582,6 +582,9 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 	if (!ep || (direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
 		    !septum_endpoint_owns_source(ep, outer.src, outer.ip_version)))
 		return -1; /* the full path drops it with its reason */
+	if ((septum_config_get()->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) &&
+	    entry->policy_revision != ep->policy_revision)
+		return -1; /* the connection awaits its re-check: policy decides the error */
 
 	septum_count(direction, entry->verdict, SEPTUM_DROP_NONE, outer.len);
 	septum_identities(&report, ep, direction, septum_peer_identity(&outer, direction));

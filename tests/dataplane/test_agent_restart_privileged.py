@@ -8,7 +8,7 @@ import json
 import subprocess
 
 import pytest
-from septum.dataplane import abi
+from septum.dataplane import abi, attach
 from septum.dataplane.abi import TrafficDirection
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
@@ -115,6 +115,30 @@ def test_a_restarted_agent_keeps_enforcing_then_takes_over(agents, pods):
         assert link_id == links_before[pin][0] and prog_id != links_before[pin][1]
     second.replace_policy(2, only_9999)
     assert not tcp_connect(client.name, server.ipv4, 8080, timeout_s=0.5)
+
+
+def test_a_failed_takeover_leaves_the_earlier_links_enforcing(agents, pods, monkeypatch):
+    client, server = pods
+    node = agents.current
+    node.replace_policy(2, EndpointPolicy(enforce_ingress=True))
+    links_before = _pinned_links(node)
+    second = agents.restart()
+    real_attach = attach.attach_tc
+
+    def egress_fails(prog_fd, ifindex, hook, pin):  # a fault the kernel will not give us
+        if hook == "egress":
+            raise AttachError("injected")
+        return real_attach(prog_fd, ifindex, hook, pin)
+
+    monkeypatch.setattr(attach, "attach_tc", egress_fails)
+    with pytest.raises(AttachError, match="injected"):
+        second.upsert_endpoint(EndpointSpec(2, server.host_interface, SERVER_ID, server.ipv4))
+    monkeypatch.undo()
+    # both of the pod's hooks still have a program, and its policy still holds
+    assert set(_pinned_links(second)) == set(links_before)
+    assert not tcp_connect(client.name, server.ipv4, 8080, timeout_s=0.5)
+    second.upsert_endpoint(EndpointSpec(1, client.host_interface, CLIENT_ID, client.ipv4))
+    second.upsert_endpoint(EndpointSpec(2, server.host_interface, SERVER_ID, server.ipv4))
 
 
 def test_a_restarted_agent_takes_over_the_uplink(agents, sandbox):

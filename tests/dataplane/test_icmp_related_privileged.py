@@ -119,3 +119,15 @@ def test_an_error_goes_only_back_to_the_quoted_sender(testrun_node, runner):
     assert runner.outcome(error_to(PEER)) == FORWARDED
     # the same error addressed to a third host is no part of the flow: egress denies it
     assert runner.outcome(error_to("10.98.0.99")) == DENIED
+
+
+def test_an_error_about_a_connection_awaiting_revocation_is_decided_by_policy(node, runner):
+    node.set_revoke_on_policy_change(True)
+    try:
+        query = ipv4(POD_IP, PEER, 17, udp(40320, 53))
+        assert runner.outcome(ether(query)) == FORWARDED
+        node.replace_policy(11, EndpointPolicy(enforce_ingress=True, enforce_egress=True))
+        # the query's entry still says FORWARDED until its next packet is decided again
+        assert runner.outcome(_error4(PEER, 3, 3, query), abi.PROG_TO_POD) == DENIED
+    finally:
+        node.set_revoke_on_policy_change(False)

@@ -142,6 +142,7 @@ class NodeDatapath:
         self._object = loader.load(config)
         self._endpoints: dict[int, _EndpointState] = {}
         self._uplinks: dict[str, Attachment] = {}
+        self._cidrs: dict[bytes, abi.IpcacheValue] | None = None  # see _cidr_contents
         self._reader: RingBufferReader | None = None
         maps = self._object.maps
 
@@ -342,7 +343,8 @@ class NodeDatapath:
         self._write_endpoint(state)
         if spec.attach:
             try:
-                self._attach_endpoint(state)
+                # an adopted pod's pinned links enforce until replaced: never detach them
+                self._attach_endpoint(state, detach_on_failure=state.adopted is None)
             except Exception:
                 if pinned is not None and state.adopted is not None:
                     self.endpoints_map.update(key, pinned)
@@ -351,8 +353,10 @@ class NodeDatapath:
                 raise
         self._endpoints[spec.endpoint_id] = state
 
-    def _attach_endpoint(self, state: _EndpointState) -> None:
-        """Attach both hooks, or (when one fails) neither."""
+    def _attach_endpoint(self, state: _EndpointState, detach_on_failure: bool = True) -> None:
+        """Attach both hooks, or (when one fails) neither -- unless told to leave what is
+        attached (an adopted pod: its taken-over links are the previous agent's, and
+        unlinking their pins would leave the hook with no program at all)."""
         programs = self._object.programs
         links = self.config.pin_dir / "links"
         self._detach_all(state)
@@ -367,7 +371,8 @@ class NodeDatapath:
                         attach.attach_tc(programs[program], state.ifindex, hook, pin)  # type: ignore[arg-type]
                     )
         except Exception:
-            self._detach_all(state)
+            if detach_on_failure:
+                self._detach_all(state)
             raise
 
     def _detach_all(self, state: _EndpointState) -> None:
@@ -505,8 +510,8 @@ class NodeDatapath:
             (self.ipcache_cidrs, cidrs),
         ]
         # what each key maps to now, to put back if a map fills up half-way (the trie's
-        # lookup is a longest-prefix match, so its exact keys are read by iterating it)
-        exact_cidrs = {bytes(k): v for k, v in self.ipcache_cidrs.items()} if cidrs else {}
+        # lookup is a longest-prefix match: its exact contents are mirrored here)
+        exact_cidrs = self._cidr_contents() if cidrs else {}
         before = [
             [self.ipcache_hosts.lookup(key) for key, _ in hosts],
             [exact_cidrs.get(bytes(key)) for key, _ in cidrs],
@@ -522,12 +527,24 @@ class NodeDatapath:
                     else:
                         table.update(key, old)
             raise
+        for key, value in cidrs:
+            exact_cidrs[bytes(key)] = value
+
+    def _cidr_contents(self) -> dict[bytes, abi.IpcacheValue]:
+        """The CIDR trie's exact keys and values: read from the map once (a restarted agent
+        finds an earlier one's), then kept by this process, the map's only writer."""
+        if self._cidrs is None:
+            self._cidrs = {bytes(k): v for k, v in self.ipcache_cidrs.items()}
+        return self._cidrs
 
     def remove_prefix(self, cidr: str) -> bool:
         network = _network(cidr)
         if _is_host(network):
             return self.ipcache_hosts.delete(_host_key(network))
-        return self.ipcache_cidrs.delete(_lpm_key(network))
+        key = _lpm_key(network)
+        if self._cidrs is not None:
+            self._cidrs.pop(bytes(key), None)
+        return self.ipcache_cidrs.delete(key)
 
     # ---- XDP prefilter -----------------------------------------------------------------
 
