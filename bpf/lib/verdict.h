@@ -492,14 +492,17 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 	struct septum_ct_entry *entry;
 	__u8 inner_direction = septum_opposite(direction);
 	__u8 l4[8];
+	__be16 proto;
 	__u32 quoted;
 	__u8 is_reply;
 
+	/* the frame's own Ethernet type, as septum_maybe_icmp_error read it */
 	if (bpf_skb_load_bytes(skb, 0, outer.dst_mac, ETH_ALEN) ||
-	    bpf_skb_load_bytes(skb, ETH_ALEN, outer.src_mac, ETH_ALEN))
+	    bpf_skb_load_bytes(skb, ETH_ALEN, outer.src_mac, ETH_ALEN) ||
+	    bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
 		return -1;
 	outer.len = skb->len;
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
 		/* the error's IPv4 header, its ICMP type and code, then the quote's */
@@ -521,7 +524,7 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 		inner.ip_version = SEPTUM_IP_V4;
 		inner.protocol = ip.protocol;
 		quoted += sizeof(ip);
-	} else {
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) ||
@@ -541,6 +544,8 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 		inner.ip_version = SEPTUM_IP_V6;
 		inner.protocol = ip6.nexthdr; /* an extension header here: no entry matches */
 		quoted += sizeof(ip6);
+	} else {
+		return -1;
 	}
 	outer.icmp_type = l4[0];
 	outer.icmp_code = l4[1];

@@ -346,8 +346,8 @@ class NodeDatapath:
                 # an adopted pod's pinned links enforce until replaced: never detach them
                 self._attach_endpoint(state, detach_on_failure=state.adopted is None)
             except Exception:
-                if pinned is not None and state.adopted is not None:
-                    self.endpoints_map.update(key, pinned)
+                if state.adopted is not None:
+                    self.endpoints_map.update(key, state.adopted)
                 else:
                     self.endpoints_map.delete(key)
                 raise
