@@ -73,8 +73,8 @@ setup: deps venv bpf tools proto
 
 # Style, types and the import-layering contracts (pyproject.toml [tool.importlinter]).
 lint: setup
-	$(VENV)/bin/ruff check src operator dataplane lab tests
-	$(VENV)/bin/ruff format --check src operator dataplane lab tests
+	$(VENV)/bin/ruff check src operator dataplane lab tests scripts
+	$(VENV)/bin/ruff format --check src operator dataplane lab tests scripts
 	$(VENV)/bin/mypy -p septum.operator -p septum.dataplane -p septum.lab -p septum.cli -p septum.bench
 	$(VENV)/bin/lint-imports
 
