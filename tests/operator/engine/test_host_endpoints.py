@@ -15,7 +15,8 @@ from septum.operator.engine.ports import parse_protocol_name
 from septum.operator.engine.rules import Direction
 from septum.operator.engine.state import Engine, apply_diff
 from septum.operator.engine.whatif import Apply, Flow, what_if
-from septum.operator.identity import ReservedIdentity
+
+from septum.wellknown.reserved import ReservedIdentity
 
 HOST = int(ReservedIdentity.HOST)
 REMOTE = int(ReservedIdentity.REMOTE_NODE)

@@ -5,12 +5,9 @@ from __future__ import annotations
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.labels import LabelFilter
 from septum.operator.engine.state import Engine
-from septum.operator.identity import (
-    CLUSTER_IDENTITY_MIN,
-    RESERVED,
-    InMemoryAllocator,
-    ReservedIdentity,
-)
+from septum.operator.identity import InMemoryAllocator
+
+from septum.wellknown.reserved import CLUSTER_IDENTITY_MIN, RESERVED, ReservedIdentity
 
 
 def _pod(name: str, app: str, extra: dict[str, str] | None = None) -> dict[str, object]:

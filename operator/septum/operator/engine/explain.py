@@ -28,7 +28,8 @@ from septum.operator.engine.ports import NamedPort, PortRange, parse_protocol_na
 from septum.operator.engine.registry import RuleInfo
 from septum.operator.engine.rules import Action, Direction, PolicyKey, Rule, RuleRef, Tier
 from septum.operator.engine.state import Engine, NamedPortMap
-from septum.operator.identity import ReservedIdentity
+
+from septum.wellknown.reserved import ReservedIdentity
 
 
 @dataclass(frozen=True, slots=True)

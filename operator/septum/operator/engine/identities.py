@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator
 
 from septum.operator.engine.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, LabelSet
 from septum.operator.engine.rules import IPNetwork
-from septum.operator.identity import RESERVED, IdentityAllocator, ReservedIdentity
+from septum.operator.identity import IdentityAllocator
+
+from septum.wellknown.reserved import RESERVED, ReservedIdentity
 
 WORLD_V4 = ipaddress.ip_network("0.0.0.0/0")
 WORLD_V6 = ipaddress.ip_network("::/0")

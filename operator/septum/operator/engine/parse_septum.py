@@ -27,8 +27,6 @@ from septum.operator.engine.paths import (
     reject_unknown,
 )
 from septum.operator.engine.ports import (
-    ICMP_TYPES,
-    ICMPV6_TYPES,
     L4_PROTOCOLS,
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -65,6 +63,8 @@ from septum.operator.engine.selectors import (
     node_key,
     parse_label_selector,
 )
+
+from septum.wellknown.icmp import ICMPV4_TYPES, ICMPV6_TYPES
 
 ENTITIES = frozenset(
     {
@@ -249,7 +249,7 @@ def _parse_icmps(raw: list[Any], path: str) -> list[PortRule]:
                 raise PolicyError(
                     field(fpath, "family"), f"unknown family {family!r} (expected IPv4 or IPv6)"
                 )
-            names = ICMP_TYPES if family == "IPv4" else ICMPV6_TYPES
+            names = ICMPV4_TYPES if family == "IPv4" else ICMPV6_TYPES
             proto = PROTO_ICMP if family == "IPv4" else PROTO_ICMPV6
             raw_type = fobj.get("type")
             type_path = field(fpath, "type")

@@ -62,14 +62,15 @@ from septum.operator.engine.rules import (
     Tier,
 )
 from septum.operator.engine.selectors import Selector
-from septum.operator.identity import (
+from septum.operator.identity import IdentityAllocator, InMemoryAllocator
+
+from septum.wellknown.reserved import (
+    CLUSTER_IDENTITY_MAX,
     CLUSTER_IDENTITY_MIN,
+    LOCAL_IDENTITY_MAX,
     LOCAL_IDENTITY_MIN,
-    IdentityAllocator,
-    InMemoryAllocator,
     ReservedIdentity,
 )
-from septum.operator.identity.reserved import CLUSTER_IDENTITY_MAX, LOCAL_IDENTITY_MAX
 
 Matcher = Selector | Peers
 NamedPortMap = dict[str, frozenset[tuple[int, int]]]

@@ -1,18 +1,9 @@
-"""Security identities: reserved numbers and allocation rules (pure; stores nothing itself)."""
+"""Rules for allocating security identities (pure; stores nothing itself).
+
+The reserved identity numbers and the identity ranges live in `septum.wellknown.reserved`,
+shared with the datapath.
+"""
 
 from septum.operator.identity.allocator import IdentityAllocator, InMemoryAllocator
-from septum.operator.identity.reserved import (
-    CLUSTER_IDENTITY_MIN,
-    LOCAL_IDENTITY_MIN,
-    RESERVED,
-    ReservedIdentity,
-)
 
-__all__ = [
-    "CLUSTER_IDENTITY_MIN",
-    "LOCAL_IDENTITY_MIN",
-    "RESERVED",
-    "IdentityAllocator",
-    "InMemoryAllocator",
-    "ReservedIdentity",
-]
+__all__ = ["IdentityAllocator", "InMemoryAllocator"]
