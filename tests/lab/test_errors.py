@@ -28,12 +28,29 @@ def test_port_in_use_names_port_and_owner(monkeypatch: pytest.MonkeyPatch) -> No
     assert f"(pid {os.getpid()})" in str(err.value)
 
 
+# The real entry point as a real non-root uid (65534). That uid keeps one capability,
+# CAP_DAC_READ_SEARCH, so that it can read the interpreter, the venv and the checkout wherever
+# they are: a checkout cloned into a private (mode 700) folder is unreadable to plain 65534,
+# whose run would then end in "Permission denied" before the CLI's own check. The check under
+# test looks only at the effective uid, which no capability changes.
+UNPRIVILEGED_READER = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all,+dac_read_search",
+    "--ambient-caps=-all,+dac_read_search",
+    "--bounding-set=-all,+dac_read_search",
+    "--no-new-privs",
+]
+
+
 @pytest.mark.privileged
 def test_not_root_is_one_clear_line() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged user")
     out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SEPTUM, "lab", "up"],
+        [*UNPRIVILEGED_READER, SEPTUM, "lab", "up"],
         capture_output=True,
         text=True,
         check=False,
