@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from septum.lab.errors import LabError
 
 JSON = dict[str, Any]
 
 
-class ApiError(Exception):
+class ApiError(LabError):
+    """The API server answered with an HTTP error; ``status`` is its code (404: not found)."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status

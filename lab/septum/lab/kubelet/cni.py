@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from septum.lab import config
+from septum.lab.errors import LabError
 
 CNI_VERSION = "1.0.0"
 NETWORK_NAME = "slab"
 
 
-class CniError(Exception):
-    pass
+class CniError(LabError):
+    """A CNI plugin failed, or the node has no network configuration to run."""
 
 
 def conflist(pod_cidr: str, ipam_dir: Path) -> dict[str, Any]:

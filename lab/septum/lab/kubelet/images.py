@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from septum.lab.binaries import Binaries
+from septum.lab.errors import LabError
 
 IDLE = ["sleep", "infinity"]
 
@@ -24,8 +25,8 @@ class Workload:
     argv: list[str]
 
 
-class UnknownImage(Exception):
-    pass
+class UnknownImage(LabError):
+    """No program on this machine stands in for the image (the lab has no registry)."""
 
 
 def _repository(image: str) -> str:

@@ -16,6 +16,7 @@ import psutil  # type: ignore[import-untyped]  # no stubs pinned
 from septum.lab import config
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec
+from septum.lab.errors import CommandError
 from septum.lab.kubelet.api import JSON, ApiClient, ApiError
 from septum.lab.kubelet.cni import POD_ATTACHMENT, Cni, conflist
 from septum.lab.kubelet.events import Recorder
@@ -62,7 +63,7 @@ class Kubelet:
         )
         _, err = await proc.communicate()
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: {err.decode().strip()}")
+            raise CommandError(f"{' '.join(argv)}: {err.decode().strip()}")
 
     def note_mountpoint(self, dst: str, is_dir: bool) -> None:
         """Records mountpoints the lab creates on the host filesystem, for ``lab down``."""
@@ -104,7 +105,7 @@ class Kubelet:
                         os.kill(int(pid), signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     await self.cni.delete(uid, netns, args)
-                with contextlib.suppress(RuntimeError):
+                with contextlib.suppress(CommandError):
                     await self.sh("ip", "netns", "delete", netns)
             cached.unlink(missing_ok=True)
             etc = config.NETNS_ETC_DIR / netns
