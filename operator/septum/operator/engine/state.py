@@ -44,8 +44,7 @@ from septum.operator.engine.entries import (
 )
 from septum.operator.engine.errors import InvalidPolicy, PolicyError
 from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
-from septum.operator.engine.labels import SOURCE_K8S, LabelFilter, LabelSet, pod_label_set
-from septum.operator.engine.matching import peers_match
+from septum.operator.engine.labels import LabelFilter, LabelSet, pod_label_set
 from septum.operator.engine.parse import parse_policy, policy_key
 from septum.operator.engine.ports import NamedPort, PortRange
 from septum.operator.engine.registry import RuleRegistry
@@ -61,7 +60,9 @@ from septum.operator.engine.rules import (
     Rule,
     Tier,
 )
+from septum.operator.engine.selectorcache import Matcher, SelectorCache
 from septum.operator.engine.selectors import Selector
+from septum.operator.engine.twins import TwinIndex
 from septum.operator.identity import IdentityAllocator, InMemoryAllocator
 
 from septum.wellknown.reserved import (
@@ -72,7 +73,6 @@ from septum.wellknown.reserved import (
     ReservedIdentity,
 )
 
-Matcher = Selector | Peers
 NamedPortMap = dict[str, frozenset[tuple[int, int]]]
 _MEMO_LIMIT = 200_000
 _DROP = -1  # in _clone_dirty: the identity is gone, drop its entries
@@ -131,12 +131,8 @@ class Engine:
         self.pod_identity: dict[PodKey, int] = {}
         self.identity_pods: dict[int, set[PodKey]] = {}
         self.named_ports: dict[int, NamedPortMap] = {}
-        self._sets: dict[Matcher, frozenset[int]] = {}
-        self._set_refs: Counter[Matcher] = Counter()
-        self._watch_kv: dict[tuple[str, str], set[Matcher]] = {}
-        self._watch_scan: set[Matcher] = set()
-        self._watch_nonpod: set[Matcher] = set()
-        self._users: dict[Matcher, set[int]] = {}
+        self.selectors = SelectorCache(self.identities, self.node_matches)
+        self._twins = TwinIndex(self.selectors, self.identities)
         self._egress_named_users: set[int] = set()
         self._cidr_refs: Counter[IPNetwork] = Counter()
         self._rule_ids: dict[int, tuple[int, str]] = {}
@@ -147,9 +143,6 @@ class Engine:
         self._peer_dirty: dict[int, set[int]] = {}
         # Subjects that only need entries for a new identity copied from its twin: {(new, twin)}.
         self._clone_dirty: dict[int, set[tuple[int, int]]] = {}
-        # Label keys any selector reads; identities equal on them are equal for every selector.
-        self._key_refs: Counter[str] = Counter()
-        self._projection: dict[tuple[tuple[str, str], ...], set[int]] | None = None
         # New identities of this flush with a twin: they take the twin's compiled policy.
         self._twin_of: dict[int, int] = {}
         # (removed, added) entry slices a peer patch reports, for the identity being patched.
@@ -541,7 +534,7 @@ class Engine:
             if twin is not None:
                 self._twin_of[number] = twin
             self._identity_added(number, twin)
-            self._project_add(number, labels)
+            self._twins.add(number, labels)
         self._refresh_named_ports(number)
 
     def _unassign(self, key: PodKey, labels: LabelSet) -> None:
@@ -575,45 +568,31 @@ class Engine:
 
     def _identity_added(self, number: int, twin: int | None = None) -> None:
         self._parts_cache.pop(number, None)
-        labels = self.identities.labels[number]
         self._dirty.add(number)
-        for matcher in self._watchers(labels):
-            if self._matches(matcher, labels):
-                self._sets[matcher] = self._sets[matcher] | {number}
-                if twin is None:
-                    self._mark_peer_change(matcher, number)
-                else:
-                    for user in self._users.get(matcher, ()):
-                        self._clone_dirty.setdefault(user, set()).add((number, twin))
+        for change in self.selectors.identity_added(number):
+            if twin is None:
+                for user in change.users:
+                    self._peer_dirty.setdefault(user, set()).add(number)
+            else:
+                for user in change.users:
+                    self._clone_dirty.setdefault(user, set()).add((number, twin))
 
-    # ---- internals: twins ------------------------------------------------
-
-    def _projected(self, labels: LabelSet) -> tuple[tuple[str, str], ...]:
-        return tuple(item for item in labels.items if item[0] in self._key_refs)
-
-    def _project_add(self, number: int, labels: LabelSet) -> None:
-        if self._projection is not None:
-            self._projection.setdefault(self._projected(labels), set()).add(number)
-
-    def _project_remove(self, number: int, labels: LabelSet) -> None:
-        if self._projection is not None:
-            bucket = self._projection.get(self._projected(labels))
-            if bucket is not None:
-                bucket.discard(number)
+    def _identity_removed(self, number: int) -> None:
+        self._parts_cache.pop(number, None)
+        self._twins.remove(number, self.identities.labels[number])
+        for change in self.selectors.identity_removed(number):
+            # A vanished peer only loses its entries: no rule needs evaluating.
+            for user in change.users:
+                self._clone_dirty.setdefault(user, set()).add((number, _DROP))
+        self._egress_named_users.discard(number)
 
     def _twin(self, number: int, labels: LabelSet) -> int | None:
         """An existing pod identity every selector treats exactly like `number`, if any.
 
-        Selectors read only the keys they name, so two label sets equal on every
-        named key match the same selectors; with equal named ports, the new
-        identity's entries in any subject are a copy of the twin's.
+        With equal named ports too, the new identity's entries in any subject are a
+        copy of the twin's (see twins.py).
         """
-        if self._projection is None:
-            self._projection = {}
-            for other in self.identities.pod_ids:
-                if other != number:
-                    self._project_add(other, self.identities.labels[other])
-        candidates = self._projection.get(self._projected(labels))
+        candidates = self._twins.candidates(number, labels)
         if not candidates:
             return None
         ports = self._named_port_map(number)
@@ -626,136 +605,17 @@ class Engine:
                 return other
         return None
 
-    def _identity_removed(self, number: int) -> None:
-        self._parts_cache.pop(number, None)
-        labels = self.identities.labels[number]
-        self._project_remove(number, labels)
-        for matcher in self._watchers(labels):
-            current = self._sets[matcher]
-            if number in current:
-                self._sets[matcher] = current - {number}
-                # A vanished peer only loses its entries: no rule needs evaluating.
-                for user in self._users.get(matcher, ()):
-                    self._clone_dirty.setdefault(user, set()).add((number, _DROP))
-        self._egress_named_users.discard(number)
-
-    def _mark_peer_change(self, matcher: Matcher, number: int) -> None:
-        for user in self._users.get(matcher, ()):
-            self._peer_dirty.setdefault(user, set()).add(number)
-
-    def _watchers(self, labels: LabelSet) -> set[Matcher]:
-        if labels.source != SOURCE_K8S:
-            return set(self._watch_nonpod)
-        found = set(self._watch_scan)
-        for item in labels.items:
-            bucket = self._watch_kv.get(item)
-            if bucket:
-                found |= bucket
-        return found
-
     def _node_peers_changed(self) -> None:
-        for matcher in list(self._sets):
+        for matcher in self.selectors.in_use():
             if isinstance(matcher, Peers) and matcher.nodes:
-                self._recompute_set(matcher)
+                self._refresh_selection(matcher)
         self._dirty |= set(self.identity_pods)
 
-    # ---- internals: selector cache --------------------------------------
-
-    def _matches(self, matcher: Matcher, labels: LabelSet) -> bool:
-        if isinstance(matcher, Selector):
-            return matcher.matches(labels)
-        return peers_match(matcher, labels, self.node_matches)
-
-    def _selector_plan(self, selector: Selector) -> tuple[tuple[tuple[str, str], ...], bool, bool]:
-        """(index keys, needs a pod scan, needs non-pod identities) for one selector.
-
-        A new identity can only match if it carries one of the index keys, so the
-        selector is watched under those keys (one for `k=v`, one per value of `In`).
-        """
-        pods = SOURCE_K8S in selector.sources
-        nonpod = bool(selector.sources - {SOURCE_K8S})
-        if not pods:
-            return (), False, nonpod
-        alternatives = selector.index_alternatives()
-        if not alternatives:
-            return (), True, nonpod
-        namespace_keys = [a for a in alternatives if a[0][0] == "io.kubernetes.pod.namespace"]
-        return min(namespace_keys or alternatives, key=len), False, nonpod
-
-    def _plans(self, matcher: Matcher) -> list[tuple[tuple[tuple[str, str], ...], bool, bool]]:
-        if isinstance(matcher, Selector):
-            return [self._selector_plan(matcher)]
-        plans = [self._selector_plan(s) for s in matcher.selectors]
-        if matcher.cidrs or matcher.entities or matcher.nodes:
-            plans.append(((), "cluster" in matcher.entities, True))
-        return plans
-
-    def _candidates(self, matcher: Matcher) -> set[int]:
-        found: set[int] = set()
-        selectors = (matcher,) if isinstance(matcher, Selector) else matcher.selectors
-        for selector in selectors:
-            if SOURCE_K8S in selector.sources:
-                narrowed = self.identities.candidates_any(selector.index_alternatives())
-                found |= self.identities.pod_ids if narrowed is None else narrowed
-            if selector.sources - {SOURCE_K8S}:
-                found.update(self.identities.non_pod_ids())
-        if isinstance(matcher, Peers) and (matcher.cidrs or matcher.entities or matcher.nodes):
-            found.update(self.identities.non_pod_ids())
-            if "cluster" in matcher.entities:
-                found |= self.identities.pod_ids
-        return found
-
-    def _recompute_set(self, matcher: Matcher) -> None:
+    def _refresh_selection(self, matcher: Matcher) -> None:
         self._parts_cache.clear()
-        labels = self.identities.labels
-        new = frozenset(n for n in self._candidates(matcher) if self._matches(matcher, labels[n]))
-        if new != self._sets.get(matcher):
-            self._sets[matcher] = new
-            self._dirty |= self._users.get(matcher, set())
-
-    def _count_keys(self, matcher: Matcher, step: int) -> None:
-        selectors = (matcher,) if isinstance(matcher, Selector) else matcher.selectors
-        for selector in selectors:
-            for requirement in selector.requirements:
-                before = self._key_refs[requirement.key]
-                self._key_refs[requirement.key] = before + step
-                if self._key_refs[requirement.key] <= 0:
-                    del self._key_refs[requirement.key]
-                if (before == 0) != (before + step == 0):
-                    self._projection = None  # the set of named keys changed
-
-    def _acquire_matcher(self, matcher: Matcher) -> None:
-        self._set_refs[matcher] += 1
-        if self._set_refs[matcher] > 1:
-            return
-        self._sets[matcher] = frozenset()
-        self._count_keys(matcher, 1)
-        self._recompute_set(matcher)
-        for keys, scan, nonpod in self._plans(matcher):
-            for key in keys:
-                self._watch_kv.setdefault(key, set()).add(matcher)
-            if scan:
-                self._watch_scan.add(matcher)
-            if nonpod:
-                self._watch_nonpod.add(matcher)
-
-    def _release_matcher(self, matcher: Matcher) -> None:
-        self._set_refs[matcher] -= 1
-        if self._set_refs[matcher] > 0:
-            return
-        del self._set_refs[matcher]
-        del self._sets[matcher]
-        self._count_keys(matcher, -1)
-        self._users.pop(matcher, None)
-        for keys, _, _ in self._plans(matcher):
-            for key in keys:
-                bucket = self._watch_kv.get(key)
-                if bucket is not None:
-                    bucket.discard(matcher)
-                    if not bucket:
-                        del self._watch_kv[key]
-        self._watch_scan.discard(matcher)
-        self._watch_nonpod.discard(matcher)
+        change = self.selectors.refresh(matcher)
+        if change is not None:
+            self._dirty |= change.users
 
     # ---- internals: policies -------------------------------------------
 
@@ -781,10 +641,10 @@ class Engine:
             self._host_policies.add(policy.key)
         for part in policy.parts:
             if part.subject is not None:
-                self._acquire_matcher(part.subject)
+                self.selectors.acquire(part.subject)
             for rule in part.rules:
                 if not rule.peers.any_peer:
-                    self._acquire_matcher(rule.peers)
+                    self.selectors.acquire(rule.peers)
                 rule_id = self.registry.rule(
                     rule.ref, rule.direction, policy.tier, rule.action, rule.peers.describe()
                 )
@@ -794,10 +654,10 @@ class Engine:
         self._host_policies.discard(policy.key)
         for part in policy.parts:
             if part.subject is not None:
-                self._release_matcher(part.subject)
+                self.selectors.release(part.subject)
             for rule in part.rules:
                 if not rule.peers.any_peer:
-                    self._release_matcher(rule.peers)
+                    self.selectors.release(rule.peers)
                 self._rule_ids.pop(id(rule), None)
                 self._resolved.pop(id(rule), None)
         for network in self._prefixes(policy):
@@ -818,7 +678,7 @@ class Engine:
         found: set[int] = set()
         for part in policy.parts:
             if part.subject is not None:
-                found |= self._sets.get(part.subject, frozenset())
+                found |= self.selectors.get(part.subject) or frozenset()
         return found
 
     def _parts_index(self) -> dict[int, list[tuple[Policy, PolicyPart]]]:
@@ -827,7 +687,7 @@ class Engine:
             for part in policy.parts:
                 if part.subject is None:
                     continue
-                for number in self._sets[part.subject]:
+                for number in self.selectors.selections(part.subject):
                     index.setdefault(number, []).append((policy, part))
         return index
 
@@ -838,7 +698,7 @@ class Engine:
                 (policy, part)
                 for policy in self._ordered
                 for part in policy.parts
-                if part.subject is not None and number in self._sets[part.subject]
+                if part.subject is not None and number in self.selectors.selections(part.subject)
             ]
             self._parts_cache[number] = cached
         return cached
@@ -848,12 +708,9 @@ class Engine:
     def _resolve(
         self, policy: Policy, rule: Rule, subject: int, direction: Direction
     ) -> list[ResolvedRule]:
-        peers = None if rule.peers.any_peer else self._sets[rule.peers]
+        peers = None if rule.peers.any_peer else self.selectors.selections(rule.peers)
         if peers is not None:
-            users = self._users.get(rule.peers)
-            if users is None:
-                users = self._users[rule.peers] = set()
-            users.add(subject)
+            self.selectors.add_user(rule.peers, subject)
         cached = self._resolved.get(id(rule))
         # Without named ports a rule resolves the same for every subject: reuse it
         # while its peer set is the very same object.
@@ -970,7 +827,7 @@ class Engine:
             if matcher is None:
                 fresh.append(rule)
                 continue
-            current = self._sets.get(matcher)
+            current = self.selectors.get(matcher)
             if current is None:
                 return None
             fresh.append(rule if current is rule.peers else rule._replace(peers=current))
@@ -1007,7 +864,7 @@ class Engine:
                 else:
                     section = "deny" if rule.action is Action.DENY else "allow"
                 matcher = None if rule.peers.any_peer else rule.peers
-                current = None if matcher is None else self._sets[matcher]
+                current = None if matcher is None else self.selectors.selections(matcher)
                 for resolved in self._resolve(policy, rule, number, direction):
                     if resolved.peers is not current:
                         refreshable = False  # a per-peer named-port split: not a plain matcher set
@@ -1072,7 +929,7 @@ class Engine:
             self._last_rules[(number, direction)] = cached
             for matcher in cached[1]:
                 if matcher is not None:
-                    self._users.setdefault(matcher, set()).add(number)
+                    self.selectors.add_user(matcher, number)
         return self.compiled[twin]
 
     def _clone(
@@ -1291,7 +1148,7 @@ class Engine:
             for rule in part.rules:
                 if rule.direction is not direction:
                     continue
-                peers = None if rule.peers.any_peer else self._sets[rule.peers]
+                peers = None if rule.peers.any_peer else self.selectors.selections(rule.peers)
                 target = denies if rule.action is Action.DENY else allows
                 target.extend(self._resolve_host_rule(policy, rule, direction, peers))
         deny_id = (
