@@ -26,8 +26,9 @@ from septum.operator.engine.labels import LabelSet, pod_label_set
 from septum.operator.engine.matching import peers_match
 from septum.operator.engine.ports import NamedPort, PortRange, parse_protocol_name, protocol_name
 from septum.operator.engine.registry import RuleInfo
+from septum.operator.engine.resolution import NamedPortMap
 from septum.operator.engine.rules import Action, Direction, PolicyKey, Rule, RuleRef, Tier
-from septum.operator.engine.state import Engine, NamedPortMap
+from septum.operator.engine.state import Engine
 
 from septum.wellknown.reserved import ReservedIdentity
 

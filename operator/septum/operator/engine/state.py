@@ -46,8 +46,8 @@ from septum.operator.engine.errors import InvalidPolicy, PolicyError
 from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
 from septum.operator.engine.labels import LabelFilter, LabelSet, pod_label_set
 from septum.operator.engine.parse import parse_policy, policy_key
-from septum.operator.engine.ports import NamedPort, PortRange
 from septum.operator.engine.registry import RuleRegistry
+from septum.operator.engine.resolution import NamedPortMap, RuleResolver
 from septum.operator.engine.rules import (
     Action,
     Direction,
@@ -57,7 +57,6 @@ from septum.operator.engine.rules import (
     Policy,
     PolicyKey,
     PolicyPart,
-    Rule,
     Tier,
 )
 from septum.operator.engine.selectorcache import Matcher, SelectorCache
@@ -73,7 +72,6 @@ from septum.wellknown.reserved import (
     ReservedIdentity,
 )
 
-NamedPortMap = dict[str, frozenset[tuple[int, int]]]
 _MEMO_LIMIT = 200_000
 _DROP = -1  # in _clone_dirty: the identity is gone, drop its entries
 
@@ -133,9 +131,10 @@ class Engine:
         self.named_ports: dict[int, NamedPortMap] = {}
         self.selectors = SelectorCache(self.identities, self.node_matches)
         self._twins = TwinIndex(self.selectors, self.identities)
-        self._egress_named_users: set[int] = set()
+        self._resolver = RuleResolver(
+            self.registry, self.selectors, self.named_ports, self.identity_pods
+        )
         self._cidr_refs: Counter[IPNetwork] = Counter()
-        self._rule_ids: dict[int, tuple[int, str]] = {}
         self.compiled: dict[int, IdentityPolicy] = {}
         self._memo: dict[object, DirectionPolicy] = {}
         self._dirty: set[int] = set()
@@ -153,7 +152,6 @@ class Engine:
             int, list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None]
         ] = {}
         self._parts_cache: dict[int, list[tuple[Policy, PolicyPart]]] = {}
-        self._resolved: dict[int, tuple[frozenset[int] | None, list[ResolvedRule]]] = {}
         # Last resolved rule list per (identity, direction), with the matcher behind each rule.
         self._last_rules: dict[
             tuple[int, Direction],
@@ -564,7 +562,7 @@ class Engine:
         if self.named_ports.get(number) != new:
             self.named_ports[number] = new
             self._dirty.add(number)
-            self._dirty |= self._egress_named_users
+            self._dirty |= self._resolver.egress_named_users
 
     def _identity_added(self, number: int, twin: int | None = None) -> None:
         self._parts_cache.pop(number, None)
@@ -584,7 +582,7 @@ class Engine:
             # A vanished peer only loses its entries: no rule needs evaluating.
             for user in change.users:
                 self._clone_dirty.setdefault(user, set()).add((number, _DROP))
-        self._egress_named_users.discard(number)
+        self._resolver.forget_subject(number)
 
     def _twin(self, number: int, labels: LabelSet) -> int | None:
         """An existing pod identity every selector treats exactly like `number`, if any.
@@ -645,10 +643,7 @@ class Engine:
             for rule in part.rules:
                 if not rule.peers.any_peer:
                     self.selectors.acquire(rule.peers)
-                rule_id = self.registry.rule(
-                    rule.ref, rule.direction, policy.tier, rule.action, rule.peers.describe()
-                )
-                self._rule_ids[id(rule)] = (rule_id, rule.peers.describe())
+        self._resolver.register(policy)
 
     def _unregister(self, policy: Policy) -> None:
         self._host_policies.discard(policy.key)
@@ -658,8 +653,7 @@ class Engine:
             for rule in part.rules:
                 if not rule.peers.any_peer:
                     self.selectors.release(rule.peers)
-                self._rule_ids.pop(id(rule), None)
-                self._resolved.pop(id(rule), None)
+        self._resolver.unregister(policy)
         for network in self._prefixes(policy):
             self._cidr_refs[network] -= 1
             if self._cidr_refs[network] == 0:
@@ -704,76 +698,6 @@ class Engine:
         return cached
 
     # ---- internals: compiling ------------------------------------------
-
-    def _resolve(
-        self, policy: Policy, rule: Rule, subject: int, direction: Direction
-    ) -> list[ResolvedRule]:
-        peers = None if rule.peers.any_peer else self.selectors.selections(rule.peers)
-        if peers is not None:
-            self.selectors.add_user(rule.peers, subject)
-        cached = self._resolved.get(id(rule))
-        # Without named ports a rule resolves the same for every subject: reuse it
-        # while its peer set is the very same object.
-        if cached is not None and cached[0] is peers:
-            return cached[1]
-        result = self._resolve_fresh(policy, rule, subject, direction, peers)
-        if rule.ports is None or not any(
-            isinstance(p, NamedPort) for pr in rule.ports for p in pr.ports
-        ):
-            self._resolved[id(rule)] = (peers, result)
-        return result
-
-    def _resolve_fresh(
-        self,
-        policy: Policy,
-        rule: Rule,
-        subject: int,
-        direction: Direction,
-        peers: frozenset[int] | None,
-    ) -> list[ResolvedRule]:
-        rule_id, text = self._rule_ids[id(rule)]
-        if rule.ports is None:
-            return [ResolvedRule(rule_id, policy.tier, rule.action, peers, None, False, text)]
-        resolved: list[ResolvedRule] = []
-        for port_rule in rule.ports:
-            l7 = bool(port_rule.l7)
-            numeric = tuple(p for p in port_rule.ports if isinstance(p, PortRange))
-            named = [p for p in port_rule.ports if isinstance(p, NamedPort)]
-            if direction is Direction.INGRESS:
-                numeric += self._resolve_named(named, subject)
-                resolved.append(
-                    ResolvedRule(rule_id, policy.tier, rule.action, peers, numeric, l7, text)
-                )
-                continue
-            resolved.append(
-                ResolvedRule(rule_id, policy.tier, rule.action, peers, numeric, l7, text)
-            )
-            if named:
-                # Egress named ports mean the *peer's* port: resolve per peer identity.
-                self._egress_named_users.add(subject)
-                by_ports: dict[tuple[PortRange, ...], set[int]] = {}
-                for peer in sorted(peers if peers is not None else self.identity_pods):
-                    ports = self._resolve_named(named, peer)
-                    if ports:
-                        by_ports.setdefault(ports, set()).add(peer)
-                for ports, group in sorted(by_ports.items()):
-                    resolved.append(
-                        ResolvedRule(
-                            rule_id, policy.tier, rule.action, frozenset(group), ports, l7, text
-                        )
-                    )
-        return resolved
-
-    def _resolve_named(self, named: list[NamedPort], identity: int) -> tuple[PortRange, ...]:
-        if not named:
-            return ()
-        table = self.named_ports.get(identity, {})
-        found: set[PortRange] = set()
-        for port in named:
-            for proto, number in table.get(port.name, ()):
-                if port.protocol is None or port.protocol == proto:
-                    found.add(PortRange(proto, number, number))
-        return tuple(sorted(found))
 
     def _compile_identity(
         self,
@@ -865,7 +789,7 @@ class Engine:
                     section = "deny" if rule.action is Action.DENY else "allow"
                 matcher = None if rule.peers.any_peer else rule.peers
                 current = None if matcher is None else self.selectors.selections(matcher)
-                for resolved in self._resolve(policy, rule, number, direction):
+                for resolved in self._resolver.for_subject(policy, rule, number):
                     if resolved.peers is not current:
                         refreshable = False  # a per-peer named-port split: not a plain matcher set
                     sections[section].append((resolved, matcher))
@@ -1148,43 +1072,14 @@ class Engine:
             for rule in part.rules:
                 if rule.direction is not direction:
                     continue
-                peers = None if rule.peers.any_peer else self.selectors.selections(rule.peers)
                 target = denies if rule.action is Action.DENY else allows
-                target.extend(self._resolve_host_rule(policy, rule, direction, peers))
+                target.extend(self._resolver.for_host(policy, rule))
         deny_id = (
             self.registry.default_deny(direction, tuple(sorted(set(isolated_by))))
             if isolated_by
             else None
         )
         return self._finish(direction, tuple(denies + allows), deny_id, None, None)
-
-    def _resolve_host_rule(
-        self, policy: Policy, rule: Rule, direction: Direction, peers: frozenset[int] | None
-    ) -> list[ResolvedRule]:
-        rule_id, text = self._rule_ids[id(rule)]
-        if rule.ports is None:
-            return [ResolvedRule(rule_id, policy.tier, rule.action, peers, None, False, text)]
-        resolved: list[ResolvedRule] = []
-        for port_rule in rule.ports:
-            l7 = bool(port_rule.l7)
-            numeric = tuple(p for p in port_rule.ports if isinstance(p, PortRange))
-            named = [p for p in port_rule.ports if isinstance(p, NamedPort)]
-            resolved.append(
-                ResolvedRule(rule_id, policy.tier, rule.action, peers, numeric, l7, text)
-            )
-            if named and direction is Direction.EGRESS:
-                by_ports: dict[tuple[PortRange, ...], set[int]] = {}
-                for peer in sorted(peers if peers is not None else self.identity_pods):
-                    ports = self._resolve_named(named, peer)
-                    if ports:
-                        by_ports.setdefault(ports, set()).add(peer)
-                for ports, group in sorted(by_ports.items()):
-                    resolved.append(
-                        ResolvedRule(
-                            rule_id, policy.tier, rule.action, frozenset(group), ports, l7, text
-                        )
-                    )
-        return resolved
 
     def _refresh_hosts(self, changes: ChangeSet) -> None:
         """Recompile the host endpoints and report each one's minimal entry diff.
