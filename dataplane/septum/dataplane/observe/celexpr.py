@@ -30,12 +30,9 @@ from celpy.evaluation import CELEvalError, Evaluator
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.errors import CelError as CelError
 
 FLOW_VARIABLE = "_flow"  # Hubble's name: "flow" is taken by the package
-
-
-class CelError(ValueError):
-    """An expression Hubble would refuse to compile; the message says why."""
 
 
 class _Message(celtypes.MapType):

@@ -17,13 +17,11 @@ import re
 from collections.abc import Callable, Sequence
 
 from septum.dataplane.observe.api.flow import flow_pb2
-from septum.dataplane.observe.labels import LabelSelectorError, label_map, parse_selector
+from septum.dataplane.observe.errors import CelError, LabelSelectorError
+from septum.dataplane.observe.errors import FilterError as FilterError
+from septum.dataplane.observe.labels import label_map, parse_selector
 
 FlowPredicate = Callable[[flow_pb2.Flow], bool]
-
-
-class FilterError(ValueError):
-    """A filter the server cannot evaluate; the message names the field."""
 
 
 # Cilium's monitor message type for L7 (access log) events: Hubble refuses an
@@ -319,7 +317,7 @@ def _check_http_event_types(f: flow_pb2.FlowFilter) -> None:
 def _cel_filter(expressions: Sequence[str]) -> FlowPredicate:
     # Imported on first use: the CEL interpreter costs ~170 ms and ~18 MB that
     # an agent nobody asks for a CEL filter should not pay.
-    from septum.dataplane.observe.celexpr import CelError, cel_filter, compile_expression
+    from septum.dataplane.observe.celexpr import cel_filter, compile_expression
 
     programs = []
     for index, expression in enumerate(expressions):

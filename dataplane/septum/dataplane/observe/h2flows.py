@@ -21,7 +21,7 @@ from typing import Protocol
 
 from septum.dataplane.observe import h2link as hl
 from septum.dataplane.observe.api.observer import observer_pb2
-from septum.dataplane.observe.filters import FilterError
+from septum.dataplane.observe.errors import FilterError
 from septum.dataplane.observe.query import CaughtUp, FlowQuery, Paused, stream_flows
 from septum.dataplane.observe.ring import FlowRing
 from septum.dataplane.observe.service import HUBBLE_API_VERSION, SERVER_VERSION_HEADER

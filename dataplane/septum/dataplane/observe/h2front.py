@@ -24,6 +24,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 from septum.dataplane.observe import h2link as hl
+from septum.dataplane.observe.errors import ListenError as ListenError
 from septum.dataplane.observe.h2flows import GET_FLOWS_PATH, FlowsStream
 from septum.dataplane.observe.h2proxy import ProxyStream, Upstream
 from septum.dataplane.observe.ring import FlowRing
@@ -43,10 +44,6 @@ class Listener:
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
     setting: str = "listen"  # named in a bind error, e.g. "listen.tcp_address"
-
-
-class ListenError(OSError):
-    """A listener could not bind; the message names the setting."""
 
 
 class FrontConnection(hl.H2Link):

@@ -11,12 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from septum.dataplane.observe.errors import LabelSelectorError as LabelSelectorError
+
 LabelPredicate = Callable[[Mapping[str, str]], bool]
 ANY_SOURCE = "any"
-
-
-class LabelSelectorError(ValueError):
-    """A selector that does not parse; the message quotes it."""
 
 
 _SET_TERM = re.compile(r"^\s*(?P<key>[^\s!=,()]+)\s+(?P<op>in|notin)\s+\((?P<values>[^)]*)\)\s*$")

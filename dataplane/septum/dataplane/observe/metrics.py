@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import drop_reason_desc
+from septum.dataplane.observe.errors import MetricsConfigError as MetricsConfigError
 
 ALL_METRICS = ("flow", "drop", "policy", "tcp", "port-distribution", "icmp", "lost", "septum")
 DEFAULT_MAX_PORTS = 1024
@@ -71,10 +72,6 @@ _LOST_SOURCE_NAMES = {
     flow_pb2.OBSERVER_EVENTS_QUEUE: "observer_events_queue",
     flow_pb2.HUBBLE_RING_BUFFER: "hubble_ring_buffer",
 }
-
-
-class MetricsConfigError(ValueError):
-    pass
 
 
 def parse_enabled(spec: str) -> frozenset[str]:

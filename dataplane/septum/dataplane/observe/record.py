@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from septum.dataplane import abi
+from septum.dataplane.observe.errors import RecordError as RecordError
 
 # The layout is the ABI's (septum.dataplane.abi mirrors abi.h); the index
 # constants below are checked against FLOW_EVENT_FIELDS at import.
@@ -119,10 +120,6 @@ if EVENT.size != SIZE:
 
 
 _BYTES_FIELDS: Final = frozenset({"src_addr", "dst_addr", "src_mac", "dst_mac", "pad"})
-
-
-class RecordError(ValueError):
-    """A batch whose length is not a whole number of events."""
 
 
 def unpack_batch(batch: bytes | bytearray | memoryview, header_bytes: int = 0) -> Iterator[Record]:

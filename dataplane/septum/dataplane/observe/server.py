@@ -27,7 +27,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from septum.dataplane.observe.h2front import H2Front, Listener, ListenError
+from septum.dataplane.observe.errors import ListenError
+from septum.dataplane.observe.errors import ServerConfigError as ServerConfigError
+from septum.dataplane.observe.h2front import H2Front, Listener
 from septum.dataplane.observe.service import (
     HUBBLE_HEALTH_SERVICE,
     OBSERVER_SERVICE,
@@ -38,10 +40,6 @@ from septum.dataplane.observe.service import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TCP_PORT = 4244
-
-
-class ServerConfigError(ValueError):
-    """A listener setting that cannot work; the message names the setting."""
 
 
 @dataclass(frozen=True)

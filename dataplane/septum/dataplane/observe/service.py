@@ -23,7 +23,7 @@ from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
-from septum.dataplane.observe.filters import FilterError
+from septum.dataplane.observe.errors import FilterError
 from septum.dataplane.observe.query import FlowQuery, stream_flows_blocking
 from septum.dataplane.observe.ring import FlowRing
 
