@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 import grpc
-from septum.dataplane.observe.client import (
-    DEFAULT_SERVER,
-    ClientConfigError,
-    ClientTLS,
-    channel,
-    observer_stub,
-)
-from septum.dataplane.observe.flags import BOOL_FLAGS, VALUE_FLAGS, FlagError, build_request
-from septum.dataplane.observe.printer import FORMATS, Printer
+
+from septum.cli.connection import connection_options, open_channel
+from septum.cli.hubble.client import observer_stub
+from septum.cli.hubble.errors import FlagError
+from septum.cli.hubble.flags import BOOL_FLAGS, VALUE_FLAGS, build_request
+from septum.cli.hubble.printer import FORMATS, Printer
 
 _FILTER_HELP = {
     "namespace": "Flows from or to pods in this namespace.",
@@ -108,31 +104,7 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.command(cls=_OrderedFilters)
-@click.option(
-    "--server",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    envvar="SEPTUM_SERVER",
-    help="Observer address: unix:///path, /path/to.sock or host:port.",
-)
-@click.option("--tls", "use_tls", is_flag=True, help="Use TLS to the TCP server.")
-@click.option(
-    "--tls-ca-cert-files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="CA certificate(s) to verify the server with.",
-)
-@click.option(
-    "--tls-client-cert-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Client certificate (mutual TLS).",
-)
-@click.option(
-    "--tls-client-key-file",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Client key (mutual TLS).",
-)
-@click.option("--tls-server-name", help="Name to verify in the server's certificate.")
+@connection_options
 @click.option(
     "-o",
     "--output",
@@ -181,22 +153,7 @@ def observe(ctx: click.Context, /, **options: Any) -> None:
     if options["output"] == "table" and options["follow"]:
         raise click.UsageError("flags --output table and --follow cannot be combined")
     colour = {"auto": None, "always": True, "never": False}[options["color"]]
-    tls = None
-    if options["use_tls"] or options["tls_ca_cert_files"] or options["tls_client_cert_file"]:
-        tls = ClientTLS(
-            ca_files=tuple(Path(p) for p in options["tls_ca_cert_files"]),
-            cert_file=Path(options["tls_client_cert_file"])
-            if options["tls_client_cert_file"]
-            else None,
-            key_file=Path(options["tls_client_key_file"])
-            if options["tls_client_key_file"]
-            else None,
-            server_name=options["tls_server_name"],
-        )
-    try:
-        chan = channel(options["server"], tls)
-    except (ClientConfigError, OSError) as err:
-        raise click.UsageError(str(err)) from err
+    chan = open_channel(options)
     printer = Printer(options["output"], colour=colour)
     try:
         grpc.channel_ready_future(chan).result(timeout=options["timeout"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,13 +10,9 @@ import grpc
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
-from septum.dataplane.observe.client import (
-    DEFAULT_SERVER,
-    ClientConfigError,
-    ClientTLS,
-    channel,
-    observer_stub,
-)
+
+from septum.cli.connection import connection_options, open_channel
+from septum.cli.hubble.client import observer_stub
 
 
 def _uptime(ns: int) -> str:
@@ -25,37 +20,13 @@ def _uptime(ns: int) -> str:
 
 
 @click.command()
+@connection_options
 @click.option(
-    "--server",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    envvar="SEPTUM_SERVER",
-    help="Observer address: unix:///path, /path/to.sock or host:port.",
+    "--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait per answer."
 )
-@click.option("--tls", "use_tls", is_flag=True, help="Use TLS to the TCP server.")
-@click.option("--tls-ca-cert-files", multiple=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--tls-client-cert-file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--tls-client-key-file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--tls-server-name")
-@click.option("--timeout", type=float, default=10.0, show_default=True)
 def status(**options: Any) -> None:
     """Show flows seen, flow buffer use, lost events and nodes."""
-    tls = None
-    if options["use_tls"] or options["tls_ca_cert_files"] or options["tls_client_cert_file"]:
-        tls = ClientTLS(
-            ca_files=tuple(Path(p) for p in options["tls_ca_cert_files"]),
-            cert_file=Path(options["tls_client_cert_file"])
-            if options["tls_client_cert_file"]
-            else None,
-            key_file=Path(options["tls_client_key_file"])
-            if options["tls_client_key_file"]
-            else None,
-            server_name=options["tls_server_name"],
-        )
-    try:
-        chan = channel(options["server"], tls)
-    except ClientConfigError as err:
-        raise click.UsageError(str(err)) from err
+    chan = open_channel(options)
     try:
         stub = observer_stub(chan)
         timeout = options["timeout"]

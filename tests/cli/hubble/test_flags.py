@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 from septum.dataplane.observe.api.flow import flow_pb2
-from septum.dataplane.observe.flags import FlagError, build_request, parse_time
+
+from septum.cli.hubble.errors import FlagError
+from septum.cli.hubble.flags import build_request, parse_time
 
 
 def test_default_is_last_20() -> None:

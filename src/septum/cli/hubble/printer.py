@@ -17,10 +17,13 @@ from google.protobuf import json_format
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.decoder import drop_reason_text
-from septum.dataplane.observe.flags import RESERVED_IDENTITIES, TRACE_POINT_NAMES
+
+from septum.cli.hubble.errors import FlagError
+from septum.cli.hubble.flags import TRACE_POINT_NAMES
+from septum.wellknown.reserved import RESERVED
 
 FORMATS = ("compact", "table", "dict", "json", "jsonpb")
-_RESERVED_NAMES = {v: k for k, v in RESERVED_IDENTITIES.items()}
+_RESERVED_NAMES = {int(identity): label for label, identity in RESERVED.items()}
 _TRACE_NAMES = {v: k for k, v in TRACE_POINT_NAMES.items()}
 _MATCH_NAMES = {0: "none", 1: "L3-Only", 2: "L3-L4", 3: "L4-Only", 4: "all"}
 _POLICY_VERDICTS = {
@@ -97,7 +100,7 @@ class Printer:
         colour: bool | None = None,
     ) -> None:
         if fmt not in FORMATS:
-            raise ValueError(f"--output: unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+            raise FlagError(f"--output: unknown format {fmt!r}; one of {', '.join(FORMATS)}")
         self.fmt = fmt
         self._colour = colour
         self._write = write or (lambda line: click.echo(line, color=self._colour))

@@ -18,10 +18,8 @@ from typing import Any
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 
-
-class FlagError(ValueError):
-    """A flag value or combination Hubble would refuse; names the flag(s)."""
-
+from septum.cli.hubble.errors import FlagError
+from septum.wellknown.reserved import RESERVED
 
 # Filter flags that take a value, in Hubble's spelling.
 VALUE_FLAGS = (
@@ -109,16 +107,6 @@ TRACE_POINT_NAMES = {
     "from-network": 10,
     "to-network": 11,
 }
-RESERVED_IDENTITIES = {
-    "host": 1,
-    "world": 2,
-    "unmanaged": 3,
-    "health": 4,
-    "init": 5,
-    "remote-node": 6,
-    "kube-apiserver": 7,
-    "ingress": 8,
-}
 _TCP_FLAGS = ("SYN", "FIN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")
 
 
@@ -184,14 +172,14 @@ def _check_conflicts(side: _Side) -> None:
 
 
 def _identity(flag: str, value: str) -> int:
-    if value in RESERVED_IDENTITIES:
-        return RESERVED_IDENTITIES[value]
+    if value in RESERVED:
+        return int(RESERVED[value])
     try:
         return int(value)
     except ValueError:
         raise FlagError(
             f"--{flag}: invalid security identity {value!r}, expected one of "
-            f"{sorted(RESERVED_IDENTITIES)} or a number"
+            f"{sorted(RESERVED)} or a number"
         ) from None
 
 
