@@ -10,12 +10,10 @@ import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from septum.lab.errors import LabError
-
-JSON = dict[str, Any]
+from septum.lab.kubelet.objects import JSON
 
 
 class ApiError(LabError):

@@ -7,7 +7,8 @@ import logging
 import time
 import uuid
 
-from septum.lab.kubelet.api import JSON, ApiClient
+from septum.lab.kubelet.api import ApiClient
+from septum.lab.kubelet.objects import JSON
 from septum.lab.kubelet.util import now_rfc3339
 
 log = logging.getLogger("septum.lab.kubelet")

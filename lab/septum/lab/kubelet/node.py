@@ -17,9 +17,10 @@ from septum.lab import config
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec
 from septum.lab.errors import CommandError
-from septum.lab.kubelet.api import JSON, ApiClient, ApiError
+from septum.lab.kubelet.api import ApiClient, ApiError
 from septum.lab.kubelet.cni import POD_ATTACHMENT, Cni, conflist
 from septum.lab.kubelet.events import Recorder
+from septum.lab.kubelet.objects import JSON
 from septum.lab.kubelet.pod import PodWorker
 from septum.lab.kubelet.util import now_micro, now_rfc3339
 

@@ -12,7 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from septum.lab.kubelet.api import JSON, ApiClient
+from septum.lab.kubelet.api import ApiClient
+from septum.lab.kubelet.downward import field_value
+from septum.lab.kubelet.objects import JSON
 
 
 def _write(target: Path, rel: str, data: bytes, mode: int = 0o644) -> None:
@@ -38,31 +40,6 @@ async def _configmap(api: ApiClient, ns: str, name: str) -> dict[str, bytes]:
 async def _secret(api: ApiClient, ns: str, name: str) -> dict[str, bytes]:
     secret = await api.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
     return {k: base64.b64decode(v) for k, v in secret.get("data", {}).items()}
-
-
-def _field(pod: JSON, path: str) -> str:
-    meta = pod["metadata"]
-    if path == "metadata.name":
-        return str(meta["name"])
-    if path == "metadata.namespace":
-        return str(meta["namespace"])
-    if path == "metadata.uid":
-        return str(meta["uid"])
-    if path.startswith("metadata.labels['") or path.startswith("metadata.annotations['"):
-        which = "labels" if "labels" in path else "annotations"
-        key = path.split("['", 1)[1].rstrip("']")
-        return str(meta.get(which, {}).get(key, ""))
-    if path == "metadata.labels":
-        return "\n".join(f'{k}="{v}"' for k, v in sorted(meta.get("labels", {}).items()))
-    if path == "spec.nodeName":
-        return str(pod["spec"].get("nodeName", ""))
-    if path == "spec.serviceAccountName":
-        return str(pod["spec"].get("serviceAccountName", "default"))
-    if path == "status.podIP":
-        return str(pod.get("status", {}).get("podIP", ""))
-    if path == "status.hostIP":
-        return str(pod.get("status", {}).get("hostIP", ""))
-    return ""
 
 
 async def _token(api: ApiClient, pod: JSON, source: dict[str, Any]) -> bytes:
@@ -117,7 +94,9 @@ async def materialise(
             for item in vol["downwardAPI"].get("items", []):
                 if "fieldRef" in item:
                     _write(
-                        target, item["path"], _field(pod, item["fieldRef"]["fieldPath"]).encode()
+                        target,
+                        item["path"],
+                        field_value(pod, item["fieldRef"]["fieldPath"]).encode(),
                     )
         elif "projected" in vol:
             for source in vol["projected"].get("sources", []):
@@ -137,7 +116,7 @@ async def materialise(
                 elif "downwardAPI" in source:
                     for item in source["downwardAPI"].get("items", []):
                         if "fieldRef" in item:
-                            value = _field(pod, item["fieldRef"]["fieldPath"])
+                            value = field_value(pod, item["fieldRef"]["fieldPath"])
                             _write(target, item["path"], value.encode())
     return out
 
