@@ -44,6 +44,21 @@ def test_sctp_and_icmpv6() -> None:
     assert icmp6.IP.source == "fd00::1" and icmp6.IP.ipVersion == flow_pb2.IPv6
 
 
+def test_icmp_summaries_name_types_from_septum_wellknown() -> None:
+    def summary(*, v6: bool, icmp_type: int, icmp_code: int = 0) -> str:
+        protocol = 58 if v6 else 1
+        return decode(v6=v6, protocol=protocol, icmp_type=icmp_type, icmp_code=icmp_code,
+                      src_port=0, dst_port=0, tcp_flags=0).Summary  # fmt: skip
+
+    assert summary(v6=False, icmp_type=3, icmp_code=13) == (
+        "ICMPv4 DestinationUnreachable(CommunicationAdministrativelyProhibited)"
+    )
+    assert summary(v6=False, icmp_type=8) == "ICMPv4 EchoRequest"
+    assert summary(v6=False, icmp_type=14) == "ICMPv4 TimestampReply"  # was "14"
+    assert summary(v6=True, icmp_type=137) == "ICMPv6 RedirectMessage"  # was "137"
+    assert summary(v6=False, icmp_type=99) == "ICMPv4 99"
+
+
 def test_unknown_peer_gets_reserved_labels() -> None:
     flow = decode("203.0.113.9", h.DEATHSTAR)
     assert flow.source.identity == 2 and list(flow.source.labels) == ["reserved:world"]

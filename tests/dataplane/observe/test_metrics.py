@@ -148,3 +148,33 @@ def test_port_label_cardinality_is_bounded() -> None:
     (family,) = list(metrics.collect())
     ports = {s.labels["port"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert len(ports) == 11 and ports["other"] == 40
+
+
+def test_icmp_types_are_labelled_by_name_from_septum_wellknown() -> None:
+    from septum.dataplane.observe import record as r
+
+    def icmp(*, v6: bool, icmp_type: int, icmp_code: int = 0) -> r.Record:
+        protocol = 58 if v6 else 1
+        raw = h.event(v6=v6, protocol=protocol, icmp_type=icmp_type, icmp_code=icmp_code,
+                      src_port=0, dst_port=0, tcp_flags=0)  # fmt: skip
+        return r.EVENT.unpack(raw)
+
+    metrics = FlowMetrics(enabled=frozenset({"icmp"}))
+    metrics.observe(
+        [
+            icmp(v6=False, icmp_type=8),  # named before, and by septum.wellknown
+            icmp(v6=False, icmp_type=12),  # ParameterProblem: a number before the wider table
+            icmp(v6=True, icmp_type=2),  # PacketTooBig: likewise
+            icmp(v6=False, icmp_type=99, icmp_code=1),  # no name anywhere: type(code)
+        ]
+    )
+    (family,) = list(metrics.collect())
+    types = {
+        (s.labels["family"], s.labels["type"]) for s in family.samples if s.name.endswith("_total")
+    }
+    assert types == {
+        ("IPv4", "EchoRequest"),
+        ("IPv4", "ParameterProblem"),
+        ("IPv6", "PacketTooBig"),
+        ("IPv4", "99(1)"),
+    }

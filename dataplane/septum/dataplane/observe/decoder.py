@@ -20,6 +20,8 @@ from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.metadata import EndpointInfo, Metadata
 from septum.dataplane.observe.wire import varint
 
+from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
+
 EMITTER_NAME = "Septum"
 
 
@@ -63,14 +65,8 @@ _TCP_FLAG_ORDER = (
     (0x40, "ECE"),
     (0x80, "CWR"),
 )
-_ICMP4_TYPES = {
-    0: "EchoReply",
-    3: "DestinationUnreachable",
-    5: "Redirect",
-    8: "EchoRequest",
-    11: "TimeExceeded",
-    12: "ParameterProblem",
-}
+# Destination Unreachable codes as Hubble's summary names them (type names are
+# septum.wellknown.icmp's).
 _ICMP4_UNREACH = {
     0: "Net",
     1: "Host",
@@ -78,18 +74,6 @@ _ICMP4_UNREACH = {
     3: "Port",
     4: "FragmentationNeeded",
     13: "CommunicationAdministrativelyProhibited",
-}
-_ICMP6_TYPES = {
-    1: "DestinationUnreachable",
-    2: "PacketTooBig",
-    3: "TimeExceeded",
-    4: "ParameterProblem",
-    128: "EchoRequest",
-    129: "EchoReply",
-    133: "RouterSolicitation",
-    134: "RouterAdvertisement",
-    135: "NeighborSolicitation",
-    136: "NeighborAdvertisement",
 }
 _ICMP6_UNREACH = {
     0: "NoRouteToDst",
@@ -121,11 +105,12 @@ def _summary(protocol: int, tcp_flags: int, icmp_type: int, icmp_code: int, ip_v
         return "SCTP"
     if protocol in (r.IPPROTO_ICMP, r.IPPROTO_ICMPV6):
         v4 = protocol == r.IPPROTO_ICMP
-        types, unreach = (_ICMP4_TYPES, _ICMP4_UNREACH) if v4 else (_ICMP6_TYPES, _ICMP6_UNREACH)
-        icmp_type, code = icmp_type, icmp_code
-        name = types.get(icmp_type, str(icmp_type))
-        if icmp_type == (3 if v4 else 1):
-            name += f"({unreach.get(code, str(code))})"
+        names, unreachable, codes = (
+            (ICMPV4_TYPE_NAMES, 3, _ICMP4_UNREACH) if v4 else (ICMPV6_TYPE_NAMES, 1, _ICMP6_UNREACH)
+        )
+        name = names.get(icmp_type, str(icmp_type))
+        if icmp_type == unreachable:  # Destination Unreachable: the code names why
+            name += f"({codes.get(icmp_code, str(icmp_code))})"
         return ("ICMPv4 " if v4 else "ICMPv6 ") + name
     if ip_version == r.IP_V4:
         return "IPv4"

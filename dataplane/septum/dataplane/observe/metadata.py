@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from septum.wellknown.reserved import RESERVED
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -58,14 +60,7 @@ class Metadata(Protocol):
 # Labels of Cilium's reserved identities, so flows from unknown peers read as
 # Hubble shows them even before the agent has taught us anything.
 RESERVED_IDENTITY_LABELS: dict[int, tuple[str, ...]] = {
-    1: ("reserved:host",),
-    2: ("reserved:world",),
-    3: ("reserved:unmanaged",),
-    4: ("reserved:health",),
-    5: ("reserved:init",),
-    6: ("reserved:remote-node",),
-    7: ("reserved:kube-apiserver",),
-    8: ("reserved:ingress",),
+    int(identity): (f"reserved:{label}",) for label, identity in RESERVED.items()
 }
 
 

@@ -27,6 +27,9 @@ from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import drop_reason_desc
 from septum.dataplane.observe.errors import MetricsConfigError as MetricsConfigError
 
+from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
+from septum.wellknown.reserved import ReservedIdentity
+
 ALL_METRICS = ("flow", "drop", "policy", "tcp", "port-distribution", "icmp", "lost", "septum")
 DEFAULT_MAX_PORTS = 1024
 
@@ -56,17 +59,6 @@ _PROTOCOL_NAMES = {
 # Cilium's trace observation point names as Hubble's flow metric shows them.
 _TRACE_POINT_NAMES = {0: "to-endpoint", 5: "from-endpoint", 10: "from-network", 101: "to-endpoint"}
 _MATCH_NAMES = {0: "none", 1: "l3-only", 2: "l3-l4", 3: "l4-only", 4: "all"}
-_ICMP4_TYPES = {0: "EchoReply", 3: "DestinationUnreachable", 8: "EchoRequest", 11: "TimeExceeded"}
-_ICMP6_TYPES = {
-    1: "DestinationUnreachable",
-    3: "TimeExceeded",
-    128: "EchoRequest",
-    129: "EchoReply",
-    133: "RouterSolicitation",
-    134: "RouterAdvertisement",
-    135: "NeighborSolicitation",
-    136: "NeighborAdvertisement",
-}
 _LOST_SOURCE_NAMES = {
     flow_pb2.PERF_EVENT_RING_BUFFER: "perf_event_ring_buffer",
     flow_pb2.OBSERVER_EVENTS_QUEUE: "observer_events_queue",
@@ -152,7 +144,7 @@ class FlowMetrics(Collector):
             if verdict == r.VERDICT_DROPPED:
                 reason_name = _enum_name(flow_pb2.DropReason, drop_reason_desc(reason))
                 self._drops[(reason_name, protocol)] += count
-            if etype == r.EVENT_POLICY_VERDICT and src_identity != 1:
+            if etype == r.EVENT_POLICY_VERDICT and src_identity != ReservedIdentity.HOST:
                 direction_name = _enum_name(flow_pb2.TrafficDirection, direction).lower()
                 self._policy[
                     (direction_name, _MATCH_NAMES.get(match, str(match)), verdict_name.lower())
@@ -177,9 +169,9 @@ class FlowMetrics(Collector):
                     seen.add(port)
                 self._ports[(protocol, port)] += count
             if proto == r.IPPROTO_ICMP:
-                self._icmp[("IPv4", _icmp_name(_ICMP4_TYPES, icmp_type, icmp_code))] += count
+                self._icmp[("IPv4", _icmp_name(ICMPV4_TYPE_NAMES, icmp_type, icmp_code))] += count
             elif proto == r.IPPROTO_ICMPV6:
-                self._icmp[("IPv6", _icmp_name(_ICMP6_TYPES, icmp_type, icmp_code))] += count
+                self._icmp[("IPv6", _icmp_name(ICMPV6_TYPE_NAMES, icmp_type, icmp_code))] += count
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -277,4 +269,5 @@ def _enum_name(enum: Any, value: int) -> str:
 
 
 def _icmp_name(names: Mapping[int, str], icmp_type: int, icmp_code: int) -> str:
+    # Hubble labels a type it has no name for as gopacket prints it: "type(code)".
     return names.get(icmp_type, f"{icmp_type}({icmp_code})")
