@@ -11,11 +11,13 @@ entry set (see `entries` for the lookup contract).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict, peer_slice
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PortRange
+from septum.operator.engine.registry import RuleRegistry
 from septum.operator.engine.rules import Action, Direction, Tier
 
 # A protocol no rule names: cells of "every other protocol" are decided with it.
@@ -266,3 +268,45 @@ def patch_direction(
     pieces.append(old_entries[start:])
     entries = tuple(itertools.chain.from_iterable(pieces))
     return DirectionPolicy(True, entries, protocols, wildcard)
+
+
+class MemoisedCompiler:
+    """compile_direction memoised on its resolved inputs.
+
+    Subjects selected by the same rules resolve to equal rule tuples, so they share one
+    compiled DirectionPolicy (one object: later diffs compare with `is`).
+    """
+
+    # Bounds memory at large scale; a full clear is cheap next to the compiles it saves.
+    LIMIT = 200_000
+
+    def __init__(self, registry: RuleRegistry) -> None:
+        self._registry = registry
+        self._results: dict[
+            tuple[Direction, tuple[ResolvedRule, ...], int | None], DirectionPolicy
+        ] = {}
+
+    def compile(
+        self, direction: Direction, rules: tuple[ResolvedRule, ...], default_deny_id: int | None
+    ) -> DirectionPolicy:
+        key = (direction, rules, default_deny_id)
+        cached = self._results.get(key)
+        if cached is not None:
+            return cached
+        result = compile_direction(
+            direction, rules, default_deny_id, self._registry.no_policy(direction)
+        )
+        if len(self._results) > self.LIMIT:
+            self._results.clear()
+        self._results[key] = result
+        return result
+
+    @contextmanager
+    def bypassed(self) -> Iterator[None]:
+        """Compile from scratch inside the block (for reference results), then restore."""
+        saved = self._results
+        self._results = {}
+        try:
+            yield
+        finally:
+            self._results = saved
