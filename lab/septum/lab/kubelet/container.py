@@ -34,6 +34,8 @@ BACKOFF_RESET_S = 600.0
 
 
 class Container:
+    """One container of a pod: its current process and the state its status reports."""
+
     def __init__(self, pod: PodWorker, spec: dict[str, Any]) -> None:
         self.pod = pod
         self.spec = spec
