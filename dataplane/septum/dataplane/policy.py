@@ -14,6 +14,15 @@ finds, so deny-beats-allow is resolved here:
    that answers must not hide an any-peer deny);
 2. inside a bucket, an allow key that a deny key covers (same or wider protocol/ports)
    becomes that deny.  A deny narrower than an allow is found first by the datapath.
+
+Resolved mode (``EndpointPolicy.resolved``) is for entries whose verdicts were decided
+upstream, as the policy engine's are: each entry is written as given, with neither rewrite,
+and two entries of one (direction, peer, protocol) that overlap are refused, so at most one
+key of a bucket matches a (protocol, port).  The datapath's lookup then answers, for a
+packet: the peer bucket's one entry covering (protocol, port), else that bucket's
+any-protocol entry, and only when the peer bucket has neither, the any-peer bucket the same
+way.  Whatever precedence the producer wants beyond that (for instance, that a peer's
+any-protocol entry never answers for some protocol) it writes as entries.
 """
 
 from __future__ import annotations
@@ -44,11 +53,13 @@ class PolicyEntry:
     """One policy entry of an endpoint.
 
     peer_identity 0 = any peer; protocol 0 = any protocol; port 0 = any port, otherwise the
-    first port, end_port the last port of a range (0: only `port`).  ICMP/ICMPv6 have
-    types instead: icmp_type (0..255, 0 = echo reply) names one, or a nonzero `port` does
-    (the engine's "type as port"); with neither, every type.  A deny beats every allow it
-    overlaps.  audit: this deny only reports (verdict AUDIT).  l7_proxy_port: the L7
-    redirect marker (reported, then forwarded).
+    first port, end_port the last port of a range (0: only `port`).  port_range, given
+    instead of port/end_port, is an inclusive (first, last) range: the one way to name port
+    0 alone.  ICMP/ICMPv6 have types instead: icmp_type (0..255, 0 = echo reply) names one,
+    or a nonzero `port` does (the engine's "type as port"), or port_range names a range of
+    types; with none of them, every type.  A deny beats every allow it overlaps (unless the
+    policy is ``resolved``).  audit: this deny only reports (verdict AUDIT).  l7_proxy_port:
+    the L7 redirect marker (reported, then forwarded).
     """
 
     direction: TrafficDirection
@@ -61,15 +72,22 @@ class PolicyEntry:
     l7_proxy_port: int = 0
     rule_id: int = 0
     icmp_type: int | None = None
+    port_range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class EndpointPolicy:
-    """Everything that decides an endpoint's new connections; replaced as one unit."""
+    """Everything that decides an endpoint's new connections; replaced as one unit.
+
+    resolved: the entries' verdicts were decided upstream (the policy engine's are): they
+    are written as given, without deny-beats-allow, and must not overlap within one
+    (direction, peer, protocol); see the module docstring for the lookup this gives.
+    """
 
     enforce_ingress: bool = False
     enforce_egress: bool = False
     entries: tuple[PolicyEntry, ...] = ()
+    resolved: bool = False
 
     @classmethod
     def selecting(cls, entries: Iterable[PolicyEntry]) -> EndpointPolicy:
@@ -87,10 +105,12 @@ class PolicyDiff:
     added: frozenset[PolicyEntry]
     removed: frozenset[PolicyEntry]
     enforcement_changed: bool
+    # the same entries encode differently in resolved mode: a switch must be written too
+    resolved_changed: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.enforcement_changed)
+        return not (self.added or self.removed or self.enforcement_changed or self.resolved_changed)
 
 
 def diff_policy(current: EndpointPolicy, desired: EndpointPolicy) -> PolicyDiff:
@@ -100,6 +120,7 @@ def diff_policy(current: EndpointPolicy, desired: EndpointPolicy) -> PolicyDiff:
         removed=frozenset(old - new),
         enforcement_changed=(current.enforce_ingress, current.enforce_egress)
         != (desired.enforce_ingress, desired.enforce_egress),
+        resolved_changed=current.resolved != desired.resolved,
     )
 
 
@@ -135,6 +156,8 @@ def validate(entries: Sequence[PolicyEntry]) -> None:
                 raise PolicyEntryError(f"{where}.icmp_type: {entry.icmp_type} out of range 0..255")
             if entry.port:
                 raise PolicyEntryError(f"{where}.port: give the ICMP type once (icmp_type)")
+        if entry.port_range is not None:
+            _validate_port_range(entry, where, limit)
         if entry.action not in (PolicyAction.ALLOW, PolicyAction.DENY):
             raise PolicyEntryError(f"{where}.action: {entry.action!r} is not ALLOW/DENY")
         if not 0 <= entry.l7_proxy_port <= 65535:
@@ -143,6 +166,25 @@ def validate(entries: Sequence[PolicyEntry]) -> None:
             raise PolicyEntryError(f"{where}.l7_proxy_port: only allow entries redirect to L7")
         if not 0 <= entry.rule_id <= _U32_MAX:
             raise PolicyEntryError(f"{where}.rule_id: {entry.rule_id} out of range")
+
+
+def _validate_port_range(entry: PolicyEntry, where: str, limit: int) -> None:
+    port_range = entry.port_range
+    if (
+        not isinstance(port_range, tuple)
+        or len(port_range) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in port_range)
+    ):
+        raise PolicyEntryError(f"{where}.port_range: {port_range!r} is not a (first, last) pair")
+    first, last = port_range
+    if not 0 <= first <= last <= limit:
+        raise PolicyEntryError(
+            f"{where}.port_range: {first}..{last} is not a range within 0..{limit}"
+        )
+    if not entry.protocol:
+        raise PolicyEntryError(f"{where}.port_range: give a protocol")
+    if entry.port or entry.end_port or entry.icmp_type is not None:
+        raise PolicyEntryError(f"{where}.port_range: give the ports once (port_range alone)")
 
 
 # A key inside one bucket: (protocol, port value, port prefix length 0..16).
@@ -198,15 +240,56 @@ def _slots(entry: PolicyEntry) -> list[_Slot]:
     else:
         protocols = (entry.protocol,)
     if entry.protocol in _ICMP:
+        if entry.port_range is not None:
+            first, last = entry.port_range
+            blocks = _port_blocks(abi.POLICY_ICMP_TYPE | first, abi.POLICY_ICMP_TYPE | last)
+            return [(entry.protocol, value, plen) for value, plen in blocks]
         icmp_type = entry.icmp_type if entry.icmp_type is not None else entry.port or None
         if icmp_type is None:
             return [(entry.protocol, 0, 0)]
         return [(entry.protocol, abi.POLICY_ICMP_TYPE | icmp_type, 16)]
-    if not entry.port and not entry.end_port:
+    if entry.port_range is not None:
+        first, last = entry.port_range
+    elif not entry.port and not entry.end_port:
         return [(p, 0, 0) for p in protocols]
-    last = entry.end_port or entry.port
-    blocks = _port_blocks(entry.port, last)
+    else:
+        first, last = entry.port, entry.end_port or entry.port
+    blocks = _port_blocks(first, last)
     return [(p, value, plen) for p in protocols for value, plen in blocks]
+
+
+def _slot_span(slot: _Slot) -> tuple[int, int]:
+    """The first and last port value a slot's key matches."""
+    _protocol, value, plen = slot
+    return value, value + (1 << (16 - plen)) - 1
+
+
+def _refuse_overlaps(entries: Sequence[PolicyEntry]) -> None:
+    """Resolved mode: raise PolicyEntryError naming the first entry that overlaps an earlier
+    one of the same (direction, peer, protocol); protocol 0 without ports is the head."""
+    spans: dict[tuple[int, int, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for index, entry in enumerate(entries):
+        for slot in _slots(entry):
+            first, last = _slot_span(slot)
+            spans[(int(entry.direction), entry.peer_identity, slot[0])].append((first, last, index))
+    clashes: list[tuple[int, int, int]] = []  # (later index, earlier index, protocol)
+    for (_direction, _peer, protocol), items in spans.items():
+        items.sort()
+        reach_last, reach_index = -1, -1
+        for first, last, index in items:
+            if first <= reach_last:
+                clashes.append((max(index, reach_index), min(index, reach_index), protocol))
+            if last > reach_last:
+                reach_last, reach_index = last, index
+    if clashes:
+        later, earlier, protocol = min(clashes)
+        entry = entries[later]
+        direction = TrafficDirection(entry.direction).name.lower()
+        raise PolicyEntryError(
+            f"entries[{later}]: overlaps entries[{earlier}] ({direction}, peer "
+            f"{entry.peer_identity}, protocol {protocol}): a resolved policy has one entry "
+            "per (direction, peer, protocol, port)"
+        )
 
 
 def _covers(wide: _Slot, narrow: _Slot) -> bool:
@@ -294,8 +377,11 @@ def _value_struct(value: _Value, head_flags: int) -> abi.PolicyValue:
 
 
 def encode(policy: EndpointPolicy) -> EncodedPolicy:
-    """Encode an endpoint's entries into map entries with deny-beats-allow resolved."""
+    """Encode an endpoint's entries into map entries with deny-beats-allow resolved (or, for
+    a ``resolved`` policy, as given)."""
     validate(policy.entries)
+    if policy.resolved:
+        _refuse_overlaps(policy.entries)
     buckets: dict[_Bucket, dict[_Slot, _Value]] = defaultdict(dict)
     for entry in policy.entries:
         value = _Value(
@@ -308,7 +394,12 @@ def encode(policy: EndpointPolicy) -> EncodedPolicy:
         bucket = buckets[(int(entry.direction), entry.peer_identity)]
         for slot in _slots(entry):
             bucket[slot] = bucket[slot].merged(value) if slot in bucket else value
+    if not policy.resolved:
+        _deny_beats_allow(buckets)
+    return _map_entries(buckets)
 
+
+def _deny_beats_allow(buckets: dict[_Bucket, dict[_Slot, _Value]]) -> None:
     # 1. any-peer denies into every peer bucket of their direction
     for (direction, peer), bucket in list(buckets.items()):
         if peer == abi.IDENTITY_ANY:
@@ -332,6 +423,8 @@ def encode(policy: EndpointPolicy) -> EncodedPolicy:
                 _, deny = max(covering, key=lambda item: (item[0][0] != 0, item[0][2]))
                 bucket[slot] = deny
 
+
+def _map_entries(buckets: dict[_Bucket, dict[_Slot, _Value]]) -> EncodedPolicy:
     encoded = EncodedPolicy()
     for (direction, peer), bucket in buckets.items():
         head = bucket.get((0, 0, 0))
@@ -343,7 +436,7 @@ def encode(policy: EndpointPolicy) -> EncodedPolicy:
                 continue
             if plen == 0:
                 encoded.hash_entries[(direction, peer, protocol, 0)] = value
-            elif plen == 16:
+            elif plen == 16 and port:  # port 0 alone: the hash key (protocol, 0) is "any port"
                 encoded.hash_entries[(direction, peer, protocol, port)] = value
             else:
                 encoded.range_entries[(direction, peer, protocol, port, plen)] = value
