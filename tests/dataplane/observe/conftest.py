@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import ipaddress  # noqa: E402
+import re
 import shutil
 import subprocess
 import sys
@@ -180,6 +181,15 @@ class RunningObserver:
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The `hubble` fixture may build the CLI from Go (minutes, network): a test asking for it
+    # is a `lab` test, so `-m "not lab"` never starts a Go build, even if its mark is missing.
+    for item in items:
+        if "hubble" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
+
+
 @pytest.fixture(scope="session")
 def hubble() -> Path:
     """The real hubble CLI, built (or found cached) by lab/gobuild/build-hubble.sh."""
@@ -229,6 +239,23 @@ def observer(short_tmp: Path) -> Iterator[RunningObserver]:
     finally:
         running.close()
         running.node.stop()
+
+
+# A table row starts with its timestamp: Go's time.StampMilli in hubble ("Dec  5 18:55:16.931",
+# the day padded with a space), "%b %d" in Septum ("Dec 05 ...").
+_TABLE_TIMESTAMP = re.compile(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d\.\d{3}")
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of one line of `observe -o table` output.
+
+    Columns are padded with 2+ spaces, but on days 1-9 hubble's timestamp holds two spaces
+    itself: it is matched first and the rest of the line split.
+    """
+    stamp = _TABLE_TIMESTAMP.match(line)
+    if stamp is None:  # the header
+        return re.split(r"\s{2,}", line.strip())
+    return [stamp.group(), *re.split(r"\s{2,}", line[stamp.end() :].strip())]
 
 
 # Test modules import these helpers as `observe_helpers`: with pytest's

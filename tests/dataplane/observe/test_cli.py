@@ -67,7 +67,7 @@ def test_filters_and_not(fed: h.RunningObserver) -> None:
 
 def test_table_and_dict(fed: h.RunningObserver) -> None:
     table = invoke(fed, "-o", "table", "--first", "1").splitlines()
-    assert re.split(r"\s{2,}", table[0]) == [
+    assert h.table_cells(table[0]) == [
         "TIMESTAMP",
         "SOURCE",
         "DESTINATION",
@@ -75,7 +75,7 @@ def test_table_and_dict(fed: h.RunningObserver) -> None:
         "VERDICT",
         "SUMMARY",
     ]
-    assert re.split(r"\s{2,}", table[1])[1:] == [
+    assert h.table_cells(table[1])[1:] == [
         "default/xwing:41000",
         f"{DEATHSTAR}:80",
         "policy-verdict:L3-L4 INGRESS",

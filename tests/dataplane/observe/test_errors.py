@@ -19,7 +19,7 @@ TREE = [
 
 
 @pytest.mark.parametrize(
-    ("cls", "second_base", "home"), TREE, ids=lambda x: getattr(x, "__name__", "")
+    ("cls", "second_base", "home"), TREE, ids=[cls.__name__ for cls, _, _ in TREE]
 )
 def test_every_error_is_an_observe_error(cls: type, second_base: type, home: object) -> None:
     assert issubclass(cls, e.ObserveError) and issubclass(cls, second_base)

@@ -173,6 +173,7 @@ def _get(**fields: object) -> observer_pb2.GetFlowsRequest:
     return observer_pb2.GetFlowsRequest(**fields)  # type: ignore[arg-type]
 
 
+@pytest.mark.lab  # runs the Go-built hubble CLI
 def test_many_messages_intact_and_in_order_with_hubble_cli(
     hubble: Path, observer: h.RunningObserver
 ) -> None:
@@ -203,6 +204,7 @@ def test_narrow_filter_over_many_flows_pauses_and_resumes_in_order(
     assert [r.flow.l4.TCP.source_port for r in responses] == wanted
 
 
+@pytest.mark.lab  # runs the Go-built hubble CLI
 def test_hubble_cli_follower_gets_a_burst_intact_and_in_order(
     hubble: Path, observer: h.RunningObserver
 ) -> None:

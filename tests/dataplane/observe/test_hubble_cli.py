@@ -17,6 +17,9 @@ from pathlib import Path
 import observe_helpers as h
 import pytest
 
+# Every test here runs the Go-built hubble CLI (the `hubble` fixture may build it).
+pytestmark = pytest.mark.lab
+
 DEATHSTAR = f"empire/{h.DEATHSTAR.pod_name}"
 
 
@@ -171,7 +174,7 @@ def test_observe_json_fields(hubble: Path, fed: h.RunningObserver) -> None:
 
 def test_observe_table(hubble: Path, fed: h.RunningObserver) -> None:
     lines = run(hubble, fed, "observe", "-o", "table", "--from-pod", "default/xwing").splitlines()
-    assert re.split(r"\s{2,}", lines[0].strip()) == [
+    assert h.table_cells(lines[0]) == [
         "TIMESTAMP",
         "SOURCE",
         "DESTINATION",
@@ -179,7 +182,7 @@ def test_observe_table(hubble: Path, fed: h.RunningObserver) -> None:
         "VERDICT",
         "SUMMARY",
     ]
-    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
+    rows = [h.table_cells(line) for line in lines[1:]]
     assert [row[1:] for row in rows] == [
         [
             "default/xwing:41000",

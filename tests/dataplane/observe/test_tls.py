@@ -175,6 +175,7 @@ def test_missing_certificate_file_is_named(short_tmp: Path) -> None:
         TLSFiles(short_tmp / "nope.crt", short_tmp / "nope.key").credentials()
 
 
+@pytest.mark.lab  # runs the Go-built hubble CLI
 def test_real_hubble_cli_over_mtls(
     mtls_observer: h.RunningObserver, pki: Pki, hubble: Path
 ) -> None:
