@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,27 @@ def metadata() -> StaticMetadata:
 
 def decoder() -> FlowDecoder:
     return FlowDecoder(metadata(), DecoderConfig(node_name=NODE))
+
+
+# Flows in one answer: far more than one DATA frame or one flow-control window holds.
+BURST = 3000
+
+
+def port_events(count: int) -> list[bytes]:
+    """`count` flow events, told apart by their source ports (1000, 1001, ...)."""
+    return [event(src_port=1000 + i) for i in range(count)]
+
+
+def poll(what: str, check: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Until `check()` returns True; on timeout, fail with the last value it returned."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        last = check()
+        if last is True:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {last!r} after {timeout_s} s")
+        time.sleep(0.01)
 
 
 @dataclass
