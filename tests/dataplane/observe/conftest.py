@@ -262,6 +262,9 @@ def observer(short_tmp: Path) -> Iterator[RunningObserver]:
         running.node.stop()
 
 
+# The columns of `observe -o table`, in hubble's order and spelling.
+TABLE_HEADER = ["TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"]
+
 # A table row starts with its timestamp: Go's time.StampMilli in hubble ("Dec  5 18:55:16.931",
 # the day padded with a space), "%b %d" in Septum ("Dec 05 ...").
 _TABLE_TIMESTAMP = re.compile(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d\.\d{3}")

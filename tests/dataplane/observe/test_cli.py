@@ -67,14 +67,7 @@ def test_filters_and_not(fed: h.RunningObserver) -> None:
 
 def test_table_and_dict(fed: h.RunningObserver) -> None:
     table = invoke(fed, "-o", "table", "--first", "1").splitlines()
-    assert h.table_cells(table[0]) == [
-        "TIMESTAMP",
-        "SOURCE",
-        "DESTINATION",
-        "TYPE",
-        "VERDICT",
-        "SUMMARY",
-    ]
+    assert h.table_cells(table[0]) == h.TABLE_HEADER
     assert h.table_cells(table[1])[1:] == [
         "default/xwing:41000",
         f"{DEATHSTAR}:80",

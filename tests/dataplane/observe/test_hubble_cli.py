@@ -174,14 +174,7 @@ def test_observe_json_fields(hubble: Path, fed: h.RunningObserver) -> None:
 
 def test_observe_table(hubble: Path, fed: h.RunningObserver) -> None:
     lines = run(hubble, fed, "observe", "-o", "table", "--from-pod", "default/xwing").splitlines()
-    assert h.table_cells(lines[0]) == [
-        "TIMESTAMP",
-        "SOURCE",
-        "DESTINATION",
-        "TYPE",
-        "VERDICT",
-        "SUMMARY",
-    ]
+    assert h.table_cells(lines[0]) == h.TABLE_HEADER
     rows = [h.table_cells(line) for line in lines[1:]]
     assert [row[1:] for row in rows] == [
         [
