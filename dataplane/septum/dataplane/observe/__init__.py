@@ -1,4 +1,8 @@
-"""Hubble-compatible flow observability: decode, store, filter and serve flows."""
+"""Hubble-compatible flow observability, the server half: decode, store, filter and serve flows.
+
+Its errors form one tree under `errors.ObserveError`. The client half (flags, printer,
+connection) is `septum.cli.hubble`, which imports this package and never the reverse.
+"""
 
 import os
 
