@@ -337,3 +337,92 @@ def test_load_reports_invalid_policies_and_applies_the_rest() -> None:
     assert list(result.rejected) == ["SeptumNetworkPolicy x/bad"]
     assert "spec.egress[0].toEntities[0]" in result.rejected["SeptumNetworkPolicy x/bad"]
     assert engine.endpoint_policy(engine.endpoints()[0]).ingress.enforced
+
+
+# ---- every invalid field is reported, not only the first ----------------------------------
+
+
+def _paths(obj: dict[str, Any]) -> list[str]:
+    with pytest.raises(InvalidPolicy) as info:
+        parse_policy(obj)
+    return [error.path for error in info.value.errors]
+
+
+def test_septum_policy_reports_every_invalid_field() -> None:
+    obj = cnp(
+        {
+            "endpointSelector": {},
+            "ingress": [
+                {"toPorts": [{"ports": [{"port": "80"}]}, {"ports": [{"port": "70000"}]}]},
+                {"fromEntities": ["nowhere"]},
+            ],
+            "egress": [{"icmps": [{"fields": [{"type": "NoSuchType"}]}]}],
+        }
+    )
+    assert _paths(obj) == [
+        "spec.ingress[0].toPorts[1].ports[0].port",
+        "spec.ingress[1].fromEntities[0]",
+        "spec.egress[0].icmps[0].fields[0].type",
+    ]
+    with pytest.raises(InvalidPolicy) as info:
+        parse_policy(obj)
+    assert "spec.ingress[0].toPorts[1].ports[0].port: 70000 is out of range" in str(info.value)
+
+
+def test_network_policy_reports_every_invalid_field() -> None:
+    obj = knp(
+        {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"port": 70000}, {"protocol": "ICMP"}]}],
+            "egress": [{"to": [{"ipBlock": {"cidr": "bad"}}]}],
+        }
+    )
+    assert _paths(obj) == [
+        "spec.ingress[0].ports[0].port",
+        "spec.ingress[0].ports[1].protocol",
+        "spec.egress[0].to[0].ipBlock.cidr",
+    ]
+
+
+def test_admin_tier_policy_reports_every_invalid_field() -> None:
+    obj = tier(
+        {
+            "tier": "Admin",
+            "priority": 5000,
+            "subject": {"namespaces": {}},
+            "ingress": [
+                {"action": "Maybe", "from": [{"namespaces": {}}]},
+                {
+                    "action": "Accept",
+                    "from": [{"namespaces": {}}],
+                    "protocols": [{"tcp": {"destinationPort": {"number": 0}}}],
+                },
+            ],
+        }
+    )
+    assert _paths(obj) == [
+        "spec.priority",
+        "spec.ingress[0].action",
+        "spec.ingress[1].protocols[0].tcp.destinationPort.number",
+    ]
+
+
+# ---- load() raises engine errors only ---------------------------------------------------
+
+
+def test_load_rejects_malformed_objects_with_engine_errors() -> None:
+    from septum.operator.engine.errors import EngineError, EngineNotEmpty, InvalidObject
+
+    bad_pod = {"metadata": {"name": "a"}, "spec": {"containers": ["not-an-object"]}}
+    with pytest.raises(InvalidObject):
+        Engine().load(pods=[bad_pod])
+    with pytest.raises(InvalidObject):
+        Engine().load(namespaces=["not-an-object"])  # type: ignore[list-item]
+    result = Engine().load(policies=["not-an-object"])  # type: ignore[list-item]
+    assert len(result.rejected) == 1
+    engine = Engine()
+    engine.upsert_pod({"metadata": {"name": "a", "namespace": "x"}})
+    with pytest.raises(EngineNotEmpty) as info:
+        engine.load()
+    assert isinstance(info.value, EngineError) and isinstance(info.value, RuntimeError)

@@ -10,6 +10,7 @@ from septum.operator.engine.changes import ChangeSet, LoadResult
 from septum.operator.engine.entries import DirectionPolicy, EntryDiff, PolicyEntry, Verdict
 from septum.operator.engine.errors import (
     EngineError,
+    EngineNotEmpty,
     InvalidObject,
     InvalidPolicy,
     PolicyError,
@@ -28,6 +29,7 @@ __all__ = [
     "EndpointPolicy",
     "Engine",
     "EngineError",
+    "EngineNotEmpty",
     "EntryDiff",
     "Explanation",
     "Flow",

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from septum.operator.engine.cluster import EndpointKey
 from septum.operator.engine.ports import PROTO_ANY
 from septum.operator.engine.rules import Direction
 
@@ -292,3 +293,15 @@ class EntryDiff:
         old_set = frozenset(old)
         new_set = frozenset(new)
         return EntryDiff(new_set - old_set, old_set - new_set)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPolicy:
+    pod: EndpointKey  # a PodKey, or a HostKey for a node's host endpoint
+    identity: int  # a host endpoint is the reserved host identity (1) on its own node
+    audit: bool
+    ingress: DirectionPolicy
+    egress: DirectionPolicy
+
+    def entries(self) -> frozenset[PolicyEntry]:
+        return frozenset(self.ingress.entries) | frozenset(self.egress.entries)

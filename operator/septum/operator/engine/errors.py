@@ -1,4 +1,13 @@
-"""The engine's exception tree: every rejection names the field path at fault."""
+"""The engine's exception tree: every rejection names the field path at fault.
+
+EngineError
+├── PolicyError       one invalid field of a policy (path and reason)
+├── FieldErrors       several PolicyErrors, while parsing (internal)
+├── InvalidPolicy     a policy rejected, with every invalid field (`errors`)
+├── InvalidObject     a pod, namespace or node that cannot be read
+├── EngineNotEmpty    load() on an engine that already holds objects (also a RuntimeError)
+└── UnknownEndpoint   explain / what-if named an endpoint the engine cannot resolve
+"""
 
 from __future__ import annotations
 
@@ -16,6 +25,18 @@ class PolicyError(EngineError):
         self.reason = reason
 
 
+class FieldErrors(EngineError):
+    """Several invalid fields of one object, found while parsing it.
+
+    The parsers raise it to carry every error up to `parse_policy`, which reports them
+    as one InvalidPolicy; it never leaves the engine.
+    """
+
+    def __init__(self, errors: list[PolicyError]) -> None:
+        super().__init__("; ".join(str(error) for error in errors))
+        self.errors = errors
+
+
 class InvalidPolicy(EngineError):
     """A policy object was rejected; `errors` lists every invalid field found."""
 
@@ -29,6 +50,13 @@ class InvalidPolicy(EngineError):
 
 class InvalidObject(EngineError):
     """A cluster object (pod, namespace, node) could not be read."""
+
+
+class EngineNotEmpty(EngineError, RuntimeError):
+    """load() needs an empty engine; updates go through the upsert_* methods.
+
+    Also a RuntimeError, which load() raised before this class existed.
+    """
 
 
 class UnknownEndpoint(EngineError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from septum.operator.engine.errors import InvalidPolicy, PolicyError
+from septum.operator.engine.errors import FieldErrors, InvalidPolicy, PolicyError
 from septum.operator.engine.parse_netpol import parse_network_policy
 from septum.operator.engine.parse_septum import parse_septum_policy
 from septum.operator.engine.parse_tiers import (
@@ -30,6 +30,8 @@ _API_GROUPS = {
 
 def policy_key(obj: Mapping[str, Any]) -> PolicyKey:
     """The identity of a policy object, read before (and whether or not) it parses."""
+    if not isinstance(obj, Mapping):
+        return PolicyKey("", "", "")  # parse_policy then rejects its kind
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     assert isinstance(meta, Mapping)
     kind = str(obj.get("kind", ""))
@@ -44,9 +46,14 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
     try:
         return _parse(obj, key)
     except PolicyError as err:
-        raise InvalidPolicy(
-            key.kind or "object", f"{key.namespace + '/' if key.namespace else ''}{key.name}", [err]
-        ) from err
+        raise _rejected(key, [err]) from err
+    except FieldErrors as err:
+        raise _rejected(key, err.errors) from err
+
+
+def _rejected(key: PolicyKey, errors: list[PolicyError]) -> InvalidPolicy:
+    name = f"{key.namespace + '/' if key.namespace else ''}{key.name}"
+    return InvalidPolicy(key.kind or "object", name, errors)
 
 
 def _parse(obj: Mapping[str, Any], key: PolicyKey) -> Policy:

@@ -11,12 +11,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from septum.operator.engine.cidrs import parse_cidr_peer
 from septum.operator.engine.errors import PolicyError
 from septum.operator.engine.paths import (
+    ErrorCollector,
     expect_int,
     expect_list,
     expect_mapping,
@@ -133,22 +134,33 @@ def _parse_rule(raw: Any, path: str, direction: Direction, key: PolicyKey) -> Ru
     obj = expect_mapping(raw if raw is not None else {}, path)
     peers_key = "from" if direction is Direction.INGRESS else "to"
     reject_unknown(obj, {peers_key, "ports"}, path)
-    peer_items = optional_list(obj, peers_key, path) or []
+    errors = ErrorCollector()
+    peer_items: Sequence[Any] = []
+    with errors.checking():
+        peer_items = optional_list(obj, peers_key, path) or []
     selectors: list[Selector] = []
     cidrs: list[CidrPeer] = []
     for i, item in enumerate(peer_items):
-        selector, cidr = _parse_peer(item, index(field(path, peers_key), i), key.namespace)
-        if selector is not None:
-            selectors.append(selector)
-        if cidr is not None:
-            cidrs.append(cidr)
+        with errors.checking():
+            selector, cidr = _parse_peer(item, index(field(path, peers_key), i), key.namespace)
+            if selector is not None:
+                selectors.append(selector)
+            if cidr is not None:
+                cidrs.append(cidr)
     peers = (
         Peers(any_peer=True)
         if not peer_items
         else Peers(selectors=tuple(selectors), cidrs=tuple(cidrs))
     )
-    port_items = optional_list(obj, "ports", path) or []
-    ports = tuple(_parse_port(p, index(field(path, "ports"), i)) for i, p in enumerate(port_items))
+    port_items: Sequence[Any] = []
+    with errors.checking():
+        port_items = optional_list(obj, "ports", path) or []
+    parsed: list[PortSpec] = []
+    for i, item in enumerate(port_items):
+        with errors.checking():
+            parsed.append(_parse_port(item, index(field(path, "ports"), i)))
+    errors.raise_any()
+    ports = tuple(parsed)
     return Rule(
         RuleRef(key, path),
         direction,
@@ -162,20 +174,30 @@ def parse_network_policy(obj: Mapping[str, Any], namespace: str, name: str) -> P
     key = PolicyKey(Kind.NETWORK_POLICY.value, namespace, name)
     spec = expect_mapping(obj.get("spec"), "spec")
     reject_unknown(spec, {"podSelector", "policyTypes", "ingress", "egress"}, "spec")
-    if "podSelector" not in spec:
-        raise PolicyError("spec.podSelector", "required field is missing")
-    subject_reqs = parse_label_selector(spec.get("podSelector"), "spec.podSelector", pod_key)
-    subject = Selector(in_namespace(subject_reqs, namespace))
-    ingress_raw = optional_list(spec, "ingress", "spec") or []
-    egress_raw = optional_list(spec, "egress", "spec") or []
-    types_raw = optional_list(spec, "policyTypes", "spec")
+    errors = ErrorCollector()
+    subject = Selector(())
+    with errors.checking():
+        if "podSelector" not in spec:
+            raise PolicyError("spec.podSelector", "required field is missing")
+        subject_reqs = parse_label_selector(spec.get("podSelector"), "spec.podSelector", pod_key)
+        subject = Selector(in_namespace(subject_reqs, namespace))
+    ingress_raw: Sequence[Any] = []
+    egress_raw: Sequence[Any] = []
+    types_raw: Sequence[Any] | None = None
+    with errors.checking():
+        ingress_raw = optional_list(spec, "ingress", "spec") or []
+    with errors.checking():
+        egress_raw = optional_list(spec, "egress", "spec") or []
+    with errors.checking():
+        types_raw = optional_list(spec, "policyTypes", "spec")
     if types_raw:
         isolates: set[Direction] = set()
         for i, item in enumerate(types_raw):
-            text = expect_str(item, index("spec.policyTypes", i))
-            if text not in ("Ingress", "Egress"):
-                raise PolicyError(index("spec.policyTypes", i), f"unknown policy type {text!r}")
-            isolates.add(Direction.INGRESS if text == "Ingress" else Direction.EGRESS)
+            with errors.checking():
+                text = expect_str(item, index("spec.policyTypes", i))
+                if text not in ("Ingress", "Egress"):
+                    raise PolicyError(index("spec.policyTypes", i), f"unknown policy type {text!r}")
+                isolates.add(Direction.INGRESS if text == "Ingress" else Direction.EGRESS)
     else:
         # The API server's defaulting: Ingress always, Egress when egress rules exist.
         isolates = {Direction.INGRESS}
@@ -183,15 +205,15 @@ def parse_network_policy(obj: Mapping[str, Any], namespace: str, name: str) -> P
             isolates.add(Direction.EGRESS)
     rules: list[Rule] = []
     # Rules of a direction not in policyTypes are ignored, as upstream does.
-    if Direction.INGRESS in isolates:
-        rules += [
-            _parse_rule(r, index("spec.ingress", i), Direction.INGRESS, key)
-            for i, r in enumerate(ingress_raw)
-        ]
-    if Direction.EGRESS in isolates:
-        rules += [
-            _parse_rule(r, index("spec.egress", i), Direction.EGRESS, key)
-            for i, r in enumerate(egress_raw)
-        ]
+    for direction, section, items in (
+        (Direction.INGRESS, "spec.ingress", ingress_raw),
+        (Direction.EGRESS, "spec.egress", egress_raw),
+    ):
+        if direction not in isolates:
+            continue
+        for i, item in enumerate(items):
+            with errors.checking():
+                rules.append(_parse_rule(item, index(section, i), direction, key))
+    errors.raise_any()
     part = PolicyPart(subject, None, frozenset(isolates), tuple(rules))
     return Policy(key, Tier.NORMAL, 0, (part,))

@@ -10,13 +10,14 @@ select in-cluster endpoints, an empty rule `{}` allows nothing.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from septum.operator.engine.cidrs import parse_cidr, parse_cidr_peer
 from septum.operator.engine.errors import PolicyError
 from septum.operator.engine.labels import SOURCE_K8S, SOURCE_RESERVED
 from septum.operator.engine.paths import (
+    ErrorCollector,
     expect_int,
     expect_list,
     expect_mapping,
@@ -210,28 +211,38 @@ def _parse_to_ports(
     raw: list[Any], path: str, direction: Direction, action: Action
 ) -> list[PortRule]:
     rules: list[PortRule] = []
+    errors = ErrorCollector()
     for i, item in enumerate(raw):
-        item_path = index(path, i)
-        obj = expect_mapping(item, item_path)
-        reject_unknown(
-            obj,
-            {"ports", "rules", "terminatingTLS", "originatingTLS", "serverNames", "listener"},
-            item_path,
-        )
-        for unsupported in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
-            if unsupported in obj:
-                raise PolicyError(field(item_path, unsupported), f"{unsupported} is not supported")
-        ports: list[PortSpec] = []
-        for j, port in enumerate(expect_list(obj.get("ports") or [], field(item_path, "ports"))):
-            port_path = index(field(item_path, "ports"), j)
-            ports += _parse_port_protocol(expect_mapping(port, port_path), port_path)
-        if not ports:
-            ports = [PortRange(p) for p in L4_PROTOCOLS]
-        l7 = L7Rules()
-        if obj.get("rules") is not None:
-            l7 = _parse_l7(obj["rules"], field(item_path, "rules"), direction, action)
-        rules.append(PortRule(tuple(ports), l7))
+        with errors.checking():
+            rules.append(_parse_port_rule(item, index(path, i), direction, action))
+    errors.raise_any()
     return rules
+
+
+def _parse_port_rule(raw: Any, path: str, direction: Direction, action: Action) -> PortRule:
+    obj = expect_mapping(raw, path)
+    reject_unknown(
+        obj,
+        {"ports", "rules", "terminatingTLS", "originatingTLS", "serverNames", "listener"},
+        path,
+    )
+    for unsupported in ("terminatingTLS", "originatingTLS", "serverNames", "listener"):
+        if unsupported in obj:
+            raise PolicyError(field(path, unsupported), f"{unsupported} is not supported")
+    errors = ErrorCollector()
+    ports: list[PortSpec] = []
+    for j, port in enumerate(expect_list(obj.get("ports") or [], field(path, "ports"))):
+        port_path = index(field(path, "ports"), j)
+        with errors.checking():
+            ports += _parse_port_protocol(expect_mapping(port, port_path), port_path)
+    if not ports:
+        ports = [PortRange(p) for p in L4_PROTOCOLS]
+    l7 = L7Rules()
+    if obj.get("rules") is not None:
+        with errors.checking():
+            l7 = _parse_l7(obj["rules"], field(path, "rules"), direction, action)
+    errors.raise_any()
+    return PortRule(tuple(ports), l7)
 
 
 def _parse_icmps(raw: list[Any], path: str) -> list[PortRule]:
@@ -365,11 +376,18 @@ def _parse_section_rule(
     for name, reason in _UNSUPPORTED.items():
         if name in obj and obj[name]:
             raise PolicyError(field(path, name), reason)
-    peers = _parse_peers(obj, path, direction, key.namespace)
-    port_rules = _parse_to_ports(
-        list(optional_list(obj, "toPorts", path) or []), field(path, "toPorts"), direction, action
-    )
-    port_rules += _parse_icmps(list(optional_list(obj, "icmps", path) or []), field(path, "icmps"))
+    errors = ErrorCollector()
+    peers: Peers | None = None
+    port_rules: list[PortRule] = []
+    with errors.checking():
+        peers = _parse_peers(obj, path, direction, key.namespace)
+    with errors.checking():
+        to_ports = list(optional_list(obj, "toPorts", path) or [])
+        port_rules += _parse_to_ports(to_ports, field(path, "toPorts"), direction, action)
+    with errors.checking():
+        icmps = list(optional_list(obj, "icmps", path) or [])
+        port_rules += _parse_icmps(icmps, field(path, "icmps"))
+    errors.raise_any()
     if peers is None:
         # No L3 field: an L4-only rule applies to every peer; an empty rule `{}` matches nothing.
         peers = Peers(any_peer=True) if port_rules else Peers()
@@ -406,32 +424,54 @@ def _parse_spec(
     has_node = spec.get("nodeSelector") is not None
     if has_ep == has_node:
         raise PolicyError(path, "exactly one of endpointSelector or nodeSelector is required")
+    errors = ErrorCollector()
     subject = node_subject = None
     if has_ep:
-        subject = _endpoint_selector(
-            spec["endpointSelector"], field(path, "endpointSelector"), key.namespace, True
-        )
+        with errors.checking():
+            subject = _endpoint_selector(
+                spec["endpointSelector"], field(path, "endpointSelector"), key.namespace, True
+            )
     else:
         if key.namespace:
             raise PolicyError(
                 field(path, "nodeSelector"), "nodeSelector is only allowed in clusterwide policies"
             )
-        node_subject = Selector(
-            parse_label_selector(spec["nodeSelector"], field(path, "nodeSelector"), node_key),
-            frozenset({"node"}),
-        )
+        with errors.checking():
+            node_subject = Selector(
+                parse_label_selector(spec["nodeSelector"], field(path, "nodeSelector"), node_key),
+                frozenset({"node"}),
+            )
     rules: list[Rule] = []
     has_rules = {Direction.INGRESS: False, Direction.EGRESS: False}
     for section, (direction, action) in _SECTIONS.items():
-        items = optional_list(spec, section, path) or []
+        items: Sequence[Any] = []
+        with errors.checking():
+            items = optional_list(spec, section, path) or []
         if items:
             has_rules[direction] = True
         for i, item in enumerate(items):
-            rule = _parse_section_rule(item, index(field(path, section), i), direction, action, key)
-            if node_subject is not None:
-                _check_host_l7(rule, index(field(path, section), i))
-            rules.append(rule)
+            rule_path = index(field(path, section), i)
+            with errors.checking():
+                rule = _parse_section_rule(item, rule_path, direction, action, key)
+                if node_subject is not None:
+                    _check_host_l7(rule, rule_path)
+                rules.append(rule)
     isolates = {d for d, present in has_rules.items() if present}
+    with errors.checking():
+        _apply_default_deny(spec, path, isolates)
+    description = ""
+    with errors.checking():
+        description = expect_str(spec.get("description", ""), field(path, "description"))
+    labels: list[tuple[str, str]] = []
+    with errors.checking():
+        labels = _parse_spec_labels(spec, path)
+    errors.raise_any()
+    part = PolicyPart(subject, node_subject, frozenset(isolates), tuple(rules))
+    return part, description, tuple(labels)
+
+
+def _apply_default_deny(spec: Mapping[str, Any], path: str, isolates: set[Direction]) -> None:
+    """`enableDefaultDeny` overrides, per direction, whether the subject is isolated."""
     default_deny = spec.get("enableDefaultDeny")
     if default_deny is not None:
         dd_path = field(path, "enableDefaultDeny")
@@ -445,7 +485,9 @@ def _parse_spec(
                     isolates.add(direction)
                 else:
                     isolates.discard(direction)
-    description = expect_str(spec.get("description", ""), field(path, "description"))
+
+
+def _parse_spec_labels(spec: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
     labels: list[tuple[str, str]] = []
     for i, item in enumerate(optional_list(spec, "labels", path) or []):
         item_path = index(field(path, "labels"), i)
@@ -453,8 +495,7 @@ def _parse_spec(
         labels.append(
             (expect_str(lobj.get("key", ""), field(item_path, "key")), str(lobj.get("value", "")))
         )
-    part = PolicyPart(subject, node_subject, frozenset(isolates), tuple(rules))
-    return part, description, tuple(labels)
+    return labels
 
 
 def parse_septum_policy(obj: Mapping[str, Any], kind: Kind, namespace: str, name: str) -> Policy:
@@ -466,17 +507,21 @@ def parse_septum_policy(obj: Mapping[str, Any], kind: Kind, namespace: str, name
     parts: list[PolicyPart] = []
     descriptions: list[str] = []
     labels: list[tuple[str, str]] = []
+    errors = ErrorCollector()
+    raw_specs: list[tuple[Any, str]] = []
     if has_spec:
-        part, desc, lab = _parse_spec(obj["spec"], "spec", key)
-        parts.append(part)
-        descriptions.append(desc)
-        labels += lab
+        raw_specs.append((obj["spec"], "spec"))
     if has_specs:
-        for i, raw in enumerate(expect_list(obj["specs"], "specs")):
-            part, desc, lab = _parse_spec(raw, index("specs", i), key)
+        raw_specs += [
+            (raw, index("specs", i)) for i, raw in enumerate(expect_list(obj["specs"], "specs"))
+        ]
+    for raw, path in raw_specs:
+        with errors.checking():
+            part, desc, lab = _parse_spec(raw, path, key)
             parts.append(part)
             descriptions.append(desc)
             labels += lab
+    errors.raise_any()
     return Policy(
         key, Tier.NORMAL, 0, tuple(parts), "; ".join(d for d in descriptions if d), tuple(labels)
     )

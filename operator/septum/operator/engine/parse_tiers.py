@@ -12,12 +12,13 @@ order; the first rule that matches decides (Pass hands over to the next tier).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from septum.operator.engine.cidrs import parse_cidr
 from septum.operator.engine.errors import PolicyError
 from septum.operator.engine.paths import (
+    ErrorCollector,
     expect_int,
     expect_list,
     expect_mapping,
@@ -82,6 +83,27 @@ def _pods_selector(raw: Any, path: str) -> Selector:
     return Selector(tuple(sorted(requirements, key=str)))
 
 
+def _subject_and_rules(
+    spec: Mapping[str, Any], key: PolicyKey, actions: Mapping[str, Action], v1alpha2: bool
+) -> tuple[int | None, Selector, list[Rule]]:
+    """`spec.priority` (None where the kind has none), `spec.subject` and the rules."""
+    errors = ErrorCollector()
+    priority: int | None = None
+    subject = Selector(())
+    rules: list[Rule] = []
+    if key.kind != Kind.BASELINE_ADMIN_NETWORK_POLICY.value:
+        with errors.checking():
+            priority = _priority(spec)
+    with errors.checking():
+        if spec.get("subject") is None:
+            raise PolicyError("spec.subject", "required field is missing")
+        subject = _subject(spec["subject"], "spec.subject")
+    with errors.checking():
+        rules = _rules(spec, key, actions, v1alpha2)
+    errors.raise_any()
+    return priority, subject, rules
+
+
 def _subject(raw: Any, path: str) -> Selector:
     obj = expect_mapping(raw, path)
     reject_unknown(obj, {"namespaces", "pods"}, path)
@@ -140,94 +162,97 @@ def _peers(raw: Any, path: str, direction: Direction) -> tuple[Peers, bool]:
 
 def _ports_v1alpha1(raw: list[Any], path: str) -> tuple[PortSpec, ...]:
     specs: list[PortSpec] = []
+    errors = ErrorCollector()
     for i, item in enumerate(raw):
-        item_path = index(path, i)
-        obj = expect_mapping(item, item_path)
-        reject_unknown(obj, {"portNumber", "namedPort", "portRange"}, item_path)
-        present = [k for k in obj if obj[k] is not None]
-        if len(present) != 1:
-            raise PolicyError(
-                item_path, "exactly one of portNumber, namedPort or portRange is required"
-            )
-        which = present[0]
-        wpath = field(item_path, which)
-        if which == "namedPort":
-            specs.append(NamedPort(check_port_name(expect_str(obj[which], wpath), wpath)))
-            continue
-        pobj = expect_mapping(obj[which], wpath)
-        proto_name = expect_str(pobj.get("protocol", "TCP"), field(wpath, "protocol"))
-        if proto_name not in PROTOCOL_NUMBERS:
-            raise PolicyError(
-                field(wpath, "protocol"),
-                f"unknown protocol {proto_name!r} (expected TCP, UDP or SCTP)",
-            )
-        proto = PROTOCOL_NUMBERS[proto_name]
-        if which == "portNumber":
-            reject_unknown(pobj, {"protocol", "port"}, wpath)
-            port = check_port(
-                expect_int(pobj.get("port"), field(wpath, "port")), field(wpath, "port")
-            )
-            specs.append(PortRange(proto, port, port))
-        else:
-            reject_unknown(pobj, {"protocol", "start", "end"}, wpath)
-            start = check_port(
-                expect_int(pobj.get("start"), field(wpath, "start")), field(wpath, "start")
-            )
-            end = check_port(expect_int(pobj.get("end"), field(wpath, "end")), field(wpath, "end"))
-            if start >= end:
-                raise PolicyError(
-                    field(wpath, "end"), f"end {end} must be greater than start {start}"
-                )
-            specs.append(PortRange(proto, start, end))
+        with errors.checking():
+            specs.append(_ports_v1alpha1_entry(item, index(path, i)))
+    errors.raise_any()
     return tuple(specs)
+
+
+def _ports_v1alpha1_entry(item: Any, item_path: str) -> PortSpec:
+    obj = expect_mapping(item, item_path)
+    reject_unknown(obj, {"portNumber", "namedPort", "portRange"}, item_path)
+    present = [k for k in obj if obj[k] is not None]
+    if len(present) != 1:
+        raise PolicyError(
+            item_path, "exactly one of portNumber, namedPort or portRange is required"
+        )
+    which = present[0]
+    wpath = field(item_path, which)
+    if which == "namedPort":
+        return NamedPort(check_port_name(expect_str(obj[which], wpath), wpath))
+    pobj = expect_mapping(obj[which], wpath)
+    proto_name = expect_str(pobj.get("protocol", "TCP"), field(wpath, "protocol"))
+    if proto_name not in PROTOCOL_NUMBERS:
+        raise PolicyError(
+            field(wpath, "protocol"),
+            f"unknown protocol {proto_name!r} (expected TCP, UDP or SCTP)",
+        )
+    proto = PROTOCOL_NUMBERS[proto_name]
+    if which == "portNumber":
+        reject_unknown(pobj, {"protocol", "port"}, wpath)
+        port = check_port(expect_int(pobj.get("port"), field(wpath, "port")), field(wpath, "port"))
+        return PortRange(proto, port, port)
+    else:
+        reject_unknown(pobj, {"protocol", "start", "end"}, wpath)
+        start = check_port(
+            expect_int(pobj.get("start"), field(wpath, "start")), field(wpath, "start")
+        )
+        end = check_port(expect_int(pobj.get("end"), field(wpath, "end")), field(wpath, "end"))
+        if start >= end:
+            raise PolicyError(field(wpath, "end"), f"end {end} must be greater than start {start}")
+        return PortRange(proto, start, end)
 
 
 def _ports_v1alpha2(raw: list[Any], path: str) -> tuple[PortSpec, ...]:
     specs: list[PortSpec] = []
+    errors = ErrorCollector()
     for i, item in enumerate(raw):
-        item_path = index(path, i)
-        obj = expect_mapping(item, item_path)
-        reject_unknown(obj, {"tcp", "udp", "sctp", "destinationNamedPort"}, item_path)
-        present = [k for k in obj if obj[k] is not None]
-        if len(present) != 1:
-            raise PolicyError(
-                item_path, "exactly one of tcp, udp, sctp or destinationNamedPort is required"
-            )
-        which = present[0]
-        wpath = field(item_path, which)
-        if which == "destinationNamedPort":
-            specs.append(NamedPort(check_port_name(expect_str(obj[which], wpath), wpath)))
-            continue
-        proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}[which]
-        pobj = expect_mapping(obj[which], wpath)
-        reject_unknown(pobj, {"destinationPort"}, wpath)
-        if pobj.get("destinationPort") is None:
-            specs.append(PortRange(proto))
-            continue
-        dpath = field(wpath, "destinationPort")
-        dport = expect_mapping(pobj["destinationPort"], dpath)
-        reject_unknown(dport, {"number", "range"}, dpath)
-        if (dport.get("number") is None) == (dport.get("range") is None):
-            raise PolicyError(dpath, "exactly one of number or range is required")
-        if dport.get("number") is not None:
-            number = check_port(
-                expect_int(dport["number"], field(dpath, "number")), field(dpath, "number")
-            )
-            specs.append(PortRange(proto, number, number))
-        else:
-            rpath = field(dpath, "range")
-            robj = expect_mapping(dport["range"], rpath)
-            reject_unknown(robj, {"start", "end"}, rpath)
-            start = check_port(
-                expect_int(robj.get("start"), field(rpath, "start")), field(rpath, "start")
-            )
-            end = check_port(expect_int(robj.get("end"), field(rpath, "end")), field(rpath, "end"))
-            if start >= end:
-                raise PolicyError(
-                    field(rpath, "end"), f"end {end} must be greater than start {start}"
-                )
-            specs.append(PortRange(proto, start, end))
+        with errors.checking():
+            specs.append(_ports_v1alpha2_entry(item, index(path, i)))
+    errors.raise_any()
     return tuple(specs)
+
+
+def _ports_v1alpha2_entry(item: Any, item_path: str) -> PortSpec:
+    obj = expect_mapping(item, item_path)
+    reject_unknown(obj, {"tcp", "udp", "sctp", "destinationNamedPort"}, item_path)
+    present = [k for k in obj if obj[k] is not None]
+    if len(present) != 1:
+        raise PolicyError(
+            item_path, "exactly one of tcp, udp, sctp or destinationNamedPort is required"
+        )
+    which = present[0]
+    wpath = field(item_path, which)
+    if which == "destinationNamedPort":
+        return NamedPort(check_port_name(expect_str(obj[which], wpath), wpath))
+    proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "sctp": PROTO_SCTP}[which]
+    pobj = expect_mapping(obj[which], wpath)
+    reject_unknown(pobj, {"destinationPort"}, wpath)
+    if pobj.get("destinationPort") is None:
+        return PortRange(proto)
+    dpath = field(wpath, "destinationPort")
+    dport = expect_mapping(pobj["destinationPort"], dpath)
+    reject_unknown(dport, {"number", "range"}, dpath)
+    if (dport.get("number") is None) == (dport.get("range") is None):
+        raise PolicyError(dpath, "exactly one of number or range is required")
+    if dport.get("number") is not None:
+        number = check_port(
+            expect_int(dport["number"], field(dpath, "number")), field(dpath, "number")
+        )
+        return PortRange(proto, number, number)
+    else:
+        rpath = field(dpath, "range")
+        robj = expect_mapping(dport["range"], rpath)
+        reject_unknown(robj, {"start", "end"}, rpath)
+        start = check_port(
+            expect_int(robj.get("start"), field(rpath, "start")), field(rpath, "start")
+        )
+        end = check_port(expect_int(robj.get("end"), field(rpath, "end")), field(rpath, "end"))
+        if start >= end:
+            raise PolicyError(field(rpath, "end"), f"end {end} must be greater than start {start}")
+        return PortRange(proto, start, end)
 
 
 def _priority(spec: Mapping[str, Any]) -> int:
@@ -246,55 +271,75 @@ def _rules(
     v1alpha2: bool,
 ) -> list[Rule]:
     rules: list[Rule] = []
+    errors = ErrorCollector()
     limit = MAX_RULES_V1ALPHA2 if v1alpha2 else MAX_RULES_V1ALPHA1
-    for section, direction, peers_key in (
-        ("ingress", Direction.INGRESS, "from"),
-        ("egress", Direction.EGRESS, "to"),
-    ):
-        items = optional_list(spec, section, "spec") or []
-        if len(items) > limit:
-            raise PolicyError(
-                field("spec", section), f"at most {limit} rules are allowed, got {len(items)}"
-            )
-        for i, item in enumerate(items):
-            path = index(field("spec", section), i)
-            obj = expect_mapping(item, path)
-            ports_key = "protocols" if v1alpha2 else "ports"
-            reject_unknown(obj, {"name", "action", peers_key, ports_key}, path)
-            name = expect_str(obj.get("name", ""), field(path, "name"))
-            action_name = expect_str(obj.get("action"), field(path, "action"))
-            if action_name not in actions:
+    for section, direction in (("ingress", Direction.INGRESS), ("egress", Direction.EGRESS)):
+        items: Sequence[Any] = []
+        with errors.checking():
+            items = optional_list(spec, section, "spec") or []
+            if len(items) > limit:
                 raise PolicyError(
-                    field(path, "action"),
-                    f"unknown action {action_name!r} (expected {', '.join(actions)})",
+                    field("spec", section), f"at most {limit} rules are allowed, got {len(items)}"
                 )
-            if obj.get(peers_key) is None:
-                raise PolicyError(field(path, peers_key), "required field is missing")
-            peers, non_pod = _peers(obj[peers_key], field(path, peers_key), direction)
-            ports_raw = optional_list(obj, ports_key, path)
-            ports: tuple[PortSpec, ...] = ()
-            if ports_raw is not None:
-                if not ports_raw:
-                    raise PolicyError(
-                        field(path, ports_key), "at least one entry is required when set"
-                    )
-                parse = _ports_v1alpha2 if v1alpha2 else _ports_v1alpha1
-                ports = parse(list(ports_raw), field(path, ports_key))
-                if non_pod and any(isinstance(p, NamedPort) for p in ports):
-                    raise PolicyError(
-                        field(path, ports_key),
-                        "named ports cannot be used with networks, nodes or domainNames peers",
-                    )
-            rules.append(
-                Rule(
-                    RuleRef(key, path, name),
-                    direction,
-                    actions[action_name],
-                    peers,
-                    (PortRule(ports),) if ports else None,
-                )
-            )
+        for i, item in enumerate(items):
+            with errors.checking():
+                path = index(field("spec", section), i)
+                rules.append(_rule(item, path, direction, key, actions, v1alpha2))
+    errors.raise_any()
     return rules
+
+
+def _rule(
+    item: Any,
+    path: str,
+    direction: Direction,
+    key: PolicyKey,
+    actions: Mapping[str, Action],
+    v1alpha2: bool,
+) -> Rule:
+    peers_key = "from" if direction is Direction.INGRESS else "to"
+    obj = expect_mapping(item, path)
+    ports_key = "protocols" if v1alpha2 else "ports"
+    reject_unknown(obj, {"name", "action", peers_key, ports_key}, path)
+    errors = ErrorCollector()
+    name = ""
+    action = Action.ALLOW
+    with errors.checking():
+        name = expect_str(obj.get("name", ""), field(path, "name"))
+    with errors.checking():
+        action_name = expect_str(obj.get("action"), field(path, "action"))
+        if action_name not in actions:
+            raise PolicyError(
+                field(path, "action"),
+                f"unknown action {action_name!r} (expected {', '.join(actions)})",
+            )
+        action = actions[action_name]
+    peers, non_pod = Peers(), False
+    with errors.checking():
+        if obj.get(peers_key) is None:
+            raise PolicyError(field(path, peers_key), "required field is missing")
+        peers, non_pod = _peers(obj[peers_key], field(path, peers_key), direction)
+    ports: tuple[PortSpec, ...] = ()
+    with errors.checking():
+        ports_raw = optional_list(obj, ports_key, path)
+        if ports_raw is not None:
+            if not ports_raw:
+                raise PolicyError(field(path, ports_key), "at least one entry is required when set")
+            parse = _ports_v1alpha2 if v1alpha2 else _ports_v1alpha1
+            ports = parse(list(ports_raw), field(path, ports_key))
+            if non_pod and any(isinstance(p, NamedPort) for p in ports):
+                raise PolicyError(
+                    field(path, ports_key),
+                    "named ports cannot be used with networks, nodes or domainNames peers",
+                )
+    errors.raise_any()
+    return Rule(
+        RuleRef(key, path, name),
+        direction,
+        action,
+        peers,
+        (PortRule(ports),) if ports else None,
+    )
 
 
 _V1ALPHA2_ACTIONS = {"Accept": Action.ALLOW, "Deny": Action.DENY, "Pass": Action.PASS}
@@ -308,11 +353,8 @@ def parse_cluster_network_policy(obj: Mapping[str, Any], name: str) -> Policy:
     if tier_name not in ("Admin", "Baseline"):
         raise PolicyError("spec.tier", f"unknown tier {tier_name!r} (expected Admin or Baseline)")
     tier = Tier.ADMIN if tier_name == "Admin" else Tier.BASELINE
-    priority = _priority(spec)
-    if spec.get("subject") is None:
-        raise PolicyError("spec.subject", "required field is missing")
-    subject = _subject(spec["subject"], "spec.subject")
-    rules = _rules(spec, key, _V1ALPHA2_ACTIONS, v1alpha2=True)
+    priority, subject, rules = _subject_and_rules(spec, key, _V1ALPHA2_ACTIONS, v1alpha2=True)
+    assert priority is not None
     part = PolicyPart(subject, None, frozenset(), tuple(rules))
     return Policy(key, tier, priority, (part,))
 
@@ -321,12 +363,9 @@ def parse_admin_network_policy(obj: Mapping[str, Any], name: str) -> Policy:
     key = PolicyKey(Kind.ADMIN_NETWORK_POLICY.value, "", name)
     spec = expect_mapping(obj.get("spec"), "spec")
     reject_unknown(spec, {"priority", "subject", "ingress", "egress"}, "spec")
-    priority = _priority(spec)
-    if spec.get("subject") is None:
-        raise PolicyError("spec.subject", "required field is missing")
-    subject = _subject(spec["subject"], "spec.subject")
     actions = {"Allow": Action.ALLOW, "Deny": Action.DENY, "Pass": Action.PASS}
-    rules = _rules(spec, key, actions, v1alpha2=False)
+    priority, subject, rules = _subject_and_rules(spec, key, actions, v1alpha2=False)
+    assert priority is not None
     return Policy(
         key, Tier.ADMIN, priority, (PolicyPart(subject, None, frozenset(), tuple(rules)),)
     )
@@ -340,10 +379,8 @@ def parse_baseline_admin_network_policy(obj: Mapping[str, Any], name: str) -> Po
         )
     spec = expect_mapping(obj.get("spec"), "spec")
     reject_unknown(spec, {"subject", "ingress", "egress"}, "spec")
-    if spec.get("subject") is None:
-        raise PolicyError("spec.subject", "required field is missing")
-    subject = _subject(spec["subject"], "spec.subject")
-    rules = _rules(spec, key, {"Allow": Action.ALLOW, "Deny": Action.DENY}, v1alpha2=False)
+    actions = {"Allow": Action.ALLOW, "Deny": Action.DENY}
+    _, subject, rules = _subject_and_rules(spec, key, actions, v1alpha2=False)
     # Sort after every v1alpha2 Baseline policy of any priority: it has no priority field.
     return Policy(
         key,

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from septum.operator.engine.errors import PolicyError
+from septum.operator.engine.errors import FieldErrors, PolicyError
+
+
+class ErrorCollector:
+    """Collects the invalid fields of one object, so that its rejection lists them all.
+
+    Each `with errors.checking():` block is one independent part (a rule, a port): an
+    error ends that block only, and parsing goes on with the next part.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[PolicyError] = []
+
+    @contextmanager
+    def checking(self) -> Iterator[None]:
+        try:
+            yield
+        except PolicyError as err:
+            self.errors.append(err)
+        except FieldErrors as err:
+            self.errors.extend(err.errors)
+
+    def raise_any(self) -> None:
+        """Raise what was collected: the one error, or FieldErrors with all of them."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise FieldErrors(list(self.errors))
 
 
 def field(path: str, name: str) -> str:

@@ -209,3 +209,14 @@ class Policy:
             self.key.kind,
             f"{self.key.namespace}/{self.key.name}",
         )
+
+
+def cidr_prefixes(policy: Policy) -> list[IPNetwork]:
+    """Every prefix a policy's CIDR peers name, excepts included: each needs an identity."""
+    found: list[IPNetwork] = []
+    for part in policy.parts:
+        for rule in part.rules:
+            for cidr in rule.peers.cidrs:
+                found.append(cidr.cidr)
+                found.extend(cidr.excepts)
+    return found
