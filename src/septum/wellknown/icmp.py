@@ -54,11 +54,13 @@ ICMPV6_TYPES: dict[str, int] = {
     "ExtendedEchoReply": 161,
 }
 
-# Number -> the name shown for it (the first name listed wins: 8 reads `Echo`... except where
-# Hubble shows another, fixed below).
+# Number -> the name shown for it in flows and metrics. Hubble names types as gopacket does,
+# which differs from Cilium's policy names for 8 (`Echo`), 10 (`RouterSelection`) and 13
+# (`Timestamp`): the shown names follow Hubble, the accepted names above follow Cilium.
+_HUBBLE_ICMPV4_NAMES = {8: "EchoRequest", 10: "RouterSolicitation", 13: "TimestampRequest"}
 ICMPV4_TYPE_NAMES: dict[int, str] = {}
 for _name, _number in ICMPV4_TYPES.items():
     ICMPV4_TYPE_NAMES.setdefault(_number, _name)
-ICMPV4_TYPE_NAMES[8] = "EchoRequest"  # Hubble's metrics label 8 EchoRequest, not Echo
+ICMPV4_TYPE_NAMES.update(_HUBBLE_ICMPV4_NAMES)
 ICMPV6_TYPE_NAMES: dict[int, str] = {number: name for name, number in ICMPV6_TYPES.items()}
 del _name, _number
