@@ -51,3 +51,27 @@ def test_attach_enforces_and_detach_cleans_up(node, sandbox, monkeypatch, mode):
     assert not (node.pin_dir / "links" / "ep2-ingress").exists()
     if mode == "clsact":
         assert _bpf_filters(sandbox.node_ns, server.ifindex) == 0
+
+
+def _has_clsact(ns: str, ifindex: int) -> bool:
+    with netns.entered(ns), IPRoute() as ipr:
+        return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
+
+
+@pytest.mark.parametrize("existed_before", [True, False])
+def test_detach_removes_a_clsact_hook_only_if_attach_created_it(
+    node, sandbox, monkeypatch, existed_before
+):
+    monkeypatch.setattr(attach, "_tcx_available", False)
+    pod = sandbox.add_pod("p", "10.96.0.1")
+    if existed_before:
+        with netns.entered(sandbox.node_ns), IPRoute() as ipr:
+            ipr.tc("add", "clsact", pod.ifindex)
+    assert _has_clsact(sandbox.node_ns, pod.ifindex) is existed_before
+    node.upsert_endpoint(EndpointSpec(1, pod.host_interface, 41, pod.ipv4))
+    assert _has_clsact(sandbox.node_ns, pod.ifindex)
+    assert _bpf_filters(sandbox.node_ns, pod.ifindex) > 0
+    node.remove_endpoint(1)
+    assert _bpf_filters(sandbox.node_ns, pod.ifindex) == 0
+    # libbpf-bootstrap's tc.c: a hook someone else made stays, with whatever is on it
+    assert _has_clsact(sandbox.node_ns, pod.ifindex) is existed_before

@@ -4,9 +4,18 @@ call leaves the maps as they were: nothing half-applied."""
 from __future__ import annotations
 
 import pytest
+from septum.dataplane.abi import TrafficDirection
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
-from septum.dataplane.errors import EndpointError, MapFullError
+from septum.dataplane.errors import (
+    AttachError,
+    DatapathError,
+    EndpointError,
+    MapFullError,
+    PolicyEntryError,
+    PrefixError,
+)
+from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 
 pytestmark = pytest.mark.privileged
 
@@ -73,3 +82,41 @@ def test_bad_endpoint_fields_are_named_and_nothing_is_written(small, fields, mes
         small.upsert_endpoint(EndpointSpec(**(spec | fields), attach=False))
     assert small.endpoint_ids() == []
     assert list(small.endpoints_map.keys()) == []
+
+
+UNKNOWN_ENDPOINT = 999
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda n: n.upsert_prefix("10.0.0.0/33", 5), PrefixError),
+        (lambda n: n.upsert_prefixes({"10.0.0.0/8": 0}), PrefixError),
+        (lambda n: n.remove_prefix("not a prefix"), PrefixError),
+        (lambda n: n.set_prefilter({"10.0.0.0/8": 2**32}), PrefixError),
+        (lambda n: n.set_prefilter({"10.0.0.0/8": "1"}), PrefixError),
+        (lambda n: n.set_prefilter(["10.0.0.0/40"]), PrefixError),
+        (lambda n: n.upsert_endpoint(EndpointSpec(0, 1, 5000, attach=False)), EndpointError),
+        (lambda n: n.upsert_endpoint(EndpointSpec(1, "nope0", 5000)), EndpointError),
+        (lambda n: n.remove_endpoint(UNKNOWN_ENDPOINT), EndpointError),
+        (lambda n: n.set_audit(UNKNOWN_ENDPOINT, True), EndpointError),
+        (lambda n: n.policy(UNKNOWN_ENDPOINT), EndpointError),
+        (lambda n: n.replace_policy(UNKNOWN_ENDPOINT, EndpointPolicy()), EndpointError),
+        (lambda n: n.flush_conntrack(UNKNOWN_ENDPOINT), EndpointError),
+        (lambda n: n.attach_uplink("nope0"), EndpointError),
+        (lambda n: n.detach_uplink("nope0"), AttachError),
+    ],
+)
+def test_public_calls_refuse_bad_input_with_a_datapath_error(small, call, error):
+    with pytest.raises(DatapathError) as caught:
+        call(small)
+    assert type(caught.value) is error
+
+
+def test_a_bad_policy_entry_is_a_datapath_error(small):
+    small.upsert_endpoint(EndpointSpec(1, 1, 5000, attach=False))
+    bad = EndpointPolicy(
+        enforce_ingress=True, entries=(PolicyEntry(TrafficDirection.INGRESS, port=70000),)
+    )
+    with pytest.raises(PolicyEntryError, match=r"entries\[0\]\.port"):
+        small.replace_policy(1, bad)

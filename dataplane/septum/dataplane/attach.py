@@ -5,6 +5,10 @@ tcx or clsact is decided by probing the kernel once (a tcx link on the first int
 attach to), never by its version string.  Links are pinned under the node's pin directory
 (``links/``) so that the datapath keeps enforcing while the agent restarts; detaching
 removes the pin and the link.
+
+Where there is no tcx, the clsact qdisc is created through libbpf and removed again only
+if this process created it, once its last Septum filter is gone (as libbpf-bootstrap's
+``tc.c`` does): a clsact hook that was there before us may carry other filters.
 """
 
 from __future__ import annotations
@@ -12,15 +16,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 from septum.dataplane.errors import AttachError
 from septum.dataplane.libbpf import (
     BPF_TC_EGRESS,
+    BPF_TC_F_REPLACE,
     BPF_TC_INGRESS,
     BPF_TCX_EGRESS,
     BPF_TCX_INGRESS,
@@ -42,8 +45,14 @@ _XDP_FLAGS: Final[dict[str, int]] = {
     "native": XDP_FLAGS_DRV_MODE,
     "generic": XDP_FLAGS_SKB_MODE,
 }
+# The clsact qdisc: the hook of both attach points.
+_CLSACT: Final = BPF_TC_INGRESS | BPF_TC_EGRESS
+# Kernel-internal "not supported" (no Python errno name).
+_ENOTSUPP: Final = 524
 # Errors that mean "this kernel has no tcx" rather than "this attach failed".
-_NO_TCX: Final = {errno.EINVAL, errno.EOPNOTSUPP, 524}
+_NO_TCX: Final = {errno.EINVAL, errno.EOPNOTSUPP, _ENOTSUPP}
+# Errors of a detach whose interface or hook is already gone: detached all the same.
+_ALREADY_GONE: Final = {errno.ENOENT, errno.ENODEV, errno.EINVAL}
 # clsact filter identity Septum owns on each hook.
 _TC_HANDLE: Final = 0x5E97
 _TC_PRIORITY: Final = 1
@@ -77,24 +86,97 @@ def _pin_link(fd: int, pin: Path) -> None:
     os.close(fd)
 
 
-def _clsact_attach(prog_fd: int, ifindex: int, hook: TcHook) -> None:
-    with IPRoute() as ipr:
-        try:
-            ipr.tc("add", "clsact", ifindex)
-        except NetlinkError as err:
-            if err.code != errno.EEXIST:
-                raise AttachError(f"adding clsact qdisc on ifindex {ifindex}: {err}") from err
-    hook_spec = BpfTcHook(
-        sz=ctypes.sizeof(BpfTcHook), ifindex=ifindex, attach_point=_TC_POINT[hook]
-    )
-    opts = BpfTcOpts(
-        sz=ctypes.sizeof(BpfTcOpts), prog_fd=prog_fd, handle=_TC_HANDLE, priority=_TC_PRIORITY
-    )
-    # BPF_TC_F_REPLACE = 1: re-attaching replaces our own filter.
-    opts.flags = 1
-    result = lib().bpf_tc_attach(ctypes.byref(hook_spec), ctypes.byref(opts))
+@dataclass
+class _OwnedClsact:
+    """Septum's filters on one interface's clsact hook, and whether this process made it."""
+
+    created: bool
+    hooks: set[str] = field(default_factory=set)
+
+
+# (network namespace inode, ifindex) -> our filters there; interface indexes repeat across
+# namespaces, and lab nodes are namespaces of one process.
+_clsact_hooks: dict[tuple[int, int], _OwnedClsact] = {}
+
+
+def _netns_inode() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _clsact_hook(ifindex: int, attach_point: int) -> BpfTcHook:
+    return BpfTcHook(sz=ctypes.sizeof(BpfTcHook), ifindex=ifindex, attach_point=attach_point)
+
+
+def _create_clsact(ifindex: int) -> bool:
+    """Make sure `ifindex` has a clsact qdisc; True when this call created it."""
+    result = lib().bpf_tc_hook_create(ctypes.byref(_clsact_hook(ifindex, _CLSACT)))
+    if result == -errno.EEXIST:
+        return False
     if result < 0:
+        raise AttachError(f"creating the clsact hook on ifindex {ifindex}: {os.strerror(-result)}")
+    return True
+
+
+def _attach_filter(prog_fd: int, ifindex: int, hook: TcHook) -> int:
+    opts = BpfTcOpts(
+        sz=ctypes.sizeof(BpfTcOpts),
+        prog_fd=prog_fd,
+        handle=_TC_HANDLE,
+        priority=_TC_PRIORITY,
+        flags=BPF_TC_F_REPLACE,  # re-attaching replaces our own filter
+    )
+    return int(
+        lib().bpf_tc_attach(
+            ctypes.byref(_clsact_hook(ifindex, _TC_POINT[hook])), ctypes.byref(opts)
+        )
+    )
+
+
+def _clsact_attach(prog_fd: int, ifindex: int, hook: TcHook) -> None:
+    key = (_netns_inode(), ifindex)
+    owned = _clsact_hooks.get(key)
+    if owned is None:
+        # Only when none of our filters is there: libbpf logs a warning for a hook that
+        # exists, which would otherwise come with the second hook of every pod.
+        owned = _clsact_hooks[key] = _OwnedClsact(created=_create_clsact(ifindex))
+    result = _attach_filter(prog_fd, ifindex, hook)
+    if result < 0 and owned.hooks and _create_clsact(ifindex):
+        # the hook our record speaks of is gone (its interface was replaced): a new one
+        owned = _clsact_hooks[key] = _OwnedClsact(created=True)
+        result = _attach_filter(prog_fd, ifindex, hook)
+    if result < 0:
+        if not owned.hooks:
+            _release_clsact(key)
         raise AttachError(f"tc {hook} filter on ifindex {ifindex}: {os.strerror(-result)}")
+    owned.hooks.add(hook)
+
+
+def _release_clsact(key: tuple[int, int]) -> None:
+    """Forget our last filter on the hook; destroy the hook if we created it."""
+    owned = _clsact_hooks.pop(key)
+    if not owned.created:
+        return
+    _, ifindex = key
+    result = lib().bpf_tc_hook_destroy(ctypes.byref(_clsact_hook(ifindex, _CLSACT)))
+    if result < 0 and -result not in _ALREADY_GONE:
+        raise AttachError(f"removing the clsact hook of ifindex {ifindex}: {os.strerror(-result)}")
+
+
+def _clsact_detach(ifindex: int, hook: str) -> None:
+    opts = BpfTcOpts(sz=ctypes.sizeof(BpfTcOpts), handle=_TC_HANDLE, priority=_TC_PRIORITY)
+    result = lib().bpf_tc_detach(
+        ctypes.byref(_clsact_hook(ifindex, _TC_POINT[hook])), ctypes.byref(opts)
+    )
+    if result < 0 and -result not in _ALREADY_GONE:
+        raise AttachError(
+            f"detaching tc {hook} filter from ifindex {ifindex}: {os.strerror(-result)}"
+        )
+    key = (_netns_inode(), ifindex)
+    owned = _clsact_hooks.get(key)
+    if owned is not None:
+        owned.hooks.discard(hook)
+        if not owned.hooks:
+            _release_clsact(key)
 
 
 # struct bpf_link_info: type, id, prog_id, then a union 8-byte aligned whose tcx and xdp
@@ -163,20 +245,10 @@ def attach_xdp(prog_fd: int, ifindex: int, mode: XdpMode, pin: Path) -> Attachme
 
 
 def detach(attachment: Attachment) -> None:
-    """Detach; an interface that is already gone counts as detached."""
+    """Detach (in the netns it was attached in); an interface that is already gone counts
+    as detached."""
     if attachment.pin is not None:
         if attachment.pin.exists():
             attachment.pin.unlink()  # the last reference: the kernel detaches the link
         return
-    hook_spec = BpfTcHook(
-        sz=ctypes.sizeof(BpfTcHook),
-        ifindex=attachment.ifindex,
-        attach_point=_TC_POINT[attachment.hook],
-    )
-    opts = BpfTcOpts(sz=ctypes.sizeof(BpfTcOpts), handle=_TC_HANDLE, priority=_TC_PRIORITY)
-    result = lib().bpf_tc_detach(ctypes.byref(hook_spec), ctypes.byref(opts))
-    if result < 0 and -result not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-        raise AttachError(
-            f"detaching tc {attachment.hook} filter from ifindex {attachment.ifindex}: "
-            f"{os.strerror(-result)}"
-        )
+    _clsact_detach(attachment.ifindex, attachment.hook)

@@ -1,4 +1,7 @@
-"""Datapath configuration: node identity, map capacities, timeouts, event settings."""
+"""Datapath configuration: node identity, map capacities, timeouts, event settings.
+
+Every field is checked when the config is built (ConfigError naming the field), and
+:func:`kernel_config` turns it into the kernel-side ``struct septum_config``."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from septum.dataplane import abi
+from septum.dataplane.errors import ConfigError
 from septum.dataplane.prereq import BPFFS, DEFAULT_OBJECT
 
 _NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
@@ -41,9 +46,9 @@ _TIMEOUT_FIELDS: Final = (
 def _check_int(name: str, value: object, low: int, high: int) -> None:
     # bool is an int subclass, but True as a capacity or timeout is a mistake, not 1
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"DatapathConfig.{name}: {value!r} is not an integer")
+        raise ConfigError(f"DatapathConfig.{name}: {value!r} is not an integer")
     if not low <= value <= high:
-        raise ValueError(f"DatapathConfig.{name}: {value} is out of range ({low}..{high})")
+        raise ConfigError(f"DatapathConfig.{name}: {value} is out of range ({low}..{high})")
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class DatapathConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_name, str) or not _NODE_NAME.match(self.node_name):
-            raise ValueError(
+            raise ConfigError(
                 f"DatapathConfig.node_name: {self.node_name!r} is not a DNS label "
                 "(lowercase letters, digits, '-', '.')"
             )
@@ -94,16 +99,18 @@ class DatapathConfig:
             _check_int(name, getattr(self, name), 1, _MAX_ENTRIES)
         size = self.ringbuf_bytes
         if size < 4096 or size & (size - 1):
-            raise ValueError(f"DatapathConfig.ringbuf_bytes: {size} must be a power of two >= 4096")
+            raise ConfigError(
+                f"DatapathConfig.ringbuf_bytes: {size} must be a power of two >= 4096"
+            )
         for name in _TIMEOUT_FIELDS:
             _check_int(name, getattr(self, name), 1, _U32_MAX)
         for name in ("bpf_object", "pin_root"):
             if not isinstance(getattr(self, name), Path):
-                raise ValueError(f"DatapathConfig.{name}: {getattr(self, name)!r} is not a Path")
+                raise ConfigError(f"DatapathConfig.{name}: {getattr(self, name)!r} is not a Path")
         if self.netns is not None and not isinstance(self.netns, str):
-            raise ValueError(f"DatapathConfig.netns: {self.netns!r} is not a namespace name")
+            raise ConfigError(f"DatapathConfig.netns: {self.netns!r} is not a namespace name")
         if not isinstance(self.revoke_on_policy_change, bool):
-            raise ValueError(
+            raise ConfigError(
                 "DatapathConfig.revoke_on_policy_change: "
                 f"{self.revoke_on_policy_change!r} is not a bool"
             )
@@ -112,3 +119,17 @@ class DatapathConfig:
     def pin_dir(self) -> Path:
         """Per node, because several lab nodes share one kernel."""
         return self.pin_root / self.node_name
+
+
+def kernel_config(config: DatapathConfig) -> abi.Config:
+    """The kernel-side configuration (``sep_config``) for `config`; ``kernel_hz`` is left 0
+    for the writer to fill in with the running kernel's HZ."""
+    flags = abi.CFG_F_REVOKE_ON_POLICY_CHANGE if config.revoke_on_policy_change else 0
+    return abi.Config(
+        ct_timeout_tcp_syn_s=config.ct_timeout_tcp_syn_s,
+        ct_timeout_tcp_established_s=config.ct_timeout_tcp_established_s,
+        ct_timeout_tcp_close_s=config.ct_timeout_tcp_close_s,
+        ct_timeout_other_s=config.ct_timeout_other_s,
+        drop_event_interval_ms=config.drop_event_interval_ms,
+        flags=flags,
+    )

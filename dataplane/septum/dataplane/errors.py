@@ -1,4 +1,23 @@
-"""The datapath's exception tree: every error the public API raises is a DatapathError."""
+"""The datapath's exception tree: every error the public API raises is a DatapathError.
+
+    DatapathError
+    ├── PrerequisiteError     something the datapath needs is missing (root, bpffs, object)
+    ├── LibbpfError           a libbpf call or the kernel refused an operation
+    ├── MapFullError          a map has no room left (names the DatapathConfig setting)
+    ├── AbiMismatchError      a ctypes mirror disagrees with the object's BTF
+    ├── NamespaceError        a network namespace cannot be entered
+    ├── AttachError           attaching or detaching a program failed
+    ├── EndpointError         + LookupError: an endpoint is unknown or its spec is invalid
+    ├── ConfigError           + ValueError: a DatapathConfig field is invalid
+    ├── PolicyEntryError      + ValueError: a policy entry is invalid
+    └── PrefixError           + ValueError: an ipcache/prefilter prefix, or what it maps to,
+                                is invalid
+
+The second bases (``ValueError``, ``LookupError``) are kept for callers written before
+this tree existed: ``except ValueError`` still catches bad input.  Every message starts
+with the field at fault (``identity: 0 is not a security identity``), and errors from
+other libraries are wrapped with ``raise ... from err`` so the original stays the cause.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +56,26 @@ class AbiMismatchError(DatapathError):
     """A ctypes mirror in septum.dataplane.abi disagrees with the object's BTF."""
 
 
-class PolicyEntryError(DatapathError, ValueError):
-    """A policy entry is invalid; the message names the entry index and the field."""
+class NamespaceError(DatapathError):
+    """A network namespace is missing or the thread cannot enter it."""
+
+
+class AttachError(DatapathError):
+    """Attaching or detaching a program failed."""
 
 
 class EndpointError(DatapathError, LookupError):
     """An endpoint is unknown or its settings are invalid."""
 
 
-class AttachError(DatapathError):
-    """Attaching or detaching a program failed."""
+class ConfigError(DatapathError, ValueError):
+    """A DatapathConfig field is invalid; the message names it (``DatapathConfig.<field>``)."""
+
+
+class PolicyEntryError(DatapathError, ValueError):
+    """A policy entry is invalid; the message names the entry index and the field."""
+
+
+class PrefixError(DatapathError, ValueError):
+    """An ipcache or prefilter prefix is not a prefix, or the identity or rule id given for
+    it is out of range; the message names the prefix."""

@@ -32,9 +32,11 @@ from septum.dataplane.errors import LibbpfError, PrerequisiteError
 BPF_XDP: Final = 37
 BPF_TCX_INGRESS: Final = 46
 BPF_TCX_EGRESS: Final = 47
-# enum bpf_tc_attach_point (libbpf.h).
-BPF_TC_INGRESS: Final = 1
-BPF_TC_EGRESS: Final = 2
+# enum bpf_tc_attach_point (libbpf.h): a hook of both points is the clsact qdisc itself.
+BPF_TC_INGRESS: Final = 1 << 0
+BPF_TC_EGRESS: Final = 1 << 1
+# enum bpf_tc_flags (libbpf.h): attaching replaces a filter of the same handle/priority.
+BPF_TC_F_REPLACE: Final = 1 << 0
 # XDP attach flags (linux/if_link.h).
 XDP_FLAGS_SKB_MODE: Final = 1 << 1
 XDP_FLAGS_DRV_MODE: Final = 1 << 2

@@ -1,19 +1,26 @@
-"""Typed access to one BPF map by file descriptor: lookups, updates, deletes, iteration and
-batch operations, with a full map reported as MapFullError naming the setting to raise."""
+"""Typed access to one BPF map by file descriptor, with a full map reported as MapFullError
+naming the setting to raise.
+
+* :class:`BpfMap`: one value per key -- lookups, updates, deletes, iteration and batch
+  operations.
+* :class:`PerCpuMap`: one value per key *and CPU* (per-CPU arrays and hashes), read as a
+  list with an entry for each possible CPU; :func:`sum_per_cpu` adds them up.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, cast
 
-from septum.dataplane.errors import LibbpfError, MapFullError
+from septum.dataplane.errors import DatapathError, LibbpfError, MapFullError
 from septum.dataplane.libbpf import BPF_ANY, BpfMapBatchOpts, check, lib
 
 K = TypeVar("K", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[type-arg]
 V = TypeVar("V", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[type-arg]
+T = TypeVar("T")
 
 # Errors a full map returns: hash maps E2BIG, LPM tries ENOSPC.
 _FULL_ERRNOS = {errno.E2BIG, errno.ENOSPC}
@@ -21,10 +28,15 @@ _FULL_ERRNOS = {errno.E2BIG, errno.ENOSPC}
 _ENOTSUPP = 524
 # What a batch operation the map type (or kernel) lacks returns: fall back to per key.
 _BATCH_UNSUPPORTED = {-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP}
+# Keys read per BPF_MAP_LOOKUP_BATCH call.
+_LOOKUP_CHUNK = 4096
+# The kernel copies a per-CPU value out once per possible CPU, each copy padded to 8 bytes.
+_PER_CPU_ALIGN = 8
 
 
-class BpfMap(Generic[K, V]):
-    """One map: `key_type`/`value_type` are the ctypes mirrors from septum.dataplane.abi."""
+class _MapHandle(Generic[K, V]):
+    """What every map has: a name, a file descriptor, key and value types, a capacity and
+    the DatapathConfig setting that sizes it; deletes and key walks."""
 
     def __init__(
         self,
@@ -41,9 +53,6 @@ class BpfMap(Generic[K, V]):
         self.value_type = value_type
         self.capacity = capacity
         self.setting = setting
-        # per operation: array maps batch updates but not deletes (None: not tried yet)
-        self._update_batch_supported: bool | None = None
-        self._delete_batch_supported: bool | None = None
 
     def _raise(self, result: int, operation: str) -> None:
         if result >= 0:
@@ -52,18 +61,6 @@ class BpfMap(Generic[K, V]):
         if code in _FULL_ERRNOS:
             raise MapFullError(self.name, self.setting, self.capacity)
         raise LibbpfError(f"{operation} on map {self.name}", code, os.strerror(code))
-
-    def lookup(self, key: K) -> V | None:
-        value = self.value_type()
-        result = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
-        if result == -errno.ENOENT:
-            return None
-        self._raise(result, "lookup")
-        return value
-
-    def update(self, key: K, value: V, flags: int = BPF_ANY) -> None:
-        result = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags)
-        self._raise(result, "update")
 
     def delete(self, key: K) -> bool:
         """Delete `key`; False when it was not there."""
@@ -86,6 +83,73 @@ class BpfMap(Generic[K, V]):
             self._raise(result, "get_next_key")
             yield following
             current = following
+
+    def _read_batches(
+        self, value_size: int, decode: Callable[[ctypes.Array[ctypes.c_char], int], T]
+    ) -> list[tuple[K, T]] | None:
+        """Every entry through BPF_MAP_LOOKUP_BATCH, each value made by `decode` from the
+        value buffer and the offset of its `value_size` bytes; None when the map type has
+        no lookup batch (the caller walks the keys instead)."""
+        key_size = ctypes.sizeof(self.key_type)
+        keys = ctypes.create_string_buffer(key_size * _LOOKUP_CHUNK)
+        values = ctypes.create_string_buffer(value_size * _LOOKUP_CHUNK)
+        entries: list[tuple[K, T]] = []
+        in_batch = ctypes.c_uint64(0)
+        out_batch = ctypes.c_uint64(0)
+        first = True
+        opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
+        while True:
+            count = ctypes.c_uint32(_LOOKUP_CHUNK)
+            result = lib().bpf_map_lookup_batch(
+                self.fd,
+                None if first else ctypes.byref(in_batch),
+                ctypes.byref(out_batch),
+                keys,
+                values,
+                ctypes.byref(count),
+                ctypes.byref(opts),
+            )
+            if result < 0 and result != -errno.ENOENT:
+                if first and result in _BATCH_UNSUPPORTED:
+                    return None
+                self._raise(result, "lookup_batch")
+            for index in range(count.value):
+                key = cast(K, self.key_type.from_buffer_copy(keys, index * key_size))
+                entries.append((key, decode(values, index * value_size)))
+            if result == -errno.ENOENT:
+                return entries
+            in_batch.value = out_batch.value
+            first = False
+
+
+class BpfMap(_MapHandle[K, V]):
+    """One map: `key_type`/`value_type` are the ctypes mirrors from septum.dataplane.abi."""
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        key_type: type[K],
+        value_type: type[V],
+        capacity: int,
+        setting: str,
+    ) -> None:
+        super().__init__(name, fd, key_type, value_type, capacity, setting)
+        # per operation: array maps batch updates but not deletes (None: not tried yet)
+        self._update_batch_supported: bool | None = None
+        self._delete_batch_supported: bool | None = None
+
+    def lookup(self, key: K) -> V | None:
+        value = self.value_type()
+        result = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
+        if result == -errno.ENOENT:
+            return None
+        self._raise(result, "lookup")
+        return value
+
+    def update(self, key: K, value: V, flags: int = BPF_ANY) -> None:
+        result = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags)
+        self._raise(result, "update")
 
     def items(self) -> Iterator[tuple[K, V]]:
         for key in self.keys():
@@ -156,41 +220,84 @@ class BpfMap(Generic[K, V]):
 
     def lookup_batch(self) -> list[tuple[K, V]]:
         """Every entry, read with BPF_MAP_LOOKUP_BATCH where supported (hash, array)."""
-        chunk = 4096
-        result_items: list[tuple[K, V]] = []
-        keys = (self.key_type * chunk)()
-        values = (self.value_type * chunk)()
-        in_batch = ctypes.c_uint64(0)
-        out_batch = ctypes.c_uint64(0)
-        first = True
-        opts = BpfMapBatchOpts(sz=ctypes.sizeof(BpfMapBatchOpts))
-        while True:
-            count = ctypes.c_uint32(chunk)
-            result = lib().bpf_map_lookup_batch(
-                self.fd,
-                None if first else ctypes.byref(in_batch),
-                ctypes.byref(out_batch),
-                keys,
-                values,
-                ctypes.byref(count),
-                ctypes.byref(opts),
+        value_size = ctypes.sizeof(self.value_type)
+        batched = self._read_batches(
+            value_size,
+            lambda buffer, offset: cast(V, self.value_type.from_buffer_copy(buffer, offset)),
+        )
+        return list(self.items()) if batched is None else batched
+
+
+class PerCpuMap(_MapHandle[K, V]):
+    """A per-CPU array or hash map: each key holds one `value_type` per possible CPU, read
+    together as a list indexed by CPU (the datapath's counters, which no CPU shares)."""
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        key_type: type[K],
+        value_type: type[V],
+        capacity: int,
+        setting: str,
+    ) -> None:
+        super().__init__(name, fd, key_type, value_type, capacity, setting)
+        self.cpus = possible_cpus()
+        size = ctypes.sizeof(value_type)
+        self._stride = -(-size // _PER_CPU_ALIGN) * _PER_CPU_ALIGN
+
+    def _values(self, buffer: ctypes.Array[ctypes.c_char], offset: int) -> list[V]:
+        return [
+            cast(V, self.value_type.from_buffer_copy(buffer, offset + cpu * self._stride))
+            for cpu in range(self.cpus)
+        ]
+
+    def lookup(self, key: K) -> list[V] | None:
+        """The key's value on every possible CPU; None when the key is absent."""
+        buffer = ctypes.create_string_buffer(self._stride * self.cpus)
+        result = lib().bpf_map_lookup_elem(self.fd, ctypes.byref(key), buffer)
+        if result == -errno.ENOENT:
+            return None
+        self._raise(result, "lookup")
+        return self._values(buffer, 0)
+
+    def update(self, key: K, values: Sequence[V], flags: int = BPF_ANY) -> None:
+        """Set the key's value on every possible CPU: `values` holds one per CPU."""
+        if len(values) != self.cpus:
+            raise DatapathError(
+                f"update on map {self.name}: {len(values)} values for {self.cpus} CPUs"
             )
-            if result < 0 and result != -errno.ENOENT:
-                if first and result in (-errno.EINVAL, -_ENOTSUPP, -errno.EOPNOTSUPP):
-                    return list(self.items())
-                self._raise(result, "lookup_batch")
-            for index in range(count.value):
-                key_copy = cast(K, self.key_type.from_buffer_copy(keys[index]))
-                value_copy = cast(V, self.value_type.from_buffer_copy(values[index]))
-                result_items.append((key_copy, value_copy))
-            if result == -errno.ENOENT:
-                return result_items
-            in_batch.value = out_batch.value
-            first = False
+        buffer = ctypes.create_string_buffer(self._stride * self.cpus)
+        for cpu, value in enumerate(values):
+            ctypes.memmove(
+                ctypes.byref(buffer, cpu * self._stride), ctypes.byref(value), ctypes.sizeof(value)
+            )
+        result = lib().bpf_map_update_elem(self.fd, ctypes.byref(key), buffer, flags)
+        self._raise(result, "update")
+
+    def items(self) -> Iterator[tuple[K, list[V]]]:
+        for key in self.keys():
+            values = self.lookup(key)
+            if values is not None:
+                yield key, values
+
+    def lookup_batch(self) -> list[tuple[K, list[V]]]:
+        """Every entry with its per-CPU values, read with BPF_MAP_LOOKUP_BATCH where
+        supported (per-CPU arrays and hashes since Linux 5.6)."""
+        batched = self._read_batches(self._stride * self.cpus, self._values)
+        return list(self.items()) if batched is None else batched
 
 
-def raw_lookup(fd: int, key: ctypes.Array[ctypes.c_char] | ctypes.Structure, size: int) -> bytes:
-    """Lookup returning raw value bytes (per-CPU maps: `size` covers every CPU)."""
-    buffer = ctypes.create_string_buffer(size)
-    check(lib().bpf_map_lookup_elem(fd, ctypes.byref(key), buffer), "bpf_map_lookup_elem")
-    return buffer.raw
+def possible_cpus() -> int:
+    """How many CPUs the kernel may ever bring up: the length of every per-CPU value."""
+    return check(lib().libbpf_num_possible_cpus(), "libbpf_num_possible_cpus")
+
+
+def sum_per_cpu(values: Sequence[V]) -> V:
+    """The per-CPU values of one key (never empty: one per possible CPU) added up, field by
+    field for a struct of integers."""
+    kind: Any = type(values[0])
+    if issubclass(kind, ctypes.Structure):
+        names = [field[0] for field in kind._fields_]
+        return cast(V, kind(*(sum(getattr(value, name) for value in values) for name in names)))
+    return cast(V, kind(sum(cast(Any, value).value for value in values)))

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from septum.dataplane.errors import DatapathError
+from septum.dataplane.errors import NamespaceError
 
 CLONE_NEWNET: Final = 0x40000000
 NETNS_RUN_DIR: Final = Path("/run/netns")
@@ -26,7 +26,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
-        raise DatapathError(f"setns into a network namespace failed: {os.strerror(err)}")
+        raise NamespaceError(f"setns into a network namespace failed: {os.strerror(err)}")
 
 
 @contextmanager
@@ -37,7 +37,7 @@ def entered(name: str | None) -> Iterator[None]:
         return
     path = NETNS_RUN_DIR / name
     if not path.exists():
-        raise DatapathError(f"network namespace {name!r} does not exist ({path})")
+        raise NamespaceError(f"network namespace {name!r} does not exist ({path})")
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(path, os.O_RDONLY)
     try:

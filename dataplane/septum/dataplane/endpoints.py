@@ -1,0 +1,140 @@
+"""The node's endpoints (pods): their ``sep_endpoints`` entries, their tc hooks, and the
+adoption of pods an earlier agent of this node left pinned.
+
+Adoption is what makes an agent restart safe: a pod found in the pinned map with the same
+endpoint id on the same interface keeps its pinned entry and policy keys enforcing (and
+its pinned links attached) until the new agent replaces its policy.  A restart never
+opens a pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from septum.dataplane import abi
+from septum.dataplane.conntrack import Conntrack
+from septum.dataplane.endpointentry import (
+    EndpointSpec,
+    EndpointState,
+    adopted_state,
+    endpoint_entry,
+    next_revision,
+    validate_spec,
+)
+from septum.dataplane.errors import EndpointError
+from septum.dataplane.hooks import NodeHooks
+from septum.dataplane.maps import BpfMap
+from septum.dataplane.policy import EncodedPolicy
+from septum.dataplane.policymap import PolicyMaps
+
+
+class Endpoints:
+    """This process's endpoints by id, kept in step with ``sep_endpoints``."""
+
+    def __init__(
+        self,
+        table: BpfMap[abi.EndpointKey, abi.Endpoint],
+        hooks: NodeHooks,
+        policies: PolicyMaps,
+        conntrack: Conntrack,
+        node_name: str,
+    ) -> None:
+        self.table = table
+        self._hooks = hooks
+        self._policies = policies
+        self._conntrack = conntrack
+        self._node_name = node_name
+        self._states: dict[int, EndpointState] = {}
+
+    def __iter__(self) -> Iterator[EndpointState]:
+        return iter(list(self._states.values()))
+
+    def ids(self) -> list[int]:
+        return sorted(self._states)
+
+    def state(self, endpoint_id: int) -> EndpointState:
+        try:
+            return self._states[endpoint_id]
+        except KeyError:
+            raise EndpointError(
+                f"endpoint {endpoint_id} is not on node {self._node_name}"
+            ) from None
+
+    def encoded_policies(self) -> list[EncodedPolicy]:
+        """Every endpoint's policy as it is in the policy maps."""
+        return [state.encoded for state in self._states.values()]
+
+    def publish(self, state: EndpointState) -> None:
+        """Write the endpoint's entry: what packets of the pod are decided by from now on."""
+        self.table.update(abi.EndpointKey(ifindex=state.ifindex), endpoint_entry(state))
+
+    def upsert(self, spec: EndpointSpec) -> None:
+        """Add or update a pod and attach the tc programs to its host-side veth.  A new pod
+        whose programs cannot be attached is not added (nothing of it stays in the maps)."""
+        validate_spec(spec)
+        ifindex = self._hooks.ifindex(spec.interface)
+        for other in self._states.values():
+            if other.ifindex == ifindex and other.spec.endpoint_id != spec.endpoint_id:
+                raise EndpointError(
+                    f"interface: {spec.interface!r} (ifindex {ifindex}) already belongs to "
+                    f"endpoint {other.spec.endpoint_id}"
+                )
+        state = self._states.get(spec.endpoint_id)
+        if state is None:
+            self._add(spec, ifindex)
+            return
+        if state.ifindex != ifindex:
+            # a new interface for the pod: nothing of the old one may linger
+            self.table.delete(abi.EndpointKey(ifindex=state.ifindex))
+            self._hooks.detach_all(state.attachments)
+            self._conntrack.flush(state.ifindex)
+        state.spec = spec
+        state.ifindex = ifindex
+        self.publish(state)
+        if spec.attach and len(state.attachments) < 2:
+            self._hooks.attach_pod(spec.endpoint_id, ifindex, state.attachments)
+
+    def _add(self, spec: EndpointSpec, ifindex: int) -> None:
+        key = abi.EndpointKey(ifindex=ifindex)
+        pinned = self.table.lookup(key)
+        if pinned is not None and pinned.endpoint_id == spec.endpoint_id:
+            state = adopted_state(spec, ifindex, pinned)
+        else:
+            if pinned is not None:  # another pod's leftover on this interface
+                self._policies.purge(pinned.endpoint_id)
+            self._policies.purge(spec.endpoint_id)
+            state = EndpointState(spec, ifindex)
+        self.publish(state)
+        if spec.attach:
+            try:
+                # an adopted pod's pinned links enforce until replaced: never detach them
+                self._hooks.attach_pod(
+                    spec.endpoint_id,
+                    ifindex,
+                    state.attachments,
+                    detach_on_failure=state.adopted is None,
+                )
+            except Exception:
+                if state.adopted is not None:
+                    self.table.update(key, state.adopted)
+                else:
+                    self.table.delete(key)
+                raise
+        self._states[spec.endpoint_id] = state
+
+    def remove(self, endpoint_id: int) -> None:
+        """Detach, forget the pod's map entry, its policy and its conntrack entries."""
+        state = self.state(endpoint_id)
+        self._hooks.detach_all(state.attachments)
+        self.table.delete(abi.EndpointKey(ifindex=state.ifindex))
+        self._policies.purge(endpoint_id)
+        self._conntrack.flush(state.ifindex)
+        del self._states[endpoint_id]
+
+    def set_audit(self, endpoint_id: int, enabled: bool) -> None:
+        """Audit mode: would-be drops of the endpoint pass with verdict AUDIT."""
+        state = self.state(endpoint_id)
+        state.audit = enabled
+        # a new revision: in revocation mode, audited connections are decided again
+        state.revision = next_revision(state.revision)
+        self.publish(state)
