@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from septum.lab.lab import Lab
 from septum.lab.pytest_plugin import wait_for
 from septum.operator.engine.parse import parse_policy

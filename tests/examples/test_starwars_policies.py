@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from septum.operator.engine.errors import InvalidPolicy
 from septum.operator.engine.explain import explain
 from septum.operator.engine.state import Engine

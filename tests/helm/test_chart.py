@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from septum.lab.lab import Lab
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]

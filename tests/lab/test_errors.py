@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from septum.lab import config, lab
 from septum.lab.errors import PortInUseError
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from septum.lab.binaries import locate
 from septum.lab.kubelet import images
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from septum.lab.lab import Lab
 from septum.lab.pytest_plugin import wait_for
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
 from septum.lab import config
 from septum.lab.binaries import versions
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
+
 from septum.lab import addons, config, controlplane, network, procs, supervisor
 from septum.lab.binaries import Binaries, ensure_built, locate
 from septum.lab.config import NodeSpec

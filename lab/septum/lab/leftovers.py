@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
+
 from septum.lab import config, network
 
 _LAB_ADDRESSES = ("10.213.", "10.214.")

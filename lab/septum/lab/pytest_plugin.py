@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 import pytest
+
 from septum.lab import config
 from septum.lab import lab as lab_mod
 from septum.lab.leftovers import leftovers

@@ -35,6 +35,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+
 from septum.dataplane import abi, netns
 from septum.dataplane.cleanup import cleanup_step
 from septum.dataplane.config import DatapathConfig

@@ -21,6 +21,7 @@ TARGETS = {"lab_up_s": 30.0, "deployment_running_s": 20.0, "idle_rss_mb": 2048.0
 
 def _lab_pids(state_run: Any) -> set[int]:
     import psutil  # type: ignore[import-untyped]
+
     from septum.lab import network, procs
 
     pids: set[int] = set()

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import click
+
 from septum.operator.engine.state import Engine
 
 APPS = ("web", "api", "db", "cache", "queue", "worker", "auth", "search", "billing", "mail")

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 import click
 from rich.console import Console
 from rich.table import Table
+
 from septum.dataplane.abi import (
     DropReason,
     TcpFlag,

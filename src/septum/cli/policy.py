@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import yaml
+
 from septum.operator.engine import (
     Engine,
     InvalidObject,

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 import grpc
-from septum.dataplane.observe.api.flow import flow_pb2
-from septum.dataplane.observe.api.observer import observer_pb2
-from septum.dataplane.observe.api.relay import relay_pb2
 
 from septum.cli.connection import connection_options, open_channel
 from septum.cli.hubble.client import observer_stub
+from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.api.observer import observer_pb2
+from septum.dataplane.observe.api.relay import relay_pb2
 
 
 def _uptime(ns: int) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from septum.dataplane.observe.api.flow import flow_pb2
 
 from septum.cli.hubble.errors import FlagError
 from septum.cli.hubble.flags import build_request, parse_time
+from septum.dataplane.observe.api.flow import flow_pb2
 
 
 def test_default_is_last_20() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.observer import observer_pb2_grpc
 from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder

@@ -21,6 +21,7 @@ import observe_helpers as h
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pyroute2 import IPRoute
+
 from septum.dataplane import abi, netns
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import observe_helpers as h
+
 from septum.dataplane import abi
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2

@@ -6,6 +6,7 @@ import itertools
 from typing import Any
 
 import observe_helpers as h
+
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.metadata import EndpointInfo

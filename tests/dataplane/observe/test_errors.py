@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane.observe import celexpr, filters, h2front, labels, metrics, record, server
 from septum.dataplane.observe import errors as e
 

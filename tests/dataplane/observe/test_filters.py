@@ -6,6 +6,7 @@ import re
 
 import observe_helpers as h
 import pytest
+
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.filters import FilterError, FlowSelection

@@ -26,6 +26,7 @@ import observe_helpers as h
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
 
 

@@ -26,6 +26,7 @@ import observe_helpers as h
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
+
 from septum.dataplane.observe import h2link as hl
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2, peer_pb2_grpc

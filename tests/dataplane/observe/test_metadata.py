@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import observe_helpers as h
-from septum.dataplane.observe.metadata import StaticMetadata
 
+from septum.dataplane.observe.metadata import StaticMetadata
 from septum.wellknown.reserved import RESERVED, ReservedIdentity
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import observe_helpers as h
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.metrics import FlowMetrics, MetricsConfigError, parse_enabled

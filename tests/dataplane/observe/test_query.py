@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import observe_helpers as h
+
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
 from septum.dataplane.observe.api.peer import peer_pb2, peer_pb2_grpc
 from septum.dataplane.observe.server import ServerConfigError, TLSFiles

@@ -11,6 +11,7 @@ Adding a field means adding it here too, after checking it against Hubble.
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+
 from septum.lab import config
 from septum.lab.errors import LabError
 from septum.lab.kubelet.container_env import (

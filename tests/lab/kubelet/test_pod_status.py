@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from septum.lab.kubelet.pod_status import Conditions, phase, restarts, terminated
 
 JSON = dict[str, Any]

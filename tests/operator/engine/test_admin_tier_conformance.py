@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import explain
 from septum.operator.engine.ports import parse_protocol_name

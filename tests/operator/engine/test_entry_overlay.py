@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from septum.operator.engine import entries as entries_module
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
 from septum.operator.engine.rules import Direction

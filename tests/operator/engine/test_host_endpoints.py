@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from septum.operator.engine.cluster import EndpointKey, HostKey, PodKey
 from septum.operator.engine.entries import PolicyEntry, Verdict
 from septum.operator.engine.errors import InvalidPolicy, UnknownEndpoint
@@ -15,7 +16,6 @@ from septum.operator.engine.ports import parse_protocol_name
 from septum.operator.engine.rules import Direction
 from septum.operator.engine.state import Engine, apply_diff
 from septum.operator.engine.whatif import Apply, Flow, what_if
-
 from septum.wellknown.reserved import ReservedIdentity
 
 HOST = int(ReservedIdentity.HOST)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.labels import LabelFilter
 from septum.operator.engine.state import Engine
 from septum.operator.identity import InMemoryAllocator
-
 from septum.wellknown.reserved import CLUSTER_IDENTITY_MIN, RESERVED, ReservedIdentity
 
 
@@ -79,3 +80,18 @@ def test_allocator_reference_counting() -> None:
     assert allocator.release("a") is None
     assert allocator.release("a") == 256
     assert allocator.acquire("b") == 257
+
+
+def test_exhausted_identity_space_is_an_engine_error() -> None:
+    from septum.operator.engine import EngineError, IdentitiesExhausted
+    from septum.operator.engine.identities import IdentityTable
+    from septum.operator.engine.labels import LabelSet
+    from septum.operator.identity import IdentitySpaceExhausted, InMemoryAllocator
+
+    table = IdentityTable(InMemoryAllocator(256, 256), InMemoryAllocator(1 << 24, 1 << 24))
+    table.acquire_pod(LabelSet.of("k8s", {"app": "a"}))
+    with pytest.raises(IdentitiesExhausted) as caught:
+        table.acquire_pod(LabelSet.of("k8s", {"app": "b"}))
+    assert isinstance(caught.value, EngineError)
+    assert isinstance(caught.value.__cause__, IdentitySpaceExhausted)
+    assert "pod identities: identity space 256-256 exhausted" in str(caught.value)

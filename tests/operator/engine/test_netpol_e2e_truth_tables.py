@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.rules import PolicyKey
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from septum.operator.engine.errors import InvalidPolicy
 from septum.operator.engine.explain import explain
 from septum.operator.engine.parse import parse_policy

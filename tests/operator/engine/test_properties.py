@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import EndpointRef, evaluate, explain, resolve_endpoint
 from septum.operator.engine.rules import Direction

@@ -8,7 +8,6 @@ from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import explain
 from septum.operator.engine.identities import WORLD_V4
 from septum.operator.engine.state import Engine
-
 from septum.wellknown.reserved import LOCAL_IDENTITY_MIN, ReservedIdentity
 
 

@@ -29,6 +29,7 @@ from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, Evaluator
 from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
+
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.errors import CelError as CelError
 

@@ -19,7 +19,6 @@ from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.metadata import EndpointInfo, Metadata
 from septum.dataplane.observe.wire import varint
-
 from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
 
 EMITTER_NAME = "Septum"

@@ -23,6 +23,7 @@ from typing import Any
 import h2.errors
 import h2.events
 import h2.exceptions
+
 from septum.dataplane.observe import h2link as hl
 from septum.dataplane.observe.errors import ListenError as ListenError
 from septum.dataplane.observe.h2flows import GET_FLOWS_PATH, FlowsStream

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import h2.errors
 import h2.events
+
 from septum.dataplane.observe import h2link as hl
 
 log = logging.getLogger(__name__)

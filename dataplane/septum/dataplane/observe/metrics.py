@@ -22,11 +22,11 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import drop_reason_desc
 from septum.dataplane.observe.errors import MetricsConfigError as MetricsConfigError
-
 from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
 from septum.wellknown.reserved import ReservedIdentity
 

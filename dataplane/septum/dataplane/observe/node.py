@@ -14,6 +14,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
+
 from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
 from septum.dataplane.observe.metadata import Metadata, StaticMetadata
 from septum.dataplane.observe.metrics import ALL_METRICS, DatapathHealth, FlowMetrics

@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from septum.dataplane.observe.errors import ListenError
 from septum.dataplane.observe.errors import ServerConfigError as ServerConfigError
 from septum.dataplane.observe.h2front import H2Front, Listener

@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 
 from aiohttp import web
+
 from septum.lab import config
 from septum.lab.binaries import locate
 from septum.lab.config import NodeSpec

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+
 from septum.lab.errors import LabError
 from septum.lab.kubelet.objects import JSON
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
+
 from septum.lab import config
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec

@@ -11,6 +11,7 @@ from septum.operator.engine.entries import DirectionPolicy, EntryDiff, PolicyEnt
 from septum.operator.engine.errors import (
     EngineError,
     EngineNotEmpty,
+    IdentitiesExhausted,
     InvalidObject,
     InvalidPolicy,
     PolicyError,
@@ -30,6 +31,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineNotEmpty",
+    "IdentitiesExhausted",
     "EntryDiff",
     "Explanation",
     "Flow",

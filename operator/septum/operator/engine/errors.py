@@ -6,6 +6,7 @@ EngineError
 ├── InvalidPolicy     a policy rejected, with every invalid field (`errors`)
 ├── InvalidObject     a pod, namespace or node that cannot be read
 ├── EngineNotEmpty    load() on an engine that already holds objects (also a RuntimeError)
+├── IdentitiesExhausted  no identity number is free for a new label set or CIDR (a RuntimeError)
 └── UnknownEndpoint   explain / what-if named an endpoint the engine cannot resolve
 """
 
@@ -57,6 +58,10 @@ class EngineNotEmpty(EngineError, RuntimeError):
 
     Also a RuntimeError, which load() raised before this class existed.
     """
+
+
+class IdentitiesExhausted(EngineError, RuntimeError):
+    """The identity allocator has no free number left; the allocator's error is the cause."""
 
 
 class UnknownEndpoint(EngineError):

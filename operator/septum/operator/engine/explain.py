@@ -29,7 +29,6 @@ from septum.operator.engine.registry import RuleInfo
 from septum.operator.engine.resolution import NamedPortMap
 from septum.operator.engine.rules import Action, Direction, PolicyKey, Rule, RuleRef, Tier
 from septum.operator.engine.state import Engine
-
 from septum.wellknown.reserved import ReservedIdentity
 
 

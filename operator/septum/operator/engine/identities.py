@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 
+from septum.operator.engine.errors import IdentitiesExhausted
 from septum.operator.engine.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, LabelSet
 from septum.operator.engine.rules import IPNetwork
-from septum.operator.identity import IdentityAllocator
-
+from septum.operator.identity import IdentityAllocator, IdentitySpaceExhausted
 from septum.wellknown.reserved import RESERVED, ReservedIdentity
 
 WORLD_V4 = ipaddress.ip_network("0.0.0.0/0")
@@ -63,7 +63,10 @@ class IdentityTable:
 
     def acquire_pod(self, labels: LabelSet) -> tuple[int, bool]:
         """Reference the identity of a pod label set; True when the number is new."""
-        number = self.pod_allocator.acquire(labels)
+        try:
+            number = self.pod_allocator.acquire(labels)
+        except IdentitySpaceExhausted as err:
+            raise IdentitiesExhausted(f"pod identities: {err}") from err
         is_new = number not in self.labels
         if is_new:
             self._add(number, labels)
@@ -81,7 +84,10 @@ class IdentityTable:
             return int(
                 ReservedIdentity.WORLD_IPV4 if network.version == 4 else ReservedIdentity.WORLD_IPV6
             ), False
-        number = self.cidr_allocator.acquire(network)
+        try:
+            number = self.cidr_allocator.acquire(network)
+        except IdentitySpaceExhausted as err:
+            raise IdentitiesExhausted(f"CIDR identities for {network}: {err}") from err
         is_new = number not in self.labels
         if is_new:
             self._add(number, cidr_labels(network))

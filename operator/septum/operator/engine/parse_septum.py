@@ -64,7 +64,6 @@ from septum.operator.engine.selectors import (
     node_key,
     parse_label_selector,
 )
-
 from septum.wellknown.icmp import ICMPV4_TYPES, ICMPV6_TYPES
 
 ENTITIES = frozenset(

@@ -65,7 +65,6 @@ from septum.operator.engine.selectorcache import Matcher, SelectorCache
 from septum.operator.engine.selectors import Selector
 from septum.operator.engine.twins import TwinIndex
 from septum.operator.identity import IdentityAllocator, InMemoryAllocator
-
 from septum.wellknown.reserved import (
     CLUSTER_IDENTITY_MAX,
     CLUSTER_IDENTITY_MIN,

@@ -4,6 +4,10 @@ The reserved identity numbers and the identity ranges live in `septum.wellknown.
 shared with the datapath.
 """
 
-from septum.operator.identity.allocator import IdentityAllocator, InMemoryAllocator
+from septum.operator.identity.allocator import (
+    IdentityAllocator,
+    IdentitySpaceExhausted,
+    InMemoryAllocator,
+)
 
-__all__ = ["IdentityAllocator", "InMemoryAllocator"]
+__all__ = ["IdentityAllocator", "IdentitySpaceExhausted", "InMemoryAllocator"]

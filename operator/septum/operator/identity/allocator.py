@@ -12,6 +12,10 @@ from collections.abc import Hashable, Iterable
 from typing import Protocol
 
 
+class IdentitySpaceExhausted(RuntimeError):
+    """Every number of the allocator's range is in use (a RuntimeError, as it was raised before)."""
+
+
 class IdentityAllocator(Protocol):
     def acquire(self, key: Hashable) -> int:
         """Number for `key`, allocating on first use; each call adds one reference."""
@@ -41,7 +45,7 @@ class InMemoryAllocator:
             return number
         if self._free:
             return self._free.pop(0)
-        raise RuntimeError(f"identity space {self._first}-{self._last} exhausted")
+        raise IdentitySpaceExhausted(f"identity space {self._first}-{self._last} exhausted")
 
     def preallocate(self, keys: Iterable[Hashable]) -> None:
         for key in keys:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from septum.dataplane.observe.api.observer import observer_pb2_grpc
 
 from septum.cli.hubble.errors import ClientConfigError
+from septum.dataplane.observe.api.observer import observer_pb2_grpc
 
 DEFAULT_SOCKET = "/var/run/septum/observer.sock"
 DEFAULT_SERVER = f"unix://{DEFAULT_SOCKET}"

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from septum.cli.hubble.errors import FlagError
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
-
-from septum.cli.hubble.errors import FlagError
 from septum.wellknown.reserved import RESERVED
 
 # Filter flags that take a value, in Hubble's spelling.

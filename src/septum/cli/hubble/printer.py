@@ -14,12 +14,12 @@ from datetime import datetime
 
 import click
 from google.protobuf import json_format
-from septum.dataplane.observe.api.flow import flow_pb2
-from septum.dataplane.observe.api.observer import observer_pb2
-from septum.dataplane.observe.decoder import drop_reason_text
 
 from septum.cli.hubble.errors import FlagError
 from septum.cli.hubble.flags import TRACE_POINT_NAMES
+from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.api.observer import observer_pb2
+from septum.dataplane.observe.decoder import drop_reason_text
 from septum.wellknown.reserved import RESERVED
 
 FORMATS = ("compact", "table", "dict", "json", "jsonpb")
