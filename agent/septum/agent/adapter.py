@@ -26,14 +26,13 @@ This is the only module that imports both ``septum.operator.engine`` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from septum.dataplane import policy as datapath
 from septum.dataplane.abi import PolicyAction, TrafficDirection
-from septum.operator.engine.entries import DirectionPolicy, IdentityPolicy, PolicyEntry, Verdict
+from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6
 from septum.operator.engine.rules import Direction
-from septum.operator.engine.state import EndpointPolicy as EngineEndpointPolicy
 
 ICMP_TYPE_MAX: Final = 255
 _ICMP: Final = (PROTO_ICMP, PROTO_ICMPV6)
@@ -44,14 +43,23 @@ _DIRECTIONS: Final = {
 _ACTIONS: Final = {Verdict.ALLOW: PolicyAction.ALLOW, Verdict.DENY: PolicyAction.DENY}
 
 
+class EnginePolicy(Protocol):
+    """An endpoint's policy as the engine hands it out: IdentityPolicy, Engine's
+    EndpointPolicy."""
+
+    @property
+    def ingress(self) -> DirectionPolicy: ...
+
+    @property
+    def egress(self) -> DirectionPolicy: ...
+
+
 class AdapterError(ValueError):
     """The engine's entries break the contract documented in its entries module; the message
     names the direction and the entry."""
 
 
-def endpoint_policy(
-    policy: IdentityPolicy | EngineEndpointPolicy, l7_proxy_port: int = 0
-) -> datapath.EndpointPolicy:
+def endpoint_policy(policy: EnginePolicy, l7_proxy_port: int = 0) -> datapath.EndpointPolicy:
     """The datapath policy (resolved mode) that decides as the engine's policy does.
 
     l7_proxy_port: where allowed L7 traffic is redirected; 0 while there is no proxy yet
@@ -198,6 +206,7 @@ def policy_to_write(
 __all__ = [
     "ICMP_TYPE_MAX",
     "AdapterError",
+    "EnginePolicy",
     "direction_entries",
     "endpoint_policy",
     "peer_fill",
