@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
 from septum.dataplane import abi
 from septum.dataplane.abi import PolicyAction
 from septum.dataplane.policy import EncodedPolicy
 from septum.operator.engine.compile import ResolvedRule, compile_direction
-from septum.operator.engine.entries import DirectionPolicy, Verdict
+from septum.operator.engine.entries import NOT_ENFORCED, DirectionPolicy, IdentityPolicy, Verdict
 from septum.operator.engine.ports import PortRange
 from septum.operator.engine.rules import Action, Direction, Tier
 
@@ -71,6 +73,30 @@ def direction_policies(draw: Any, direction: Direction) -> DirectionPolicy:
         return compiled
     audited = tuple(e._replace(audit=True) for e in compiled.entries)
     return DirectionPolicy(True, audited, compiled.protocols, compiled.wildcard)
+
+
+# (direction, its policy): what the differential tests run
+directed_policies = st.sampled_from(Direction).flatmap(
+    lambda direction: st.tuples(st.just(direction), direction_policies(direction))
+)
+
+
+def examples(count: int) -> settings:
+    """Derandomised hypothesis settings (as CI runs them) with `count` examples."""
+    return settings(
+        max_examples=count,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+def identity_policy(direction: Direction, policy: DirectionPolicy) -> IdentityPolicy:
+    """An endpoint policy enforcing `policy` in `direction` and nothing the other way."""
+    if direction is Direction.INGRESS:
+        return IdentityPolicy(policy, NOT_ENFORCED)
+    return IdentityPolicy(NOT_ENFORCED, policy)
 
 
 # An outcome: (verdict, deciding rule id or 0, L7 proxy port or 0)

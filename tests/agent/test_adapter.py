@@ -4,8 +4,8 @@ and (against a Python model of bpf/lib/policy.h) the engine's lookup precedence.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
+
 from septum.agent.adapter import (
     AdapterError,
     direction_entries,
@@ -31,8 +31,10 @@ from .policies import (
     L7_PROXY_PORT,
     PROBE_PEERS,
     PROBES,
-    direction_policies,
+    directed_policies,
     engine_outcome,
+    examples,
+    identity_policy,
     model_outcome,
 )
 
@@ -187,10 +189,7 @@ HAND_WRITTEN = {
 
 
 def _disagreements(policy: DirectionPolicy, direction: Direction) -> list[tuple]:
-    identity = IdentityPolicy(policy, NOT_ENFORCED)
-    if direction is OUT:
-        identity = IdentityPolicy(NOT_ENFORCED, policy)
-    written = endpoint_policy(identity, L7_PROXY_PORT)
+    written = endpoint_policy(identity_policy(direction, policy), L7_PROXY_PORT)
     encoded = encode(written)
     dp_direction = TrafficDirection.INGRESS if direction is IN else TrafficDirection.EGRESS
     enforced = policy.enforced
@@ -217,17 +216,8 @@ def test_the_hand_written_cases_need_the_resolved_mode():
     assert got != engine_outcome(policy, 600, TCP, 22, 0)
 
 
-MODEL = settings(
-    max_examples=300,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-@MODEL
-@given(st.sampled_from(Direction).flatmap(lambda d: st.tuples(st.just(d), direction_policies(d))))
+@examples(300)
+@given(directed_policies)
 def test_the_datapath_model_decides_as_the_engine(case):
     direction, policy = case
     assert _disagreements(policy, direction) == []

@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from septum.agent.adapter import endpoint_policy
 from septum.dataplane import abi
@@ -20,7 +19,7 @@ from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.events import decode_events
 from septum.dataplane.packets import TCP_SYN, ether, icmp, ipv4, tcp4, udp4
-from septum.operator.engine.entries import NOT_ENFORCED, DirectionPolicy, IdentityPolicy
+from septum.operator.engine.entries import DirectionPolicy
 from septum.operator.engine.rules import Direction
 
 from .policies import (
@@ -32,8 +31,10 @@ from .policies import (
     TCP,
     UDP,
     Outcome,
-    direction_policies,
+    directed_policies,
     engine_outcome,
+    examples,
+    identity_policy,
 )
 from .test_adapter import HAND_WRITTEN
 
@@ -98,11 +99,9 @@ def _kernel_outcome(
 
 
 def _check(node: NodeDatapath, direction: Direction, policy: DirectionPolicy) -> None:
-    if direction is Direction.INGRESS:
-        identity = IdentityPolicy(policy, NOT_ENFORCED)
-    else:
-        identity = IdentityPolicy(NOT_ENFORCED, policy)
-    node.replace_policy(ENDPOINT_ID, endpoint_policy(identity, L7_PROXY_PORT))
+    node.replace_policy(
+        ENDPOINT_ID, endpoint_policy(identity_policy(direction, policy), L7_PROXY_PORT)
+    )
     node.flush_conntrack()
     wrong = []
     for peer in PROBE_PEERS:
@@ -122,17 +121,8 @@ def test_hand_written_cases(node, name, direction):
     _check(node, direction, DirectionPolicy(True, entries, policy.protocols))
 
 
-KERNEL = settings(
-    max_examples=150,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-
-@KERNEL
-@given(st.sampled_from(Direction).flatmap(lambda d: st.tuples(st.just(d), direction_policies(d))))
+@examples(150)
+@given(directed_policies)
 def test_the_kernel_decides_as_the_engine(node, case):
     direction, policy = case
     _check(node, direction, policy)
