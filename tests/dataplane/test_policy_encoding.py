@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import MatchType, PolicyAction, TrafficDirection
 from septum.dataplane.errors import PolicyEntryError
