@@ -78,3 +78,49 @@ class AllowedImportsContract(Contract):
                 bold=False,
             )
             output.new_line()
+
+
+class OneBridgeContract(Contract):
+    """Inside `container`, only `bridge` imports both `side_a` and `side_b` directly.
+
+    The agent joins the policy engine and the datapath: its other modules may use one side
+    each (the watcher the engine, the endpoint manager the datapath), but translating between
+    their entry types happens in one module, so the two models meet in one place.
+
+    Configuration options:
+        - container: the package whose modules are checked (with its descendants).
+        - side_a, side_b: the two packages (with their descendants).
+        - bridge: the one module allowed to import both.
+    """
+
+    type_name = "one_bridge"
+
+    container = fields.StringField()
+    side_a = fields.StringField()
+    side_b = fields.StringField()
+    bridge = fields.StringField()
+
+    def check(self, graph: grimp.ImportGraph, verbose: bool) -> ContractCheck:
+        container = str(self.container)
+        side_a, side_b, bridge = str(self.side_a), str(self.side_b), str(self.bridge)
+        if container not in graph.modules:
+            raise ValueError(f"one_bridge: container {container!r} is not in the graph")
+        offenders: list[tuple[str, list[str], list[str]]] = []
+        for module in sorted({container} | graph.find_descendants(container)):
+            if module == bridge:
+                continue
+            imported = graph.find_modules_directly_imported_by(module)
+            from_a = sorted(name for name in imported if _within(name, side_a))
+            from_b = sorted(name for name in imported if _within(name, side_b))
+            if from_a and from_b:
+                offenders.append((module, from_a, from_b))
+        return ContractCheck(kept=not offenders, metadata={"offenders": offenders})
+
+    def render_broken_contract(self, check: ContractCheck) -> None:
+        for module, from_a, from_b in check.metadata["offenders"]:
+            output.print_error(
+                f"- {module} imports both {', '.join(from_a)} and {', '.join(from_b)}: "
+                f"only {self.bridge} may",
+                bold=False,
+            )
+            output.new_line()
