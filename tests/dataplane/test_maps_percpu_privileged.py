@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.errors import DatapathError
 from septum.dataplane.maps import possible_cpus, sum_per_cpu
@@ -48,6 +49,9 @@ def test_a_struct_value_is_summed_field_by_field_in_a_batch_read(testrun_node):
             sum(c.packets for c in written),
             sum(c.bytes for c in written),
         )
+        summed = {k.value: (v.packets, v.bytes) for k, v in counters.lookup_batch_summed()}
+        assert summed[index] == (total.packets, total.bytes)
+        assert all(value != (0, 0) for value in summed.values())  # zero slots left out
         counted = {
             (k.direction, k.verdict, k.drop_reason): v for k, v in testrun_node.counters().items()
         }

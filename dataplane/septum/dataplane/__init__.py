@@ -30,16 +30,22 @@ _EXPORTS = {
     "MapFullError": "septum.dataplane.errors",
     "PolicyEntryError": "septum.dataplane.errors",
     "EndpointError": "septum.dataplane.errors",
+    "ConfigError": "septum.dataplane.errors",
+    "PrefixError": "septum.dataplane.errors",
+    "AttachError": "septum.dataplane.errors",
 }
 
 if TYPE_CHECKING:
     from septum.dataplane.config import DatapathConfig
     from septum.dataplane.datapath import CounterKey, CounterValue, EndpointSpec, NodeDatapath
     from septum.dataplane.errors import (
+        AttachError,
+        ConfigError,
         DatapathError,
         EndpointError,
         MapFullError,
         PolicyEntryError,
+        PrefixError,
         PrerequisiteError,
     )
     from septum.dataplane.events import Flow
@@ -54,6 +60,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AttachError",
+    "ConfigError",
     "CounterKey",
     "CounterValue",
     "DatapathConfig",
@@ -67,5 +75,6 @@ __all__ = [
     "PolicyDiff",
     "PolicyEntry",
     "PolicyEntryError",
+    "PrefixError",
     "PrerequisiteError",
 ]

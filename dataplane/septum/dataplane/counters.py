@@ -7,7 +7,7 @@ import ctypes
 from dataclasses import dataclass
 
 from septum.dataplane import abi
-from septum.dataplane.maps import PerCpuMap, sum_per_cpu
+from septum.dataplane.maps import PerCpuMap
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,7 @@ def counter_key(index: int) -> CounterKey:
 def read_counters(table: PerCpuMap[ctypes.c_uint32, abi.Counter]) -> dict[CounterKey, CounterValue]:
     """The non-zero counters, summed over all CPUs (one BPF_MAP_LOOKUP_BATCH)."""
     counters: dict[CounterKey, CounterValue] = {}
-    for index, per_cpu in table.lookup_batch():
-        total = sum_per_cpu(per_cpu)
+    for index, total in table.lookup_batch_summed():
         if total.packets:
             counters[counter_key(index.value)] = CounterValue(total.packets, total.bytes)
     return counters

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from septum.dataplane import abi, loader, netns
 from septum.dataplane.addressing import address_bytes
@@ -38,15 +37,12 @@ from septum.dataplane.flowstream import FlowStream
 from septum.dataplane.hooks import NodeHooks
 from septum.dataplane.ipcache import Ipcache
 from septum.dataplane.kernelhz import kernel_hz
-from septum.dataplane.maps import BpfMap, PerCpuMap
+from septum.dataplane.maps import BpfMap, K, PerCpuMap, V
 from septum.dataplane.policy import EndpointPolicy, PolicyDiff, diff_policy
 from septum.dataplane.policymap import PolicyMaps
 from septum.dataplane.prefilter import Prefilter
 from septum.dataplane.ringbuf import RingBufferReader
 from septum.dataplane.testrun import TestRunResult, test_run
-
-_Key = TypeVar("_Key", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[type-arg]
-_Value = TypeVar("_Value", bound=ctypes.Structure | ctypes._SimpleCData)  # type: ignore[type-arg]
 
 
 class NodeDatapath:
@@ -83,13 +79,11 @@ class NodeDatapath:
         self._flows = FlowStream(events.fd, events.capacity, self.lost_events_map)
         self.write_config(kernel_config(config))
 
-    def _map(self, name: str, key: type[_Key], value: type[_Value]) -> BpfMap[_Key, _Value]:
+    def _map(self, name: str, key: type[K], value: type[V]) -> BpfMap[K, V]:
         loaded = self._object.maps[name]
         return BpfMap(name, loaded.fd, key, value, loaded.capacity, loaded.setting)
 
-    def _per_cpu_map(
-        self, name: str, key: type[_Key], value: type[_Value]
-    ) -> PerCpuMap[_Key, _Value]:
+    def _per_cpu_map(self, name: str, key: type[K], value: type[V]) -> PerCpuMap[K, V]:
         loaded = self._object.maps[name]
         return PerCpuMap(name, loaded.fd, key, value, loaded.capacity, loaded.setting)
 

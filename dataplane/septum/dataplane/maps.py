@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
 from typing import Any, Generic, TypeVar, cast
 
 from septum.dataplane.errors import DatapathError, LibbpfError, MapFullError
@@ -85,11 +86,11 @@ class _MapHandle(Generic[K, V]):
             current = following
 
     def _read_batches(
-        self, value_size: int, decode: Callable[[ctypes.Array[ctypes.c_char], int], T]
+        self, value_size: int, decode: Callable[[memoryview], T | None]
     ) -> list[tuple[K, T]] | None:
-        """Every entry through BPF_MAP_LOOKUP_BATCH, each value made by `decode` from the
-        value buffer and the offset of its `value_size` bytes; None when the map type has
-        no lookup batch (the caller walks the keys instead)."""
+        """Every entry through BPF_MAP_LOOKUP_BATCH, its value made by `decode` from the
+        entry's `value_size` bytes (None: leave the entry out, its key never made); None
+        when the map type has no lookup batch (the caller walks the keys instead)."""
         key_size = ctypes.sizeof(self.key_type)
         keys = ctypes.create_string_buffer(key_size * _LOOKUP_CHUNK)
         values = ctypes.create_string_buffer(value_size * _LOOKUP_CHUNK)
@@ -113,9 +114,13 @@ class _MapHandle(Generic[K, V]):
                 if first and result in _BATCH_UNSUPPORTED:
                     return None
                 self._raise(result, "lookup_batch")
+            value_bytes = memoryview(values).cast("B")
             for index in range(count.value):
-                key = cast(K, self.key_type.from_buffer_copy(keys, index * key_size))
-                entries.append((key, decode(values, index * value_size)))
+                offset = index * value_size
+                value = decode(value_bytes[offset : offset + value_size])
+                if value is not None:
+                    key = cast(K, self.key_type.from_buffer_copy(keys, index * key_size))
+                    entries.append((key, value))
             if result == -errno.ENOENT:
                 return entries
             in_batch.value = out_batch.value
@@ -125,19 +130,9 @@ class _MapHandle(Generic[K, V]):
 class BpfMap(_MapHandle[K, V]):
     """One map: `key_type`/`value_type` are the ctypes mirrors from septum.dataplane.abi."""
 
-    def __init__(
-        self,
-        name: str,
-        fd: int,
-        key_type: type[K],
-        value_type: type[V],
-        capacity: int,
-        setting: str,
-    ) -> None:
-        super().__init__(name, fd, key_type, value_type, capacity, setting)
-        # per operation: array maps batch updates but not deletes (None: not tried yet)
-        self._update_batch_supported: bool | None = None
-        self._delete_batch_supported: bool | None = None
+    # per operation: array maps batch updates but not deletes (None: not tried yet)
+    _update_batch_supported: bool | None = None
+    _delete_batch_supported: bool | None = None
 
     def lookup(self, key: K) -> V | None:
         value = self.value_type()
@@ -223,7 +218,7 @@ class BpfMap(_MapHandle[K, V]):
         value_size = ctypes.sizeof(self.value_type)
         batched = self._read_batches(
             value_size,
-            lambda buffer, offset: cast(V, self.value_type.from_buffer_copy(buffer, offset)),
+            lambda raw: cast(V, self.value_type.from_buffer_copy(raw)),
         )
         return list(self.items()) if batched is None else batched
 
@@ -232,23 +227,19 @@ class PerCpuMap(_MapHandle[K, V]):
     """A per-CPU array or hash map: each key holds one `value_type` per possible CPU, read
     together as a list indexed by CPU (the datapath's counters, which no CPU shares)."""
 
-    def __init__(
-        self,
-        name: str,
-        fd: int,
-        key_type: type[K],
-        value_type: type[V],
-        capacity: int,
-        setting: str,
-    ) -> None:
-        super().__init__(name, fd, key_type, value_type, capacity, setting)
-        self.cpus = possible_cpus()
-        size = ctypes.sizeof(value_type)
-        self._stride = -(-size // _PER_CPU_ALIGN) * _PER_CPU_ALIGN
+    @cached_property
+    def cpus(self) -> int:
+        """How many values each key holds."""
+        return possible_cpus()
 
-    def _values(self, buffer: ctypes.Array[ctypes.c_char], offset: int) -> list[V]:
+    @cached_property
+    def _stride(self) -> int:
+        # the kernel pads each CPU's copy to 8 bytes
+        return -(-ctypes.sizeof(self.value_type) // _PER_CPU_ALIGN) * _PER_CPU_ALIGN
+
+    def _values(self, raw: memoryview) -> list[V]:
         return [
-            cast(V, self.value_type.from_buffer_copy(buffer, offset + cpu * self._stride))
+            cast(V, self.value_type.from_buffer_copy(raw[cpu * self._stride :]))
             for cpu in range(self.cpus)
         ]
 
@@ -259,7 +250,7 @@ class PerCpuMap(_MapHandle[K, V]):
         if result == -errno.ENOENT:
             return None
         self._raise(result, "lookup")
-        return self._values(buffer, 0)
+        return self._values(memoryview(buffer).cast("B"))
 
     def update(self, key: K, values: Sequence[V], flags: int = BPF_ANY) -> None:
         """Set the key's value on every possible CPU: `values` holds one per CPU."""
@@ -286,6 +277,21 @@ class PerCpuMap(_MapHandle[K, V]):
         supported (per-CPU arrays and hashes since Linux 5.6)."""
         batched = self._read_batches(self._stride * self.cpus, self._values)
         return list(self.items()) if batched is None else batched
+
+    def lookup_batch_summed(self) -> list[tuple[K, V]]:
+        """Every entry that is not zero on all CPUs, with its values summed over the CPUs
+        (see sum_per_cpu).  Zero entries are skipped before any value is made: a per-CPU
+        array holds every slot, and most of a counter array is zero."""
+        value_size = self._stride * self.cpus
+        zero = bytes(value_size)
+
+        def summed(raw: memoryview) -> V | None:
+            return None if raw == zero else sum_per_cpu(self._values(raw))
+
+        batched = self._read_batches(value_size, summed)
+        if batched is None:
+            return [(key, sum_per_cpu(values)) for key, values in self.items()]
+        return batched
 
 
 def possible_cpus() -> int:
