@@ -12,6 +12,7 @@
  *   septum_jiffies        never attached: the datapath's clock, for user space
  */
 #include "lib/common.h"
+#include "lib/abi_anchor.h"
 #include "lib/verdict.h"
 #include "lib/prefilter.h"
 

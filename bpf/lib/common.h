@@ -16,10 +16,24 @@
 
 #include <septum/abi.h>
 
-/* tc verdicts (TC_ACT_OK = TCX_PASS, TC_ACT_SHOT = TCX_DROP: valid for both
- * clsact filters and tcx links). */
-#define SEPTUM_TC_FORWARD TC_ACT_OK
-#define SEPTUM_TC_DROP TC_ACT_SHOT
+/* What each stage of an endpoint hook (fast path, related ICMP error, full
+ * path) returns: a tc verdict that finishes the packet, or SEPTUM_CONTINUE
+ * when the stage did not decide it and the next stage takes it over (as
+ * Cilium's conntrack names its outcomes CT_NEW, CT_ESTABLISHED, ...).
+ * TC_ACT_OK = TCX_PASS and TC_ACT_SHOT = TCX_DROP: valid for both clsact
+ * filters and tcx links. */
+enum septum_outcome {
+	SEPTUM_CONTINUE = -1, /* not decided here: never returned to the kernel */
+	SEPTUM_TC_FORWARD = TC_ACT_OK,
+	SEPTUM_TC_DROP = TC_ACT_SHOT,
+};
+
+/* Where an endpoint program runs: what every event it reports carries. */
+struct septum_hook {
+	__u32 ifindex;
+	__u8 direction;   /* enum septum_direction of packets seen here */
+	__u8 trace_point; /* enum septum_trace_point */
+};
 
 /* Parser outcomes that are not drop reasons; drop reasons are all >= 132. */
 #define SEPTUM_PARSE_OK 0
@@ -30,9 +44,19 @@
 
 /* ICMP types Septum looks at (linux/icmp.h drags in libc socket headers). */
 #define SEPTUM_ICMP_ECHOREPLY 0
+#define SEPTUM_ICMP_DEST_UNREACH 3
 #define SEPTUM_ICMP_ECHO 8
+#define SEPTUM_ICMP_TIME_EXCEEDED 11
+#define SEPTUM_ICMP_PARAMETER_PROBLEM 12
+#define SEPTUM_ICMPV6_DEST_UNREACH 1
+#define SEPTUM_ICMPV6_PARAMETER_PROBLEM 4 /* the last error type (2, 3: too big, time) */
 #define SEPTUM_ICMPV6_ECHO_REQUEST 128
 #define SEPTUM_ICMPV6_ECHO_REPLY 129
+#define SEPTUM_ICMPV6_MLD_QUERY 130
+#define SEPTUM_ICMPV6_MLD_DONE 132 /* 131: MLD report */
+#define SEPTUM_ICMPV6_ND_ROUTER_SOLICIT 133
+#define SEPTUM_ICMPV6_ND_REDIRECT 137 /* 134-136: advertisements, neighbour solicit */
+#define SEPTUM_ICMPV6_MLD2_REPORT 143
 
 #ifndef IPPROTO_SCTP
 #define IPPROTO_SCTP 132
@@ -75,6 +99,12 @@ static __always_inline int septum_addr_equal16(const __u8 *a, const __u8 *b)
 	const __u64 *y = (const __u64 *)b;
 
 	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* fe80::/10: the first 10 bits of the address. */
+static __always_inline int septum_ipv6_is_link_local(const __u8 *addr)
+{
+	return addr[0] == 0xfe && (addr[1] & 0xc0) == 0x80;
 }
 
 static __always_inline __u8 septum_opposite(__u8 direction)

@@ -33,7 +33,7 @@ static __always_inline int septum_endpoint_owns_source(const struct septum_endpo
 	if (ip_version == SEPTUM_IP_V4)
 		return (ep->flags & SEPTUM_EP_F_HAS_IPV4) &&
 		       *(const __u32 *)src == *(const __u32 *)ep->ipv4;
-	if (src[0] == 0xfe && (src[1] & 0xc0) == 0x80)
+	if (septum_ipv6_is_link_local(src))
 		return 1;
 	return (ep->flags & SEPTUM_EP_F_HAS_IPV6) && septum_addr_equal16(src, ep->ipv6);
 }

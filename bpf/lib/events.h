@@ -57,10 +57,6 @@ struct {
 	__uint(max_entries, 1);
 } sep_drop_cache SEC(".maps");
 
-/* The ring buffer carries no BTF type, so anchor the event struct in the
- * object's BTF: user space checks its ctypes mirror against it at load. */
-const struct septum_flow_event septum_flow_event_btf_anchor __attribute__((used)) = {};
-
 /* Everything of an event that does not come from the packet itself. */
 struct septum_report {
 	__u64 bytes;
@@ -81,6 +77,45 @@ struct septum_report {
 	__u8 flags;
 	__u8 trace_point;
 };
+
+/* Source and destination identity: the endpoint's own and its peer's, in the
+ * order the packet travels. */
+static __always_inline void septum_identities(struct septum_report *report,
+					      const struct septum_endpoint *ep,
+					      __u8 packet_direction, __u32 peer_identity)
+{
+	__u32 local = ep ? ep->identity : 0;
+
+	if (packet_direction == SEPTUM_DIR_INGRESS) {
+		report->src_identity = peer_identity;
+		report->dst_identity = local;
+	} else {
+		report->src_identity = local;
+		report->dst_identity = peer_identity;
+	}
+}
+
+/* What every event reports the same way: where the packet was seen (the
+ * hook, its direction), whose it is (the endpoint, when known, and both
+ * identities), the event type and verdict, and the endpoint's audit mode.
+ * The caller adds what the event covers (bytes, packets), the policy entry,
+ * and for an event about a connection its direction and reply bit. */
+static __always_inline void septum_report_fill(struct septum_report *report,
+					       const struct septum_hook *hook,
+					       const struct septum_endpoint *ep,
+					       __u32 peer_identity, __u8 event_type,
+					       __u8 verdict)
+{
+	septum_identities(report, ep, hook->direction, peer_identity);
+	report->ifindex = hook->ifindex;
+	report->endpoint_id = ep ? ep->endpoint_id : 0;
+	report->event_type = event_type;
+	report->verdict = verdict;
+	report->direction = hook->direction;
+	report->trace_point = hook->trace_point;
+	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
+		report->flags |= SEPTUM_EVENT_F_AUDIT_MODE;
+}
 
 static __always_inline void septum_count_lost(void)
 {

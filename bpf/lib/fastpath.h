@@ -9,9 +9,9 @@
  * other protocols, headers beyond the linear data, a new TCP flag or the
  * first reply (an event is due), a handshake not yet done (SYN_SENT), an
  * expired, revoked or re-opened entry,
- * revocation on policy change, the benchmark flags) returns -1 for the full
- * path; when the lookup found nothing, the full path is told so and skips its
- * own (new connections and denies pay one lookup).  The checks here are a
+ * revocation on policy change, the benchmark flags) returns SEPTUM_CONTINUE
+ * for the full path; when the lookup found nothing, the full path is told so
+ * and skips its own (new connections and denies pay one lookup).  The checks here are a
  * subset of the parser's: a packet the parser would drop never passes here.
  */
 #ifndef SEPTUM_LIB_FASTPATH_H
@@ -19,38 +19,38 @@
 
 #include "common.h"
 #include "config.h"
+#include "parse.h"
 #include "conntrack.h"
 #include "counters.h"
 
-#define SEPTUM_FAST_IPV4_NO_OPTIONS 0x45 /* version 4, IHL 5 */
-#define SEPTUM_FAST_FRAGMENT_BITS 0x3fff /* MF + fragment offset */
 #define SEPTUM_FAST_FULL_PATH_FLAGS                                                         \
 	(SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE | SEPTUM_CFG_F_BENCH_FORCE_NEW |               \
 	 SEPTUM_CFG_F_BENCH_NEW_FLOWS)
 
-/* The TCP/UDP header at l4 (l4_len bytes claimed by the IP header) as the
- * parser would accept it; returns 0 and the TCP flags, or -1. */
-static __always_inline int septum_fast_l4(void *l4, void *data_end, __u8 protocol, __u32 l4_len,
-					  __u8 *tcp_flags)
+/* Whether the header at l4 (l4_len bytes claimed by the IP header) is TCP or
+ * UDP as the parser would accept it; sets the TCP flags. */
+static __always_inline int septum_fast_l4_ok(void *l4, void *data_end, __u8 protocol,
+					     __u32 l4_len, __u8 *tcp_flags)
 {
 	if (protocol == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
 
-		if ((void *)(tcp + 1) > data_end || l4_len < sizeof(*tcp) || tcp->doff < 5 ||
-		    (__u32)tcp->doff * 4 > l4_len)
-			return -1;
-		*tcp_flags = ((__u8 *)tcp)[13];
-		return 0;
+		if ((void *)(tcp + 1) > data_end || l4_len < sizeof(*tcp) ||
+		    tcp->doff < SEPTUM_TCP_MIN_DOFF || (__u32)tcp->doff * 4 > l4_len)
+			return 0;
+		*tcp_flags = septum_tcp_flags(tcp);
+		return 1;
 	}
 	if (protocol == IPPROTO_UDP) {
 		if (l4 + sizeof(struct udphdr) > data_end || l4_len < sizeof(struct udphdr))
-			return -1;
-		return 0;
+			return 0;
+		return 1;
 	}
-	return -1;
+	return 0;
 }
 
-/* IPv4 without options, not a fragment: looks the flow up in sep_ct4. */
+/* IPv4 without options, not a fragment: looks the flow up in sep_ct4.
+ * Returns whether it did (0: not a packet for the fast path). */
 static __always_inline int septum_fast_lookup4(void *data, void *data_end, __u32 wire_len,
 					       __u32 ifindex, struct septum_ct_lookup *ct,
 					       __u8 *protocol, __u8 *tcp_flags)
@@ -60,24 +60,24 @@ static __always_inline int septum_fast_lookup4(void *data, void *data_end, __u32
 	__u32 total_len;
 
 	if (!septum_ct4_fits(ifindex) || (void *)(ip + 1) > data_end ||
-	    *(__u8 *)ip != SEPTUM_FAST_IPV4_NO_OPTIONS ||
-	    (ip->frag_off & bpf_htons(SEPTUM_FAST_FRAGMENT_BITS)))
-		return -1;
+	    *(__u8 *)ip != SEPTUM_IPV4_NO_OPTIONS ||
+	    (ip->frag_off & bpf_htons(SEPTUM_IPV4_FRAG_BITS)))
+		return 0;
 	total_len = bpf_ntohs(ip->tot_len);
 	if (total_len > wire_len - ETH_HLEN || total_len < sizeof(*ip) ||
-	    septum_fast_l4(ports, data_end, ip->protocol, total_len - sizeof(*ip), tcp_flags))
-		return -1;
+	    !septum_fast_l4_ok(ports, data_end, ip->protocol, total_len - sizeof(*ip), tcp_flags))
+		return 0;
 	*protocol = ip->protocol;
 	ct->order = septum_ct4_order(ip->saddr, ip->daddr, ports[0], ports[1]);
 	septum_ct4_key_fill(&ct->key4, ip->saddr, ip->daddr, ports[0], ports[1], ifindex,
 			    ip->protocol, ct->order);
 	ct->entry = bpf_map_lookup_elem(&sep_ct4, &ct->key4);
 	ct->done = 1;
-	return 0;
+	return 1;
 }
 
 /* IPv6 with TCP or UDP right after the fixed header (no extension headers):
- * looks the flow up in sep_ct6. */
+ * looks the flow up in sep_ct6.  Returns whether it did. */
 static __always_inline int septum_fast_lookup6(void *data, void *data_end, __u32 wire_len,
 					       __u32 ifindex, struct septum_ct_lookup *ct,
 					       __u8 *protocol, __u8 *tcp_flags)
@@ -91,11 +91,11 @@ static __always_inline int septum_fast_lookup6(void *data, void *data_end, __u32
 	int order;
 
 	if ((void *)(ip6 + 1) > data_end || (*(__u8 *)ip6 >> 4) != 6)
-		return -1;
+		return 0;
 	payload_len = bpf_ntohs(ip6->payload_len);
 	if (payload_len + sizeof(*ip6) > wire_len - ETH_HLEN ||
-	    septum_fast_l4(ports, data_end, ip6->nexthdr, payload_len, tcp_flags))
-		return -1;
+	    !septum_fast_l4_ok(ports, data_end, ip6->nexthdr, payload_len, tcp_flags))
+		return 0;
 	*protocol = ip6->nexthdr;
 	/* As septum_ct6_order and septum_ct6_key_fill, from the packet. */
 	if (src[0] != dst[0])
@@ -124,11 +124,11 @@ static __always_inline int septum_fast_lookup6(void *data, void *data_end, __u32
 	ct->order = order;
 	ct->entry = bpf_map_lookup_elem(&sep_ct6, key);
 	ct->done = 1;
-	return 0;
+	return 1;
 }
 
-/* Returns the tc verdict when the packet is done, -1 for the full path (with
- * ct->done set when the flow was looked up). */
+/* Returns the tc verdict when the packet is done, SEPTUM_CONTINUE for the
+ * full path (with ct->done set when the flow was looked up). */
 static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 ifindex,
 						   __u8 direction, const struct septum_config *cfg,
 						   __u64 now, struct septum_ct_lookup *ct)
@@ -145,31 +145,31 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 	__be16 proto;
 
 	if ((cfg->flags & SEPTUM_FAST_FULL_PATH_FLAGS) || data + ETH_HLEN > data_end)
-		return -1;
+		return SEPTUM_CONTINUE;
 	/* h_proto read as one 16-bit load (struct ethhdr is packed, which would
 	 * make it two byte loads). */
 	proto = *(__be16 *)(data + offsetof(struct ethhdr, h_proto));
 	if (proto == bpf_htons(ETH_P_IP)) {
-		if (septum_fast_lookup4(data, data_end, wire_len, ifindex, ct, &protocol,
-					&tcp_flags))
-			return -1;
+		if (!septum_fast_lookup4(data, data_end, wire_len, ifindex, ct, &protocol,
+					 &tcp_flags))
+			return SEPTUM_CONTINUE;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (septum_fast_lookup6(data, data_end, wire_len, ifindex, ct, &protocol,
-					&tcp_flags))
-			return -1;
+		if (!septum_fast_lookup6(data, data_end, wire_len, ifindex, ct, &protocol,
+					 &tcp_flags))
+			return SEPTUM_CONTINUE;
 	} else {
-		return -1;
+		return SEPTUM_CONTINUE;
 	}
 	entry = ct->entry;
 	if (!entry)
-		return -1;
+		return SEPTUM_CONTINUE;
 	is_reply = direction != entry->orig_direction;
 	flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	if (!septum_ct_matches(entry, ct->order, is_reply) || entry->expires < now ||
 	    entry->verdict == SEPTUM_VERDICT_DROPPED || (tcp_flags & ~*flags_seen) ||
 	    (is_reply && !entry->reply_seen) || entry->state == SEPTUM_CT_SYN_SENT ||
 	    septum_ct_is_reopen(entry, protocol, tcp_flags))
-		return -1;
+		return SEPTUM_CONTINUE;
 
 	/* As septum_established: without a new flag, and out of SYN_SENT, the
 	 * state cannot move (an RST or a FIN that closes the second side is new

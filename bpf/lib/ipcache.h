@@ -4,6 +4,7 @@
 #define SEPTUM_LIB_IPCACHE_H
 
 #include "common.h"
+#include "parse.h"
 
 /* Exact host addresses (/32 and /128).  Written by: the agent (ipcache
  * upserts/removals).  Read by: the tc programs for new connections and drops,
@@ -40,6 +41,17 @@ static __always_inline __u32 septum_ipcache_identity(const __u8 *addr, __u8 ip_v
 	septum_copy16(cidr.addr, addr);
 	value = bpf_map_lookup_elem(&sep_ipcache, &cidr);
 	return value ? value->identity : SEPTUM_IDENTITY_WORLD;
+}
+
+/* The identity of the packet's other end (its source when it travels
+ * towards the pod); 0 for a packet with no IP header. */
+static __always_inline __u32 septum_peer_identity(const struct septum_pkt *pkt,
+						  __u8 packet_direction)
+{
+	if (pkt->ip_version == SEPTUM_IP_NONE)
+		return 0;
+	return septum_ipcache_identity(packet_direction == SEPTUM_DIR_INGRESS ? pkt->src : pkt->dst,
+				       pkt->ip_version);
 }
 
 #endif

@@ -34,6 +34,27 @@
 #define SEPTUM_NEXTHDR_AUTH 51
 #define SEPTUM_NEXTHDR_DEST 60
 
+/* IPv4 frag_off (host order once loaded): the offset in 8-byte units, the
+ * More Fragments flag above it (net/ip.h's IP_OFFSET and IP_MF, which UAPI
+ * headers lack). */
+#define SEPTUM_IPV4_FRAG_OFFSET 0x1fff
+#define SEPTUM_IPV4_FRAG_MORE 0x2000
+#define SEPTUM_IPV4_FRAG_BITS (SEPTUM_IPV4_FRAG_MORE | SEPTUM_IPV4_FRAG_OFFSET) /* a fragment */
+/* The IPv6 Fragment header's offset field: the offset above 3 bits, the More
+ * Fragments flag in bit 0 (net/ipv6.h's IP6_OFFSET and IP6_MF). */
+#define SEPTUM_IPV6_FRAG_OFFSET 0xfff8
+#define SEPTUM_IPV6_FRAG_MORE 0x0001
+
+/* Header lengths in 32-bit words, the smallest the headers allow: IPv4 IHL
+ * and TCP data offset. */
+#define SEPTUM_IPV4_MIN_IHL 5
+/* The first byte of an IPv4 header without options: version 4, IHL 5. */
+#define SEPTUM_IPV4_NO_OPTIONS 0x45
+#define SEPTUM_TCP_MIN_DOFF 5
+/* The TCP flags byte (enum septum_tcp_flag bits) sits at byte 13; struct
+ * tcphdr spreads it over bitfields. */
+#define SEPTUM_TCP_FLAGS_OFFSET 13
+
 /* The parsed packet: user of parse results only, never crosses the boundary. */
 struct septum_pkt {
 	__u8 src[16];
@@ -84,13 +105,19 @@ static __always_inline int septum_icmpv6_link_control(__u8 type, const struct se
 {
 	const __u64 *src = (const __u64 *)pkt->src;
 
-	if (type >= 133 && type <= 137)
+	if (type >= SEPTUM_ICMPV6_ND_ROUTER_SOLICIT && type <= SEPTUM_ICMPV6_ND_REDIRECT)
 		return hop_limit == 255;
-	if ((type >= 130 && type <= 132) || type == 143)
+	if ((type >= SEPTUM_ICMPV6_MLD_QUERY && type <= SEPTUM_ICMPV6_MLD_DONE) ||
+	    type == SEPTUM_ICMPV6_MLD2_REPORT)
 		return hop_limit == 1 &&
-		       ((pkt->src[0] == 0xfe && (pkt->src[1] & 0xc0) == 0x80) ||
-			(src[0] == 0 && src[1] == 0));
+		       (septum_ipv6_is_link_local(pkt->src) || (src[0] == 0 && src[1] == 0));
 	return 0;
+}
+
+/* The TCP header's flags byte. */
+static __always_inline __u8 septum_tcp_flags(const struct tcphdr *tcp)
+{
+	return ((const __u8 *)tcp)[SEPTUM_TCP_FLAGS_OFFSET];
 }
 
 static __always_inline int septum_icmp_echo(struct septum_pkt *pkt, __be16 id)
@@ -110,12 +137,12 @@ static __always_inline int septum_parse_l4(void *l4, void *data_end, __u32 l4_le
 
 		if ((void *)(tcp + 1) > data_end || l4_len < sizeof(*tcp))
 			return SEPTUM_DROP_TRUNCATED_TCP;
-		if (tcp->doff < 5 || (__u32)tcp->doff * 4 > l4_len)
+		if (tcp->doff < SEPTUM_TCP_MIN_DOFF || (__u32)tcp->doff * 4 > l4_len)
 			return SEPTUM_DROP_INVALID_TCP_DATA_OFFSET;
 		pkt->sport_be = tcp->source;
 		pkt->dport_be = tcp->dest;
 		pkt->policy_port_be = tcp->dest;
-		pkt->tcp_flags = ((__u8 *)tcp)[13];
+		pkt->tcp_flags = septum_tcp_flags(tcp);
 		return SEPTUM_PARSE_OK;
 	}
 	case IPPROTO_UDP: {
@@ -190,7 +217,7 @@ static __always_inline int septum_parse_ipv4(void *data, void *data_end, __u32 w
 	pkt->protocol = ip->protocol;
 	__builtin_memcpy(pkt->src, &ip->saddr, 4);
 	__builtin_memcpy(pkt->dst, &ip->daddr, 4);
-	if (ip->ihl < 5)
+	if (ip->ihl < SEPTUM_IPV4_MIN_IHL)
 		return SEPTUM_DROP_INVALID_IPV4_IHL;
 	hdr_len = (__u32)ip->ihl * 4;
 	if ((void *)ip + hdr_len > data_end)
@@ -200,12 +227,12 @@ static __always_inline int septum_parse_ipv4(void *data, void *data_end, __u32 w
 		return SEPTUM_DROP_INVALID_IPV4_LENGTH;
 
 	frag_off = bpf_ntohs(ip->frag_off);
-	if (frag_off & 0x1fff) {
+	if (frag_off & SEPTUM_IPV4_FRAG_OFFSET) {
 		pkt->frag = SEPTUM_FRAG_LATER;
 		pkt->frag_id = ip->id;
 		return SEPTUM_PARSE_OK;
 	}
-	if (frag_off & 0x2000) {
+	if (frag_off & SEPTUM_IPV4_FRAG_MORE) {
 		pkt->frag = SEPTUM_FRAG_FIRST;
 		pkt->frag_id = ip->id;
 	}
@@ -254,12 +281,12 @@ static __always_inline int septum_parse_ipv6(void *data, void *data_end, __u32 w
 			pkt->frag_id = *(__u32 *)(ext + 4);
 			off += 8;
 			remaining -= 8;
-			if (frag_field & 0xfff8) {
+			if (frag_field & SEPTUM_IPV6_FRAG_OFFSET) {
 				pkt->frag = SEPTUM_FRAG_LATER;
 				pkt->protocol = nexthdr;
 				return SEPTUM_PARSE_OK;
 			}
-			if (frag_field & 1)
+			if (frag_field & SEPTUM_IPV6_FRAG_MORE)
 				pkt->frag = SEPTUM_FRAG_FIRST;
 			continue;
 		}

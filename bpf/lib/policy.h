@@ -116,7 +116,7 @@ septum_policy_lookup(const struct septum_endpoint *ep, __u8 direction, __u32 pee
 	hit = septum_policy_peer(&key, protocol, port_be, ep->policy_flags & exact_first);
 	if (hit || !(ep->flags & any_peer))
 		return hit;
-	key.peer_identity = SEPTUM_IDENTITY_ANY;
+	key.peer_identity = SEPTUM_IDENTITY_UNKNOWN; /* the any-peer bucket */
 	return septum_policy_peer(&key, protocol, port_be, ep->policy_flags & exact_first);
 }
 

@@ -3,7 +3,9 @@
  * The per-packet pipeline of an endpoint hook: parse, find the endpoint,
  * anti-spoof, resolve fragments, conntrack, policy for new connections,
  * events and counters.  Entry programs in septum.bpf.c call
- * septum_handle_endpoint() with their direction.
+ * septum_handle_endpoint() with their hook; it hands the packet to three
+ * stages in turn (fast path, related ICMP error, full path), each of which
+ * finishes it or answers SEPTUM_CONTINUE.
  */
 #ifndef SEPTUM_LIB_VERDICT_H
 #define SEPTUM_LIB_VERDICT_H
@@ -19,17 +21,11 @@
 #include "counters.h"
 #include "events.h"
 #include "fastpath.h"
+#include "icmp_related.h"
 
 /* Headers the parser may need: Ethernet + IPv6 + the bounded extension-header
  * walk + the largest L4 header (see SEPTUM_MAX_L4_OFFSET). */
 #define SEPTUM_PULL_LEN 600
-
-/* Where the program runs. */
-struct septum_hook {
-	__u32 ifindex;
-	__u8 direction;   /* enum septum_direction of packets seen here */
-	__u8 trace_point; /* enum septum_trace_point */
-};
 
 /* The outcome of policy for one connection. */
 struct septum_decision {
@@ -41,30 +37,6 @@ struct septum_decision {
 	__u8 is_reply; /* a drop of a reply of a known connection (reported as such) */
 };
 
-static __always_inline void septum_identities(struct septum_report *report,
-					      const struct septum_endpoint *ep,
-					      __u8 packet_direction, __u32 peer_identity)
-{
-	__u32 local = ep ? ep->identity : 0;
-
-	if (packet_direction == SEPTUM_DIR_INGRESS) {
-		report->src_identity = peer_identity;
-		report->dst_identity = local;
-	} else {
-		report->src_identity = local;
-		report->dst_identity = peer_identity;
-	}
-}
-
-static __always_inline __u32 septum_peer_identity(const struct septum_pkt *pkt,
-						  __u8 packet_direction)
-{
-	if (pkt->ip_version == SEPTUM_IP_NONE)
-		return 0;
-	return septum_ipcache_identity(packet_direction == SEPTUM_DIR_INGRESS ? pkt->src : pkt->dst,
-				       pkt->ip_version);
-}
-
 /* Count and (rate-limited) report a drop; returns the tc drop code. */
 static __always_inline int septum_drop(const struct septum_pkt *pkt,
 				       const struct septum_hook *hook,
@@ -73,7 +45,6 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 				       const struct septum_decision *decision, __u32 peer_identity)
 {
 	struct septum_report report = {};
-	__u16 endpoint_id;
 	__u32 suppressed = 0;
 
 	septum_count(hook->direction, SEPTUM_VERDICT_DROPPED, reason, pkt->len);
@@ -82,20 +53,14 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 		return SEPTUM_TC_DROP;
 	if (!ep)
 		ep = septum_endpoint_lookup(hook->ifindex); /* for the report only */
-	endpoint_id = ep ? ep->endpoint_id : 0;
 	if (!peer_identity)
 		peer_identity = septum_peer_identity(pkt, hook->direction);
-	septum_identities(&report, ep, hook->direction, peer_identity);
+	septum_report_fill(&report, hook, ep, peer_identity, SEPTUM_EVENT_DROP,
+			   SEPTUM_VERDICT_DROPPED);
 	report.bytes = pkt->len;
 	report.packets = 1;
 	report.suppressed = suppressed;
-	report.ifindex = hook->ifindex;
-	report.endpoint_id = endpoint_id;
 	report.drop_reason = reason;
-	report.event_type = SEPTUM_EVENT_DROP;
-	report.verdict = SEPTUM_VERDICT_DROPPED;
-	report.direction = hook->direction;
-	report.trace_point = hook->trace_point;
 	if (decision) {
 		report.rule_id = decision->rule_id;
 		report.match_type = decision->match_type;
@@ -105,8 +70,6 @@ static __always_inline int septum_drop(const struct septum_pkt *pkt,
 			report.is_reply = 1;
 		}
 	}
-	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
-		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
 	septum_emit(pkt, &report);
 	return SEPTUM_TC_DROP;
 }
@@ -169,21 +132,14 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 				   &decision, peer_identity);
 
 	septum_count(hook->direction, decision.verdict, decision.reason, pkt->len);
-	septum_identities(&report, ep, hook->direction, peer_identity);
+	septum_report_fill(&report, hook, ep, peer_identity, SEPTUM_EVENT_POLICY_VERDICT,
+			   decision.verdict);
 	report.bytes = pkt->len;
 	report.packets = 1;
 	report.rule_id = decision.rule_id;
-	report.ifindex = hook->ifindex;
-	report.endpoint_id = ep->endpoint_id;
+	report.match_type = decision.match_type;
 	report.drop_reason = decision.reason;
 	report.l7_proxy_port = decision.l7_proxy_port;
-	report.event_type = SEPTUM_EVENT_POLICY_VERDICT;
-	report.verdict = decision.verdict;
-	report.direction = hook->direction;
-	report.match_type = decision.match_type;
-	report.trace_point = hook->trace_point;
-	if (ep->flags & SEPTUM_EP_F_AUDIT)
-		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
 	if (entry.state == SEPTUM_CT_CLOSING)
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
 	septum_emit(pkt, &report);
@@ -306,7 +262,8 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 
 	if (!ep)
 		ep = septum_endpoint_lookup(hook->ifindex); /* only now: events are rare */
-	septum_identities(&report, ep, hook->direction, entry->peer_identity);
+	septum_report_fill(&report, hook, ep, entry->peer_identity, SEPTUM_EVENT_TRACE,
+			   entry->verdict);
 	if (is_reply) {
 		report.bytes = entry->rev_bytes;
 		report.packets = entry->rev_packets;
@@ -319,17 +276,10 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 		entry->fwd_packets = 0;
 	}
 	report.rule_id = entry->rule_id;
-	report.ifindex = hook->ifindex;
-	report.endpoint_id = ep ? ep->endpoint_id : 0;
-	report.l7_proxy_port = entry->l7_proxy_port;
-	report.event_type = SEPTUM_EVENT_TRACE;
-	report.verdict = entry->verdict;
-	report.direction = entry->orig_direction;
-	report.is_reply = is_reply;
 	report.match_type = entry->match_type;
-	report.trace_point = hook->trace_point;
-	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
-		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
+	report.l7_proxy_port = entry->l7_proxy_port;
+	report.direction = entry->orig_direction; /* the connection's, not the packet's */
+	report.is_reply = is_reply;
 	if (closed) /* always with a new flag: the second side's FIN, or an RST */
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
 	septum_emit(pkt, &report);
@@ -433,184 +383,6 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	return septum_new_connection(&pkt, hook, ep, cfg, now, ct);
 }
 
-/* IPv4 ICMP errors that quote the offending packet: destination unreachable,
- * time exceeded, parameter problem.  ICMPv6: types 1-4 (with packet too big). */
-#define SEPTUM_ICMP_UNREACH 3
-#define SEPTUM_ICMP_TIME_EXCEEDED 11
-#define SEPTUM_ICMP_PARAMETER_PROBLEM 12
-#define SEPTUM_ICMPV6_ERROR_MAX 4
-
-/* Whether the packet is an ICMP or ICMPv6 error in its simplest form (no IPv4
- * options, no IPv6 extension headers, not a fragment): the only packets
- * septum_icmp_related looks at.  Two or three loads on the way to the full path. */
-static __always_inline int septum_maybe_icmp_error(struct __sk_buff *skb)
-{
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	__be16 proto;
-
-	if (data + ETH_HLEN + sizeof(struct ipv6hdr) + 1 > data_end)
-		return 0; /* shorter than an IPv6 header + type: not worth a call */
-	proto = *(__be16 *)(data + offsetof(struct ethhdr, h_proto));
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = data + ETH_HLEN;
-		__u8 type = *(__u8 *)(ip + 1);
-
-		return *(__u8 *)ip == SEPTUM_FAST_IPV4_NO_OPTIONS && ip->protocol == IPPROTO_ICMP &&
-		       (type == SEPTUM_ICMP_UNREACH || type == SEPTUM_ICMP_TIME_EXCEEDED ||
-			type == SEPTUM_ICMP_PARAMETER_PROBLEM);
-	}
-	if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = data + ETH_HLEN;
-		__u8 type = *(__u8 *)(ip6 + 1);
-
-		return ip6->nexthdr == IPPROTO_ICMPV6 && type >= 1 && type <= SEPTUM_ICMPV6_ERROR_MAX;
-	}
-	return 0;
-}
-
-/* An ICMP error about a connection conntrack tracks is part of that connection
- * (Cilium's "related"): a router's "fragmentation needed" or IPv6 "packet too
- * big" for an allowed flow (path MTU discovery), a port unreachable answering
- * an allowed UDP query.  The quoted packet -- IPv4 without options or IPv6
- * without extension headers, and the first 8 bytes of its TCP, UDP, SCTP or
- * ICMP echo header -- names the flow; it travelled the other way.  When its
- * entry exists, is alive, is not revoked and matches the quoted packet's
- * direction, the error is forwarded with the connection's verdict, counted
- * and reported (a trace event flagged RELATED, the error's own addresses).
- * Returns the tc verdict, or -1 for the ordinary path (policy decides the
- * error like any new ICMP packet).  A global function: its own stack frame
- * and verification, called only for packets septum_maybe_icmp_error picked. */
-__attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 ifindex,
-						  __u32 direction, __u32 trace_point)
-{
-	struct septum_pkt outer = {};
-	struct septum_pkt inner = {};
-	struct septum_report report = {};
-	struct septum_ct_lookup ct;
-	const struct septum_endpoint *ep;
-	struct septum_ct_entry *entry;
-	__u8 inner_direction = septum_opposite(direction);
-	__u8 l4[8];
-	__be16 proto;
-	__u32 quoted;
-	__u8 is_reply;
-
-	/* the frame's own Ethernet type, as septum_maybe_icmp_error read it */
-	if (bpf_skb_load_bytes(skb, 0, outer.dst_mac, ETH_ALEN) ||
-	    bpf_skb_load_bytes(skb, ETH_ALEN, outer.src_mac, ETH_ALEN) ||
-	    bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
-		return -1;
-	outer.len = skb->len;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-
-		/* the error's IPv4 header, its ICMP type and code, then the quote's */
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ihl != 5 ||
-		    ip.protocol != IPPROTO_ICMP || (ip.frag_off & bpf_htons(0x3fff)))
-			return -1;
-		*(__u32 *)outer.src = ip.saddr;
-		*(__u32 *)outer.dst = ip.daddr;
-		outer.ip_version = SEPTUM_IP_V4;
-		outer.protocol = IPPROTO_ICMP;
-		if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip), l4, 2))
-			return -1;
-		quoted = ETH_HLEN + sizeof(ip) + 8;
-		if (bpf_skb_load_bytes(skb, quoted, &ip, sizeof(ip)) || ip.ihl != 5 ||
-		    (ip.frag_off & bpf_htons(0x1fff)))
-			return -1; /* options, or a later fragment (no L4 header quoted) */
-		*(__u32 *)inner.src = ip.saddr;
-		*(__u32 *)inner.dst = ip.daddr;
-		inner.ip_version = SEPTUM_IP_V4;
-		inner.protocol = ip.protocol;
-		quoted += sizeof(ip);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) ||
-		    ip6.nexthdr != IPPROTO_ICMPV6)
-			return -1;
-		septum_copy16_unaligned(outer.src, (const __u8 *)&ip6.saddr);
-		septum_copy16_unaligned(outer.dst, (const __u8 *)&ip6.daddr);
-		outer.ip_version = SEPTUM_IP_V6;
-		outer.protocol = IPPROTO_ICMPV6;
-		if (bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip6), l4, 2))
-			return -1;
-		quoted = ETH_HLEN + sizeof(ip6) + 8;
-		if (bpf_skb_load_bytes(skb, quoted, &ip6, sizeof(ip6)))
-			return -1;
-		septum_copy16_unaligned(inner.src, (const __u8 *)&ip6.saddr);
-		septum_copy16_unaligned(inner.dst, (const __u8 *)&ip6.daddr);
-		inner.ip_version = SEPTUM_IP_V6;
-		inner.protocol = ip6.nexthdr; /* an extension header here: no entry matches */
-		quoted += sizeof(ip6);
-	} else {
-		return -1;
-	}
-	outer.icmp_type = l4[0];
-	outer.icmp_code = l4[1];
-	outer.policy_port_be = bpf_htons(SEPTUM_POLICY_ICMP_TYPE | l4[0]);
-	if (bpf_skb_load_bytes(skb, quoted, l4, sizeof(l4)))
-		return -1;
-	switch (inner.protocol) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-	case IPPROTO_SCTP:
-		inner.sport_be = *(__be16 *)&l4[0];
-		inner.dport_be = *(__be16 *)&l4[2];
-		break;
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6:
-		/* an echo (request or reply) is tracked under its identifier, twice */
-		if (l4[0] != SEPTUM_ICMP_ECHO && l4[0] != SEPTUM_ICMP_ECHOREPLY &&
-		    l4[0] != SEPTUM_ICMPV6_ECHO_REQUEST && l4[0] != SEPTUM_ICMPV6_ECHO_REPLY)
-			return -1;
-		inner.sport_be = *(__be16 *)&l4[4];
-		inner.dport_be = inner.sport_be;
-		break;
-	default:
-		return -1;
-	}
-	/* An error goes back to the quoted packet's sender: anything else (a pod
-	 * "reporting" a tracked flow to a third host) is no part of the flow. */
-	if (!septum_addr_equal16(outer.dst, inner.src))
-		return -1;
-	septum_ct_find(&ct, &inner, ifindex, 0);
-	entry = ct.entry;
-	if (!entry)
-		return -1;
-	is_reply = inner_direction != entry->orig_direction;
-	if (!septum_ct_matches(entry, ct.order, is_reply) || entry->expires < septum_now() ||
-	    entry->verdict == SEPTUM_VERDICT_DROPPED)
-		return -1;
-	ep = septum_endpoint_lookup(ifindex); /* errors are rare */
-	if (!ep || (direction == SEPTUM_DIR_EGRESS && (ep->flags & SEPTUM_EP_F_CHECK_SOURCE) &&
-		    !septum_endpoint_owns_source(ep, outer.src, outer.ip_version)))
-		return -1; /* the full path drops it with its reason */
-	if ((septum_config_get()->flags & SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE) &&
-	    entry->policy_revision != ep->policy_revision)
-		return -1; /* the connection awaits its re-check: policy decides the error */
-
-	septum_count(direction, entry->verdict, SEPTUM_DROP_NONE, outer.len);
-	septum_identities(&report, ep, direction, septum_peer_identity(&outer, direction));
-	report.bytes = outer.len;
-	report.packets = 1;
-	report.rule_id = entry->rule_id;
-	report.ifindex = ifindex;
-	report.endpoint_id = ep ? ep->endpoint_id : 0;
-	report.event_type = SEPTUM_EVENT_TRACE;
-	report.verdict = entry->verdict;
-	report.direction = entry->orig_direction;
-	report.is_reply = !is_reply; /* the error travels against the quoted packet */
-	report.match_type = entry->match_type;
-	report.trace_point = trace_point;
-	report.flags = SEPTUM_EVENT_F_RELATED;
-	if (ep && (ep->flags & SEPTUM_EP_F_AUDIT))
-		report.flags |= SEPTUM_EVENT_F_AUDIT_MODE;
-	septum_emit(&outer, &report);
-	return SEPTUM_TC_FORWARD;
-}
-
 /* Nothing is zeroed or parsed before the fast path had its go: the full
  * path's state lives in septum_full_path. */
 static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
@@ -623,11 +395,11 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 
 	ct.done = 0;
 	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
-	if (ret >= 0)
+	if (ret != SEPTUM_CONTINUE)
 		return ret;
 	if (!ct.done && septum_maybe_icmp_error(skb)) {
 		ret = septum_icmp_related(skb, hook->ifindex, hook->direction, hook->trace_point);
-		if (ret >= 0)
+		if (ret != SEPTUM_CONTINUE)
 			return ret;
 	}
 	return septum_full_path(skb, hook->ifindex, hook->direction, hook->trace_point,

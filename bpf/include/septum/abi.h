@@ -4,9 +4,15 @@
  * key/value that crosses the kernel boundary.
  *
  * The Python mirror is dataplane/septum/dataplane/abi.py; at load time the
- * loader compares every ctypes mirror's size and field offsets with the BTF
- * of the compiled object, and tests/dataplane/test_abi_btf.py does the same.
- * Change a struct here and there, in the same commit.
+ * loader compares every ctypes mirror's size and field offsets, and every
+ * Python enum's members, with the BTF of the compiled object (as Cilium's
+ * alignchecker does), and tests/dataplane/test_abi_btf.py does the same.
+ * Change a struct or an enum here and there, in the same commit.
+ *
+ * Every number user space relies on is an enum member, never a #define: BTF
+ * records enums (a #define leaves no trace in the object), so the check sees
+ * them all; the few macros below only derive from them.  BTF records an enum
+ * only when the object uses it: see struct septum_abi_enums at the end.
  *
  * Conventions: fixed-width types only, explicit padding (the verifier and the
  * hash maps compare whole keys, so every padding byte must be named and
@@ -18,9 +24,13 @@
 
 #include <linux/types.h>
 
-#define SEPTUM_ABI_VERSION 1
-
 /* ---- enums ------------------------------------------------------------- */
+
+/* The version of this ABI: bumped on a change that user space built for the
+ * previous one cannot read. */
+enum septum_abi_version {
+	SEPTUM_ABI_VERSION = 1,
+};
 
 /* Verdicts: numerically equal to Hubble's flow.Verdict. */
 enum septum_verdict {
@@ -28,7 +38,6 @@ enum septum_verdict {
 	SEPTUM_VERDICT_FORWARDED = 1,
 	SEPTUM_VERDICT_DROPPED = 2,
 	SEPTUM_VERDICT_AUDIT = 4, /* would have been dropped; passed (audit mode) */
-	SEPTUM_VERDICT_MAX = 8,   /* counters reserve 8 verdict slots */
 };
 
 /* Traffic direction relative to the pod: numerically equal to Hubble's
@@ -39,13 +48,13 @@ enum septum_direction {
 	SEPTUM_DIR_UNKNOWN = 0,
 	SEPTUM_DIR_INGRESS = 1,
 	SEPTUM_DIR_EGRESS = 2,
-	SEPTUM_DIR_MAX = 3,
 };
 
 /* Drop reasons.  Where a reason exists in Hubble's flow.DropReason the number
  * is Hubble's (so drop_reason maps 1:1 onto it); reasons Hubble has no name
  * for (one per header boundary, the prefilter) use 220..239, a range Hubble
- * leaves unused.  All values are < 256: counters index on the low byte. */
+ * leaves unused.  All values are < SEPTUM_DROP_REASON_SLOTS: counters index
+ * on the low byte. */
 enum septum_drop_reason {
 	SEPTUM_DROP_NONE = 0,                      /* not a drop */
 	SEPTUM_DROP_INVALID_SOURCE_IP = 132,       /* pod sent from an address it does not own */
@@ -71,7 +80,6 @@ enum septum_drop_reason {
 	SEPTUM_DROP_TRUNCATED_ICMPV6 = 231,        /* shorter than the ICMPv6 header */
 	SEPTUM_DROP_INVALID_IP_VERSION = 232,      /* version nibble disagrees with ethertype */
 	SEPTUM_DROP_PREFILTER_DENIED = 233,        /* source on the node-wide XDP deny list */
-	SEPTUM_DROP_REASON_MAX = 256,
 };
 
 /* Event types: numerically equal to Cilium's monitor MessageType, which is
@@ -85,7 +93,7 @@ enum septum_event_type {
 /* Trace observation points: numerically equal to Hubble's
  * flow.TraceObservationPoint. */
 enum septum_trace_point {
-	SEPTUM_TRACE_UNKNOWN = 0,
+	SEPTUM_TRACE_UNKNOWN_POINT = 0,
 	SEPTUM_TRACE_FROM_ENDPOINT = 5, /* tc ingress of the host veth: the pod sent it */
 	SEPTUM_TRACE_FROM_NETWORK = 10, /* XDP on the uplink */
 	SEPTUM_TRACE_TO_ENDPOINT = 101, /* tc egress of the host veth: towards the pod */
@@ -125,11 +133,88 @@ enum septum_tcp_flag {
 	SEPTUM_TCP_CWR = 0x80,
 };
 
-/* Reserved security identities (Cilium's numbers). */
+/* The reserved security identities the datapath uses: Cilium's numbers, and
+ * the names of septum.wellknown.reserved.ReservedIdentity (the one Python
+ * definition), against which the loader checks them. */
 enum septum_reserved_identity {
-	SEPTUM_IDENTITY_ANY = 0, /* policy keys only: "any peer" */
+	SEPTUM_IDENTITY_UNKNOWN = 0, /* in policy keys: the "any peer" bucket */
 	SEPTUM_IDENTITY_HOST = 1,
-	SEPTUM_IDENTITY_WORLD = 2, /* every address the ipcache does not know */
+	SEPTUM_IDENTITY_WORLD = 2,   /* every address the ipcache does not know */
+};
+
+/* Bits of septum_flow_event.flags. */
+enum septum_event_flag {
+	SEPTUM_EVENT_F_AUDIT_MODE = 0x01, /* the endpoint was in audit mode */
+	SEPTUM_EVENT_F_CT_CLOSE = 0x02,   /* the flow closed (FIN/RST) */
+	SEPTUM_EVENT_F_RELATED = 0x04,    /* an ICMP error about a tracked connection */
+	SEPTUM_EVENT_F_BENCH = 0x80,      /* emitted by bench_emit, not by a packet */
+};
+
+/* Bits of septum_endpoint.flags. */
+enum septum_endpoint_flag {
+	SEPTUM_EP_F_ENFORCE_INGRESS = 0x01,  /* a policy selects the pod for ingress */
+	SEPTUM_EP_F_ENFORCE_EGRESS = 0x02,   /* ... for egress */
+	SEPTUM_EP_F_AUDIT = 0x04,            /* would-be drops pass with verdict AUDIT */
+	SEPTUM_EP_F_CHECK_SOURCE = 0x08,     /* drop egress from addresses the pod does not own */
+	SEPTUM_EP_F_HAS_IPV4 = 0x10,
+	SEPTUM_EP_F_HAS_IPV6 = 0x20,
+	SEPTUM_EP_F_ANY_PEER_INGRESS = 0x40, /* the any-peer policy bucket exists for ingress */
+	SEPTUM_EP_F_ANY_PEER_EGRESS = 0x80,  /* ... for egress (else its lookup is skipped) */
+};
+
+/* Bits of septum_endpoint.policy_flags: the endpoint's policy in this
+ * direction has exact (peer, protocol, port) entries, so a new connection
+ * tries its exact key before the bucket head and the common L3+L4 allow costs
+ * one policy lookup instead of two (a bucket without that port still costs
+ * two: the exact miss, then the head, whose HAS_EXACT lookup is not
+ * repeated). */
+enum septum_endpoint_policy_flag {
+	SEPTUM_EP_POLICY_F_EXACT_FIRST_INGRESS = 0x01,
+	SEPTUM_EP_POLICY_F_EXACT_FIRST_EGRESS = 0x02,
+};
+
+/* Bits of septum_policy_value.flags. */
+enum septum_policy_flag {
+	SEPTUM_POLICY_F_AUDIT = 0x01,     /* this entry's deny only audits */
+	SEPTUM_POLICY_F_HAS_EXACT = 0x02, /* head: (id, proto, port) entries exist */
+	SEPTUM_POLICY_F_HAS_PROTO = 0x04, /* head: (id, proto, any port) entries exist */
+	SEPTUM_POLICY_F_HAS_RANGE = 0x08, /* head: port-range entries exist */
+};
+
+/* ICMP and ICMPv6 have types, not ports: a policy key's "port" for them is
+ * the type with this bit set, so type 0 (IPv4 echo reply) is a key of its own
+ * and 0 still means any type. */
+enum septum_policy_port_flag {
+	SEPTUM_POLICY_ICMP_TYPE = 0x100,
+};
+
+/* Bits of septum_config.flags. */
+enum septum_config_flag {
+	SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE = 0x01, /* re-check established flows on a new revision */
+	SEPTUM_CFG_F_BENCH_NEW_FLOWS = 0x02, /* benchmark only: vary the source port per run so
+					      * every BPF_PROG_TEST_RUN repeat is a new connection
+					      * (cold caches: a random conntrack slot each time) */
+	SEPTUM_CFG_F_BENCH_FORCE_NEW = 0x04, /* benchmark only: ignore conntrack hits, so a
+					      * repeated packet takes the new-connection path,
+					      * insert included, on hot caches */
+};
+
+/* How map keys are laid out beyond their fields (see the keys below). */
+enum septum_key_layout {
+	/* LPM prefixes count the 32 bits of family+pad first */
+	SEPTUM_LPM_ADDR_PREFIX_FIXED = 32,
+	/* policy range prefixes count endpoint .. pad first, then 0..16 port bits */
+	SEPTUM_POLICY_RANGE_PREFIX_FIXED = 80,
+	/* sep_ct4 keys hold the ifindex in this many bits, the protocol above */
+	SEPTUM_CT4_IFINDEX_BITS = 24,
+};
+
+/* The per-CPU counters' dimensions: slots per direction, verdict and drop
+ * reason (see SEPTUM_COUNTER_INDEX). */
+enum septum_counter_slots {
+	SEPTUM_DIRECTION_SLOTS = 3,
+	SEPTUM_VERDICT_SLOTS = 8,
+	SEPTUM_DROP_REASON_SLOTS = 256,
 };
 
 /* ---- flow event: the ring-buffer record ------------------------------- */
@@ -151,7 +236,7 @@ struct septum_flow_event {
 	__u32 packets;
 	__u32 suppressed_drops; /* drops of this flow not reported since the last drop event */
 	__u8 match_type;        /* enum septum_match_type */
-	__u8 flags;             /* SEPTUM_EVENT_F_* */
+	__u8 flags;             /* enum septum_event_flag bits */
 	__u16 reserved;
 	__u16 endpoint_id;
 	__u16 src_port;
@@ -173,11 +258,6 @@ struct septum_flow_event {
 	__u8 pad[4];            /* zero: keeps the record a multiple of 8 bytes */
 };
 
-#define SEPTUM_EVENT_F_AUDIT_MODE 0x01 /* the endpoint was in audit mode */
-#define SEPTUM_EVENT_F_CT_CLOSE 0x02   /* the flow closed (FIN/RST) */
-#define SEPTUM_EVENT_F_RELATED 0x04    /* an ICMP error about a tracked connection */
-#define SEPTUM_EVENT_F_BENCH 0x80      /* emitted by bench_emit, not by a packet */
-
 /* ---- map keys and values ---------------------------------------------- */
 
 /* ipcache: exact host addresses (/32, /128: most pods) live in a hash, CIDRs
@@ -198,7 +278,6 @@ struct septum_lpm_addr_key {
 	__u8 pad[3];
 	__u8 addr[16];
 };
-#define SEPTUM_LPM_ADDR_PREFIX_FIXED 32
 
 struct septum_ipcache_value {
 	__u32 identity;
@@ -215,15 +294,6 @@ struct septum_endpoint_key {
 	__u32 ifindex;
 };
 
-#define SEPTUM_EP_F_ENFORCE_INGRESS 0x01 /* a policy selects the pod for ingress */
-#define SEPTUM_EP_F_ENFORCE_EGRESS 0x02  /* ... for egress */
-#define SEPTUM_EP_F_AUDIT 0x04           /* would-be drops pass with verdict AUDIT */
-#define SEPTUM_EP_F_CHECK_SOURCE 0x08    /* drop egress from addresses the pod does not own */
-#define SEPTUM_EP_F_HAS_IPV4 0x10
-#define SEPTUM_EP_F_HAS_IPV6 0x20
-#define SEPTUM_EP_F_ANY_PEER_INGRESS 0x40 /* the any-peer policy bucket exists for ingress */
-#define SEPTUM_EP_F_ANY_PEER_EGRESS 0x80  /* ... for egress (else its lookup is skipped) */
-
 /* The whole value is replaced in one update (the map is a non-preallocated
  * hash, so readers see the old or the new element, never a mix): that is how
  * a new policy generation, its enforcement flags and audit mode switch
@@ -232,21 +302,13 @@ struct septum_endpoint {
 	__u32 identity;
 	__u32 policy_revision;  /* bumped on every policy change, copied into CT entries */
 	__u16 endpoint_id;
-	__u8 flags;             /* SEPTUM_EP_F_* */
+	__u8 flags;             /* enum septum_endpoint_flag bits */
 	__u8 policy_generation; /* 0/1: which generation of policy keys is live */
 	__u8 ipv4[4];
 	__u8 ipv6[16];
-	__u8 policy_flags;      /* SEPTUM_EP_POLICY_F_*: how policy lookups start */
+	__u8 policy_flags;      /* enum septum_endpoint_policy_flag bits: how lookups start */
 	__u8 pad[3];
 };
-
-/* The endpoint's policy in this direction has exact (peer, protocol, port)
- * entries: a new connection tries its exact key before the bucket head, so
- * the common L3+L4 allow costs one policy lookup instead of two (a bucket
- * without that port still costs two: the exact miss, then the head, whose
- * HAS_EXACT lookup is not repeated). */
-#define SEPTUM_EP_POLICY_F_EXACT_FIRST_INGRESS 0x01
-#define SEPTUM_EP_POLICY_F_EXACT_FIRST_EGRESS 0x02
 
 /* Policy: a HASH of exact keys plus an LPM trie for port ranges only.
  *
@@ -273,11 +335,6 @@ struct septum_policy_key {
 	__u16 dport_be;     /* 0 = any; ICMP/ICMPv6: SEPTUM_POLICY_ICMP_TYPE | type */
 };
 
-/* ICMP and ICMPv6 have types, not ports: a policy key's "port" for them is the type
- * with this bit set, so type 0 (IPv4 echo reply) is a key of its own and 0 still
- * means any type. */
-#define SEPTUM_POLICY_ICMP_TYPE 0x100
-
 /* Port ranges: LPM over the same fields; prefixlen covers the first 64 bits
  * (endpoint .. peer identity) + 16 (protocol, pad) + the port prefix, so a
  * range is a handful of prefixes.  Looked up only when the bucket head says
@@ -292,18 +349,12 @@ struct septum_policy_range_key {
 	__u8 pad;
 	__u16 dport_be;
 };
-#define SEPTUM_POLICY_RANGE_PREFIX_FIXED 80 /* + 0..16 port bits */
-
-#define SEPTUM_POLICY_F_AUDIT 0x01      /* this entry's deny only audits */
-#define SEPTUM_POLICY_F_HAS_EXACT 0x02  /* head: (id, proto, port) entries exist */
-#define SEPTUM_POLICY_F_HAS_PROTO 0x04  /* head: (id, proto, any port) entries exist */
-#define SEPTUM_POLICY_F_HAS_RANGE 0x08  /* head: port-range entries exist */
 
 struct septum_policy_value {
 	__u32 rule_id;
 	__u16 l7_proxy_port; /* nonzero: L7 redirect marker (reported, then forwarded) */
 	__u8 action;         /* enum septum_policy_action; 0 on a head without an L3 entry */
-	__u8 flags;          /* SEPTUM_POLICY_F_* */
+	__u8 flags;          /* enum septum_policy_flag bits */
 	__u8 match_type;     /* enum septum_match_type, computed by user space */
 	__u8 pad[3];
 };
@@ -344,7 +395,6 @@ struct septum_ct4_key {
 	__u32 ifindex_protocol; /* ifindex | protocol << 24 */
 };
 
-#define SEPTUM_CT4_IFINDEX_BITS 24
 #define SEPTUM_CT4_IFINDEX_MASK ((1U << SEPTUM_CT4_IFINDEX_BITS) - 1)
 
 enum septum_ct_state {
@@ -418,31 +468,55 @@ struct septum_counter {
 	__u64 packets;
 	__u64 bytes;
 };
-#define SEPTUM_COUNTER_INDEX(direction, verdict, reason) \
-	((((__u32)(direction) * SEPTUM_VERDICT_MAX) + (__u32)(verdict)) * SEPTUM_DROP_REASON_MAX + \
-	 ((__u32)(reason) & 0xff))
-#define SEPTUM_COUNTER_ENTRIES (SEPTUM_DIR_MAX * SEPTUM_VERDICT_MAX * SEPTUM_DROP_REASON_MAX)
+#define SEPTUM_COUNTER_INDEX(direction, verdict, reason)                                  \
+	((((__u32)(direction) * SEPTUM_VERDICT_SLOTS) + (__u32)(verdict)) *                \
+		 SEPTUM_DROP_REASON_SLOTS +                                                 \
+	 ((__u32)(reason) & (SEPTUM_DROP_REASON_SLOTS - 1)))
+#define SEPTUM_COUNTER_ENTRIES \
+	(SEPTUM_DIRECTION_SLOTS * SEPTUM_VERDICT_SLOTS * SEPTUM_DROP_REASON_SLOTS)
 
 /* Node configuration: ARRAY of one entry, written by the agent after load. */
-#define SEPTUM_CFG_F_REVOKE_ON_POLICY_CHANGE 0x01 /* re-check established flows on a new revision */
-#define SEPTUM_CFG_F_BENCH_NEW_FLOWS 0x02 /* benchmark only: vary the source port per run so
-					   * every BPF_PROG_TEST_RUN repeat is a new connection
-					   * (cold caches: a random conntrack slot each time) */
-#define SEPTUM_CFG_F_BENCH_FORCE_NEW 0x04 /* benchmark only: ignore conntrack hits, so a
-					   * repeated packet takes the new-connection path,
-					   * insert included, on hot caches */
-
 struct septum_config {
 	__u32 ct_timeout_tcp_syn_s;
 	__u32 ct_timeout_tcp_established_s;
 	__u32 ct_timeout_tcp_close_s;
 	__u32 ct_timeout_other_s;
 	__u32 drop_event_interval_ms; /* at most one drop event per flow+reason per interval */
-	__u32 flags;                  /* SEPTUM_CFG_F_* */
+	__u32 flags;                  /* enum septum_config_flag bits */
 	__u32 kernel_hz;              /* the kernel's HZ: per-packet time is bpf_jiffies64 */
 };
 
 /* Lost events: PERCPU_ARRAY of one __u64, bumped when bpf_ringbuf_reserve fails. */
+
+/* ---- every enum above, for BTF ------------------------------------------ */
+
+/* BTF records an enum only when something in the object uses its type, and
+ * the map fields that hold these values are __u8/__u16/__u32.  One member per
+ * enum, each typed as its enum: lib/abi_anchor.h defines one (unused) variable
+ * of this struct so that every enum reaches the object's BTF, where the
+ * loader checks the Python mirrors (septum.dataplane.abi.ENUM_MIRRORS). */
+struct septum_abi_enums {
+	enum septum_abi_version abi_version;
+	enum septum_verdict verdict;
+	enum septum_direction direction;
+	enum septum_drop_reason drop_reason;
+	enum septum_event_type event_type;
+	enum septum_trace_point trace_point;
+	enum septum_match_type match_type;
+	enum septum_policy_action policy_action;
+	enum septum_ip_version ip_version;
+	enum septum_tcp_flag tcp_flag;
+	enum septum_reserved_identity reserved_identity;
+	enum septum_event_flag event_flag;
+	enum septum_endpoint_flag endpoint_flag;
+	enum septum_endpoint_policy_flag endpoint_policy_flag;
+	enum septum_policy_flag policy_flag;
+	enum septum_policy_port_flag policy_port_flag;
+	enum septum_config_flag config_flag;
+	enum septum_key_layout key_layout;
+	enum septum_counter_slots counter_slots;
+	enum septum_ct_state ct_state;
+};
 
 /* ---- sizes the Python mirror relies on ------------------------------- */
 #define SEPTUM_ASSERT_SIZE(type, size) _Static_assert(sizeof(type) == (size), #type " size")
@@ -469,6 +543,8 @@ _Static_assert(__builtin_offsetof(struct septum_flow_event, match_type) == 72, "
 _Static_assert(__builtin_offsetof(struct septum_flow_event, trace_point) == 95, "event layout");
 _Static_assert(__builtin_offsetof(struct septum_flow_event, src_mac) == 96, "event layout");
 _Static_assert(__builtin_offsetof(struct septum_flow_event, dst_mac) == 102, "event layout");
-_Static_assert(SEPTUM_DROP_PREFILTER_DENIED < SEPTUM_DROP_REASON_MAX, "reasons fit a byte");
+_Static_assert(SEPTUM_DROP_PREFILTER_DENIED < SEPTUM_DROP_REASON_SLOTS, "reasons fit a byte");
+_Static_assert(SEPTUM_VERDICT_AUDIT < SEPTUM_VERDICT_SLOTS, "verdicts fit their slots");
+_Static_assert(SEPTUM_DIR_EGRESS < SEPTUM_DIRECTION_SLOTS, "directions fit their slots");
 
 #endif /* SEPTUM_ABI_H */

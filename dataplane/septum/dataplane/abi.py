@@ -1,16 +1,20 @@
 """The datapath ABI: Python mirror of ``bpf/include/septum/abi.h``. THIS IS THE CONTRACT.
 
 Every struct, enum and map key/value that crosses the kernel boundary is defined once in
-``abi.h`` and mirrored here, field for field, with the same names.  The loader checks the size
-and every field offset of each ctypes mirror against the BTF of the compiled object at load
-time (``septum.dataplane.btfcheck``), so a drift between the two fails loudly instead of
-corrupting maps.  Change both files in the same commit.
+``abi.h`` and mirrored here, field for field and member for member, with the same names.  The
+loader checks the size and every field offset of each ctypes mirror (:data:`MIRRORS`) and every
+member of each Python enum (:data:`ENUM_MIRRORS`) against the BTF of the compiled object at
+load time (``septum.dataplane.btfcheck``), so a drift between the two fails loudly instead of
+corrupting maps.  Change both files in the same commit.  The module-level flag and identity
+constants (``EP_F_AUDIT``, ``IDENTITY_WORLD``, ...) are members of those enums under their
+older names.
 
 What other parts of Septum may rely on:
 
 * :class:`FlowEvent` is a FIXED-SIZE record of :data:`FLOW_EVENT_SIZE` (112) bytes.  A batch of
   events is ``N * 112`` concatenated bytes and decodes with
-  ``struct.iter_unpack(FLOW_EVENT_FORMAT, batch)``; the tuple order is :data:`FLOW_EVENT_FIELDS`.
+  ``struct.iter_unpack(FLOW_EVENT_FORMAT, batch)``; the tuple order is :data:`FLOW_EVENT_FIELDS`
+  (the format is derived from the ctypes fields by :func:`struct_format`).
   Ports are host byte order; addresses are 16 bytes (IPv4 in the first four, the rest zero);
   ``src_mac``/``dst_mac`` are the packet's Ethernet addresses (6 bytes each, the last fields);
   ``time_ns`` is CLOCK_BOOTTIME nanoseconds (convert with ``time.clock_gettime_ns`` offsets).
@@ -25,7 +29,11 @@ What other parts of Septum may rely on:
   ``suppressed_drops`` counts drops of the same flow and reason that were rate-limited away.
 * Lost events (ring buffer full) are counted in the kernel, per CPU (map ``sep_lost``).
 
-This module imports nothing from the rest of Septum: it is the bottom of the datapath.
+* Reserved identities are ``septum.wellknown.reserved.ReservedIdentity`` (the one Python
+  definition); ``abi.h`` names the ones the datapath uses, checked against it.
+
+This module imports nothing from the rest of Septum but the stdlib-only ``septum.wellknown``:
+it is the bottom of the datapath.
 """
 
 from __future__ import annotations
@@ -33,11 +41,18 @@ from __future__ import annotations
 import ctypes
 import enum
 import struct
-from typing import Final
+from typing import Final, NamedTuple
 
-ABI_VERSION: Final = 1
+from septum.wellknown.reserved import ReservedIdentity
 
-# ---- enums -----------------------------------------------------------------------------
+# ---- enums (each checked against the enum of the same name in abi.h: ENUM_MIRRORS) -------
+
+
+class AbiVersion(enum.IntEnum):
+    ABI_VERSION = 1
+
+
+ABI_VERSION: Final = AbiVersion.ABI_VERSION
 
 
 class Verdict(enum.IntEnum):
@@ -49,18 +64,12 @@ class Verdict(enum.IntEnum):
     AUDIT = 4
 
 
-VERDICT_SLOTS: Final = 8
-
-
 class TrafficDirection(enum.IntEnum):
     """Hubble ``flow.TrafficDirection``: relative to the pod (INGRESS = towards it)."""
 
     UNKNOWN = 0
     INGRESS = 1
     EGRESS = 2
-
-
-DIRECTION_SLOTS: Final = 3
 
 
 class DropReason(enum.IntEnum):
@@ -92,7 +101,17 @@ class DropReason(enum.IntEnum):
     PREFILTER_DENIED = 233
 
 
-DROP_REASON_SLOTS: Final = 256
+class CounterSlots(enum.IntEnum):
+    """Dimensions of the per-CPU counters (``sep_counters``): see :func:`counter_index`."""
+
+    DIRECTION_SLOTS = 3
+    VERDICT_SLOTS = 8
+    DROP_REASON_SLOTS = 256
+
+
+DIRECTION_SLOTS: Final = CounterSlots.DIRECTION_SLOTS
+VERDICT_SLOTS: Final = CounterSlots.VERDICT_SLOTS
+DROP_REASON_SLOTS: Final = CounterSlots.DROP_REASON_SLOTS
 
 DROP_REASON_DESCRIPTION: Final[dict[DropReason, str]] = {
     DropReason.NONE: "not dropped",
@@ -212,6 +231,8 @@ class IPVersion(enum.IntEnum):
 
 
 class TcpFlag(enum.IntFlag):
+    """TCP flags as they sit in byte 13 of the TCP header."""
+
     FIN = 0x01
     SYN = 0x02
     RST = 0x04
@@ -229,38 +250,108 @@ class CtState(enum.IntEnum):
     CLOSING = 3
 
 
-IDENTITY_ANY: Final = 0
-IDENTITY_HOST: Final = 1
-IDENTITY_WORLD: Final = 2
+# Reserved identities the datapath uses (abi.h's septum_reserved_identity names a subset).
+IDENTITY_ANY: Final = ReservedIdentity.UNKNOWN  # in policy keys: the "any peer" bucket
+IDENTITY_HOST: Final = ReservedIdentity.HOST
+IDENTITY_WORLD: Final = ReservedIdentity.WORLD  # every address the ipcache does not know
 
-EVENT_F_AUDIT_MODE: Final = 0x01
-EVENT_F_CT_CLOSE: Final = 0x02
-EVENT_F_RELATED: Final = 0x04  # an ICMP error about a tracked connection
-EVENT_F_BENCH: Final = 0x80
 
-EP_F_ENFORCE_INGRESS: Final = 0x01
-EP_F_ENFORCE_EGRESS: Final = 0x02
-EP_F_AUDIT: Final = 0x04
-EP_F_CHECK_SOURCE: Final = 0x08
-EP_F_HAS_IPV4: Final = 0x10
-EP_F_HAS_IPV6: Final = 0x20
-EP_F_ANY_PEER_INGRESS: Final = 0x40
-EP_F_ANY_PEER_EGRESS: Final = 0x80
-EP_POLICY_F_EXACT_FIRST_INGRESS: Final = 0x01
-EP_POLICY_F_EXACT_FIRST_EGRESS: Final = 0x02
+class EventFlag(enum.IntFlag):
+    """Bits of ``FlowEvent.flags``."""
 
-POLICY_F_AUDIT: Final = 0x01
-POLICY_F_HAS_EXACT: Final = 0x02
-POLICY_F_HAS_PROTO: Final = 0x04
-POLICY_F_HAS_RANGE: Final = 0x08
-CFG_F_REVOKE_ON_POLICY_CHANGE: Final = 0x01
-CFG_F_BENCH_NEW_FLOWS: Final = 0x02
-CFG_F_BENCH_FORCE_NEW: Final = 0x04
+    AUDIT_MODE = 0x01  # the endpoint was in audit mode
+    CT_CLOSE = 0x02  # the flow closed (FIN/RST)
+    RELATED = 0x04  # an ICMP error about a tracked connection
+    BENCH = 0x80  # emitted by bench_emit, not by a packet
 
-LPM_ADDR_PREFIX_FIXED: Final = 32
-# a policy key's "port" for ICMP/ICMPv6: this bit | the type (0 stays "any type")
-POLICY_ICMP_TYPE: Final = 0x100
-POLICY_RANGE_PREFIX_FIXED: Final = 80
+
+EVENT_F_AUDIT_MODE: Final = EventFlag.AUDIT_MODE
+EVENT_F_CT_CLOSE: Final = EventFlag.CT_CLOSE
+EVENT_F_RELATED: Final = EventFlag.RELATED
+EVENT_F_BENCH: Final = EventFlag.BENCH
+
+
+class EndpointFlag(enum.IntFlag):
+    """Bits of ``Endpoint.flags``."""
+
+    ENFORCE_INGRESS = 0x01  # a policy selects the pod for ingress
+    ENFORCE_EGRESS = 0x02
+    AUDIT = 0x04  # would-be drops pass with verdict AUDIT
+    CHECK_SOURCE = 0x08  # drop egress from addresses the pod does not own
+    HAS_IPV4 = 0x10
+    HAS_IPV6 = 0x20
+    ANY_PEER_INGRESS = 0x40  # the any-peer policy bucket exists for ingress
+    ANY_PEER_EGRESS = 0x80
+
+
+EP_F_ENFORCE_INGRESS: Final = EndpointFlag.ENFORCE_INGRESS
+EP_F_ENFORCE_EGRESS: Final = EndpointFlag.ENFORCE_EGRESS
+EP_F_AUDIT: Final = EndpointFlag.AUDIT
+EP_F_CHECK_SOURCE: Final = EndpointFlag.CHECK_SOURCE
+EP_F_HAS_IPV4: Final = EndpointFlag.HAS_IPV4
+EP_F_HAS_IPV6: Final = EndpointFlag.HAS_IPV6
+EP_F_ANY_PEER_INGRESS: Final = EndpointFlag.ANY_PEER_INGRESS
+EP_F_ANY_PEER_EGRESS: Final = EndpointFlag.ANY_PEER_EGRESS
+
+
+class EndpointPolicyFlag(enum.IntFlag):
+    """Bits of ``Endpoint.policy_flags``: the exact (peer, protocol, port) key goes first."""
+
+    EXACT_FIRST_INGRESS = 0x01
+    EXACT_FIRST_EGRESS = 0x02
+
+
+EP_POLICY_F_EXACT_FIRST_INGRESS: Final = EndpointPolicyFlag.EXACT_FIRST_INGRESS
+EP_POLICY_F_EXACT_FIRST_EGRESS: Final = EndpointPolicyFlag.EXACT_FIRST_EGRESS
+
+
+class PolicyFlag(enum.IntFlag):
+    """Bits of ``PolicyValue.flags``."""
+
+    AUDIT = 0x01  # this entry's deny only audits
+    HAS_EXACT = 0x02  # bucket head: (id, proto, port) entries exist
+    HAS_PROTO = 0x04  # bucket head: (id, proto, any port) entries exist
+    HAS_RANGE = 0x08  # bucket head: port-range entries exist
+
+
+POLICY_F_AUDIT: Final = PolicyFlag.AUDIT
+POLICY_F_HAS_EXACT: Final = PolicyFlag.HAS_EXACT
+POLICY_F_HAS_PROTO: Final = PolicyFlag.HAS_PROTO
+POLICY_F_HAS_RANGE: Final = PolicyFlag.HAS_RANGE
+
+
+class PolicyPortFlag(enum.IntFlag):
+    """A policy key's "port" for ICMP/ICMPv6: ICMP_TYPE | the type (0 stays "any type")."""
+
+    ICMP_TYPE = 0x100
+
+
+POLICY_ICMP_TYPE: Final = PolicyPortFlag.ICMP_TYPE
+
+
+class ConfigFlag(enum.IntFlag):
+    """Bits of ``Config.flags``."""
+
+    REVOKE_ON_POLICY_CHANGE = 0x01  # re-check established flows on a new revision
+    BENCH_NEW_FLOWS = 0x02  # benchmark only: a new connection on every test-run repeat
+    BENCH_FORCE_NEW = 0x04  # benchmark only: ignore conntrack hits
+
+
+CFG_F_REVOKE_ON_POLICY_CHANGE: Final = ConfigFlag.REVOKE_ON_POLICY_CHANGE
+CFG_F_BENCH_NEW_FLOWS: Final = ConfigFlag.BENCH_NEW_FLOWS
+CFG_F_BENCH_FORCE_NEW: Final = ConfigFlag.BENCH_FORCE_NEW
+
+
+class KeyLayout(enum.IntEnum):
+    """How map keys are laid out beyond their fields."""
+
+    LPM_ADDR_PREFIX_FIXED = 32  # LpmAddrKey prefixes count family+pad first
+    POLICY_RANGE_PREFIX_FIXED = 80  # PolicyRangeKey prefixes: endpoint .. pad, then the port
+    CT4_IFINDEX_BITS = 24  # Ct4Key holds the ifindex in 24 bits, the protocol above
+
+
+LPM_ADDR_PREFIX_FIXED: Final = KeyLayout.LPM_ADDR_PREFIX_FIXED
+POLICY_RANGE_PREFIX_FIXED: Final = KeyLayout.POLICY_RANGE_PREFIX_FIXED
 
 # ---- map names (as in the object; pins live under /sys/fs/bpf/septum/<node>/<name>) ------
 
@@ -271,7 +362,7 @@ MAP_POLICY: Final = "sep_policy"  # exact keys + bucket heads (hash)
 MAP_POLICY_RANGES: Final = "sep_policy_rng"  # port ranges (LPM)
 MAP_CONNTRACK4: Final = "sep_ct4"  # IPv4 flows (16-byte key)
 MAP_CONNTRACK6: Final = "sep_ct6"  # IPv6 flows (and IPv4 ones of an ifindex >= 2**24)
-CT4_IFINDEX_BITS: Final = 24  # sep_ct4 keys hold the ifindex in 24 bits, the protocol above
+CT4_IFINDEX_BITS: Final = KeyLayout.CT4_IFINDEX_BITS
 CT4_IFINDEX_MASK: Final = (1 << CT4_IFINDEX_BITS) - 1
 MAP_FRAGMENTS: Final = "sep_frags"
 MAP_DROP_RATELIMIT: Final = "sep_drop_rl"
@@ -292,6 +383,34 @@ PROG_BENCH_NEW_FLOOR: Final = "bench_new_floor"
 PROG_JIFFIES: Final = "septum_jiffies"
 
 # ---- structs -----------------------------------------------------------------------------
+
+_STRUCT_CODES: Final[dict[type, str]] = {
+    ctypes.c_uint8: "B",
+    ctypes.c_uint16: "H",
+    ctypes.c_uint32: "I",
+    ctypes.c_uint64: "Q",
+}
+
+
+def struct_format(mirror: type[ctypes.Structure]) -> str:
+    """The ``struct`` module format (little-endian, standard sizes) of a ctypes mirror: one item
+    per field in order, arrays as ``Ns`` (N bytes), padding the compiler adds as ``x``."""
+    items = ["<"]
+    offset = 0
+    for field in mirror._fields_:
+        name, field_type = field[0], field[1]
+        field_offset = getattr(mirror, name).offset
+        items.append("x" * (field_offset - offset))
+        if field_type in _STRUCT_CODES:
+            items.append(_STRUCT_CODES[field_type])
+        elif issubclass(field_type, ctypes.Array):
+            items.append(f"{ctypes.sizeof(field_type)}s")  # addresses, MACs, padding: bytes
+        else:
+            raise TypeError(f"{mirror.__name__}.{name}: no struct format for {field_type}")
+        offset = field_offset + ctypes.sizeof(field_type)
+    items.append("x" * (ctypes.sizeof(mirror) - offset))
+    return "".join(items)
+
 
 Addr16 = ctypes.c_uint8 * 16
 Mac6 = ctypes.c_uint8 * 6
@@ -334,7 +453,7 @@ class FlowEvent(ctypes.Structure):
 
 
 # struct.iter_unpack format of one FlowEvent and the names of the tuple it yields, in order.
-FLOW_EVENT_FORMAT: Final = "<QQ16s16sIIIIIIBBHHHHHHBBBBBBBBBB6s6s4s"
+FLOW_EVENT_FORMAT: Final = struct_format(FlowEvent)
 FLOW_EVENT_FIELDS: Final[tuple[str, ...]] = tuple(field[0] for field in FlowEvent._fields_)
 FLOW_EVENT_SIZE: Final = 112
 # A BPF ring-buffer record is an 8-byte header then the data, padded to 8 bytes.
@@ -544,7 +663,9 @@ COUNTER_ENTRIES: Final = DIRECTION_SLOTS * VERDICT_SLOTS * DROP_REASON_SLOTS
 
 def counter_index(direction: int, verdict: int, reason: int) -> int:
     """Index into ``sep_counters`` (SEPTUM_COUNTER_INDEX in abi.h)."""
-    return ((direction * VERDICT_SLOTS) + verdict) * DROP_REASON_SLOTS + (reason & 0xFF)
+    return ((direction * VERDICT_SLOTS) + verdict) * DROP_REASON_SLOTS + (
+        reason & (DROP_REASON_SLOTS - 1)
+    )
 
 
 # C struct name in the object's BTF -> its mirror: the loader checks every one at load time.
@@ -568,6 +689,41 @@ MIRRORS: Final[dict[str, type[ctypes.Structure]]] = {
     "septum_drop_value": DropValue,
     "septum_counter": Counter,
     "septum_config": Config,
+}
+
+
+class EnumMirror(NamedTuple):
+    """A Python enum mirroring a C enum of abi.h: the C member of each Python member is named
+    ``c_prefix + member name``.  ``complete``: the C enum has every Python member too (else it
+    names only the subset the datapath uses)."""
+
+    python: type[enum.IntEnum] | type[enum.IntFlag]
+    c_prefix: str
+    complete: bool = True
+
+
+# C enum name in the object's BTF -> its mirror: the loader checks every one at load time.
+ENUM_MIRRORS: Final[dict[str, EnumMirror]] = {
+    "septum_abi_version": EnumMirror(AbiVersion, "SEPTUM_"),
+    "septum_verdict": EnumMirror(Verdict, "SEPTUM_VERDICT_"),
+    "septum_direction": EnumMirror(TrafficDirection, "SEPTUM_DIR_"),
+    "septum_drop_reason": EnumMirror(DropReason, "SEPTUM_DROP_"),
+    "septum_event_type": EnumMirror(EventType, "SEPTUM_EVENT_"),
+    "septum_trace_point": EnumMirror(TraceObservationPoint, "SEPTUM_TRACE_"),
+    "septum_match_type": EnumMirror(MatchType, "SEPTUM_MATCH_"),
+    "septum_policy_action": EnumMirror(PolicyAction, "SEPTUM_ACTION_"),
+    "septum_ip_version": EnumMirror(IPVersion, "SEPTUM_IP_"),
+    "septum_tcp_flag": EnumMirror(TcpFlag, "SEPTUM_TCP_"),
+    "septum_reserved_identity": EnumMirror(ReservedIdentity, "SEPTUM_IDENTITY_", complete=False),
+    "septum_event_flag": EnumMirror(EventFlag, "SEPTUM_EVENT_F_"),
+    "septum_endpoint_flag": EnumMirror(EndpointFlag, "SEPTUM_EP_F_"),
+    "septum_endpoint_policy_flag": EnumMirror(EndpointPolicyFlag, "SEPTUM_EP_POLICY_F_"),
+    "septum_policy_flag": EnumMirror(PolicyFlag, "SEPTUM_POLICY_F_"),
+    "septum_policy_port_flag": EnumMirror(PolicyPortFlag, "SEPTUM_POLICY_"),
+    "septum_config_flag": EnumMirror(ConfigFlag, "SEPTUM_CFG_F_"),
+    "septum_key_layout": EnumMirror(KeyLayout, "SEPTUM_"),
+    "septum_counter_slots": EnumMirror(CounterSlots, "SEPTUM_"),
+    "septum_ct_state": EnumMirror(CtState, "SEPTUM_CT_"),
 }
 
 assert ctypes.sizeof(FlowEvent) == FLOW_EVENT_SIZE == struct.calcsize(FLOW_EVENT_FORMAT)
