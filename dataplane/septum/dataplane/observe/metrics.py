@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from septum.dataplane.abi import TcpFlag
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import drop_reason_desc
@@ -58,6 +59,10 @@ _PROTOCOL_NAMES = {
 }
 # Cilium's trace observation point names as Hubble's flow metric shows them.
 _TRACE_POINT_NAMES = {0: "to-endpoint", 5: "from-endpoint", 10: "from-network", 101: "to-endpoint"}
+# Plain ints: the per-batch loop tests them on every TCP event (IntFlag operators cost more).
+_FIN, _SYN, _RST, _ACK = (
+    int(flag) for flag in (TcpFlag.FIN, TcpFlag.SYN, TcpFlag.RST, TcpFlag.ACK)
+)
 _MATCH_NAMES = {0: "none", 1: "l3-only", 2: "l3-l4", 3: "l4-only", 4: "all"}
 _LOST_SOURCE_NAMES = {
     flow_pb2.PERF_EVENT_RING_BUFFER: "perf_event_ring_buffer",
@@ -152,11 +157,11 @@ class FlowMetrics(Collector):
             forwarded = verdict == r.VERDICT_FORWARDED
             family = "IPv4" if ipver == r.IP_V4 else "IPv6" if ipver == r.IP_V6 else ""
             if forwarded and proto == r.IPPROTO_TCP:
-                if tcp_flags & 0x01:
+                if tcp_flags & _FIN:
                     self._tcp[("FIN", family)] += count
-                if tcp_flags & 0x02:
-                    self._tcp[("SYN-ACK" if tcp_flags & 0x10 else "SYN", family)] += count
-                if tcp_flags & 0x04:
+                if tcp_flags & _SYN:
+                    self._tcp[("SYN-ACK" if tcp_flags & _ACK else "SYN", family)] += count
+                if tcp_flags & _RST:
                     self._tcp[("RST", family)] += count
             if forwarded and not is_reply and protocol:
                 port = str(dport) if proto in (6, 17, 132) else "0"
