@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pyroute2 import IPRoute
+
 from septum.dataplane import attach, netns
 from septum.dataplane.abi import TrafficDirection
 from septum.dataplane.datapath import EndpointSpec

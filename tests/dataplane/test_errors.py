@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+
 from septum.dataplane import errors
 from septum.dataplane.addressing import address_bytes, parse_prefix
 from septum.dataplane.config import DatapathConfig

@@ -4,6 +4,7 @@ call leaves the maps as they were: nothing half-applied."""
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane.abi import TrafficDirection
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
@@ -14,6 +15,7 @@ from septum.dataplane.errors import (
     MapFullError,
     PolicyEntryError,
     PrefixError,
+    ProgramError,
 )
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 
@@ -105,6 +107,7 @@ UNKNOWN_ENDPOINT = 999
         (lambda n: n.flush_conntrack(UNKNOWN_ENDPOINT), EndpointError),
         (lambda n: n.attach_uplink("nope0"), EndpointError),
         (lambda n: n.detach_uplink("nope0"), AttachError),
+        (lambda n: n.test_run("nope", bytes(64)), ProgramError),
     ],
 )
 def test_public_calls_refuse_bad_input_with_a_datapath_error(small, call, error):

@@ -32,6 +32,7 @@ from septum.dataplane.conntrack import CLOCK_PACKET, Conntrack, jiffies_from_tes
 from septum.dataplane.counters import CounterKey, CounterValue, read_counters
 from septum.dataplane.endpointentry import EndpointSpec
 from septum.dataplane.endpoints import Endpoints
+from septum.dataplane.errors import ProgramError
 from septum.dataplane.events import Flow
 from septum.dataplane.flowstream import FlowStream
 from septum.dataplane.hooks import NodeHooks
@@ -249,14 +250,18 @@ class NodeDatapath:
     # ---- test runs ---------------------------------------------------------------------
 
     def program_fd(self, name: str) -> int:
-        return self._object.programs[name]
+        try:
+            return self._object.programs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._object.programs))
+            raise ProgramError(f"program: {name!r} is not one of {known}") from None
 
     def test_run(
         self, program: str, packet: bytes, *, repeat: int = 1, ifindex: int = 0
     ) -> TestRunResult:
         """BPF_PROG_TEST_RUN of one of the object's programs (see septum.dataplane.testrun)."""
         with netns.entered(self.config.netns):
-            return test_run(self._object.programs[program], packet, repeat=repeat, ifindex=ifindex)
+            return test_run(self.program_fd(program), packet, repeat=repeat, ifindex=ifindex)
 
     @property
     def recreated_maps(self) -> tuple[str, ...]:

@@ -9,8 +9,6 @@ opens a pod.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from septum.dataplane import abi
 from septum.dataplane.conntrack import Conntrack
 from septum.dataplane.endpointentry import (
@@ -45,9 +43,6 @@ class Endpoints:
         self._conntrack = conntrack
         self._node_name = node_name
         self._states: dict[int, EndpointState] = {}
-
-    def __iter__(self) -> Iterator[EndpointState]:
-        return iter(list(self._states.values()))
 
     def ids(self) -> list[int]:
         return sorted(self._states)

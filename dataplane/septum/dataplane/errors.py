@@ -7,6 +7,7 @@
     ├── AbiMismatchError      a ctypes mirror disagrees with the object's BTF
     ├── NamespaceError        a network namespace cannot be entered
     ├── AttachError           attaching or detaching a program failed
+    ├── ProgramError          + KeyError: the object has no program of that name
     ├── EndpointError         + LookupError: an endpoint is unknown or its spec is invalid
     ├── ConfigError           + ValueError: a DatapathConfig field is invalid
     ├── PolicyEntryError      + ValueError: a policy entry is invalid
@@ -62,6 +63,13 @@ class NamespaceError(DatapathError):
 
 class AttachError(DatapathError):
     """Attaching or detaching a program failed."""
+
+
+class ProgramError(DatapathError, KeyError):
+    """The loaded object has no program of the name asked for."""
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 class EndpointError(DatapathError, LookupError):
