@@ -8,6 +8,7 @@ import json
 import subprocess
 
 import pytest
+
 from septum.dataplane import abi, attach
 from septum.dataplane.abi import TrafficDirection
 from septum.dataplane.config import DatapathConfig

@@ -7,6 +7,7 @@ business, not a test's.)"""
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import TrafficDirection, Verdict
 from septum.dataplane.datapath import CounterKey

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from septum.dataplane.sandbox import sandbox_namespaces
 
 from septum.bench.datapath import KEYS
 from septum.bench.datapath import command as bench_command
 from septum.cli.demo import demo
+from septum.dataplane.sandbox import sandbox_namespaces
 
 pytestmark = pytest.mark.privileged
 PINS = Path("/sys/fs/bpf/septum")

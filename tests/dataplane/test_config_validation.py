@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.loader import MAP_SETTINGS

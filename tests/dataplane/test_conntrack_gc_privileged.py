@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.kernelhz import kernel_hz
 from septum.dataplane.packets import TCP_ACK, TCP_SYN, tcp4, tcp6, udp4

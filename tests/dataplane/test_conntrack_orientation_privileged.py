@@ -6,6 +6,7 @@ revoked connection is reported in the connection's direction, as a reply."""
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, TrafficDirection
 from septum.dataplane.events import decode_events

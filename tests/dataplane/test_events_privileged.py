@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from septum.dataplane import abi, prereq
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath

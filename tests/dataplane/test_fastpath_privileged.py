@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroute2 import IPRoute
+
 from septum.dataplane import abi, netns
 from septum.dataplane.abi import DropReason, EventType, Verdict
 from septum.dataplane.datapath import EndpointSpec

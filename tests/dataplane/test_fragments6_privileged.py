@@ -6,6 +6,7 @@ record, and so the first fragment's conntrack entry and verdict (bpf/lib/fragmen
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane.abi import DropReason, IPVersion, TrafficDirection
 from septum.dataplane.packets import ETH_P_IPV6, ether, ipv6, ipv6_extensions, ipv6_fragment, udp
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry

@@ -9,6 +9,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, Verdict
 from septum.dataplane.errors import LibbpfError

@@ -7,6 +7,7 @@ like any new ICMP packet."""
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, TrafficDirection, Verdict
 from septum.dataplane.events import decode_events

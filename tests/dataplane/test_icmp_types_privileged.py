@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, TrafficDirection
 from septum.dataplane.packets import ETH_P_IPV6, ether, icmp, ipv4, ipv6

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, EventType
 from septum.dataplane.events import Flow, decode_events

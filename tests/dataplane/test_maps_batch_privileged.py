@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import NodeDatapath

@@ -8,6 +8,7 @@ import socket
 import time
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, TrafficDirection, Verdict
 from septum.dataplane.datapath import EndpointSpec

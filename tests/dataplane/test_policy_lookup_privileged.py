@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, TrafficDirection, Verdict
 from septum.dataplane.events import decode_events

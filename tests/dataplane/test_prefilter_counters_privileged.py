@@ -5,6 +5,7 @@ no pod sees (non-IP, the node's own traffic) are not counted at all."""
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import DropReason, TrafficDirection, Verdict
 from septum.dataplane.datapath import CounterKey

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from septum.dataplane import libbpf, loader
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import NodeDatapath

@@ -6,6 +6,7 @@ full path, and the CT_CLOSE event flag marks the packet that closed the connecti
 from __future__ import annotations
 
 import pytest
+
 from septum.dataplane import abi
 from septum.dataplane.abi import CtState, EventType
 from septum.dataplane.events import Flow, decode_events

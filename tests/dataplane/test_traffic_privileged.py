@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from pyroute2 import IPRoute
+
 from septum.dataplane import netns
 from septum.dataplane.abi import (
     DropReason,

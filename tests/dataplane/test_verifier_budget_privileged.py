@@ -9,6 +9,7 @@ import ctypes
 import re
 
 import pytest
+
 from septum.dataplane.prereq import DEFAULT_OBJECT
 
 pytestmark = pytest.mark.privileged

@@ -23,6 +23,7 @@ from typing import Final
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
+
 from septum.dataplane import netns
 
 GATEWAY_V4: Final = "169.254.1.1"
