@@ -12,6 +12,10 @@ identities, and turns each update into marks of work for the parts that do the r
 
 Design for scale: entries are computed per identity (all pods of an identity share
 them), and an update marks only the identities whose inputs changed.
+
+At ~620 lines this file is a little over the size a module should have: what is left is the
+public API and the store's bookkeeping (every update's effect on identities, selections and
+named ports), which reads best in one place; each part with a job of its own is a module above.
 """
 
 from __future__ import annotations
