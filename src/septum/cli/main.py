@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("septum.cli.demo", "demo"),
     "lab": ("septum.cli.lab", "lab"),
     "observe": ("septum.cli.observe", "observe"),
+    "operator": ("septum.cli.operator", "operator"),
     "status": ("septum.cli.status", "status"),
     "policy": ("septum.cli.policy", "policy"),
     "bench": ("septum.bench.cli", "bench"),
