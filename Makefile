@@ -14,7 +14,7 @@ BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wild
 PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup deps venv bpf tools proto gobuild hubble lint test demo clean
+.PHONY: help setup deps venv bpf tools proto gobuild hubble crds crds-upstream lint test demo clean
 
 help:
 	@echo "make demo   set everything up and run the demo"
@@ -69,6 +69,14 @@ gobuild: deps
 hubble: deps
 	@$(WITH_GO) lab/gobuild/build-hubble.sh
 
+## ---- CRDs: Septum's policy CRDs are generated from the engine's model; the upstream
+## ClusterNetworkPolicy CRD is the published one, from a pinned network-policy-api release.
+crds: venv
+	$(PY) scripts/gen-crds.py
+
+crds-upstream: deps
+	@$(WITH_GO) scripts/fetch-npapi-crds.sh >/dev/null
+
 setup: deps venv bpf tools proto
 
 # Style, types and the import-layering contracts (pyproject.toml [tool.importlinter]).
@@ -77,11 +85,12 @@ lint: setup
 	$(VENV)/bin/ruff format --check src operator dataplane agent lab tests scripts
 	$(VENV)/bin/mypy -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.lab -p septum.cli -p septum.bench
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/gen-crds.py --check
 
-test: setup lint gobuild hubble
+test: setup lint gobuild hubble crds-upstream
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: setup
+demo: setup crds-upstream
 	$(SEPTUM) demo
 
 clean:
