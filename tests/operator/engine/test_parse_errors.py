@@ -427,3 +427,25 @@ def test_load_rejects_malformed_objects_with_engine_errors() -> None:
     with pytest.raises(EngineNotEmpty) as info:
         engine.load()
     assert isinstance(info.value, EngineError) and isinstance(info.value, RuntimeError)
+
+
+def test_cidr_groups_beside_a_cidr_and_fqdns_naming_both_are_refused() -> None:
+    from septum.operator.engine import InvalidPolicy
+    from septum.operator.engine.parse import parse_policy
+
+    policy = {
+        "apiVersion": "septum.io/v2",
+        "kind": "SeptumNetworkPolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "endpointSelector": {},
+            "egress": [
+                {"toCIDRSet": [{"cidr": "192.0.2.0/24", "cidrGroupRef": "group"}]},
+                {"toFQDNs": [{"matchName": "example.com", "matchPattern": "*.example.com"}]},
+            ],
+        },
+    }
+    with pytest.raises(InvalidPolicy) as caught:
+        parse_policy(policy)
+    paths = [error.path for error in caught.value.errors]
+    assert paths == ["spec.egress[0].toCIDRSet[0].cidrGroupRef", "spec.egress[1].toFQDNs[0]"]

@@ -307,6 +307,9 @@ def _parse_peers(
         reject_unknown(cobj, {"cidr", "except", "cidrGroupRef", "cidrGroupSelector"}, item_path)
         if "cidr" not in cobj:
             raise PolicyError(field(item_path, "cidr"), "required (CIDR groups are not supported)")
+        for group_key in ("cidrGroupRef", "cidrGroupSelector"):
+            if group_key in cobj:  # not ignored beside a cidr: the policy would mean less
+                raise PolicyError(field(item_path, group_key), "CIDR groups are not supported")
         excepts = [
             expect_str(e, index(field(item_path, "except"), k))
             for k, e in enumerate(expect_list(cobj.get("except") or [], field(item_path, "except")))
@@ -341,9 +344,11 @@ def _parse_peers(
             item_path = index(field(path, "toFQDNs"), i)
             fobj = expect_mapping(item, item_path)
             reject_unknown(fobj, {"matchName", "matchPattern"}, item_path)
+            if ("matchName" in fobj) == ("matchPattern" in fobj):
+                raise PolicyError(item_path, "exactly one of matchName or matchPattern is required")
             text = fobj.get("matchName") or fobj.get("matchPattern")
             if not text:
-                raise PolicyError(item_path, "matchName or matchPattern is required")
+                raise PolicyError(item_path, "matchName or matchPattern must not be empty")
             fqdns.append(expect_str(text, item_path))
     if not named_any:
         return None
