@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from septum.operator.engine import InvalidObject
 from septum.operator.engine.cluster import (
@@ -28,6 +28,8 @@ from septum.operator.engine.labels import LabelFilter, LabelSet, pod_label_set
 from septum.operator.engine.rules import Policy
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 # The policy kinds the operator watches: (group, version, plural) -> kind.
 SEPTUM_POLICY = ("septum.io", "v2", "septumnetworkpolicies")
@@ -60,36 +62,17 @@ class ClusterCache:
     def pod_event(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         key = PodKey(str(meta.get("namespace") or "default"), str(meta.get("name", "")))
-        if kind == "DELETED":
-            self.pods.pop(key, None)
-        else:
-            try:
-                self.pods[key] = parse_pod(obj)
-            except InvalidObject as err:
-                log.warning("pod ignored: %s", err, extra={"pod": str(key)})
-                self.pods.pop(key, None)
+        _apply(self.pods, key, kind, obj, parse_pod, "pod")
         self.on_change()
 
     def namespace_event(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
-        if kind == "DELETED":
-            self.namespaces.pop(name, None)
-        else:
-            try:
-                self.namespaces[name] = parse_namespace(obj)
-            except InvalidObject as err:
-                log.warning("namespace ignored: %s", err, extra={"namespace": name})
+        _apply(self.namespaces, name, kind, obj, parse_namespace, "namespace")
         self.on_change()
 
     def node_event(self, kind: str | None, obj: Mapping[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
-        if kind == "DELETED":
-            self.nodes.pop(name, None)
-        else:
-            try:
-                self.nodes[name] = parse_node(obj)
-            except InvalidObject as err:
-                log.warning("node ignored: %s", err, extra={"node": name})
+        _apply(self.nodes, name, kind, obj, parse_node, "node")
         self.on_change()
 
     def policy_event(self, resource: Resource, kind: str | None, obj: Mapping[str, Any]) -> None:
@@ -124,6 +107,25 @@ class ClusterCache:
             if labels is not None:
                 counts[labels] += 1
         return counts
+
+
+def _apply(
+    table: dict[K, V],
+    key: K,
+    kind: str | None,
+    obj: Mapping[str, Any],
+    parse: Callable[[Mapping[str, Any]], V],
+    what: str,
+) -> None:
+    """One watch event into `table`; an object the engine cannot read is dropped, and said."""
+    if kind == "DELETED":
+        table.pop(key, None)
+        return
+    try:
+        table[key] = parse(obj)
+    except InvalidObject as err:
+        log.warning("%s ignored: %s", what, err, extra={what: str(key)})
+        table.pop(key, None)
 
 
 def selected_endpoints(
