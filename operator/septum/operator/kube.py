@@ -33,7 +33,8 @@ async def connect(kubeconfig: Path | None) -> Connection:
             )
         else:
             kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except (ConfigException, OSError) as err:
+    except (ConfigException, OSError, TypeError, ValueError, KeyError, AttributeError) as err:
+        # kubernetes_asyncio reads a malformed file with plain dict and str operations.
         where = str(kubeconfig) if kubeconfig else "the in-cluster service account"
         raise ConfigError(f"cannot load Kubernetes credentials from {where}: {err}") from err
     if not configuration.host:
