@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("septum.cli.status", "status"),
     "policy": ("septum.cli.policy", "policy"),
     "bench": ("septum.bench.cli", "bench"),
+    "agent": ("septum.cli.agent", "agent"),
 }
 
 

@@ -1,0 +1,511 @@
+"""The engine side of the agent: cluster objects in, local endpoint policies and ipcache out.
+
+Every agent compiles for its own endpoints (docs/architecture.md, "compilation in each
+agent").  The `Compiler` feeds one `Engine` with the whole cluster's namespaces, pods,
+nodes and policies, identities taken from the operator's SeptumIdentity objects, and
+collects what the datapath side must write: ipcache changes and the local endpoints
+whose policy may have changed.  Pure: no I/O, no datapath.
+
+What the agent adds on top of the engine:
+- a pod whose identity does not exist yet is held back until its SeptumIdentity appears;
+- a policy is enforced as its current spec when valid, else as `status.lastValid`, else not;
+- audit mode per namespace (label) and per policy (annotation): the deny entries the
+  audited policy decided become audit entries;
+- `allow-localhost=always`: every enforced ingress admits the host identity (kubelet probes);
+- the node's own addresses (e.g. each pod veth's gateway) map to the host identity.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from septum.agent.facts import PodFacts, RuleFacts
+from septum.agent.identities import IdentityStore, UnknownIdentity, WatchedAllocator
+from septum.operator.engine import Engine, EngineError, InvalidPolicy
+from septum.operator.engine.changes import ChangeSet
+from septum.operator.engine.cluster import (
+    AUDIT_ANNOTATION,
+    NAMESPACE_NAME_LABEL,
+    PodKey,
+    parse_namespace,
+    parse_pod,
+)
+from septum.operator.engine.entries import DirectionPolicy, EndpointPolicy, PolicyEntry, Verdict
+from septum.operator.engine.labels import LabelSet, pod_label_set
+from septum.operator.engine.parse import parse_policy, policy_key
+from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY
+from septum.operator.engine.registry import Origin
+from septum.operator.engine.rules import Direction, PolicyKey
+from septum.wellknown.reserved import ReservedIdentity
+
+log = logging.getLogger(__name__)
+
+HOST_IDENTITY: Final = int(ReservedIdentity.HOST)
+REMOTE_NODE_IDENTITY: Final = int(ReservedIdentity.REMOTE_NODE)
+# Namespace label / policy annotation that turns audit mode on (the engine reads "true"
+# in the annotation it knows; both spellings are accepted).
+AUDIT_KEY: Final = AUDIT_ANNOTATION
+AUDIT_ON: Final = frozenset({"enabled", "true"})
+POLICY_KINDS: Final = frozenset(
+    {
+        "NetworkPolicy",
+        "SeptumNetworkPolicy",
+        "SeptumClusterwideNetworkPolicy",
+        "ClusterNetworkPolicy",
+    }
+)
+TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
+Obj = Mapping[str, Any]
+Key = tuple[str, str]
+
+
+def _key(obj: Obj) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
+def audit_enabled(values: Mapping[str, Any] | None) -> bool:
+    return str((values or {}).get(AUDIT_KEY, "")).lower() in AUDIT_ON
+
+
+def namespace_for_engine(obj: Obj) -> dict[str, Any]:
+    """The namespace as the engine reads it: the audit label as the engine's annotation."""
+    out = copy.deepcopy(dict(obj))
+    meta = out.setdefault("metadata", {})
+    if audit_enabled(meta.get("labels")) or audit_enabled(meta.get("annotations")):
+        meta["annotations"] = {**(meta.get("annotations") or {}), AUDIT_KEY: "true"}
+    return out
+
+
+def effective_policy(obj: Obj) -> dict[str, Any] | None:
+    """What the agent enforces of a policy object: its spec when valid, else its
+    `status.lastValid` version, else nothing (None)."""
+    try:
+        parse_policy(obj)
+        return dict(obj)
+    except InvalidPolicy:
+        pass
+    last = (obj.get("status") or {}).get("lastValid")
+    if not isinstance(last, Mapping):
+        return None
+    candidate = {k: v for k, v in obj.items() if k not in ("spec", "specs", "status")}
+    for name in ("spec", "specs"):
+        if name in last:
+            candidate[name] = last[name]
+    try:
+        parse_policy(candidate)
+    except InvalidPolicy:
+        return None
+    return candidate
+
+
+def workloads_of(pod: Obj) -> tuple[tuple[str, str], ...]:
+    """(name, kind) of the pod's controllers: a ReplicaSet made by a Deployment reads as
+    the Deployment (the ReplicaSet's name is the Deployment's plus the template hash)."""
+    meta = pod.get("metadata") or {}
+    template_hash = str((meta.get("labels") or {}).get("pod-template-hash", ""))
+    found: list[tuple[str, str]] = []
+    for owner in meta.get("ownerReferences") or []:
+        name, kind = str(owner.get("name", "")), str(owner.get("kind", ""))
+        if kind == "ReplicaSet" and template_hash and name.endswith("-" + template_hash):
+            found.append((name[: -len(template_hash) - 1], "Deployment"))
+        elif name and kind:
+            found.append((name, kind))
+    return tuple(found)
+
+
+def with_localhost(policy: DirectionPolicy) -> DirectionPolicy:
+    """`policy` with the host identity allowed on every protocol and port (Cilium's
+    allow-localhost): the host's own entries replace whatever the policy said for it."""
+    if not policy.enforced:
+        return policy
+    kept = [e for e in policy.entries if e.peer_identity != HOST_IDENTITY]
+    allows = [
+        PolicyEntry(
+            Direction.INGRESS,
+            HOST_IDENTITY,
+            protocol,
+            PORT_MIN,
+            PORT_MAX,
+            Verdict.ALLOW,
+            False,
+            False,
+            0,
+            "reserved:host",
+        )  # fmt: skip
+        for protocol in (PROTO_ANY, *policy.protocols)
+    ]
+    return DirectionPolicy(True, tuple(sorted(kept + allows)), policy.protocols, policy.wildcard)
+
+
+def with_audited(policy: DirectionPolicy, audited_rules: frozenset[int]) -> DirectionPolicy:
+    """Deny entries decided by an audited policy become audit entries."""
+    if not audited_rules or not policy.enforced:
+        return policy
+    entries = tuple(
+        e._replace(audit=True) if e.verdict is Verdict.DENY and e.rule_id in audited_rules else e
+        for e in policy.entries
+    )
+    return DirectionPolicy(policy.enforced, entries, policy.protocols, policy.wildcard)
+
+
+@dataclass
+class Pending:
+    """What the datapath side must write since it last asked."""
+
+    ipcache_upserts: dict[str, int] = field(default_factory=dict)
+    ipcache_deletes: set[str] = field(default_factory=set)
+    dirty: set[Key] = field(default_factory=set)  # local pods whose policy may have changed
+    pods: set[Key] = field(default_factory=set)  # pods (anywhere) whose facts may have changed
+    all_dirty: bool = False
+
+    def add_changes(self, changes: ChangeSet) -> None:
+        for network in changes.ipcache_deletes:
+            self.ipcache_upserts.pop(str(network), None)
+            self.ipcache_deletes.add(str(network))
+        for network, number in changes.ipcache_upserts.items():
+            self.ipcache_deletes.discard(str(network))
+            self.ipcache_upserts[str(network)] = number
+        for key in (*changes.endpoints, *changes.removed_endpoints):
+            if isinstance(key, PodKey):
+                self.dirty.add((key.namespace, key.name))
+
+    def upsert(self, prefix: str, identity: int) -> None:
+        self.ipcache_deletes.discard(prefix)
+        self.ipcache_upserts[prefix] = identity
+
+
+class Compiler:
+    def __init__(
+        self,
+        node: str,
+        *,
+        allow_localhost: bool = True,
+        cluster_name: str = "default",
+        host_addresses: Iterable[str] = (),
+    ) -> None:
+        self.node = node
+        self.allow_localhost = allow_localhost
+        self.cluster_name = cluster_name
+        self.identities = IdentityStore()
+        self.engine = Engine(
+            cluster_name=cluster_name,
+            pod_allocator=WatchedAllocator(self.identities),
+            local_node=node,
+        )
+        self.synced = False
+        self.raw: dict[str, dict[Key, Obj]] = {}
+        self.held: set[Key] = set()  # pods waiting for their SeptumIdentity
+        self.held_namespaces: set[str] = set()
+        self.local_ips: dict[Key, tuple[str, ...]] = {}  # from CNI ADD, before the API has them
+        self.audited_policies: set[PolicyKey] = set()
+        self.host_addresses: set[str] = set()
+        self.pending = Pending()
+        self._rules_seen = 0
+        self.add_host_addresses(host_addresses)
+
+    # ---- input -----------------------------------------------------------------------
+
+    def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        """One watched object changed (`event_type` "upsert" or "delete")."""
+        store = self.raw.setdefault(kind, {})
+        if event_type == "delete":
+            store.pop(_key(obj), None)
+        else:
+            store[_key(obj)] = obj
+        if kind == "SeptumIdentity":
+            if event_type == "delete":
+                self.identities.delete(obj)
+            else:
+                self.identities.upsert(obj)
+        if not self.synced:
+            return
+        try:
+            self._apply(kind, event_type, obj)
+        except EngineError as err:
+            log.warning("engine refused %s %s: %s", kind, "/".join(_key(obj)), err)
+
+    def _apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        delete = event_type == "delete"
+        if kind == "Namespace":
+            self._namespace(obj, delete)
+        elif kind == "Pod":
+            self._pod(_key(obj), delete)
+        elif kind == "Node":
+            name = _key(obj)[1]
+            changes = self.engine.delete_node(name) if delete else self.engine.upsert_node(obj)
+            self.pending.add_changes(changes)
+            self._node_addresses()
+        elif kind == "SeptumIdentity":
+            if not delete:
+                self._release_held()
+        elif kind in POLICY_KINDS:
+            self._policy(obj, delete)
+
+    def load(self) -> None:
+        """The first full compile, once every resource is listed (engine.load, then the
+        cyclic collector frozen: this process lives long)."""
+        namespaces = [namespace_for_engine(o) for o in self.raw.get("Namespace", {}).values()]
+        nodes = list(self.raw.get("Node", {}).values())
+        # load() sees the namespaces before the pods: label sets need namespace labels
+        ns_labels = {n["metadata"]["name"]: dict(parse_namespace(n).labels) for n in namespaces}
+        pods: list[Obj] = []
+        for key in sorted(self.raw.get("Pod", {})):
+            pod = self._engine_pod(key, ns_labels)
+            if pod is not None:
+                pods.append(pod)
+        policies: list[Obj] = []
+        for kind in sorted(POLICY_KINDS):
+            for obj in self.raw.get(kind, {}).values():
+                effective = effective_policy(obj)
+                self._note_audit(obj, effective is not None)
+                if effective is not None:
+                    policies.append(effective)
+        result = self.engine.load(
+            namespaces=namespaces, pods=pods, nodes=nodes, policies=policies, freeze_gc=True
+        )
+        for name, error in result.rejected.items():
+            log.warning("policy %s not enforced: %s", name, error)
+        self.synced = True
+        self.pending.add_changes(result.changes)
+        self._node_addresses()
+        self.pending.all_dirty = True
+        self.pending.pods.update(self.raw.get("Pod", {}))
+
+    def set_local_ips(self, namespace: str, name: str, ips: Iterable[str]) -> None:
+        """A local pod's addresses from its CNI ADD (the API learns them later)."""
+        self.local_ips[(namespace, name)] = tuple(ips)
+        if self.synced:
+            self._pod((namespace, name), False)
+
+    def forget_local(self, namespace: str, name: str) -> None:
+        self.local_ips.pop((namespace, name), None)
+
+    def add_host_addresses(self, addresses: Iterable[str]) -> None:
+        """Addresses of this node (its interfaces, each pod veth's gateway): the host."""
+        for address in addresses:
+            prefix = str(ipaddress.ip_network(address.split("/")[0]))
+            if prefix not in self.host_addresses:
+                self.host_addresses.add(prefix)
+                self.pending.upsert(prefix, HOST_IDENTITY)
+
+    # ---- pods --------------------------------------------------------------------------
+
+    def _label_set(self, pod: Obj, ns_labels: Mapping[str, Mapping[str, str]]) -> LabelSet:
+        parsed = parse_pod(pod)
+        namespace = parsed.key.namespace
+        labels = ns_labels.get(namespace) or {NAMESPACE_NAME_LABEL: namespace}
+        return pod_label_set(
+            namespace,
+            parsed.label_map,
+            labels,
+            parsed.service_account,
+            self.cluster_name,
+            self.engine.label_filter,
+        )
+
+    def _namespace_labels(self) -> dict[str, dict[str, str]]:
+        return {name: dict(ns.labels) for name, ns in self.engine.namespaces.items()}
+
+    def _engine_pod(self, key: Key, ns_labels: Mapping[str, Mapping[str, str]]) -> Obj | None:
+        """The pod as the engine should see it now, or None (held back, or not a pod the
+        engine keeps: finished)."""
+        raw = self.raw.get("Pod", {}).get(key)
+        if raw is None:
+            return None
+        if (raw.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            return None
+        pod = dict(raw)
+        local = self.local_ips.get(key)
+        status = dict(pod.get("status") or {})
+        if local and not status.get("podIPs") and not status.get("podIP"):
+            status["podIPs"] = [{"ip": ip} for ip in local]
+            pod["status"] = status
+        try:
+            host = bool((pod.get("spec") or {}).get("hostNetwork"))
+            if not host and self.identities.lookup(self._label_set(pod, ns_labels)) is None:
+                self.held.add(key)
+                return None
+        except EngineError as err:
+            log.warning("pod %s/%s unreadable: %s", *key, err)
+            return None
+        self.held.discard(key)
+        return pod
+
+    def _pod(self, key: Key, delete: bool) -> None:
+        self.pending.pods.add(key)
+        pod = None if delete else self._engine_pod(key, self._namespace_labels())
+        in_engine = PodKey(*key) in self.engine.pods
+        if pod is None:
+            if delete or key not in self.held:
+                self.held.discard(key)
+                if in_engine:
+                    self.pending.add_changes(self.engine.delete_pod(*key))
+            # held: the engine keeps the pod's last version until its identity appears
+            return
+        try:
+            self.pending.add_changes(self.engine.upsert_pod(pod))
+        except UnknownIdentity:  # raced with an identity's deletion: wait for it again
+            self.held.add(key)
+
+    def _release_held(self) -> None:
+        for name in sorted(self.held_namespaces):
+            obj = self.raw.get("Namespace", {}).get(("", name))
+            if obj is not None:
+                self._namespace(obj, False)
+        for key in sorted(self.held):
+            self._pod(key, False)
+
+    def _namespace(self, obj: Obj, delete: bool) -> None:
+        name = _key(obj)[1]
+        if delete:
+            self.held_namespaces.discard(name)
+            self.pending.add_changes(self.engine.delete_namespace(name))
+            return
+        engine_obj = namespace_for_engine(obj)
+        labels = {**self._namespace_labels(), name: dict(parse_namespace(engine_obj).labels)}
+        for key in [k for k in self.raw.get("Pod", {}) if k[0] == name]:
+            if self._engine_pod(key, labels) is None and key in self.held:
+                # a pod's new label set has no identity yet: keep the old labels until then
+                self.held_namespaces.add(name)
+                return
+        self.held_namespaces.discard(name)
+        self.pending.add_changes(self.engine.upsert_namespace(engine_obj))
+
+    def _node_addresses(self) -> None:
+        for node in self.engine.nodes.values():
+            number = HOST_IDENTITY if node.name == self.node else REMOTE_NODE_IDENTITY
+            for ip in node.ips:
+                self.pending.upsert(str(ipaddress.ip_network(ip)), number)
+        for prefix in self.host_addresses:
+            self.pending.upsert(prefix, HOST_IDENTITY)
+
+    # ---- policies ----------------------------------------------------------------------
+
+    def _note_audit(self, obj: Obj, enforced: bool) -> bool:
+        """Record the policy's audit annotation; True when that changed."""
+        key = policy_key(obj)
+        audited = enforced and audit_enabled((obj.get("metadata") or {}).get("annotations"))
+        was = key in self.audited_policies
+        if audited:
+            self.audited_policies.add(key)
+        else:
+            self.audited_policies.discard(key)
+        return was != audited
+
+    def _policy(self, obj: Obj, delete: bool) -> None:
+        key = policy_key(obj)
+        effective = None if delete else effective_policy(obj)
+        if self._note_audit(obj, effective is not None):
+            self.pending.all_dirty = True
+        if effective is None:
+            if not delete:
+                log.warning("policy %s: invalid and no last valid version; not enforced", key)
+            self.pending.add_changes(self.engine.delete_policy(key))
+            return
+        try:
+            self.pending.add_changes(self.engine.upsert_policy(effective))
+        except InvalidPolicy as err:  # valid alone, refused beside the others (priority)
+            log.warning("policy %s not enforced: %s", key, err)
+            self.pending.add_changes(self.engine.delete_policy(key))
+
+    # ---- output ------------------------------------------------------------------------
+
+    def take(self) -> Pending:
+        pending, self.pending = self.pending, Pending()
+        return pending
+
+    def identity_of(self, namespace: str, name: str) -> int | None:
+        return self.engine.pod_identity.get(PodKey(namespace, name))
+
+    def ready_for(self, namespace: str, name: str) -> bool:
+        """The pod is compiled: its identity is known and its entries computed."""
+        return self.synced and PodKey(namespace, name) in self.engine.pod_identity
+
+    def local_policy(self, namespace: str, name: str) -> EndpointPolicy | None:
+        """The pod's engine policy as this agent enforces it (audit by namespace, pod and
+        policy; the host allowed in unless allow-localhost is "policy")."""
+        key = PodKey(namespace, name)
+        if key not in self.engine.pod_identity:
+            return None
+        policy = self.engine.endpoint_policy(key)
+        audited = self._audited_rules()
+        ingress = with_audited(policy.ingress, audited)
+        egress = with_audited(policy.egress, audited)
+        if self.allow_localhost:
+            ingress = with_localhost(ingress)
+        return EndpointPolicy(key, policy.identity, policy.audit, ingress, egress)
+
+    def _audited_rules(self) -> frozenset[int]:
+        if not self.audited_policies:
+            return frozenset()
+        found: set[int] = set()
+        registry = self.engine.registry
+        for rule_id in range(1, len(registry) + 1):
+            info = registry.info(rule_id)
+            if info.origin is Origin.RULE and info.ref is not None:
+                if info.ref.policy in self.audited_policies:
+                    found.add(rule_id)
+            elif info.origin is Origin.DEFAULT_DENY and info.isolated_by:
+                if all(p in self.audited_policies for p in info.isolated_by):
+                    found.add(rule_id)
+        return frozenset(found)
+
+    def new_rules(self) -> list[RuleFacts]:
+        """Rule ids the engine made since the last call, with the policy each stands for."""
+        registry = self.engine.registry
+        facts: list[RuleFacts] = []
+        for rule_id in range(self._rules_seen + 1, len(registry) + 1):
+            info = registry.info(rule_id)
+            if info.origin is Origin.RULE and info.ref is not None:
+                p = info.ref.policy
+                facts.append(RuleFacts(rule_id, p.kind, p.namespace, p.name))
+            elif info.origin is Origin.DEFAULT_DENY and info.isolated_by:
+                p = info.isolated_by[0]
+                facts.append(RuleFacts(rule_id, p.kind, p.namespace, p.name, default_deny=True))
+        self._rules_seen = len(registry)
+        return facts
+
+    def identity_labels(self, identity: int) -> tuple[str, ...]:
+        labels = self.identities.labels.get(identity) or self.engine.identities.labels.get(identity)
+        if labels is None:
+            return ()
+        return tuple(f"{labels.source}:{k}={v}" for k, v in labels.items)
+
+    def pod_facts(self, namespace: str, name: str) -> PodFacts | None:
+        key = PodKey(namespace, name)
+        pod = self.engine.pods.get(key)
+        identity = self.engine.pod_identity.get(key)
+        raw = self.raw.get("Pod", {}).get((namespace, name))
+        if pod is None or identity is None or raw is None:
+            return None
+        return PodFacts(
+            namespace,
+            name,
+            pod.node,
+            identity,
+            tuple(str(ip) for ip in pod.ips),
+            self.identity_labels(identity),
+            workloads_of(raw),
+        )
+
+    def pod_uid(self, namespace: str, name: str) -> str:
+        raw = self.raw.get("Pod", {}).get((namespace, name)) or {}
+        return str((raw.get("metadata") or {}).get("uid") or "")
+
+    def all_pods(self) -> list[tuple[str, str]]:
+        return [(k.namespace, k.name) for k in self.engine.pod_identity]
+
+    def enforcing_policies(self) -> list[tuple[str, str, str, int]]:
+        """(kind, namespace, name, generation) of every policy in force here."""
+        out: list[tuple[str, str, str, int]] = []
+        for key in self.engine.policies:
+            raw = self.raw.get(key.kind, {}).get((key.namespace, key.name))
+            generation = int(((raw or {}).get("metadata") or {}).get("generation") or 0)
+            out.append((key.kind, key.namespace, key.name, generation))
+        return out

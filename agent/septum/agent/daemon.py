@@ -1,0 +1,345 @@
+"""`septum agent`: the per-node process, wired together.
+
+Start-up order is what keeps pods enforced across restarts: the datapath is loaded
+reusing the node's pins and the recorded endpoints are adopted (their pinned policies
+keep enforcing) before anything else; the CNI socket and conflist come next (ADDs wait
+for the first sync); then the watches; after the first complete list the engine is
+loaded once (freeze_gc) and every local endpoint's policy written.  From then on the
+loop applies events in batches and writes diffs.  SIGTERM stops the loop and releases
+this process's handles: pins, attached programs and the conflist stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from septum.agent import cluster, cni, hostmounts
+from septum.agent.cniserver import CniServer
+from septum.agent.compiler import Compiler
+from septum.agent.endpoints import LocalEndpoints, local_addresses
+from septum.agent.health import HealthServer
+from septum.agent.metadata import ClusterMetadata
+from septum.agent.status import StatusWriter
+from septum.agent.sync import NodeSync
+from septum.dataplane import DatapathConfig
+from septum.dataplane.observe.node import NodeObserver, ObserveConfig, septum_version
+from septum.dataplane.observe.server import ListenConfig
+from septum.dataplane.observe.sources import DatapathSource
+
+log = logging.getLogger("septum.agent")
+
+BATCH_WAIT_S: Final = 0.5
+STATUS_INTERVAL_S: Final = 10.0
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    kubeconfig: str | None = None
+    cni_conf_dir: Path | None = None
+    cni_bin_dir: Path | None = None
+    state_dir: Path = Path("/var/lib/septum")
+    run_dir: Path = Path("/run/septum")
+    allow_localhost: Literal["always", "policy"] = "always"
+    health_port: int | None = None
+    health_socket: Path | None = None
+    observer_socket: Path | None = None
+    observer_address: str | None = None
+    ct_gc_interval_s: float = 60.0
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    cluster_name: str = "default"
+    report_status: bool = True
+
+    @property
+    def node_run_dir(self) -> Path:
+        return self.run_dir / self.node
+
+    @property
+    def node_state_dir(self) -> Path:
+        return self.state_dir / self.node
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.node_run_dir / "agent.sock"
+
+
+# ---- logging -----------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg, and the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            line.update(fields)
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiohttp", "kubernetes_asyncio", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---- the agent ---------------------------------------------------------------------------
+
+
+class Agent:
+    def __init__(self, options: AgentOptions) -> None:
+        self.options = options
+        self.stopping = asyncio.Event()
+        self.queue: asyncio.Queue[cluster.QueueItem | None] = asyncio.Queue()
+        self.synced_kinds: set[str] = set()
+        self.ready = False
+        self.api_reachable: dict[str, bool] = {}
+        self.endpoints: LocalEndpoints | None = None
+        self.sync: NodeSync | None = None
+        self.observer: NodeObserver | None = None
+        self.metadata = ClusterMetadata(options.cluster_name)
+        self.compiler = Compiler(
+            options.node,
+            allow_localhost=options.allow_localhost == "always",
+            cluster_name=options.cluster_name,
+        )
+
+    # ---- readiness ---------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        pending = sorted({r.kind for r in cluster.ALL_RESOURCES} - self.synced_kinds)
+        return self.ready, {
+            "node": self.options.node,
+            "unsynced": pending,
+            "apiReachable": all(self.api_reachable.values()) if self.api_reachable else False,
+            "endpoints": len(self.endpoints.records) if self.endpoints else 0,
+            "policyRevision": self.sync.revision if self.sync else 0,
+        }
+
+    # ---- CNI ---------------------------------------------------------------------------
+
+    async def on_cni_add(self, request: Mapping[str, Any]) -> None:
+        assert self.sync is not None
+        args = request.get("args") or {}
+        namespace, name = args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")
+        if not namespace or not name:
+            raise ValueError("CNI_ARGS lacks K8S_POD_NAMESPACE/K8S_POD_NAME")
+        prev = request.get("prevResult") or {}
+        host_ifs = [i["name"] for i in prev.get("interfaces") or [] if not i.get("sandbox")]
+        if not host_ifs:
+            raise ValueError("prevResult names no host-side interface (is this a veth network?)")
+        ips = tuple(str(ip["address"]).split("/")[0] for ip in prev.get("ips") or [])
+        gateways = tuple(str(ip["gateway"]) for ip in prev.get("ips") or [] if ip.get("gateway"))
+        done = self.sync.cni_add(
+            str(request.get("containerID")), namespace, name, host_ifs[0], ips, gateways
+        )
+        self.queue.put_nowait(None)
+        await done
+
+    async def on_cni_del(self, request: Mapping[str, Any]) -> None:
+        assert self.sync is not None
+        self.sync.cni_del(str(request.get("containerID")))
+
+    # ---- loops -------------------------------------------------------------------------
+
+    async def _events(self) -> None:
+        """Apply watched events in batches; reconcile after each batch."""
+        assert self.sync is not None
+        while True:
+            items: list[cluster.QueueItem | None] = []
+            with contextlib.suppress(TimeoutError):
+                items.append(await asyncio.wait_for(self.queue.get(), BATCH_WAIT_S))
+            while not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            for item in items:
+                if item is None:  # a wake-up (a CNI ADD waits)
+                    continue
+                if isinstance(item, cluster.Synced):
+                    self.synced_kinds.add(item.resource.kind)
+                else:
+                    self.compiler.apply(item.resource.kind, item.type, item.obj)
+            if not self.compiler.synced:
+                if self.synced_kinds >= {r.kind for r in cluster.ALL_RESOURCES}:
+                    self._first_sync()
+                continue
+            self.sync.reconcile()
+
+    def _first_sync(self) -> None:
+        assert self.sync is not None and self.endpoints is not None
+        self.compiler.load()
+        self.sync.forget_departed()
+        self.sync.reconcile()
+        self.ready = True
+        log.info(
+            "first sync written",
+            extra={
+                "fields": {
+                    "endpoints": len(self.endpoints.records),
+                    "policyWrites": self.sync.policy_writes,
+                    "ipcacheWrites": self.sync.ipcache_writes,
+                    "recreatedMaps": list(self.endpoints.recreated_maps),
+                }
+            },
+        )
+
+    async def _conntrack_gc(self) -> None:
+        assert self.endpoints is not None
+        while True:
+            await asyncio.sleep(self.options.ct_gc_interval_s)
+            try:
+                removed = self.endpoints.gc_conntrack()
+            except Exception as err:  # noqa: BLE001 - try again next round
+                log.warning("conntrack gc: %s", err)
+                continue
+            if removed:
+                log.info("conntrack gc", extra={"fields": {"removed": removed}})
+
+    async def _status(self, writer: StatusWriter) -> None:
+        assert self.sync is not None and self.endpoints is not None
+        version = septum_version()
+        while True:
+            await asyncio.sleep(2.0 if not self.ready else STATUS_INTERVAL_S / 5)
+            if not self.ready:
+                continue
+            try:
+                await writer.endpoints(self.sync.endpoint_facts())
+                await writer.policies(self.compiler.enforcing_policies())
+                await writer.node_status(
+                    self.ready, self.sync.revision, self.endpoints.map_usage(), version
+                )
+            except Exception as err:  # noqa: BLE001 - status is best effort; next round
+                log.info("status report: %r", err)
+
+    def _on_watch_state(self, kind: str, ok: bool) -> None:
+        if self.api_reachable.get(kind) != ok:
+            log.info("watch %s %s", kind, "connected" if ok else "disconnected")
+        self.api_reachable[kind] = ok
+
+    # ---- run ---------------------------------------------------------------------------
+
+    def _open_datapath(self) -> None:
+        options = self.options
+        self.endpoints = LocalEndpoints(
+            DatapathConfig(node_name=options.node), options.node_state_dir
+        )
+        restored = self.endpoints.restore()
+        self.compiler.add_host_addresses(local_addresses())
+        self.sync = NodeSync(self.compiler, self.endpoints, self.metadata)
+        log.info(
+            "datapath loaded",
+            extra={
+                "fields": {
+                    "pinDir": str(self.endpoints.datapath.pin_dir),
+                    "adopted": len(restored),
+                    "recreatedMaps": list(self.endpoints.recreated_maps),
+                }
+            },
+        )
+
+    def _start_observer(self) -> None:
+        assert self.endpoints is not None
+        options = self.options
+        if options.observer_socket is None and options.observer_address is None:
+            return
+        listen = ListenConfig(
+            unix_socket=options.observer_socket,
+            tcp_address=options.observer_address,
+            plaintext_tcp=options.observer_address is not None,
+        )
+        self.observer = NodeObserver(
+            ObserveConfig(node_name=options.node, listen=listen),
+            DatapathSource(self.endpoints.datapath),
+            self.metadata,
+        )
+        self.observer.start()
+
+    async def run(self) -> None:
+        options = self.options
+        self._open_datapath()
+        assert self.endpoints is not None
+        health = HealthServer(self.readiness, options.health_port, options.health_socket)
+        server = CniServer(options.agent_socket, self.on_cni_add, self.on_cni_del)
+        tasks: list[asyncio.Task[None]] = []
+        api = None
+        try:
+            self._start_observer()
+            await health.start()
+            await server.start()
+            if options.cni_conf_dir is not None and options.cni_bin_dir is not None:
+                conflist = cni.install(
+                    options.cni_conf_dir, options.cni_bin_dir, options.agent_socket, sys.executable
+                )
+                log.info("CNI chained", extra={"fields": {"conflist": str(conflist)}})
+            api = await cluster.load_api_client(options.kubeconfig)
+            for resource in cluster.ALL_RESOURCES:
+                watch = cluster.ResourceWatch(
+                    api, resource, self.queue, on_state=self._on_watch_state
+                )
+                tasks.append(asyncio.create_task(watch.run(), name=f"watch-{resource.kind}"))
+            tasks.append(asyncio.create_task(self._events(), name="events"))
+            tasks.append(asyncio.create_task(self._conntrack_gc(), name="conntrack-gc"))
+            if options.report_status:
+                writer = StatusWriter(api, options.node)
+                tasks.append(asyncio.create_task(self._status(writer), name="status"))
+            stop = asyncio.create_task(self.stopping.wait())
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            log.info("stopping: the datapath keeps enforcing")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await server.stop()
+            await health.stop()
+            if self.observer is not None:
+                self.observer.stop()
+            if api is not None:
+                await api.close()
+            self.endpoints.close()
+
+
+def run(options: AgentOptions) -> int:
+    """Run the agent until SIGTERM/SIGINT; returns the exit status."""
+    setup_logging(options.log_format, options.log_level)
+    hostmounts.join_host_mount_namespace()
+
+    async def main() -> None:
+        agent = Agent(options)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, agent.stopping.set)
+        await agent.run()
+
+    try:
+        asyncio.run(main())
+    except Exception:
+        log.exception("agent failed")
+        return 1
+    return 0

@@ -1,0 +1,166 @@
+"""What the agent reports in the API: SeptumEndpoint and SeptumNode status, and each
+enforced policy's status.nodes[<node>].
+
+Every report is a merge patch of what changed since the last one (per object), on the
+status subresource; keys are disjoint per node, so agents never overwrite each other.
+The CRDs may not be installed yet: a 404 is remembered and retried at the next report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from septum.agent.cluster import checked
+from septum.agent.facts import EndpointFacts
+
+log = logging.getLogger(__name__)
+
+GROUP: Final = "septum.io"
+VERSION: Final = "v2"
+POLICY_PATHS: Final = {
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+    "SeptumNetworkPolicy": (GROUP, VERSION, "septumnetworkpolicies"),
+    "SeptumClusterwideNetworkPolicy": (GROUP, VERSION, "septumclusterwidenetworkpolicies"),
+    "ClusterNetworkPolicy": ("policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies"),
+}
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def endpoint_status(facts: EndpointFacts) -> dict[str, Any]:
+    addressing = [{"ipv4": ip} if ":" not in ip else {"ipv6": ip} for ip in facts.ips]
+    return {
+        "endpointID": facts.endpoint_id,
+        "identity": {"id": facts.identity, "labels": list(facts.identity_labels)},
+        "networking": {"node": facts.node, "addressing": addressing},
+        "policy": {
+            "ingressEnforced": facts.ingress_enforced,
+            "egressEnforced": facts.egress_enforced,
+            "audit": facts.audit,
+            "realizedRevision": facts.revision,
+        },
+        "state": facts.state,
+    }
+
+
+def _path(group: str, version: str, plural: str, namespace: str, name: str) -> str:
+    base = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    where = f"/namespaces/{namespace}" if namespace else ""
+    return f"{base}{where}/{plural}/{name}"
+
+
+class StatusWriter:
+    def __init__(self, api: client.ApiClient, node: str) -> None:
+        self.api = api
+        self.node = node
+        self._sent: dict[str, Any] = {}  # object path -> last status sent
+
+    async def _call(
+        self, method: str, path: str, body: Any, content_type: str = "application/json"
+    ) -> None:
+        response = await self.api.call_api(
+            path,
+            method,
+            body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
+        await checked(response)
+        response.release()
+
+    async def _patch_status(self, path: str, status: dict[str, Any]) -> bool:
+        """Merge-patch `status` if it differs from what was last sent; False on 404."""
+        if self._sent.get(path) == status:
+            return True
+        try:
+            await self._call(
+                "PATCH",
+                path + "/status",
+                {"status": status},
+                "application/merge-patch+json",
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        self._sent[path] = json.loads(json.dumps(status))
+        return True
+
+    async def endpoints(self, facts: Iterable[EndpointFacts]) -> None:
+        for item in facts:
+            path = _path(GROUP, VERSION, "septumendpoints", item.namespace, item.name)
+            status = endpoint_status(item)
+            if self._sent.get(path) == status:
+                continue
+            if not await self._patch_status(path, status):
+                body = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "SeptumEndpoint",
+                    "metadata": {"name": item.name, "namespace": item.namespace},
+                }
+                if item.pod_uid:
+                    body["metadata"]["ownerReferences"] = [  # type: ignore[index]
+                        {"apiVersion": "v1", "kind": "Pod", "name": item.name,
+                         "uid": item.pod_uid, "blockOwnerDeletion": False}
+                    ]  # fmt: skip
+                try:
+                    await self._call("POST", path.rsplit("/", 1)[0], body)
+                except ApiException as err:
+                    if err.status == 404:
+                        continue  # the CRD is not installed
+                    if err.status != 409:
+                        raise
+                await self._patch_status(path, status)
+
+    async def node_status(
+        self, ready: bool, policy_revision: int, maps: dict[str, tuple[int, int]], version: str
+    ) -> None:
+        path = _path(GROUP, VERSION, "septumnodes", "", self.node)
+        status = {
+            "agent": {"ready": ready, "version": version, "lastHeartbeat": now()},
+            "policyRevision": policy_revision,
+            "maps": {name: {"entries": e, "capacity": c} for name, (e, c) in maps.items()},
+        }
+        if not await self._patch_status(path, status):
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "SeptumNode",
+                "metadata": {"name": self.node},
+            }
+            try:
+                await self._call("POST", path.rsplit("/", 1)[0], body)
+            except ApiException as err:
+                if err.status not in (404, 409):
+                    raise
+                if err.status == 404:
+                    return
+            await self._patch_status(path, status)
+
+    async def policies(self, enforced: Iterable[tuple[str, str, str, int]]) -> None:
+        """status.nodes[<node>] of every policy this agent enforces."""
+        for kind, namespace, name, generation in enforced:
+            where = POLICY_PATHS.get(kind)
+            if where is None:
+                continue
+            path = _path(*where, namespace, name)
+            entry = {"revision": generation, "enforcing": True}
+            if (
+                self._sent.get(path, {}).get("nodes", {}).get(self.node, {}).get("revision")
+                == generation
+            ):
+                continue
+            status = {"nodes": {self.node: {**entry, "lastUpdated": now()}}}
+            try:
+                await self._patch_status(path, status)
+            except ApiException as err:
+                log.info("policy status %s %s: %s", kind, name, err.reason)

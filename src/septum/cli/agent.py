@@ -1,0 +1,89 @@
+"""`septum agent`: run the per-node agent (see septum.agent.daemon)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).resolve() if value else None
+
+
+@click.command()
+@click.option("--node", required=True, help="The Kubernetes node this agent serves.")
+@click.option("--kubeconfig", default=None, help="Kubeconfig file (default: in-cluster).")
+@click.option("--cni-conf-dir", default=None, help="The node's CNI conf dir (chain into it).")
+@click.option("--cni-bin-dir", default=None, help="The node's CNI bin dir (install septum-cni).")
+@click.option(
+    "--state-dir",
+    default="/var/lib/septum",
+    show_default=True,
+    help="Endpoint records kept across restarts (per node below it).",
+)
+@click.option(
+    "--run-dir",
+    default="/run/septum",
+    show_default=True,
+    help="Sockets (per node below it: agent.sock, health.sock, observer.sock).",
+)
+@click.option(
+    "--allow-localhost",
+    type=click.Choice(["always", "policy"]),
+    default="always",
+    show_default=True,
+    help="always: the node reaches its pods whatever ingress policy says; policy: it does not.",
+)
+@click.option("--health-port", type=int, default=None, help="Serve /healthz, /readyz on TCP.")
+@click.option("--health-socket", default=None, help="Serve /healthz, /readyz on a unix socket.")
+@click.option("--observer-socket", default=None, help="Hubble Observer on a unix socket.")
+@click.option(
+    "--observer-address", default=None, help="Hubble Observer on TCP host:port (plaintext)."
+)
+@click.option("--ct-gc-interval", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True
+)
+@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--cluster-name", default="default", show_default=True)
+def agent(
+    node: str,
+    kubeconfig: str | None,
+    cni_conf_dir: str | None,
+    cni_bin_dir: str | None,
+    state_dir: str,
+    run_dir: str,
+    allow_localhost: str,
+    health_port: int | None,
+    health_socket: str | None,
+    observer_socket: str | None,
+    observer_address: str | None,
+    ct_gc_interval: float,
+    log_format: str,
+    log_level: str,
+    cluster_name: str,
+) -> None:
+    """Run Septum's agent for one node: CNI chaining, datapath, policy, flows."""
+    from septum.agent.daemon import AgentOptions, run
+
+    run_root = Path(run_dir).resolve()
+    options = AgentOptions(
+        node=node,
+        kubeconfig=str(_path(kubeconfig)) if kubeconfig else None,
+        cni_conf_dir=_path(cni_conf_dir),
+        cni_bin_dir=_path(cni_bin_dir),
+        state_dir=Path(state_dir).resolve(),
+        run_dir=run_root,
+        allow_localhost="policy" if allow_localhost == "policy" else "always",
+        health_port=health_port,
+        health_socket=_path(health_socket) or run_root / node / "health.sock",
+        observer_socket=_path(observer_socket) or run_root / node / "observer.sock",
+        observer_address=observer_address,
+        ct_gc_interval_s=ct_gc_interval,
+        log_format="text" if log_format == "text" else "json",
+        log_level=log_level,
+        cluster_name=cluster_name,
+    )
+    sys.exit(run(options))
