@@ -81,9 +81,9 @@ setup: deps venv bpf tools proto
 
 # Style, types and the import-layering contracts (pyproject.toml [tool.importlinter]).
 lint: setup
-	$(VENV)/bin/ruff check src operator dataplane agent lab tests scripts
-	$(VENV)/bin/ruff format --check src operator dataplane agent lab tests scripts
-	$(VENV)/bin/mypy -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.lab -p septum.cli -p septum.bench
+	$(VENV)/bin/ruff check src operator dataplane agent relay lab tests scripts
+	$(VENV)/bin/ruff format --check src operator dataplane agent relay lab tests scripts
+	$(VENV)/bin/mypy -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.relay -p septum.lab -p septum.cli -p septum.bench
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/gen-crds.py --check
 
