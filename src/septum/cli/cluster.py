@@ -1,0 +1,161 @@
+"""Read the live cluster for `septum policy`: namespaces, pods, nodes and every policy kind.
+
+One list per kind through kubernetes_asyncio, paged, all at once. A policy kind whose CRD
+the cluster does not serve is skipped with a note. Policies are taken as the agents enforce
+them (`policyinput.enforced_version`: the current spec when valid, else `status.lastValid`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from septum.cli.policyerrors import ClusterError
+from septum.cli.policyinput import ClusterObjects, Obj, enforced_version
+from septum.operator.engine.parse import policy_key
+
+PAGE_SIZE = 500
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})  # their IPs may already be reused
+
+
+@dataclass(frozen=True, slots=True)
+class ListedKind:
+    kind: str
+    api_version: str  # group/version ("v1" for the core group)
+    plural: str
+    optional: bool = False  # a CRD that may not be installed
+
+    @property
+    def path(self) -> str:
+        root = "/api" if "/" not in self.api_version else "/apis"
+        return f"{root}/{self.api_version}/{self.plural}"
+
+
+KINDS = (
+    ListedKind("Namespace", "v1", "namespaces"),
+    ListedKind("Node", "v1", "nodes"),
+    ListedKind("Pod", "v1", "pods"),
+    ListedKind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies"),
+    ListedKind("SeptumNetworkPolicy", "septum.io/v2", "septumnetworkpolicies", True),
+    ListedKind(
+        "SeptumClusterwideNetworkPolicy", "septum.io/v2", "septumclusterwidenetworkpolicies", True
+    ),
+    ListedKind(
+        "ClusterNetworkPolicy", "policy.networking.k8s.io/v1alpha2", "clusternetworkpolicies", True
+    ),
+)
+
+
+async def configuration(kubeconfig: Path | None) -> Configuration:
+    """The client settings from `kubeconfig` (None: $KUBECONFIG or ~/.kube/config)."""
+    where = f"--kubeconfig {kubeconfig}" if kubeconfig else "--kubeconfig (from KUBECONFIG)"
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise ClusterError(f"{where}: no such file")
+    settings = Configuration()
+    try:
+        await kube_config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None,
+            client_configuration=settings,
+        )
+    except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ClusterError(f"{where}: not a usable kubeconfig: {detail}") from err
+    if not settings.host:
+        raise ClusterError(f"{where}: names no API server")
+    return settings
+
+
+async def _list(client: ApiClient, listed: ListedKind, timeout_s: float) -> list[Obj] | None:
+    """Every object of one kind (items carry kind and apiVersion, as `get` returns them);
+    None when the cluster does not serve an optional kind."""
+    items: list[Obj] = []
+    token = ""
+    while True:
+        query: list[tuple[str, Any]] = [("limit", PAGE_SIZE)]
+        if token:
+            query.append(("continue", token))
+        try:
+            page = await client.call_api(
+                listed.path,
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                response_types_map={200: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=timeout_s,
+            )
+        except ApiException as err:
+            if err.status == 404 and listed.optional:
+                return None
+            raise ClusterError(
+                f"--kubeconfig: the API server answered {err.status} {err.reason} "
+                f"listing {listed.plural} ({listed.api_version})"
+            ) from err
+        for item in page.get("items") or []:
+            items.append({"apiVersion": listed.api_version, "kind": listed.kind, **item})
+        token = str((page.get("metadata") or {}).get("continue") or "")
+        if not token:
+            return items
+
+
+async def read_cluster(kubeconfig: Path | None, timeout_s: float = 10.0) -> ClusterObjects:
+    """Every namespace, node, pod and policy the agents would load, with notes on what
+    was skipped."""
+    settings = await configuration(kubeconfig)
+    try:
+        async with ApiClient(settings) as client:
+            lists = await asyncio.wait_for(
+                asyncio.gather(*(_list(client, listed, timeout_s) for listed in KINDS)),
+                timeout_s * 3,
+            )
+    except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError) as err:
+        detail = str(err) or type(err).__name__
+        raise ClusterError(
+            f"--kubeconfig: cannot reach the API server {settings.host}: {detail}"
+        ) from err
+    return collect(dict(zip((listed.kind for listed in KINDS), lists, strict=True)))
+
+
+def collect(
+    lists: dict[str, list[Obj] | None], effective: Callable[[Obj], Obj | None] = enforced_version
+) -> ClusterObjects:
+    """The lists as the engine's input (pure): skipped kinds, finished pods and policies
+    with nothing valid to enforce become notes."""
+    objects = ClusterObjects()
+    for kind, items in lists.items():
+        if items is None:
+            objects.notes.append(f"{kind}: not served by this cluster (CRD not installed), skipped")
+            continue
+        for obj in items:
+            if kind == "Pod" and (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
+                continue
+            if kind in ("Namespace", "Node", "Pod"):
+                objects.add(obj)
+                continue
+            version = effective(obj)
+            name = str(policy_key(obj))  # "Kind ns/name"
+            if version is None:
+                objects.notes.append(
+                    f"{name}: invalid and no status.lastValid, not enforced (left out)"
+                )
+                continue
+            if version is not obj:
+                generation = ((obj.get("status") or {}).get("lastValid") or {}).get("generation")
+                objects.notes.append(
+                    f"{name}: current spec invalid, its last valid version "
+                    f"(generation {generation}) is loaded, as the agents enforce it"
+                )
+            objects.add(version)
+    return objects

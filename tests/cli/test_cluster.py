@@ -1,0 +1,73 @@
+"""septum.cli.cluster: the live lists as the engine's input, and errors naming --kubeconfig."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from septum.cli.cluster import collect, read_cluster
+from septum.cli.policyerrors import ClusterError
+
+from .clusterdata import CLUSTER, DENY_WEB, objects
+
+BROKEN_EDIT = {"ingressDeny": [{"toPorts": [{"ports": [{"port": "70000"}]}]}]}
+
+
+def _by_kind(text: str) -> dict[str, list[dict[str, object]]]:
+    lists: dict[str, list[dict[str, object]]] = {}
+    for obj in objects(text):
+        lists.setdefault(str(obj["kind"]), []).append(obj)
+    return lists
+
+
+def test_missing_kinds_are_notes_and_invalid_policies_enforce_their_last_valid_spec() -> None:
+    lists: dict[str, list[dict[str, object]] | None] = dict(_by_kind(CLUSTER + "---" + DENY_WEB))
+    (snp,) = lists["SeptumNetworkPolicy"] or []
+    valid_spec = copy.deepcopy(snp["spec"])
+    snp["spec"] = BROKEN_EDIT
+    snp["status"] = {"lastValid": {"generation": 1, "spec": valid_spec}}
+    never_valid = {**copy.deepcopy(snp), "metadata": {"name": "never", "namespace": "shop"}}
+    never_valid.pop("status")
+    lists["SeptumNetworkPolicy"] = [snp, never_valid]
+    lists["ClusterNetworkPolicy"] = None
+    done = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "job", "namespace": "shop"}}
+    lists["Pod"] = [*(lists["Pod"] or []), {**done, "status": {"phase": "Succeeded"}}]
+    collected = collect(lists)
+    assert [p["metadata"]["name"] for p in collected.pods] == ["web", "db"]
+    enforced = {p["metadata"]["name"]: p for p in collected.policies}
+    assert sorted(enforced) == ["db-from-web", "deny-web"]
+    assert enforced["deny-web"]["spec"] == valid_spec
+    assert collected.notes == [
+        "SeptumNetworkPolicy shop/deny-web: current spec invalid, its last valid version "
+        "(generation 1) is loaded, as the agents enforce it",
+        "SeptumNetworkPolicy shop/never: invalid and no status.lastValid, not enforced (left out)",
+        "ClusterNetworkPolicy: not served by this cluster (CRD not installed), skipped",
+    ]
+
+
+def test_kubeconfig_errors_name_the_argument(tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"^--kubeconfig .*/nope: no such file$"):
+        asyncio.run(read_cluster(tmp_path / "nope"))
+    junk = tmp_path / "junk"
+    junk.write_text("just text\n")
+    with pytest.raises(ClusterError, match=r"^--kubeconfig .*/junk: not a usable kubeconfig"):
+        asyncio.run(read_cluster(junk))
+
+
+def test_unreachable_api_server(tmp_path: Path) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ClusterError, match=r"^--kubeconfig: cannot reach the API server"):
+        asyncio.run(read_cluster(path, timeout_s=2))
