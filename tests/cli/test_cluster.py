@@ -25,17 +25,20 @@ def _by_kind(text: str) -> dict[str, list[dict[str, object]]]:
 
 
 def test_missing_kinds_are_notes_and_invalid_policies_enforce_their_last_valid_spec() -> None:
-    lists: dict[str, list[dict[str, object]] | None] = dict(_by_kind(CLUSTER + "---" + DENY_WEB))
-    (snp,) = lists["SeptumNetworkPolicy"] or []
+    lists: dict[str, list[dict[str, object]] | str] = dict(_by_kind(CLUSTER + "---" + DENY_WEB))
+    (snp,) = lists["SeptumNetworkPolicy"]
+    assert isinstance(snp, dict)
     valid_spec = copy.deepcopy(snp["spec"])
     snp["spec"] = BROKEN_EDIT
     snp["status"] = {"lastValid": {"generation": 1, "spec": valid_spec}}
     never_valid = {**copy.deepcopy(snp), "metadata": {"name": "never", "namespace": "shop"}}
     never_valid.pop("status")
     lists["SeptumNetworkPolicy"] = [snp, never_valid]
-    lists["ClusterNetworkPolicy"] = None
+    lists["ClusterNetworkPolicy"] = "ClusterNetworkPolicy: not served (a note from the reader)"
     done = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "job", "namespace": "shop"}}
-    lists["Pod"] = [*(lists["Pod"] or []), {**done, "status": {"phase": "Succeeded"}}]
+    pods = lists["Pod"]
+    assert isinstance(pods, list)
+    lists["Pod"] = [*pods, {**done, "status": {"phase": "Succeeded"}}]
     collected = collect(lists)
     assert [p["metadata"]["name"] for p in collected.pods] == ["web", "db"]
     enforced = {p["metadata"]["name"]: p for p in collected.policies}
@@ -45,7 +48,7 @@ def test_missing_kinds_are_notes_and_invalid_policies_enforce_their_last_valid_s
         "SeptumNetworkPolicy shop/deny-web: current spec invalid, its last valid version "
         "(generation 1) is loaded, as the agents enforce it",
         "SeptumNetworkPolicy shop/never: invalid and no status.lastValid, not enforced (left out)",
-        "ClusterNetworkPolicy: not served by this cluster (CRD not installed), skipped",
+        "ClusterNetworkPolicy: not served (a note from the reader)",
     ]
 
 

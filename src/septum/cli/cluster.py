@@ -76,9 +76,41 @@ async def configuration(kubeconfig: Path | None) -> Configuration:
     return settings
 
 
-async def _list(client: ApiClient, listed: ListedKind, timeout_s: float) -> list[Obj] | None:
+async def _get(client: ApiClient, path: str, query: list[tuple[str, Any]], timeout_s: float) -> Any:
+    return await client.call_api(
+        path,
+        "GET",
+        query_params=query,
+        header_params={"Accept": "application/json"},
+        response_types_map={200: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
+        _request_timeout=timeout_s,
+    )
+
+
+async def _not_served(client: ApiClient, listed: ListedKind, timeout_s: float) -> str:
+    """Why an optional kind is not listed: no CRD, or a CRD without the version read."""
+    group, _, version = listed.api_version.rpartition("/")
+    try:
+        crd = await _get(
+            client,
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{listed.plural}.{group}",
+            [],
+            timeout_s,
+        )
+    except ApiException:
+        return f"{listed.kind}: not served by this cluster (CRD not installed), skipped"
+    served = [v.get("name") for v in crd.get("spec", {}).get("versions", []) if v.get("served")]
+    return (
+        f"{listed.kind}: the CRD serves {', '.join(map(str, served)) or 'no version'}, "
+        f"not {version} (the version Septum reads), skipped"
+    )
+
+
+async def _list(client: ApiClient, listed: ListedKind, timeout_s: float) -> list[Obj] | str:
     """Every object of one kind (items carry kind and apiVersion, as `get` returns them);
-    None when the cluster does not serve an optional kind."""
+    for an optional kind the cluster does not serve, a note saying why."""
     items: list[Obj] = []
     token = ""
     while True:
@@ -86,19 +118,10 @@ async def _list(client: ApiClient, listed: ListedKind, timeout_s: float) -> list
         if token:
             query.append(("continue", token))
         try:
-            page = await client.call_api(
-                listed.path,
-                "GET",
-                query_params=query,
-                header_params={"Accept": "application/json"},
-                response_types_map={200: "object"},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _request_timeout=timeout_s,
-            )
+            page = await _get(client, listed.path, query, timeout_s)
         except ApiException as err:
             if err.status == 404 and listed.optional:
-                return None
+                return await _not_served(client, listed, timeout_s)
             raise ClusterError(
                 f"--kubeconfig: the API server answered {err.status} {err.reason} "
                 f"listing {listed.plural} ({listed.api_version})"
@@ -129,14 +152,14 @@ async def read_cluster(kubeconfig: Path | None, timeout_s: float = 10.0) -> Clus
 
 
 def collect(
-    lists: dict[str, list[Obj] | None], effective: Callable[[Obj], Obj | None] = enforced_version
+    lists: dict[str, list[Obj] | str], effective: Callable[[Obj], Obj | None] = enforced_version
 ) -> ClusterObjects:
     """The lists as the engine's input (pure): skipped kinds, finished pods and policies
     with nothing valid to enforce become notes."""
     objects = ClusterObjects()
     for kind, items in lists.items():
-        if items is None:
-            objects.notes.append(f"{kind}: not served by this cluster (CRD not installed), skipped")
+        if isinstance(items, str):
+            objects.notes.append(items)  # why the kind is not served
             continue
         for obj in items:
             if kind == "Pod" and (obj.get("status") or {}).get("phase") in TERMINAL_PHASES:
