@@ -165,7 +165,14 @@ def apply_crds(lab: Lab) -> None:
         "septumendpoints",
         "septumnodes",
     ):
-        lab.kubectl("wait", "--for=condition=Established", f"crd/{crd}.septum.io", "--timeout=60s")
+        wait_for(
+            f"CRD {crd} Established",
+            lambda c=crd: lab.kubectl(  # type: ignore[misc]
+                "wait", "--for=condition=Established", f"crd/{c}.septum.io", "--timeout=10s",
+                check=False,
+            ).returncode == 0,
+            60,
+        )  # fmt: skip
 
 
 def lab_exec(target: str, *cmd: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:

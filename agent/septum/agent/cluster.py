@@ -215,15 +215,17 @@ class ResourceWatch:
                 if err.status == 410:  # the watch's version expired: relist now
                     continue
                 self._on_state(self.resource.kind, False)
-                if err.status in (404, 403) and not self.synced:
-                    log.info(
-                        "watch: %s not served (%s); retrying",
-                        self.resource.kind,
-                        err.status,
-                        extra={"fields": {"resource": self.resource.kind}},
-                    )
-                    self.synced = True
-                    await self.queue.put(Synced(self.resource))
+                if err.status in (404, 403):
+                    # not served (a CRD not installed): synced as empty, retried slowly
+                    if not self.synced:
+                        log.info(
+                            "watch: %s not served (%s); retrying every %.0fs",
+                            self.resource.kind,
+                            err.status,
+                            NOT_SERVED_RETRY_S,
+                        )
+                        self.synced = True
+                        await self.queue.put(Synced(self.resource))
                     await asyncio.sleep(NOT_SERVED_RETRY_S)
                     continue
                 log.warning("watch %s: %s", self.resource.kind, err.reason)
