@@ -58,3 +58,25 @@ def test_delete_and_rejected_candidates() -> None:
         "spec.podSelector.matchExpressions[0].operator" in report.rejected["NetworkPolicy x/broken"]
     )
     assert engine.policies
+
+
+def test_what_if_on_an_engine_that_already_has_policies() -> None:
+    """The candidate is a deep copy: its rules are new objects, and the rule resolver's caches
+    (keyed by rule identity) must follow them (a KeyError once broke every live what-if)."""
+    engine = _engine()
+    engine.upsert_policy(DENY_A)
+    allow_c = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "also-c", "namespace": "x"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "a"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "c"}}}]}],
+        },
+    }
+    flow = Flow(source="x/c", destination="x/a", port=80)
+    report = what_if(engine, [Apply(allow_c)], [flow])
+    assert report.rejected == {}
+    assert PodKey("x", "a") in report.endpoint_diffs
+    assert [change.changed for change in report.flows] == [True]

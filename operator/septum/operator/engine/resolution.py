@@ -10,7 +10,9 @@ through the same code; a host endpoint simply has no named container ports.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from septum.operator.engine.compile import ResolvedRule
 from septum.operator.engine.ports import NamedPort, PortRange
@@ -103,8 +105,11 @@ class RuleResolver:
         self._selectors = selectors
         self._named_ports = named_ports  # the engine's live table, per pod identity
         self._pod_identities = pod_identities  # the engine's live identity -> pods map
-        # id(rule) -> (rule id, the peers described): describing peers is not free.
+        # id(rule) -> (rule id, the peers described): describing peers is not free. Keyed by
+        # identity (hashing a rule is not free either); `_rules` keeps each rule alive, so an id
+        # is never reused while it is a key, and lets a deep copy re-key (`__deepcopy__`).
         self._rule_ids: dict[int, tuple[int, str]] = {}
+        self._rules: dict[int, Rule] = {}
         self._resolved: dict[int, tuple[frozenset[int] | None, list[ResolvedRule]]] = {}
         # Subjects with an egress rule naming ports: their peers' named ports matter to them.
         self.egress_named_users: set[int] = set()
@@ -117,12 +122,34 @@ class RuleResolver:
                     rule.ref, rule.direction, policy.tier, rule.action, text
                 )
                 self._rule_ids[id(rule)] = (rule_id, text)
+                self._rules[id(rule)] = rule
 
     def unregister(self, policy: Policy) -> None:
         for part in policy.parts:
             for rule in part.rules:
                 self._rule_ids.pop(id(rule), None)
                 self._resolved.pop(id(rule), None)
+                self._rules.pop(id(rule), None)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RuleResolver:
+        """A copy keyed by the copied rules (what-if deep-copies the whole engine: the policies'
+        rules become new objects, found through `memo` as the same copies the policies hold)."""
+        clone = RuleResolver.__new__(RuleResolver)
+        memo[id(self)] = clone
+        for name, value in vars(self).items():
+            if name not in ("_rule_ids", "_rules", "_resolved"):
+                setattr(clone, name, copy.deepcopy(value, memo))
+        new_ids = {old: id(copy.deepcopy(rule, memo)) for old, rule in self._rules.items()}
+        clone._rules = {
+            new_ids[old]: copy.deepcopy(rule, memo) for old, rule in self._rules.items()
+        }
+        clone._rule_ids = {new_ids[old]: value for old, value in self._rule_ids.items()}
+        clone._resolved = {
+            new_ids[old]: copy.deepcopy(value, memo)
+            for old, value in self._resolved.items()
+            if old in new_ids
+        }
+        return clone
 
     def forget_subject(self, subject: int) -> None:
         self.egress_named_users.discard(subject)
