@@ -53,15 +53,36 @@ def validate(obj: Mapping[str, Any]) -> Validation:
     return Validation(generation, policy, "; ".join(policy.warnings)[:_MAX_MESSAGE])
 
 
-def last_valid_policy(obj: Mapping[str, Any]) -> Policy | None:
-    """The version `status.lastValid` keeps in force, parsed (None if there is none)."""
+def _last_valid_version(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The object with its `status.lastValid` spec(s) in place of its own (unparsed)."""
     last = (obj.get("status") or {}).get("lastValid")
     if not isinstance(last, Mapping):
         return None
-    version = {key: value for key, value in obj.items() if key not in ("spec", "specs", "status")}
+    version = {key: value for key, value in obj.items() if key not in ("spec", "specs")}
     for field in ("spec", "specs"):
         if last.get(field) is not None:
             version[field] = last[field]
+    return version
+
+
+def enforced_version(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The version of a policy object that is in force: the object itself when its spec is
+    valid, else the object with its `status.lastValid` spec(s), else None. The operator counts
+    selected endpoints from it, the agents enforce it, the CLI explains with it."""
+    try:
+        parse_policy(obj)
+        return dict(obj)
+    except InvalidPolicy:
+        pass
+    version = _last_valid_version(obj)
+    return version if version is not None and last_valid_policy(obj) is not None else None
+
+
+def last_valid_policy(obj: Mapping[str, Any]) -> Policy | None:
+    """The version `status.lastValid` keeps in force, parsed (None if there is none)."""
+    version = _last_valid_version(obj)
+    if version is None:
+        return None
     try:
         return parse_policy(version)
     except InvalidPolicy:

@@ -2,7 +2,8 @@
 
 One list per kind through kubernetes_asyncio, paged, all at once. A policy kind whose CRD
 the cluster does not serve is skipped with a note. Policies are taken as the agents enforce
-them (`policyinput.enforced_version`: the current spec when valid, else `status.lastValid`).
+them (`septum.operator.policystatus.enforced_version`: the current spec when valid, else
+`status.lastValid`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from septum.cli.policyerrors import ClusterError
-from septum.cli.policyinput import ClusterObjects, Obj, enforced_version
+from septum.cli.policyinput import ClusterObjects, Obj
 from septum.operator.engine.parse import policy_key
+from septum.operator.policystatus import enforced_version
 
 PAGE_SIZE = 500
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})  # their IPs may already be reused
@@ -174,7 +176,7 @@ def collect(
                     f"{name}: invalid and no status.lastValid, not enforced (left out)"
                 )
                 continue
-            if version is not obj:
+            if any(version.get(field) is not obj.get(field) for field in ("spec", "specs")):
                 generation = ((obj.get("status") or {}).get("lastValid") or {}).get("generation")
                 objects.notes.append(
                     f"{name}: current spec invalid, its last valid version "

@@ -105,28 +105,6 @@ def objects_from_manifests(paths: Iterable[str]) -> ClusterObjects:
     return objects
 
 
-def enforced_version(obj: Obj) -> Obj | None:
-    """The version of a policy object the agents enforce (design point 4): the object as
-    it is when its spec is valid, else its `status.lastValid` spec(s), else None."""
-    try:
-        parse_policy(obj)
-        return obj
-    except InvalidPolicy:
-        pass
-    last = (obj.get("status") or {}).get("lastValid")
-    if not isinstance(last, Mapping):
-        return None
-    version = {key: value for key, value in obj.items() if key not in ("spec", "specs")}
-    for name in ("spec", "specs"):
-        if last.get(name) is not None:
-            version[name] = last[name]
-    try:
-        parse_policy(version)
-    except InvalidPolicy:
-        return None
-    return version
-
-
 @dataclass(frozen=True, slots=True)
 class Loaded:
     engine: Engine
