@@ -282,10 +282,14 @@ def down(state_root: Path | None = None) -> None:
     require_root()
     state = StateDir(state_root or config.default_state_dir())
     manifest = _manifest(state) or {}
-    running = procs.read(state.run)
-    # The supervisor first, or it would start again what is being stopped.
-    procs.stop([p for p in running if p.name == supervisor.NAME])
-    procs.stop([p for p in running if p.name != supervisor.NAME])
+    # The supervisor first, or it would start again what is being stopped; the pid files are
+    # read again after it is gone, since it may have just restarted a process under a new pid.
+    procs.stop([p for p in procs.read(state.run) if p.name == supervisor.NAME])
+    procs.stop([p for p in procs.read(state.run) if p.name != supervisor.NAME])
+    # A process of this lab that no pid file names any more (a restart racing an earlier
+    # down, a start that failed half-way) would keep the lab's ports: its command line
+    # names the state directory, which makes it ours.
+    procs.stop(procs.naming(state.root))
     network.delete_all()
     _remove_mountpoints(state)
     shutil.rmtree(state.root, ignore_errors=True)

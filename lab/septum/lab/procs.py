@@ -124,3 +124,35 @@ def argv_of(run_dir: Path, name: str) -> list[str] | None:
     except (OSError, ValueError):
         return None
     return [str(a) for a in argv] if isinstance(argv, list) else None
+
+
+def naming(path: Path) -> list[Proc]:
+    """Live processes whose command line names `path` or a file under it (not this process or
+    its ancestors): the lab's own processes, found even when no pid file names them."""
+    root = str(path)
+    spared = {os.getpid()}
+    pid = os.getppid()
+    while pid > 1 and pid not in spared:
+        spared.add(pid)
+        pid = _parent(pid)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(arg == root or root + "/" in arg for arg in argv):
+            ticks = _start_ticks(int(entry.name))
+            if ticks is not None:
+                found.append(Proc(Path(argv[0]).name, int(entry.name), ticks))
+    return found
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
