@@ -14,7 +14,17 @@ from septum.operator.engine.rules import IPNetwork
 T = TypeVar("T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Audit mode: this key as a namespace label or annotation, a pod annotation, or a policy
+# annotation; "enabled" (the documented value) or "true" turns it on.
 AUDIT_ANNOTATION = "policy.septum.io/audit-mode"
+AUDIT_ON_VALUES = frozenset({"enabled", "true"})
+
+
+def audit_mode_on(values: Mapping[str, Any] | None) -> bool:
+    """Whether these labels or annotations turn audit mode on."""
+    if not isinstance(values, Mapping):
+        return False
+    return str(values.get(AUDIT_ANNOTATION, "")).strip().lower() in AUDIT_ON_VALUES
 
 
 def _shape_checked(parse: Callable[[Mapping[str, Any]], T], obj: Any, what: str) -> T:
@@ -146,7 +156,7 @@ def _parse_pod(obj: Mapping[str, Any]) -> Pod:
         host_network=bool(spec.get("hostNetwork", False)),
         node=str(spec.get("nodeName") or ""),
         service_account=str(spec.get("serviceAccountName") or "default"),
-        audit=annotations.get(AUDIT_ANNOTATION, "").lower() == "true",
+        audit=audit_mode_on(annotations),
     )
 
 
@@ -161,9 +171,8 @@ def _parse_namespace(obj: Mapping[str, Any]) -> Namespace:
     # The API server sets this label on every namespace; manifests may omit it.
     labels.setdefault(NAMESPACE_NAME_LABEL, name)
     annotations = _str_map(meta.get("annotations"), f"namespace {name}: metadata.annotations")
-    return Namespace(
-        name, tuple(sorted(labels.items())), annotations.get(AUDIT_ANNOTATION, "").lower() == "true"
-    )
+    audit = audit_mode_on(labels) or audit_mode_on(annotations)
+    return Namespace(name, tuple(sorted(labels.items())), audit)
 
 
 def parse_node(obj: Mapping[str, Any]) -> Node:

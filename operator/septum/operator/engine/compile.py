@@ -11,7 +11,7 @@ entry set (see `entries` for the lookup contract).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from contextlib import contextmanager
 from typing import NamedTuple
 
@@ -162,13 +162,20 @@ def _differing(segments: tuple[Segment, ...], wildcard: tuple[Segment, ...]) -> 
     return found
 
 
+def _audit(verdict: Verdict, rule_id: int, audited: Set[int]) -> bool:
+    """A deny decided by a rule (or default deny) in audit mode only reports."""
+    return verdict is Verdict.DENY and rule_id in audited
+
+
 def compile_direction(
     direction: Direction,
     rules: Sequence[ResolvedRule],
     default_deny_id: int | None,
     no_policy_id: int,
+    audited: Set[int] = frozenset(),
 ) -> DirectionPolicy:
-    """Entries for one endpoint and direction from its rules in evaluation order."""
+    """Entries for one endpoint and direction from its rules in evaluation order;
+    `audited`: the rule ids whose denies only report (`RuleRegistry.audited`)."""
     if not rules and default_deny_id is None:
         return DirectionPolicy(False, ())
     protocols = rule_protocols(rules)
@@ -194,12 +201,13 @@ def compile_direction(
     )
     entries: list[PolicyEntry] = []
     for proto, lo, hi, (verdict, rule_id, l7, text) in wildcard_segments:
-        entries.append(PolicyEntry(direction, 0, proto, lo, hi, verdict, l7, False, rule_id, text))
+        audit = _audit(verdict, rule_id, audited)
+        entries.append(PolicyEntry(direction, 0, proto, lo, hi, verdict, l7, audit, rule_id, text))
     for group_key, peers in groups.items():
         active = sorted((*group_key, *wildcard_rules))
         segments = _segments([rules[i] for i in active], protocols, default_deny_id, no_policy_id)
         differing = [
-            (proto, lo, hi, verdict, l7, False, rule_id, text)
+            (proto, lo, hi, verdict, l7, _audit(verdict, rule_id, audited), rule_id, text)
             for proto, lo, hi, (verdict, rule_id, l7, text) in _differing(
                 segments, wildcard_segments
             )
@@ -228,6 +236,7 @@ def patch_direction(
     changed_peers: set[int],
     same_ports: bool = False,
     delta: list[tuple[tuple[PolicyEntry, ...], tuple[PolicyEntry, ...]] | None] | None = None,
+    audited: Set[int] = frozenset(),
 ) -> DirectionPolicy:
     """Recompute only the entries of `changed_peers` (identities that joined/left peer sets).
 
@@ -239,7 +248,7 @@ def patch_direction(
     if not old.enforced or protocols != old.protocols or not old.wildcard:
         if delta is not None:
             delta.append(None)  # not a peer-only change: the caller diffs everything
-        return compile_direction(direction, rules, default_deny_id, no_policy_id)
+        return compile_direction(direction, rules, default_deny_id, no_policy_id, audited)
     # Peer sets never change the wildcard rules, so the peer-0 segments carry over.
     wildcard = old.wildcard
     wildcard_count = sum(1 for rule in rules if rule.peers is None)
@@ -256,7 +265,16 @@ def patch_direction(
             segments = _segments(active, protocols, default_deny_id, no_policy_id)
             fresh = tuple(
                 PolicyEntry(
-                    direction, peer, proto, lo_port, hi_port, verdict, l7, False, rule_id, text
+                    direction,
+                    peer,
+                    proto,
+                    lo_port,
+                    hi_port,
+                    verdict,
+                    l7,
+                    _audit(verdict, rule_id, audited),
+                    rule_id,
+                    text,
                 )
                 for proto, lo_port, hi_port, (verdict, rule_id, l7, text) in _differing(
                     segments, wildcard
@@ -294,7 +312,11 @@ class MemoisedCompiler:
         if cached is not None:
             return cached
         result = compile_direction(
-            direction, rules, default_deny_id, self._registry.no_policy(direction)
+            direction,
+            rules,
+            default_deny_id,
+            self._registry.no_policy(direction),
+            self._registry.audited,
         )
         if len(self._results) > self.LIMIT:
             self._results.clear()

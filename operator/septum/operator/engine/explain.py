@@ -89,6 +89,11 @@ class DirectionVerdict:
         return self.info.tier
 
     @property
+    def audit(self) -> bool:
+        """Denied by a policy in audit mode: the datapath reports it (AUDIT) and forwards."""
+        return not self.allowed and self.info.audit
+
+    @property
     def policy(self) -> PolicyKey | None:
         return self.info.ref.policy if self.info.ref else None
 
@@ -117,6 +122,7 @@ class Explanation:
                 lines.append(f"  {name}: not enforced (endpoint outside the cluster)")
                 continue
             state = "allowed" if item.allowed else "denied"
+            state += " (audit mode: reported, forwarded)" if item.audit else ""
             extra = " (redirected to the L7 proxy)" if item.l7 and item.allowed else ""
             lines.append(f"  {name}: {state}{extra}: {item.reason}")
             for ref in item.passed_by:
@@ -272,12 +278,13 @@ def evaluate(
     # Named ports belong to the destination: the subject on ingress, the peer on egress.
     named = subject.named_ports if direction is Direction.INGRESS else peer.named_ports
     registry = engine.registry
-    tiers: dict[Tier, list[tuple[Rule, Action, bool]]] = {
+    tiers: dict[Tier, list[tuple[Rule, Action, bool, bool]]] = {
         Tier.ADMIN: [],
         Tier.NORMAL: [],
         Tier.BASELINE: [],
     }
     isolated_by: list[PolicyKey] = []
+    isolation_audited = True  # the default deny only reports if every isolator audits
     peer = seen_by(peer, subject)
     if subject.host is not None:
         # A host endpoint: only nodeSelector parts select it, never pod selectors.
@@ -292,6 +299,7 @@ def evaluate(
     for policy, part in parts:
         if direction in part.isolates and policy.tier is Tier.NORMAL:
             isolated_by.append(policy.key)
+            isolation_audited = isolation_audited and policy.audit
         for rule in part.rules:
             if rule.direction is not direction:
                 continue
@@ -299,10 +307,13 @@ def evaluate(
                 continue
             hit, l7 = _port_rule_matches(rule, protocol, port, named)
             if hit:
-                tiers[policy.tier].append((rule, rule.action, l7))
+                tiers[policy.tier].append((rule, rule.action, l7, policy.audit))
 
-    def verdict(rule: Rule, tier: Tier, l7: bool, passed: tuple[RuleRef, ...]) -> DirectionVerdict:
-        rule_id = registry.rule(rule.ref, direction, tier, rule.action, rule.peers.describe())
+    def verdict(
+        rule: Rule, tier: Tier, l7: bool, audit: bool, passed: tuple[RuleRef, ...]
+    ) -> DirectionVerdict:
+        text = rule.peers.describe()
+        rule_id = registry.rule(rule.ref, direction, tier, rule.action, text, audit)
         info = registry.info(rule_id)
         allowed = rule.action is Action.ALLOW
         return DirectionVerdict(
@@ -310,26 +321,28 @@ def evaluate(
         )
 
     passed: tuple[RuleRef, ...] = ()
-    for rule, action, l7 in tiers[Tier.ADMIN]:
+    for rule, action, l7, audit in tiers[Tier.ADMIN]:
         if action is Action.PASS:
             passed = (rule.ref,)
             break
-        return verdict(rule, Tier.ADMIN, l7, ())
+        return verdict(rule, Tier.ADMIN, l7, audit, ())
     denies = [item for item in tiers[Tier.NORMAL] if item[1] is Action.DENY]
     if denies:
-        return verdict(denies[0][0], Tier.NORMAL, False, passed)
+        return verdict(denies[0][0], Tier.NORMAL, False, denies[0][3], passed)
     allows = [item for item in tiers[Tier.NORMAL] if item[1] is Action.ALLOW]
     if allows:
-        return verdict(allows[0][0], Tier.NORMAL, any(item[2] for item in allows), passed)
+        l7_any = any(item[2] for item in allows)
+        return verdict(allows[0][0], Tier.NORMAL, l7_any, allows[0][3], passed)
     if isolated_by:
-        rule_id = registry.default_deny(direction, tuple(sorted(set(isolated_by))))
+        isolators = tuple(sorted(set(isolated_by)))
+        rule_id = registry.default_deny(direction, isolators, isolation_audited)
         info = registry.info(rule_id)
         return DirectionVerdict(direction, False, rule_id, info, info.describe(""), False, passed)
-    for rule, action, l7 in tiers[Tier.BASELINE]:
+    for rule, action, l7, audit in tiers[Tier.BASELINE]:
         if action is Action.PASS:
             passed += (rule.ref,)
             break
-        return verdict(rule, Tier.BASELINE, l7, passed)
+        return verdict(rule, Tier.BASELINE, l7, audit, passed)
     rule_id = registry.no_policy(direction)
     info = registry.info(rule_id)
     return DirectionVerdict(direction, True, rule_id, info, info.describe(""), False, passed)

@@ -107,16 +107,20 @@ class HostEndpoints:
         denies: list[ResolvedRule] = []
         allows: list[ResolvedRule] = []
         isolated_by: list[PolicyKey] = []
+        isolation_audited = True  # the default deny only reports if every isolator audits
         for policy, part in parts:
             if direction in part.isolates and policy.tier is Tier.NORMAL:
                 isolated_by.append(policy.key)
+                isolation_audited = isolation_audited and policy.audit
             for rule in part.rules:
                 if rule.direction is not direction:
                     continue
                 target = denies if rule.action is Action.DENY else allows
                 target.extend(self._resolver.for_host(policy, rule))
         deny_id = (
-            self._registry.default_deny(direction, tuple(sorted(set(isolated_by))))
+            self._registry.default_deny(
+                direction, tuple(sorted(set(isolated_by))), isolation_audited
+            )
             if isolated_by
             else None
         )

@@ -194,10 +194,12 @@ class IdentityCompiler:
             "baseline": [],
         }
         isolated_by: list[PolicyKey] = []
+        isolation_audited = True  # the default deny only reports if every isolator audits
         refreshable = True
         for policy, part in parts:
             if direction in part.isolates and policy.tier is Tier.NORMAL:
                 isolated_by.append(policy.key)
+                isolation_audited = isolation_audited and policy.audit
             for rule in part.rules:
                 if rule.direction is not direction:
                     continue
@@ -216,7 +218,9 @@ class IdentityCompiler:
         ordered = sections["admin"] + sections["deny"] + sections["allow"] + sections["baseline"]
         rules = tuple(item[0] for item in ordered)
         deny_id = (
-            self._registry.default_deny(direction, tuple(sorted(set(isolated_by))))
+            self._registry.default_deny(
+                direction, tuple(sorted(set(isolated_by))), isolation_audited
+            )
             if isolated_by
             else None
         )
@@ -243,7 +247,15 @@ class IdentityCompiler:
             # A peer patch is cheaper than hashing the rule list for the memo.
             none_id = self._registry.no_policy(direction)
             return patch_direction(
-                direction, rules, deny_id, none_id, old, changed_peers, same_ports, self.delta
+                direction,
+                rules,
+                deny_id,
+                none_id,
+                old,
+                changed_peers,
+                same_ports,
+                self.delta,
+                self._registry.audited,
             )
         return self._memo.compile(direction, rules, deny_id)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from septum.operator.engine.cluster import audit_mode_on
 from septum.operator.engine.errors import FieldErrors, InvalidPolicy, PolicyError
 from septum.operator.engine.parse_netpol import parse_network_policy
 from septum.operator.engine.parse_septum import parse_septum_policy
@@ -44,11 +46,15 @@ def parse_policy(obj: Mapping[str, Any]) -> Policy:
     """Parse one policy object; raises InvalidPolicy naming every field path at fault."""
     key = policy_key(obj)
     try:
-        return _parse(obj, key)
+        policy = _parse(obj, key)
     except PolicyError as err:
         raise _rejected(key, [err]) from err
     except FieldErrors as err:
         raise _rejected(key, err.errors) from err
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and audit_mode_on(meta.get("annotations")):
+        policy = dataclasses.replace(policy, audit=True)
+    return policy
 
 
 def _rejected(key: PolicyKey, errors: list[PolicyError]) -> InvalidPolicy:

@@ -27,6 +27,9 @@ class RuleInfo:
     action: Action | None = None
     isolated_by: tuple[PolicyKey, ...] = ()
     peer_text: str = ""
+    # Its denies only report (verdict AUDIT): the rule's policy is in audit mode, or (a
+    # default deny) every policy isolating the endpoint is.
+    audit: bool = False
 
     def describe(self, endpoint_role: str) -> str:
         where = "destination" if self.direction is Direction.INGRESS else "source"
@@ -36,18 +39,25 @@ class RuleInfo:
             names = ", ".join(str(p) for p in self.isolated_by)
             verb = "selects" if len(self.isolated_by) == 1 else "select"
             direction = self.direction.value
+            audited = " (audit mode)" if self.audit else ""
             return (
                 f"default deny: {names} {verb} the {where} for {direction} and no rule allows this"
+                f"{audited}"
             )
         assert self.ref is not None and self.tier is not None and self.action is not None
         tier = {Tier.ADMIN: "admin", Tier.NORMAL: "policy", Tier.BASELINE: "baseline"}[self.tier]
-        return f"{self.action.value} by {tier} tier: {self.ref}"
+        audited = " (audit mode)" if self.audit else ""
+        return f"{self.action.value} by {tier} tier: {self.ref}{audited}"
 
 
 class RuleRegistry:
+    """Rule ids; the audit mode is part of a rule's key, so turning a policy's audit mode on
+    or off gives its rules new ids (and memoised compiles stay correct)."""
+
     def __init__(self) -> None:
         self._ids: dict[object, int] = {}
         self._infos: list[RuleInfo] = [RuleInfo(Origin.NO_POLICY, Direction.INGRESS)]  # id 0 unused
+        self.audited: set[int] = set()  # ids whose denies only report (never shrinks)
 
     def _intern(self, key: object, info: RuleInfo) -> int:
         number = self._ids.get(key)
@@ -55,20 +65,30 @@ class RuleRegistry:
             number = len(self._infos)
             self._ids[key] = number
             self._infos.append(info)
+            if info.audit:
+                self.audited.add(number)
         return number
 
     def rule(
-        self, ref: RuleRef, direction: Direction, tier: Tier, action: Action, peer_text: str
+        self,
+        ref: RuleRef,
+        direction: Direction,
+        tier: Tier,
+        action: Action,
+        peer_text: str,
+        audit: bool = False,
     ) -> int:
         return self._intern(
-            ("rule", ref, direction, tier, action),
-            RuleInfo(Origin.RULE, direction, ref, tier, action, peer_text=peer_text),
+            ("rule", ref, direction, tier, action, audit),
+            RuleInfo(Origin.RULE, direction, ref, tier, action, peer_text=peer_text, audit=audit),
         )
 
-    def default_deny(self, direction: Direction, isolated_by: tuple[PolicyKey, ...]) -> int:
+    def default_deny(
+        self, direction: Direction, isolated_by: tuple[PolicyKey, ...], audit: bool = False
+    ) -> int:
         return self._intern(
-            ("deny", direction, isolated_by),
-            RuleInfo(Origin.DEFAULT_DENY, direction, isolated_by=isolated_by),
+            ("deny", direction, isolated_by, audit),
+            RuleInfo(Origin.DEFAULT_DENY, direction, isolated_by=isolated_by, audit=audit),
         )
 
     def no_policy(self, direction: Direction) -> int:

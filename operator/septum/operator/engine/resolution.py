@@ -119,7 +119,7 @@ class RuleResolver:
             for rule in part.rules:
                 text = rule.peers.describe()
                 rule_id = self._registry.rule(
-                    rule.ref, rule.direction, policy.tier, rule.action, text
+                    rule.ref, rule.direction, policy.tier, rule.action, text, policy.audit
                 )
                 self._rule_ids[id(rule)] = (rule_id, text)
                 self._rules[id(rule)] = rule

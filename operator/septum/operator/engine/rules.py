@@ -199,6 +199,7 @@ class Policy:
     description: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    audit: bool = False  # audit mode (annotation): its denies only report, traffic passes
 
     @property
     def order(self) -> tuple[int, int, str, str]:

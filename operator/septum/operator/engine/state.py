@@ -184,11 +184,7 @@ class Engine:
         for ip in self.kube_apiserver_ips:
             table[ipaddress.ip_network(ip)] = int(ReservedIdentity.KUBE_APISERVER)
         for node in self.nodes.values():
-            number = (
-                ReservedIdentity.HOST
-                if node.name == self.local_node
-                else ReservedIdentity.REMOTE_NODE
-            )
+            number = self._node_identity(node.name)
             for ip in node.ips:
                 table[ipaddress.ip_network(ip)] = int(number)
         # Pod addresses go last: a pod's /32 (/128) always wins over any CIDR.
@@ -196,6 +192,10 @@ class Engine:
             for ip in self.pods[key].ips:
                 table[host_network(ip)] = pod_id
         return table
+
+    def _node_identity(self, node: str) -> ReservedIdentity:
+        """A node's addresses as peers: the host on this engine's own node, else remote-node."""
+        return ReservedIdentity.HOST if node == self.local_node else ReservedIdentity.REMOTE_NODE
 
     def recompute_all(self) -> dict[int, IdentityPolicy]:
         """Every identity's entries computed from scratch (no memo): the reference for tests."""
@@ -239,6 +239,9 @@ class Engine:
         self.nodes[node.name] = node
         for ip in old.ips if old else ():
             self._work.changes.ipcache_deletes.add(ipaddress.ip_network(ip))
+        number = int(self._node_identity(node.name))
+        for ip in node.ips:  # an address both old and new stays: flush drops the delete
+            self._work.changes.ipcache_upserts[ipaddress.ip_network(ip)] = number
         self._node_peers_changed()
         return self._flush({})
 
