@@ -9,7 +9,7 @@ from pathlib import Path
 from septum.agent import adapter
 from septum.agent.cluster import PODS, relist_events
 from septum.agent.cni import chained_conflist, cni_args, run
-from septum.agent.compiler import effective_policy, with_localhost, workloads_of
+from septum.agent.compiler import with_localhost, workloads_of
 from septum.operator.engine import Engine
 from septum.operator.engine.ports import PROTO_TCP
 
@@ -25,20 +25,6 @@ def test_a_relist_reports_changes_and_deletions_only() -> None:
         ("upsert", "c"),
         ("delete", "b"),
     ]
-
-
-def test_an_invalid_policy_falls_back_to_its_last_valid_version() -> None:
-    good_spec = {"podSelector": {}, "policyTypes": ["Ingress"]}
-    bad = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "p", "namespace": "n"},
-        "spec": {"podSelector": {}, "policyTypes": ["Sideways"]},
-        "status": {"lastValid": {"generation": 1, "spec": good_spec}},
-    }
-    effective = effective_policy(bad)
-    assert effective is not None and effective["spec"] == good_spec
-    assert effective_policy({**bad, "status": {}}) is None
 
 
 def test_allow_localhost_admits_the_host_on_every_protocol_in_the_datapath() -> None:

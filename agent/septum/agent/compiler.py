@@ -8,16 +8,19 @@ whose policy may have changed.  Pure: no I/O, no datapath.
 
 What the agent adds on top of the engine:
 - a pod whose identity does not exist yet is held back until its SeptumIdentity appears;
-- a policy is enforced as its current spec when valid, else as `status.lastValid`, else not;
-- audit mode per namespace (label) and per policy (annotation): the deny entries the
-  audited policy decided become audit entries;
+- a policy is enforced as its current spec when valid, else as `status.lastValid`, else not
+  (`septum.operator.policystatus.enforced_version`, as the operator and the CLI);
 - `allow-localhost=always`: every enforced ingress admits the host identity (kubelet probes);
-- the node's own addresses (e.g. each pod veth's gateway) map to the host identity.
+- the node's own addresses (e.g. each pod veth's gateway) map to the host identity;
+- only the fields the engine and the Observer's metadata read are kept of pods and nodes
+  (`slim_pod`, `slim_node`): whole pod objects are ~5 KB each in Python.
+
+Audit mode (per pod, per namespace label or annotation, per policy annotation) is the
+engine's: its entries come out with `audit` set on the denies that only report.
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
@@ -25,32 +28,28 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from septum.agent.facts import PodFacts, RuleFacts
-from septum.agent.identities import IdentityStore, UnknownIdentity, WatchedAllocator
+from septum.agent.identities import (
+    IdentityStore,
+    UnknownIdentity,
+    WatchedAllocator,
+    parse_identity,
+)
 from septum.operator.engine import Engine, EngineError, InvalidPolicy
 from septum.operator.engine.changes import ChangeSet
-from septum.operator.engine.cluster import (
-    AUDIT_ANNOTATION,
-    NAMESPACE_NAME_LABEL,
-    PodKey,
-    parse_namespace,
-    parse_pod,
-)
+from septum.operator.engine.cluster import NAMESPACE_NAME_LABEL, PodKey, parse_namespace, parse_pod
 from septum.operator.engine.entries import DirectionPolicy, EndpointPolicy, PolicyEntry, Verdict
 from septum.operator.engine.labels import LabelSet, pod_label_set
-from septum.operator.engine.parse import parse_policy, policy_key
+from septum.operator.engine.parse import policy_key
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY
 from septum.operator.engine.registry import Origin
-from septum.operator.engine.rules import Direction, PolicyKey
+from septum.operator.engine.rules import Direction
+from septum.operator.policystatus import enforced_version
 from septum.wellknown.reserved import ReservedIdentity
 
 log = logging.getLogger(__name__)
 
 HOST_IDENTITY: Final = int(ReservedIdentity.HOST)
 REMOTE_NODE_IDENTITY: Final = int(ReservedIdentity.REMOTE_NODE)
-# Namespace label / policy annotation that turns audit mode on (the engine reads "true"
-# in the annotation it knows; both spellings are accepted).
-AUDIT_KEY: Final = AUDIT_ANNOTATION
-AUDIT_ON: Final = frozenset({"enabled", "true"})
 POLICY_KINDS: Final = frozenset(
     {
         "NetworkPolicy",
@@ -69,39 +68,42 @@ def _key(obj: Obj) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
-def audit_enabled(values: Mapping[str, Any] | None) -> bool:
-    return str((values or {}).get(AUDIT_KEY, "")).lower() in AUDIT_ON
+def _pick(obj: Obj, *names: str) -> dict[str, Any]:
+    return {name: obj[name] for name in names if obj.get(name) is not None}
 
 
-def namespace_for_engine(obj: Obj) -> dict[str, Any]:
-    """The namespace as the engine reads it: the audit label as the engine's annotation."""
-    out = copy.deepcopy(dict(obj))
-    meta = out.setdefault("metadata", {})
-    if audit_enabled(meta.get("labels")) or audit_enabled(meta.get("annotations")):
-        meta["annotations"] = {**(meta.get("annotations") or {}), AUDIT_KEY: "true"}
-    return out
+def slim_pod(obj: Obj) -> dict[str, Any]:
+    """The fields of a pod the engine (`parse_pod`) and the Observer's metadata read:
+    metadata name/namespace/labels/annotations/ownerReferences/uid/generation, spec
+    nodeName/hostNetwork/serviceAccountName and the containers' (and init containers')
+    ports, status podIP(s)/phase."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    containers = {
+        section: [{"ports": c["ports"]} if c.get("ports") else {} for c in spec.get(section) or []]
+        for section in ("containers", "initContainers")
+        if any(c.get("ports") for c in spec.get(section) or [])
+    }
+    return {
+        "metadata": _pick(
+            meta, "name", "namespace", "labels", "annotations", "ownerReferences", "uid"
+        ),
+        "spec": {**_pick(spec, "nodeName", "hostNetwork", "serviceAccountName"), **containers},
+        "status": _pick(status, "podIP", "podIPs", "phase"),
+    }
 
 
-def effective_policy(obj: Obj) -> dict[str, Any] | None:
-    """What the agent enforces of a policy object: its spec when valid, else its
-    `status.lastValid` version, else nothing (None)."""
-    try:
-        parse_policy(obj)
-        return dict(obj)
-    except InvalidPolicy:
-        pass
-    last = (obj.get("status") or {}).get("lastValid")
-    if not isinstance(last, Mapping):
-        return None
-    candidate = {k: v for k, v in obj.items() if k not in ("spec", "specs", "status")}
-    for name in ("spec", "specs"):
-        if name in last:
-            candidate[name] = last[name]
-    try:
-        parse_policy(candidate)
-    except InvalidPolicy:
-        return None
-    return candidate
+def slim_node(obj: Obj) -> dict[str, Any]:
+    """The fields of a node the engine reads (status.images alone can be tens of KB)."""
+    meta = obj.get("metadata") or {}
+    return {
+        "metadata": _pick(meta, "name", "labels", "annotations"),
+        "status": _pick(obj.get("status") or {}, "addresses"),
+    }
+
+
+SLIMMERS: Final = {"Pod": slim_pod, "Node": slim_node}
 
 
 def workloads_of(pod: Obj) -> tuple[tuple[str, str], ...]:
@@ -141,17 +143,6 @@ def with_localhost(policy: DirectionPolicy) -> DirectionPolicy:
         for protocol in (PROTO_ANY, *policy.protocols)
     ]
     return DirectionPolicy(True, tuple(sorted(kept + allows)), policy.protocols, policy.wildcard)
-
-
-def with_audited(policy: DirectionPolicy, audited_rules: frozenset[int]) -> DirectionPolicy:
-    """Deny entries decided by an audited policy become audit entries."""
-    if not audited_rules or not policy.enforced:
-        return policy
-    entries = tuple(
-        e._replace(audit=True) if e.verdict is Verdict.DENY and e.rule_id in audited_rules else e
-        for e in policy.entries
-    )
-    return DirectionPolicy(policy.enforced, entries, policy.protocols, policy.wildcard)
 
 
 @dataclass
@@ -203,7 +194,6 @@ class Compiler:
         self.held: set[Key] = set()  # pods waiting for their SeptumIdentity
         self.held_namespaces: set[str] = set()
         self.local_ips: dict[Key, tuple[str, ...]] = {}  # from CNI ADD, before the API has them
-        self.audited_policies: set[PolicyKey] = set()
         self.host_addresses: set[str] = set()
         self.pending = Pending()
         self._rules_seen = 0
@@ -214,21 +204,48 @@ class Compiler:
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watched object changed (`event_type` "upsert" or "delete")."""
         store = self.raw.setdefault(kind, {})
+        slim = SLIMMERS.get(kind)
+        if slim is not None:
+            obj = slim(obj)
         if event_type == "delete":
             store.pop(_key(obj), None)
         else:
             store[_key(obj)] = obj
+        renumbered: tuple[int, LabelSet] | None = None
         if kind == "SeptumIdentity":
-            if event_type == "delete":
-                self.identities.delete(obj)
-            else:
-                self.identities.upsert(obj)
+            renumbered = self._identity(obj, event_type == "delete")
         if not self.synced:
             return
         try:
             self._apply(kind, event_type, obj)
+            if renumbered is not None:
+                self._renumber(*renumbered)
         except EngineError as err:
             log.warning("engine refused %s %s: %s", kind, "/".join(_key(obj)), err)
+
+    def _identity(self, obj: Obj, delete: bool) -> tuple[int, LabelSet] | None:
+        """Record a SeptumIdentity; (old number, label set) when the label set's identity
+        moved to another number (a lower duplicate appeared, or the lowest went)."""
+        parsed = parse_identity(obj)
+        before = self.identities.lookup(parsed[1]) if parsed is not None else None
+        labels = self.identities.delete(obj) if delete else self.identities.upsert(obj)
+        if labels is None or before is None:
+            return None
+        after = self.identities.lookup(labels)
+        return (before, labels) if after is not None and after != before else None
+
+    def _renumber(self, old: int, labels: LabelSet) -> None:
+        """Give the pods of `labels` the label set's identity now: they leave the engine
+        and come back (one batch, so the datapath only sees the result)."""
+        keys = [k for k in self.engine.identity_pods.get(old, ()) if
+                self.engine.pod_labels(k) == labels]  # fmt: skip
+        for key in keys:
+            self.pending.add_changes(self.engine.delete_pod(key.namespace, key.name))
+        for key in sorted(keys):
+            self._pod((key.namespace, key.name), False)
+        if keys:
+            log.info("identity %d of %d pods renumbered to %d", old, len(keys),
+                     self.identities.lookup(labels))  # fmt: skip
 
     def _apply(self, kind: str, event_type: str, obj: Obj) -> None:
         delete = event_type == "delete"
@@ -250,7 +267,7 @@ class Compiler:
     def load(self) -> None:
         """The first full compile, once every resource is listed (engine.load, then the
         cyclic collector frozen: this process lives long)."""
-        namespaces = [namespace_for_engine(o) for o in self.raw.get("Namespace", {}).values()]
+        namespaces = list(self.raw.get("Namespace", {}).values())
         nodes = list(self.raw.get("Node", {}).values())
         # load() sees the namespaces before the pods: label sets need namespace labels
         ns_labels = {n["metadata"]["name"]: dict(parse_namespace(n).labels) for n in namespaces}
@@ -262,8 +279,7 @@ class Compiler:
         policies: list[Obj] = []
         for kind in sorted(POLICY_KINDS):
             for obj in self.raw.get(kind, {}).values():
-                effective = effective_policy(obj)
-                self._note_audit(obj, effective is not None)
+                effective = enforced_version(obj)
                 if effective is not None:
                     policies.append(effective)
         result = self.engine.load(
@@ -367,42 +383,26 @@ class Compiler:
             self.held_namespaces.discard(name)
             self.pending.add_changes(self.engine.delete_namespace(name))
             return
-        engine_obj = namespace_for_engine(obj)
-        labels = {**self._namespace_labels(), name: dict(parse_namespace(engine_obj).labels)}
+        labels = {**self._namespace_labels(), name: dict(parse_namespace(obj).labels)}
         for key in [k for k in self.raw.get("Pod", {}) if k[0] == name]:
             if self._engine_pod(key, labels) is None and key in self.held:
                 # a pod's new label set has no identity yet: keep the old labels until then
                 self.held_namespaces.add(name)
                 return
         self.held_namespaces.discard(name)
-        self.pending.add_changes(self.engine.upsert_namespace(engine_obj))
+        self.pending.add_changes(self.engine.upsert_namespace(obj))
 
     def _node_addresses(self) -> None:
-        for node in self.engine.nodes.values():
-            number = HOST_IDENTITY if node.name == self.node else REMOTE_NODE_IDENTITY
-            for ip in node.ips:
-                self.pending.upsert(str(ipaddress.ip_network(ip)), number)
+        """The node's own addresses win over a node address the engine just deleted (the
+        engine maps node addresses itself: host here, remote-node elsewhere)."""
         for prefix in self.host_addresses:
             self.pending.upsert(prefix, HOST_IDENTITY)
 
     # ---- policies ----------------------------------------------------------------------
 
-    def _note_audit(self, obj: Obj, enforced: bool) -> bool:
-        """Record the policy's audit annotation; True when that changed."""
-        key = policy_key(obj)
-        audited = enforced and audit_enabled((obj.get("metadata") or {}).get("annotations"))
-        was = key in self.audited_policies
-        if audited:
-            self.audited_policies.add(key)
-        else:
-            self.audited_policies.discard(key)
-        return was != audited
-
     def _policy(self, obj: Obj, delete: bool) -> None:
         key = policy_key(obj)
-        effective = None if delete else effective_policy(obj)
-        if self._note_audit(obj, effective is not None):
-            self.pending.all_dirty = True
+        effective = None if delete else enforced_version(obj)
         if effective is None:
             if not delete:
                 log.warning("policy %s: invalid and no last valid version; not enforced", key)
@@ -428,33 +428,16 @@ class Compiler:
         return self.synced and PodKey(namespace, name) in self.engine.pod_identity
 
     def local_policy(self, namespace: str, name: str) -> EndpointPolicy | None:
-        """The pod's engine policy as this agent enforces it (audit by namespace, pod and
-        policy; the host allowed in unless allow-localhost is "policy")."""
+        """The pod's engine policy as this agent enforces it: the host allowed in unless
+        allow-localhost is "policy"."""
         key = PodKey(namespace, name)
         if key not in self.engine.pod_identity:
             return None
         policy = self.engine.endpoint_policy(key)
-        audited = self._audited_rules()
-        ingress = with_audited(policy.ingress, audited)
-        egress = with_audited(policy.egress, audited)
-        if self.allow_localhost:
-            ingress = with_localhost(ingress)
-        return EndpointPolicy(key, policy.identity, policy.audit, ingress, egress)
-
-    def _audited_rules(self) -> frozenset[int]:
-        if not self.audited_policies:
-            return frozenset()
-        found: set[int] = set()
-        registry = self.engine.registry
-        for rule_id in range(1, len(registry) + 1):
-            info = registry.info(rule_id)
-            if info.origin is Origin.RULE and info.ref is not None:
-                if info.ref.policy in self.audited_policies:
-                    found.add(rule_id)
-            elif info.origin is Origin.DEFAULT_DENY and info.isolated_by:
-                if all(p in self.audited_policies for p in info.isolated_by):
-                    found.add(rule_id)
-        return frozenset(found)
+        if not self.allow_localhost:
+            return policy
+        ingress = with_localhost(policy.ingress)
+        return EndpointPolicy(key, policy.identity, policy.audit, ingress, policy.egress)
 
     def new_rules(self) -> list[RuleFacts]:
         """Rule ids the engine made since the last call, with the policy each stands for."""

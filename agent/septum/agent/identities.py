@@ -32,11 +32,17 @@ def parse_identity(obj: Mapping[str, Any]) -> tuple[int, LabelSet] | None:
 
 
 class IdentityStore:
-    """The watched SeptumIdentity objects: label set <-> number."""
+    """The watched SeptumIdentity objects: label set <-> number.
+
+    Two objects may hold one label set (two operators raced before the lease settled):
+    the lowest number is the label set's identity, as the operator decides; the other
+    stays known by number (its label set) until it is deleted.
+    """
 
     def __init__(self) -> None:
-        self.numbers: dict[LabelSet, int] = {}
+        self.numbers: dict[LabelSet, int] = {}  # label set -> its identity (lowest number)
         self.labels: dict[int, LabelSet] = {}
+        self._holders: dict[LabelSet, set[int]] = {}  # label set -> every number holding it
 
     def upsert(self, obj: Mapping[str, Any]) -> LabelSet | None:
         """Record an identity; returns its label set (None: not usable)."""
@@ -46,18 +52,32 @@ class IdentityStore:
         number, labels = parsed
         old = self.labels.get(number)
         if old is not None and old != labels:
-            self.numbers.pop(old, None)
+            self._release(number, old)
         self.labels[number] = labels
-        self.numbers[labels] = number
+        holders = self._holders.setdefault(labels, set())
+        holders.add(number)
+        self.numbers[labels] = min(holders)
         return labels
 
-    def delete(self, obj: Mapping[str, Any]) -> None:
+    def delete(self, obj: Mapping[str, Any]) -> LabelSet | None:
+        """Forget an identity; returns its label set (None: not one this store held)."""
         parsed = parse_identity(obj)
         if parsed is None:
-            return
+            return None
         number, labels = parsed
-        if self.labels.get(number) == labels:
-            del self.labels[number]
+        if self.labels.get(number) != labels:
+            return None
+        del self.labels[number]
+        self._release(number, labels)
+        return labels
+
+    def _release(self, number: int, labels: LabelSet) -> None:
+        holders = self._holders.get(labels, set())
+        holders.discard(number)
+        if holders:
+            self.numbers[labels] = min(holders)
+        else:
+            self._holders.pop(labels, None)
             self.numbers.pop(labels, None)
 
     def lookup(self, labels: LabelSet) -> int | None:
