@@ -91,13 +91,17 @@ class PeerManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._checkers: dict[str, asyncio.Task[None]] = {}
         self._watchers: set[Callable[[Node], None]] = set()
+        # Set once a seed has answered (its first notification) or failed once.
+        self._seeds_heard: list[asyncio.Event] = []
         self.started_ns = time.monotonic_ns()
 
     # ---- lifecycle --------------------------------------------------------
     def start(self) -> None:
         for setting, address in self.seeds:
+            heard = asyncio.Event()
+            self._seeds_heard.append(heard)
             name = f"seed {setting} {address}"
-            self._tasks.append(asyncio.create_task(self._follow_seed(address), name=name))
+            self._tasks.append(asyncio.create_task(self._follow_seed(address, heard), name=name))
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *self._checkers.values()]
@@ -122,10 +126,20 @@ class PeerManager:
         return lambda: self._watchers.discard(callback)
 
     async def wait_checked(self, timeout_s: float) -> None:
-        """Until every known node has been checked once (or the timeout passes)."""
-        pending = [n.checked.wait() for n in self.nodes.values() if not n.checked.is_set()]
-        if pending:
-            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=timeout_s)
+        """Until every seed has been heard from and every node it named checked once (or the
+        timeout passes): a call that comes just after the start sees every node."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for stage in ("seeds", "nodes"):
+            if stage == "seeds":
+                events = self._seeds_heard
+            else:
+                events = [node.checked for node in self.nodes.values()]
+            pending = [asyncio.ensure_future(e.wait()) for e in events if not e.is_set()]
+            if pending:
+                _, not_done = await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
+                for future in not_done:
+                    future.cancel()
 
     def channel(self, node: Node) -> Channel:
         if node.channel is None:
@@ -133,7 +147,7 @@ class PeerManager:
         return node.channel
 
     # ---- the seeds ------------------------------------------------------------
-    async def _follow_seed(self, address: Address) -> None:
+    async def _follow_seed(self, address: Address, heard: asyncio.Event) -> None:
         attempt = 0
         while True:
             channel = self.dialer.channel(address)
@@ -146,11 +160,13 @@ class PeerManager:
                     async for note in stream:
                         attempt = 0
                         self._apply(note, address)
+                        heard.set()
                 reason = "the stream ended"
             except CALL_ERRORS as err:
                 reason = f"{type(err).__name__}: {err}"
             finally:
                 channel.close()
+                heard.set()
             delay = self.backoff.after(attempt)
             attempt += 1
             log.info("peer service %s: %s; following it again in %.1f s", address, reason, delay)

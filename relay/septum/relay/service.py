@@ -123,6 +123,7 @@ class RelayObserver:
     # ---- status -----------------------------------------------------------
     async def _refresh(self) -> None:
         """Every known node's status, asked now (concurrently)."""
+        await self.peers.wait_checked(self.peers.call_timeout_s)
         await asyncio.gather(*(self.peers.check(node) for node in list(self.peers.nodes.values())))
 
     async def server_status(self, stream: grpclib.server.Stream[Any, Any]) -> None:

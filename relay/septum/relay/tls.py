@@ -19,6 +19,7 @@ from grpclib.config import Configuration
 
 from septum.dataplane.observe.errors import ServerConfigError
 from septum.dataplane.observe.server import TLSFiles
+from septum.relay.codec import PassthroughCodec
 from septum.relay.errors import RelayConfigError
 
 UNIX_SCHEME = "unix:"
@@ -104,7 +105,8 @@ class AgentDialer:
         return self._context is None
 
     def channel(self, address: Address, server_name: str = "") -> Channel:
+        codec = PassthroughCodec()
         if address.unix_path is not None:
-            return Channel(path=address.unix_path)
+            return Channel(path=address.unix_path, codec=codec)
         config = Configuration(ssl_target_name_override=server_name or address.host)
-        return Channel(address.host, address.port, ssl=self._context, config=config)
+        return Channel(address.host, address.port, ssl=self._context, config=config, codec=codec)
