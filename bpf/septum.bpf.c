@@ -4,6 +4,10 @@
  *
  *   septum_from_pod       tc ingress of a pod's host-side veth (pod egress)
  *   septum_to_pod         tc egress of a pod's host-side veth (pod ingress)
+ *   septum_from_netdev    tc ingress of a node interface (host ingress: packets
+ *                         addressed to the node itself; the rest passes untouched)
+ *   septum_to_netdev      tc egress of a node interface (host egress: packets the
+ *                         node itself sends)
  *   septum_xdp_prefilter  XDP on the node's uplink: the CIDR deny list
  *   bench_emit            never attached: one flow event per test run
  *   bench_empty           never attached: the empty tc baseline
@@ -15,6 +19,7 @@
 #include "lib/abi_anchor.h"
 #include "lib/verdict.h"
 #include "lib/prefilter.h"
+#include "lib/host.h"
 
 SEC("tc")
 int septum_from_pod(struct __sk_buff *skb)
@@ -37,6 +42,39 @@ int septum_to_pod(struct __sk_buff *skb)
 		.trace_point = SEPTUM_TRACE_TO_ENDPOINT,
 	};
 
+	return septum_handle_endpoint(skb, &hook);
+}
+
+/* The host endpoint's programs.  Unlike a pod's veth, where the hook's side is
+ * the opposite of the pod's direction, a node interface's ingress is the host's
+ * ingress.  Packets that are not the node's own -- pod traffic routed through
+ * the node, already decided at a pod's veth -- pass before anything is parsed,
+ * counted or tracked. */
+SEC("tc")
+int septum_from_netdev(struct __sk_buff *skb)
+{
+	struct septum_hook hook = {
+		.ifindex = skb->ifindex,
+		.direction = SEPTUM_DIR_INGRESS,
+		.trace_point = SEPTUM_TRACE_FROM_NETWORK,
+	};
+
+	if (!septum_host_packet(skb, SEPTUM_DIR_INGRESS))
+		return SEPTUM_TC_FORWARD;
+	return septum_handle_endpoint(skb, &hook);
+}
+
+SEC("tc")
+int septum_to_netdev(struct __sk_buff *skb)
+{
+	struct septum_hook hook = {
+		.ifindex = skb->ifindex,
+		.direction = SEPTUM_DIR_EGRESS,
+		.trace_point = SEPTUM_TRACE_TO_NETWORK,
+	};
+
+	if (!septum_host_packet(skb, SEPTUM_DIR_EGRESS))
+		return SEPTUM_TC_FORWARD;
 	return septum_handle_endpoint(skb, &hook);
 }
 

@@ -95,7 +95,8 @@ enum septum_event_type {
 enum septum_trace_point {
 	SEPTUM_TRACE_UNKNOWN_POINT = 0,
 	SEPTUM_TRACE_FROM_ENDPOINT = 5, /* tc ingress of the host veth: the pod sent it */
-	SEPTUM_TRACE_FROM_NETWORK = 10, /* XDP on the uplink */
+	SEPTUM_TRACE_FROM_NETWORK = 10, /* XDP or tc ingress on a node interface (uplink) */
+	SEPTUM_TRACE_TO_NETWORK = 11,   /* tc egress on a node interface: the node sent it */
 	SEPTUM_TRACE_TO_ENDPOINT = 101, /* tc egress of the host veth: towards the pod */
 };
 

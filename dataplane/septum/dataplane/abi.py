@@ -205,6 +205,7 @@ class TraceObservationPoint(enum.IntEnum):
     UNKNOWN_POINT = 0
     FROM_ENDPOINT = 5
     FROM_NETWORK = 10
+    TO_NETWORK = 11
     TO_ENDPOINT = 101
 
 
@@ -377,6 +378,8 @@ MAP_PREFILTER: Final = "sep_prefilter"
 PROG_FROM_POD: Final = "septum_from_pod"  # tc ingress of the host veth (pod egress)
 PROG_TO_POD: Final = "septum_to_pod"  # tc egress of the host veth (pod ingress)
 PROG_XDP_PREFILTER: Final = "septum_xdp_prefilter"
+PROG_FROM_NETDEV: Final = "septum_from_netdev"  # tc ingress of a node interface (host ingress)
+PROG_TO_NETDEV: Final = "septum_to_netdev"  # tc egress of a node interface (host egress)
 PROG_BENCH_EMIT: Final = "bench_emit"  # never attached: one event per test run
 PROG_BENCH_EMPTY: Final = "bench_empty"  # never attached: the empty tc baseline
 # never attached: only the map operations and event a new IPv4 connection cannot skip

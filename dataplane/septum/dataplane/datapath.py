@@ -9,6 +9,7 @@ the methods here delegate to them.
 
 * ``endpoints``: pods, their ``sep_endpoints`` entries and adoption after a restart
   (``endpointentry`` works out the entries without I/O);
+* ``hostendpoint``: the node's own interfaces under one host policy (the host firewall);
 * ``policymap``: the policy maps and the generation swap of ``replace_policy``;
 * ``ipcache``: prefix -> identity, all or nothing;
 * ``prefilter``: the XDP deny list; ``hooks``: where the programs are attached;
@@ -19,7 +20,7 @@ the methods here delegate to them.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,7 @@ from septum.dataplane.errors import ProgramError
 from septum.dataplane.events import Flow
 from septum.dataplane.flowstream import FlowStream
 from septum.dataplane.hooks import NodeHooks
+from septum.dataplane.hostendpoint import HostEndpoint, HostEndpointInfo
 from septum.dataplane.ipcache import Ipcache
 from septum.dataplane.kernelhz import kernel_hz
 from septum.dataplane.maps import BpfMap, K, PerCpuMap, V
@@ -74,6 +76,7 @@ class NodeDatapath:
         self._endpoints = Endpoints(
             self.endpoints_map, self._hooks, self._policies, self._conntrack, config.node_name
         )
+        self._host = HostEndpoint(self.endpoints_map, self._hooks, self._policies, self._conntrack)
         self._ipcache = Ipcache(self.ipcache_hosts, self.ipcache_cidrs)
         self._prefilter = Prefilter(self.prefilter_map)
         events = self._object.maps[abi.MAP_EVENTS]
@@ -107,6 +110,7 @@ class NodeDatapath:
         gone); the first error is raised at the end."""
         steps: list[Callable[[], object]] = [
             *(partial(self.remove_endpoint, e) for e in self._endpoints.ids()),
+            self.remove_host_endpoint,
             *(partial(self.detach_uplink, i) for i in self._hooks.uplinks()),
             self.close,
             partial(loader.remove_pins, self.config.pin_dir),
@@ -172,9 +176,47 @@ class NodeDatapath:
         return self._policies.replace(
             self._endpoints.state(endpoint_id),
             desired,
-            self._endpoints.encoded_policies(),
+            self._endpoints.encoded_policies() + self._host.encoded(),
             self._endpoints.publish,
         )
+
+    # ---- host endpoint (host firewall) -------------------------------------------------
+
+    def set_host_endpoint(
+        self,
+        interfaces: Sequence[str],
+        identity: int = abi.IDENTITY_HOST,
+        policy: EndpointPolicy | None = None,
+    ) -> PolicyDiff:
+        """Put the node's own traffic on `interfaces` under `policy` (Cilium's host firewall);
+        returns what changed in the policy.
+
+        The programs on each interface decide only the node's own packets: ingress packets
+        addressed to, and egress packets sent from, an address the ipcache maps to the
+        ``host`` identity (write the node's addresses with ``upsert_prefixes`` first);
+        forwarded pod traffic passes untouched.  An unenforced policy (the default) decides
+        nothing but tracks the node's connections, so a later policy does not cut them.
+        Calling again replaces the interfaces, identity and policy atomically, as
+        replace_policy does for a pod."""
+        return self._host.set(
+            interfaces,
+            identity,
+            policy if policy is not None else EndpointPolicy(),
+            self._endpoints.encoded_policies(),
+        )
+
+    def host_endpoint(self) -> HostEndpointInfo | None:
+        """The node's host endpoint as this process set it, or None."""
+        return self._host.info()
+
+    def set_host_audit(self, enabled: bool) -> None:
+        """Host audit mode: the node's would-be drops pass with verdict AUDIT."""
+        self._host.set_audit(enabled)
+
+    def remove_host_endpoint(self) -> None:
+        """Detach the host programs and forget the host's entries, policy and conntrack
+        entries (idempotent)."""
+        self._host.remove()
 
     # ---- ipcache -----------------------------------------------------------------------
 
@@ -278,6 +320,7 @@ __all__ = [
     "CounterKey",
     "CounterValue",
     "EndpointSpec",
+    "HostEndpointInfo",
     "NodeDatapath",
     "address_bytes",
 ]

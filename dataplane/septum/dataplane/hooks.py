@@ -1,9 +1,11 @@
-"""Where one node's programs run: the tc hooks of its pods' veths and the XDP hook of its
-uplinks, all in the node's network namespace.
+"""Where one node's programs run: the tc hooks of its pods' veths, the tc hooks of the
+interfaces carrying its host endpoint, and the XDP hook of its uplinks, all in the node's
+network namespace.
 
 Links are pinned under ``<pin_dir>/links/`` with names derived from what they serve
-(``ep<id>-ingress``, ``xdp-<interface>``): a restarted agent finds and takes over the
-links of the same pod or uplink instead of attaching a second program.
+(``ep<id>-ingress``, ``host-<interface>-ingress``, ``xdp-<interface>``): a restarted agent
+finds and takes over the links of the same pod or interface instead of attaching a second
+program.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from septum.dataplane.errors import AttachError, EndpointError
 _POD_PROGRAMS: Final[tuple[tuple[TcHook, str], ...]] = (
     ("ingress", abi.PROG_FROM_POD),
     ("egress", abi.PROG_TO_POD),
+)
+
+
+# The host endpoint's two tc programs: on a node interface the hook's side is the host's
+# own direction (what arrives on its ingress is host ingress).
+_HOST_PROGRAMS: Final[tuple[tuple[TcHook, str], ...]] = (
+    ("ingress", abi.PROG_FROM_NETDEV),
+    ("egress", abi.PROG_TO_NETDEV),
 )
 
 
@@ -72,6 +82,20 @@ class NodeHooks:
             if detach_on_failure:
                 self.detach_all(attachments)
             raise
+
+    def attach_host(self, interface: str, ifindex: int, attachments: list[Attachment]) -> None:
+        """Attach both host-endpoint programs to a node interface, appending to
+        `attachments`, or -- when one fails -- neither (what was attached is detached)."""
+        attached: list[Attachment] = []
+        try:
+            with netns.entered(self._netns):
+                for hook, program in _HOST_PROGRAMS:
+                    pin = self._links / f"host-{interface}-{hook}"
+                    attached.append(attach.attach_tc(self._programs[program], ifindex, hook, pin))
+        except Exception:
+            self.detach_all(attached)
+            raise
+        attachments.extend(attached)
 
     def detach_all(self, attachments: list[Attachment]) -> None:
         """Detach every attachment in the list and empty it."""

@@ -61,6 +61,8 @@ PROGRAMS: Final = (
     abi.PROG_FROM_POD,
     abi.PROG_TO_POD,
     abi.PROG_XDP_PREFILTER,
+    abi.PROG_FROM_NETDEV,
+    abi.PROG_TO_NETDEV,
     abi.PROG_BENCH_EMIT,
     abi.PROG_BENCH_EMPTY,
     abi.PROG_BENCH_NEW_FLOOR,
