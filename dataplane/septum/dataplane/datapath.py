@@ -20,6 +20,7 @@ the methods here delegate to them.
 from __future__ import annotations
 
 import ctypes
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -32,7 +33,7 @@ from septum.dataplane.config import DatapathConfig, kernel_config
 from septum.dataplane.conntrack import CLOCK_PACKET, Conntrack, jiffies_from_test_run
 from septum.dataplane.counters import CounterKey, CounterValue, read_counters
 from septum.dataplane.endpointentry import EndpointSpec
-from septum.dataplane.endpoints import Endpoints
+from septum.dataplane.endpoints import Endpoints, PinnedEndpoint
 from septum.dataplane.errors import ProgramError
 from septum.dataplane.events import Flow
 from septum.dataplane.flowstream import FlowStream
@@ -152,6 +153,38 @@ class NodeDatapath:
 
     def endpoint_ids(self) -> list[int]:
         return self._endpoints.ids()
+
+    def endpoint_revision(self, endpoint_id: int) -> int:
+        """The policy revision the endpoint's entry in the kernel holds: bumped by every
+        replace_policy that changed something and by set_audit; an adopted endpoint keeps
+        the revision its earlier agent realized.  0 when its entry is missing."""
+        return self._endpoints.revision(endpoint_id)
+
+    def pinned_endpoints(self) -> list[PinnedEndpoint]:
+        """Every pod entry in the node's pinned endpoint map: this process's and those an
+        earlier agent left (the host endpoint's entries are not listed)."""
+        found: list[PinnedEndpoint] = []
+        with netns.entered(self.config.netns):
+            for endpoint_id, ifindex, ipv4, ipv6 in self._endpoints.pinned():
+                try:
+                    name: str | None = socket.if_indextoname(ifindex)
+                except OSError:
+                    name = None
+                found.append(PinnedEndpoint(endpoint_id, ifindex, name, ipv4, ipv6))
+        return found
+
+    def remove_unregistered_endpoints(self) -> list[PinnedEndpoint]:
+        """Remove the pinned pod entries this process did not register (upsert_endpoint)
+        since it started: their links, policy keys and conntrack entries too.  Call it once
+        every live pod is re-registered after a restart; returns what was removed."""
+        stale = [
+            pinned
+            for pinned in self.pinned_endpoints()
+            if not self._endpoints.registered(pinned.endpoint_id, pinned.ifindex)
+        ]
+        for pinned in stale:
+            self._endpoints.remove_pinned(pinned.endpoint_id, pinned.ifindex)
+        return stale
 
     def set_audit(self, endpoint_id: int, enabled: bool) -> None:
         """Audit mode: would-be drops of the endpoint pass with verdict AUDIT."""
@@ -322,5 +355,6 @@ __all__ = [
     "EndpointSpec",
     "HostEndpointInfo",
     "NodeDatapath",
+    "PinnedEndpoint",
     "address_bytes",
 ]

@@ -9,6 +9,9 @@ opens a pod.
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
+
 from septum.dataplane import abi
 from septum.dataplane.conntrack import Conntrack
 from septum.dataplane.endpointentry import (
@@ -24,6 +27,31 @@ from septum.dataplane.hooks import NodeHooks
 from septum.dataplane.maps import BpfMap
 from septum.dataplane.policy import EncodedPolicy
 from septum.dataplane.policymap import PolicyMaps
+
+# The host endpoint's entries (hostendpoint.py) carry this id; pods are 1..ENDPOINT_ID_MAX.
+_HOST_ENDPOINT_ID = 0
+
+
+@dataclass(frozen=True)
+class PinnedEndpoint:
+    """A pod entry found in the pinned ``sep_endpoints`` map (possibly an earlier agent's)."""
+
+    endpoint_id: int
+    ifindex: int
+    interface: str | None  # its name on the node; None when the interface is gone
+    ipv4: str | None = None  # the pod's addresses the entry holds
+    ipv6: str | None = None
+
+
+def entry_addresses(entry: abi.Endpoint) -> tuple[str | None, str | None]:
+    """(ipv4, ipv6) of a ``sep_endpoints`` value, None where its flags say it has none."""
+    ipv4 = (
+        str(ipaddress.IPv4Address(bytes(entry.ipv4))) if entry.flags & abi.EP_F_HAS_IPV4 else None
+    )
+    ipv6 = (
+        str(ipaddress.IPv6Address(bytes(entry.ipv6))) if entry.flags & abi.EP_F_HAS_IPV6 else None
+    )
+    return ipv4, ipv6
 
 
 class Endpoints:
@@ -125,6 +153,44 @@ class Endpoints:
         self._policies.purge(endpoint_id)
         self._conntrack.flush(state.ifindex)
         del self._states[endpoint_id]
+
+    def revision(self, endpoint_id: int) -> int:
+        """The policy revision the endpoint's pinned entry holds (what packets are decided
+        by); 0 when the entry is missing."""
+        entry = self.table.lookup(abi.EndpointKey(ifindex=self.state(endpoint_id).ifindex))
+        if entry is None or entry.endpoint_id != endpoint_id:
+            return 0
+        return int(entry.policy_revision)
+
+    def pinned(self) -> list[tuple[int, int, str | None, str | None]]:
+        """(endpoint id, ifindex, ipv4, ipv6) of every pod entry in the map, this process's
+        or not."""
+        return sorted(
+            (int(value.endpoint_id), int(key.ifindex), *entry_addresses(value))
+            for key, value in self.table.items()
+            if value.endpoint_id != _HOST_ENDPOINT_ID
+        )
+
+    def registered(self, endpoint_id: int, ifindex: int) -> bool:
+        """Whether this process holds the endpoint on that interface."""
+        state = self._states.get(endpoint_id)
+        return state is not None and state.ifindex == ifindex
+
+    def remove_pinned(self, endpoint_id: int, ifindex: int) -> None:
+        """Remove a pod entry this process did not register (an earlier agent's pod that is
+        gone): the entry, its links, its policy keys and conntrack entries -- each only where
+        no registered endpoint uses the same id or interface."""
+        if self.registered(endpoint_id, ifindex):
+            raise EndpointError(f"endpoint {endpoint_id} is registered: use remove()")
+        key = abi.EndpointKey(ifindex=ifindex)
+        entry = self.table.lookup(key)
+        if entry is not None and entry.endpoint_id == endpoint_id:
+            self.table.delete(key)
+        if endpoint_id not in self._states:
+            self._hooks.detach_pod_links(endpoint_id)
+            self._policies.purge(endpoint_id)
+        if all(state.ifindex != ifindex for state in self._states.values()):
+            self._conntrack.flush(ifindex)
 
     def set_audit(self, endpoint_id: int, enabled: bool) -> None:
         """Audit mode: would-be drops of the endpoint pass with verdict AUDIT."""

@@ -25,7 +25,6 @@ _POD_PROGRAMS: Final[tuple[tuple[TcHook, str], ...]] = (
     ("egress", abi.PROG_TO_POD),
 )
 
-
 # The host endpoint's two tc programs: on a node interface the hook's side is the host's
 # own direction (what arrives on its ingress is host ingress).
 _HOST_PROGRAMS: Final[tuple[tuple[TcHook, str], ...]] = (
@@ -96,6 +95,12 @@ class NodeHooks:
             self.detach_all(attached)
             raise
         attachments.extend(attached)
+
+    def detach_pod_links(self, endpoint_id: int) -> None:
+        """Unpin the links an earlier agent pinned for a pod's programs (a pod that is
+        gone; an interface already gone took its links with it)."""
+        for hook, _program in _POD_PROGRAMS:
+            (self._links / f"ep{endpoint_id}-{hook}").unlink(missing_ok=True)
 
     def detach_all(self, attachments: list[Attachment]) -> None:
         """Detach every attachment in the list and empty it."""
