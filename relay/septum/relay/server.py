@@ -27,6 +27,7 @@ from septum.relay.tls import AgentDialer, AgentTLS, parse_address, server_ssl_co
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN_ADDRESS = ":4245"
+_TRANSPORT_CLOSE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class Relay:
             except TimeoutError:
                 log.info("relay: calls still open after %.1f s of grace were cut", grace_s)
             self._server = None
+        # Closed transports close their sockets on the loop's next turns, a TLS one after
+        # its close_notify exchange: give them a moment before the loop stops.
+        await asyncio.sleep(_TRANSPORT_CLOSE_S)
 
     async def serve_forever(self) -> None:
         await self.start()
