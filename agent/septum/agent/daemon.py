@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from septum.agent import cluster, cni, hostmounts
+from septum.agent import cluster, cni, hostendpoints, hostmounts
 from septum.agent.cniserver import CniServer
 from septum.agent.compiler import Compiler
 from septum.agent.endpoints import LocalEndpoints, local_addresses
 from septum.agent.health import HealthServer
+from septum.agent.hostendpoints import HostFirewall
 from septum.agent.metadata import ClusterMetadata
 from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
@@ -60,6 +61,11 @@ class AgentOptions:
     log_level: str = "INFO"
     cluster_name: str = "default"
     report_status: bool = True
+    # the host firewall (Cilium's --enable-host-firewall): host policies enforced on the
+    # node's own interfaces (all carrying its addresses, or these), audit: would-be drops pass
+    host_firewall: bool = False
+    host_audit: bool = False
+    host_interfaces: tuple[str, ...] = ()
 
     @property
     def node_run_dir(self) -> Path:
@@ -121,6 +127,7 @@ class Agent:
         self.api_reachable: dict[str, bool] = {}
         self.endpoints: LocalEndpoints | None = None
         self.sync: NodeSync | None = None
+        self.host: HostFirewall | None = None
         self.observer: NodeObserver | None = None
         self.metadata = ClusterMetadata(options.cluster_name)
         self.compiler = Compiler(
@@ -249,7 +256,8 @@ class Agent:
         )
         restored = self.endpoints.restore()
         self.compiler.add_host_addresses(local_addresses())
-        self.sync = NodeSync(self.compiler, self.endpoints, self.metadata)
+        self.host = self._host_firewall()
+        self.sync = NodeSync(self.compiler, self.endpoints, self.metadata, self.host)
         log.info(
             "datapath loaded",
             extra={
@@ -260,6 +268,26 @@ class Agent:
                 }
             },
         )
+
+    def _host_firewall(self) -> HostFirewall | None:
+        """Attach the host firewall before the agent opens any connection of its own (so
+        conntrack knows them when a host policy arrives), or remove one an earlier agent
+        left when it is disabled."""
+        assert self.endpoints is not None
+        options = self.options
+        interfaces = hostendpoints.node_interfaces()
+        if options.host_interfaces:
+            found = {i.name: i for i in interfaces}
+            interfaces = [
+                found.get(name, hostendpoints.NodeInterface(name, ()))
+                for name in options.host_interfaces
+            ]
+        if not options.host_firewall:
+            hostendpoints.release_leftovers(self.endpoints.datapath, interfaces)
+            return None
+        host = HostFirewall(self.endpoints.datapath, interfaces, options.host_audit)
+        host.start()
+        return host
 
     def _start_observer(self) -> None:
         assert self.endpoints is not None

@@ -19,6 +19,7 @@ from septum.agent import adapter
 from septum.agent.compiler import Compiler
 from septum.agent.endpoints import EndpointRecord, LocalEndpoints
 from septum.agent.facts import EndpointFacts
+from septum.agent.hostendpoints import HostFirewall
 from septum.agent.metadata import ClusterMetadata
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,16 @@ class CniAdd:
 
 class NodeSync:
     def __init__(
-        self, compiler: Compiler, endpoints: LocalEndpoints, metadata: ClusterMetadata
+        self,
+        compiler: Compiler,
+        endpoints: LocalEndpoints,
+        metadata: ClusterMetadata,
+        host: HostFirewall | None = None,
     ) -> None:
         self.compiler = compiler
         self.endpoints = endpoints
         self.metadata = metadata
+        self.host = host  # the host firewall, when enabled
         self.revision = 1  # this agent's policy revision: bumped by every batch that writes
         self.realized: dict[int, int] = {}  # endpoint id -> revision its policy was written at
         self.waiting: list[CniAdd] = []
@@ -66,6 +72,7 @@ class NodeSync:
             key = (record.namespace, record.name)
             if pending.all_dirty or key in pending.dirty:
                 wrote |= self._realize(record)
+        wrote |= self._realize_host()
         if wrote:
             self.revision += 1
         for rule in self.compiler.new_rules():
@@ -89,6 +96,17 @@ class NodeSync:
         else:
             self.realized.setdefault(record.endpoint_id, self.revision)
         return changed
+
+    def _realize_host(self) -> bool:
+        """Write the host endpoint's policy if it changed (nodes are few: asked every
+        batch); a failure is logged and tried again next batch."""
+        if self.host is None:
+            return False
+        try:
+            return self.host.realize(self.compiler)
+        except Exception as err:  # noqa: BLE001 - the pods' writes go on; retried next batch
+            log.warning("host policy not written: %s", err)
+            return False
 
     def _publish_pod(self, namespace: str, name: str) -> None:
         facts = self.compiler.pod_facts(namespace, name)

@@ -48,6 +48,21 @@ def _path(value: str | None) -> Path | None:
 )
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--cluster-name", default="default", show_default=True)
+@click.option(
+    "--host-firewall/--no-host-firewall",
+    default=False,
+    show_default=True,
+    help="Enforce host policies (nodeSelector) on the node's own interfaces.",
+)
+@click.option(
+    "--host-audit", is_flag=True, help="Host firewall in audit mode: would-be drops pass."
+)
+@click.option(
+    "--host-interface",
+    "host_interfaces",
+    multiple=True,
+    help="A node interface for the host firewall (default: all carrying the node's addresses).",
+)
 def agent(
     node: str,
     kubeconfig: str | None,
@@ -64,6 +79,9 @@ def agent(
     log_format: str,
     log_level: str,
     cluster_name: str,
+    host_firewall: bool,
+    host_audit: bool,
+    host_interfaces: tuple[str, ...],
 ) -> None:
     """Run Septum's agent for one node: CNI chaining, datapath, policy, flows."""
     from septum.agent.daemon import AgentOptions, run
@@ -85,5 +103,8 @@ def agent(
         log_format="text" if log_format == "text" else "json",
         log_level=log_level,
         cluster_name=cluster_name,
+        host_firewall=host_firewall,
+        host_audit=host_audit,
+        host_interfaces=tuple(host_interfaces),
     )
     sys.exit(run(options))
