@@ -22,6 +22,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("septum.cli.policy", "policy"),
     "bench": ("septum.bench.cli", "bench"),
     "agent": ("septum.cli.agent", "agent"),
+    "relay": ("septum.cli.relay", "relay"),
 }
 
 
