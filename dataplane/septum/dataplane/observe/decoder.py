@@ -152,6 +152,50 @@ if (
     raise ImportError("flow.proto field numbers changed: update decoder.encode")
 
 
+def shape_key(rec: r.Record) -> tuple[object, ...]:
+    """What a record's Flow template depends on: everything but time, bytes, packets and
+    ports. The MACs (last fields) are in rec[16:], so records differing only in Ethernet
+    addresses never share a template."""
+    return rec[2:8] + rec[9:14] + rec[16:]
+
+
+def format_flow_uuid(prefix: str, seq: int) -> str:
+    """A flow's UUID: the agent run's random prefix, then its ring sequence number."""
+    return f"{prefix}{(seq >> 48) & 0xFFFF:04x}-{seq & 0xFFFFFFFFFFFF:012x}"
+
+
+def finish_flow(
+    template: bytes, wall_ns: int, flow_uuid: str, protocol: int, src_port: int, dst_port: int
+) -> tuple[bytes, bytes]:
+    """(serialized Flow, serialized Flow.time): a shape's template with the three fields
+    that differ between flows of one connection appended (protobuf merges them)."""
+    seconds, nanos = divmod(wall_ns, 1_000_000_000)
+    time_bytes = (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(nanos) if nanos else b""
+    )
+    uuid_bytes = flow_uuid.encode()
+    out = b"".join(
+        (
+            template,
+            _TAG_TIME,
+            varint(len(time_bytes)),
+            time_bytes,
+            _TAG_UUID,
+            varint(len(uuid_bytes)),
+            uuid_bytes,
+        )
+    )
+    layer = _PORTED_L4.get(protocol)
+    if layer is not None:
+        ports = (b"\x08" + varint(src_port) if src_port else b"") + (
+            b"\x10" + varint(dst_port) if dst_port else b""
+        )
+        if ports:
+            inner = layer + varint(len(ports)) + ports
+            out += _TAG_L4 + varint(len(inner)) + inner
+    return out, time_bytes
+
+
 class FlowDecoder:
     """Record tuple + metadata -> Flow. Stateless apart from the clock offset."""
 
@@ -185,13 +229,23 @@ class FlowDecoder:
         three are appended. Protobuf parsers merge repeated occurrences of a
         message field and the appended fields are absent from the template, so
         the bytes parse to exactly the decoded Flow (tests check equality)."""
+        flow_bytes, time_bytes = finish_flow(
+            self.template(rec),
+            int(rec[r.TIME_NS]) + self.wall_offset_ns,
+            self.flow_uuid(seq),
+            rec[r.PROTOCOL],
+            rec[r.SRC_PORT],
+            rec[r.DST_PORT],
+        )
+        return flow_bytes, time_bytes
+
+    def template(self, rec: r.Record) -> bytes:
+        """The serialized Flow of `rec` without time, uuid and ports (cached per shape)."""
         generation = getattr(self._metadata, "generation", 0)
         if generation != self._template_generation or len(self._templates) > _MAX_TEMPLATES:
             self._templates.clear()
             self._template_generation = generation
-        # Not time, bytes, packets, ports; the MACs (last fields) are in rec[16:],
-        # so records differing only in Ethernet addresses never share a template.
-        key = rec[2:8] + rec[9:14] + rec[16:]
+        key = shape_key(rec)
         template = self._templates.get(key)
         if template is None:
             shape = list(rec)
@@ -200,38 +254,24 @@ class FlowDecoder:
             flow.ClearField("time")
             flow.ClearField("uuid")
             template = self._templates[key] = flow.SerializeToString()
-        seconds, nanos = divmod(int(rec[r.TIME_NS]) + self.wall_offset_ns, 1_000_000_000)
-        time_bytes = (b"\x08" + varint(seconds) if seconds else b"") + (
-            b"\x10" + varint(nanos) if nanos else b""
-        )
-        uuid_bytes = self.flow_uuid(seq).encode()
-        out = b"".join(
-            (
-                template,
-                _TAG_TIME,
-                varint(len(time_bytes)),
-                time_bytes,
-                _TAG_UUID,
-                varint(len(uuid_bytes)),
-                uuid_bytes,
-            )
-        )
-        layer = _PORTED_L4.get(rec[r.PROTOCOL])
-        if layer is not None:
-            src, dst = rec[r.SRC_PORT], rec[r.DST_PORT]
-            ports = (b"\x08" + varint(src) if src else b"") + (
-                b"\x10" + varint(dst) if dst else b""
-            )
-            if ports:
-                inner = layer + varint(len(ports)) + ports
-                out += _TAG_L4 + varint(len(inner)) + inner
-        return out, time_bytes
+        return template
+
+    @property
+    def metadata_generation(self) -> int:
+        """Bumped by the metadata on every change (0 when it keeps no generation)."""
+        generation: int = getattr(self._metadata, "generation", 0)
+        return generation
+
+    @property
+    def uuid_prefix(self) -> str:
+        """What every flow UUID of this decoder starts with (one per agent run)."""
+        return self._uuid_prefix
 
     def wall_time_ns(self, rec: r.Record) -> int:
         return int(rec[r.TIME_NS]) + self.wall_offset_ns
 
     def flow_uuid(self, seq: int) -> str:
-        return f"{self._uuid_prefix}{(seq >> 48) & 0xFFFF:04x}-{seq & 0xFFFFFFFFFFFF:012x}"
+        return format_flow_uuid(self._uuid_prefix, seq)
 
     def decode(self, rec: r.Record, seq: int) -> flow_pb2.Flow:
         flow = flow_pb2.Flow.FromString(self._static)

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from threading import Thread
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -22,6 +22,9 @@ from septum.dataplane.observe.pipeline import EventSource, FlowPipeline
 from septum.dataplane.observe.ring import DEFAULT_CAPACITY, FlowRing
 from septum.dataplane.observe.server import ListenConfig, ObserverServer
 from septum.dataplane.observe.service import NodeIdentity, ObserverService
+
+if TYPE_CHECKING:
+    from septum.dataplane.observe.history import FlowHistory, HistoryConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class ObserveConfig:
     advertised_address: str = ""  # how peers reach the TCP listener (GetNodes/Peer)
     tls_server_name: str = ""
     health: DatapathHealth = field(default_factory=DatapathHealth)
+    # Flow history (septum.dataplane.observe.history); None: the ring only, as Hubble.
+    history: HistoryConfig | None = None
 
 
 class NodeObserver:
@@ -68,7 +73,18 @@ class NodeObserver:
         )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.metrics)
-        self.pipeline = FlowPipeline(source, self.ring, self.metrics)
+        self.history: FlowHistory | None = None
+        if config.history is not None:
+            # Imported only when configured: the embedded engine is large.
+            from septum.dataplane.observe.history import FlowHistory
+
+            self.history = FlowHistory(config.history, self.ring, self.decoder, config.node_name)
+        self.pipeline = FlowPipeline(
+            source,
+            self.ring,
+            self.metrics,
+            history=self.history.writer if self.history is not None else None,
+        )
         namespaces = getattr(self.metadata, "namespaces", list)
         self.service = ObserverService(
             self.ring,
@@ -79,6 +95,7 @@ class NodeObserver:
                 version=f"septum v{version}",
             ),
             namespaces=namespaces,
+            more_lost=self.history.lost_by_source if self.history is not None else dict,
         )
         self.server = ObserverServer(self.service, config.listen)
         self._metrics_server: WSGIServer | None = None
@@ -90,6 +107,8 @@ class NodeObserver:
         return self.server.tcp_port
 
     def start(self) -> None:
+        if self.history is not None:
+            self.history.start()
         self.pipeline.start()
         self.server.start()
         tcp = self.config.listen.tcp_address
@@ -116,6 +135,8 @@ class NodeObserver:
                 self.pipeline.stop()
             except RuntimeError as err:
                 errors.append(err)
+            if self.history is not None:
+                self.history.stop()  # after the pipeline: what it offered gets written
         if errors:
             raise errors[0]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from septum.dataplane.observe import record
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.metrics import FlowMetrics
-from septum.dataplane.observe.ring import FlowRing
+from septum.dataplane.observe.ring import FlowRing, LostMarker
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,17 @@ class EventSource(Protocol):
         ...
 
 
+class HistorySink(Protocol):
+    """Where ingested entries go after the ring, when the node keeps flow history: it
+    must return at once (history/writer.py queues; what it cannot take it counts)."""
+
+    def offer(self, start_seq: int, records: Sequence[record.Record]) -> None: ...
+
+    def offer_lost(
+        self, seq: int, source: int, count: int, first_ns: int, last_ns: int
+    ) -> None: ...
+
+
 class FlowPipeline:
     def __init__(
         self,
@@ -45,10 +56,12 @@ class FlowPipeline:
         ring: FlowRing,
         metrics: FlowMetrics | None = None,
         on_batch: Callable[[int], None] | None = None,
+        history: HistorySink | None = None,
     ) -> None:
         self.source = source
         self.ring = ring
         self.metrics = metrics
+        self.history = history
         self._on_batch = on_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,7 +74,10 @@ class FlowPipeline:
         """Ingest one batch synchronously (also the benchmark's entry point)."""
         records = list(record.unpack_batch(batch, self._header_bytes)) if batch else []
         if records:
+            start_seq = self.ring.head  # this thread is the ring's only writer
             self.ring.extend(records)
+            if self.history is not None:
+                self.history.offer(start_seq, records)
             if self.metrics is not None:
                 self.metrics.observe(records)
             self.ingested += len(records)
@@ -73,7 +89,13 @@ class FlowPipeline:
     def check_lost(self) -> None:
         lost = self.source.lost_events()
         if lost > self._lost_seen:
+            seq = self.ring.head
             self.ring.add_lost(flow_pb2.PERF_EVENT_RING_BUFFER, lost - self._lost_seen)
+            marker = self.ring.entry(seq)
+            if self.history is not None and isinstance(marker, LostMarker):
+                self.history.offer_lost(
+                    seq, marker.source, marker.count, marker.first_ns, marker.last_ns
+                )
             self._lost_seen = lost
 
     def _run(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
@@ -29,6 +30,9 @@ class FlowQuery:
     since_ns: int | None
     until_ns: int | None
     selection: FlowSelection
+    # The request's filter messages (flow history pushes them down into SQL).
+    whitelist: tuple[flow_pb2.FlowFilter, ...] = ()
+    blacklist: tuple[flow_pb2.FlowFilter, ...] = ()
 
     @classmethod
     def from_request(cls, request: observer_pb2.GetFlowsRequest) -> FlowQuery:
@@ -39,6 +43,8 @@ class FlowQuery:
             since_ns=request.since.ToNanoseconds() if request.HasField("since") else None,
             until_ns=request.until.ToNanoseconds() if request.HasField("until") else None,
             selection=FlowSelection(request.whitelist, request.blacklist),
+            whitelist=tuple(request.whitelist),
+            blacklist=tuple(request.blacklist),
         )
 
 
@@ -118,6 +124,20 @@ class Paused(int):
     its other work run, then resumes the generator. Never yielded by default."""
 
 
+# (message, whether it is a flow rather than a LostEvent) for the sequence numbers [first, end).
+Backfill = Callable[[int, int], Iterator[tuple[bytes, bool]] | None]
+
+
+class FlowHistory(Protocol):
+    """Flows older than the ring (septum.dataplane.observe.history), when a node keeps them."""
+
+    def stream(
+        self, ring: FlowRing, query: FlowQuery, node_name: str, pause_every: int
+    ) -> Iterator[bytes | CaughtUp | Paused]:
+        """The whole answer: history where the query reaches past the ring, then the ring."""
+        ...
+
+
 def stream_flows(
     ring: FlowRing,
     query: FlowQuery,
@@ -128,6 +148,27 @@ def stream_flows(
 
     pause_every > 0: yield Paused after that many skipped entries in a row, so
     a narrow filter over a busy ring never holds the caller for a whole scan.
+    With flow history attached to the ring, the history answers (and reads the ring).
+    """
+    if ring.history is not None:
+        return ring.history.stream(ring, query, node_name, pause_every)
+    return stream_ring(ring, query, node_name, pause_every)
+
+
+def stream_ring(
+    ring: FlowRing,
+    query: FlowQuery,
+    node_name: str,
+    pause_every: int = 0,
+    start_seq: int | None = None,
+    backfill: Backfill | None = None,
+) -> Iterator[bytes | CaughtUp | Paused]:
+    """GetFlows over the ring alone.
+
+    start_seq: begin there instead of where number/first put the start (the history
+    answered what comes before). backfill(first, end): the messages of the sequence
+    numbers [first, end) the ring overwrote before this reader got them, or None when
+    they cannot be had (the reader then gets a HUBBLE_RING_BUFFER LostEvent).
     """
     q = query
     reader = _Reader(ring, q, node_name)
@@ -136,7 +177,10 @@ def stream_flows(
     stop_at = None if q.follow else head
     # The forward scan's count continues the backward one's: no run between
     # two pauses is longer than pause_every entries.
-    seq, skipped = yield from reader.backlog_start(head, pause_every)
+    if start_seq is None:
+        seq, skipped = yield from reader.backlog_start(head, pause_every)
+    else:
+        seq, skipped = start_seq, 0
     limit = q.number if (q.number and (q.first or not q.follow)) else 0
     sent = 0
     while True:
@@ -151,6 +195,17 @@ def stream_flows(
             yield CaughtUp(seq)
             continue
         oldest = ring.oldest
+        if seq < oldest and backfill is not None:
+            missed = backfill(seq, oldest)
+            if missed is not None:
+                for message, is_flow in missed:
+                    yield message
+                    if is_flow:
+                        sent += 1
+                        if limit and sent >= limit:
+                            return
+                seq = oldest
+                continue
         if seq < oldest:
             # This reader fell behind and the ring overwrote what it had not read.
             skipped = oldest - seq

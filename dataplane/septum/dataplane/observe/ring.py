@@ -15,12 +15,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import FlowDecoder
 from septum.dataplane.observe.wire import encode_flow_bytes_response, encode_lost_response
+
+if TYPE_CHECKING:
+    from septum.dataplane.observe.query import FlowHistory
 
 DEFAULT_CAPACITY: Final = 4095
 
@@ -58,6 +61,8 @@ class FlowRing:
         # Event-loop readers wait through listeners instead of the condition.
         self._listeners: dict[int, Callable[[], None]] = {}
         self._listener_token = 0
+        # Flows older than the ring, when the node keeps them (query.stream_flows asks it).
+        self.history: FlowHistory | None = None
 
     # ---- writing (the ingest thread) -----------------------------------
     @property

@@ -61,10 +61,13 @@ class ObserverService:
         ring: FlowRing,
         node: NodeIdentity,
         namespaces: Callable[[], list[str]] = list,
+        more_lost: Callable[[], dict[int, int]] = dict,
     ) -> None:
         self.ring = ring
         self.node = node
         self._namespaces = namespaces
+        # Lost-event counts of sources beyond the ring's (the flow history store's).
+        self._more_lost = more_lost
         self._rate_lock = threading.Lock()
         self._rate_sample = (time.monotonic(), ring.seen_flows)
         self._rate = 0.0
@@ -116,6 +119,10 @@ class ObserverService:
         lost = dict(ring.lost_by_source)
         for source in LOST_EVENT_SOURCES:
             reply.septum_lost_events.add(source=source, num_events_lost=lost.get(source, 0))
+        for more_source, count in self._more_lost().items():
+            extra = reply.septum_lost_events.add(num_events_lost=count)
+            # Septum's own source numbers (open enum): not among the generated values.
+            extra.source = more_source  # type: ignore[assignment]
         return reply
 
     def node_message(self) -> observer_pb2.Node:
