@@ -201,6 +201,7 @@ class Agent:
         self.compiler.load()
         self.sync.forget_departed()
         self.sync.reconcile()
+        self.sync.purge_stale()
         self.ready = True
         log.info(
             "first sync written",
@@ -236,9 +237,9 @@ class Agent:
             try:
                 await writer.endpoints(self.sync.endpoint_facts())
                 await writer.policies(self.compiler.enforcing_policies())
-                await writer.node_status(
-                    self.ready, self.sync.revision, self.endpoints.map_usage(), version
-                )
+                maps = self.endpoints.map_usage()
+                await writer.node_status(self.ready, self.sync.revision, maps, version)
+                await writer.map_events(maps)
             except Exception as err:  # noqa: BLE001 - status is best effort; next round
                 log.info("status report: %r", err)
 

@@ -9,6 +9,7 @@ wrote, ipcache entries only when they changed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import socket
@@ -20,6 +21,7 @@ from typing import Final
 
 from septum.dataplane import DatapathConfig, NodeDatapath
 from septum.dataplane.endpointentry import ENDPOINT_ID_MAX, EndpointSpec
+from septum.dataplane.errors import EndpointError
 from septum.dataplane.policy import EndpointPolicy, diff_policy
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,29 @@ class LocalEndpoints:
         self.audit.pop(record.endpoint_id, None)
         return record
 
+    def purge_unregistered(self, departed_ips: Iterable[str] = ()) -> list[str]:
+        """After the first sync: remove the pinned endpoints no record of this process
+        registered (pods that went while no agent ran) and the ipcache entries of their
+        addresses and of `departed_ips`, unless this process wrote them since (an address
+        reused by a live pod).  Returns what was removed, for the log."""
+        removed: list[str] = []
+        addresses = set(departed_ips)
+        for pinned in self.datapath.remove_unregistered_endpoints():
+            removed.append(f"endpoint {pinned.endpoint_id} ({pinned.interface or 'gone'})")
+            addresses.update(ip for ip in (pinned.ipv4, pinned.ipv6) if ip)
+        for address in sorted(addresses):
+            prefix = host_prefix(address)
+            if prefix not in self.ipcache and self.datapath.remove_prefix(prefix):
+                removed.append(f"ipcache {prefix}")
+        return removed
+
+    def revision(self, endpoint_id: int) -> int:
+        """The policy revision the endpoint's kernel entry holds (0: none)."""
+        try:
+            return self.datapath.endpoint_revision(endpoint_id)
+        except EndpointError:
+            return 0
+
     def by_pod(self, namespace: str, name: str) -> list[EndpointRecord]:
         return [r for r in self.records.values() if (r.namespace, r.name) == (namespace, name)]
 
@@ -203,6 +228,11 @@ class LocalEndpoints:
     def close(self) -> None:
         """Release this process's handles; pins and attached programs keep enforcing."""
         self.datapath.close()
+
+
+def host_prefix(address: str) -> str:
+    """The /32 or /128 ipcache prefix of an address."""
+    return str(ipaddress.ip_network(address))
 
 
 def local_addresses() -> list[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kubernetes_asyncio import client
@@ -30,6 +31,56 @@ POLICY_PATHS: Final = {
     "SeptumClusterwideNetworkPolicy": (GROUP, VERSION, "septumclusterwidenetworkpolicies"),
     "ClusterNetworkPolicy": ("policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies"),
 }
+
+
+# A map this full gets a Warning Event "MapNearLimit" on the Node (once per crossing).
+MAP_NEAR_LIMIT: Final = 0.9
+
+
+@dataclass
+class MapLimitWatch:
+    """Which maps passed `threshold` of their capacity since the last look: each crossing
+    is reported once, and again only after the map went back under the threshold."""
+
+    threshold: float = MAP_NEAR_LIMIT
+    above: set[str] = field(default_factory=set)
+
+    def crossed(self, maps: Mapping[str, tuple[int, int]]) -> list[tuple[str, int, int]]:
+        """(name, entries, capacity) of the maps that passed the threshold since last time."""
+        found: list[tuple[str, int, int]] = []
+        for name, (entries, capacity) in sorted(maps.items()):
+            if capacity > 0 and entries > self.threshold * capacity:
+                if name not in self.above:
+                    self.above.add(name)
+                    found.append((name, entries, capacity))
+            else:
+                self.above.discard(name)
+        return found
+
+
+def map_near_limit_event(
+    node: str, node_uid: str, name: str, entries: int, capacity: int, when: str
+) -> dict[str, Any]:
+    """The core/v1 Warning Event on the Node for a map past the threshold."""
+    percent = 100 * entries // capacity
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{node}.septum-map-", "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid},
+        "reason": "MapNearLimit",
+        "type": "Warning",
+        "message": (
+            f"datapath map {name} holds {entries} of {capacity} entries ({percent} %); "
+            "raise its capacity before it fills (new entries are refused when full)"
+        ),
+        "source": {"component": "septum-agent", "host": node},
+        "reportingComponent": "septum-agent",
+        "reportingInstance": node,
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
+    }
 
 
 def now() -> str:
@@ -63,6 +114,8 @@ class StatusWriter:
         self.api = api
         self.node = node
         self._sent: dict[str, Any] = {}  # object path -> last status sent
+        self._enforcing: dict[str, int] = {}  # policy path -> generation reported enforcing
+        self.map_limits = MapLimitWatch()
 
     async def _call(
         self, method: str, path: str, body: Any, content_type: str = "application/json"
@@ -147,20 +200,56 @@ class StatusWriter:
             await self._patch_status(path, status)
 
     async def policies(self, enforced: Iterable[tuple[str, str, str, int]]) -> None:
-        """status.nodes[<node>] of every policy this agent enforces."""
+        """status.nodes[<node>] of every policy this agent enforces ({revision: the
+        generation realized, enforcing: true}); a policy it stopped enforcing (invalid
+        with no last valid version, refused) gets enforcing: false."""
+        current: dict[str, tuple[str, str, int]] = {}
         for kind, namespace, name, generation in enforced:
             where = POLICY_PATHS.get(kind)
-            if where is None:
+            if where is not None:
+                current[_path(*where, namespace, name)] = (kind, name, generation)
+        for path, (kind, name, generation) in current.items():
+            if self._enforcing.get(path) == generation:
                 continue
-            path = _path(*where, namespace, name)
-            entry = {"revision": generation, "enforcing": True}
-            if (
-                self._sent.get(path, {}).get("nodes", {}).get(self.node, {}).get("revision")
-                == generation
-            ):
-                continue
-            status = {"nodes": {self.node: {**entry, "lastUpdated": now()}}}
+            entry = {"revision": generation, "enforcing": True, "lastUpdated": now()}
+            if await self._policy_status(path, kind, name, entry):
+                self._enforcing[path] = generation
+        for path in [p for p in self._enforcing if p not in current]:
+            kind, name = path.rsplit("/", 2)[-2:]
+            entry = {"enforcing": False, "lastUpdated": now()}
+            if await self._policy_status(path, kind, name, entry):
+                del self._enforcing[path]
+
+    async def _policy_status(self, path: str, kind: str, name: str, entry: Any) -> bool:
+        """Merge-patch status.nodes[<node>]; False when it could not be written."""
+        try:
+            return await self._patch_status(path, {"nodes": {self.node: entry}})
+        except ApiException as err:
+            log.info("policy status %s %s: %s", kind, name, err.reason)
+            return False
+
+    async def map_events(self, maps: Mapping[str, tuple[int, int]]) -> None:
+        """A Warning Event "MapNearLimit" on the Node for each map that passed 90 %."""
+        crossed = self.map_limits.crossed(maps)
+        if not crossed:
+            return
+        node_uid = ""
+        try:
+            response = await self.api.call_api(
+                f"/api/v1/nodes/{self.node}", "GET", header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _preload_content=False,
+            )  # fmt: skip
+            await checked(response)
+            body = await response.read()
+            response.release()
+            node_uid = str((json.loads(body or b"{}").get("metadata") or {}).get("uid") or "")
+        except ApiException as err:
+            log.info("node %s: %s", self.node, err.reason)
+        for name, entries, capacity in crossed:
+            event = map_near_limit_event(self.node, node_uid, name, entries, capacity, now())
+            log.warning(event["message"], extra={"fields": {"map": name, "entries": entries}})
             try:
-                await self._patch_status(path, status)
+                await self._call("POST", "/api/v1/namespaces/default/events", event)
             except ApiException as err:
-                log.info("policy status %s %s: %s", kind, name, err.reason)
+                self.map_limits.above.discard(name)  # try again at the next report
+                log.info("MapNearLimit event: %s", err.reason)

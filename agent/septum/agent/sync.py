@@ -55,7 +55,7 @@ class NodeSync:
         self.metadata = metadata
         self.host = host  # the host firewall, when enabled
         self.revision = 1  # this agent's policy revision: bumped by every batch that writes
-        self.realized: dict[int, int] = {}  # endpoint id -> revision its policy was written at
+        self.departed_ips: list[str] = []  # of pods removed by forget_departed
         self.waiting: list[CniAdd] = []
         self.policy_writes = 0
         self.ipcache_writes = 0
@@ -92,9 +92,6 @@ class NodeSync:
         changed = self.endpoints.write_policy(record.endpoint_id, desired, policy.audit)
         if changed:
             self.policy_writes += 1
-            self.realized[record.endpoint_id] = self.revision + 1
-        else:
-            self.realized.setdefault(record.endpoint_id, self.revision)
         return changed
 
     def _realize_host(self) -> bool:
@@ -126,6 +123,16 @@ class NodeSync:
             if (record.namespace, record.name) not in pods:
                 log.info("endpoint %s/%s: pod gone; removed", record.namespace, record.name)
                 self.endpoints.remove(record.container_id)
+                self.departed_ips.extend(ip for ip in (record.ipv4, record.ipv6) if ip)
+
+    def purge_stale(self) -> None:
+        """After the first sync is written: pinned endpoints no pod of the cluster holds now
+        (an earlier agent's, whose pod went while no agent ran) leave the datapath, with
+        the ipcache entries of their addresses that no live pod took."""
+        removed = self.endpoints.purge_unregistered(self.departed_ips)
+        self.departed_ips.clear()
+        if removed:
+            log.info("stale datapath state removed", extra={"fields": {"removed": removed}})
 
     # ---- CNI ---------------------------------------------------------------------------
 
@@ -145,7 +152,6 @@ class NodeSync:
     def cni_del(self, container_id: str) -> None:
         record = self.endpoints.remove(container_id)
         if record is not None:
-            self.realized.pop(record.endpoint_id, None)
             if not self.endpoints.by_pod(record.namespace, record.name):
                 self.compiler.forget_local(record.namespace, record.name)
         for add in [a for a in self.waiting if a.container_id == container_id]:
@@ -214,7 +220,7 @@ class NodeSync:
                     ingress_enforced=bool(policy and policy.ingress.enforced),
                     egress_enforced=bool(policy and policy.egress.enforced),
                     audit=bool(policy and policy.audit),
-                    revision=self.realized.get(record.endpoint_id, 0),
+                    revision=self.endpoints.revision(record.endpoint_id),
                     state="ready" if policy is not None else "waiting-for-identity",
                     pod_uid=self.compiler.pod_uid(record.namespace, record.name),
                 )
