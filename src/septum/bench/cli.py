@@ -11,6 +11,7 @@ _BENCHMARKS: dict[str, str] = {
     "policy": "septum.bench.policy",
     "lab": "septum.bench.lab",
     "flows": "septum.bench.flows",
+    "relay": "septum.bench.relay",
     "e2e": "septum.bench.e2e",
 }
 
