@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +66,8 @@ def make_writer(store: ChdbStore, shift_ns: int = 0, **config: object) -> Histor
     dec = decoder()
     dec.wall_offset_ns -= shift_ns
     return HistoryWriter(store, dec, NODE, WriterConfig(**config))  # type: ignore[arg-type]
+
+
+# Test modules import these helpers as `history_helpers` (pytest's importlib mode keeps
+# conftest modules off sys.path), as the observe tests do with `observe_helpers`.
+sys.modules.setdefault("history_helpers", sys.modules[__name__])

@@ -14,6 +14,7 @@ falls behind, it writes the LostEvent it is told about.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -96,7 +97,9 @@ def response_json(data: bytes, mask: FieldMask | None) -> str:
         masked = flow_pb2.Flow()
         mask.MergeMessage(response.flow, masked)
         response.flow.CopyFrom(masked)
-    return json_format.MessageToJson(response, indent=None, ensure_ascii=False)
+    # Hubble writes proto field names (pod_name, node_name), compact, one response a line.
+    body = json_format.MessageToDict(response, preserving_proto_field_name=True)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
 class FlowExporter:

@@ -203,7 +203,7 @@ class ShapeEncoder:
                 _NO_ADDRESS,
                 _NO_ADDRESS,
                 bytes(1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 4 + 4),
-                b"\x00" * 10,  # ten empty strings: names, policy, L7
+                b"\x00" * 11,  # eleven empty strings: names, policy, L7
                 struct.pack("<HIQQ", 0, lost.source, lost.count, lost.last_seq),
             )
         )
