@@ -13,6 +13,7 @@ _BENCHMARKS: dict[str, str] = {
     "flows": "septum.bench.flows",
     "relay": "septum.bench.relay",
     "e2e": "septum.bench.e2e",
+    "history": "septum.bench.history",
 }
 
 
