@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,78 +44,98 @@ WARM_UP_S = 1.0
 _TICK_S = 0.01
 _TIME = struct.Struct("<Q")
 
-# Follows the relay with grpcio, counting raw messages by their first field (no parse, except
-# the rare LostEvent): flows received per second after the warm-up, events reported lost over
-# the whole call (the agents' counters cover the whole call too).
+# Both clients follow from the time they start (`since`), print the flows per second received
+# after the warm-up for `seconds`, then read on until the stream has been idle for IDLE_S (the
+# bench stops the agents' feeds when the first line comes) and print the totals: flows
+# received and events reported lost over the whole call. Messages are counted by their first
+# field (no parse, except the rare LostEvent).
+IDLE_S = 1.5
+
 _PYTHON_CLIENT = r"""
-import os, sys, time
+import os, sys, threading, time
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc
 from septum.dataplane.observe.api.observer import observer_pb2
-target, seconds, warm_up = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+target, seconds, warm_up, idle_s = sys.argv[1], *map(float, sys.argv[2:5])
+request = observer_pb2.GetFlowsRequest(follow=True)
+request.since.FromNanoseconds(time.time_ns())
 call = grpc.insecure_channel(target).unary_stream(
     "/observer.Observer/GetFlows",
     request_serializer=observer_pb2.GetFlowsRequest.SerializeToString,
     response_deserializer=None,
-)(observer_pb2.GetFlowsRequest(follow=True))
-flows = lost = 0
+)(request)
+flows = lost = measured = 0
 start = None
-for message in call:
-    now = time.perf_counter()
-    if start is None:
-        start = now + warm_up
-    if message[:1] == b"\x1a":
-        lost += observer_pb2.GetFlowsResponse.FromString(message).lost_events.num_events_lost
-    if now < start:
-        continue
-    if message[:1] == b"\x0a":
-        flows += 1
-    if now - start >= seconds:
-        break
-elapsed = time.perf_counter() - start
-call.cancel()
-print(flows / elapsed, lost, flush=True)
+last_message = time.monotonic()
+def watchdog():
+    while time.monotonic() - last_message < idle_s:
+        time.sleep(0.1)
+    call.cancel()
+threading.Thread(target=watchdog, daemon=True).start()
+try:
+    for message in call:
+        now = time.perf_counter()
+        last_message = time.monotonic()
+        if start is None:
+            start = now + warm_up
+        if message[:1] == b"\x0a":
+            flows += 1
+            if start <= now:
+                measured += 1
+        elif message[:1] == b"\x1a":
+            lost += observer_pb2.GetFlowsResponse.FromString(message).lost_events.num_events_lost
+        if start is not None and now - start >= seconds and measured >= 0:
+            print(measured / (now - start), flush=True)
+            measured = -(1 << 62)  # printed once
+except grpc.RpcError:
+    pass  # cancelled by the watchdog once idle
+print(flows, lost, flush=True)
 """
 
-# Runs `hubble observe -f -o json` and counts its lines: flows, and the events its lost-event
-# lines report (parsed; they are rare).
 _HUBBLE_CLIENT = r"""
-import json, os, subprocess, sys, time
-hubble, target, seconds, warm_up, home = sys.argv[1:6]
-seconds, warm_up = float(seconds), float(warm_up)
+import datetime, json, os, subprocess, sys, time
+hubble, target, seconds, warm_up, idle_s, home = sys.argv[1:7]
+seconds, warm_up, idle_s = float(seconds), float(warm_up), float(idle_s)
+since = datetime.datetime.now(datetime.timezone.utc).isoformat()
 proc = subprocess.Popen(
-    [hubble, "observe", "-f", "-o", "json", "--server", target],
+    [hubble, "observe", "-f", "-o", "json", "--since", since, "--server", target],
     stdout=subprocess.PIPE, env={**os.environ, "HOME": home},
 )
+os.set_blocking(proc.stdout.fileno(), False)
 fd = proc.stdout.fileno()
-flows = lost = 0
+flows = lost = measured = 0
 start = None
 carry = b""
+printed = False
+last_data = time.monotonic()
 try:
-    while True:
-        chunk = os.read(fd, 1 << 20)
+    while time.monotonic() - last_data < idle_s:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            time.sleep(0.005)
+            continue
         if not chunk:
             sys.exit("hubble observe ended early (exit %s)" % proc.wait())
+        last_data = time.monotonic()
         now = time.perf_counter()
         if start is None:
             start = now + warm_up
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()
-        warm = now < start
         for line in lines:
             if line.startswith(b'{"flow"'):
-                flows += not warm
+                flows += 1
+                measured += start <= now
             elif b'"lost_events"' in line:
                 lost += int(json.loads(line)["lost_events"].get("num_events_lost", 0))
-        if warm:
-            continue
-        if now - start >= seconds:
-            break
-    elapsed = now - start
+        if not printed and now - start >= seconds:
+            print(measured / (now - start), flush=True)
+            printed = True
 finally:
     proc.kill()
     proc.wait()
-print(flows / elapsed, lost, flush=True)
+print(flows, lost, flush=True)
 """
 
 
@@ -168,9 +188,13 @@ class _Agent:
         self.node.start()
         self._thread.start()
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stop producing (the Observer keeps serving)."""
         self._stop.set()
         self._thread.join(5)
+
+    def stop(self) -> None:
+        self.pause()
         self.node.stop()
 
 
@@ -257,29 +281,62 @@ def _through_relay(
                     target,
                     str(seconds),
                     str(WARM_UP_S),
+                    str(IDLE_S),
                     str(folder),
                 ]
             else:
-                argv = [sys.executable, "-c", _PYTHON_CLIENT, target, str(seconds), str(WARM_UP_S)]
+                argv = [sys.executable, "-c", _PYTHON_CLIENT, target]
+                argv += [str(seconds), str(WARM_UP_S), str(IDLE_S)]
             lost_before = sum(a.lost() for a in agents)
+            offered_before = sum(a.offered for a in agents)
             cpu_before, started = _cpu_s(relay.pid), time.perf_counter()
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+            rate, totals = _run_client(argv, seconds, lambda: _pause(agents))
             elapsed = time.perf_counter() - started
             relay_cpu = _cpu_s(relay.pid) - cpu_before
+            offered = sum(a.offered for a in agents) - offered_before
             agents_lost = sum(a.lost() for a in agents) - lost_before
-            if out.returncode != 0:
-                raise click.ClickException(f"{client} client failed: {out.stderr.strip()[-500:]}")
     finally:
         for agent in agents:
             agent.stop()
-    flows_per_s, lost = out.stdout.split()
+    delivered, lost = totals
     return {
         "offered_per_s": 2 * agents[0].per_tick * int(1 / _TICK_S),
-        "delivered_per_s": round(float(flows_per_s)),
-        "lost_reported": int(lost),
+        "delivered_per_s": round(rate),
+        "offered": offered,
+        "delivered": delivered,
+        "lost_reported": lost,
         "lost_counted_by_agents": agents_lost,
+        # Flows offered while the client followed that it neither received nor was told were
+        # lost (the client starts following a moment after the count starts: a tick or two).
+        "unaccounted": offered - delivered - lost,
         "relay_cpu_pct": round(100 * relay_cpu / elapsed, 1),
     }
+
+
+def _pause(agents: list[_Agent]) -> None:
+    for agent in agents:
+        agent.pause()
+
+
+def _run_client(
+    argv: list[str], seconds: float, stop_feeds: Callable[[], None]
+) -> tuple[float, tuple[int, int]]:
+    """Run a client: its first line is the measured rate (the feeds stop then), its second the
+    totals once the stream went idle."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        stop_feeds()
+        out, err = process.communicate(timeout=seconds + 60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    if process.returncode != 0 or not first.strip():
+        raise click.ClickException(f"follower failed: {err.strip()[-500:]}")
+    flows, lost = out.split()
+    return float(first), (int(flows), int(lost))
 
 
 def _grpclib_stream(seconds: float, folder: Path) -> float:
@@ -416,7 +473,8 @@ def _print_table(results: dict[str, Any], seconds: float) -> None:
         "delivered/s",
         "lost (reported)",
         "lost (agents)",
-        "relay CPU",
+        "unaccounted",
+        "relay CPU (whole call)",
     ):
         table.add_column(column, justify="right")
     for client in CLIENTS:
@@ -429,6 +487,7 @@ def _print_table(results: dict[str, Any], seconds: float) -> None:
             f"{row['delivered_per_s']:,}",
             f"{row['lost_reported']:,}",
             f"{row['lost_counted_by_agents']:,}",
+            f"{row['unaccounted']:,} of {row['offered']:,}",
             f"{row['relay_cpu_pct']}%",
         )
     console = Console()
