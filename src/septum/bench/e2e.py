@@ -103,6 +103,9 @@ for line in sys.stdin:
                 if rc == errno.EINPROGRESS: sel.register(s, selectors.EVENT_WRITE)
                 else: finish(s, rc == 0)
             next_launch = max(next_launch + interval, now)
+        for key, _ in sel.select(0):  # answers first: a late wake-up is not a drop
+            s = key.fileobj
+            if s in pending: finish(s, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
         now = time.monotonic()
         for s, (t, entry) in list(pending.items()):
             if now - entry[0] >= timeout: finish(s, False)
@@ -544,15 +547,9 @@ def run(
         for obj in _workloads(namespace, [n.name for n in lab.nodes], pods):
             lab.kubectl("apply", "-f", "-", input_text=json.dumps(obj))
 
-        def all_ready() -> bool | str:
-            items = lab.get_json("pods", "-n", namespace)["items"]
-            ready = sum(1 for p in items if _ready(p))
-            return ready >= pods or f"{ready}/{pods} Ready"
-
         progress(f"waiting for {pods} pods in {namespace}")
-        labagents.poll_until(f"{pods} pods Ready", all_ready, 60 + pods * 2.0, interval_s=1)
+        items = _wait_pods_ready(lab, namespace, pods, 60 + pods * 2.0)
         pods_ready_s = time.monotonic() - t_pods
-        items = lab.get_json("pods", "-n", namespace)["items"]
         servers = [p for p in items if p["metadata"]["labels"].get("app") == "e2e-srv"]
         clients = [p for p in items if p["metadata"]["labels"].get("role") == "e2e-client"]
         server_node = {
@@ -586,6 +583,19 @@ def run(
     if not keep_logs:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _wait_pods_ready(lab: Any, namespace: str, pods: int, timeout_s: float) -> list[dict[str, Any]]:
+    """The namespace's pods once ``pods`` of them are Running and Ready, with their IPs."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        items = lab.get_json("pods", "-n", namespace)["items"]
+        ready = [p for p in items if _ready(p)]
+        if len(ready) >= pods:
+            return ready
+        if time.monotonic() >= deadline:
+            raise E2EError(f"only {len(ready)}/{pods} pods Ready after {timeout_s:.0f}s")
+        time.sleep(1)
 
 
 def _stop_all(probers: list[Prober]) -> None:

@@ -167,7 +167,13 @@ class AgentProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def remove_leftovers(self) -> None:
-        """What the product leaves on purpose: the conflist, the plugin, the pins."""
+        """What the product leaves on purpose: the conflist, the plugin, the pins.
+
+        Not while another session's agent serves the node: they are its own then.
+        """
+        own = None if self.proc is None else self.proc.pid
+        if _agent_pids(self.node.name) - {own}:
+            return
         (self.cni_dir / "net.d" / CONFLIST).unlink(missing_ok=True)
         (self.cni_dir / "bin" / "septum-cni").unlink(missing_ok=True)
         shutil.rmtree(PIN_ROOT / self.node.name, ignore_errors=True)
@@ -215,17 +221,26 @@ def apply_crds(lab: Lab) -> None:
         )  # fmt: skip
 
 
-def agent_already_running(lab: Lab) -> str | None:
-    """The node of a running Septum agent (another session's), if any: a process or a socket."""
+def _agent_pids(node: str) -> set[int | None]:
+    """pids of the live `septum agent --node NODE` processes on this machine."""
     import psutil  # type: ignore[import-untyped]
 
-    names = {node.name for node in lab.nodes}
-    for proc in psutil.process_iter(["cmdline"]):
+    found: set[int | None] = set()
+    for proc in psutil.process_iter(["cmdline", "status"]):
         argv = proc.info["cmdline"] or []
-        if "agent" in argv and "--node" in argv and any(a.endswith("septum") for a in argv):
-            node = argv[argv.index("--node") + 1] if argv[-1] != "--node" else ""
-            if node in names:
-                return str(node)
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or "agent" not in argv:
+            continue
+        if any(a.endswith("septum") for a in argv) and "--node" in argv[:-1]:
+            if argv[argv.index("--node") + 1] == node:
+                found.add(proc.pid)
+    return found
+
+
+def agent_already_running(lab: Lab) -> str | None:
+    """The node of a running Septum agent (another session's), if any: a process or a socket."""
+    for node in lab.nodes:
+        if _agent_pids(node.name):
+            return node.name
     for node in lab.nodes:
         try:
             get_health(RUN_DIR / node.name / "health.sock", "healthz")
