@@ -8,13 +8,14 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import datetime  # noqa: E402
+import importlib.util
 import ipaddress
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 import pytest
@@ -73,18 +74,6 @@ def flow_event(at_boot_ns: int, src_port: int, verdict: int = VERDICT_FORWARDED)
         trace_point=101,
         match_type=2,
     )
-
-
-def poll(what: str, check: Callable[[], object], timeout_s: float = 10.0) -> None:
-    """Until `check()` returns True; on timeout, fail with the last value it returned."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        last = check()
-        if last is True:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {last!r} after {timeout_s} s")
-        time.sleep(0.02)
 
 
 @dataclass
@@ -313,28 +302,24 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     )
 
 
-# ---- the real hubble CLI ----------------------------------------------------------------------
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The `hubble` fixture may build the CLI from Go: a test asking for it is a `lab` test.
-    for item in items:
-        if "hubble" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.lab)
+# ---- shared with the Observer's tests: poll, and the real hubble CLI (a `lab` fixture) --------
+def _observe_helpers() -> ModuleType:
+    """tests/dataplane/observe/conftest.py as a module (loaded once, under the name its own
+    tests import it by)."""
+    loaded = sys.modules.get("observe_helpers")
+    if loaded is None:
+        path = REPO / "tests/dataplane/observe/conftest.py"
+        spec = importlib.util.spec_from_file_location("observe_helpers", path)
+        assert spec is not None and spec.loader is not None
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules["observe_helpers"] = loaded
+        spec.loader.exec_module(loaded)
+    return loaded
 
 
-@pytest.fixture(scope="session")
-def hubble() -> Path:
-    """The real hubble CLI, built (or found cached) by lab/gobuild/build-hubble.sh."""
-    out = subprocess.run(
-        [str(REPO / "lab/gobuild/build-hubble.sh"), "--path"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    path = Path(out.stdout.strip().splitlines()[-1])
-    assert path.is_file(), out.stdout + out.stderr
-    return path
-
+_observe = _observe_helpers()
+poll = _observe.poll
+hubble = _observe.hubble  # the fixture; tests asking for it are marked lab by the hook below
+pytest_collection_modifyitems = _observe.pytest_collection_modifyitems
 
 sys.modules.setdefault("relay_helpers", sys.modules[__name__])
