@@ -16,6 +16,7 @@ from pathlib import Path
 
 from grpclib.server import Server
 
+from septum.dataplane.observe.node import septum_version
 from septum.relay.codec import PassthroughCodec
 from septum.relay.errors import RelayConfigError
 from septum.relay.health import RelayHealth
@@ -50,7 +51,7 @@ class RelayConfig:
     check_interval_s: float = 5.0
     call_timeout_s: float = 2.0
     backoff: Backoff = field(default_factory=Backoff)
-    version: str = ""
+    version: str = ""  # ServerStatus.version; empty: septum-relay v<package version>
 
     def validate(self) -> None:
         if not self.peer_services and not self.agents:
@@ -86,7 +87,8 @@ class Relay:
             call_timeout_s=config.call_timeout_s,
             backoff=config.backoff,
         )
-        self.observer = RelayObserver(self.peers, config.merge, version=config.version)
+        version = config.version or f"septum-relay v{septum_version()}"
+        self.observer = RelayObserver(self.peers, config.merge, version=version)
         self.health = RelayHealth()
         self._server: Server | None = None
         self.port: int | None = None
