@@ -37,7 +37,10 @@ from septum.dataplane.observe.query import CaughtUp, FlowQuery, Paused, stream_r
 from septum.dataplane.observe.ring import FlowRing, LostMarker
 from septum.dataplane.observe.wire import encode_flow_bytes_response, encode_lost_response
 
+# The first page is small (a quick first answer); each next one doubles, so a long answer
+# costs a few queries, not one per 4,096 rows.
 PAGE_ROWS: Final = 4096
+MAX_PAGE_ROWS: Final = 262_144
 _SELECT: Final = (
     "SELECT time, boot, seq, src_port, dst_port, protocol, shape, kind, "
     "lost_source, lost_count, lost_seq_last"
@@ -155,6 +158,7 @@ class HistoryReader:
         order = "DESC" if descending else "ASC"
         compare = "<" if descending else ">"
         after: tuple[int, int, str] | None = None
+        page_rows = PAGE_ROWS
         while True:
             page_params = dict(params)
             keyset = ""
@@ -168,7 +172,7 @@ class HistoryReader:
                 )
             data = self.store.query(
                 f"{_SELECT} FROM {self.table} WHERE {where}{keyset} "
-                f"ORDER BY time {order}, seq {order}, boot {order} LIMIT {PAGE_ROWS}",
+                f"ORDER BY time {order}, seq {order}, boot {order} LIMIT {page_rows}",
                 page_params,
             )
             rows = _rows(data)
@@ -176,8 +180,9 @@ class HistoryReader:
                 return
             self._fetch_templates({row.shape for row in rows if not row.lost})
             yield rows
-            if len(rows) < PAGE_ROWS:
+            if len(rows) < page_rows:
                 return
+            page_rows = min(page_rows * 2, MAX_PAGE_ROWS)
             last = rows[-1]
             after = (last.time_ns, last.seq, last.boot)
 

@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from septum.dataplane.observe.errors import ObserveError
+
 DEFAULT_DATABASE: Final = "septum_flows"
 
 # INSERT column order of a flow row. The writer packs the first part per row and the rest
@@ -130,7 +132,7 @@ ORDER BY shape
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-class SchemaError(ValueError):
+class SchemaError(ObserveError, ValueError):
     """A database, cluster or table name that is not a plain identifier."""
 
 
