@@ -577,7 +577,13 @@ def run(
             shown = "timeout" if result.enforce_ms is None else f"{result.enforce_ms:.0f} ms"
             progress(f"apply {seq}/{applies} {result.transition}: {shown}")
         sampler.stop()
+        pids = {
+            "agents": [a.proc.pid for a in agents if a.proc is not None],
+            "operator": operator.proc.pid,
+            "probers": [p.proc.pid for p in probers],
+        }
     summary = _summary(results, sampler, pods, pods_ready_s, interval_ms, timeout_ms)
+    summary["details"]["pids"] = pids
     summary["details"]["namespace"] = namespace
     summary["details"]["logs"] = str(tmp) if keep_logs else None
     if not keep_logs:
