@@ -71,18 +71,21 @@ def test_map_events_post_one_event_per_crossing() -> None:
 def test_policy_status_nodes_enforcing_then_not() -> None:
     api = FakeApi()
     writer = StatusWriter(api, "n1")  # type: ignore[arg-type]
-    policy = ("SeptumNetworkPolicy", "ns", "p", 3)
+    policy = ("SeptumNetworkPolicy", "ns", "p", 3, "uid-1")
     asyncio.run(writer.policies([policy]))
     asyncio.run(writer.policies([policy]))  # unchanged: nothing written
-    asyncio.run(writer.policies([(*policy[:3], 4)]))
+    asyncio.run(writer.policies([(*policy[:3], 4, "uid-1")]))
     asyncio.run(writer.policies([]))  # no longer enforced here
+    asyncio.run(writer.policies([]))  # said once
+    asyncio.run(writer.policies([(*policy[:3], 4, "uid-2")]))  # made again: a new object
     patches = [(path, body) for method, path, body in api.calls if method == "PATCH"]
     path = "/apis/septum.io/v2/namespaces/ns/septumnetworkpolicies/p/status"
-    assert [p for p, _ in patches] == [path, path, path]
+    assert [p for p, _ in patches] == [path] * 4
     entries = [body["status"]["nodes"]["n1"] for _, body in patches]
     assert [(e.get("revision"), e["enforcing"]) for e in entries] == [
         (3, True),
         (4, True),
         (None, False),
+        (4, True),
     ]
     assert all(e["lastUpdated"] for e in entries)

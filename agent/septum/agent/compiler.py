@@ -484,11 +484,13 @@ class Compiler:
     def all_pods(self) -> list[tuple[str, str]]:
         return [(k.namespace, k.name) for k in self.engine.pod_identity]
 
-    def enforcing_policies(self) -> list[tuple[str, str, str, int]]:
-        """(kind, namespace, name, generation) of every policy in force here."""
-        out: list[tuple[str, str, str, int]] = []
+    def enforcing_policies(self) -> list[tuple[str, str, str, int, str]]:
+        """(kind, namespace, name, generation, uid) of every policy in force here."""
+        out: list[tuple[str, str, str, int, str]] = []
         for key in self.engine.policies:
-            raw = self.raw.get(key.kind, {}).get((key.namespace, key.name))
-            generation = int(((raw or {}).get("metadata") or {}).get("generation") or 0)
-            out.append((key.kind, key.namespace, key.name, generation))
+            meta = (self.raw.get(key.kind, {}).get((key.namespace, key.name)) or {}).get(
+                "metadata"
+            ) or {}
+            generation = int(meta.get("generation") or 0)
+            out.append((key.kind, key.namespace, key.name, generation, str(meta.get("uid", ""))))
         return out

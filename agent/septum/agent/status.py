@@ -114,7 +114,9 @@ class StatusWriter:
         self.api = api
         self.node = node
         self._sent: dict[str, Any] = {}  # object path -> last status sent
-        self._enforcing: dict[str, int] = {}  # policy path -> generation reported enforcing
+        # policy path -> (uid, generation) reported enforcing: a policy deleted and made
+        # again under the same name is a new object (a new uid) and is reported again
+        self._enforcing: dict[str, tuple[str, int]] = {}
         self.map_limits = MapLimitWatch()
 
     async def _call(
@@ -199,34 +201,36 @@ class StatusWriter:
                     return
             await self._patch_status(path, status)
 
-    async def policies(self, enforced: Iterable[tuple[str, str, str, int]]) -> None:
+    async def policies(self, enforced: Iterable[tuple[str, str, str, int, str]]) -> None:
         """status.nodes[<node>] of every policy this agent enforces ({revision: the
         generation realized, enforcing: true}); a policy it stopped enforcing (invalid
-        with no last valid version, refused) gets enforcing: false."""
-        current: dict[str, tuple[str, str, int]] = {}
-        for kind, namespace, name, generation in enforced:
+        with no last valid version, refused) gets enforcing: false, a deleted one is
+        forgotten."""
+        current: dict[str, tuple[str, str, int, str]] = {}
+        for kind, namespace, name, generation, uid in enforced:
             where = POLICY_PATHS.get(kind)
             if where is not None:
-                current[_path(*where, namespace, name)] = (kind, name, generation)
-        for path, (kind, name, generation) in current.items():
-            if self._enforcing.get(path) == generation:
+                current[_path(*where, namespace, name)] = (kind, name, generation, uid)
+        for path, (kind, name, generation, uid) in current.items():
+            if self._enforcing.get(path) == (uid, generation):
                 continue
             entry = {"revision": generation, "enforcing": True, "lastUpdated": now()}
-            if await self._policy_status(path, kind, name, entry):
-                self._enforcing[path] = generation
+            if await self._policy_status(path, kind, name, entry) is not None:
+                self._enforcing[path] = (uid, generation)
         for path in [p for p in self._enforcing if p not in current]:
-            kind, name = path.rsplit("/", 2)[-2:]
+            plural, name = path.rsplit("/", 2)[-2:]
             entry = {"enforcing": False, "lastUpdated": now()}
-            if await self._policy_status(path, kind, name, entry):
-                del self._enforcing[path]
+            if await self._policy_status(path, plural, name, entry) is not None:
+                del self._enforcing[path]  # written, or the policy is gone
 
-    async def _policy_status(self, path: str, kind: str, name: str, entry: Any) -> bool:
-        """Merge-patch status.nodes[<node>]; False when it could not be written."""
+    async def _policy_status(self, path: str, kind: str, name: str, entry: Any) -> bool | None:
+        """Merge-patch status.nodes[<node>]: True when written, False when the object (or
+        its status subresource) is not there, None on another error (try again)."""
         try:
             return await self._patch_status(path, {"nodes": {self.node: entry}})
         except ApiException as err:
             log.info("policy status %s %s: %s", kind, name, err.reason)
-            return False
+            return None
 
     async def map_events(self, maps: Mapping[str, tuple[int, int]]) -> None:
         """A Warning Event "MapNearLimit" on the Node for each map that passed 90 %."""
