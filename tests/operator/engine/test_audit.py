@@ -151,12 +151,23 @@ def test_explain_names_the_audited_policy() -> None:
     result = explain(engine, "x/b", "x/a", 80, "TCP")
     assert result.ingress is not None and not result.ingress.allowed
     assert result.ingress.audit and result.ingress.policy == policy_key(deny_from_b("p"))
-    assert "audit mode" in result.summary()
+    assert result.audited and "DENIED (audit mode: forwarded)" in result.summary()
     entries = [e for e in denies(engine) if e.rule_id == result.ingress.rule_id]
     assert entries and all(e.audit for e in entries)
     plain = engine_with([deny_from_b("p")])
     verdict = explain(plain, "x/b", "x/a", 80, "TCP").ingress
     assert verdict is not None and not verdict.audit
+
+
+def test_explain_reports_an_audited_namespace() -> None:
+    engine = engine_with([deny_all("d")], {AUDIT_ANNOTATION: "enabled"})
+    result = explain(engine, "y/b", "x/a", 80, "TCP")
+    assert result.ingress is not None and result.ingress.audit and result.audited
+    assert all(e.audit for e in denies(engine))
+    engine.upsert_namespace(namespace_obj("x"))
+    result = explain(engine, "y/b", "x/a", 80, "TCP")
+    assert result.ingress is not None and not result.ingress.audit and not result.audited
+    assert not any(e.audit for e in denies(engine))
 
 
 def test_what_if_copy_keeps_audit() -> None:

@@ -44,6 +44,7 @@ class EndpointRef:
     named_ports: NamedPortMap = field(default_factory=dict)
     node: str = ""  # the node it runs on ("" if unknown)
     host: str | None = None  # the node name, if this is a host endpoint
+    audit: bool = False  # in audit mode (its pod or namespace): its denies only report
 
 
 HOST_PREFIX = "host:"
@@ -83,6 +84,7 @@ class DirectionVerdict:
     reason: str
     l7: bool = False
     passed_by: tuple[RuleRef, ...] = ()
+    endpoint_audit: bool = False  # the endpoint deciding is in audit mode
 
     @property
     def tier(self) -> Tier | None:
@@ -90,8 +92,9 @@ class DirectionVerdict:
 
     @property
     def audit(self) -> bool:
-        """Denied by a policy in audit mode: the datapath reports it (AUDIT) and forwards."""
-        return not self.allowed and self.info.audit
+        """Denied, but by a policy in audit mode or at an endpoint in audit mode: the
+        datapath reports it (AUDIT) and forwards."""
+        return not self.allowed and (self.info.audit or self.endpoint_audit)
 
     @property
     def policy(self) -> PolicyKey | None:
@@ -111,8 +114,15 @@ class Explanation:
     def allowed(self) -> bool:
         return all(v is None or v.allowed for v in (self.egress, self.ingress))
 
+    @property
+    def audited(self) -> bool:
+        """Denied only by policies in audit mode: the datapath reports it and forwards."""
+        verdicts = [v for v in (self.egress, self.ingress) if v is not None and not v.allowed]
+        return bool(verdicts) and all(v.audit for v in verdicts)
+
     def summary(self) -> str:
         verdict = "ALLOWED" if self.allowed else "DENIED"
+        verdict += " (audit mode: forwarded)" if self.audited else ""
         lines = [
             f"{verdict}: {self.source.description} -> {self.destination.description} "
             f"{protocol_name(self.protocol)}/{self.port}"
@@ -122,7 +132,7 @@ class Explanation:
                 lines.append(f"  {name}: not enforced (endpoint outside the cluster)")
                 continue
             state = "allowed" if item.allowed else "denied"
-            state += " (audit mode: reported, forwarded)" if item.audit else ""
+            state = "audited (denied, but reported and forwarded)" if item.audit else state
             extra = " (redirected to the L7 proxy)" if item.l7 and item.allowed else ""
             lines.append(f"  {name}: {state}{extra}: {item.reason}")
             for ref in item.passed_by:
@@ -154,7 +164,8 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
         if number is not None and not named:
             named = engine.named_ports.get(number, {})
         text = f"{namespace}/{{{','.join(f'{k}={v}' for k, v in sorted(labels.items()))}}}"
-        return EndpointRef(text, label_set, True, number, None, named)
+        audit = bool(ns and ns.audit)
+        return EndpointRef(text, label_set, True, number, None, named, audit=audit)
     text = spec.strip()
     if text.startswith(HOST_PREFIX):
         return _resolve_host(engine, text[len(HOST_PREFIX) :])
@@ -179,6 +190,7 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
             ips[0] if ips else None,
             engine.named_ports.get(number, {}),
             engine.pods[key].node,
+            audit=engine.audit_mode(key),
         )
     for key, pod in engine.pods.items():
         if address in pod.ips and key in engine.pod_identity:
@@ -191,6 +203,7 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
                 address,
                 engine.named_ports.get(number, {}),
                 pod.node,
+                audit=engine.audit_mode(key),
             )
     return _resolve_outside(engine, address)
 
@@ -348,6 +361,11 @@ def evaluate(
     return DirectionVerdict(direction, True, rule_id, info, info.describe(""), False, passed)
 
 
+def _at(endpoint: EndpointRef, verdict: DirectionVerdict) -> DirectionVerdict:
+    """The verdict as `endpoint` applies it: in audit mode its denies only report."""
+    return dataclasses.replace(verdict, endpoint_audit=True) if endpoint.audit else verdict
+
+
 def explain(
     engine: Engine,
     source: str | Mapping[str, Any] | EndpointRef,
@@ -362,6 +380,12 @@ def explain(
         else resolve_endpoint(engine, destination)
     )
     proto = protocol if isinstance(protocol, int) else parse_protocol_name(protocol)
-    egress = evaluate(engine, src, dst, Direction.EGRESS, proto, port) if src.managed else None
-    ingress = evaluate(engine, dst, src, Direction.INGRESS, proto, port) if dst.managed else None
+    egress = (
+        _at(src, evaluate(engine, src, dst, Direction.EGRESS, proto, port)) if src.managed else None
+    )
+    ingress = (
+        _at(dst, evaluate(engine, dst, src, Direction.INGRESS, proto, port))
+        if dst.managed
+        else None
+    )
     return Explanation(src, dst, proto, port, egress, ingress)

@@ -438,9 +438,11 @@ class Engine:
         ns = self.namespaces.get(pod.namespace)
         return self.pods[pod].audit or bool(ns and ns.audit)
 
-    def _audit_mode(self, pod: PodKey) -> bool:
-        """A pod's audit mode now (False once it is gone)."""
+    def audit_mode(self, pod: PodKey) -> bool:
+        """A pod's audit mode now (its annotation or its namespace's); False once it is gone."""
         return self._audit(pod) if pod in self.pods else False
+
+    _audit_mode = audit_mode
 
     def _old_policy(self, key: PodKey) -> IdentityPolicy | None:
         number = self.pod_identity.get(key)
