@@ -23,28 +23,28 @@ from .conftest import namespace_obj, pod_obj
 SERVER = PodKey("x", "a")
 
 
+def metadata(name: str, audit: str | None) -> dict[str, Any]:
+    """A policy's metadata in namespace x, with the audit annotation set to `audit`."""
+    annotations = {} if audit is None else {AUDIT_ANNOTATION: audit}
+    return {"name": name, "namespace": "x", "annotations": annotations}
+
+
 def deny_all(name: str, audit: str | None = None) -> dict[str, Any]:
     """A NetworkPolicy isolating x/a for ingress with no allow (a default deny)."""
-    meta: dict[str, Any] = {"name": name, "namespace": "x"}
-    if audit is not None:
-        meta["annotations"] = {AUDIT_ANNOTATION: audit}
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": meta,
+        "metadata": metadata(name, audit),
         "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress"]},
     }
 
 
 def deny_from_b(name: str, audit: str | None = None) -> dict[str, Any]:
     """A SeptumNetworkPolicy with an explicit ingress deny of pod b to x/a."""
-    meta: dict[str, Any] = {"name": name, "namespace": "x"}
-    if audit is not None:
-        meta["annotations"] = {AUDIT_ANNOTATION: audit}
     return {
         "apiVersion": "septum.io/v2",
         "kind": "SeptumNetworkPolicy",
-        "metadata": meta,
+        "metadata": metadata(name, audit),
         "spec": {
             "endpointSelector": {"matchLabels": {"pod": "a"}},
             "ingressDeny": [{"fromEndpoints": [{"matchLabels": {"pod": "b"}}]}],
