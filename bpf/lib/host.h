@@ -16,31 +16,47 @@
 #include "ipcache.h"
 
 /* The address that makes a packet the node's: the destination of one arriving
- * (host ingress), the source of one leaving (host egress).  Read with
- * bpf_skb_load_bytes, not from the linear data: this check runs on every packet
- * of the interface and must not pull a GSO skb's headers for forwarded traffic. */
+ * (host ingress), the source of one leaving (host egress).  Read straight from
+ * the linear data when the headers are there (every forwarded packet on
+ * ingress), else with bpf_skb_load_bytes: this check runs on every packet of
+ * the interface and must not pull a GSO skb's headers for traffic it passes. */
 static __always_inline int septum_host_address(struct __sk_buff *skb, __u8 direction,
 					       __u8 *addr, __u8 *ip_version)
 {
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u32 offset;
 	__be16 proto;
 
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
+	if ((void *)(eth + 1) <= data_end)
+		proto = eth->h_proto;
+	else if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
 		return 0;
 	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
 		*ip_version = SEPTUM_IP_V4;
-		return !bpf_skb_load_bytes(skb,
-					   ETH_HLEN + (direction == SEPTUM_DIR_INGRESS
-							       ? offsetof(struct iphdr, daddr)
-							       : offsetof(struct iphdr, saddr)),
-					   addr, 4);
+		if ((void *)(ip + 1) <= data_end) {
+			*(__u32 *)addr = direction == SEPTUM_DIR_INGRESS ? ip->daddr : ip->saddr;
+			return 1;
+		}
+		offset = ETH_HLEN + (direction == SEPTUM_DIR_INGRESS ? offsetof(struct iphdr, daddr)
+								      : offsetof(struct iphdr, saddr));
+		return !bpf_skb_load_bytes(skb, offset, addr, 4);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
 		*ip_version = SEPTUM_IP_V6;
-		return !bpf_skb_load_bytes(skb,
-					   ETH_HLEN + (direction == SEPTUM_DIR_INGRESS
-							       ? offsetof(struct ipv6hdr, daddr)
-							       : offsetof(struct ipv6hdr, saddr)),
-					   addr, 16);
+		if ((void *)(ip6 + 1) <= data_end) {
+			septum_copy16(addr, direction == SEPTUM_DIR_INGRESS ? (__u8 *)&ip6->daddr
+									     : (__u8 *)&ip6->saddr);
+			return 1;
+		}
+		offset = ETH_HLEN + (direction == SEPTUM_DIR_INGRESS ? offsetof(struct ipv6hdr, daddr)
+								      : offsetof(struct ipv6hdr, saddr));
+		return !bpf_skb_load_bytes(skb, offset, addr, 16);
 	}
 	return 0; /* ARP and other non-IP frames are never the host endpoint's to decide */
 }

@@ -24,7 +24,7 @@ from septum.dataplane.abi import (
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.errors import EndpointError
 from septum.dataplane.events import Flow
-from septum.dataplane.packets import tcp4
+from septum.dataplane.packets import tcp4, tcp6
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 from septum.dataplane.sandbox import Sandbox, TcpServer, open_socket, tcp_connect
 
@@ -137,6 +137,18 @@ def test_only_the_nodes_own_packets_are_decided(lab):
     assert (sent.src_identity, sent.dst_identity) == (IDENTITY_HOST, PEER_IDENTITY)
     # ... so its reply, arriving at the node, is a reply and not a denied new connection
     assert lab.from_netdev(tcp4(PEER_IP, NODE_IP, DENIED_PORT, 40004, flags=0x12)) == TC_FORWARD
+
+
+def test_ipv6_addresses_of_the_node(lab):
+    node6, peer6, pod6 = "fd00:113::1", "fd00:113::10", "fd00:96::3"
+    lab.node.upsert_prefixes(
+        {f"{node6}/128": IDENTITY_HOST, f"{peer6}/128": PEER_IDENTITY, f"{pod6}/128": 2003}
+    )
+    lab.node.set_host_endpoint([lab.uplink], policy=ingress_policy())
+    assert lab.from_netdev(tcp6(peer6, node6, 40030, ALLOWED_PORT)) == TC_FORWARD
+    assert lab.from_netdev(tcp6(peer6, node6, 40031, DENIED_PORT)) == TC_DROP
+    assert lab.from_netdev(tcp6(peer6, pod6, 40032, DENIED_PORT)) == TC_FORWARD
+    assert lab.to_netdev(tcp6(node6, peer6, 40033, DENIED_PORT)) == TC_FORWARD
 
 
 def test_egress_policy_and_audit_mode(lab):

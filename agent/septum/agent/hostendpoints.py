@@ -36,7 +36,8 @@ from septum.dataplane.policy import EndpointPolicy, diff_policy
 
 log = logging.getLogger(__name__)
 
-UNENFORCED: Final = EndpointPolicy()
+# resolved, as the adapter's policies are: the first compiled policy is then no change
+UNENFORCED: Final = EndpointPolicy(resolved=True)
 
 
 @dataclass(frozen=True)
