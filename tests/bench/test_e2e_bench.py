@@ -13,13 +13,13 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from septum.bench.e2e import KEYS
 from septum.bench.labagents import CONFLIST, PIN_ROOT, RUN_DIR, agent_already_running
 from septum.lab.lab import Lab
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
 SEPTUM = str(Path(sys.executable).parent / "septum")
-KEYS = {"apply_to_enforce_p50_ms", "apply_to_enforce_p99_ms", "agent_rss_mb", "operator_rss_mb"}
 
 
 def test_small_run_reports_the_keys_and_cleans_up(lab: Lab) -> None:
@@ -33,7 +33,7 @@ def test_small_run_reports_the_keys_and_cleans_up(lab: Lab) -> None:
     )
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout)
-    assert set(result) == KEYS | {"details"}
+    assert set(result) == {*KEYS, "details"}
     for key in KEYS:
         assert isinstance(result[key], float) and result[key] > 0, (key, result[key])
     details = result["details"]

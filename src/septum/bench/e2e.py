@@ -41,7 +41,12 @@ from typing import Any
 import click
 
 TARGETS = {"apply_to_enforce_p99_ms": 1000.0, "agent_rss_mb": 150.0, "operator_rss_mb": 200.0}
-KEYS = ("apply_to_enforce_p50_ms", "apply_to_enforce_p99_ms", "agent_rss_mb", "operator_rss_mb")
+KEYS = (  # the --json object: these, and everything else under "details"
+    "apply_to_enforce_p50_ms",
+    "apply_to_enforce_p99_ms",
+    "agent_rss_mb",
+    "operator_rss_mb",
+)
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 PAUSE = "registry.k8s.io/pause:3.10"
 SERVER_PORT = 8080
@@ -50,6 +55,7 @@ SERVERS_PER_NODE = 2
 CLIENTS_PER_NODE = 2
 HOLD = 3  # connections in a row with the new verdict before a pair counts as switched
 POLICY = "e2e-probe"
+TIMELINE_STEP_S = 5.0  # details.rss_mb_timeline: [seconds, largest agent MB, operator MB]
 
 # Runs in a client pod's network namespace (python -I -c). argv: interval_ms timeout_ms hold
 # targets ("ip:port,..."). Each stdin line "SEQ allow|deny LIMIT_S" starts one measurement;
@@ -386,6 +392,8 @@ class RssSampler:
         self.peak_operator_mb = 0.0
         self.last_agent_mb: dict[str, float] = {}
         self.last_operator_mb = 0.0
+        self.timeline: list[tuple[float, float, float]] = []  # (s, largest agent, operator) MB
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -410,6 +418,10 @@ class RssSampler:
             self.peak_agent_mb[node] = max(self.peak_agent_mb[node], mb)
         self.last_operator_mb = self._rss_mb(self.operator)
         self.peak_operator_mb = max(self.peak_operator_mb, self.last_operator_mb)
+        elapsed_s = time.monotonic() - self._started
+        if not self.timeline or elapsed_s - self.timeline[-1][0] >= TIMELINE_STEP_S:
+            agent_mb = max(self.last_agent_mb.values(), default=0.0)
+            self.timeline.append((elapsed_s, agent_mb, self.last_operator_mb))
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -695,6 +707,9 @@ def _summary(
             "agent_rss_mb_peak": {n: round(v, 1) for n, v in sampler.peak_agent_mb.items()},
             "agent_rss_mb_after": {n: round(v, 1) for n, v in sampler.last_agent_mb.items()},
             "operator_rss_mb_after": round(sampler.last_operator_mb, 1),
+            "rss_mb_timeline": [
+                [round(t, 1), round(agent, 1), round(op, 1)] for t, agent, op in sampler.timeline
+            ],
             "per_apply": [
                 {
                     "seq": r.seq,
