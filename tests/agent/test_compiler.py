@@ -233,6 +233,18 @@ def test_a_node_address_change_reaches_the_ipcache() -> None:
     assert "192.168.1.1/32" in pending.ipcache_deletes
 
 
+def test_a_change_of_unread_fields_is_not_a_change() -> None:
+    cluster = Cluster()
+    server = pod("au", "server", "10.0.0.2")
+    cluster.load(("Namespace", namespace("au")), ("Pod", server), ("Node", node(NODE, "10.1.0.1")))
+    compiler = cluster.compiler
+    server["status"]["conditions"][0]["status"] = "False"
+    compiler.apply("Pod", "upsert", server)
+    compiler.apply("Node", "upsert", node(NODE, "10.1.0.1") | {"spec": {"unschedulable": True}})
+    pending = compiler.take()
+    assert not pending.pods and not pending.dirty and not pending.ipcache_upserts
+
+
 def test_a_slim_pod_parses_as_the_whole_pod() -> None:
     whole = pod("au", "server", "10.0.0.2")
     whole["spec"]["hostNetwork"] = False

@@ -207,6 +207,8 @@ class Compiler:
         slim = SLIMMERS.get(kind)
         if slim is not None:
             obj = slim(obj)
+            if event_type != "delete" and store.get(_key(obj)) == obj:
+                return  # only fields nobody here reads changed (conditions, images, ...)
         if event_type == "delete":
             store.pop(_key(obj), None)
         else:
