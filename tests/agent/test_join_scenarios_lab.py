@@ -37,7 +37,14 @@ from septum.lab import config
 from septum.lab.lab import Lab
 from septum.lab.pytest_plugin import wait_for
 
-from .lab_agents import ROOT, AgentProcess, OperatorProcess, agents_running, apply_crds
+from .lab_agents import (
+    ROOT,
+    SEPTUM,
+    AgentProcess,
+    OperatorProcess,
+    agents_running,
+    apply_crds,
+)
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -232,9 +239,35 @@ Case = tuple[Pod, str, str]  # client, server IP, protocol
 
 
 @dataclass
+class Operator(OperatorProcess):
+    """The module's operator, leading its own Lease: other sessions on the shared lab may run
+    an operator on the default Lease meanwhile, and a restart here must be the leader's."""
+
+    lease_namespace: str = "kube-system"
+
+    def start(self) -> None:
+        argv = [
+            SEPTUM, "operator", "--kubeconfig", str(self.lab.kubeconfig),
+            f"--namespace={self.lease_namespace}", "--health-port", "0", "--log-format", "json",
+            "--identity-gc-interval", "10m",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+
+    def leader(self) -> str | None:
+        """The Lease's holder, when its lease is held."""
+        out = self.lab.kubectl("get", "lease", "-n", self.lease_namespace, "septum-operator",
+                               "-o", "json", check=False)  # fmt: skip
+        if out.returncode != 0:
+            return None
+        holder = json.loads(out.stdout)["spec"].get("holderIdentity")
+        return str(holder) if holder else None
+
+
+@dataclass
 class Cluster:
     lab: Lab
-    operator: OperatorProcess
+    operator: Operator
     agents: list[AgentProcess]
     relay: ApiRelay
     namespaces: list[str] = field(default_factory=list)
@@ -532,25 +565,28 @@ def cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clus
         "--timeout=60s",
     )
     # The agents hold the lab's agents lock while they run (sessions take turns); the
-    # operator runs inside that window too, so a restart in a test is this module's alone.
+    # operator runs inside that window, on a Lease of its own.
     relay = ApiRelay((config.host_address(), config.APISERVER_PORT))
     kubeconfig = relay.kubeconfig(lab, tmp / "agents.kubeconfig")
     # The last --kubeconfig wins: the agents talk to the API server through the relay.
     running = agents_running(lab, tmp, ("--kubeconfig", str(kubeconfig)))
     agents: list[AgentProcess] = []
-    made = Cluster(lab, OperatorProcess(lab, tmp / "operator.log"), agents, relay)
+    made = Cluster(lab, Operator(lab, tmp / "operator.log"), agents, relay)
     try:
         agents.extend(next(running))
+        made.operator.lease_namespace = made.namespace()
         made.operator.start()
+        wait_for("the operator leading", made.operator.leader, 60)
         yield made
     finally:
+        # The operator first: nothing allocates identities for the pods going away.
+        made.operator.stop()
         for namespace in made.namespaces:
             lab.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         for namespace in made.namespaces:
             lab.kubectl(
                 "wait", "--for=delete", f"namespace/{namespace}", "--timeout=90s", check=False
             )
-        made.operator.stop()
         # The pods are gone and the operator stopped: nothing recreates these identities.
         for namespace in made.namespaces:
             lab.kubectl(
@@ -857,17 +893,27 @@ def _valid(cluster: Cluster, ns: str, name: str) -> str | None:
     return None
 
 
+def _identity_apps(cluster: Cluster, ns: str) -> bool:
+    labels = [v["securityLabels"] for v in cluster.identities(ns).values()]
+    found = sorted(lab.get("k8s:app") or lab.get("k8s:role", "") for lab in labels)
+    return found == ["client", "srv", "stranger"]
+
+
 def test_operator_restart_changes_no_identity_policy_or_enforcement(cluster: Cluster) -> None:
     ns = cluster.namespace()
     srv, far, stranger = _guarded_server(cluster, ns)
     wait_for("clients Valid", lambda: _valid(cluster, ns, "clients") == "True")
-    wait_for("3 identities", lambda: len(cluster.identities(ns)) == 3, 30)
+    wait_for("srv's, far's and stranger's identities", lambda: _identity_apps(cluster, ns), 30)
     identities = cluster.identities(ns)
     status = _operator_status(cluster, ns, "clients")
+    leader = cluster.operator.leader()
 
     background = Background((far, srv, "tcp"), (stranger, srv, "tcp"), 12)
+    log_offset = cluster.operator.log_path.stat().st_size
     cluster.operator.stop()
     cluster.operator.start()
+    wait_for("the restarted operator leading",
+             lambda: (holder := cluster.operator.leader()) and holder != leader, 60)  # fmt: skip
     # A barrier: once the new operator validated a new policy, it has seen the old ones.
     cluster.apply(
         septum_policy(
@@ -887,6 +933,10 @@ def test_operator_restart_changes_no_identity_policy_or_enforcement(cluster: Clu
     background.check()
     assert cluster.identities(ns) == identities
     assert _operator_status(cluster, ns, "clients") == status
+    with cluster.operator.log_path.open() as log:
+        log.seek(log_offset)
+        allocated = [line for line in log if '"identity allocated"' in line and ns in line]
+    assert not allocated, allocated
     expect({(far, srv, "tcp"): True, (stranger, srv, "tcp"): False})
 
 
@@ -952,6 +1002,21 @@ def test_malformed_policies_are_refused_naming_the_field(cluster: Cluster) -> No
     stderr = refused({"fromEndpointz": [{}]})
     assert 'unknown field "spec.ingress[0].fromEndpointz"' in stderr, stderr
     assert cluster.lab.get_json("snp", "-n", ns)["items"] == []
+
+    # The upstream ClusterNetworkPolicy schema and the clusterwide Septum policy's, likewise.
+    rule = {"name": "r", "action": "Deny", "from": same_namespace(ns),
+            "protocols": [{"tcp": {"destinationPort": {"number": 70000}}}]}  # fmt: skip
+    out = cluster.try_apply(cluster_network_policy(f"{ns}-bad", "Admin", ns, {}, [rule]))
+    assert out.returncode != 0, "a ClusterNetworkPolicy with port 70000 accepted"
+    assert "spec.ingress[0].protocols[0].tcp.destinationPort.number" in out.stderr, out.stderr
+    out = cluster.try_apply({
+        "apiVersion": "septum.io/v2",
+        "kind": "SeptumClusterwideNetworkPolicy",
+        "metadata": {"name": f"{ns}-bad"},
+        "spec": {"endpointSelector": {}, "ingressz": [{}]},
+    })  # fmt: skip
+    assert out.returncode != 0, "a clusterwide policy with an unknown field accepted"
+    assert 'unknown field "spec.ingressz"' in out.stderr, out.stderr
 
 
 def test_invalid_edit_keeps_the_last_valid_version_enforced(cluster: Cluster) -> None:
