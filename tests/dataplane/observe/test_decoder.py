@@ -94,6 +94,15 @@ def test_audit_and_egress_policy() -> None:
     assert flow.source.ID == 11 and flow.traffic_direction == flow_pb2.EGRESS
 
 
+def test_later_packets_of_an_audited_connection_name_the_policy_as_denying() -> None:
+    """After its first packet an audited connection's events carry no drop reason (the
+    established path sets none); the policy still would have dropped them."""
+    flow = decode(h.XWING, h.DEATHSTAR, verdict=4, drop_reason=0, rule_id=2, direction=2)
+    assert flow.verdict == flow_pb2.AUDIT
+    assert [p.name for p in flow.egress_denied_by] == ["deny-xwing"]
+    assert not flow.egress_allowed_by
+
+
 def test_uuids_are_unique_per_sequence_number() -> None:
     uuids = {decode(seq=seq).uuid for seq in range(100)}
     assert len(uuids) == 100 and all(len(u) == 36 for u in uuids)

@@ -430,7 +430,10 @@ class FlowDecoder:
         policy = self._metadata.policy(rule_id)
         if policy is None:
             return
-        if verdict == r.VERDICT_DROPPED or (verdict == r.VERDICT_AUDIT and rec[r.DROP_REASON]):
+        # An AUDIT verdict is always a would-be drop: the packets of an audited connection after
+        # its first carry no drop reason (the established path sets none), yet the policy that
+        # would have dropped them still denied them.
+        if verdict in (r.VERDICT_DROPPED, r.VERDICT_AUDIT):
             target = flow.ingress_denied_by if direction == r.DIR_INGRESS else flow.egress_denied_by
         else:
             target = (
