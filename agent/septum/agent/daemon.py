@@ -33,6 +33,7 @@ from septum.agent.metadata import ClusterMetadata
 from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
 from septum.dataplane import DatapathConfig
+from septum.dataplane.observe.history import HistoryConfig
 from septum.dataplane.observe.node import NodeObserver, ObserveConfig, septum_version
 from septum.dataplane.observe.server import ListenConfig
 from septum.dataplane.observe.sources import DatapathSource
@@ -66,6 +67,9 @@ class AgentOptions:
     host_firewall: bool = False
     host_audit: bool = False
     host_interfaces: tuple[str, ...] = ()
+    # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
+    # embedded store in this directory; None keeps the ring only, as Hubble
+    flow_history_dir: Path | None = None
 
     @property
     def node_run_dir(self) -> Path:
@@ -300,8 +304,13 @@ class Agent:
             tcp_address=options.observer_address,
             plaintext_tcp=options.observer_address is not None,
         )
+        history = (
+            HistoryConfig(directory=options.flow_history_dir)
+            if options.flow_history_dir is not None
+            else None
+        )
         self.observer = NodeObserver(
-            ObserveConfig(node_name=options.node, listen=listen),
+            ObserveConfig(node_name=options.node, listen=listen, history=history),
             DatapathSource(self.endpoints.datapath),
             self.metadata,
         )

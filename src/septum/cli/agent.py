@@ -63,6 +63,11 @@ def _path(value: str | None) -> Path | None:
     multiple=True,
     help="A node interface for the host firewall (default: all carrying the node's addresses).",
 )
+@click.option(
+    "--flow-history-dir",
+    default=None,
+    help="Keep days of flows behind GetFlows in an embedded store here (default: the ring only).",
+)
 def agent(
     node: str,
     kubeconfig: str | None,
@@ -82,6 +87,7 @@ def agent(
     host_firewall: bool,
     host_audit: bool,
     host_interfaces: tuple[str, ...],
+    flow_history_dir: str | None,
 ) -> None:
     """Run Septum's agent for one node: CNI chaining, datapath, policy, flows."""
     from septum.agent.daemon import AgentOptions, run
@@ -106,5 +112,6 @@ def agent(
         host_firewall=host_firewall,
         host_audit=host_audit,
         host_interfaces=tuple(host_interfaces),
+        flow_history_dir=_path(flow_history_dir),
     )
     sys.exit(run(options))
