@@ -4,8 +4,9 @@ What tests/agent/test_agent_lab_privileged.py and tests/operator/test_operator_l
 cover already: the admin and baseline tiers (ClusterNetworkPolicy v1alpha2) against
 NetworkPolicies, SeptumNetworkPolicy edits and SeptumClusterwideNetworkPolicies; namespace and
 pod label changes; a Deployment scaled up; a pod recreated keeping its identity; the operator
-restarted; the API server unreachable for a minute; malformed and semantically invalid
-policies; flows naming pods, workloads and policies on both nodes.
+restarted; the API server unreachable from the agents for a minute (through a relay that
+black-holes, `ApiRelay`, which says why not SIGSTOP); malformed and semantically invalid
+policies; flows naming pods, workloads and policies on both nodes (the hubble CLI).
 
 One operator and one agent per lab node serve the whole module; every test has its own `sc-`
 namespaces and few pods. Probes run in the client pod's network namespace (`ip netns exec`,
