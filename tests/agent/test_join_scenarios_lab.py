@@ -10,7 +10,8 @@ policies; flows naming pods, workloads and policies on both nodes (the hubble CL
 
 One operator and one agent per lab node serve the whole module; every test has its own `sc-`
 namespaces and few pods. Probes run in the client pod's network namespace (`ip netns exec`,
-no API call, so they also work while the API server is stopped), several at once.
+no API call, so they also work while the agents are cut off from the API server), several
+at once.
 
 IPv4 only: the lab network, pod CIDRs and CNI ranges are IPv4
 (septum.lab.config, septum.lab.network), so no scenario covers IPv6.
@@ -316,7 +317,7 @@ class Cluster:
             meta = obj["metadata"]
             pod = wait_for(
                 f"pod {meta['namespace']}/{meta['name']} running",
-                lambda m=meta: self.pod(m["namespace"], m["name"]),  # type: ignore[misc]
+                lambda m=meta: self.pod(m["namespace"], m["name"]),
                 120,
             )
             assert isinstance(pod, Pod)
@@ -391,18 +392,17 @@ def expect(want: Mapping[Case, bool], timeout_s: float = 25) -> None:
     cases = list(want)
     expected = {_describe(c): want[c] for c in cases}
 
-    def mismatches() -> dict[str, str] | bool:
+    def mismatches() -> dict[str, str]:
         got = reachability(cases)
-        wrong = {
+        return {
             k: f"{'allowed' if v else 'denied'}, want {'allowed' if expected[k] else 'denied'}"
             for k, v in got.items()
             if v != expected[k]
         }
-        return wrong or True
 
     wait_for(
         "reachability",
-        lambda: (m := mismatches()) is True or _Failing(m),
+        lambda: not (wrong := mismatches()) or _Failing(wrong),
         timeout_s,
         interval_s=0.2,
     )
@@ -1185,6 +1185,7 @@ def test_flows_name_pods_workloads_and_policies_on_both_nodes(cluster: Cluster) 
     assert isinstance(found, tuple)
     allowed, dropped = found
     egress = wait_for("an allowed egress flow at node 2", at_node2, 30)
+    assert isinstance(egress, dict)
     workload = [{"name": "web", "kind": "Deployment"}]
     for flow in (allowed, dropped, egress):
         assert flow["source"]["namespace"] == ns and flow["destination"]["namespace"] == ns
@@ -1193,7 +1194,6 @@ def test_flows_name_pods_workloads_and_policies_on_both_nodes(cluster: Cluster) 
     assert allowed["ingress_allowed_by"][0]["kind"] == "NetworkPolicy"
     (denied_by,) = dropped["ingress_denied_by"]
     assert denied_by["name"] == "web-ingress" and denied_by["namespace"] == ns, denied_by
-    assert isinstance(egress, dict)
     assert [p["name"] for p in egress["egress_allowed_by"]] == ["clients-egress"]
     assert egress["egress_allowed_by"][0]["kind"] == "SeptumNetworkPolicy"
     assert egress["node_name"].endswith(NODE2) and allowed["node_name"].endswith(NODE1)
