@@ -1080,6 +1080,14 @@ def test_invalid_edit_keeps_the_last_valid_version_enforced(cluster: Cluster) ->
         got = reachability(list(v1))
         assert got == {_describe(c): v for c, v in v1.items()}, got
     assert _valid(cluster, ns, "ping") == "True"
+    # The server's agent restarted: it enforces the last valid version from the start
+    # (status.lastValid), never the invalid spec nor nothing.
+    (server_agent,) = [a for a in cluster.agents if a.node.name == NODE1]
+    server_agent.stop()
+    server_agent.start()
+    server_agent.wait_ready(60)
+    got = reachability(list(v1))
+    assert got == {_describe(c): v for c, v in v1.items()}, got
 
     cluster.apply(
         septum_policy(
