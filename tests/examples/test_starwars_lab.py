@@ -23,7 +23,9 @@ SEPTUM = str(Path(sys.executable).parent / "septum")
 
 @pytest.fixture(scope="module")
 def starwars(lab: Lab) -> Iterator[Lab]:
+    present_before = lab.crd_names()
     lab.kubectl("apply", "-f", str(ROOT / "crds"))
+    added = lab.crd_names() - present_before
     for crd in ("septumnetworkpolicies.septum.io", "septumclusterwidenetworkpolicies.septum.io"):
         lab.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     lab.kubectl("create", "namespace", NS)
@@ -32,7 +34,10 @@ def starwars(lab: Lab) -> Iterator[Lab]:
         yield lab
     finally:
         lab.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=120s", check=False)
-        lab.kubectl("delete", "-f", str(ROOT / "crds"), "--wait=true", check=False)
+        # Only the CRDs this module added: the lab is shared, and a CRD deleted takes every
+        # session's objects of its kind with it.
+        if added:
+            lab.kubectl("delete", "crd", *sorted(added), "--wait=true", check=False)
 
 
 def test_the_api_server_serves_septum_policies(starwars: Lab) -> None:

@@ -29,6 +29,7 @@ def test_lint_passes(lab: Lab) -> None:
 
 
 def test_install_serves_the_crds_and_uninstall_removes_the_release(lab: Lab) -> None:
+    present_before = lab.crd_names()
     try:
         out = _helm(lab, "install", "septum", str(CHART), "-n", "septum-system",
                     "--create-namespace", "--wait", "--timeout", "60s")  # fmt: skip
@@ -53,6 +54,9 @@ def test_install_serves_the_crds_and_uninstall_removes_the_release(lab: Lab) -> 
     finally:
         _helm(lab, "uninstall", "septum", "-n", "septum-system")
         lab.kubectl("delete", "scnp", "helm-check", "--ignore-not-found", check=False)
-        # Helm never deletes CRDs on uninstall (by design): the test removes what it made.
-        lab.kubectl("delete", "crd", *CRDS, "--ignore-not-found", "--wait=true", check=False)
+        # Helm never deletes CRDs on uninstall (by design): the test removes what it made,
+        # and only that (the lab is shared: a CRD deleted takes everyone's objects with it).
+        added = [crd for crd in CRDS if crd not in present_before]
+        if added:
+            lab.kubectl("delete", "crd", *added, "--ignore-not-found", "--wait=true", check=False)
         lab.kubectl("delete", "namespace", "septum-system", "--ignore-not-found", check=False)

@@ -56,6 +56,12 @@ class Lab:
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", "-o", "json", *args).stdout)
 
+    def crd_names(self) -> set[str]:
+        """The CRDs the API server has now (tests remove only the ones they added: the lab is
+        shared, and deleting a CRD deletes every object of its kind, other sessions' too)."""
+        listed = self.kubectl("get", "crd", "-o", "name").stdout.split()
+        return {name.split("/", 1)[-1] for name in listed}
+
 
 def require_root() -> None:
     if os.geteuid() != 0:
