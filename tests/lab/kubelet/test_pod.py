@@ -92,3 +92,43 @@ async def test_status_of_a_pod_waiting_for_its_sandbox(tmp_path: Path) -> None:
     assert (status["message"], status["reason"]) == (None, None)
     worker.sandbox_error = "CNI ADD failed"
     assert worker.status()["reason"] == "SandboxFailed"
+
+
+async def test_status_is_reported_again_when_another_writer_changed_it(tmp_path: Path) -> None:
+    """The node controller marks a pod not ready while the node's lease lapses; the kubelet
+    must report its own conditions again once it sees that (or the pod stays not ready)."""
+    import asyncio
+
+    class PatchingApi(FakeApi):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.patches: list[JSON] = []
+
+        async def merge_patch(self, path: str, body: JSON) -> JSON:
+            self.patches.append(body)
+            return body
+
+    api = PatchingApi()
+    worker = make_worker(tmp_path, api)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker._status_loop())
+    try:
+        worker.changed()
+        for _ in range(100):
+            if api.patches:
+                break
+            await asyncio.sleep(0.01)
+        assert len(api.patches) == 1
+        ours = api.patches[0]["status"]["conditions"]
+        worker.observed({"conditions": ours})  # the server agrees: nothing to send
+        await asyncio.sleep(0.2)
+        assert len(api.patches) == 1
+        flipped = {"True": "False", "False": "True"}
+        overwritten = [{**c, "status": flipped[c["status"]]} for c in ours]
+        worker.observed({"conditions": overwritten})
+        for _ in range(100):
+            if len(api.patches) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert api.patches[1]["status"]["conditions"] == ours
+    finally:
+        task.cancel()

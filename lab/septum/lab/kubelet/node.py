@@ -275,6 +275,8 @@ class Kubelet:
             worker.start()
             return
         worker.pod["metadata"] = pod["metadata"]
+        if not gone and not worker.stopping:
+            worker.observed(pod.get("status") or {})
         if gone and not worker.stopping:
             asyncio.create_task(self._finish(worker, api_delete=not deleted))
 

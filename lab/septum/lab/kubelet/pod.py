@@ -59,6 +59,7 @@ class PodWorker:
         self._changed = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._conditions = pod_status.Conditions()
+        self._server_differs = False  # the server's status was changed by someone else
         self.tasks: list[asyncio.Task[None]] = []
         self.deleted_from_api = False
 
@@ -276,6 +277,16 @@ class PodWorker:
         status["reason"] = "SandboxFailed" if failed else None
         return status
 
+    def observed(self, server_status: JSON) -> None:
+        """The pod as the API server holds it now. Another writer may have changed its
+        status (the node controller marks pods not ready when a node's lease lapses); as a
+        kubelet does, report ours again when the server's conditions differ from it."""
+        mine = {c["type"]: c["status"] for c in self.status().get("conditions") or []}
+        theirs = {c.get("type"): c.get("status") for c in server_status.get("conditions") or []}
+        if any(theirs.get(kind) != value for kind, value in mine.items()):
+            self._server_differs = True
+            self.changed()
+
     async def _status_loop(self) -> None:
         path = f"/api/v1/namespaces/{self.namespace}/pods/{self.name}/status"
         last: JSON | None = None
@@ -283,8 +294,9 @@ class PodWorker:
             await self._changed.wait()
             self._changed.clear()
             status = self.status()
-            if status == last:
+            if status == last and not self._server_differs:
                 continue
+            self._server_differs = False
             try:
                 await self.kubelet.api.merge_patch(path, {"status": status})
                 last = status
