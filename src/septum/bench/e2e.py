@@ -28,7 +28,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,94 +39,25 @@ from typing import Any
 
 import click
 
-TARGETS = {"apply_to_enforce_p99_ms": 1000.0, "agent_rss_mb": 150.0, "operator_rss_mb": 200.0}
+from septum.bench.e2eprobe import HOLD, E2EError, Prober, start_prober, stop_all
+from septum.bench.e2etable import TARGETS, print_table
+from septum.bench.e2eworkloads import (
+    CLIENTS_PER_NODE,
+    POLICY,
+    SERVER_PORT,
+    SERVERS_PER_NODE,
+    pod_ready,
+    policy,
+    workloads,
+)
+
 KEYS = (  # the --json object: these, and everything else under "details"
     "apply_to_enforce_p50_ms",
     "apply_to_enforce_p99_ms",
     "agent_rss_mb",
     "operator_rss_mb",
 )
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
-PAUSE = "registry.k8s.io/pause:3.10"
-SERVER_PORT = 8080
-OTHER_PORT = 8081  # what the "deny" version admits instead: nothing listens there over TCP
-SERVERS_PER_NODE = 2
-CLIENTS_PER_NODE = 2
-HOLD = 3  # connections in a row with the new verdict before a pair counts as switched
-POLICY = "e2e-probe"
 TIMELINE_STEP_S = 5.0  # details.rss_mb_timeline: [seconds, largest agent MB, operator MB]
-
-# Runs in a client pod's network namespace (python -I -c). argv: interval_ms timeout_ms hold
-# targets ("ip:port,..."). Each stdin line "SEQ allow|deny LIMIT_S" starts one measurement;
-# the answer is one JSON line. Times are CLOCK_MONOTONIC, shared by every process here.
-PROBER = r"""
-import errno, json, selectors, socket, struct, sys, time
-interval, timeout, hold = float(sys.argv[1]) / 1e3, float(sys.argv[2]) / 1e3, int(sys.argv[3])
-targets = [t for t in sys.argv[4].split(",") if t]
-addr = {t: (t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in targets}
-linger0 = struct.pack("ii", 1, 0)
-sel = selectors.DefaultSelector()
-print("ready", flush=True)
-for line in sys.stdin:
-    seq, want, limit = line.split()
-    allow, end = want == "allow", time.monotonic() + float(limit)
-    order = {t: [] for t in targets}   # [launched, outcome or None] in launch order
-    run = {t: [0, None] for t in targets}
-    done, probes, flips, last = {}, 0, 0, {}
-    pending = {}
-    def settle(t):
-        global flips
-        q = order[t]
-        while q and q[0][1] is not None and t not in done:
-            launched, ok = q.pop(0)
-            last[t] = ok
-            if ok == allow:
-                if run[t][0] == 0: run[t][1] = launched
-                run[t][0] += 1
-                if run[t][0] >= hold: done[t] = run[t][1]
-            else:
-                if run[t][0]: flips += 1
-                run[t] = [0, None]
-    def finish(s, ok):
-        t, entry = pending.pop(s)
-        try: sel.unregister(s)
-        except (KeyError, ValueError): pass
-        s.close(); entry[1] = ok; settle(t)
-    next_launch = time.monotonic()
-    while len(done) < len(targets):
-        now = time.monotonic()
-        if now >= end: break
-        if now >= next_launch:
-            for t in targets:
-                if t in done: continue
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setblocking(False)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
-                entry = [time.monotonic(), None]; order[t].append(entry); probes += 1
-                pending[s] = (t, entry)
-                rc = s.connect_ex(addr[t])
-                if rc == errno.EINPROGRESS: sel.register(s, selectors.EVENT_WRITE)
-                else: finish(s, rc == 0)
-            next_launch = max(next_launch + interval, now)
-        for key, _ in sel.select(0):  # answers first: a late wake-up is not a drop
-            s = key.fileobj
-            if s in pending: finish(s, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
-        now = time.monotonic()
-        for s, (t, entry) in list(pending.items()):
-            if now - entry[0] >= timeout: finish(s, False)
-        wake = next_launch - now
-        if pending: wake = min(wake, min(e[0] for _, e in pending.values()) + timeout - now)
-        for key, _ in sel.select(max(0.0, wake)):
-            s = key.fileobj
-            if s in pending: finish(s, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
-    for s in list(pending): finish(s, False)
-    print(json.dumps({"seq": int(seq), "done": done, "probes": probes, "flips": flips,
-                      "last": last}), flush=True)
-"""
-
-
-class E2EError(Exception):
-    """The benchmark could not run, or a verdict never held (the message says what was seen)."""
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -174,169 +104,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# ---- workloads ----------------------------------------------------------------------------
-
-
-def _deployment(
-    name: str, namespace: str, node: str, replicas: int, labels: dict[str, str], container: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "nodeSelector": {"kubernetes.io/hostname": node},
-                    "containers": [container],
-                },
-            },
-        },
-    }
-
-
-def _workloads(namespace: str, nodes: list[str], pods: int) -> list[dict[str, Any]]:
-    idle = pods - len(nodes) * (SERVERS_PER_NODE + CLIENTS_PER_NODE)
-    server = {
-        "name": "srv",
-        "image": AGNHOST,
-        "args": ["netexec", f"--http-port={SERVER_PORT}"],
-        "readinessProbe": {"tcpSocket": {"port": SERVER_PORT}, "periodSeconds": 1},
-    }
-    client = {"name": "c", "image": "busybox", "command": ["sleep", "infinity"]}
-    out = []
-    for i, node in enumerate(nodes):
-        short = node.rsplit("-", 1)[-1]
-        out.append(
-            _deployment(
-                f"srv-{short}",
-                namespace,
-                node,
-                SERVERS_PER_NODE,
-                {"app": "e2e-srv", "node": short},
-                server,
-            )
-        )
-        out.append(
-            _deployment(
-                f"cli-{short}",
-                namespace,
-                node,
-                CLIENTS_PER_NODE,
-                {"role": "e2e-client", "node": short},
-                client,
-            )
-        )
-        replicas = idle // len(nodes) + (1 if i < idle % len(nodes) else 0)
-        if replicas:
-            out.append(
-                _deployment(
-                    f"idle-{short}",
-                    namespace,
-                    node,
-                    replicas,
-                    {"app": "e2e-idle", "node": short},
-                    {"name": "p", "image": PAUSE},
-                )
-            )
-    return out
-
-
-def _policy(namespace: str, allow: bool) -> dict[str, Any]:
-    """Isolates the servers; admits the clients on the servers' port (allow) or another (deny)."""
-    port = SERVER_PORT if allow else OTHER_PORT
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": POLICY, "namespace": namespace},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "e2e-srv"}},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [{"podSelector": {"matchLabels": {"role": "e2e-client"}}}],
-                    "ports": [{"protocol": "TCP", "port": port}],
-                }
-            ],
-        },
-    }
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status", {})
-    return (
-        status.get("phase") == "Running"
-        and bool(status.get("podIP"))
-        and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-        )
-    )
-
-
-# ---- probing ------------------------------------------------------------------------------
-
-
-@dataclass
-class Prober:
-    """One prober process in a client pod's network namespace."""
-
-    client: str  # namespace/name
-    node: str
-    proc: subprocess.Popen[str]
-
-    def start_measurement(self, seq: int, allow: bool, limit_s: float) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{seq} {'allow' if allow else 'deny'} {limit_s}\n")
-        self.proc.stdin.flush()
-
-    def result(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise E2EError(f"prober in {self.client} exited: {err[-2000:]}")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-def _start_prober(
-    client: dict[str, Any], targets: list[str], interval_ms: float, timeout_ms: float
-) -> Prober:
-    from septum.lab import config
-
-    netns = config.pod_netns(client["metadata"]["uid"])
-    argv = [
-        "ip", "netns", "exec", netns, sys.executable, "-I", "-c", PROBER,
-        str(interval_ms), str(timeout_ms), str(HOLD), ",".join(targets),
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    ref = f"{client['metadata']['namespace']}/{client['metadata']['name']}"
-    prober = Prober(ref, client["spec"]["nodeName"], proc)
-    assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
-        prober.stop()
-        raise E2EError(
-            f"prober in {ref} did not start: {proc.stderr.read() if proc.stderr else ''}"
-        )
-    return prober
 
 
 # ---- the reference: a kubectl watch on the policy -----------------------------------------
@@ -468,7 +235,7 @@ def _measure(
         prober.start_measurement(seq, allow, limit_s)
     out = lab.kubectl(
         "apply", "-f", "-", "-o", "jsonpath={.metadata.generation}",
-        input_text=json.dumps(_policy(namespace, allow)),
+        input_text=json.dumps(policy(namespace, allow)),
     )  # fmt: skip
     returned = time.monotonic()
     generation = int(out.stdout.strip())
@@ -556,7 +323,7 @@ def run(
         stack.callback(_delete_namespace, lab, namespace)
         lab.kubectl("create", "namespace", namespace)
         t_pods = time.monotonic()
-        for obj in _workloads(namespace, [n.name for n in lab.nodes], pods):
+        for obj in workloads(namespace, [n.name for n in lab.nodes], pods):
             lab.kubectl("apply", "-f", "-", input_text=json.dumps(obj))
 
         progress(f"waiting for {pods} pods in {namespace}")
@@ -568,9 +335,9 @@ def run(
             f"{p['status']['podIP']}:{SERVER_PORT}": p["spec"]["nodeName"] for p in servers
         }
         probers: list[Prober] = []
-        stack.callback(_stop_all, probers)
+        stack.callback(stop_all, probers)
         for client in clients:
-            probers.append(_start_prober(client, list(server_node), interval_ms, timeout_ms))
+            probers.append(start_prober(client, list(server_node), interval_ms, timeout_ms))
 
         # Before the loop: the servers isolated, the deny in force (not timed), the watch on.
         progress("first apply (deny, not timed)")
@@ -608,17 +375,12 @@ def _wait_pods_ready(lab: Any, namespace: str, pods: int, timeout_s: float) -> l
     deadline = time.monotonic() + timeout_s
     while True:
         items = lab.get_json("pods", "-n", namespace)["items"]
-        ready = [p for p in items if _ready(p)]
+        ready = [p for p in items if pod_ready(p)]
         if len(ready) >= pods:
             return ready
         if time.monotonic() >= deadline:
             raise E2EError(f"only {len(ready)}/{pods} pods Ready after {timeout_s:.0f}s")
         time.sleep(1)
-
-
-def _stop_all(probers: list[Prober]) -> None:
-    for prober in probers:
-        prober.stop()
 
 
 def _delete_namespace(lab: Any, namespace: str) -> None:
@@ -730,77 +492,6 @@ def _summary(
 # ---- the command --------------------------------------------------------------------------
 
 
-def _stats_text(stats: dict[str, float]) -> str:
-    if not stats:
-        return "—"
-    return f"{stats['p50_ms']:.0f} / {stats['p99_ms']:.0f} ms (max {stats['max_ms']:.0f})"
-
-
-def _print_table(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    d = result["details"]
-    table = Table(
-        "measure",
-        "value",
-        "target",
-        title=(
-            f"septum bench e2e ({d['nodes']} nodes, {d['pods']} pods, {d['applies']} applies, "
-            f"{d['machine']['cpus']} cpus)"
-        ),
-    )
-
-    def ms(value: float | None) -> str:
-        return "—" if value is None else f"{value:.0f} ms"
-
-    table.add_row(
-        "kubectl apply → enforced on every node, p50 / p99",
-        f"{ms(result['apply_to_enforce_p50_ms'])} / {ms(result['apply_to_enforce_p99_ms'])}",
-        "p99 ≤ 1,000 ms",
-    )
-    table.add_row(
-        "  deny→allow (first SYN let through), p50 / p99",
-        _stats_text(d["by_transition"]["deny→allow"]),
-        "",
-    )
-    table.add_row(
-        "  allow→deny (first SYN dropped), p50 / p99",
-        _stats_text(d["by_transition"]["allow→deny"]),
-        "",
-    )
-    for node, stats in d["by_node"].items():
-        table.add_row(f"  servers on {node}, p50 / p99", _stats_text(stats), "")
-    table.add_row(
-        "reference: kubectl apply returned, p50 / p99", _stats_text(d["kubectl_apply_return"]), ""
-    )
-    table.add_row(
-        "reference: seen by a kubectl get --watch, p50 / p99", _stats_text(d["watch_seen"]), ""
-    )
-    table.add_row(
-        "enforced after the watch saw it, p50 / p99", _stats_text(d["enforce_after_watch"]), ""
-    )
-    table.add_row("applies not enforced in time", str(d["timeouts"]), "0")
-    table.add_row(
-        "agent RSS (largest agent, peak)",
-        f"{result['agent_rss_mb']:.0f} MB",
-        f"≤ {TARGETS['agent_rss_mb']:.0f} MB",
-    )
-    table.add_row(
-        "operator RSS (peak)",
-        f"{result['operator_rss_mb']:.0f} MB",
-        f"≤ {TARGETS['operator_rss_mb']:.0f} MB",
-    )
-    table.add_row(
-        "probing",
-        f"every {d['probe_interval_ms']:g} ms per pair, {d['hold']} in a row, "
-        f"drop = no answer in {d['probe_timeout_ms']:g} ms; {d['probes']} connections",
-        "",
-    )
-    table.add_row(f"{d['pods']} pods Running and Ready", f"{d['pods_ready_s']:.0f} s", "")
-    Console().print(table)
-
-
 def _interrupt_on_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so that the cleanup runs."""
 
@@ -862,4 +553,4 @@ def command(
     if as_json:
         click.echo(json.dumps(result))
         return
-    _print_table(result)
+    print_table(result)
