@@ -11,7 +11,9 @@ until the ring's writer calls back, which wakes the loop once per write batch.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 
 # After stop(), how long a closing connection may take to flush before it is cut.
 _CLOSE_WAIT_S = 1.0
+# Connections accepted per wake-up of a listener, and its backlog (asyncio's defaults).
+_ACCEPT_BATCH = 100
+# Out of file descriptors or memory: stop accepting for this long, as asyncio's servers do.
+_ACCEPT_PAUSE_S = 1.0
+_ACCEPT_RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,12 @@ class Listener:
 
 
 class FrontConnection(hl.H2Link):
-    """One public HTTP/2 connection (server side)."""
+    """One public HTTP/2 connection (server side).
+
+    It exists from the moment its socket is accepted: until the transport is
+    made (a TLS handshake, or one loop turn for plaintext) `opening` is the
+    task making it, which stop() cancels.
+    """
 
     def __init__(self, front: H2Front) -> None:
         self.front = front
@@ -62,11 +74,13 @@ class FrontConnection(hl.H2Link):
         self._draining: list[Upstream] = []  # earlier ones grpcio said GOAWAY on
         self.gone = asyncio.Event()
         self.draining = False  # we sent GOAWAY: new streams are refused
+        self.opening: asyncio.Task[Any] | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self.front.connections.add(self)
-        if self.front.stopping:
+        if self.front.closing:
+            self.goodbye()  # made after stop() said goodbye to everyone else
+        elif self.front.stopping:
             self.drain()
 
     # ---- FlowsHost -------------------------------------------------------
@@ -173,7 +187,14 @@ class FrontConnection(hl.H2Link):
         self.write_pending()
 
     def goodbye(self) -> None:
-        """Server stop: GOAWAY, then close once what is queued has been written."""
+        """Server stop: GOAWAY, then close once what is queued has been written.
+
+        Not made yet (in its TLS handshake): stop making it.
+        """
+        if self.transport is None:
+            if self.opening is not None:
+                self.opening.cancel()
+            return
         if self.closed:
             return
         try:
@@ -206,10 +227,11 @@ class H2Front:
         self._flows: set[FlowsStream] = set()
         self._waiting: set[FlowsStream] = set()
         self._wake_scheduled = False
-        self._servers: list[asyncio.Server] = []
+        self._sockets: list[socket.socket] = []  # listening, ours to accept on and close
         self._thread: threading.Thread | None = None
         self._listener_token: int | None = None
-        self.stopping = False
+        self.stopping = False  # GOAWAY sent: no new streams
+        self.closing = False  # goodbye said: connections made from now on close at once
 
     @property
     def node_name(self) -> str:
@@ -253,35 +275,128 @@ class H2Front:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def _listen(self) -> None:
-        loop = self.loop
         for listener in self.listeners:
             try:
-                if listener.unix_path is not None:
-                    server = await loop.create_unix_server(
-                        lambda: FrontConnection(self), str(listener.unix_path)
-                    )
-                else:
-                    server = await loop.create_server(
-                        lambda: FrontConnection(self),
-                        listener.host or None,
-                        listener.port,
-                        ssl=listener.ssl_context,
-                    )
-                    self.bound_ports.append(int(server.sockets[0].getsockname()[1]))
+                sockets = await self._bind(listener)
             except OSError as err:
                 where = listener.unix_path or f"{listener.host}:{listener.port}"
                 raise ListenError(
                     err.errno, f"{listener.setting}: cannot listen on {where}: {err}"
                 ) from err
-            self._servers.append(server)
+            if listener.unix_path is None:
+                self.bound_ports.append(int(sockets[0].getsockname()[1]))
+            for sock in sockets:
+                self._sockets.append(sock)
+                self.loop.add_reader(sock, self._accept, sock, listener.ssl_context)
+
+    async def _bind(self, listener: Listener) -> list[socket.socket]:
+        """Listening sockets for one listener (every address of a TCP host, as asyncio binds).
+
+        We accept on them ourselves instead of through loop.create_server: its
+        accepted sockets wait a loop turn (a whole TLS handshake) in a task we
+        cannot reach, so a stop could not close them.
+        """
+        addresses: list[tuple[socket.AddressFamily, int, Any]]
+        if listener.unix_path is not None:
+            addresses = [(socket.AF_UNIX, 0, str(listener.unix_path))]
+        else:
+            infos = await self.loop.getaddrinfo(
+                listener.host or None,
+                listener.port,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_PASSIVE,
+            )
+            addresses = list(dict.fromkeys((fam, proto, addr) for fam, _, proto, _, addr in infos))
+        sockets: list[socket.socket] = []
+        try:
+            for family, proto, address in addresses:
+                sock = socket.socket(family, socket.SOCK_STREAM, proto)
+                sockets.append(sock)
+                if family != socket.AF_UNIX:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(_ACCEPT_BATCH)
+                sock.setblocking(False)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        return sockets
+
+    def _accept(self, listening: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        """The listener is readable: take every waiting connection into our books."""
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                sock, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    continue  # e.g. ECONNABORTED: that client is gone, the next may wait
+                log.warning(
+                    "Observer front: cannot accept connections (%s); pausing %.1f s",
+                    err,
+                    _ACCEPT_PAUSE_S,
+                )
+                self.loop.remove_reader(listening)
+                self.loop.call_later(
+                    _ACCEPT_PAUSE_S, self._resume_accepting, listening, ssl_context
+                )
+                return
+            self._open(sock, ssl_context)
+
+    def _resume_accepting(
+        self, listening: socket.socket, ssl_context: ssl.SSLContext | None
+    ) -> None:
+        if listening in self._sockets:  # not closed by stop() meanwhile
+            self.loop.add_reader(listening, self._accept, listening, ssl_context)
+
+    def _open(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+        """Make an accepted socket a connection; it is in self.connections from now on."""
+        if self.stopping:
+            sock.close()  # accepted in the loop turn that began the stop
+            return
+        sock.setblocking(False)
+        connection = FrontConnection(self)
+        self.connections.add(connection)
+        started: list[bool] = []  # whether the task ran: then asyncio owns the socket
+
+        async def make() -> None:
+            started.append(True)
+            await self.loop.connect_accepted_socket(lambda: connection, sock, ssl=ssl_context)
+
+        def made(task: asyncio.Task[None]) -> None:
+            connection.opening = None
+            failed = task.cancelled() or task.exception() is not None
+            if not failed or connection.transport is not None:
+                return  # made: connection_lost() will forget it
+            if task.cancelled():
+                log.debug("Observer front: connection closed before it was made (stop)")
+            else:  # asyncio closed its transport, e.g. a failed TLS handshake
+                log.debug("Observer front: connection not made: %r", task.exception())
+            if not started:
+                sock.close()  # cancelled before connect_accepted_socket took it
+            self.connections.discard(connection)
+            connection.gone.set()
+
+        connection.opening = self.loop.create_task(make())
+        connection.opening.add_done_callback(made)
+
+    def _close_listeners(self) -> None:
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            self.loop.remove_reader(sock)
+            sock.close()
 
     async def _shutdown(self, grace_s: float) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()  # no new connections; open ones are ours to end below
+        # Accepted from here on: closed at once (see _open). Every connection
+        # accepted before is in self.connections, made or still being made.
         self.stopping = True
+        self._close_listeners()
         for connection in list(self.connections):
-            connection.drain()
+            connection.drain()  # one still being made drains in connection_made
         # The ring is closed: followers end on their own; give them the grace period.
         self._ring_advanced()
         deadline = self.loop.time() + grace_s
@@ -289,25 +404,29 @@ class H2Front:
             if self.loop.time() >= deadline:
                 break
             await asyncio.sleep(0.02)
+        self.closing = True
         connections = list(self.connections)
         for connection in connections:
             connection.goodbye()
-        waits = [asyncio.ensure_future(c.gone.wait()) for c in connections]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=_CLOSE_WAIT_S)
-            for wait in pending:
-                wait.cancel()
+        await self._wait_gone(connections)
         for connection in connections:
             if not connection.gone.is_set() and connection.transport is not None:
                 connection.transport.abort()
-        # Only now: since Python 3.12.1 wait_closed() waits for every connection
-        # to close, so before the goodbyes it would wait for the clients.
-        for server in servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), _CLOSE_WAIT_S)
-            except TimeoutError:
-                log.warning("Observer front: a listener did not close within %.1f s", _CLOSE_WAIT_S)
-        await asyncio.sleep(0)  # let aborted transports run connection_lost
+        # An aborted transport calls connection_lost() in a later loop turn, and
+        # a cancelled opening finishes in one: wait for both before the loop stops.
+        if not await self._wait_gone(connections):
+            left = [c for c in connections if not c.gone.is_set()]
+            log.warning("Observer front: %d connections did not close on stop", len(left))
+
+    async def _wait_gone(self, connections: list[FrontConnection]) -> bool:
+        """Until every connection is gone or _CLOSE_WAIT_S passed; True if all are."""
+        waits = [asyncio.ensure_future(c.gone.wait()) for c in connections if not c.gone.is_set()]
+        if not waits:
+            return True
+        _, pending = await asyncio.wait(waits, timeout=_CLOSE_WAIT_S)
+        for wait in pending:
+            wait.cancel()
+        return not pending
 
     # ---- followers (loop thread, except _ring_written) ------------------
     def flows_stream_started(self, stream: FlowsStream) -> None:
