@@ -55,10 +55,15 @@ class Sandbox:
 
     def __post_init__(self) -> None:
         self.node_ns = f"{self.prefix}-node"
-        self._create_ns(self.node_ns)
-        with netns.entered(self.node_ns):
-            _write_sysctl("net/ipv4/ip_forward", "1")
-            _write_sysctl("net/ipv6/conf/all/forwarding", "1")
+        try:
+            self._create_ns(self.node_ns)
+            with netns.entered(self.node_ns):
+                _write_sysctl("net/ipv4/ip_forward", "1")
+                _write_sysctl("net/ipv6/conf/all/forwarding", "1")
+        except BaseException:
+            # No one holds a sandbox whose construction failed: remove what it made here.
+            self.close()
+            raise
 
     def _create_ns(self, name: str) -> None:
         pyroute2_netns.create(name)
