@@ -218,9 +218,10 @@ class ResourceWatch:
             except ApiException as err:
                 if err.status == 410:  # the watch's version expired: relist now
                     continue
-                self._on_state(self.resource.kind, False)
                 if err.status in (404, 403):
-                    # not served (a CRD not installed): synced as empty, retried slowly
+                    # not served (a CRD not installed): synced as empty, retried slowly. The API
+                    # server answered, so this is no loss of reachability (readyz says so).
+                    self._on_state(self.resource.kind, True)
                     if not self.synced:
                         log.info(
                             "watch: %s not served (%s); retrying every %.0fs",
@@ -232,6 +233,7 @@ class ResourceWatch:
                         await self.queue.put(Synced(self.resource))
                     await asyncio.sleep(NOT_SERVED_RETRY_S)
                     continue
+                self._on_state(self.resource.kind, False)
                 log.warning("watch %s: %s", self.resource.kind, err.reason)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
