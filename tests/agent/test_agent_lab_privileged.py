@@ -23,6 +23,7 @@ from septum.lab.lab import Lab
 from septum.lab.pytest_plugin import wait_for
 
 from .lab_agents import (
+    PROBE,
     AgentProcess,
     OperatorProcess,
     agents_running,
@@ -36,34 +37,6 @@ pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 HUBBLE = Path.home() / ".cache/septum/hubble/v1.20.2/bin/hubble"
 TCP_PORT, UDP_PORT = 8080, 8081
-
-# Probes run in the client pod's network namespace (toolbox images run the host's python).
-PROBE = r"""
-import socket, struct, sys, os
-proto, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def checksum(data):
-    if len(data) % 2: data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-try:
-    if proto == "tcp":
-        socket.create_connection((ip, port), timeout=1.5).close()
-    elif proto == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5)
-        s.sendto(b"hostname", (ip, port)); s.recvfrom(1024)
-    else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1.5)
-        ident = os.getpid() & 0xffff
-        head = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"septum"
-        s.sendto(struct.pack("!BBHHH", 8, 0, checksum(head), ident, 1) + b"septum", (ip, 0))
-        while True:
-            data, _ = s.recvfrom(1024)
-            if data[20] == 0 and struct.unpack("!H", data[24:26])[0] == ident: break
-    print("ok")
-except Exception as err:
-    print("fail", err); sys.exit(1)
-"""
 
 # Keeps one TCP connection open and sends on it every 50 ms; prints how many round trips
 # succeeded and the first error.

@@ -8,6 +8,9 @@ restarted; the API server unreachable from the agents for a minute (through a re
 black-holes, `ApiRelay`, which says why not SIGSTOP); malformed and semantically invalid
 policies; flows naming pods, workloads and policies on both nodes (the hubble CLI).
 
+Longer than a module should be, on purpose: the scenarios share one module-scoped operator and
+agent per node (starting them costs over a minute), so they stay in one module.
+
 One operator and one agent per lab node serve the whole module; every test has its own `sc-`
 namespaces and few pods. Probes run in the client pod's network namespace (`ip netns exec`,
 no API call, so they also work while the agents are cut off from the API server), several
@@ -40,6 +43,7 @@ from septum.lab.lab import Lab
 from septum.lab.pytest_plugin import wait_for
 
 from .lab_agents import (
+    PROBE,
     ROOT,
     SEPTUM,
     AgentProcess,
@@ -57,34 +61,6 @@ NODE1, NODE2 = "slab-node1", "slab-node2"
 NS_NAME = "kubernetes.io/metadata.name"
 POD_NS = "k8s:io.kubernetes.pod.namespace"
 OUTAGE_S = 60
-
-# One probe: exit 0 and "ok" when the peer answered (TCP connect, UDP echo, ICMP echo).
-PROBE = r"""
-import socket, struct, sys, os
-proto, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def checksum(data):
-    if len(data) % 2: data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-try:
-    if proto == "tcp":
-        socket.create_connection((ip, port), timeout=1.5).close()
-    elif proto == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5)
-        s.sendto(b"hostname", (ip, port)); s.recvfrom(1024)
-    else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP); s.settimeout(1.5)
-        ident = os.getpid() & 0xffff
-        head = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"septum"
-        s.sendto(struct.pack("!BBHHH", 8, 0, checksum(head), ident, 1) + b"septum", (ip, 0))
-        while True:
-            data, _ = s.recvfrom(1024)
-            if data[20] == 0 and struct.unpack("!H", data[24:26])[0] == ident: break
-    print("ok")
-except Exception as err:
-    print("fail", err); sys.exit(1)
-"""
 
 # New TCP connections, one after another for `seconds`: prints "<tries> <connected>".
 CONNECT_LOOP = r"""
