@@ -8,30 +8,9 @@ from click.testing import CliRunner
 
 from septum.cli.policy import policy
 
-MANIFESTS = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-status: {podIP: 10.0.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: db, namespace: shop, labels: {app: db}}
-status: {podIP: 10.0.0.2}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-web, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: db}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: web}}}]
-    ports: [{port: 5432}]
-"""
+from .clusterdata import CLUSTER
+
+MANIFESTS = CLUSTER  # namespace, two pods, one NetworkPolicy (tests/cli/clusterdata.py)
 
 BROKEN = """
 apiVersion: septum.io/v1alpha1
