@@ -74,8 +74,10 @@ hubble: deps
 crds: venv
 	$(PY) scripts/gen-crds.py
 
+# Also copied into the chart's crds/ (gitignored there: it is the upstream project's file).
 crds-upstream: deps
-	@$(WITH_GO) scripts/fetch-npapi-crds.sh >/dev/null
+	@$(WITH_GO) crd="$$(scripts/fetch-npapi-crds.sh)" && \
+	  cmp -s "$$crd" helm/septum/crds/$$(basename "$$crd") || cp "$$crd" helm/septum/crds/
 
 setup: deps venv bpf tools proto
 

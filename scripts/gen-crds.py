@@ -1,4 +1,5 @@
-"""Writes the two policy CRDs in crds/ from septum.operator.crdschema.
+"""Writes the two policy CRDs in crds/ (a link to the chart's helm/septum/crds/) from
+septum.operator.crdschema.
 
 Run with the venv's python: `.venv/bin/python scripts/gen-crds.py` (writes), or with `--check`
 (exits 1 and names the files that differ). tests/operator/test_crdschema.py fails when the

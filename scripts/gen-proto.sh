@@ -6,7 +6,7 @@
 # and no bare top-level `flow` or `observer` module can ever exist.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-py=.venv/bin/python
+py="${PY:-.venv/bin/python}"
 root=dataplane
 mapfile -t protos < <(cd "$root" && find septum -name '*.proto' | sort)
 [[ ${#protos[@]} -gt 0 ]] || exit 0

@@ -1,5 +1,6 @@
-"""crds/: every CRD is structural and in category septum; the upstream admin-tier CRD installs as
-published (scripts/fetch-npapi-crds.sh, through the Go module proxy)."""
+"""crds/ (the chart's crds/): every Septum CRD is structural and in category septum; the upstream
+admin-tier CRD installs as published (scripts/fetch-npapi-crds.sh, through the Go module proxy)
+and `make crds-upstream` puts that same file in the chart."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILES = sorted((ROOT / "crds").glob("*.yaml"))
+CRD_FILES = sorted((ROOT / "crds").glob("septum.io_*.yaml"))
 # name -> (scope, short names): the internal objects are scoped as Cilium's are.
 EXPECTED = {
     "septumnetworkpolicies.septum.io": ("Namespaced", ["snp"]),
@@ -90,3 +91,14 @@ def test_the_upstream_cluster_network_policy_crd_is_fetched_as_published() -> No
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert again.stdout == out.stdout
+
+
+def test_the_chart_carries_the_upstream_crd_unchanged() -> None:
+    """`make crds-upstream` (run by `make test` and `make demo`) copies it into the chart."""
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "fetch-npapi-crds.sh")],
+        capture_output=True, text=True, timeout=900, check=True,
+    )  # fmt: skip
+    published = Path(out.stdout.strip())
+    in_chart = ROOT / "helm" / "septum" / "crds" / published.name
+    assert in_chart.read_bytes() == published.read_bytes()

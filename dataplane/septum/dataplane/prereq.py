@@ -14,9 +14,12 @@ CAP_NET_ADMIN: Final = 12
 CAP_SYS_ADMIN: Final = 21
 CAP_PERFMON: Final = 38
 CAP_BPF: Final = 39
-# The object `make bpf` builds, relative to the repository (editable install) root.
+# The object `make bpf` builds, relative to the repository (editable install) root; an installed
+# package (the container image) names its copy in SEPTUM_BPF_OBJECT.
 _REPO_ROOT: Final = Path(__file__).resolve().parents[3]
-DEFAULT_OBJECT: Final = _REPO_ROOT / "build" / "bpf" / "septum.bpf.o"
+DEFAULT_OBJECT: Final = Path(
+    os.environ.get("SEPTUM_BPF_OBJECT") or _REPO_ROOT / "build" / "bpf" / "septum.bpf.o"
+)
 
 
 def _effective_capabilities() -> int:
