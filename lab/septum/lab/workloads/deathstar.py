@@ -23,6 +23,8 @@ EXHAUST_PORT_PANIC = (
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "deathstar"
+    # Keep-alive, as the real image's Go server: one connection carries many requests.
+    protocol_version = "HTTP/1.1"
 
     def _send(self, code: int, body: str, content_type: str = "text/plain") -> None:
         data = body.encode()
