@@ -85,14 +85,15 @@ setup: deps venv bpf tools proto
 lint: setup
 	$(VENV)/bin/ruff check src operator dataplane agent relay lab tests scripts
 	$(VENV)/bin/ruff format --check src operator dataplane agent relay lab tests scripts
-	$(VENV)/bin/mypy -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.relay -p septum.lab -p septum.cli -p septum.bench
+	$(VENV)/bin/mypy -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.relay -p septum.lab -p septum.cli -p septum.bench -p septum.demo
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/gen-crds.py --check
 
 test: setup lint gobuild hubble crds-upstream
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: setup crds-upstream
+# The whole user path on the lab: helm, kubectl and the real hubble CLI are Go-built (cached).
+demo: setup gobuild hubble crds-upstream
 	$(SEPTUM) demo
 
 clean:

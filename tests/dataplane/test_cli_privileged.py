@@ -1,4 +1,4 @@
-"""`septum demo` and `septum bench datapath` run end to end and leave nothing behind."""
+"""`septum datapath-demo` and `septum bench datapath` run end to end and leave nothing behind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from septum.bench.datapath import KEYS
 from septum.bench.datapath import command as bench_command
-from septum.cli.demo import demo
+from septum.cli.datapathdemo import datapath_demo
 from septum.dataplane.sandbox import sandbox_namespaces
 
 pytestmark = pytest.mark.privileged
@@ -22,7 +22,7 @@ def _pins(prefix: str) -> list[str]:
 
 
 def test_demo_allows_one_drops_the_other_and_cleans_up():
-    result = CliRunner().invoke(demo, [])
+    result = CliRunner().invoke(datapath_demo, [])
     assert result.exit_code == 0, result.output
     assert "frontend -> backend:8080  connected" in result.output
     assert "intruder -> backend:8080  dropped" in result.output

@@ -1,4 +1,5 @@
-"""`septum demo`: the datapath on three pods, one allowed to reach a server, one dropped.
+"""`septum datapath-demo`: the datapath alone, no cluster: three pods, one allowed to reach a
+server, one dropped. (`septum demo` walks the whole product on the lab.)
 
 Creates a node namespace and three pods (network namespaces on veth pairs), attaches the
 datapath, applies one ingress policy to the server ("frontend may reach backend on TCP
@@ -94,8 +95,8 @@ def _report_cleanup(console: Console, failures: list[Exception]) -> None:
         console.print("[dim]cleaned up: namespaces, links, programs and pins removed[/]")
 
 
-@click.command(name="demo")
-def demo() -> None:
+@click.command(name="datapath-demo")
+def datapath_demo() -> None:
     """Three pods, one policy: one connection allowed, one dropped, the flows shown."""
     # the flow table needs about 110 columns; wider than a default 80-column pipe
     console = Console(width=max(Console().width, 120))

@@ -15,6 +15,7 @@ import click
 # part cannot take the whole CLI down with an ImportError at start-up.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("septum.cli.demo", "demo"),
+    "datapath-demo": ("septum.cli.datapathdemo", "datapath_demo"),
     "lab": ("septum.cli.lab", "lab"),
     "observe": ("septum.cli.observe", "observe"),
     "operator": ("septum.cli.operator", "operator"),

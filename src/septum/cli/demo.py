@@ -1,0 +1,139 @@
+"""`septum demo`: the user's whole path on the lab, as `make demo` runs it.
+
+Lab up; `helm install` Septum; Cilium's Star Wars app; both ships land; the L3/L4 policy; the
+tiefighter lands and the xwing's request times out; the flows through the relay, read with
+`septum observe` and the real `hubble`; a one-screen summary. The lab is left running for
+exploration (`septum lab down` removes it). Each step says what it waits for; a step that fails
+stops the walk with one line naming what was seen.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from septum.demo import flows, starwars
+from septum.demo.errors import DemoError
+from septum.demo.relayaccess import RELAY_LOCAL, forward_relay
+from septum.demo.release import Release, releases_on
+from septum.lab import lab as lab_mod
+from septum.lab.errors import LabError
+
+NODES = 2
+
+
+@click.command()
+@click.option("--nodes", default=NODES, show_default=True, help="Lab nodes (when starting it).")
+def demo(nodes: int) -> None:
+    """Install Septum with helm on the lab, run the Star Wars demo, show its flows."""
+    console = Console(width=max(Console().width, 110))
+    try:
+        _walk(console, nodes)
+    except (DemoError, LabError) as err:
+        console.print(f"[bold red]demo failed:[/] {err}")
+        console.print("The lab is left as it is for a look; `septum lab down` removes it.")
+        sys.exit(1)
+
+
+def _step(console: Console, text: str) -> None:
+    console.print(f"[bold cyan]▶[/] {text}")
+
+
+def _walk(console: Console, nodes: int) -> None:
+    started = time.monotonic()
+    lab_mod.require_root()
+    with console.status("Starting the lab (a real control plane; nodes as namespaces)..."):
+        lab_mod.up(nodes)
+        lab = lab_mod.current()
+    node_names = sorted(n.name for n in lab.nodes)
+    _step(console, f"lab up: nodes {', '.join(node_names)}")
+
+    release = Release(lab)
+    others = [r for r in releases_on(lab) if r != (release.namespace, "septum-agent")]
+    if others:
+        raise DemoError(f"Septum is already installed on the lab elsewhere: {others}")
+    with console.status(f"helm install septum ./helm/septum -n {release.namespace} ..."):
+        if release.installed():
+            release.wait_rolled_out(300)
+        else:
+            release.install()
+    _step(console, f"helm install: agents on {len(release.agent_pods())} nodes, operator, relay")
+
+    with console.status("Deploying the Star Wars app (deathstar x2, tiefighter, xwing)..."):
+        starwars.delete_policy(lab)  # a demo run again starts from no policy
+        starwars.deploy(lab)
+    since = datetime.now(UTC).isoformat()
+    _step(console, "Star Wars app running in namespace default")
+
+    before = starwars.check_landings(lab, {"tiefighter": True, "xwing": True})
+    _step(console, "No policy yet: " + _landings_text(before))
+
+    with console.status("kubectl apply -f examples/starwars/policy-l3-l4.yaml ..."):
+        policy = starwars.apply_policy(lab)
+        starwars.wait_enforced(lab, policy, node_names)
+    _step(console, "Policy rule1 enforced on every node: only org=empire may reach the deathstar")
+    after = starwars.check_landings(lab, {"tiefighter": True, "xwing": False})
+    _step(console, "With the policy: " + _landings_text(after))
+
+    with console.status("Reading the flows through the relay..."):
+        forward_relay(lab, release.namespace)
+        hubble = flows.hubble_binary()
+        filters = flows.deathstar_filters(since)
+        seen_septum = flows.septum_observe(RELAY_LOCAL, *filters)
+        seen_hubble = flows.hubble_observe(hubble, RELAY_LOCAL, *filters)
+    _flows_table(console, "septum observe (through the relay)", seen_septum)
+    _flows_table(console, "hubble observe (the real hubble CLI, through the relay)", seen_hubble)
+    _summary(console, release.namespace, time.monotonic() - started)
+
+
+def _landings_text(landings: list[starwars.Landing]) -> str:
+    return ", ".join(
+        f"{r.ship} {'[green]landed[/]' if r.landed else '[red]dropped[/]'} ({r.output})"
+        for r in landings
+    )
+
+
+def _flows_table(console: Console, title: str, seen: list[dict[str, Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in ("source", "destination", "verdict", "policy", "drop reason"):
+        table.add_column(column)
+    lines = [flows.FlowLine.of(f) for f in seen]
+    shown: set[tuple[str, str, str]] = set()
+    for line in lines:
+        key = (line.source, line.destination, line.verdict)
+        if key in shown:
+            continue
+        shown.add(key)
+        colour = "green" if line.verdict == "FORWARDED" else "red"
+        table.add_row(
+            line.source, f"{line.destination}:{line.port}", f"[{colour}]{line.verdict}[/]",
+            ", ".join(line.policies) or "-", line.drop_reason or "-",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"({len(lines)} flows to the deathstar; one row per source, verdict)")
+
+
+def _summary(console: Console, namespace: str, elapsed_s: float) -> None:
+    console.rule(f"[bold]Septum is enforcing on the lab[/] ({elapsed_s:.0f} s)")
+    console.print(
+        f"""The lab stays up for you to explore (as root, from this checkout):
+
+  export KUBECONFIG=$(.venv/bin/septum lab kubeconfig)
+  kubectl get pods -A -o wide            the lab's pods, Septum's in {namespace}
+  kubectl get snp,septumendpoints,septumnodes
+  .venv/bin/septum observe --follow      every node's flows, through the relay (localhost:4245)
+  hubble observe --follow --verdict DROPPED   the real hubble CLI, same relay
+  kubectl exec xwing -- curl -s --max-time 3 -XPOST deathstar/v1/request-landing
+  .venv/bin/septum policy explain --kubeconfig $KUBECONFIG --from-pod default/xwing \\
+      --to-pod default/<a deathstar pod> --port 80
+  helm uninstall septum -n {namespace}   removes Septum (pins and CNI chaining included)
+
+The hubble binary is {flows.hubble_binary()}.
+Tear down: .venv/bin/septum lab down    (then `make test` runs on a fresh lab)"""
+    )

@@ -1,0 +1,106 @@
+"""Cilium's Star Wars demo on the lab: the deathstar, two ships, a landing request each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from septum.demo.errors import DemoError
+from septum.demo.waiting import until
+from septum.lab.lab import Lab
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "examples" / "starwars"
+APP = EXAMPLE / "app.yaml"
+POLICY_L3_L4 = EXAMPLE / "policy-l3-l4.yaml"
+NAMESPACE = "default"
+DEATHSTAR = "deathstar.default.svc.cluster.local"
+SHIPS = ("tiefighter", "xwing")
+LANDING_TIMEOUT_S = 3  # a dropped SYN is retried, never refused: the request times out
+
+
+@dataclass(frozen=True)
+class Landing:
+    ship: str
+    landed: bool
+    output: str  # what the ship's curl printed, or why it failed
+
+
+def deploy(lab: Lab, timeout_s: float = 180) -> None:
+    lab.kubectl("apply", "-n", NAMESPACE, "-f", str(APP))
+    lab.kubectl(
+        "wait", "-n", NAMESPACE, "--for=condition=Ready", "pod", "-l", "org in (empire,alliance)",
+        f"--timeout={timeout_s:.0f}s", timeout_s=timeout_s + 10,
+    )  # fmt: skip
+    until("the deathstar Service to have 2 ready endpoints", lambda: _ready_endpoints(lab) >= 2, 60)
+
+
+def remove(lab: Lab) -> None:
+    lab.kubectl("delete", "-n", NAMESPACE, "-f", str(APP), "--ignore-not-found", "--wait=true",
+                "--timeout=120s", check=False, timeout_s=130)  # fmt: skip
+
+
+def _ready_endpoints(lab: Lab) -> int:
+    slices = lab.get_json(
+        "endpointslices", "-n", NAMESPACE, "-l", "kubernetes.io/service-name=deathstar"
+    )
+    return sum(
+        1
+        for s in slices.get("items", [])
+        for e in s.get("endpoints") or []
+        if e.get("conditions", {}).get("ready")
+    )
+
+
+def land(lab: Lab, ship: str, timeout_s: float = LANDING_TIMEOUT_S) -> Landing:
+    """`kubectl exec <ship> -- curl -s -XPOST deathstar.../v1/request-landing`."""
+    proc = lab.kubectl(
+        "exec", "-n", NAMESPACE, ship, "--", "curl", "-sS", "--max-time", f"{timeout_s:g}",
+        "-XPOST", f"http://{DEATHSTAR}/v1/request-landing",
+        check=False, timeout_s=timeout_s + 30,
+    )  # fmt: skip
+    output = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    text = output[-1] if output else f"exit {proc.returncode}"
+    return Landing(ship, proc.returncode == 0 and "Ship landed" in proc.stdout, text)
+
+
+def apply_policy(lab: Lab, path: Path = POLICY_L3_L4) -> dict[str, Any]:
+    lab.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
+    return dict(lab.get_json("-n", NAMESPACE, "-f", str(path)))
+
+
+def delete_policy(lab: Lab, path: Path = POLICY_L3_L4) -> None:
+    lab.kubectl("delete", "-n", NAMESPACE, "-f", str(path), "--ignore-not-found", check=False)
+
+
+def wait_enforced(
+    lab: Lab, policy: dict[str, Any], nodes: list[str], timeout_s: float = 60
+) -> None:
+    """Until every node's agent reports the policy's current generation enforcing."""
+    kind = policy["kind"].lower()
+    name = policy["metadata"]["name"]
+
+    def enforcing_everywhere() -> bool:
+        current = lab.get_json(kind, "-n", NAMESPACE, name)
+        generation = current["metadata"].get("generation")
+        per_node = current.get("status", {}).get("nodes") or {}
+        return all(
+            per_node.get(n, {}).get("enforcing") and per_node[n].get("revision") == generation
+            for n in nodes
+        )
+
+    until(f"{kind}/{name} to be enforced on {', '.join(nodes)}", enforcing_everywhere, timeout_s)
+
+
+def check_landings(lab: Lab, expected: dict[str, bool]) -> list[Landing]:
+    """Every ship tries once; an outcome other than the expected one is an error."""
+    results = [land(lab, ship) for ship in expected]
+    wrong = [r for r in results if r.landed != expected[r.ship]]
+    if wrong:
+        raise DemoError(
+            "unexpected landing: "
+            + "; ".join(f"{r.ship} {'landed' if r.landed else 'did not land'} ({r.output})"
+                        for r in wrong)
+        )  # fmt: skip
+    return results

@@ -1,0 +1,289 @@
+"""The user's whole path, through helm: install, Star Wars, a policy, flows through the relay
+read by the real hubble CLI, an agent restart, `helm upgrade` under traffic, `helm uninstall`.
+
+One release for the module; the tests are its steps, in order (each needs the one before).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from septum.demo import flows, starwars
+from septum.demo.release import Release
+from septum.demo.waiting import until
+from septum.lab.lab import Lab
+
+pytestmark = [pytest.mark.privileged, pytest.mark.lab]
+
+SEPTUM = str(Path(sys.executable).parent / "septum")
+PIN_ROOT = Path("/sys/fs/bpf/septum")
+CRDS = (
+    "septumnetworkpolicies.septum.io", "septumclusterwidenetworkpolicies.septum.io",
+    "septumidentities.septum.io", "septumendpoints.septum.io", "septumnodes.septum.io",
+    "clusternetworkpolicies.policy.networking.k8s.io",
+)  # fmt: skip
+
+
+class Walk:
+    """What the steps share: the release, the lab's node names, when the walk began."""
+
+    def __init__(self, lab: Lab, release: Release) -> None:
+        self.lab = lab
+        self.release = release
+        self.nodes = sorted(n.name for n in lab.nodes)
+        self.since = datetime.now(UTC).isoformat()
+        self.hubble = flows.hubble_binary()
+
+    def relay(self) -> str:
+        return f"{self.release.relay_pod_ip()}:4245"
+
+    def deathstar_flows(self) -> list[flows.FlowLine]:
+        seen = flows.hubble_observe(self.hubble, self.relay(), *flows.deathstar_filters(self.since))
+        return [flows.FlowLine.of(f) for f in seen]
+
+
+@pytest.fixture(scope="module")
+def walk(lab: Lab) -> Iterator[Walk]:
+    crds_before = lab.crd_names()
+    release = Release(lab, values={"agent.ctGcInterval": "5"})
+    try:
+        release.install()
+        starwars.deploy(lab)
+        yield Walk(lab, release)
+    finally:
+        starwars.delete_policy(lab)
+        starwars.remove(lab)
+        if release.installed():
+            release.uninstall()
+        # Helm leaves CRDs (by design); remove only those this module brought.
+        added = [c for c in CRDS if c in lab.crd_names() - crds_before]
+        if added:
+            lab.kubectl("delete", "crd", *added, "--wait=true", check=False, timeout_s=120)
+
+
+def test_helm_install_runs_an_agent_per_node_the_operator_and_the_relay(walk: Walk) -> None:
+    agents = walk.release.agent_pods()
+    assert sorted(agents) == walk.nodes
+    for pod in agents.values():
+        assert pod["spec"]["hostNetwork"] is True
+        ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+        assert ready["Ready"] == "True"
+    operators = walk.release.pods("app.kubernetes.io/name=septum-operator")
+    assert len(operators) == 2 and {p["spec"]["nodeName"] for p in operators} == set(walk.nodes)
+    # Every node's agent has chained itself into the node's CNI configuration.
+    for node in walk.nodes:
+        net_d = walk.lab.state.node_dir(node) / "cni" / "net.d"
+        assert (net_d / "05-septum.conflist").is_file()
+        assert (PIN_ROOT / node).is_dir()
+    nodes = walk.lab.get_json("septumnodes")["items"]
+    assert sorted(n["metadata"]["name"] for n in nodes) == walk.nodes
+
+
+def test_both_ships_land_before_any_policy(walk: Walk) -> None:
+    starwars.check_landings(walk.lab, {"tiefighter": True, "xwing": True})
+
+
+def test_the_policy_lets_the_empire_land_and_the_xwing_times_out(walk: Walk) -> None:
+    policy = starwars.apply_policy(walk.lab)
+    starwars.wait_enforced(walk.lab, policy, walk.nodes)
+    landings = {r.ship: r for r in starwars.check_landings(
+        walk.lab, {"tiefighter": True, "xwing": False})}  # fmt: skip
+    assert "Ship landed" in landings["tiefighter"].output
+    # Dropped, not refused: curl gives up at its deadline (exit 28), no RST ever came back.
+    assert "timed out" in landings["xwing"].output.lower(), landings["xwing"].output
+
+
+def test_hubble_through_the_relay_shows_both_verdicts_with_pods_and_the_policy(walk: Walk) -> None:
+    def both_verdicts() -> list[flows.FlowLine]:
+        lines = walk.deathstar_flows()
+        verdicts = {(line.source, line.verdict) for line in lines}
+        wanted = {("default/tiefighter", "FORWARDED"), ("default/xwing", "DROPPED")}
+        return lines if wanted <= verdicts else []
+
+    lines = until("FORWARDED and DROPPED flows through the relay", both_verdicts, 30)
+    forwarded = [x for x in lines if x.source == "default/tiefighter" and x.verdict == "FORWARDED"]
+    dropped = [x for x in lines if x.source == "default/xwing" and x.verdict == "DROPPED"]
+    assert all(x.destination.startswith("default/deathstar-") and x.port == 80 for x in forwarded)
+    assert any("SeptumNetworkPolicy/default/rule1" in x.policies for x in forwarded), forwarded
+    assert all(x.drop_reason == "POLICY_DENIED" for x in dropped), dropped
+    # Both nodes' flows reach the relay's one stream (the deathstar has a pod on each node).
+    hosts = walk.lab.get_json("pods", "-n", "default", "-l", "class=deathstar")["items"]
+    assert len({p["spec"]["nodeName"] for p in hosts}) >= 1
+    # `septum observe` through the same relay sees the same verdicts.
+    mine = flows.septum_observe(walk.relay(), *flows.deathstar_filters(walk.since))
+    mine_lines = {(f.source, f.verdict) for f in map(flows.FlowLine.of, mine)}
+    assert {("default/tiefighter", "FORWARDED"), ("default/xwing", "DROPPED")} <= mine_lines
+
+
+def _hubble_nodes(walk: Walk) -> dict[str, str]:
+    out = subprocess.run(
+        [str(walk.hubble), "list", "nodes", "--server", walk.relay(), "-o", "json"],
+        capture_output=True, text=True, timeout=30, check=True,
+        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    ).stdout  # fmt: skip
+    return {n["name"]: n["state"] for n in json.loads(out)}
+
+
+def test_the_relay_lists_every_node_over_mutual_tls(walk: Walk) -> None:
+    def all_connected() -> dict[str, str] | None:
+        states = _hubble_nodes(walk)
+        return states if set(states.values()) == {"NODE_CONNECTED"} else None
+
+    states = until("every node connected", all_connected, 30)
+    assert sorted(states) == walk.nodes
+    # The agents refuse a client without the cluster CA's certificate.
+    agent_ip = walk.release.agent_pods()[walk.nodes[0]]["status"]["hostIP"]
+    plain = subprocess.run(
+        [str(walk.hubble), "status", "--server", f"{agent_ip}:4244", "--timeout", "3s"],
+        capture_output=True, text=True, timeout=30, check=False,
+        env={"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert plain.returncode != 0
+
+
+def test_the_relay_survives_an_agent_restart(walk: Walk) -> None:
+    node = walk.nodes[-1]
+    old = walk.release.agent_pods()[node]["metadata"]["name"]
+    walk.lab.kubectl("delete", "pod", "-n", walk.release.namespace, old, "--wait=true")
+    walk.release.wait_rolled_out(120)
+    assert walk.release.agent_pods()[node]["metadata"]["name"] != old
+    until("the restarted node connected again", lambda: _hubble_nodes(walk).get(node)
+          == "NODE_CONNECTED", 60)  # fmt: skip
+    # Enforcement held through the restart and flows keep coming through the relay.
+    restarted = datetime.now(UTC).isoformat()
+    starwars.check_landings(walk.lab, {"tiefighter": True, "xwing": False})
+    until(
+        "new flows through the relay after the restart",
+        lambda: flows.hubble_observe(walk.hubble, walk.relay(), "--since", restarted,
+                                     "--from-pod", "default/xwing", "--verdict", "DROPPED"),
+        30,
+    )  # fmt: skip
+
+
+STREAM = r"""
+import http.client, json, sys, threading, time
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+conn = http.client.HTTPConnection("deathstar.default.svc.cluster.local", 80, timeout=5)
+ok, error, ports = 0, None, set()
+while not stop.is_set():
+    try:
+        conn.request("POST", "/v1/request-landing")
+        response = conn.getresponse()
+        response.read()
+        ports.add(conn.sock.getsockname()[1])
+        if response.status != 200:
+            error = f"status {response.status}"
+            break
+        ok += 1
+    except Exception as err:
+        error = repr(err)
+        break
+    time.sleep(0.1)
+print(json.dumps({"ok": ok, "error": error, "connections": len(ports)}))
+"""
+
+PROBE = r"""
+import json, socket, sys, threading, time
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+tries, connected = 0, 0
+while not stop.is_set():
+    tries += 1
+    try:
+        socket.create_connection(("deathstar.default.svc.cluster.local", 80), timeout=1).close()
+        connected += 1
+    except OSError:
+        pass
+    time.sleep(0.2)
+print(json.dumps({"tries": tries, "connected": connected}))
+"""
+
+
+def _in_pod(walk: Walk, pod: str, script: str) -> subprocess.Popen[str]:
+    argv = [str(walk.lab.binaries.kubectl), f"--kubeconfig={walk.lab.kubeconfig}", "exec", "-i",
+            "-n", "default", pod, "--", "python3", "-c", script]  # fmt: skip
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str]) -> dict[str, object]:
+    out, err = proc.communicate("", timeout=60)
+    assert proc.returncode == 0, err
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_helm_upgrade_rolls_the_agents_without_a_window(walk: Walk) -> None:
+    before = {n: p["metadata"]["uid"] for n, p in walk.release.agent_pods().items()}
+    stream = _in_pod(walk, "tiefighter", STREAM)
+    probe = _in_pod(walk, "xwing", PROBE)
+    try:
+        time.sleep(2)  # both under way before the first agent stops
+        walk.release.upgrade({"agent.podAnnotations.septum-test/rolled": str(time.time_ns())})
+        time.sleep(2)  # and both still running after the last agent is back
+    finally:
+        stream_result = _finish(stream)
+        probe_result = _finish(probe)
+    after = {n: p["metadata"]["uid"] for n, p in walk.release.agent_pods().items()}
+    assert all(after[n] != before[n] for n in walk.nodes), "every agent was replaced"
+    assert stream_result["error"] is None, stream_result
+    assert stream_result["connections"] == 1, stream_result  # one connection, never reset
+    assert int(stream_result["ok"]) > 20, stream_result  # type: ignore[call-overload]
+    assert probe_result["connected"] == 0, probe_result  # never one successful connection
+    assert int(probe_result["tries"]) > 10, probe_result  # type: ignore[call-overload]
+
+
+def _septum_processes() -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if any(w.endswith("/septum") for w in words[:2]) and any(
+            w in ("agent", "operator", "relay") for w in words[1:3]
+        ):
+            found.append(" ".join(words))
+    return found
+
+
+def test_helm_uninstall_leaves_nothing_behind(walk: Walk) -> None:
+    lab = walk.lab
+    walk.release.uninstall()
+    assert not walk.release.installed()
+    until("no Septum process left", lambda: not _septum_processes(), 30)
+    for node in walk.nodes:
+        cni = lab.state.node_dir(node) / "cni"
+        assert not (cni / "net.d" / "05-septum.conflist").exists(), node
+        assert not (cni / "bin" / "septum-cni").exists(), node
+        assert not (PIN_ROOT / node).exists(), node
+        assert not (Path("/run/septum") / node).exists(), node
+        assert not (Path("/var/lib/septum") / node).exists(), node
+    for kind in ("septumendpoints", "septumnodes", "septumidentities"):
+        assert lab.get_json(kind, "-A")["items"] == [], kind
+    ns = walk.release.namespace
+    for kind, name in [
+        ("secret", "septum-ca"),
+        ("secret", "septum-agent-tls"),
+        ("service", "septum-relay"),
+        ("service", "septum-peer"),
+        ("serviceaccount", "septum-agent"),
+        ("lease", "septum-operator"),
+    ]:
+        got = lab.kubectl("get", kind, "-n", ns, name, "--ignore-not-found", "-o", "name")
+        assert got.stdout.strip() == "", f"{kind}/{name} left"  # fmt: skip
+    for kind in ("clusterrole", "clusterrolebinding"):
+        got = lab.kubectl("get", kind, "septum-agent", "septum-operator", "--ignore-not-found")
+        assert got.stdout.strip() == "", kind
+    # No program is left in the path: the xwing lands again, the policy notwithstanding.
+    starwars.check_landings(lab, {"tiefighter": True, "xwing": True})
