@@ -26,7 +26,8 @@ _OPTIONS = (
         default=DEFAULT_SERVER,
         show_default=True,
         envvar="SEPTUM_SERVER",
-        help="Observer address: unix:///path, /path/to.sock, host:port or tls://host:port.",
+        help="Observer address: host:port (default: the relay, as hubble's), tls://host:port, "
+        "or one agent's unix:///path.",
     ),
     click.option("--tls", is_flag=True, help="Use TLS to the TCP server."),
     click.option(

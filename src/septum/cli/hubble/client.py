@@ -16,8 +16,9 @@ import grpc
 from septum.cli.hubble.errors import ClientConfigError
 from septum.dataplane.observe.api.observer import observer_pb2_grpc
 
-DEFAULT_SOCKET = "/var/run/septum/observer.sock"
-DEFAULT_SERVER = f"unix://{DEFAULT_SOCKET}"
+# The relay, as hubble's own default: `septum port-forward -n kube-system svc/septum-relay
+# 4245:80` (or `cilium hubble port-forward`) makes it so. One node's agent: --server unix://...
+DEFAULT_SERVER = "localhost:4245"
 DEFAULT_TCP_PORT = 4244
 # hubble dials with TLS when the server address carries this scheme, even without --tls.
 TLS_SCHEME = "tls://"
