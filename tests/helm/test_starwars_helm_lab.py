@@ -139,7 +139,7 @@ def test_the_relay_lists_every_node_over_mutual_tls(walk: Walk) -> None:
         return states if set(states.values()) == {"NODE_CONNECTED"} else None
 
     states = until("every node connected", all_connected, 30)
-    assert sorted(states) == walk.nodes
+    assert states is not None and sorted(states) == walk.nodes
     # The agents refuse a client without the cluster CA's certificate.
     agent_ip = walk.release.agent_pods()[walk.nodes[0]]["status"]["hostIP"]
     plain = subprocess.run(

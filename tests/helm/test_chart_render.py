@@ -1,0 +1,156 @@
+"""The chart rendered by the real helm (`helm template`, no cluster): what it deploys, how, and
+the values it refuses. Marked lab: helm is one of the lab's Go-built binaries."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+from septum.lab.binaries import locate
+
+pytestmark = pytest.mark.lab
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "septum"
+NS = "kube-system"
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(locate().helm), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def render(*sets: str) -> dict[tuple[str, str], dict[str, Any]]:
+    out = _helm("template", "septum", str(CHART), "-n", NS, *(f"--set={s}" for s in sets))
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def _container(doc: dict[str, Any]) -> dict[str, Any]:
+    containers = doc["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def test_helm_lint_passes() -> None:
+    out = _helm("lint", str(CHART), "--strict")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_agent_daemonset_is_what_the_issue_asks() -> None:
+    objs = render()
+    ds = objs[("DaemonSet", "septum-agent")]
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["tolerations"] == [{"operator": "Exists"}]  # every taint
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}
+    }  # fmt: skip
+    agent = _container(ds)
+    security = agent["securityContext"]
+    assert security["privileged"] is False
+    assert security["capabilities"] == {
+        "drop": ["ALL"], "add": ["BPF", "NET_ADMIN", "SYS_ADMIN", "PERFMON"]
+    }  # fmt: skip
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["bpffs"]["mountPath"] == "/sys/fs/bpf"
+    assert volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"
+    assert volumes["cni-conf"]["hostPath"]["path"] == "/etc/cni/net.d"
+    assert volumes["tls"]["secret"]["secretName"] == "septum-agent-tls"
+    args = agent["args"]
+    assert args[0] == "agent" and "--node=$(NODE_NAME)" in args
+    assert "--observer-tls-client-ca-file=/etc/septum/tls/ca.crt" in args  # mutual TLS
+    assert "--owner-daemonset=$(POD_NAMESPACE)/septum-agent" in args
+
+
+def test_the_operator_runs_two_replicas_with_leader_election_on_different_nodes() -> None:
+    dep = render()[("Deployment", "septum-operator")]
+    assert dep["spec"]["replicas"] == 2
+    args = _container(dep)["args"]
+    assert "--leader-elect" in args and "--namespace=$(POD_NAMESPACE)" in args
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"] == (
+        "kubernetes.io/hostname"
+    )
+
+
+def test_the_relay_dials_the_agents_with_mutual_tls_by_default_and_plaintext_when_chosen() -> None:
+    relay = _container(render()[("Deployment", "septum-relay")])
+    assert f"--peer-service=septum-peer.{NS}.svc.cluster.local:4244" in relay["args"]
+    assert "--agent-client-cert=/etc/septum/agent-tls/tls.crt" in relay["args"]
+    assert "--insecure-agents" not in relay["args"]
+    plain = render("tls.enabled=false")
+    assert "--insecure-agents" in _container(plain[("Deployment", "septum-relay")])["args"]
+    assert "--observer-insecure" in _container(plain[("DaemonSet", "septum-agent")])["args"]
+    assert ("Secret", "septum-ca") not in plain
+    service = render()[("Service", "septum-relay")]
+    assert service["spec"]["ports"][0]["port"] == 80
+    peer = render()[("Service", "septum-peer")]
+    assert peer["spec"]["internalTrafficPolicy"] == "Local"
+
+
+def test_the_certificates_chain_to_one_ca_and_name_what_the_relay_verifies() -> None:
+    objs = render()
+
+    def cert(name: str, key: str = "tls.crt") -> x509.Certificate:
+        return x509.load_pem_x509_certificate(base64.b64decode(objs[("Secret", name)]["data"][key]))
+
+    ca = cert("septum-ca", "ca.crt")
+    agent = cert("septum-agent-tls")
+    client = cert("septum-relay-client-tls")
+    for leaf in (agent, client):
+        assert leaf.issuer == ca.subject
+        ca.public_key().verify(  # type: ignore[union-attr]
+            leaf.signature, leaf.tbs_certificate_bytes, *_verify_args(leaf)
+        )
+    names = agent.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(names.get_values_for_type(x509.DNSName))
+    assert "*.default.hubble-grpc.septum.io" in dns
+    assert f"septum-peer.{NS}.svc.cluster.local" in dns
+
+
+def _verify_args(cert: Any) -> tuple[Any, ...]:
+    if isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+        return (ec.ECDSA(cert.signature_hash_algorithm),)
+    return (padding.PKCS1v15(), cert.signature_hash_algorithm)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("agnet.observerPort=4244", "agnet"),  # a misspelt key
+        ("agent.observerPort=0", "/agent/observerPort"),
+        ("agent.allowLocalhost=sometimes", "/agent/allowLocalhost"),
+        ("agent.capabilities={NET_ADMIN,ALL}", "/agent/capabilities/1"),
+        ("operator.identityGcInterval=soon", "/operator/identityGcInterval"),
+        ("clusterName=Not_A_Label", "/clusterName"),
+        ("relay.service.type=Ingress", "/relay/service/type"),
+        ("tls.validityDays=0", "/tls/validityDays"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(value: str, named: str) -> None:
+    out = _helm("template", "septum", str(CHART), f"--set={value}")
+    assert out.returncode != 0
+    assert named in out.stderr, out.stderr
+
+
+def test_optional_parts_follow_their_values() -> None:
+    objs = render(
+        "relay.enabled=false",
+        "agent.hostFirewall.enabled=true",
+        "agent.hostFirewall.interfaces={eth0}",
+        "agent.flowHistoryDir=/var/lib/flows",
+    )
+    assert ("Deployment", "septum-relay") not in objs
+    args = _container(objs[("DaemonSet", "septum-agent")])["args"]
+    assert "--host-firewall" in args and "--host-interface=eth0" in args
+    assert "--flow-history-dir=/var/lib/septum-history" in args
