@@ -76,6 +76,17 @@ def install(conf_dir: Path, bin_dir: Path, agent_socket: Path, python: str) -> P
     return target
 
 
+def uninstall(conf_dir: Path, bin_dir: Path) -> list[Path]:
+    """Remove the chained conflist first (the runtime falls back to the node's own network
+    at once), then the plugin; returns what was removed."""
+    removed: list[Path] = []
+    for path in (conf_dir / CONFLIST_NAME, bin_dir / PLUGIN_TYPE):
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 # ---- the plugin ------------------------------------------------------------------------
 
 

@@ -6,7 +6,9 @@ keep enforcing) before anything else; the CNI socket and conflist come next (ADD
 for the first sync); then the watches; after the first complete list the engine is
 loaded once (freeze_gc) and every local endpoint's policy written.  From then on the
 loop applies events in batches and writes diffs.  SIGTERM stops the loop and releases
-this process's handles: pins, attached programs and the conflist stay.
+this process's handles: pins, attached programs and the conflist stay.  Only when the
+agent's DaemonSet (`--owner-daemonset`) is gone is a SIGTERM an uninstall (uninstall.py):
+then the node is left as Septum found it.
 """
 
 from __future__ import annotations
@@ -23,19 +25,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from septum.agent import cluster, cni, hostendpoints, hostmounts
+from kubernetes_asyncio.client import ApiClient
+
+from septum.agent import cluster, cni, hostendpoints, hostmounts, uninstall
 from septum.agent.cniserver import CniServer
 from septum.agent.compiler import Compiler
 from septum.agent.endpoints import LocalEndpoints, local_addresses
+from septum.agent.errors import AgentError
 from septum.agent.health import HealthServer
 from septum.agent.hostendpoints import HostFirewall
 from septum.agent.metadata import ClusterMetadata
+from septum.agent.observerconfig import ObserverOptions
+from septum.agent.observerpeers import ObserverPeers
 from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
 from septum.dataplane import DatapathConfig
 from septum.dataplane.observe.history import HistoryConfig
 from septum.dataplane.observe.node import NodeObserver, ObserveConfig, septum_version
-from septum.dataplane.observe.server import ListenConfig
+from septum.dataplane.observe.peers import PeerDirectory
 from septum.dataplane.observe.sources import DatapathSource
 
 log = logging.getLogger("septum.agent")
@@ -55,8 +62,8 @@ class AgentOptions:
     allow_localhost: Literal["always", "policy"] = "always"
     health_port: int | None = None
     health_socket: Path | None = None
-    observer_socket: Path | None = None
-    observer_address: str | None = None
+    # the Hubble Observer: unix socket, TCP (mutual TLS, or plaintext when chosen), peers
+    observer: ObserverOptions = ObserverOptions()
     ct_gc_interval_s: float = 60.0
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -70,6 +77,13 @@ class AgentOptions:
     # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
     # embedded store in this directory; None keeps the ring only, as Hubble
     flow_history_dir: Path | None = None
+    # the DaemonSet that runs this agent: gone (or being deleted) at SIGTERM = an uninstall;
+    # None: every SIGTERM is a restart (pins, links, conflist stay)
+    owner_daemonset: uninstall.Owner | None = None
+
+    def check(self) -> None:
+        """Raise AgentConfigError, naming the flag, for options that cannot work."""
+        self.observer.check()
 
     @property
     def node_run_dir(self) -> Path:
@@ -133,6 +147,7 @@ class Agent:
         self.sync: NodeSync | None = None
         self.host: HostFirewall | None = None
         self.observer: NodeObserver | None = None
+        self.observer_peers: ObserverPeers | None = None
         self.metadata = ClusterMetadata(options.cluster_name)
         self.compiler = Compiler(
             options.node,
@@ -193,6 +208,8 @@ class Agent:
                 if isinstance(item, cluster.Synced):
                     self.synced_kinds.add(item.resource.kind)
                 else:
+                    if item.resource is cluster.NODES and self.observer_peers is not None:
+                        self.observer_peers.apply(item.type, item.obj)
                     self.compiler.apply(item.resource.kind, item.type, item.obj)
             if not self.compiler.synced:
                 if self.synced_kinds >= {r.kind for r in cluster.ALL_RESOURCES}:
@@ -297,24 +314,42 @@ class Agent:
     def _start_observer(self) -> None:
         assert self.endpoints is not None
         options = self.options
-        if options.observer_socket is None and options.observer_address is None:
+        observer = options.observer
+        if observer.socket is None and observer.address is None:
             return
-        listen = ListenConfig(
-            unix_socket=options.observer_socket,
-            tcp_address=options.observer_address,
-            plaintext_tcp=options.observer_address is not None,
-        )
         history = (
             HistoryConfig(directory=options.flow_history_dir)
             if options.flow_history_dir is not None
             else None
         )
+        # peer.Peer/Notify lists every node when others can reach this one (TCP)
+        directory = PeerDirectory() if observer.address is not None else None
+        config = ObserveConfig(
+            node_name=options.node,
+            listen=observer.listen(),
+            history=history,
+            advertised_address=observer.advertise_address or "",
+            tls_server_name=observer.server_name(options.node, options.cluster_name),
+        )
         self.observer = NodeObserver(
-            ObserveConfig(node_name=options.node, listen=listen, history=history),
-            DatapathSource(self.endpoints.datapath),
-            self.metadata,
+            config, DatapathSource(self.endpoints.datapath), self.metadata, peers=directory
         )
         self.observer.start()
+        if directory is not None and self.observer.tcp_port:
+            self.observer_peers = ObserverPeers(
+                directory,
+                observer,
+                options.node,
+                options.cluster_name,
+                self.observer.tcp_port,
+                self.observer.service.node.address,
+                self._advertise,
+            )
+
+    def _advertise(self, address: str) -> None:
+        """Where this node's Observer is announced (GetNodes, Notify), once its Node is known."""
+        assert self.observer is not None
+        self.observer.service.node.address = address
 
     async def run(self) -> None:
         options = self.options
@@ -324,6 +359,7 @@ class Agent:
         server = CniServer(options.agent_socket, self.on_cni_add, self.on_cni_del)
         tasks: list[asyncio.Task[None]] = []
         api = None
+        uninstalling = False
         try:
             self._start_observer()
             await health.start()
@@ -349,24 +385,81 @@ class Agent:
             for task in done:
                 if task is not stop and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
-            log.info("stopping: the datapath keeps enforcing")
+            if options.owner_daemonset is not None:
+                uninstalling = await uninstall.owner_gone(api, options.owner_daemonset)
+            if not uninstalling:
+                log.info("stopping: the datapath keeps enforcing")
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if uninstalling:
+                self._unchain_cni()
             await server.stop()
             await health.stop()
             if self.observer is not None:
                 self.observer.stop()
+            if uninstalling:
+                assert api is not None
+                await self._uninstall(api)
+            else:
+                self.endpoints.close()
             if api is not None:
                 await api.close()
-            self.endpoints.close()
+
+    # ---- uninstall ---------------------------------------------------------------------
+
+    def _unchain_cni(self) -> None:
+        """First of all: pods created from now on get the node's own network, unchained."""
+        options = self.options
+        if options.cni_conf_dir is None or options.cni_bin_dir is None:
+            return
+        try:
+            removed = cni.uninstall(options.cni_conf_dir, options.cni_bin_dir)
+        except OSError as err:
+            log.error("uninstall: CNI chaining not removed: %s", err)
+            return
+        log.info("uninstall: CNI chaining removed", extra={"fields": {"removed": removed}})
+
+    async def _uninstall(self, api: ApiClient) -> None:
+        """Detach and unpin the node's datapath, delete its API objects, remove its run and
+        state directories; each step runs even when an earlier one failed."""
+        assert self.endpoints is not None
+        options = self.options
+        removed: list[str] = []
+        try:
+            # a host endpoint an earlier agent left (this one may not have taken it over yet)
+            interfaces = (
+                list(self.host.interfaces)
+                if self.host is not None
+                else (hostendpoints.node_interfaces())
+            )
+            hostendpoints.release_leftovers(self.endpoints.datapath, interfaces)
+            removed += self.endpoints.teardown()
+        except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
+            log.error("uninstall: datapath not fully removed: %r", err)
+        try:
+            removed += await uninstall.delete_node_objects(api, options.node)
+        except Exception as err:  # noqa: BLE001 - the API may be going away too
+            log.error("uninstall: API objects not deleted: %r", err)
+        try:
+            removed += uninstall.remove_directories([options.node_run_dir, options.node_state_dir])
+        except OSError as err:
+            log.error("uninstall: directories not removed: %s", err)
+        log.info(
+            "uninstall: the node is left as Septum found it", extra={"fields": {"removed": removed}}
+        )
 
 
 def run(options: AgentOptions) -> int:
     """Run the agent until SIGTERM/SIGINT; returns the exit status."""
     setup_logging(options.log_format, options.log_level)
-    hostmounts.join_host_mount_namespace()
+    try:
+        # in a pod (no kubeconfig: the service account) the node's bpffs must be mounted
+        hostmounts.join_host_mount_namespace(may_join=options.kubeconfig is not None)
+    except AgentError as err:
+        log.error("%s", err)
+        return 1
 
     async def main() -> None:
         agent = Agent(options)

@@ -9,6 +9,7 @@ wrote, ipcache entries only when they changed.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -228,6 +229,27 @@ class LocalEndpoints:
     def close(self) -> None:
         """Release this process's handles; pins and attached programs keep enforcing."""
         self.datapath.close()
+
+    def teardown(self) -> list[str]:
+        """Uninstall: detach every endpoint of the node, those this process registered and
+        those an earlier agent left pinned, and whatever else the datapath attached; remove
+        the node's pins and the endpoint records; close.  Returns what was removed."""
+        removed = [
+            f"endpoint {pinned.endpoint_id} ({pinned.interface or 'gone'})"
+            for pinned in self.datapath.remove_unregistered_endpoints()
+        ]
+        removed += [
+            f"endpoint {r.endpoint_id} ({r.namespace}/{r.name})" for r in self.records.values()
+        ]
+        pin_dir = self.datapath.pin_dir
+        self.datapath.teardown()
+        removed.append(f"pins {pin_dir}")
+        for path in self.state_dir.glob("*.json"):
+            path.unlink(missing_ok=True)
+        self.records.clear()
+        with contextlib.suppress(OSError):  # the pins' root, once no node's pins are left
+            pin_dir.parent.rmdir()
+        return removed
 
 
 def host_prefix(address: str) -> str:

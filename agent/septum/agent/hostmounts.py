@@ -6,6 +6,13 @@ bpffs; a bpffs mounted there dies with the agent, and with it every pinned map a
 mount namespace first (pid 1's, or the nearest ancestor's that has bpffs): its network
 namespace stays the node's.  setns() of a mount namespace needs a single-threaded
 process, so this runs before anything starts.
+
+In a pod (the in-cluster service account, no --kubeconfig) the agent never joins: the host's
+mount namespace has none of the container's files (the service-account token and CA, the
+TLS files, the hostPath mounts at their container paths), so everything after the join
+would fail in confusing ways.  The DaemonSet mounts the node's /sys/fs/bpf instead; without
+it the agent stops at once and says so (a private bpffs would lose every pin, and detach
+every pod, at each restart).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import logging
 import os
 from pathlib import Path
 from typing import Final
+
+from septum.agent.errors import HostMountError
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +74,19 @@ def host_mount_source() -> str | None:
     return None
 
 
-def join_host_mount_namespace() -> bool:
-    """Join an ancestor's mount namespace when ours has no bpffs; True if joined."""
+def join_host_mount_namespace(may_join: bool = True) -> bool:
+    """Join an ancestor's mount namespace when ours has no bpffs; True if joined.  With
+    `may_join` false (in a pod) a missing bpffs is a HostMountError."""
     if bpffs_mounted():
         return False
+    if not may_join:
+        raise HostMountError(
+            f"{BPFFS} is not a bpffs mount: mount the node's {BPFFS} into the agent's "
+            "container (hostPath, mountPropagation: HostToContainer or Bidirectional); "
+            "pins in a bpffs of the container's own would die with it. In-cluster the "
+            "agent does not join the host's mount namespace: its service-account token, "
+            "TLS files and volume mounts are not there"
+        )
     source = host_mount_source()
     if source is None:
         return False  # the datapath mounts bpffs itself (pins then live as long as we do)

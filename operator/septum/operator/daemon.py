@@ -9,7 +9,9 @@ Tasks of one asyncio loop:
 - an HTTP server answers /healthz and /readyz.
 
 SIGTERM/SIGINT: kopf stops its watches, the reconciler stops, and a leader gives its lease
-up so that another replica takes over at once.
+up so that another replica takes over at once. When the operator's Deployment
+(`--owner-deployment`) is gone or being deleted, the SIGTERM is an uninstall instead: the
+replica deletes every SeptumIdentity and the Lease (uninstall.py).
 """
 
 from __future__ import annotations
@@ -25,16 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kopf
-from aiohttp import web
-from kubernetes_asyncio.client import CoordinationV1Api, CustomObjectsApi
+from aiohttp import ClientError, web
+from kubernetes_asyncio.client import ApiClient, CoordinationV1Api, CustomObjectsApi
+from kubernetes_asyncio.client.exceptions import ApiException
 
-from septum.operator import logs
+from septum.operator import logs, uninstall
 from septum.operator.cache import ClusterCache
-from septum.operator.errors import ConfigError
+from septum.operator.errors import ConfigError, describe
 from septum.operator.handlers import build_registry
 from septum.operator.identities import IdentityStore
-from septum.operator.kube import connect
-from septum.operator.leader import LeaderElector
+from septum.operator.kube import DEFAULT_NAMESPACE, connect
+from septum.operator.leader import LEASE_NAME, LeaderElector
+from septum.operator.owner import Owner, OwnerState, owner_state
 from septum.operator.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,7 @@ DEFAULT_HEALTH_PORT = 9234
 @dataclass(frozen=True)
 class Options:
     kubeconfig: Path | None = None
-    namespace: str = "kube-system"
+    namespace: str = DEFAULT_NAMESPACE
     cluster_name: str = "default"
     identity_gc_interval_s: float = 300.0
     health_port: int = DEFAULT_HEALTH_PORT  # 0: no health server
@@ -55,6 +59,9 @@ class Options:
     lease_s: int = 15
     renew_s: float = 5.0
     retry_s: float = 2.0
+    # the Deployment that runs this operator: gone (or being deleted) at SIGTERM = an
+    # uninstall; None: every SIGTERM is a restart
+    owner_deployment: Owner | None = None
 
     def check(self) -> None:
         if self.log_format not in ("json", "text"):
@@ -121,12 +128,13 @@ async def _main(options: Options) -> None:
         return started.is_set() and (elector is None or elector.attempted.is_set())
 
     stop = asyncio.Event()
+    failed = asyncio.Event()
     runner = await _health_server(options, ready, leader)
     mine = [asyncio.create_task(reconciler.run(), name="septum reconciler")]
     if elector is not None:
         mine.append(asyncio.create_task(elector.run(), name="septum leader elector"))
     for task in mine:
-        task.add_done_callback(lambda t: _stop_on_failure(t, stop))
+        task.add_done_callback(lambda t: _stop_on_failure(t, stop, failed))
     log.info(
         "operator starting",
         extra={
@@ -140,6 +148,7 @@ async def _main(options: Options) -> None:
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # kopf would post an Event per handler log line
     settings.watching.server_timeout = 300
+    signalled = False
     try:
         # Tasks created before this call are not kopf's: it leaves them to us at exit.
         await kopf.operator(
@@ -149,13 +158,16 @@ async def _main(options: Options) -> None:
             clusterwide=True,
             stop_flag=stop,
         )
+        signalled = not failed.is_set()  # kopf returns on SIGTERM/SIGINT, or on our stop
     finally:
         for task in mine:
             task.cancel()
         for task in mine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if elector is not None:
+        if signalled and await _owner_gone(api, options.owner_deployment):
+            await _uninstall(api, options.namespace)
+        elif elector is not None:
             await elector.release()
         if runner is not None:
             await runner.cleanup()
@@ -163,12 +175,43 @@ async def _main(options: Options) -> None:
         log.info("operator stopped", extra={"instance": instance})
 
 
-def _stop_on_failure(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+def _stop_on_failure(task: asyncio.Task[None], stop: asyncio.Event, failed: asyncio.Event) -> None:
     if task.cancelled():
         return
     error = task.exception()
     log.error("%s ended: %r; stopping", task.get_name(), error, exc_info=error)
+    failed.set()
     stop.set()
+
+
+async def _owner_gone(api: ApiClient, owner: Owner | None) -> bool:
+    """Whether this SIGTERM is an uninstall; unknown (API unreachable, 403) is no."""
+    if owner is None:
+        return False
+    state, reason = await owner_state(api, owner)
+    if state is OwnerState.GONE:
+        log.info("owner %s gone (%s): uninstalling", owner, reason)
+        return True
+    level = logging.WARNING if state is OwnerState.UNKNOWN else logging.INFO
+    log.log(level, "owner %s %s (%s): keeping identities and the lease", owner, state.value, reason)
+    return False
+
+
+async def _uninstall(api: ApiClient, namespace: str) -> None:
+    """Delete every SeptumIdentity and the Lease; 404s are another replica's work done."""
+    try:
+        identities = await uninstall.delete_identities(CustomObjectsApi(api))
+        lease = await uninstall.delete_lease(CoordinationV1Api(api), namespace, LEASE_NAME)
+    except (ApiException, ClientError, OSError, TimeoutError) as err:
+        log.error("uninstall: not everything deleted: %s", describe(err))
+        return
+    log.info(
+        "uninstall: SeptumIdentities and the Lease deleted",
+        extra={
+            "identities": len(identities),
+            "lease": f"{namespace}/{LEASE_NAME}" if lease else None,
+        },
+    )
 
 
 async def _health_server(

@@ -9,7 +9,7 @@ watched objects (no progress annotations, no finalizers: pods stay untouched).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -27,14 +27,15 @@ def _object(event: Mapping[str, Any]) -> Mapping[str, Any]:
 def build_registry(
     cache: ClusterCache,
     identities: IdentityStore,
-    connection: kopf.ConnectionInfo,
+    credentials: Callable[[], Awaitable[kopf.ConnectionInfo]],
     started: asyncio.Event,
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return connection
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # asked again after a 401: built afresh, so a rotated token is picked up
+        return await credentials()
 
     @kopf.on.startup(registry=registry)
     def startup(**_: Any) -> None:

@@ -7,13 +7,28 @@ from pathlib import Path
 
 import click
 
+from septum.operator.owner import Owner
+
 
 def _path(value: str | None) -> Path | None:
     return Path(value).resolve() if value else None
 
 
+def _daemonset(ctx: click.Context, param: click.Parameter, value: str | None) -> Owner | None:
+    """NAMESPACE/NAME as the DaemonSet; a usage error naming the flag otherwise."""
+    try:
+        return None if value is None else Owner.parse("daemonsets", value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
 @click.command()
-@click.option("--node", required=True, help="The Kubernetes node this agent serves.")
+@click.option(
+    "--node",
+    envvar="NODE_NAME",
+    required=True,
+    help="The Kubernetes node this agent serves (default: $NODE_NAME).",
+)
 @click.option("--kubeconfig", default=None, help="Kubeconfig file (default: in-cluster).")
 @click.option("--cni-conf-dir", default=None, help="The node's CNI conf dir (chain into it).")
 @click.option("--cni-bin-dir", default=None, help="The node's CNI bin dir (install septum-cni).")
@@ -40,7 +55,32 @@ def _path(value: str | None) -> Path | None:
 @click.option("--health-socket", default=None, help="Serve /healthz, /readyz on a unix socket.")
 @click.option("--observer-socket", default=None, help="Hubble Observer on a unix socket.")
 @click.option(
-    "--observer-address", default=None, help="Hubble Observer on TCP host:port (plaintext)."
+    "--observer-address",
+    default=None,
+    help="Hubble Observer on TCP host:port, e.g. :4244 (TLS with --observer-tls-*, or "
+    "--observer-insecure).",
+)
+@click.option("--observer-tls-cert-file", default=None, help="The Observer's TLS certificate.")
+@click.option("--observer-tls-key-file", default=None, help="The Observer's TLS private key.")
+@click.option(
+    "--observer-tls-client-ca-file",
+    default=None,
+    help="CA of the client certificates, which are then required (mutual TLS).",
+)
+@click.option(
+    "--observer-insecure", is_flag=True, help="Serve the Observer's TCP listener in plaintext."
+)
+@click.option(
+    "--observer-tls-server-name",
+    default=None,
+    help="TLS server name advertised to peers "
+    "[default: <node>.<cluster-name>.hubble-grpc.septum.io].",
+)
+@click.option(
+    "--observer-advertise-address",
+    default=None,
+    help="host:port announced for this node (default: the listener's; on every address, "
+    "the node's InternalIP with the listener's port).",
 )
 @click.option("--ct-gc-interval", type=float, default=60.0, show_default=True, help="Seconds.")
 @click.option(
@@ -68,6 +108,13 @@ def _path(value: str | None) -> Path | None:
     default=None,
     help="Keep days of flows behind GetFlows in an embedded store here (default: the ring only).",
 )
+@click.option(
+    "--owner-daemonset",
+    default=None,
+    callback=_daemonset,
+    help="NAMESPACE/NAME of the DaemonSet running this agent: gone at SIGTERM = uninstall "
+    "(detach, unpin, unchain CNI, delete this node's objects); unset: SIGTERM keeps all.",
+)
 def agent(
     node: str,
     kubeconfig: str | None,
@@ -80,6 +127,12 @@ def agent(
     health_socket: str | None,
     observer_socket: str | None,
     observer_address: str | None,
+    observer_tls_cert_file: str | None,
+    observer_tls_key_file: str | None,
+    observer_tls_client_ca_file: str | None,
+    observer_insecure: bool,
+    observer_tls_server_name: str | None,
+    observer_advertise_address: str | None,
     ct_gc_interval: float,
     log_format: str,
     log_level: str,
@@ -88,9 +141,12 @@ def agent(
     host_audit: bool,
     host_interfaces: tuple[str, ...],
     flow_history_dir: str | None,
+    owner_daemonset: Owner | None,
 ) -> None:
     """Run Septum's agent for one node: CNI chaining, datapath, policy, flows."""
     from septum.agent.daemon import AgentOptions, run
+    from septum.agent.errors import AgentConfigError
+    from septum.agent.observerconfig import ObserverOptions
 
     run_root = Path(run_dir).resolve()
     options = AgentOptions(
@@ -103,8 +159,16 @@ def agent(
         allow_localhost="policy" if allow_localhost == "policy" else "always",
         health_port=health_port,
         health_socket=_path(health_socket) or run_root / node / "health.sock",
-        observer_socket=_path(observer_socket) or run_root / node / "observer.sock",
-        observer_address=observer_address,
+        observer=ObserverOptions(
+            socket=_path(observer_socket) or run_root / node / "observer.sock",
+            address=observer_address,
+            tls_cert_file=_path(observer_tls_cert_file),
+            tls_key_file=_path(observer_tls_key_file),
+            tls_client_ca_file=_path(observer_tls_client_ca_file),
+            insecure=observer_insecure,
+            tls_server_name=observer_tls_server_name,
+            advertise_address=observer_advertise_address,
+        ),
         ct_gc_interval_s=ct_gc_interval,
         log_format="text" if log_format == "text" else "json",
         log_level=log_level,
@@ -113,5 +177,10 @@ def agent(
         host_audit=host_audit,
         host_interfaces=tuple(host_interfaces),
         flow_history_dir=_path(flow_history_dir),
+        owner_daemonset=owner_daemonset,
     )
+    try:
+        options.check()
+    except AgentConfigError as err:
+        raise click.UsageError(str(err)) from None
     sys.exit(run(options))

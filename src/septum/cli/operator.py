@@ -8,6 +8,8 @@ import click
 
 from septum.operator.daemon import DEFAULT_HEALTH_PORT, Options, run
 from septum.operator.errors import ConfigError
+from septum.operator.kube import pod_namespace
+from septum.operator.owner import Owner
 
 
 def _duration_s(text: str) -> float:
@@ -33,6 +35,14 @@ class _Duration(click.ParamType[float]):
             self.fail(f"{value!r} is not a duration (e.g. 300, 90s, 5m)", param, ctx)
 
 
+def _deployment(ctx: click.Context, param: click.Parameter, value: str | None) -> Owner | None:
+    """NAMESPACE/NAME as the Deployment; a usage error naming the flag otherwise."""
+    try:
+        return None if value is None else Owner.parse("deployments", value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx, param) from None
+
+
 @click.command()
 @click.option(
     "--kubeconfig",
@@ -42,8 +52,8 @@ class _Duration(click.ParamType[float]):
 )
 @click.option(
     "--namespace",
-    default="kube-system",
-    show_default=True,
+    default=lambda: pod_namespace(),
+    show_default="$POD_NAMESPACE, else the service account's namespace, else kube-system",
     help="Namespace of the leader-election Lease (septum-operator).",
 )
 @click.option(
@@ -75,6 +85,13 @@ class _Duration(click.ParamType[float]):
     default=True,
     show_default=True,
     help="Act only while holding the Lease (run several replicas safely).",
+)
+@click.option(
+    "--owner-deployment",
+    default=None,
+    callback=_deployment,
+    help="NAMESPACE/NAME of the Deployment running this operator: gone at SIGTERM = "
+    "uninstall (delete every SeptumIdentity and the Lease); unset: SIGTERM keeps all.",
 )
 def operator(**options: object) -> None:
     """Run the Septum operator: identities, policy validation and status, cluster-wide."""

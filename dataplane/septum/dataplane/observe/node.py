@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
 from septum.dataplane.observe.metadata import Metadata, StaticMetadata
 from septum.dataplane.observe.metrics import ALL_METRICS, DatapathHealth, FlowMetrics
+from septum.dataplane.observe.peers import PeerDirectory
 from septum.dataplane.observe.pipeline import EventSource, FlowPipeline
 from septum.dataplane.observe.ring import DEFAULT_CAPACITY, FlowRing
 from septum.dataplane.observe.server import ListenConfig, ObserverServer
@@ -53,7 +54,11 @@ class ObserveConfig:
 
 class NodeObserver:
     def __init__(
-        self, config: ObserveConfig, source: EventSource, metadata: Metadata | None = None
+        self,
+        config: ObserveConfig,
+        source: EventSource,
+        metadata: Metadata | None = None,
+        peers: PeerDirectory | None = None,  # every node for peer.Peer/Notify; None: itself
     ) -> None:
         self.config = config
         self.metadata = metadata if metadata is not None else StaticMetadata()
@@ -96,6 +101,7 @@ class NodeObserver:
             ),
             namespaces=namespaces,
             more_lost=self.history.lost_by_source if self.history is not None else dict,
+            peers=peers,
         )
         self.server = ObserverServer(self.service, config.listen)
         self._metrics_server: WSGIServer | None = None

@@ -25,6 +25,7 @@ from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.api.peer import peer_pb2
 from septum.dataplane.observe.api.relay import relay_pb2
 from septum.dataplane.observe.errors import FilterError
+from septum.dataplane.observe.peers import PeerChange, PeerDirectory
 from septum.dataplane.observe.query import FlowQuery, stream_flows_blocking
 from septum.dataplane.observe.ring import FlowRing
 
@@ -45,6 +46,14 @@ LOST_EVENT_SOURCES = (
 )
 # A follower with nothing new re-checks for shutdown this often.
 _IDLE_WAKE_S = 0.5
+# A peer follower re-checks for shutdown this often: the ring's close (the server's stop)
+# is not signalled to it, and it ends well inside the stop's grace period (1 s).
+_PEER_WAKE_S = 0.2
+_CHANGE_TYPES = {
+    "added": peer_pb2.PEER_ADDED,
+    "updated": peer_pb2.PEER_UPDATED,
+    "deleted": peer_pb2.PEER_DELETED,
+}
 
 
 @dataclass
@@ -62,9 +71,13 @@ class ObserverService:
         node: NodeIdentity,
         namespaces: Callable[[], list[str]] = list,
         more_lost: Callable[[], dict[int, int]] = dict,
+        peers: PeerDirectory | None = None,
     ) -> None:
         self.ring = ring
         self.node = node
+        # Every node's Observer for peer.Peer/Notify (the agent keeps it from its Node watch);
+        # None: a standalone Observer announces itself only.
+        self.peers = peers
         self._namespaces = namespaces
         # Lost-event counts of sources beyond the ring's (the flow history store's).
         self._more_lost = more_lost
@@ -177,13 +190,28 @@ class ObserverService:
     def notify(
         self, request: peer_pb2.NotifyRequest, context: grpc.ServicerContext
     ) -> Iterator[peer_pb2.ChangeNotification]:
-        note = peer_pb2.ChangeNotification(
-            name=self.node.name, address=self.node.address, type=peer_pb2.PEER_ADDED
-        )
-        if self.node.tls_server_name:
-            note.tls.server_name = self.node.tls_server_name
-        yield note
-        self._idle_until_done(context)
+        if self.peers is None:
+            note = peer_pb2.ChangeNotification(
+                name=self.node.name, address=self.node.address, type=peer_pb2.PEER_ADDED
+            )
+            if self.node.tls_server_name:
+                note.tls.server_name = self.node.tls_server_name
+            yield note
+            self._idle_until_done(context)
+            return
+        yield from self._follow_peers(self.peers, context)
+
+    def _follow_peers(
+        self, peers: PeerDirectory, context: grpc.ServicerContext
+    ) -> Iterator[peer_pb2.ChangeNotification]:
+        """Every known peer as added, then each change, until the client leaves or we stop."""
+        subscription = peers.subscribe()
+        try:
+            while context.is_active() and not self.ring.closed:
+                for change in subscription.take(_PEER_WAKE_S):
+                    yield _notification(change)
+        finally:
+            subscription.close()
 
     # ---- registration ----------------------------------------------------
     def handlers(self) -> list[grpc.GenericRpcHandler]:
@@ -210,6 +238,15 @@ class ObserverService:
             PEER_SERVICE, {"Notify": _stream(self.notify, peer_pb2.NotifyRequest)}
         )
         return [observer, peer]
+
+
+def _notification(change: PeerChange) -> peer_pb2.ChangeNotification:
+    note = peer_pb2.ChangeNotification(
+        name=change.peer.name, address=change.peer.address, type=_CHANGE_TYPES[change.type]
+    )
+    if change.peer.tls_server_name:
+        note.tls.server_name = change.peer.tls_server_name
+    return note
 
 
 def _serialize(message: Any) -> bytes:

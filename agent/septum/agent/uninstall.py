@@ -1,0 +1,122 @@
+"""Uninstall: what the agent removes when its DaemonSet is gone, and how it tells.
+
+A restart must never open a window, so on SIGTERM the agent keeps its pins, links,
+conflist and plugin (the datapath keeps enforcing while it is away). Only when its
+DaemonSet (`--owner-daemonset`) is gone or being deleted is the SIGTERM an uninstall, and
+then the node is left as Septum found it. The datapath side (detaching, unpinning) is
+`LocalEndpoints.teardown`, the CNI side `cni.uninstall`; this module decides, and removes
+the API objects and directories that are the node's own.
+
+Kubernetes API calls, with the agent's service account:
+- GET apps/v1 daemonsets (the owner), once, on SIGTERM;
+- LIST septum.io/v2 septumendpoints (all namespaces), DELETE those whose
+  status.networking.node is this node; DELETE septum.io/v2 septumnodes/<node>.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from septum.agent.cluster import checked
+
+# Owner re-exported: the daemon's options name one without importing the operator package
+from septum.operator.owner import Owner as Owner
+from septum.operator.owner import OwnerState, owner_state
+
+log = logging.getLogger(__name__)
+
+GROUP_PATH: Final = "/apis/septum.io/v2"
+REQUEST_TIMEOUT_S: Final = 10.0
+
+
+async def owner_gone(api: client.ApiClient, owner: Owner) -> bool:
+    """Whether this SIGTERM is an uninstall: the owner is gone or being deleted. Unknown
+    (the API server unreachable, no permission) is no: enforcement stays."""
+    state, reason = await owner_state(api, owner)
+    if state is OwnerState.GONE:
+        log.info("owner %s gone (%s): uninstalling from this node", owner, reason)
+        return True
+    if state is OwnerState.UNKNOWN:
+        log.warning(
+            "owner %s cannot be read (%s): keeping everything, the datapath keeps enforcing",
+            owner,
+            reason,
+        )
+    else:
+        log.info("owner %s %s: a restart, the datapath keeps enforcing", owner, reason)
+    return False
+
+
+async def _call(api: client.ApiClient, method: str, path: str) -> Any:
+    response = await api.call_api(
+        path,
+        method,
+        header_params={"Accept": "application/json"},
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _request_timeout=REQUEST_TIMEOUT_S,
+    )
+    await checked(response)
+    body = await response.read()
+    response.release()
+    return json.loads(body or b"{}")
+
+
+async def _delete(api: client.ApiClient, path: str) -> bool:
+    """DELETE; False when it was not there."""
+    try:
+        await _call(api, "DELETE", path)
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
+
+
+async def delete_node_objects(api: client.ApiClient, node: str) -> list[str]:
+    """Delete the node's SeptumEndpoints and its SeptumNode; returns what was deleted. A
+    kind whose CRD is gone (404) has nothing left to delete."""
+    deleted: list[str] = []
+    try:
+        listed = await _call(api, "GET", f"{GROUP_PATH}/septumendpoints")
+    except ApiException as err:
+        if err.status != 404:
+            raise
+        listed = {}
+    for item in listed.get("items") or []:
+        meta = item.get("metadata") or {}
+        where = ((item.get("status") or {}).get("networking") or {}).get("node")
+        if where != node:
+            continue
+        namespace, name = meta.get("namespace"), meta.get("name")
+        path = f"{GROUP_PATH}/namespaces/{namespace}/septumendpoints/{name}"
+        if await _delete(api, path):
+            deleted.append(f"SeptumEndpoint {namespace}/{name}")
+    if await _delete(api, f"{GROUP_PATH}/septumnodes/{node}"):
+        deleted.append(f"SeptumNode {node}")
+    return deleted
+
+
+def remove_directories(directories: Iterable[Path]) -> list[str]:
+    """Remove each directory with what it holds, then its parent when that is left empty
+    (the chart's hostPath made it); returns what was removed."""
+    removed: list[str] = []
+    for directory in directories:
+        if not directory.exists():
+            continue
+        shutil.rmtree(directory)
+        removed.append(str(directory))
+        try:
+            directory.parent.rmdir()
+        except OSError:
+            continue  # not empty: another node's (the lab) or not ours
+        removed.append(str(directory.parent))
+    return removed
