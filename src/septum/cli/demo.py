@@ -23,6 +23,7 @@ from septum.demo.errors import DemoError
 from septum.demo.relayaccess import RELAY_LOCAL, forward_relay
 from septum.demo.release import Release, releases_on
 from septum.lab import lab as lab_mod
+from septum.lab.binaries import locate
 from septum.lab.errors import LabError
 
 NODES = 2
@@ -119,10 +120,20 @@ def _flows_table(console: Console, title: str, seen: list[dict[str, Any]]) -> No
     console.print(f"({len(lines)} flows to the deathstar; one row per source, verdict)")
 
 
+def _bin_dirs() -> str:
+    """Where the lab's kubectl and helm and the hubble CLI are (they are not on PATH)."""
+    binaries = locate()
+    dirs = dict.fromkeys(
+        str(p.parent) for p in (binaries.kubectl, binaries.helm, flows.hubble_binary())
+    )
+    return ":".join(dirs)
+
+
 def _summary(console: Console, namespace: str, elapsed_s: float) -> None:
     console.rule(f"[bold]Septum is enforcing on the lab[/] ({elapsed_s:.0f} s)")
     console.print(
-        f"""The lab stays up for you to explore (as root, from this checkout):
+        f"""The lab stays up for you to explore (as root, from this checkout; kubectl, helm and
+hubble are the lab's own builds: PATH="$PATH:{_bin_dirs()}"):
 
   export KUBECONFIG=$(.venv/bin/septum lab kubeconfig)
   kubectl get pods -A -o wide            the lab's pods, Septum's in {namespace}
@@ -130,10 +141,9 @@ def _summary(console: Console, namespace: str, elapsed_s: float) -> None:
   .venv/bin/septum observe --follow      every node's flows, through the relay (localhost:4245)
   hubble observe --follow --verdict DROPPED   the real hubble CLI, same relay
   kubectl exec xwing -- curl -s --max-time 3 -XPOST deathstar/v1/request-landing
-  .venv/bin/septum policy explain --kubeconfig $KUBECONFIG --from-pod default/xwing \\
-      --to-pod default/<a deathstar pod> --port 80
+  .venv/bin/septum policy explain --from default/xwing --to default:org=empire,class=deathstar \\
+      --port 80                          why the xwing is dropped: tier, policy, rule
   helm uninstall septum -n {namespace}   removes Septum (pins and CNI chaining included)
 
-The hubble binary is {flows.hubble_binary()}.
 Tear down: .venv/bin/septum lab down    (then `make test` runs on a fresh lab)"""
     )
