@@ -58,6 +58,9 @@ def test_toolbox_images_idle_or_run_host_tools(image: str, binaries) -> None:  #
 def test_septum_images_run_septum_entry_points(binaries) -> None:  # type: ignore[no-untyped-def]
     argv = images.resolve("ghcr.io/example/septum-agent:dev", ["septum"], ["status"], binaries).argv
     assert argv == [str(Path(sys.executable).parent / "septum"), "status"]
+    # No command: the image's entrypoint, septum, with the args.
+    argv = images.resolve("ghcr.io/example/septum:dev", [], ["agent", "--node=n1"], binaries).argv
+    assert argv == [str(Path(sys.executable).parent / "septum"), "agent", "--node=n1"]
 
 
 def test_unknown_image_names_the_known_ones(binaries) -> None:  # type: ignore[no-untyped-def]

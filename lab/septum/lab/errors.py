@@ -14,8 +14,10 @@ test fixture) can catch the lab's own failures in one place and show ``str(err)`
         ├── ApiError                  septum.lab.kubelet.api: the API server answered >= 400
         ├── CniError                  septum.lab.kubelet.cni: a CNI plugin or its config failed
         ├── UnknownImage              septum.lab.kubelet.images: no local workload for an image
-        └── EnvSourceError            septum.lab.kubelet.container_env: a valueFrom source or
-                                      key a container's env names does not exist
+        ├── EnvSourceError            septum.lab.kubelet.container_env: a valueFrom source or
+        │                             key a container's env names does not exist
+        └── HostPathError             septum.lab.kubelet.volumes: a hostPath is missing or not
+                                      of the type its volume names
 
 The first six end a ``septum lab`` command with their one line. The kubelet's are reported
 on the pod they concern (its status, events or the kubelet's log) and retried, as a real

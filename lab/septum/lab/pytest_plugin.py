@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,3 +112,20 @@ def outside_peer(lab: lab_mod.Lab) -> Iterator[Callable[[str], Peer]]:
     yield make
     for peer in made:
         remove_peer(peer, lab.nodes)
+
+
+@pytest.fixture()
+def lab_namespace(lab: lab_mod.Lab) -> Iterator[Callable[[str], str]]:
+    """Factory: ``lab_namespace("slab-hp")`` creates a namespace named with that prefix and a
+    random suffix (sessions share the lab), deleted after the test with all it holds."""
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        lab.kubectl("create", "namespace", name)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        lab.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -14,6 +14,7 @@ from septum.lab.kubelet.container_env import (
     EnvSources,
     container_env,
     expand,
+    expand_all,
     referenced_configmaps,
     referenced_secrets,
     service_link_env,
@@ -89,6 +90,24 @@ def test_env_sees_only_variables_declared_before_it() -> None:
 def test_a_redeclared_variable_expands_the_earlier_value() -> None:
     env = env_of({"env": [{"name": "P", "value": "a"}, {"name": "P", "value": "$(P):b"}]})
     assert env["P"] == "a:b"
+
+
+def test_command_and_args_expand_against_the_final_environment() -> None:
+    # The agent's DaemonSet: --node $(NODE_NAME) from a fieldRef declared after nothing else.
+    pod = make_pod()
+    container = {
+        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    }
+    env = container_env(container, pod, EnvSources()).variables
+    argv = ["septum", "agent", "--node", "$(NODE_NAME)", "--api=$(KUBERNETES_SERVICE_HOST)"]
+    assert expand_all(argv, env) == [
+        "septum",
+        "agent",
+        "--node",
+        "node-1",
+        f"--api={config.KUBERNETES_SERVICE_IP}",
+    ]
+    assert expand_all(["$$(NODE_NAME)", "$(UNSET)"], env) == ["$(NODE_NAME)", "$(UNSET)"]
 
 
 # --- precedence -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from septum.lab.kubelet.pod_status import Conditions, phase, restarts, terminated
+from septum.lab.kubelet.pod_status import Conditions, grace_period_s, phase, restarts, terminated
 
 JSON = dict[str, Any]
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z"
@@ -53,6 +53,21 @@ def backing_off() -> FakeContainer:
 )
 def test_restarts_by_policy(policy: str, code: int, expected: bool) -> None:
     assert restarts(policy, code) is expected
+
+
+@pytest.mark.parametrize(
+    ("metadata", "spec", "expected"),
+    [
+        ({}, {}, 30.0),  # Kubernetes' default
+        ({}, {"terminationGracePeriodSeconds": 45}, 45.0),
+        ({"deletionGracePeriodSeconds": 7}, {"terminationGracePeriodSeconds": 45}, 7.0),
+        # a forced deletion (0) is not "unset": the kubelet's minimum, not the spec's 45
+        ({"deletionGracePeriodSeconds": 0}, {"terminationGracePeriodSeconds": 45}, 2.0),
+        ({}, {"terminationGracePeriodSeconds": 1}, 2.0),
+    ],
+)
+def test_grace_period(metadata: dict[str, Any], spec: dict[str, Any], expected: float) -> None:
+    assert grace_period_s({"metadata": metadata, "spec": spec}) == expected
 
 
 def test_terminated_states() -> None:

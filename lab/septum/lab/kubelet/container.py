@@ -2,8 +2,9 @@
 
 A container is a process started in the pod's network namespace through ``ip netns exec``,
 which also gives it a private mount namespace: /etc/netns/<netns>/resolv.conf becomes its
-/etc/resolv.conf, and volumes are bind-mounted at their mountPath there. Each run (restart
-count) has its own log file, which ``kubectl logs`` and ``--previous`` read.
+/etc/resolv.conf, and volumes are bind-mounted at their mountPath there. hostPath volumes under
+/sys are the host's mount trees instead, cloned and attached (septum.lab.kubelet.attachmount).
+Each run (restart count) has its own log file, which ``kubectl logs`` and ``--previous`` read.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from septum.lab.kubelet import images, pod_status, probes
+from septum.lab.kubelet import attachmount, container_env, images, pod_status, probes
 from septum.lab.kubelet.objects import JSON
 from septum.lab.kubelet.util import now_rfc3339
+from septum.lab.kubelet.volumes import VolumeMount
 
 if TYPE_CHECKING:
     from septum.lab.kubelet.pod import PodWorker
@@ -87,12 +89,7 @@ class Container:
         backoff = BACKOFF_INITIAL_S
         while not self.pod.stopping:
             try:
-                workload = images.resolve(
-                    self.image,
-                    self.spec.get("command", []),
-                    self.spec.get("args", []),
-                    self.pod.kubelet.binaries,
-                )
+                images.kind_of(self.image)
             except images.UnknownImage as err:
                 self.state = {"waiting": {"reason": "ErrImagePull", "message": str(err)}}
                 self.event("Failed", f'Failed to pull image "{self.image}": {err}', True)
@@ -102,7 +99,15 @@ class Container:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             try:
-                self.proc = await self._start(workload.argv)
+                env = await self.pod.env_for(self.spec)
+                # $(VAR) in command and args refers to the container's environment.
+                workload = images.resolve(
+                    self.image,
+                    container_env.expand_all(self.spec.get("command", []), env),
+                    container_env.expand_all(self.spec.get("args", []), env),
+                    self.pod.kubelet.binaries,
+                )
+                self.proc = await self._start(workload.argv, env)
             except OSError as err:
                 self.state = {"waiting": {"reason": "RunContainerError", "message": str(err)}}
                 self.pod.changed()
@@ -154,41 +159,83 @@ class Container:
             await self.pod.sleep_unless_stopping(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
-    async def _start(self, argv: list[str]) -> asyncio.subprocess.Process:
+    async def _start(self, argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        mounts = self.pod.mounts_for(self.spec)
-        workdir = self.spec.get("workingDir", "")
         # Its own UTS namespace so that the container's hostname is the pod's, as with a runtime.
         full = ["ip", "netns", "exec", self.pod.netns, "unshare", "--uts"]
         script = ["set -e", f"hostname {shlex.quote(self.pod.hostname)}"]
-        for src, dst, read_only in mounts:
-            self.pod.kubelet.note_mountpoint(dst, src.is_dir())
-            if src.is_dir():
-                script.append(f"mkdir -p {shlex.quote(dst)}")
+        trees: list[attachmount.TreeMount] = []
+        try:
+            for mount in self.pod.mounts_for(self.spec):
+                if attachmount.under_sysfs(mount.source):
+                    # ip netns exec hides the host's mounts under /sys: carry the host's tree.
+                    tree_fd = attachmount.clone_tree(mount.source)
+                    trees.append(
+                        attachmount.TreeMount(
+                            tree_fd, mount.mount_path, mount.propagation, mount.read_only
+                        )
+                    )
+                    script += self._mountpoint_lines(mount.mount_path, True)
+                else:
+                    script += self._bind_lines(mount)
+            workdir = self.spec.get("workingDir", "")
+            if trees:
+                # Attached last, by a helper that closes the descriptors before the exec (sh
+                # cannot close a descriptor above 9), so a bind inside a tree's mountPath
+                # would be covered by it.
+                helper = attachmount.exec_argv(trees, workdir)
+                script.append("exec " + " ".join(shlex.quote(a) for a in helper) + ' "$@"')
             else:
-                script.append(f"mkdir -p {shlex.quote(os.path.dirname(dst))}")
-                script.append(f"[ -e {shlex.quote(dst)} ] || : > {shlex.quote(dst)}")
-            script.append(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}")
-            if read_only:
-                script.append(f"mount -o remount,bind,ro {shlex.quote(dst)}")
-        if workdir:
-            script.append(f"cd {shlex.quote(workdir)} 2>/dev/null || true")
-        script.append('exec "$@"')
-        full += ["sh", "-c", "\n".join(script), "sh"]
-        full += argv
-        with open(self.log_path(self.restart_count), "ab") as logfile:
-            proc = await asyncio.create_subprocess_exec(
-                *full,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                env=await self.pod.env_for(self.spec),
-            )
+                if workdir:
+                    script.append(f"cd {shlex.quote(workdir)} 2>/dev/null || true")
+                script.append('exec "$@"')
+            full += ["sh", "-c", "\n".join(script), "sh"]
+            full += argv
+            with open(self.log_path(self.restart_count), "ab") as logfile:
+                proc = await asyncio.create_subprocess_exec(
+                    *full,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                    pass_fds=[tree.tree_fd for tree in trees],
+                )
+        finally:
+            # The child holds its own copies now; the kubelet's would keep each tree alive.
+            for tree in trees:
+                os.close(tree.tree_fd)
         # Recorded so that a restarted kubelet can stop what its predecessor left running.
         with open(self.pod.dir / "pids", "a") as pids:
             pids.write(f"{proc.pid}\n")
         return proc
+
+    def _mountpoint_lines(self, mount_path: str, is_dir: bool) -> list[str]:
+        """Script lines creating the mountPath (on the host's filesystem unless under /sys,
+        which is the container's own sysfs: recorded for ``lab down``)."""
+        if not attachmount.under_sysfs(Path(mount_path)):
+            self.pod.kubelet.note_mountpoint(mount_path, is_dir)
+        dst = shlex.quote(mount_path)
+        if is_dir:
+            return [f"mkdir -p {dst}"]
+        parent = shlex.quote(os.path.dirname(mount_path))
+        return [f"mkdir -p {parent}", f"[ -e {dst} ] || : > {dst}"]
+
+    def _bind_lines(self, mount: VolumeMount) -> list[str]:
+        """Script lines bind-mounting one volume at its mountPath."""
+        dst = shlex.quote(mount.mount_path)
+        lines = self._mountpoint_lines(mount.mount_path, mount.source.is_dir())
+        lines.append(f"mount --bind {shlex.quote(str(mount.source))} {dst}")
+        if mount.read_only:
+            lines.append(f"mount -o remount,bind,ro {dst}")
+        # ip netns exec made the whole namespace rslave (mount --make-rslave /), so a bind is
+        # already HostToContainer: it receives what the host mounts below the path later (when
+        # the host's mount is shared; on a host whose mounts are private nothing propagates
+        # either way). Bidirectional cannot reach back from a slave namespace, so it stays
+        # HostToContainer here; None (the default) cuts the bind off.
+        if mount.propagation == "None":
+            lines.append(f"mount --make-rprivate {dst}")
+        return lines
 
     async def exec_in(self, command: Sequence[str], timeout_s: float) -> int:
         """Runs ``command`` inside this container's namespaces (exec probes)."""
@@ -253,9 +300,8 @@ class Container:
                 self.event(
                     "Killing", f"Container {self.name} failed liveness probe, will be restarted"
                 )
-                await self.kill(
-                    grace_s=float(self.pod.spec.get("terminationGracePeriodSeconds", 30))
-                )
+                # A liveness kill is no deletion: the pod's own terminationGracePeriodSeconds.
+                await self.kill(grace_s=pod_status.grace_period_s({"spec": self.pod.spec}))
                 return
             await asyncio.sleep(state.period_s)
 

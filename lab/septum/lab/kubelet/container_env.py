@@ -145,6 +145,12 @@ def expand(value: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+def expand_all(values: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """A container's ``command`` or ``args`` with ``$(NAME)`` references expanded
+    (``expand``), as the kubelet does with the container's final environment."""
+    return [expand(value, env) for value in values]
+
+
 def value_from(source: JSON, pod: JSON, sources: EnvSources, field_path: str) -> str:
     """The value of one ``valueFrom``, which errors name by ``field_path`` (``env[2].valueFrom``).
 

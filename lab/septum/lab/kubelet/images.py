@@ -112,10 +112,13 @@ def resolve(
     elif kind == "pause":
         argv = IDLE
     elif kind == "septum":
-        if not command and not args:
-            argv = IDLE
+        if command:
+            argv = _septum_command(command + args)
+        elif args:
+            # The image's ENTRYPOINT is `septum` (images/septum/Containerfile).
+            argv = _septum_command(["septum", *args])
         else:
-            argv = _septum_command(command + args if command else args)
+            argv = IDLE
     else:  # toolbox: idles unless given something to run
         argv = _host_command(command) + args if command else (args or IDLE)
         if not command and args:

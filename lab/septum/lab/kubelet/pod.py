@@ -109,7 +109,11 @@ class PodWorker:
     async def _setup_sandbox(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.volumes = await volumes.materialise(
-            self.kubelet.api, self.pod, self.dir / "volumes", self.kubelet.host_paths
+            self.kubelet.api,
+            self.pod,
+            self.dir / "volumes",
+            self.kubelet.host_paths,
+            lambda path, is_dir: self.kubelet.note_mountpoint(str(path), is_dir),
         )
         if self.host_network:
             self.ip = self.kubelet.node.ip
@@ -155,10 +159,7 @@ class PodWorker:
             return
         self.stopping = True
         self._stop_event.set()
-        grace = float(
-            self.pod["metadata"].get("deletionGracePeriodSeconds")
-            or self.spec.get("terminationGracePeriodSeconds", 30)
-        )
+        grace = pod_status.grace_period_s(self.pod)
         await asyncio.gather(*(c.kill(grace) for c in self.containers + self.init_containers))
         for c in self.containers + self.init_containers:
             if c.task is not None:
@@ -189,7 +190,7 @@ class PodWorker:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     # --- container environment -------------------------------------------------------------
-    def mounts_for(self, spec: JSON) -> list[tuple[Path, str, bool]]:
+    def mounts_for(self, spec: JSON) -> list[volumes.VolumeMount]:
         out = []
         for m in spec.get("volumeMounts", []):
             src = self.volumes.get(m["name"])
@@ -197,7 +198,14 @@ class PodWorker:
                 continue
             if m.get("subPath"):
                 src = src / m["subPath"]
-            out.append((src, m["mountPath"], bool(m.get("readOnly"))))
+            out.append(
+                volumes.VolumeMount(
+                    src,
+                    m["mountPath"],
+                    bool(m.get("readOnly")),
+                    m.get("mountPropagation") or "None",
+                )
+            )
         return out
 
     async def env_for(self, container: JSON) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """What a pod's status says, worked out from what the kubelet knows; no I/O, no clock.
 
-Container states (``waiting``/``running``/``terminated``), whether a container restarts, the
-pod's phase and its conditions follow the kubelet's rules for the fields ``kubectl`` and the
-e2e tests read. The caller passes the time (RFC 3339) wherever a timestamp is recorded.
+Container states (``waiting``/``running``/``terminated``), whether a container restarts, how
+long a stopping one is given, the pod's phase and its conditions follow the kubelet's rules for
+the fields ``kubectl`` and the e2e tests read. The caller passes the time (RFC 3339) wherever a
+timestamp is recorded.
 """
 
 from __future__ import annotations
@@ -35,6 +36,24 @@ class ContainerView(Protocol):
 def restarts(restart_policy: str, exit_code: int) -> bool:
     """Whether a container that exited with ``exit_code`` is started again."""
     return restart_policy == "Always" or (restart_policy == "OnFailure" and exit_code != 0)
+
+
+# The kubelet never gives a container less between SIGTERM and SIGKILL (a forced deletion, grace
+# period 0, still gets these).
+MINIMUM_GRACE_PERIOD_S = 2.0
+DEFAULT_GRACE_PERIOD_S = 30.0
+
+
+def grace_period_s(pod: JSON) -> float:
+    """Seconds between SIGTERM and SIGKILL for the containers of a pod being stopped: the
+    deletion's grace period when the pod is being deleted, else its
+    terminationGracePeriodSeconds."""
+    grace = pod.get("metadata", {}).get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = pod.get("spec", {}).get("terminationGracePeriodSeconds")
+    if grace is None:
+        grace = DEFAULT_GRACE_PERIOD_S
+    return max(float(grace), MINIMUM_GRACE_PERIOD_S)
 
 
 def terminated(exit_code: int, started_at: str, finished_at: str) -> JSON:
