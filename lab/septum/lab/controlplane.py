@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from septum.lab import config, kubeconfig, pki, procs
+from septum.lab import audit, config, kubeconfig, pki, procs
 from septum.lab.binaries import Binaries
 from septum.lab.config import NodeSpec
 from septum.lab.errors import StartupError
@@ -141,6 +141,7 @@ def start(state: StateDir, binaries: Binaries) -> None:
             f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
             "--enable-aggregator-routing=true",
             "--profiling=false",
+            *audit.apiserver_flags(state),
         ],
     )
     wait_ready(state, "/readyz", timeout_s=60)

@@ -39,3 +39,20 @@ class StateDir:
     @property
     def manifest(self) -> Path:
         return self.root / "lab.json"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.audit_dir / "audit.log"
+
+    @property
+    def audit_policy(self) -> Path:
+        return self.audit_dir / "policy.yaml"
+
+    @property
+    def port_forwards(self) -> Path:
+        """Pid files and logs of ``septum port-forward --background`` (stopped by lab down)."""
+        return self.root / "port-forward"
