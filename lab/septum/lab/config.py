@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,14 @@ class NodeSpec:
     @property
     def pod_cidr(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(f"10.214.{self.index}.0/24")
+
+
+_NODE_NAME = re.compile(r"slab-node[0-9]+")
+
+
+def is_node_name(name: str) -> bool:
+    """True for a name NodeSpec gives a lab node (a lab of any size)."""
+    return _NODE_NAME.fullmatch(name) is not None
 
 
 def nodes(count: int) -> list[NodeSpec]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 
-from septum.lab import addons, config, controlplane, network, procs, supervisor
+from septum.lab import addons, config, controlplane, network, nodestate, procs, supervisor
 from septum.lab.binaries import Binaries, ensure_built, locate
 from septum.lab.config import NodeSpec
 from septum.lab.errors import NoLabError, NotRootError, PortInUseError, StartupError
@@ -284,7 +284,8 @@ def status(state_root: Path | None = None) -> dict[str, Any]:
 
 
 def down(state_root: Path | None = None) -> None:
-    """Removes every process, namespace, link, route, mountpoint and file the lab created."""
+    """Removes every process, namespace, link, route, mountpoint and file the lab created,
+    and what Septum's pods left on its nodes (septum.lab.nodestate)."""
     require_root()
     state = StateDir(state_root or config.default_state_dir())
     manifest = _manifest(state) or {}
@@ -296,12 +297,20 @@ def down(state_root: Path | None = None) -> None:
     # down, a start that failed half-way) would keep the lab's ports: its command line
     # names the state directory, which makes it ours.
     procs.stop(procs.naming(state.root))
+    stop_port_forwards(state)
     network.delete_all()
+    # After the node namespaces' processes are gone: an agent pod killed there leaves these.
+    nodestate.remove_septum_leftovers(state)
     _remove_mountpoints(state)
     shutil.rmtree(state.root, ignore_errors=True)
     if manifest.get("etc_netns_existed") is False:
         _rmdir(config.NETNS_ETC_DIR)
     # /var/run/netns itself is left alone: other tools share that mount point.
+
+
+def stop_port_forwards(state: StateDir) -> None:
+    """Stops every ``septum port-forward --background`` started while this lab was up."""
+    procs.stop(procs.read(state.port_forwards))
 
 
 def _remove_mountpoints(state: StateDir) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 
-from septum.lab import config, network
+from septum.lab import config, network, nodestate
+from septum.lab.layout import StateDir
 
 _LAB_ADDRESSES = ("10.213.", "10.214.")
 # Mountpoints the lab's own pods and tests create on the host (removed by ``lab down``).
@@ -25,6 +26,8 @@ def _lab_processes() -> list[str]:
     """Processes running a lab binary or lab module (not, say, a Go build writing the binaries)."""
     bin_dir = str(config.cache_dir() / "bin") + "/"
     modules = {"septum.lab.kubelet", "septum.lab.supervisor"}
+    # Anything naming the state directory is the lab's too (a background port-forward).
+    state = str(config.default_state_dir())
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         try:
@@ -33,7 +36,8 @@ def _lab_processes() -> list[str]:
             continue
         if proc.info["status"] == psutil.STATUS_ZOMBIE or not argv:
             continue
-        if argv[0].startswith(bin_dir) or modules & set(argv):
+        names_state = any(arg == state or state + "/" in arg for arg in argv)
+        if argv[0].startswith(bin_dir) or modules & set(argv) or names_state:
             found.append(f"{proc.info['pid']} {' '.join(argv)[:120]}")
     return found
 
@@ -61,5 +65,8 @@ def leftovers() -> dict[str, list[str]]:
         "bpf_pins": sorted(str(p) for p in bpffs.glob(f"{config.PREFIX}*"))
         if bpffs.is_dir()
         else [],
+        "septum_on_nodes": [
+            str(p) for p in nodestate.septum_leftovers(StateDir(config.default_state_dir()))
+        ],
         "state": [str(config.default_state_dir())] if config.default_state_dir().exists() else [],
     }

@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("septum.bench.cli", "bench"),
     "agent": ("septum.cli.agent", "agent"),
     "relay": ("septum.cli.relay", "relay"),
+    "port-forward": ("septum.cli.portforward", "port_forward"),
 }
 
 
