@@ -4,14 +4,18 @@ forwarder against local servers. tests/cli/test_portforward_lab.py forwards to a
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]  # no stubs pinned
 import pytest
 from click.testing import CliRunner
 
 from septum.cli.main import cli
 from septum.cli.portforward import (
+    BackgroundFiles,
     Endpoint,
     Endpoints,
     Forwarder,
@@ -22,6 +26,8 @@ from septum.cli.portforward import (
     ready_endpoints,
     serve,
     service_port,
+    start_background,
+    stop_background,
 )
 
 JSON = dict[str, Any]
@@ -270,3 +276,39 @@ async def test_a_port_in_use_is_an_error_naming_it(logged: list[str]) -> None:
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+# ---- background ------------------------------------------------------------------------------
+
+
+def test_background_waits_for_the_forwarding_lines_and_stop_removes_its_files(
+    tmp_path: Path,
+) -> None:
+    files = BackgroundFiles(tmp_path / "port-forward", "ns_web_0-80")
+    listening = "print('Forwarding from 127.0.0.1:40123 -> 80', flush=True); time.sleep(60)"
+    argv = [sys.executable, "-c", f"import time; {listening}"]
+    try:
+        assert start_background(argv, files, 1) == "Forwarding from 127.0.0.1:40123 -> 80"
+        with pytest.raises(PortForwardError, match=r"^already forwarding in the background"):
+            start_background(argv, files, 1)
+    finally:
+        pid = stop_background(files)
+    assert pid is not None and (not psutil.pid_exists(pid) or _zombie(pid))
+    assert not files.run_dir.exists()
+    assert stop_background(files) is None
+
+
+def test_background_reports_the_forwarders_last_line_when_it_fails(tmp_path: Path) -> None:
+    files = BackgroundFiles(tmp_path / "port-forward", "ns_web_0-80")
+    argv = [sys.executable, "-c", "print('Error: svc/web in namespace ns: not found')"]
+    with pytest.raises(PortForwardError) as err:
+        start_background(argv, files, 1)
+    assert err.value.format_message() == "Error: svc/web in namespace ns: not found"
+    assert not files.run_dir.exists()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True

@@ -149,4 +149,4 @@ def test_a_background_forwarder_lives_in_the_lab_and_lab_down_stops_it(lab: Lab,
         assert not procs.alive(proc)
     finally:
         subprocess.run([*argv[:-1], "--stop"], capture_output=True, timeout=30, check=False)
-    assert not pid_file.exists()
+    assert not pid_file.exists() and not pid_file.with_suffix(".log").exists()

@@ -440,23 +440,24 @@ def start_background(argv: Sequence[str], files: BackgroundFiles, expected_lines
             return "\n".join(forwarding)
         if not procs.alive(proc):
             last = text.strip().splitlines()
-            raise PortForwardError(last[-1] if last else f"exited at once; see {files.log_file}")
+            stop_background(files)
+            raise PortForwardError(last[-1] if last else "the forwarder exited at once")
         time.sleep(0.05)
-    procs.stop([proc])
-    raise PortForwardError(
-        f"not listening after {BACKGROUND_START_TIMEOUT_S:.0f}s; see {files.log_file}"
-    )
+    stop_background(files)
+    raise PortForwardError(f"not listening after {BACKGROUND_START_TIMEOUT_S:.0f}s")
 
 
 def stop_background(files: BackgroundFiles) -> int | None:
-    """Stops the background forwarder ``files`` name; its pid, or None if none was running."""
+    """Stops the background forwarder ``files`` name and removes its files; its pid, or None
+    if none was running."""
     from septum.lab import procs
 
     pid = _running(files)
-    found = [p for p in procs.read(files.run_dir) if p.name == files.name]
-    procs.stop(found)
-    files.pid_file.unlink(missing_ok=True)
-    (files.run_dir / f"{files.name}.argv").unlink(missing_ok=True)
+    procs.stop([p for p in procs.read(files.run_dir) if p.name == files.name])
+    for path in (files.pid_file, files.log_file, files.run_dir / f"{files.name}.argv"):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        files.run_dir.rmdir()  # the last one out
     return pid
 
 
