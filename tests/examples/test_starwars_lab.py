@@ -24,7 +24,7 @@ SEPTUM = str(Path(sys.executable).parent / "septum")
 @pytest.fixture(scope="module")
 def starwars(lab: Lab) -> Iterator[Lab]:
     present_before = lab.crd_names()
-    lab.kubectl("apply", "-f", str(ROOT / "crds"))
+    lab.kubectl("apply", "-f", str((ROOT / "crds").resolve()))
     added = lab.crd_names() - present_before
     for crd in ("septumnetworkpolicies.septum.io", "septumclusterwidenetworkpolicies.septum.io"):
         lab.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")

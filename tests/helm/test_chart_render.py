@@ -148,9 +148,9 @@ def test_optional_parts_follow_their_values() -> None:
         "relay.enabled=false",
         "agent.hostFirewall.enabled=true",
         "agent.hostFirewall.interfaces={eth0}",
-        "agent.flowHistoryDir=/var/lib/flows",
+        "agent.flowHistory.enabled=true",
     )
     assert ("Deployment", "septum-relay") not in objs
     args = _container(objs[("DaemonSet", "septum-agent")])["args"]
     assert "--host-firewall" in args and "--host-interface=eth0" in args
-    assert "--flow-history-dir=/var/lib/septum-history" in args
+    assert "--flow-history-dir=/var/lib/septum/$(NODE_NAME)/history" in args

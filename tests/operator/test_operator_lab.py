@@ -71,7 +71,7 @@ class Operator:
 @pytest.fixture(scope="module")
 def crds(lab: Lab) -> Lab:
     """Septum's CRDs and upstream's ClusterNetworkPolicy CRD, left installed (others use them)."""
-    lab.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    lab.kubectl("apply", "--server-side", "--force-conflicts", "-f", str((ROOT / "crds").resolve()))
     npapi = subprocess.run(
         ["bash", str(ROOT / "scripts" / "fetch-npapi-crds.sh")],
         capture_output=True,

@@ -206,7 +206,7 @@ class OperatorProcess:
 
 
 def apply_crds(lab: Lab) -> None:
-    crds = ROOT / "crds"
+    crds = (ROOT / "crds").resolve()  # a link to the chart's crds/
     if not crds.is_dir():
         raise LabError(f"{crds}: no CRD manifests (run from a Septum checkout)")
     lab.kubectl("apply", "-f", str(crds))
