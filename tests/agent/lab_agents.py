@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from septum.bench.labagents import (  # noqa: F401 - re-exported for the lab tests
     CONFLIST,
-    CRDS,
     PIN_ROOT,
     ROOT,
     RUN_DIR,
@@ -17,26 +16,11 @@ from septum.bench.labagents import (  # noqa: F401 - re-exported for the lab tes
     OperatorProcess,
     agents_lock,
     agents_running,
+    apply_crds,
     get_health,
     lab_exec,
     wait_gone,
 )
-from septum.bench.labagents import apply_crds as _apply_crds  # noqa: E402
-from septum.lab.lab import Lab  # noqa: E402
-
-
-def apply_crds(lab: Lab) -> None:
-    """septum.bench.labagents.apply_crds, through crds/ resolved: crds/ is now a link to
-    helm/septum/crds, and kubectl refuses a directory named through a symlink ("is a
-    directory"). Applied here first, the original's own apply is then a no-op."""
-    lab.kubectl("apply", "-f", f"{(ROOT / 'crds').resolve()}/")
-    try:
-        _apply_crds(lab)
-    except Exception:  # noqa: BLE001 - only its apply of the link fails; wait as it does
-        for crd in CRDS:
-            lab.kubectl("wait", "--for=condition=Established", f"crd/{crd}.septum.io",
-                        "--timeout=60s")  # fmt: skip
-
 
 # One probe, run in a client pod's network namespace (toolbox images run the host's python):
 # exit 0 and "ok" when the peer answered (TCP connect, UDP echo, ICMP echo), else "fail".

@@ -427,6 +427,7 @@ class Agent:
         assert self.endpoints is not None
         options = self.options
         removed: list[str] = []
+        local_pods = [(r.namespace, r.name) for r in self.endpoints.records.values()]
         try:
             # a host endpoint an earlier agent left (this one may not have taken it over yet)
             interfaces = (
@@ -439,7 +440,7 @@ class Agent:
         except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
             log.error("uninstall: datapath not fully removed: %r", err)
         try:
-            removed += await uninstall.delete_node_objects(api, options.node)
+            removed += await uninstall.delete_node_objects(api, options.node, local_pods)
         except Exception as err:  # noqa: BLE001 - the API may be going away too
             log.error("uninstall: API objects not deleted: %r", err)
         try:

@@ -8,19 +8,20 @@ then the node is left as Septum found it. The datapath side (detaching, unpinnin
 the API objects and directories that are the node's own.
 
 Kubernetes API calls, with the agent's service account:
-- GET apps/v1 daemonsets (the owner), once, on SIGTERM;
-- LIST septum.io/v2 septumendpoints (all namespaces), DELETE those whose
-  status.networking.node is this node; DELETE septum.io/v2 septumnodes/<node>.
+- GET apps/v1 daemonsets/<owner> in its namespace, once, on SIGTERM;
+- on uninstall, DELETE septum.io/v2 septumendpoints of the node's own pods (by the agent's
+  endpoint records: no cluster-wide list, which thousands of agents uninstalling at once
+  would each make) and DELETE septum.io/v2 septumnodes/<node>. The SeptumEndpoint of a pod
+  deleted while no agent ran goes with its pod (its ownerReference).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -55,25 +56,19 @@ async def owner_gone(api: client.ApiClient, owner: Owner) -> bool:
     return False
 
 
-async def _call(api: client.ApiClient, method: str, path: str) -> Any:
-    response = await api.call_api(
-        path,
-        method,
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-        _preload_content=False,
-        _request_timeout=REQUEST_TIMEOUT_S,
-    )
-    await checked(response)
-    body = await response.read()
-    response.release()
-    return json.loads(body or b"{}")
-
-
 async def _delete(api: client.ApiClient, path: str) -> bool:
-    """DELETE; False when it was not there."""
+    """DELETE; False when it was not there (or its CRD is gone)."""
     try:
-        await _call(api, "DELETE", path)
+        response = await api.call_api(
+            path,
+            "DELETE",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
+        await checked(response)
+        response.release()
     except ApiException as err:
         if err.status == 404:
             return False
@@ -81,27 +76,24 @@ async def _delete(api: client.ApiClient, path: str) -> bool:
     return True
 
 
-async def delete_node_objects(api: client.ApiClient, node: str) -> list[str]:
-    """Delete the node's SeptumEndpoints and its SeptumNode; returns what was deleted. A
-    kind whose CRD is gone (404) has nothing left to delete."""
+async def delete_node_objects(
+    api: client.ApiClient, node: str, endpoints: Iterable[tuple[str, str]]
+) -> list[str]:
+    """Delete the SeptumEndpoints of `endpoints` (namespace, pod name) and the node's
+    SeptumNode; returns what was deleted. One refusal does not stop the others (logged)."""
+    paths = [
+        (f"SeptumEndpoint {namespace}/{name}",
+         f"{GROUP_PATH}/namespaces/{namespace}/septumendpoints/{name}")
+        for namespace, name in sorted(set(endpoints))
+    ]  # fmt: skip
+    paths.append((f"SeptumNode {node}", f"{GROUP_PATH}/septumnodes/{node}"))
     deleted: list[str] = []
-    try:
-        listed = await _call(api, "GET", f"{GROUP_PATH}/septumendpoints")
-    except ApiException as err:
-        if err.status != 404:
-            raise
-        listed = {}
-    for item in listed.get("items") or []:
-        meta = item.get("metadata") or {}
-        where = ((item.get("status") or {}).get("networking") or {}).get("node")
-        if where != node:
-            continue
-        namespace, name = meta.get("namespace"), meta.get("name")
-        path = f"{GROUP_PATH}/namespaces/{namespace}/septumendpoints/{name}"
-        if await _delete(api, path):
-            deleted.append(f"SeptumEndpoint {namespace}/{name}")
-    if await _delete(api, f"{GROUP_PATH}/septumnodes/{node}"):
-        deleted.append(f"SeptumNode {node}")
+    for what, path in paths:
+        try:
+            if await _delete(api, path):
+                deleted.append(what)
+        except ApiException as err:
+            log.warning("uninstall: %s not deleted: %s %s", what, err.status, err.reason)
     return deleted
 
 
