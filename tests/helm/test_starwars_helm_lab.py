@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
 SEPTUM = str(Path(sys.executable).parent / "septum")
 PIN_ROOT = Path("/sys/fs/bpf/septum")
+E2E_NAMESPACE = "septum-e2e"
 CRDS = (
     "septumnetworkpolicies.septum.io", "septumclusterwidenetworkpolicies.septum.io",
     "septumidentities.septum.io", "septumendpoints.septum.io", "septumnodes.septum.io",
@@ -58,7 +59,8 @@ class Walk:
 @pytest.fixture(scope="module")
 def walk(lab: Lab) -> Iterator[Walk]:
     crds_before = lab.crd_names()
-    release = Release(lab, values={"agent.ctGcInterval": "5"})
+    # Its own namespace: the demo's release is the one in kube-system (tests/conftest.py).
+    release = Release(lab, namespace=E2E_NAMESPACE, values={"agent.ctGcInterval": "5"})
     audit_from = audit.position(lab.state.audit_log)
     try:
         release.install()
@@ -75,6 +77,8 @@ def walk(lab: Lab) -> Iterator[Walk]:
         added = [c for c in CRDS if c in lab.crd_names() - crds_before]
         if added:
             lab.kubectl("delete", "crd", *added, "--wait=true", check=False, timeout_s=120)
+        lab.kubectl("delete", "namespace", E2E_NAMESPACE, "--ignore-not-found", "--wait=true",
+                    check=False, timeout_s=120)  # fmt: skip
 
 
 def test_helm_install_runs_an_agent_per_node_the_operator_and_the_relay(walk: Walk) -> None:

@@ -15,9 +15,12 @@ DAY_NS = 86_400 * 10**9
 
 
 def _write(store: ChdbStore, age_ns: int, count: int, start_seq: int, same: bool = False) -> None:
+    """`count` flows `age_ns` old: stamped just before now on the boot clock, as the kernel
+    stamps them (a fixed boot time would make their age depend on the machine's uptime)."""
     writer = make_writer(store, shift_ns=age_ns)
+    start = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - 10**9
     records = [
-        r.EVENT.unpack(event(src_port=40000 if same else 1000 + i, time_ns=10**12 + i * 1000))
+        r.EVENT.unpack(event(src_port=40000 if same else 1000 + i, time_ns=start + i * 1000))
         for i in range(count)
     ]
     writer.write_batch([_flows(start_seq, records)])
