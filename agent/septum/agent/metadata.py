@@ -42,6 +42,7 @@ def policy_info(rule: RuleFacts) -> PolicyInfo:
         kind=rule.kind,
         labels=tuple(labels),
         revision=rule.revision,
+        default_deny=rule.default_deny,
     )
 
 

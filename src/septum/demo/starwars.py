@@ -60,8 +60,12 @@ def land(lab: Lab, ship: str, timeout_s: float = LANDING_TIMEOUT_S) -> Landing:
         "-XPOST", f"http://{DEATHSTAR}/v1/request-landing",
         check=False, timeout_s=timeout_s + 30,
     )  # fmt: skip
-    output = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
-    text = output[-1] if output else f"exit {proc.returncode}"
+    # curl's own message (stderr), not kubectl's "command terminated with exit code N".
+    said = [
+        line for line in (proc.stdout + "\n" + proc.stderr).splitlines()
+        if line.strip() and not line.startswith("command terminated")
+    ]  # fmt: skip
+    text = said[-1].strip() if said else f"exit {proc.returncode}"
     return Landing(ship, proc.returncode == 0 and "Ship landed" in proc.stdout, text)
 
 

@@ -9,6 +9,8 @@ import observe_helpers as h
 from septum.dataplane import abi
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
+from septum.dataplane.observe.metadata import PolicyInfo
 
 DECODER = h.decoder()
 
@@ -116,3 +118,23 @@ def test_metadata_changes_are_seen_by_later_flows() -> None:
     md.remove_endpoint(h.DEATHSTAR.endpoint_id)
     gone = decoder.decode(rec, 2)  # type: ignore[arg-type]
     assert not gone.destination.pod_name and gone.destination.identity == 1002
+
+
+def test_a_default_deny_entry_is_reported_as_hubbles_policy_denied() -> None:
+    """The engine compiles a default deny into deny entries naming the isolating policy; the
+    datapath reports a deny entry as POLICY_DENY (181, "denied by denylist"), yet no deny rule
+    exists: Hubble calls that POLICY_DENIED (133). An explicit deny rule stays 181."""
+    md = h.metadata()
+    isolating = PolicyInfo(name="rule1", namespace="default", kind="SeptumNetworkPolicy",
+                           default_deny=True)  # fmt: skip
+    md.add_policy(3, isolating)
+    decoder = FlowDecoder(md, DecoderConfig(node_name=h.NODE))
+    event = r.EVENT.unpack(
+        h.event(h.XWING, h.DEATHSTAR, verdict=2, drop_reason=181, rule_id=3, event_type=1)
+    )
+    flow = decoder.decode(event, 1)  # type: ignore[arg-type]
+    assert flow.drop_reason_desc == flow_pb2.POLICY_DENIED
+    assert flow.event_type.sub_type == abi.DropReason.POLICY_DENIED
+    assert [p.name for p in flow.ingress_denied_by] == ["rule1"]
+    explicit = r.EVENT.unpack(h.event(h.XWING, h.DEATHSTAR, verdict=2, drop_reason=181, rule_id=2))
+    assert decoder.decode(explicit, 2).drop_reason_desc == flow_pb2.POLICY_DENY  # type: ignore[arg-type]

@@ -282,6 +282,8 @@ class FlowDecoder:
         verdict = rec[r.VERDICT]
         flow.verdict = verdict
         reason = rec[r.DROP_REASON]
+        if reason == abi.DropReason.POLICY_DENY and self._is_default_deny(rec[r.RULE_ID]):
+            reason = abi.DropReason.POLICY_DENIED  # no allow matched: Hubble's "Policy denied"
         if reason:
             flow.drop_reason = reason
             flow.drop_reason_desc = drop_reason_desc(reason)  # type: ignore[assignment]
@@ -420,6 +422,10 @@ class FlowDecoder:
         endpoint.labels.extend(sorted(labels))
         for workload in info.workloads:
             endpoint.workloads.add(name=workload.name, kind=workload.kind)
+
+    def _is_default_deny(self, rule_id: int) -> bool:
+        policy = self._metadata.policy(rule_id) if rule_id else None
+        return policy is not None and policy.default_deny
 
     def _fill_policy(
         self, flow: flow_pb2.Flow, rec: r.Record, verdict: int, direction: int

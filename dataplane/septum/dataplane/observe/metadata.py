@@ -43,6 +43,9 @@ class PolicyInfo:
     kind: str  # e.g. "NetworkPolicy", "CiliumNetworkPolicy"
     labels: tuple[str, ...] = ()
     revision: int = 0
+    # The rule is the policy's default deny (it isolated the endpoint; no rule allowed): the
+    # datapath drops on a deny entry, and Hubble calls that POLICY_DENIED, not POLICY_DENY.
+    default_deny: bool = False
 
 
 class Metadata(Protocol):
