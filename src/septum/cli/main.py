@@ -16,6 +16,7 @@ import click
 _COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("septum.cli.demo", "demo"),
     "datapath-demo": ("septum.cli.datapathdemo", "datapath_demo"),
+    "uninstall-hook": ("septum.cli.uninstallhook", "uninstall_hook"),
     "lab": ("septum.cli.lab", "lab"),
     "observe": ("septum.cli.observe", "observe"),
     "operator": ("septum.cli.operator", "operator"),
