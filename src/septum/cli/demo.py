@@ -33,7 +33,7 @@ NODES = 2
 @click.option("--nodes", default=NODES, show_default=True, help="Lab nodes (when starting it).")
 def demo(nodes: int) -> None:
     """Install Septum with helm on the lab, run the Star Wars demo, show its flows."""
-    console = Console(width=max(Console().width, 110))
+    console = Console(width=max(Console().width, 130))
     try:
         _walk(console, nodes)
     except (DemoError, LabError) as err:
@@ -102,8 +102,8 @@ def _landings_text(landings: list[starwars.Landing]) -> str:
 
 def _flows_table(console: Console, title: str, seen: list[dict[str, Any]]) -> None:
     table = Table(title=title, title_justify="left")
-    for column in ("source", "destination", "verdict", "policy", "drop reason"):
-        table.add_column(column)
+    for column in ("source", "destination", "verdict", "deciding policy", "drop reason"):
+        table.add_column(column, no_wrap=True)
     lines = [flows.FlowLine.of(f) for f in seen]
     shown: set[tuple[str, str, str]] = set()
     for line in lines:
@@ -114,10 +114,10 @@ def _flows_table(console: Console, title: str, seen: list[dict[str, Any]]) -> No
         colour = "green" if line.verdict == "FORWARDED" else "red"
         table.add_row(
             line.source, f"{line.destination}:{line.port}", f"[{colour}]{line.verdict}[/]",
-            ", ".join(line.policies) or "-", line.drop_reason or "-",
+            ", ".join(_policy_text(p) for p in line.policies) or "-", line.drop_reason or "-",
         )  # fmt: skip
     console.print(table)
-    console.print(f"({len(lines)} flows to the deathstar; one row per source, verdict)")
+    console.print(f"({len(lines)} flows to the deathstar; one row per source, destination and verdict)")
 
 
 def _bin_dirs() -> str:
@@ -127,6 +127,12 @@ def _bin_dirs() -> str:
         str(p.parent) for p in (binaries.kubectl, binaries.helm, flows.hubble_binary())
     )
     return ":".join(dirs)
+
+
+def _policy_text(policy: str) -> str:
+    """`Kind/ns/name` as `ns/name (Kind)`: the name first, where a reader looks."""
+    kind, _, rest = policy.partition("/")
+    return f"{rest} ({kind})" if rest else policy
 
 
 def _summary(console: Console, namespace: str, elapsed_s: float) -> None:
