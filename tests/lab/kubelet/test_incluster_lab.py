@@ -141,13 +141,14 @@ def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
     lab: Lab, namespace: str
 ) -> None:
     # The container's files are the host's: the trap writes where the test can read.
+    # ("$$$$" is the shell's "$$": Kubernetes turns "$$" into "$" in a command.)
     record = Path("/tmp") / f"slab-term-{uuid.uuid4().hex}"
     stubborn = (
-        f"echo $$ > {record}.pid; "
+        f"echo $$$$ > {record}.pid; "
         f"trap 'date +%s.%N >> {record}' TERM; "
         "while true; do sleep 0.1; done"
     )
-    tidy = f"echo $$ > {record}.tidy.pid; trap 'echo cleaned up > {record}.tidy; exit 0' TERM; "
+    tidy = f"echo $$$$ > {record}.tidy.pid; trap 'echo cleaned up > {record}.tidy; exit 0' TERM; "
     tidy += "while true; do sleep 0.1; done"
     grace_s = 4
     _apply(
