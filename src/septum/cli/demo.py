@@ -117,7 +117,9 @@ def _flows_table(console: Console, title: str, seen: list[dict[str, Any]]) -> No
             ", ".join(_policy_text(p) for p in line.policies) or "-", line.drop_reason or "-",
         )  # fmt: skip
     console.print(table)
-    console.print(f"({len(lines)} flows to the deathstar; one row per source, destination and verdict)")
+    console.print(
+        f"({len(lines)} flows to the deathstar; one row per source, destination and verdict)"
+    )
 
 
 def _bin_dirs() -> str:
