@@ -18,6 +18,11 @@ SOURCE_CIDR = "cidr"
 # `app` match any source, `reserved:host` only reserved identities.
 SOURCE_ANY = "any"
 KNOWN_SOURCES = frozenset({SOURCE_K8S, SOURCE_RESERVED, SOURCE_CIDR, SOURCE_ANY})
+# The source of a requirement on a pod's *own* label whose key Septum reserves for what it
+# adds to identities (namespace, its labels, service account, cluster). No identity has
+# this source, so the requirement sees the label as absent: a Kubernetes podSelector sees
+# only the pod's own labels, and Septum never keeps a pod's own label under these keys.
+SOURCE_POD_LABEL = "pod-label"
 
 NAMESPACE_KEY = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
@@ -30,6 +35,12 @@ UNTRUSTED_POD_KEY_PREFIXES = (
     "io.cilium.k8s.namespace.labels.",
     "io.cilium.k8s.policy.",
 )
+
+
+def is_added_key(key: str) -> bool:
+    """Whether `key` is one Septum adds to a pod's identity itself (never the pod's own)."""
+    return key.startswith(UNTRUSTED_POD_KEY_PREFIXES)
+
 
 # Labels that change per pod but say nothing about security: keeping them would
 # give every pod of a Deployment its own identity.

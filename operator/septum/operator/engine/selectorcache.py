@@ -226,7 +226,7 @@ def _selector_plan(selector: Selector) -> WatchPlan:
     alternatives = selector.index_alternatives()
     if not alternatives:
         return (), True, non_pod
-    namespace_pairs = [a for a in alternatives if a[0][0] == _NAMESPACE_LABEL]
+    namespace_pairs = [a for a in alternatives if a and a[0][0] == _NAMESPACE_LABEL]
     return min(namespace_pairs or alternatives, key=len), False, non_pod
 
 

@@ -20,7 +20,9 @@ from septum.operator.engine.labels import (
     NAMESPACE_LABELS_PREFIX,
     SOURCE_ANY,
     SOURCE_K8S,
+    SOURCE_POD_LABEL,
     LabelSet,
+    is_added_key,
 )
 from septum.operator.engine.paths import (
     expect_list,
@@ -101,9 +103,12 @@ class Selector:
         return keys
 
     def index_alternatives(self) -> list[tuple[tuple[str, str], ...]]:
-        """Per `In` requirement, the (key, value) pairs one of which every match carries."""
+        """Per `In` requirement, the (key, value) pairs one of which every match carries
+        (none for a requirement on a label no identity carries: nothing can match)."""
         return [
-            tuple((requirement.key, value) for value in sorted(requirement.values))
+            ()
+            if requirement.source == SOURCE_POD_LABEL
+            else tuple((requirement.key, value) for value in sorted(requirement.values))
             for requirement in self.requirements
             if requirement.operator is Operator.IN
         ]
@@ -111,7 +116,11 @@ class Selector:
     def namespaces(self) -> frozenset[str] | None:
         """The namespaces this selector is confined to, if it names them."""
         for requirement in self.requirements:
-            if requirement.key == NAMESPACE_KEY and requirement.operator is Operator.IN:
+            if (
+                requirement.key == NAMESPACE_KEY
+                and requirement.operator is Operator.IN
+                and requirement.source != SOURCE_POD_LABEL
+            ):
                 return requirement.values
         return None
 
@@ -187,8 +196,13 @@ def parse_label_selector(
 
 
 def pod_key(raw_key: str, path: str) -> tuple[str, str | None]:
-    """NetworkPolicy / admin-tier pod selector keys are plain pod label keys."""
-    return raw_key, SOURCE_K8S
+    """NetworkPolicy / admin-tier pod selector keys are plain pod label keys.
+
+    A podSelector sees only the pod's own labels (the upstream API): a key under which
+    Septum adds the namespace, its labels, the service account or the cluster to the
+    identity is read as the pod's own label of that key, which no identity carries.
+    """
+    return raw_key, SOURCE_POD_LABEL if is_added_key(raw_key) else SOURCE_K8S
 
 
 def namespace_key(raw_key: str, path: str) -> tuple[str, str | None]:
