@@ -177,5 +177,8 @@ def test_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
         # SIGKILL only once the grace period is over (the poll adds up to its interval).
         assert grace_s - 0.5 <= killed_at - terms[0] <= grace_s + 3
     finally:
+        # The pods first (their traps write these files when they go), then the files.
+        lab.kubectl("delete", "pod", "-n", namespace, "stubborn", "tidy", "--ignore-not-found",
+                    "--wait=true", "--timeout=60s", check=False)  # fmt: skip
         for suffix in ("", ".pid", ".tidy", ".tidy.pid"):
             Path(f"{record}{suffix}").unlink(missing_ok=True)
