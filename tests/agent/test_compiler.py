@@ -14,6 +14,7 @@ from septum.operator.engine.cluster import AUDIT_ANNOTATION, parse_pod
 from septum.operator.engine.entries import Verdict
 from septum.operator.engine.labels import LabelSet
 from septum.operator.identity.objects import identity_object
+from septum.wellknown.reserved import LOCAL_IDENTITY_MIN
 
 NODE = "n1"
 
@@ -291,3 +292,49 @@ def test_the_compiler_keeps_a_fraction_of_each_pod() -> None:
     )
     print(f"100 pods kept whole: {whole} B, slim: {slim} B")
     assert slim * 3 < whole
+
+
+def test_an_ip_block_except_splits_a_label_set_into_node_local_identities() -> None:
+    """Two pods of one label set on both sides of a NetworkPolicy ipBlock `except`: the agent
+    maps each address to its own class's identity, the split one node-local (the operator
+    allocates nothing for it), and reports that identity as the pod's."""
+    cluster = Cluster()
+    one, two = pod("au", "web", "10.0.0.2"), pod("au", "web", "10.0.0.3")
+    two["metadata"]["name"] = "web-2"
+    client = pod("au", "client", "10.0.0.9")
+    cluster.load(("Namespace", namespace("au")), ("Pod", one), ("Pod", two), ("Pod", client))
+    compiler = cluster.compiler
+    shared = compiler.identity_of("au", "web")
+    assert shared is not None and compiler.identity_of("au", "web-2") == shared
+    block = {"cidr": "10.0.0.0/24", "except": ["10.0.0.2/32"]}
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "p", "namespace": "au", "generation": 1},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "client"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": block}]}],
+        },
+    }
+    compiler.apply("NetworkPolicy", "upsert", policy)
+    pending = compiler.take()
+    first, second = compiler.identity_of("au", "web"), compiler.identity_of("au", "web-2")
+    assert first is not None and second is not None and first != second
+    assert shared not in (first, second) and min(first, second) >= LOCAL_IDENTITY_MIN
+    assert pending.ipcache_upserts["10.0.0.2/32"] == first
+    assert pending.ipcache_upserts["10.0.0.3/32"] == second
+    assert {("au", "web"), ("au", "web-2")} <= pending.dirty
+    facts = compiler.pod_facts("au", "web")
+    assert facts is not None and facts.identity == first
+    assert any(label.startswith("k8s:io.kubernetes.pod.address-blocks=") for label in facts.labels)
+    egress = compiler.local_policy("au", "client")
+    assert egress is not None
+    allowed = egress.egress.lookup(second, 6, 80)
+    denied = egress.egress.lookup(first, 6, 80)
+    assert allowed is not None and allowed.verdict is Verdict.ALLOW
+    assert denied is not None and denied.verdict is Verdict.DENY
+    # The policy goes: both pods are the operator's identity again.
+    compiler.apply("NetworkPolicy", "delete", policy)
+    compiler.take()
+    assert compiler.identity_of("au", "web") == compiler.identity_of("au", "web-2") == shared

@@ -165,6 +165,10 @@ class Pending:
         for key in (*changes.endpoints, *changes.removed_endpoints):
             if isinstance(key, PodKey):
                 self.dirty.add((key.namespace, key.name))
+        for key in changes.reidentified:  # a new identity: endpoint record and facts follow
+            if isinstance(key, PodKey):
+                self.dirty.add((key.namespace, key.name))
+                self.pods.add((key.namespace, key.name))
 
     def upsert(self, prefix: str, identity: int) -> None:
         self.ipcache_deletes.discard(prefix)

@@ -8,14 +8,11 @@ lookup in the compiled datapath entries. The full 9-pod model is used even
 where upstream now creates fewer pods; expectations for the extra pods follow
 the same policy semantics (as in the older upstream versions that used all 9).
 
-Excluded (see docs/policy-semantics.md, "CIDR peers"): the three ipBlock
-scenarios that put *pod* IPs in an ipBlock ("should allow egress access to
-server in CIDR block", "should enforce except clause while egress access to
-server in CIDR block", "should ensure an IP overlapping both IPBlock.CIDR and
-IPBlock.Except is allowed"). Septum follows Cilium: CIDR peers never select
-in-cluster endpoints, because a datapath keyed by identity cannot express an
-IP-level exception inside one identity. `test_ipblock_does_not_select_pods`
-pins down the behaviour Septum has instead.
+The three upstream ipBlock scenarios that put *pod* IPs in an ipBlock ("should
+allow egress access to server in CIDR block", "should enforce except clause while
+egress access to server in CIDR block", "should ensure an IP overlapping both
+IPBlock.CIDR and IPBlock.Except is allowed") need the pods' addresses: they live
+in test_netpol_upstream_semantics.py.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.rules import PolicyKey
 
 NSK = "kubernetes.io/metadata.name"
@@ -617,20 +613,10 @@ def _run(e2e: Any, steps: list[Step]) -> None:
 
 
 def test_scenario_count() -> None:
-    # 42 upstream TCP scenarios minus 3 excluded ipBlock ones, plus 3 UDP and 3 SCTP.
+    # 42 upstream TCP scenarios minus the 3 ipBlock ones (elsewhere), plus 3 UDP and 3 SCTP.
     assert len(SCENARIOS) == 45
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_upstream_scenario(e2e: Any, name: str) -> None:
     _run(e2e, SCENARIOS[name](e2e.Reach))
-
-
-def test_ipblock_does_not_select_pods(e2e: Any) -> None:
-    """Septum's documented divergence: an ipBlock holding a pod IP does not select that pod."""
-    engine = e2e.build()
-    y_b_ip = str(engine.pods[PodKey("y", "b")].ips[0])
-    rule = {"to": [{"ipBlock": {"cidr": f"{y_b_ip}/32"}}]}
-    engine.upsert_policy(np("allow-client-a-via-cidr-egress-rule", "x", POD_A, egress=[rule]))
-    reach = e2e.Reach().all_egress("x/a", False)
-    assert not e2e.mismatches(engine, reach, 80, "TCP")

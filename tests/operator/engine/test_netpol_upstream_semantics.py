@@ -7,11 +7,18 @@ account, cluster). Septum's own (Cilium-shaped) policies keep reading those keys
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
 
-from tests.operator.engine.test_netpol_e2e_truth_tables import POD_A, expr, labels, np
+from septum.operator.engine.cluster import PodKey
+from septum.operator.engine.explain import explain
+from septum.operator.engine.podclass import ADDRESS_BLOCKS_KEY
+from septum.operator.engine.rules import PolicyKey
+from septum.operator.engine.state import Engine
+from septum.wellknown.reserved import LOCAL_IDENTITY_MIN
+from tests.operator.engine.test_netpol_e2e_truth_tables import POD_A, expr, labels, np, ns_is
 
 ADDED_KEYS = (
     "io.kubernetes.pod.namespace",
@@ -25,6 +32,16 @@ ADDED_VALUES = {
     "io.cilium.k8s.policy.cluster": "default",
     "io.cilium.k8s.namespace.labels.ns": "x",
 }
+
+
+def _septum_policy(sections: dict[str, Any]) -> dict[str, Any]:
+    """A SeptumNetworkPolicy in x selecting x/a with these rule sections."""
+    return {
+        "apiVersion": "septum.io/v2",
+        "kind": "SeptumNetworkPolicy",
+        "metadata": {"name": "p", "namespace": "x"},
+        "spec": {"endpointSelector": {"matchLabels": {"pod": "a"}}, **sections},
+    }
 
 
 def _check(e2e: Any, engine: Any, reach: Any) -> None:
@@ -92,19 +109,8 @@ def test_namespace_selector_match_expressions_on_namespace_labels(e2e: Any) -> N
 
 def test_septum_policy_keeps_reading_the_added_keys(e2e: Any) -> None:
     engine = e2e.build()
-    engine.upsert_policy(
-        {
-            "apiVersion": "septum.io/v2",
-            "kind": "SeptumNetworkPolicy",
-            "metadata": {"name": "p", "namespace": "x"},
-            "spec": {
-                "endpointSelector": {"matchLabels": {"pod": "a"}},
-                "ingress": [
-                    {"fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "y"}}]}
-                ],
-            },
-        }
-    )
+    from_y = {"fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "y"}}]}
+    engine.upsert_policy(_septum_policy({"ingress": [from_y]}))
     reach = e2e.Reach().all_ingress("x/a", False).peer(("y", None), ("x", "a"), True)
     _check(e2e, engine, reach)
 
@@ -125,3 +131,186 @@ def test_pod_template_hash_selects_no_pod(e2e: Any) -> None:
     engine.upsert_policy(np("q", "x", POD_A, ingress=[{"from": [peer]}]))
     reach = e2e.Reach().all_ingress("x/a", False).peer(("x", None), ("x", "a"), True)
     _check(e2e, engine, reach)
+
+
+# ---- ipBlock and pod addresses ----------------------------------------------------------
+
+Y_B = "10.1.1.10"  # the e2e model's y/b (conftest.pod_obj)
+
+
+def _egress_cidr(name: str, cidr: str, excepts: list[str] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"cidr": cidr}
+    if excepts:
+        block["except"] = excepts
+    return np(name, "x", POD_A, egress=[{"to": [{"ipBlock": block}]}])
+
+
+def test_upstream_egress_access_to_server_in_cidr_block(e2e: Any) -> None:
+    """e2e: "should allow egress access to server in CIDR block"."""
+    engine = e2e.build()
+    engine.upsert_policy(_egress_cidr("allow-client-a-via-cidr-egress-rule", f"{Y_B}/32"))
+    _check(e2e, engine, e2e.Reach().all_egress("x/a", False).expect("x/a", "y/b", True))
+
+
+def test_upstream_except_clause_in_cidr_block(e2e: Any) -> None:
+    """e2e: "should enforce except clause while egress access to server in CIDR block"."""
+    engine = e2e.build()
+    policy = _egress_cidr("allow-client-a-via-cidr-egress-rule", f"{Y_B}/4", [f"{Y_B}/32"])
+    engine.upsert_policy(policy)
+    _check(e2e, engine, e2e.Reach().expect("x/a", "y/b", False))
+
+
+def test_upstream_ip_in_both_cidr_and_except_is_allowed(e2e: Any) -> None:
+    """e2e: "should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed"."""
+    engine = e2e.build()
+    policy = _egress_cidr("allow-client-a-via-cidr-egress-rule", f"{Y_B}/4", [f"{Y_B}/32"])
+    engine.upsert_policy(policy)
+    _check(e2e, engine, e2e.Reach().expect("x/a", "y/b", False))
+    engine.upsert_policy(_egress_cidr("allow-client-a-via-cidr-egress-rule-2", f"{Y_B}/32"))
+    _check(e2e, engine, e2e.Reach())
+    # Deleting the policies again restores the pods' own identities.
+    engine.delete_policy(PolicyKey("NetworkPolicy", "x", "allow-client-a-via-cidr-egress-rule"))
+    engine.delete_policy(PolicyKey("NetworkPolicy", "x", "allow-client-a-via-cidr-egress-rule-2"))
+    _check(e2e, engine, e2e.Reach())
+    assert not any(engine.pod_labels(k).has(ADDRESS_BLOCKS_KEY) for k in engine.pods)
+
+
+def test_ingress_ip_block_with_except_matches_pod_sources(e2e: Any) -> None:
+    """Ingress: pods inside the block may connect, the one in `except` may not."""
+    engine = e2e.build()
+    block = {"ipBlock": {"cidr": "10.1.0.0/16", "except": [f"{Y_B}/32"]}}
+    engine.upsert_policy(np("p", "x", POD_A, ingress=[{"from": [block]}]))
+    reach = e2e.Reach().all_ingress("x/a", False).peer(("y", None), ("x", "a"), True)
+    _check(e2e, engine, reach.expect("y/b", "x/a", False))
+
+
+def _twin_pod(e2e: Any, name: str, ip: str, ports: list[dict[str, Any]] | None = None) -> Any:
+    """A pod with y/b's labels (so y/b's label set) at address `ip`."""
+    pod = e2e.pod("y", "b")
+    pod["metadata"]["name"] = name
+    pod["status"]["podIP"] = ip
+    if ports is not None:
+        pod["spec"]["containers"][0]["ports"] = ports
+    return pod
+
+
+def _allowed(engine: Any, src: str, dst: str, port: int) -> tuple[bool, bool]:
+    """(explain's verdict, the compiled entries' verdict) for TCP `port`."""
+    s_ns, s_name = src.split("/")
+    d_ns, d_name = dst.split("/")
+    s_key, d_key = PodKey(s_ns, s_name), PodKey(d_ns, d_name)
+    egress = engine.endpoint_policy(s_key).egress.lookup(engine.pod_identity[d_key], 6, port)
+    ingress = engine.endpoint_policy(d_key).ingress.lookup(engine.pod_identity[s_key], 6, port)
+    by_entries = all(e is None or e.verdict.value == "allow" for e in (egress, ingress))
+    return explain(engine, src, dst, port, "TCP").allowed, by_entries
+
+
+def test_pods_of_one_label_set_on_both_sides_of_an_except(e2e: Any) -> None:
+    """Two pods share a label set; one address is in `except`: they get distinct identities
+    (the split class is node-local), and only the other one is reachable."""
+    engine = e2e.build()
+    engine.upsert_pod(_twin_pod(e2e, "b2", "10.1.1.11"))
+    assert engine.pod_identity[PodKey("y", "b")] == engine.pod_identity[PodKey("y", "b2")]
+    policy = _egress_cidr("p", "10.0.0.0/8", [f"{Y_B}/32"])
+    engine.upsert_policy(policy)
+    b, b2 = engine.pod_identity[PodKey("y", "b")], engine.pod_identity[PodKey("y", "b2")]
+    assert b != b2 and b >= LOCAL_IDENTITY_MIN and b2 >= LOCAL_IDENTITY_MIN
+    assert engine.ipcache()[ipaddress.ip_network(f"{Y_B}/32")] == b
+    assert engine.ipcache()[ipaddress.ip_network("10.1.1.11/32")] == b2
+    assert _allowed(engine, "x/a", "y/b", 80) == (False, False)
+    assert _allowed(engine, "x/a", "y/b2", 80) == (True, True)
+    # Every selector still treats both like the label set: a podSelector admits both.
+    engine.upsert_policy(
+        np("q", "y", labels(pod="b"), ingress=[{"from": [{"namespaceSelector": ns_is("x")}]}])
+    )
+    assert _allowed(engine, "x/b", "y/b", 80) == (True, True)
+    assert _allowed(engine, "x/b", "y/b2", 80) == (True, True)
+    assert _allowed(engine, "z/a", "y/b2", 80) == (False, False)
+    # The pod moves out of the except: both share the class again.
+    engine.upsert_pod(_twin_pod(e2e, "b", "10.1.1.12"))
+    assert engine.pod_identity[PodKey("y", "b")] == engine.pod_identity[PodKey("y", "b2")]
+    assert _allowed(engine, "x/a", "y/b", 80) == (True, True)
+    fresh = engine.recompute_all()
+    assert fresh == {n: engine.compiled[n] for n in fresh}
+
+
+def test_a_full_load_splits_like_updates(e2e: Any) -> None:
+    from tests.operator.engine.conftest import NAMESPACES, PODS
+
+    pods = [e2e.pod(ns, p) for ns in NAMESPACES for p in PODS] + [_twin_pod(e2e, "b2", "10.1.1.11")]
+    policy = _egress_cidr("p", "10.0.0.0/8", [f"{Y_B}/32"])
+    engine = Engine()
+    engine.load(namespaces=[e2e.namespace(n) for n in NAMESPACES], pods=pods, policies=[policy])
+    assert engine.pod_identity[PodKey("y", "b")] != engine.pod_identity[PodKey("y", "b2")]
+    assert _allowed(engine, "x/a", "y/b", 80) == (False, False)
+    assert _allowed(engine, "x/a", "y/b2", 80) == (True, True)
+
+
+def test_septum_cidr_peers_never_select_pods(e2e: Any) -> None:
+    """Cilium's rule for Septum's own policies: toCIDR holding a pod IP does not select it."""
+    engine = e2e.build()
+    engine.upsert_policy(_septum_policy({"egress": [{"toCIDR": [f"{Y_B}/32"]}]}))
+    _check(e2e, engine, e2e.Reach().all_egress("x/a", False))
+    assert not any(engine.pod_labels(k).has(ADDRESS_BLOCKS_KEY) for k in engine.pods)
+
+
+# ---- named ports resolve against the destination pod's own containers -------------------
+
+
+def _http_port(number: int) -> list[dict[str, Any]]:
+    return [{"name": "serve-80-tcp", "containerPort": number, "protocol": "TCP"}]
+
+
+def test_upstream_ingress_on_one_named_port(e2e: Any) -> None:
+    """e2e: "should allow ingress access on one named port" (TCP 80 by name, 81 denied)."""
+    engine = e2e.build()
+    rule = {"ports": [{"port": "serve-80-tcp", "protocol": "TCP"}]}
+    engine.upsert_policy(np("allow-all-ingress-on-named-port", "x", {}, ingress=[rule]))
+    _check(e2e, engine, e2e.Reach())
+    closed = e2e.Reach().peer((None, None), ("x", None), False)
+    assert not e2e.mismatches(engine, closed, 81, "TCP")
+
+
+def test_ingress_named_port_resolves_per_destination_pod(e2e: Any) -> None:
+    """A rollout renumbers serve-80-tcp from 80 to 8080: each pod accepts only its own."""
+    engine = e2e.build()
+    engine.upsert_pod(_twin_pod(e2e, "b", Y_B, _http_port(80)))
+    engine.upsert_pod(_twin_pod(e2e, "b2", "10.1.1.11", _http_port(8080)))
+    rule = {"ports": [{"port": "serve-80-tcp"}]}
+    engine.upsert_policy(np("p", "y", labels(pod="b"), ingress=[rule]))
+    assert _allowed(engine, "x/a", "y/b", 80) == (True, True)
+    assert _allowed(engine, "x/a", "y/b", 8080) == (False, False)
+    assert _allowed(engine, "x/a", "y/b2", 8080) == (True, True)
+    assert _allowed(engine, "x/a", "y/b2", 80) == (False, False)
+    # The old pod goes: the new one keeps its own port and no other.
+    engine.delete_pod("y", "b")
+    assert _allowed(engine, "x/a", "y/b2", 8080) == (True, True)
+    assert _allowed(engine, "x/a", "y/b2", 80) == (False, False)
+    fresh = engine.recompute_all()
+    assert fresh == {n: engine.compiled[n] for n in fresh}
+
+
+def test_egress_named_port_resolves_per_destination_pod(e2e: Any) -> None:
+    """Egress to peers of one label set that name the port differently: each peer on its own."""
+    engine = e2e.build()
+    engine.upsert_pod(_twin_pod(e2e, "b", Y_B, _http_port(80)))
+    engine.upsert_pod(_twin_pod(e2e, "b2", "10.1.1.11", _http_port(8080)))
+    to_b = {"to": [{"podSelector": labels(pod="b"), "namespaceSelector": ns_is("y")}]}
+    engine.upsert_policy(
+        np("p", "x", POD_A, egress=[{**to_b, "ports": [{"port": "serve-80-tcp"}]}])
+    )
+    assert _allowed(engine, "x/a", "y/b", 80) == (True, True)
+    assert _allowed(engine, "x/a", "y/b", 8080) == (False, False)
+    assert _allowed(engine, "x/a", "y/b2", 8080) == (True, True)
+    assert _allowed(engine, "x/a", "y/b2", 80) == (False, False)
+    b, b2 = engine.pod_identity[PodKey("y", "b")], engine.pod_identity[PodKey("y", "b2")]
+    assert b != b2
+    fresh = engine.recompute_all()
+    assert fresh == {n: engine.compiled[n] for n in fresh}
+
+
+def test_pods_naming_ports_alike_share_the_label_sets_identity(e2e: Any) -> None:
+    engine = e2e.build()
+    before = engine.pod_identity[PodKey("y", "b")]
+    engine.upsert_pod(_twin_pod(e2e, "b2", "10.1.1.11"))
+    assert engine.pod_identity[PodKey("y", "b2")] == before < LOCAL_IDENTITY_MIN

@@ -16,10 +16,17 @@ class ChangeSet:
     ipcache_upserts: dict[IPNetwork, int] = field(default_factory=dict)
     ipcache_deletes: set[IPNetwork] = field(default_factory=set)
     recompiled_identities: int = 0
+    # Pods whose identity number changed (their pod class moved, see podclass), even where
+    # their own entries did not: the datapath's endpoint record and the Observer follow it.
+    reidentified: set[EndpointKey] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(
-            self.endpoints or self.removed_endpoints or self.ipcache_upserts or self.ipcache_deletes
+            self.endpoints
+            or self.removed_endpoints
+            or self.ipcache_upserts
+            or self.ipcache_deletes
+            or self.reidentified
         )
 
 

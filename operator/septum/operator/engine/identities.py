@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 
 from septum.operator.engine.errors import IdentitiesExhausted
 from septum.operator.engine.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, LabelSet
+from septum.operator.engine.podclass import is_split
 from septum.operator.engine.rules import IPNetwork
 from septum.operator.identity import IdentityAllocator, IdentitySpaceExhausted
 from septum.wellknown.reserved import RESERVED, ReservedIdentity
@@ -61,10 +62,18 @@ class IdentityTable:
                         del self.index[item]
         return labels
 
+    def _pod_allocator(self, labels: LabelSet) -> IdentityAllocator:
+        """A split pod class (podclass) is node-local: numbered from the local range."""
+        return self.cidr_allocator if is_split(labels) else self.pod_allocator
+
+    def preallocate_pods(self, ordered: list[LabelSet]) -> None:
+        self.pod_allocator.preallocate([s for s in ordered if not is_split(s)])
+        self.cidr_allocator.preallocate([s for s in ordered if is_split(s)])
+
     def acquire_pod(self, labels: LabelSet) -> tuple[int, bool]:
         """Reference the identity of a pod label set; True when the number is new."""
         try:
-            number = self.pod_allocator.acquire(labels)
+            number = self._pod_allocator(labels).acquire(labels)
         except IdentitySpaceExhausted as err:
             raise IdentitiesExhausted(f"pod identities: {err}") from err
         is_new = number not in self.labels
@@ -74,7 +83,7 @@ class IdentityTable:
 
     def release_pod(self, labels: LabelSet) -> int | None:
         """Drop a reference; returns the number if the identity is gone."""
-        freed = self.pod_allocator.release(labels)
+        freed = self._pod_allocator(labels).release(labels)
         if freed is not None and freed in self.labels:
             self._remove(freed)
         return freed

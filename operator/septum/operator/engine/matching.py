@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from septum.operator.engine.cidrs import contains
 from septum.operator.engine.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, LabelSet
+from septum.operator.engine.podclass import pod_cidr_matches
 from septum.operator.engine.rules import CidrPeer, IPNetwork, Peers
 from septum.operator.engine.selectors import Selector
 
@@ -50,6 +51,8 @@ def cidr_matches(peer: CidrPeer, labels: LabelSet) -> bool:
     The world identities stand for "every address no more specific prefix
     covers", so only a /0 peer of that family matches them.
     """
+    if labels.source == SOURCE_K8S:
+        return peer.pods and pod_cidr_matches(peer, labels)
     if labels.source == SOURCE_CIDR:
         network = cidr_network(labels)
         if not contains(peer.cidr, network):

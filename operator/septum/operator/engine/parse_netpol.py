@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,9 +112,11 @@ def _parse_peer(raw: Any, path: str, namespace: str) -> tuple[Selector | None, C
         excepts = [
             expect_str(e, index(field(block_path, "except"), i)) for i, e in enumerate(excepts_raw)
         ]
-        return None, parse_cidr_peer(
+        # Upstream: an ipBlock matches pod addresses too (Septum's own CIDR peers do not).
+        peer = parse_cidr_peer(
             cidr, excepts, field(block_path, "cidr"), field(block_path, "except")
         )
+        return None, dataclasses.replace(peer, pods=True)
     pod_raw = obj.get("podSelector")
     ns_raw = obj.get("namespaceSelector")
     if pod_raw is None and ns_raw is None:

@@ -80,10 +80,12 @@ class RuleRef:
 
 @dataclass(frozen=True, slots=True)
 class CidrPeer:
-    """A prefix minus its excepts; matches CIDR/world identities only, never pods."""
+    """A prefix minus its excepts; matches CIDR/world identities and, when `pods` (a
+    NetworkPolicy ipBlock, upstream's rule), the pod identities whose addresses it holds."""
 
     cidr: IPNetwork
     excepts: tuple[IPNetwork, ...] = ()
+    pods: bool = False
 
     def __str__(self) -> str:
         if not self.excepts:
@@ -220,4 +222,16 @@ def cidr_prefixes(policy: Policy) -> list[IPNetwork]:
             for cidr in rule.peers.cidrs:
                 found.append(cidr.cidr)
                 found.extend(cidr.excepts)
+    return found
+
+
+def pod_cidr_prefixes(policy: Policy) -> list[IPNetwork]:
+    """The prefixes of the CIDR peers that select pods by address (NetworkPolicy ipBlocks)."""
+    found: list[IPNetwork] = []
+    for part in policy.parts:
+        for rule in part.rules:
+            for cidr in rule.peers.cidrs:
+                if cidr.pods:
+                    found.append(cidr.cidr)
+                    found.extend(cidr.excepts)
     return found

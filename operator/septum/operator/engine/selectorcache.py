@@ -196,7 +196,7 @@ class SelectorCache:
                 found.update(identities.non_pod_ids())
         if isinstance(matcher, Peers) and (matcher.cidrs or matcher.entities or matcher.nodes):
             found.update(identities.non_pod_ids())
-            if "cluster" in matcher.entities:
+            if "cluster" in matcher.entities or any(c.pods for c in matcher.cidrs):
                 found |= identities.pod_ids
         return found
 
@@ -235,5 +235,6 @@ def _watch_plans(matcher: Matcher) -> list[WatchPlan]:
         return [_selector_plan(matcher)]
     plans = [_selector_plan(s) for s in matcher.selectors]
     if matcher.cidrs or matcher.entities or matcher.nodes:
-        plans.append(((), "cluster" in matcher.entities, True))
+        all_pods = "cluster" in matcher.entities or any(c.pods for c in matcher.cidrs)
+        plans.append(((), all_pods, True))
     return plans

@@ -13,9 +13,10 @@ identities, and turns each update into marks of work for the parts that do the r
 Design for scale: entries are computed per identity (all pods of an identity share
 them), and an update marks only the identities whose inputs changed.
 
-At ~620 lines this file is a little over the size a module should have: what is left is the
-public API and the store's bookkeeping (every update's effect on identities, selections and
-named ports), which reads best in one place; each part with a job of its own is a module above.
+At ~750 lines this file is over the size a module should have: what is left is the public
+API and the store's bookkeeping (every update's effect on identities, pod classes, selections
+and named ports); the pure rules of pod classes are podclass.py, and the classes' bookkeeping
+(`_join` .. `_reclassify`) is the next candidate for a module of its own.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
 from septum.operator.engine.identitycompiler import DROP, IdentityCompiler
 from septum.operator.engine.labels import LabelFilter, LabelSet, pod_label_set
 from septum.operator.engine.parse import parse_policy, policy_key
+from septum.operator.engine.podclass import NamedPorts, address_blocks, class_labels, same_blocks
 from septum.operator.engine.registry import RuleRegistry
 from septum.operator.engine.resolution import NamedPortMap, RuleResolver
 from septum.operator.engine.rules import (
@@ -64,6 +66,7 @@ from septum.operator.engine.rules import (
     PolicyKey,
     PolicyPart,
     cidr_prefixes,
+    pod_cidr_prefixes,
 )
 from septum.operator.engine.selectorcache import Matcher, SelectorCache
 from septum.operator.engine.selectors import Selector
@@ -104,7 +107,16 @@ class Engine:
         self.policies: dict[PolicyKey, Policy] = {}
         self.rejected: dict[PolicyKey, InvalidPolicy] = {}
         self._ordered: list[Policy] = []
-        self._pod_labels: dict[PodKey, LabelSet] = {}
+        self._pod_labels: dict[PodKey, LabelSet] = {}  # the label set of the pod's identity
+        # Pod classes (podclass): each pod's own label set, the pods of each label set, the
+        # named ports of the label set's own identity, each pod's address blocks, and the
+        # prefixes NetworkPolicy ipBlocks name (which decide the blocks).
+        self._pod_base: dict[PodKey, LabelSet] = {}
+        self._groups: dict[LabelSet, set[PodKey]] = {}
+        self._base_ports: dict[LabelSet, NamedPorts | None] = {}
+        self._pod_blocks: dict[PodKey, str | None] = {}
+        self._pod_prefix_refs: Counter[IPNetwork] = Counter()
+        self._pod_prefixes: tuple[IPNetwork, ...] = ()
         self.pod_identity: dict[PodKey, int] = {}
         self.identity_pods: dict[int, set[PodKey]] = {}
         self.named_ports: dict[int, NamedPortMap] = {}
@@ -264,14 +276,20 @@ class Engine:
             raise
         self.rejected.pop(policy.key, None)
         old = self.policies.get(policy.key)
+        blocks_moved = False
         if old is not None:
             self._work.full |= self._subjects_of(old)
             self._unregister(old)
+            blocks_moved |= self._count_pod_prefixes(old, -1)
         self.policies[policy.key] = policy
         self._register(policy)
+        blocks_moved |= self._count_pod_prefixes(policy, 1)
         self._work.full |= self._subjects_of(policy)
         self._reorder()
-        return self._flush({})
+        touched: Touched = {}
+        if blocks_moved:
+            self._reclassify(touched)
+        return self._flush(touched)
 
     def delete_policy(self, key: PolicyKey) -> ChangeSet:
         self.rejected.pop(key, None)
@@ -281,7 +299,10 @@ class Engine:
         self._work.full |= self._subjects_of(old)
         self._unregister(old)
         self._reorder()
-        return self._flush({})
+        touched: Touched = {}
+        if self._count_pod_prefixes(old, -1):
+            self._reclassify(touched)
+        return self._flush(touched)
 
     def _check_priority(self, policy: Policy) -> None:
         """Two AdminNetworkPolicies may not share a priority (upstream leaves it undefined)."""
@@ -345,11 +366,22 @@ class Engine:
             node = parse_node(obj)
             self.nodes[node.name] = node
         parsed_pods = sorted((parse_pod(obj) for obj in pods), key=lambda p: p.key)
-        label_sets = {p.key: self._label_set(p) for p in parsed_pods if not p.host_network}
-        ordered_sets: list[LabelSet] = sorted(set(label_sets.values()), key=lambda s: s.items)
-        self.identities.pod_allocator.preallocate(ordered_sets)
+        rejected: dict[str, str] = {}
+        accepted = self._parse_all(policies, rejected)
+        for policy in accepted:
+            self._count_pod_prefixes(policy, 1)
         for pod in parsed_pods:
             self.pods[pod.key] = pod
+            if not pod.host_network:
+                self._join(pod, self._label_set(pod))
+        label_sets: dict[PodKey, LabelSet] = {}
+        for base, keys in self._groups.items():
+            ports = self._base_ports[base] = self._reference_ports(base)
+            for key in keys:
+                label_sets[key] = self._class_of(key, base, ports)
+        ordered_sets: list[LabelSet] = sorted(set(label_sets.values()), key=lambda s: s.items)
+        self.identities.preallocate_pods(ordered_sets)
+        for pod in parsed_pods:
             if pod.host_network:
                 continue
             labels = label_sets[pod.key]
@@ -359,7 +391,20 @@ class Engine:
             self.identity_pods.setdefault(number, set()).add(pod.key)
         for number in self.identity_pods:
             self.named_ports[number] = self._named_port_map(number)
-        rejected: dict[str, str] = {}
+        prefixes = sorted(
+            {n for p in accepted for n in cidr_prefixes(p) if n.prefixlen},
+            key=lambda n: (n.version, int(n.network_address), n.prefixlen),
+        )
+        self.identities.cidr_allocator.preallocate(prefixes)
+        for policy in accepted:
+            self._register(policy)
+        self._reorder()
+        return self._finish_load(rejected)
+
+    def _parse_all(
+        self, policies: Iterable[Mapping[str, Any]], rejected: dict[str, str]
+    ) -> list[Policy]:
+        """Every valid policy of a full load, stored; the invalid ones in `rejected`."""
         accepted: list[Policy] = []
         for obj in sorted(policies, key=lambda o: policy_key(o)):
             try:
@@ -378,14 +423,10 @@ class Engine:
                 continue
             self.policies[policy.key] = policy
             accepted.append(policy)
-        prefixes = sorted(
-            {n for p in accepted for n in cidr_prefixes(p) if n.prefixlen},
-            key=lambda n: (n.version, int(n.network_address), n.prefixlen),
-        )
-        self.identities.cidr_allocator.preallocate(prefixes)
-        for policy in accepted:
-            self._register(policy)
-        self._reorder()
+        return accepted
+
+    def _finish_load(self, rejected: dict[str, str]) -> LoadResult:
+        """Every identity compiled and reported, after a full load stored the inputs."""
         parts_of = self._compiler.parts_index()
         for number in sorted(self.identity_pods):
             self.compiled[number] = self._compiler.compile_identity(
@@ -458,18 +499,13 @@ class Engine:
                 if ip not in pod.ips or pod.host_network:
                     self._work.changes.ipcache_deletes.add(host_network(ip))
         self.pods[key] = pod
-        labels = None if pod.host_network else self._label_set(pod)
-        old_labels = self._pod_labels.get(key)
-        if labels != old_labels:
-            if old_labels is not None:
-                self._unassign(key, old_labels)
-            if labels is not None:
-                self._assign(key, labels)
-        elif labels is not None:
-            self._refresh_named_ports(self.pod_identity[key])
-        if labels is not None:
-            for ip in pod.ips:
-                self._work.changes.ipcache_upserts[host_network(ip)] = self.pod_identity[key]
+        base = None if pod.host_network else self._label_set(pod)
+        old_base = self._pod_base.get(key)
+        if old_base is not None and old_base != base:
+            self._leave(key, old_base, touched)
+        if base is not None:
+            self._join(pod, base)
+            self._regroup(base, touched, key)
 
     def _drop_pod(self, key: PodKey, touched: Touched) -> None:
         pod = self.pods.pop(key, None)
@@ -479,9 +515,96 @@ class Engine:
             touched[key] = self._old_policy(key)
         for ip in pod.ips:
             self._work.changes.ipcache_deletes.add(ipaddress.ip_network(ip))
+        base = self._pod_base.get(key)
+        if base is not None:
+            self._leave(key, base, touched)
+
+    # ---- internals: pod classes (podclass) --------------------------------
+
+    def _join(self, pod: Pod, base: LabelSet) -> None:
+        """Record `pod` (already stored) as one of label set `base`'s pods."""
+        self._pod_base[pod.key] = base
+        self._pod_blocks[pod.key] = address_blocks(pod.ips, self._pod_prefixes)
+        self._groups.setdefault(base, set()).add(pod.key)
+
+    def _leave(self, key: PodKey, base: LabelSet, touched: Touched) -> None:
+        """Take a pod out of label set `base`: its identity goes, the others may move."""
         labels = self._pod_labels.get(key)
         if labels is not None:
             self._unassign(key, labels)
+        del self._pod_base[key]
+        self._pod_blocks.pop(key, None)
+        group = self._groups[base]
+        group.discard(key)
+        if not group:
+            del self._groups[base]
+            self._base_ports.pop(base, None)
+        else:
+            self._regroup(base, touched, None)
+
+    def _reference_ports(self, base: LabelSet) -> NamedPorts | None:
+        """The named ports the label set's own identity stands for: those of its first pod
+        (by namespace/name) in the default address class; None if it has none."""
+        defaults = [k for k in self._groups.get(base, ()) if self._pod_blocks[k] is None]
+        return self.pods[min(defaults)].named_ports if defaults else None
+
+    def _class_of(self, key: PodKey, base: LabelSet, ports: NamedPorts | None) -> LabelSet:
+        """The label set of the identity pod `key` gets: `base`, or its split class."""
+        blocks = self._pod_blocks[key]
+        named = self.pods[key].named_ports
+        if blocks is None and named == ports:
+            return base
+        return class_labels(base, blocks, named)
+
+    def _regroup(
+        self, base: LabelSet, touched: Touched, changed: PodKey | None, everyone: bool = False
+    ) -> None:
+        """Give pods of label set `base` their class's identity: `changed` (a pod just
+        updated), or every pod when the reference ports moved or `everyone`."""
+        group = self._groups.get(base)
+        if not group:
+            return
+        ports = self._reference_ports(base)
+        if everyone or base not in self._base_ports or self._base_ports[base] != ports:
+            keys = sorted(group)
+        else:
+            keys = [changed] if changed is not None else []
+        self._base_ports[base] = ports
+        for key in keys:
+            target = self._class_of(key, base, ports)
+            current = self._pod_labels.get(key)
+            if target != current:
+                if key not in touched:
+                    touched[key] = self._old_policy(key)
+                if current is not None:
+                    self._unassign(key, current)
+                    self._work.changes.reidentified.add(key)
+                self._assign(key, target)
+            elif key == changed:
+                self._refresh_named_ports(self.pod_identity[key])
+            if target != current or key == changed:
+                for ip in self.pods[key].ips:
+                    self._work.changes.ipcache_upserts[host_network(ip)] = self.pod_identity[key]
+
+    def _count_pod_prefixes(self, policy: Policy, step: int) -> bool:
+        """Count the prefixes `policy`'s ipBlocks name; True when the set of them changed."""
+        moved = False
+        for network in pod_cidr_prefixes(policy):
+            before = self._pod_prefix_refs[network]
+            self._pod_prefix_refs[network] = before + step
+            if self._pod_prefix_refs[network] <= 0:
+                del self._pod_prefix_refs[network]
+            moved |= (before == 0) != (before + step == 0)
+        if moved:
+            self._pod_prefixes = tuple(sorted(self._pod_prefix_refs, key=str))
+        return moved
+
+    def _reclassify(self, touched: Touched) -> None:
+        """The named ipBlock prefixes changed: every pod's address blocks may have."""
+        for key in self._pod_base:
+            self._pod_blocks[key] = address_blocks(self.pods[key].ips, self._pod_prefixes)
+        for base in list(self._groups):
+            self._regroup(base, touched, None, everyone=True)
 
     def _assign(self, key: PodKey, labels: LabelSet) -> None:
         number, is_new = self.identities.acquire_pod(labels)
@@ -560,6 +683,7 @@ class Engine:
                 other != number
                 and other in self.identity_pods
                 and self.named_ports.get(other, {}) == ports
+                and same_blocks(self.identities.labels[other], labels)
             ):
                 return other
         return None
