@@ -36,7 +36,15 @@ build() {
   local log="$logdir/gobuild-$name.log" start=$SECONDS
   echo "septum gobuild: building $name $version (log: $log) ..."
   rm -rf "$out.tmp" && mkdir -p "$out.tmp"
-  if ! "$@" >"$log" 2>&1; then
+  # A cold build takes minutes: say so every 30 s.
+  ( while sleep 30; do
+      echo "septum gobuild: ... still building $name ($((SECONDS - start)) s)"
+    done ) &
+  local ticker=$!
+  local ok=0
+  "$@" >"$log" 2>&1 || ok=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  if [[ $ok -ne 0 ]]; then
     tail -n 25 "$log" >&2
     echo "septum gobuild: building $name $version FAILED; see $log, fix the cause and rerun 'make gobuild'" >&2
     exit 1

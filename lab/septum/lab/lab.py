@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs pinned
 
-from septum.lab import addons, config, controlplane, network, nodestate, procs, supervisor
+from septum.lab import addons, config, controlplane, dnsready, network, nodestate, procs, supervisor
 from septum.lab.binaries import Binaries, ensure_built, locate
 from septum.lab.config import NodeSpec
 from septum.lab.errors import NoLabError, NotRootError, PortInUseError, StartupError
@@ -211,6 +211,8 @@ def _start(lab: Lab, progress: Progress, ready_timeout_s: float) -> None:
         )
     progress(f"waiting for {len(specs)} nodes to be Ready")
     wait_nodes_ready(lab, ready_timeout_s)
+    progress("waiting for cluster DNS to answer")
+    wait_dns_ready(lab, ready_timeout_s)
     procs.spawn(
         state.run,
         state.logs,
@@ -243,6 +245,30 @@ def wait_nodes_ready(lab: Lab, timeout_s: float) -> None:
     raise StartupError(
         f"nodes not Ready after {timeout_s:.0f}s ({last}); see the kubelet logs in {lab.state.logs}"
     )
+
+
+def wait_dns_ready(lab: Lab, timeout_s: float) -> None:
+    """Until CoreDNS answers through the kube-dns Service from every node: a pod's first lookup
+    right after `lab up` must work (the Deployment is Ready a few seconds before it does)."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(lab.nodes)
+    while pending:
+        node = pending[0]
+        asked = subprocess.run(
+            ["ip", "netns", "exec", node.netns, sys.executable, "-m", "septum.lab.dnsready",
+             dnsready.QUERY_NAME, config.DNS_SERVICE_IP],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        if asked.returncode == 0:
+            pending.pop(0)
+            continue
+        if time.monotonic() >= deadline:
+            raise StartupError(
+                f"cluster DNS ({config.DNS_SERVICE_IP}) does not answer "
+                f"{dnsready.QUERY_NAME} from {node.name} after {timeout_s:.0f}s; "
+                f"see the coredns pod's log (kubectl -n kube-system logs deploy/coredns)"
+            )
+        time.sleep(0.3)
 
 
 def current(state_root: Path | None = None) -> Lab:
