@@ -25,6 +25,16 @@ PODS = ("a", "b", "c")
 ALL = [f"{ns}/{pod}" for ns in NAMESPACES for pod in PODS]
 
 
+class NoNodes:
+    """A cluster without nodes (matching.NodeView), for selector caches built alone."""
+
+    def node_matches(self, selector: Any) -> bool:
+        return False
+
+    def node_addresses(self, name: str) -> tuple[Any, ...]:
+        return ()
+
+
 def namespace_obj(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": {"ns": name, **(labels or {})}}}
 

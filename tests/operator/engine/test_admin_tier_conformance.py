@@ -7,11 +7,12 @@ the sub-tests of one scenario run in order and each rule swap stays applied
 for the following sub-tests. Every probe is checked with `explain` and with a
 lookup in the compiled entries.
 
+The `*-standard-egress-inline-cidr-rules` scenarios (Admin and Baseline) check that
+`networks` match cluster-internal traffic: 0.0.0.0/0 denies pod-to-pod traffic, a pod's
+/32 accepts exactly that pod (network-policy-api: "cluster-internal traffic will be
+checked against the rule as well").
+
 Excluded, with reasons (see docs/policy-semantics.md):
-- `*-standard-egress-inline-cidr-rules` (Admin and Baseline): they expect a
-  `networks` CIDR (0.0.0.0/0, or a pod IP) to match *pods*. Septum's CIDR
-  peers never select in-cluster endpoints (Cilium's rule, forced by an
-  identity-keyed datapath).
 - `*-experimental-egress-rules` node-peer cases: they probe host-network pods
   on specific nodes; identities do not tell nodes apart (node peers are
   approximated by the host/remote-node identities).
@@ -606,6 +607,62 @@ SCENARIOS["baseline ingress named port"] = _named(
 )
 
 
+def _inline_cidr(tier: str) -> Scenario:
+    """`*-standard-egress-inline-cidr-rules`: Accept slytherin, then Deny 0.0.0.0/0 and ::/0;
+    the second step inserts an Accept of two pods' /32 at index 0."""
+    if tier == "Admin":
+        name, priority = "inline-cidr-as-peers-example", 85
+        subject: dict[str, Any] = house_pods("gryffindor")
+    else:
+        name, priority = "default", 10
+        subject = {
+            "namespaces": {"matchLabels": {"kubernetes.io/metadata.name": PREFIX + "gryffindor"}}
+        }
+    policy = cnp(
+        name,
+        tier,
+        priority,
+        subject,
+        egress=[
+            rule("allow-egress-to-slytherin", "Accept", house_pods("slytherin"), "egress"),
+            rule(
+                "deny-egress-to-internet",
+                "Deny",
+                {"networks": ["0.0.0.0/0", "::/0"]},
+                "egress",
+            ),
+        ],
+    )
+
+    def insert_pod_ips(policy: dict[str, Any]) -> None:
+        # R0 and H0's addresses (build_cluster: house index 3 and 2, replica 0).
+        accept = {"networks": ["10.244.3.10/32", "10.244.2.10/32"]}
+        policy["spec"]["egress"].insert(
+            0, rule("allow-egress-to-specific-podIPs", "Accept", accept, "egress")
+        )
+
+    every = [("tcp", 80), ("udp", 53), ("sctp", 9003)]
+    return Scenario(
+        [policy],
+        [
+            (
+                None,
+                [P("G1", s, proto, port, False) for s in ("R0", "H0") for proto, port in every]
+                + [P("G1", "S0", proto, port, True) for proto, port in every],
+            ),
+            (
+                insert_pod_ips,
+                [P("G1", s, proto, port, True) for s in ("R0", "H0") for proto, port in every]
+                + [P("G1", s, proto, port, False) for s in ("R1", "H1") for proto, port in every],
+            ),
+        ],
+    )
+
+
+SCENARIOS["admin egress inline-cidr"] = _inline_cidr("Admin")
+SCENARIOS["baseline egress inline-cidr"] = _inline_cidr("Baseline")
+
+
 def _entries_verdict(engine: Engine, src: str, dst: str, proto: int, port: int) -> bool:
     s_ns, s_name = src.split("/")
     d_ns, d_name = dst.split("/")
@@ -646,5 +703,5 @@ def test_conformance_scenario(name: str) -> None:
 
 def test_scenario_inventory() -> None:
     # 6 single-direction Admin + 6 Baseline, gress Admin + Baseline, priority,
-    # integration and three named-port scenarios.
-    assert len(SCENARIOS) == 19
+    # integration, three named-port and two inline-cidr scenarios.
+    assert len(SCENARIOS) == 21

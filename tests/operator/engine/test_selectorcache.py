@@ -8,6 +8,7 @@ from septum.operator.engine.rules import Peers
 from septum.operator.engine.selectorcache import SelectorCache
 from septum.operator.engine.selectors import Selector, parse_label_selector, pod_key
 from septum.operator.identity import InMemoryAllocator
+from tests.operator.engine.conftest import NoNodes
 
 
 def _selector(labels: dict[str, str]) -> Selector:
@@ -16,7 +17,7 @@ def _selector(labels: dict[str, str]) -> Selector:
 
 def _setup() -> tuple[IdentityTable, SelectorCache]:
     identities = IdentityTable(InMemoryAllocator(256, 1000), InMemoryAllocator(2000, 3000))
-    return identities, SelectorCache(identities, lambda selector: False)
+    return identities, SelectorCache(identities, NoNodes())
 
 
 def _pod(identities: IdentityTable, labels: dict[str, str]) -> int:

@@ -8,11 +8,12 @@ from septum.operator.engine.selectorcache import SelectorCache
 from septum.operator.engine.selectors import Selector, parse_label_selector, pod_key
 from septum.operator.engine.twins import TwinIndex
 from septum.operator.identity import InMemoryAllocator
+from tests.operator.engine.conftest import NoNodes
 
 
 def test_twins_differ_only_in_keys_no_selector_reads() -> None:
     identities = IdentityTable(InMemoryAllocator(256, 1000), InMemoryAllocator(2000, 3000))
-    cache = SelectorCache(identities, lambda selector: False)
+    cache = SelectorCache(identities, NoNodes())
     twins = TwinIndex(cache, identities)
     cache.acquire(Selector(parse_label_selector({"matchLabels": {"app": "web"}}, "s", pod_key)))
     first_labels = LabelSet.of(SOURCE_K8S, {"app": "web", "pod-template-hash": "1"})

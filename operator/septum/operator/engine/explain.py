@@ -316,7 +316,7 @@ def evaluate(
         for rule in part.rules:
             if rule.direction is not direction:
                 continue
-            if not peers_match(rule.peers, peer.labels, engine.node_matches):
+            if not peers_match(rule.peers, peer.labels, engine):
                 continue
             hit, l7 = _port_rule_matches(rule, protocol, port, named)
             if hit:

@@ -7,10 +7,12 @@ predicates on label sets directly, so hypothetical endpoints need no number.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Protocol
 
 from septum.operator.engine.cidrs import contains
+from septum.operator.engine.cluster import IPAddress
 from septum.operator.engine.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, LabelSet
 from septum.operator.engine.podclass import pod_cidr_matches
 from septum.operator.engine.rules import CidrPeer, IPNetwork, Peers
@@ -34,6 +36,18 @@ ENTITY_RESERVED: dict[str, frozenset[str]] = {
 }
 _WORLD_FAMILY = {"world": (4, 6), "world-ipv4": (4,), "world-ipv6": (6,)}
 _WORLD_OF_FAMILY = {"world-ipv4": 4, "world-ipv6": 6}
+
+
+class NodeView(Protocol):
+    """What node peers need of the cluster: which nodes a selector selects, and the
+    addresses a node identity (`host`, `remote-node`) stands for on this engine."""
+
+    def node_matches(self, selector: Selector) -> bool: ...
+
+    def node_addresses(self, name: str) -> Sequence[IPAddress]: ...
+
+
+NODE_IDENTITIES = ("host", "remote-node")
 
 
 @lru_cache(maxsize=65536)
@@ -78,26 +92,52 @@ def entity_matches(entity: str, labels: LabelSet) -> bool:
     return False
 
 
-def nodes_match(
-    selectors: tuple[Selector, ...], labels: LabelSet, node_matches: Callable[[Selector], bool]
-) -> bool:
+def is_node_identity(labels: LabelSet) -> bool:
+    return labels.source == SOURCE_RESERVED and reserved_name(labels) in NODE_IDENTITIES
+
+
+def nodes_match(selectors: tuple[Selector, ...], labels: LabelSet, nodes: NodeView) -> bool:
     """Node peers: node addresses carry the host / remote-node identities.
 
     Identities do not tell nodes apart, so a node selector matches those
     identities when it selects at least one node (documented approximation).
     """
-    if labels.source != SOURCE_RESERVED or reserved_name(labels) not in ("host", "remote-node"):
+    if not is_node_identity(labels):
         return False
-    return any(node_matches(selector) for selector in selectors)
+    return any(nodes.node_matches(selector) for selector in selectors)
 
 
-def peers_match(peers: Peers, labels: LabelSet, node_matches: Callable[[Selector], bool]) -> bool:
+def _holds(peer: CidrPeer, address: IPAddress) -> bool:
+    return (
+        peer.cidr.version == address.version
+        and address in peer.cidr
+        and not any(address in exc for exc in peer.excepts)
+    )
+
+
+def node_addresses_match(cidrs: Sequence[CidrPeer], labels: LabelSet, nodes: NodeView) -> bool:
+    """Address-matching CIDR peers (`CidrPeer.pods`) and a node identity: matched when the
+    peers hold every address the identity stands for (one peer per address may do), or any
+    of them for a Deny (`any_node_address`). Exact when they hold all of them or none."""
+    peers = [c for c in cidrs if c.pods]
+    if not peers or not is_node_identity(labels):
+        return False
+    addresses = nodes.node_addresses(reserved_name(labels))
+    if not addresses:
+        return False
+    held = [any(_holds(peer, address) for peer in peers) for address in addresses]
+    return any(held) if any(p.any_node_address for p in peers) else all(held)
+
+
+def peers_match(peers: Peers, labels: LabelSet, nodes: NodeView) -> bool:
     if peers.any_peer:
         return True
     if any(selector.matches(labels) for selector in peers.selectors):
         return True
     if any(cidr_matches(cidr, labels) for cidr in peers.cidrs):
         return True
+    if node_addresses_match(peers.cidrs, labels, nodes):
+        return True
     if any(entity_matches(entity, labels) for entity in peers.entities):
         return True
-    return bool(peers.nodes) and nodes_match(peers.nodes, labels, node_matches)
+    return bool(peers.nodes) and nodes_match(peers.nodes, labels, nodes)

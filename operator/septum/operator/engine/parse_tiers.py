@@ -115,8 +115,13 @@ def _subject(raw: Any, path: str) -> Selector:
     return _pods_selector(obj["pods"], field(path, "pods"))
 
 
-def _peers(raw: Any, path: str, direction: Direction) -> tuple[Peers, bool]:
-    """Union of the peer list; the flag says whether a non-pod peer (networks/nodes) is present."""
+def _peers(raw: Any, path: str, direction: Direction, action: Action) -> tuple[Peers, bool]:
+    """Union of the peer list; the flag says whether a non-pod peer (networks/nodes) is present.
+
+    `networks` match cluster-internal addresses too (network-policy-api: "cluster-internal
+    traffic will be checked against the rule as well"): pods and nodes by address. A Deny
+    matches a node identity when it holds any of its addresses, never fewer than upstream.
+    """
     items = expect_list(raw, path)
     if not items:
         raise PolicyError(path, "at least one peer is required")
@@ -152,7 +157,8 @@ def _peers(raw: Any, path: str, direction: Direction) -> tuple[Peers, bool]:
                 raise PolicyError(which_path, "at least one CIDR is required")
             for k, net in enumerate(nets):
                 net_path = index(which_path, k)
-                cidrs.append(CidrPeer(parse_cidr(expect_str(net, net_path), net_path)))
+                network = parse_cidr(expect_str(net, net_path), net_path)
+                cidrs.append(CidrPeer(network, pods=True, any_node_address=action is Action.DENY))
         else:
             for k, name in enumerate(expect_list(obj[which], which_path)):
                 fqdns.append(expect_str(name, index(which_path, k)))
@@ -318,7 +324,7 @@ def _rule(
     with errors.checking():
         if obj.get(peers_key) is None:
             raise PolicyError(field(path, peers_key), "required field is missing")
-        peers, non_pod = _peers(obj[peers_key], field(path, peers_key), direction)
+        peers, non_pod = _peers(obj[peers_key], field(path, peers_key), direction, action)
     ports: tuple[PortSpec, ...] = ()
     with errors.checking():
         ports_raw = optional_list(obj, ports_key, path)

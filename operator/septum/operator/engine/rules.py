@@ -81,11 +81,14 @@ class RuleRef:
 @dataclass(frozen=True, slots=True)
 class CidrPeer:
     """A prefix minus its excepts; matches CIDR/world identities and, when `pods` (a
-    NetworkPolicy ipBlock, upstream's rule), the pod identities whose addresses it holds."""
+    NetworkPolicy ipBlock or an admin-tier `networks` CIDR: upstream's rule), the pod
+    identities whose addresses it holds and the node identities (host, remote-node) whose
+    addresses it holds: all of them, or any of them when `any_node_address` (a Deny)."""
 
     cidr: IPNetwork
     excepts: tuple[IPNetwork, ...] = ()
     pods: bool = False
+    any_node_address: bool = False
 
     def __str__(self) -> str:
         if not self.excepts:

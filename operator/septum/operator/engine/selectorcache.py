@@ -14,12 +14,12 @@ evaluated for most identities.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Set
+from collections.abc import Set
 from typing import NamedTuple
 
 from septum.operator.engine.identities import IdentityTable
 from septum.operator.engine.labels import SOURCE_K8S, LabelSet
-from septum.operator.engine.matching import peers_match
+from septum.operator.engine.matching import NodeView, peers_match
 from septum.operator.engine.rules import Peers
 from septum.operator.engine.selectors import Selector
 
@@ -45,10 +45,10 @@ class SelectionChange(NamedTuple):
 
 
 class SelectorCache:
-    def __init__(self, identities: IdentityTable, node_matches: Callable[[Selector], bool]) -> None:
+    def __init__(self, identities: IdentityTable, nodes: NodeView) -> None:
         self._identities = identities
-        # Peers with `toNodes` select node identities only while a node matches.
-        self._node_matches = node_matches
+        # Node peers and address-matching CIDR peers select node identities by the nodes.
+        self._nodes = nodes
         self._selections: dict[Matcher, frozenset[int]] = {}
         self._refs: Counter[Matcher] = Counter()
         self._users: dict[Matcher, set[int]] = {}
@@ -170,7 +170,7 @@ class SelectorCache:
     def _matches(self, matcher: Matcher, labels: LabelSet) -> bool:
         if isinstance(matcher, Selector):
             return matcher.matches(labels)
-        return peers_match(matcher, labels, self._node_matches)
+        return peers_match(matcher, labels, self._nodes)
 
     def _watchers(self, labels: LabelSet) -> set[Matcher]:
         """The selectors that could select an identity with `labels` (a superset)."""

@@ -8,15 +8,14 @@ identities, and turns each update into marks of work for the parts that do the r
 - identitycompiler.py: each pod identity's rules compiled to entries (memoised);
 - flush.py: the marked work done, and per-endpoint entry diffs reported;
 - hosts.py: the host endpoints (one per node);
-- twins.py: new identities every selector treats like an existing one.
+- twins.py: new identities every selector treats like an existing one;
+- podclasses.py: which class (label set) each pod belongs to (podclass.py: the rules).
 
 Design for scale: entries are computed per identity (all pods of an identity share
 them), and an update marks only the identities whose inputs changed.
 
-At ~750 lines this file is over the size a module should have: what is left is the public
-API and the store's bookkeeping (every update's effect on identities, pod classes, selections
-and named ports); the pure rules of pod classes are podclass.py, and the classes' bookkeeping
-(`_join` .. `_reclassify`) is the next candidate for a module of its own.
+What is left here is the public API and the store's bookkeeping: every update's effect on
+identities, selections and named ports.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from septum.operator.engine.changes import ChangeSet, LoadResult
@@ -32,6 +31,7 @@ from septum.operator.engine.cluster import (
     NAMESPACE_NAME_LABEL,
     EndpointKey,
     HostKey,
+    IPAddress,
     Namespace,
     Node,
     Pod,
@@ -55,7 +55,8 @@ from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
 from septum.operator.engine.identitycompiler import DROP, IdentityCompiler
 from septum.operator.engine.labels import LabelFilter, LabelSet, pod_label_set
 from septum.operator.engine.parse import parse_policy, policy_key
-from septum.operator.engine.podclass import NamedPorts, address_blocks, class_labels, same_blocks
+from septum.operator.engine.podclass import same_blocks
+from septum.operator.engine.podclasses import PodClasses
 from septum.operator.engine.registry import RuleRegistry
 from septum.operator.engine.resolution import NamedPortMap, RuleResolver
 from septum.operator.engine.rules import (
@@ -66,7 +67,6 @@ from septum.operator.engine.rules import (
     PolicyKey,
     PolicyPart,
     cidr_prefixes,
-    pod_cidr_prefixes,
 )
 from septum.operator.engine.selectorcache import Matcher, SelectorCache
 from septum.operator.engine.selectors import Selector
@@ -108,19 +108,11 @@ class Engine:
         self.rejected: dict[PolicyKey, InvalidPolicy] = {}
         self._ordered: list[Policy] = []
         self._pod_labels: dict[PodKey, LabelSet] = {}  # the label set of the pod's identity
-        # Pod classes (podclass): each pod's own label set, the pods of each label set, the
-        # named ports of the label set's own identity, each pod's address blocks, and the
-        # prefixes NetworkPolicy ipBlocks name (which decide the blocks).
-        self._pod_base: dict[PodKey, LabelSet] = {}
-        self._groups: dict[LabelSet, set[PodKey]] = {}
-        self._base_ports: dict[LabelSet, NamedPorts | None] = {}
-        self._pod_blocks: dict[PodKey, str | None] = {}
-        self._pod_prefix_refs: Counter[IPNetwork] = Counter()
-        self._pod_prefixes: tuple[IPNetwork, ...] = ()
+        self._classes = PodClasses(self.pods)
         self.pod_identity: dict[PodKey, int] = {}
         self.identity_pods: dict[int, set[PodKey]] = {}
         self.named_ports: dict[int, NamedPortMap] = {}
-        self.selectors = SelectorCache(self.identities, self.node_matches)
+        self.selectors = SelectorCache(self.identities, self)
         self._twins = TwinIndex(self.selectors, self.identities)
         self._resolver = RuleResolver(
             self.registry, self.selectors, self.named_ports, self.identity_pods
@@ -185,6 +177,14 @@ class Engine:
 
     def node_matches(self, selector: Selector) -> bool:
         return any(selector.matches(node_labels(node)) for node in self.nodes.values())
+
+    def node_addresses(self, name: str) -> Sequence[IPAddress]:
+        """The addresses node identity `name` stands for here: `host` the engine's own node's
+        (none without a local node), `remote-node` every other node's (matching.NodeView)."""
+        if name == ReservedIdentity.HOST.label:
+            local = self.nodes.get(self.local_node)
+            return local.ips if local is not None else ()
+        return [ip for n in self.nodes.values() if n.name != self.local_node for ip in n.ips]
 
     def ipcache(self) -> dict[IPNetwork, int]:
         """Prefix -> identity for the datapath's LPM map (v4 and v6)."""
@@ -280,10 +280,10 @@ class Engine:
         if old is not None:
             self._work.full |= self._subjects_of(old)
             self._unregister(old)
-            blocks_moved |= self._count_pod_prefixes(old, -1)
+            blocks_moved |= self._classes.count_prefixes(old, -1)
         self.policies[policy.key] = policy
         self._register(policy)
-        blocks_moved |= self._count_pod_prefixes(policy, 1)
+        blocks_moved |= self._classes.count_prefixes(policy, 1)
         self._work.full |= self._subjects_of(policy)
         self._reorder()
         touched: Touched = {}
@@ -300,7 +300,7 @@ class Engine:
         self._unregister(old)
         self._reorder()
         touched: Touched = {}
-        if self._count_pod_prefixes(old, -1):
+        if self._classes.count_prefixes(old, -1):
             self._reclassify(touched)
         return self._flush(touched)
 
@@ -369,16 +369,12 @@ class Engine:
         rejected: dict[str, str] = {}
         accepted = self._parse_all(policies, rejected)
         for policy in accepted:
-            self._count_pod_prefixes(policy, 1)
+            self._classes.count_prefixes(policy, 1)
         for pod in parsed_pods:
             self.pods[pod.key] = pod
             if not pod.host_network:
-                self._join(pod, self._label_set(pod))
-        label_sets: dict[PodKey, LabelSet] = {}
-        for base, keys in self._groups.items():
-            ports = self._base_ports[base] = self._reference_ports(base)
-            for key in keys:
-                label_sets[key] = self._class_of(key, base, ports)
+                self._classes.join(pod, self._label_set(pod))
+        label_sets = self._classes.all_classes()
         ordered_sets: list[LabelSet] = sorted(set(label_sets.values()), key=lambda s: s.items)
         self.identities.preallocate_pods(ordered_sets)
         for pod in parsed_pods:
@@ -500,11 +496,11 @@ class Engine:
                     self._work.changes.ipcache_deletes.add(host_network(ip))
         self.pods[key] = pod
         base = None if pod.host_network else self._label_set(pod)
-        old_base = self._pod_base.get(key)
+        old_base = self._classes.base_of(key)
         if old_base is not None and old_base != base:
             self._leave(key, old_base, touched)
         if base is not None:
-            self._join(pod, base)
+            self._classes.join(pod, base)
             self._regroup(base, touched, key)
 
     def _drop_pod(self, key: PodKey, touched: Touched) -> None:
@@ -515,63 +511,25 @@ class Engine:
             touched[key] = self._old_policy(key)
         for ip in pod.ips:
             self._work.changes.ipcache_deletes.add(ipaddress.ip_network(ip))
-        base = self._pod_base.get(key)
+        base = self._classes.base_of(key)
         if base is not None:
             self._leave(key, base, touched)
 
-    # ---- internals: pod classes (podclass) --------------------------------
-
-    def _join(self, pod: Pod, base: LabelSet) -> None:
-        """Record `pod` (already stored) as one of label set `base`'s pods."""
-        self._pod_base[pod.key] = base
-        self._pod_blocks[pod.key] = address_blocks(pod.ips, self._pod_prefixes)
-        self._groups.setdefault(base, set()).add(pod.key)
+    # ---- internals: pod classes (podclasses) ------------------------------
 
     def _leave(self, key: PodKey, base: LabelSet, touched: Touched) -> None:
         """Take a pod out of label set `base`: its identity goes, the others may move."""
         labels = self._pod_labels.get(key)
         if labels is not None:
             self._unassign(key, labels)
-        del self._pod_base[key]
-        self._pod_blocks.pop(key, None)
-        group = self._groups[base]
-        group.discard(key)
-        if not group:
-            del self._groups[base]
-            self._base_ports.pop(base, None)
-        else:
+        if self._classes.leave(key):
             self._regroup(base, touched, None)
-
-    def _reference_ports(self, base: LabelSet) -> NamedPorts | None:
-        """The named ports the label set's own identity stands for: those of its first pod
-        (by namespace/name) in the default address class; None if it has none."""
-        defaults = [k for k in self._groups.get(base, ()) if self._pod_blocks[k] is None]
-        return self.pods[min(defaults)].named_ports if defaults else None
-
-    def _class_of(self, key: PodKey, base: LabelSet, ports: NamedPorts | None) -> LabelSet:
-        """The label set of the identity pod `key` gets: `base`, or its split class."""
-        blocks = self._pod_blocks[key]
-        named = self.pods[key].named_ports
-        if blocks is None and named == ports:
-            return base
-        return class_labels(base, blocks, named)
 
     def _regroup(
         self, base: LabelSet, touched: Touched, changed: PodKey | None, everyone: bool = False
     ) -> None:
-        """Give pods of label set `base` their class's identity: `changed` (a pod just
-        updated), or every pod when the reference ports moved or `everyone`."""
-        group = self._groups.get(base)
-        if not group:
-            return
-        ports = self._reference_ports(base)
-        if everyone or base not in self._base_ports or self._base_ports[base] != ports:
-            keys = sorted(group)
-        else:
-            keys = [changed] if changed is not None else []
-        self._base_ports[base] = ports
-        for key in keys:
-            target = self._class_of(key, base, ports)
+        """Give pods of label set `base` their class's identity (PodClasses.targets)."""
+        for key, target in self._classes.targets(base, changed, everyone):
             current = self._pod_labels.get(key)
             if target != current:
                 if key not in touched:
@@ -586,24 +544,9 @@ class Engine:
                 for ip in self.pods[key].ips:
                     self._work.changes.ipcache_upserts[host_network(ip)] = self.pod_identity[key]
 
-    def _count_pod_prefixes(self, policy: Policy, step: int) -> bool:
-        """Count the prefixes `policy`'s ipBlocks name; True when the set of them changed."""
-        moved = False
-        for network in pod_cidr_prefixes(policy):
-            before = self._pod_prefix_refs[network]
-            self._pod_prefix_refs[network] = before + step
-            if self._pod_prefix_refs[network] <= 0:
-                del self._pod_prefix_refs[network]
-            moved |= (before == 0) != (before + step == 0)
-        if moved:
-            self._pod_prefixes = tuple(sorted(self._pod_prefix_refs, key=str))
-        return moved
-
     def _reclassify(self, touched: Touched) -> None:
-        """The named ipBlock prefixes changed: every pod's address blocks may have."""
-        for key in self._pod_base:
-            self._pod_blocks[key] = address_blocks(self.pods[key].ips, self._pod_prefixes)
-        for base in list(self._groups):
+        """The named address prefixes changed: every pod's address blocks may have."""
+        for base in self._classes.reclassify():
             self._regroup(base, touched, None, everyone=True)
 
     def _assign(self, key: PodKey, labels: LabelSet) -> None:
@@ -689,8 +632,10 @@ class Engine:
         return None
 
     def _node_peers_changed(self) -> None:
+        """A node came, went or changed: node peers and address-matching CIDR peers may
+        select the node identities differently."""
         for matcher in self.selectors.in_use():
-            if isinstance(matcher, Peers) and matcher.nodes:
+            if isinstance(matcher, Peers) and (matcher.nodes or any(c.pods for c in matcher.cidrs)):
                 self._refresh_selection(matcher)
         self._work.full |= set(self.identity_pods)
 
