@@ -338,3 +338,34 @@ def test_an_ip_block_except_splits_a_label_set_into_node_local_identities() -> N
     compiler.apply("NetworkPolicy", "delete", policy)
     compiler.take()
     assert compiler.identity_of("au", "web") == compiler.identity_of("au", "web-2") == shared
+
+
+def test_an_ip_block_holding_the_node_subnet_reaches_both_node_identities() -> None:
+    """Upstream, an ipBlock holding node addresses matches them (kubelet, host-network pods):
+    the agent's engine matches its own node (`host`) and the others (`remote-node`)."""
+    egress = {"to": [{"ipBlock": {"cidr": "192.168.0.0/24"}}]}
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "to-nodes", "namespace": "nn", "generation": 1},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "client"}},
+            "policyTypes": ["Egress"],
+            "egress": [egress],
+        },
+    }
+    cluster = Cluster()
+    cluster.load(
+        ("Namespace", namespace("nn")),
+        ("Node", node(NODE, "192.168.0.1")),
+        ("Node", node("n2", "192.168.0.2")),
+        ("Pod", pod("nn", "client", "10.0.0.3")),
+        ("NetworkPolicy", policy),
+    )
+    local = cluster.compiler.local_policy("nn", "client")
+    assert local is not None and local.egress.enforced
+    for peer in (HOST_IDENTITY, REMOTE_NODE_IDENTITY):
+        entry = local.egress.lookup(peer, 6, 10250)
+        assert entry is not None and entry.verdict is Verdict.ALLOW
+    entry = local.egress.lookup(LOCAL_IDENTITY_MIN + 999, 6, 10250)
+    assert entry is not None and entry.verdict is Verdict.DENY

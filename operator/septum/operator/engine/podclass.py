@@ -1,7 +1,8 @@
 """Pod classes: which pods of one label set must still get identities of their own.
 
-Identities are label sets, but two upstream NetworkPolicy rules read more than a pod's
-labels, and the datapath decides by the peer's identity alone:
+Identities are label sets, but two upstream rules read more than a pod's labels (a
+NetworkPolicy's; an admin tier's `networks` match addresses as ipBlocks do), and the
+datapath decides by the peer's identity alone:
 
 - an `ipBlock` matches a pod by its *address*: pods of one label set whose addresses fall
   on different sides of an ipBlock boundary (`cidr`, `except`) must be told apart;
@@ -83,9 +84,10 @@ def same_blocks(one: LabelSet, other: LabelSet) -> bool:
 
 
 def pod_cidr_matches(peer: CidrPeer, labels: LabelSet) -> bool:
-    """A NetworkPolicy ipBlock matches a pod identity when it holds every address block of
-    the identity's pods: exact for single-stack pods; a dual-stack pod is matched only by
-    a rule that holds both of its addresses (never more than upstream allows)."""
+    """An address-matching CIDR peer (ipBlock, admin `networks`) matches a pod identity
+    when it holds every address block of the identity's pods: exact for single-stack pods;
+    a dual-stack pod is matched only by a rule that holds both of its addresses (never
+    more than upstream allows)."""
     text = labels.get(ADDRESS_BLOCKS_KEY)
     cells = [V4_ALL] if text is None else [ipaddress.ip_network(c) for c in text.split(",")]
     return all(
