@@ -90,6 +90,20 @@ def deny_from(name: str, ns: str, peer: str, audit: str | None = None) -> dict[s
     }
 
 
+def client_egress_to(name: str, ns: str, block: dict[str, Any]) -> dict[str, Any]:
+    """A NetworkPolicy in `ns`: pods `app=client` may reach `block` only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns, "generation": 1},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "client"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"ipBlock": block}]}],
+        },
+    }
+
+
 class Cluster:
     """A compiler fed like the daemon feeds it, identities made as the operator would."""
 
@@ -306,17 +320,7 @@ def test_an_ip_block_except_splits_a_label_set_into_node_local_identities() -> N
     compiler = cluster.compiler
     shared = compiler.identity_of("au", "web")
     assert shared is not None and compiler.identity_of("au", "web-2") == shared
-    block = {"cidr": "10.0.0.0/24", "except": ["10.0.0.2/32"]}
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "p", "namespace": "au", "generation": 1},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "client"}},
-            "policyTypes": ["Egress"],
-            "egress": [{"to": [{"ipBlock": block}]}],
-        },
-    }
+    policy = client_egress_to("p", "au", {"cidr": "10.0.0.0/24", "except": ["10.0.0.2/32"]})
     compiler.apply("NetworkPolicy", "upsert", policy)
     pending = compiler.take()
     first, second = compiler.identity_of("au", "web"), compiler.identity_of("au", "web-2")
@@ -343,17 +347,7 @@ def test_an_ip_block_except_splits_a_label_set_into_node_local_identities() -> N
 def test_an_ip_block_holding_the_node_subnet_reaches_both_node_identities() -> None:
     """Upstream, an ipBlock holding node addresses matches them (kubelet, host-network pods):
     the agent's engine matches its own node (`host`) and the others (`remote-node`)."""
-    egress = {"to": [{"ipBlock": {"cidr": "192.168.0.0/24"}}]}
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "to-nodes", "namespace": "nn", "generation": 1},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "client"}},
-            "policyTypes": ["Egress"],
-            "egress": [egress],
-        },
-    }
+    policy = client_egress_to("to-nodes", "nn", {"cidr": "192.168.0.0/24"})
     cluster = Cluster()
     cluster.load(
         ("Namespace", namespace("nn")),
