@@ -119,8 +119,10 @@ def node_addresses_match(cidrs: Sequence[CidrPeer], labels: LabelSet, nodes: Nod
     """Address-matching CIDR peers (`CidrPeer.pods`) and a node identity: matched when the
     peers hold every address the identity stands for (one peer per address may do), or any
     of them for a Deny (`any_node_address`). Exact when they hold all of them or none."""
+    if not is_node_identity(labels):  # checked first: most identities offered are pods
+        return False
     peers = [c for c in cidrs if c.pods]
-    if not peers or not is_node_identity(labels):
+    if not peers:
         return False
     addresses = nodes.node_addresses(reserved_name(labels))
     if not addresses:
