@@ -61,6 +61,10 @@ def walk(lab: Lab) -> Iterator[Walk]:
     crds_before = lab.crd_names()
     # Its own namespace: the demo's release is the one in kube-system (tests/conftest.py).
     release = Release(lab, namespace=E2E_NAMESPACE, values={"agent.ctGcInterval": "5"})
+    # A first install, as a user's: what earlier lab tests' agents and operators left in the
+    # API (their processes are gone) would turn the agents' creates into updates.
+    for kind in ("septumendpoints", "septumnodes", "septumidentities"):
+        lab.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False)
     audit_from = audit.position(lab.state.audit_log)
     try:
         release.install()
