@@ -14,7 +14,7 @@ BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wild
 PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup deps venv bpf tools proto gobuild hubble crds crds-upstream lint test demo clean
+.PHONY: help setup deps venv bpf tools proto gobuild hubble crds crds-upstream lint test demo conformance clean
 
 help:
 	@echo "make demo   set everything up and run the demo"
@@ -95,6 +95,10 @@ test: setup lint gobuild hubble crds-upstream
 # The whole user path on the lab: helm, kubectl and the real hubble CLI are Go-built (cached).
 demo: setup gobuild hubble crds-upstream
 	$(SEPTUM) demo
+
+# The upstream e2e NetworkPolicy specs against Septum installed by its chart (build/conformance/).
+conformance: setup gobuild crds-upstream
+	@scripts/conformance.sh
 
 clean:
 	rm -rf $(BUILD)
