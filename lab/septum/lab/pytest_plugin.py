@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,24 +21,16 @@ from septum.lab import config
 from septum.lab import lab as lab_mod
 from septum.lab.leftovers import leftovers
 from septum.lab.outside import Peer, add_peer, remove_peer
+from septum.lab.waiting import WaitTimeout, poll
 
 
 def wait_for(what: str, check: object, timeout_s: float = 60, interval_s: float = 0.3) -> object:
     """Polls ``check()`` until it returns something truthy; fails naming the last value seen."""
     assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            last = check()
-        except Exception as err:  # the last error is part of the report
-            last = err
-        else:
-            if last:
-                return last
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval_s)
+    try:
+        return poll(what, check, timeout_s, interval_s)
+    except WaitTimeout as err:
+        pytest.fail(str(err))
 
 
 def _coredns_available(lab: lab_mod.Lab) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 from septum.lab.config import NodeSpec
 from septum.lab.errors import LabError
 from septum.lab.lab import Lab
+from septum.lab.waiting import WaitTimeout, poll
 
 # The checkout's root: the CRD manifests live in crds/ beside the source roots.
 ROOT = Path(__file__).resolve().parents[3]
@@ -44,29 +45,11 @@ CRDS = (
 )
 
 
-class WaitTimeout(LabError):
-    """Something awaited did not happen before its deadline (the message says what was seen)."""
-
-
 def poll_until(
     what: str, check: Callable[[], object], timeout_s: float, interval_s: float = 0.3
 ) -> object:
     """Polls ``check()`` until it returns something truthy; the error names the last value."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while True:
-        try:
-            last = check()
-        except Exception as err:  # the last error is part of the report
-            last = err
-        else:
-            if last:
-                return last
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(
-                f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}"
-            )
-        time.sleep(interval_s)
+    return poll(what, check, timeout_s, interval_s)
 
 
 class _UnixHTTP(http.client.HTTPConnection):
