@@ -1,4 +1,4 @@
-"""septum.lab.waiting.poll: the one polling loop behind wait_for, poll_until and the demo's until."""
+"""septum.lab.waiting.poll: the one polling loop behind wait_for, poll_until and until."""
 
 from __future__ import annotations
 
