@@ -8,7 +8,8 @@ then the node is left as Septum found it. The datapath side (detaching, unpinnin
 the API objects and directories that are the node's own.
 
 Kubernetes API calls, with the agent's service account:
-- GET apps/v1 daemonsets/<owner> in its namespace, once, on SIGTERM;
+- GET apps/v1 daemonsets/<owner> in its namespace on SIGTERM (again while the answer is
+  unknown, for up to 15 s);
 - on uninstall, DELETE septum.io/v2 septumendpoints of the node's own pods (by the agent's
   endpoint records: no cluster-wide list, which thousands of agents uninstalling at once
   would each make) and DELETE septum.io/v2 septumnodes/<node>. The SeptumEndpoint of a pod
@@ -30,7 +31,7 @@ from septum.agent.cluster import checked
 
 # Owner re-exported: the daemon's options name one without importing the operator package
 from septum.operator.owner import Owner as Owner
-from septum.operator.owner import OwnerState, owner_state
+from septum.operator.owner import OwnerState, settled_owner_state
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,19 @@ REQUEST_TIMEOUT_S: Final = 10.0
 
 async def owner_gone(api: client.ApiClient, owner: Owner) -> bool:
     """Whether this SIGTERM is an uninstall: the owner is gone or being deleted. Unknown
-    (the API server unreachable, no permission) is no: enforcement stays."""
-    state, reason = await owner_state(api, owner)
+    (the API server unreachable, no permission, asked again for a while) is no: enforcement
+    stays."""
+    state, reason, attempts = await settled_owner_state(api, owner)
     if state is OwnerState.GONE:
         log.info("owner %s gone (%s): uninstalling from this node", owner, reason)
         return True
     if state is OwnerState.UNKNOWN:
         log.warning(
-            "owner %s cannot be read (%s): keeping everything, the datapath keeps enforcing",
+            "owner %s cannot be read (%s, %d tries): keeping everything, the datapath keeps "
+            "enforcing",
             owner,
             reason,
+            attempts,
         )
     else:
         log.info("owner %s %s: a restart, the datapath keeps enforcing", owner, reason)

@@ -38,7 +38,7 @@ from septum.operator.handlers import build_registry
 from septum.operator.identities import IdentityStore
 from septum.operator.kube import DEFAULT_NAMESPACE, connect
 from septum.operator.leader import LEASE_NAME, LeaderElector
-from septum.operator.owner import Owner, OwnerState, owner_state
+from septum.operator.owner import Owner, OwnerState, settled_owner_state
 from septum.operator.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ async def _owner_gone(api: ApiClient, owner: Owner | None) -> bool:
     """Whether this SIGTERM is an uninstall; unknown (API unreachable, 403) is no."""
     if owner is None:
         return False
-    state, reason = await owner_state(api, owner)
+    state, reason, _ = await settled_owner_state(api, owner)
     if state is OwnerState.GONE:
         log.info("owner %s gone (%s): uninstalling", owner, reason)
         return True

@@ -22,6 +22,12 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 DEFAULT_TIMEOUT_S: Final = 5.0
+# How long a SIGTERM'd process keeps asking while the answer is UNKNOWN: an API server busy
+# with the uninstall's garbage collection answers late, and an uninstall misread as a restart
+# leaves the node chained to a plugin whose agent is gone. Half the chart's default grace
+# period (30 s), so the cleanup that follows still fits before SIGKILL.
+SETTLE_BUDGET_S: Final = 15.0
+SETTLE_PAUSE_S: Final = 1.0
 
 
 class OwnerState(enum.Enum):
@@ -90,3 +96,24 @@ async def owner_state(
     except (ClientError, OSError, TimeoutError) as err:
         return OwnerState.UNKNOWN, f"{type(err).__name__}: {err}"
     return state_of(int(response.status), body)
+
+
+async def settled_owner_state(
+    api: ApiClient,
+    owner: Owner,
+    budget_s: float = SETTLE_BUDGET_S,
+    pause_s: float = SETTLE_PAUSE_S,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> tuple[OwnerState, str, int]:
+    """`owner_state`, asked again while it is UNKNOWN until `budget_s` is spent; returns the
+    last answer and how many GETs it took. GONE and PRESENT are final at once."""
+    deadline = asyncio.get_running_loop().time() + budget_s
+    attempts = 0
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        attempts += 1
+        state, reason = await owner_state(api, owner, max(0.5, min(timeout_s, remaining)))
+        remaining = deadline - asyncio.get_running_loop().time()
+        if state is not OwnerState.UNKNOWN or remaining <= pause_s:
+            return state, reason, attempts
+        await asyncio.sleep(pause_s)
