@@ -70,6 +70,12 @@ CLUSTER_NETWORK_POLICIES = Resource(
     "ClusterNetworkPolicy",
 )
 IDENTITIES = Resource("SeptumIdentity", "septum.io", "v2", "septumidentities", "SeptumIdentity")
+# Services and their EndpointSlices: egress to a frontend is decided by its backends
+# (septum.agent.services).
+SERVICES = Resource("Service", plural="services", object_kind="Service")
+ENDPOINT_SLICES = Resource(
+    "EndpointSlice", "discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"
+)
 ALL_RESOURCES: Final = (
     NAMESPACES,
     NODES,
@@ -79,6 +85,8 @@ ALL_RESOURCES: Final = (
     SEPTUM_POLICIES,
     SEPTUM_CLUSTERWIDE,
     CLUSTER_NETWORK_POLICIES,
+    SERVICES,
+    ENDPOINT_SLICES,
 )
 
 

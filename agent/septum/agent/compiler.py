@@ -13,7 +13,11 @@ What the agent adds on top of the engine:
 - `allow-localhost=always`: every enforced ingress admits the host identity (kubelet probes);
 - the node's own addresses (e.g. each pod veth's gateway) map to the host identity;
 - only the fields the engine and the Observer's metadata read are kept of pods and nodes
-  (`slim_pod`, `slim_node`): whole pod objects are ~5 KB each in Python.
+  (`slim_pod`, `slim_node`): whole pod objects are ~5 KB each in Python;
+- Services and EndpointSlices: each frontend address gets a service identity in the ipcache
+  and every enforced egress gets entries for it derived from its backends' verdicts
+  (`septum.agent.services`, `septum.agent.serviceegress`: egress is decided before
+  kube-proxy's DNAT, Kubernetes decides it after).
 
 Audit mode (per pod, per namespace label or annotation, per policy annotation) is the
 engine's: its entries come out with `audit` set on the denies that only report.
@@ -34,9 +38,28 @@ from septum.agent.identities import (
     WatchedAllocator,
     parse_identity,
 )
+from septum.agent.serviceegress import (
+    PrefixIdentities,
+    ServiceFrontend,
+    frontends_by_identity,
+    with_service_entries,
+)
+from septum.agent.services import (
+    FrontendIdentities,
+    ServiceIdentitiesExhausted,
+    ServiceObjectError,
+    ServiceTable,
+    service_labels,
+)
 from septum.operator.engine import Engine, EngineError, InvalidPolicy
 from septum.operator.engine.changes import ChangeSet
-from septum.operator.engine.cluster import NAMESPACE_NAME_LABEL, PodKey, parse_namespace, parse_pod
+from septum.operator.engine.cluster import (
+    NAMESPACE_NAME_LABEL,
+    PodKey,
+    host_network,
+    parse_namespace,
+    parse_pod,
+)
 from septum.operator.engine.entries import DirectionPolicy, EndpointPolicy, PolicyEntry, Verdict
 from septum.operator.engine.labels import LabelSet, pod_label_set
 from septum.operator.engine.parse import policy_key
@@ -44,7 +67,11 @@ from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY
 from septum.operator.engine.registry import Origin
 from septum.operator.engine.rules import Direction
 from septum.operator.policystatus import enforced_version
-from septum.wellknown.reserved import ReservedIdentity
+from septum.wellknown.reserved import (
+    SERVICE_IDENTITY_MAX,
+    SERVICE_IDENTITY_MIN,
+    ReservedIdentity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +85,7 @@ POLICY_KINDS: Final = frozenset(
         "ClusterNetworkPolicy",
     }
 )
+SERVICE_KINDS: Final = frozenset({"Service", "EndpointSlice"})
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 Obj = Mapping[str, Any]
 Key = tuple[str, str]
@@ -154,6 +182,10 @@ class Pending:
     dirty: set[Key] = field(default_factory=set)  # local pods whose policy may have changed
     pods: set[Key] = field(default_factory=set)  # pods (anywhere) whose facts may have changed
     all_dirty: bool = False
+    # every local pod whose egress is enforced: its service entries may have changed
+    egress_dirty: bool = False
+    # labels of service identities given out, () for those released (the Observer's metadata)
+    identity_labels: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def add_changes(self, changes: ChangeSet) -> None:
         for network in changes.ipcache_deletes:
@@ -201,12 +233,25 @@ class Compiler:
         self.host_addresses: set[str] = set()
         self.pending = Pending()
         self._rules_seen = 0
+        # Services: the table, each frontend address's identity, and the ipcache as written
+        self.services = ServiceTable()
+        self.frontend_identities = FrontendIdentities()
+        self.frontends: list[ServiceFrontend] = []
+        self.ipcache = PrefixIdentities()  # engine + host addresses: who a backend is
+        self.written: dict[str, int] = {}  # what the datapath was told (service overlay in)
+        self._overlay: dict[str, int] = {}  # frontend prefix -> its service identity
+        self._service_labels: dict[int, tuple[str, ...]] = {}
+        self._backend_ips: set[str] = set()
+        self._services_changed = False
         self.add_host_addresses(host_addresses)
 
     # ---- input -----------------------------------------------------------------------
 
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watched object changed (`event_type` "upsert" or "delete")."""
+        if kind in SERVICE_KINDS:
+            self._service(kind, event_type == "delete", obj)
+            return
         store = self.raw.setdefault(kind, {})
         slim = SLIMMERS.get(kind)
         if slim is not None:
@@ -228,6 +273,25 @@ class Compiler:
                 self._renumber(*renumbered)
         except EngineError as err:
             log.warning("engine refused %s %s: %s", kind, "/".join(_key(obj)), err)
+
+    def _service(self, kind: str, delete: bool, obj: Obj) -> None:
+        """A Service or EndpointSlice into the service table (not kept raw: nobody else reads
+        them); one that cannot be read leaves the table, so none of it is guessed at."""
+        table = self.services
+        upsert, remove = (
+            (table.upsert_service, table.delete_service)
+            if kind == "Service"
+            else (table.upsert_slice, table.delete_slice)
+        )
+        self._services_changed = True
+        if delete:
+            remove(obj)
+            return
+        try:
+            upsert(obj)
+        except ServiceObjectError as err:
+            log.warning("%s ignored: %s", kind, err)
+            remove(obj)
 
     def _identity(self, obj: Obj, delete: bool) -> tuple[int, LabelSet] | None:
         """Record a SeptumIdentity; (old number, label set) when the label set's identity
@@ -424,7 +488,90 @@ class Compiler:
 
     def take(self) -> Pending:
         pending, self.pending = self.pending, Pending()
+        self._settle_ipcache(pending)
         return pending
+
+    # ---- services ----------------------------------------------------------------------
+
+    def _settle_ipcache(self, pending: Pending) -> None:
+        """Fold the batch's ipcache changes into the mirror, bring the service identities up
+        to date, and rewrite the batch's ipcache diff against what the datapath holds: a
+        frontend prefix keeps its service identity whatever the engine says of it, unless it
+        is a pod's or a node's address (then that address wins and the frontend is left out)."""
+        touched = set(pending.ipcache_upserts) | pending.ipcache_deletes
+        for prefix in pending.ipcache_deletes:
+            self.ipcache.delete(prefix)
+        for prefix, number in pending.ipcache_upserts.items():
+            self.ipcache.set(prefix, number)
+        if self._services_changed or touched & set(self._overlay):
+            before = (self.frontends, dict(self._overlay))
+            touched |= self._update_frontends(pending)
+            if (self.frontends, self._overlay) != before:
+                pending.egress_dirty = True
+        if touched and self._backend_ips and self._backends_touched(touched):
+            pending.egress_dirty = True
+        upserts: dict[str, int] = {}
+        deletes: set[str] = set()
+        for prefix in touched:
+            want = self._overlay.get(prefix, self.ipcache.get(prefix))
+            have = self.written.get(prefix)
+            if want is None:
+                if have is not None or prefix in pending.ipcache_deletes:
+                    deletes.add(prefix)
+                self.written.pop(prefix, None)
+            else:
+                if have != want:
+                    upserts[prefix] = want
+                self.written[prefix] = want
+        pending.ipcache_upserts, pending.ipcache_deletes = upserts, deletes
+
+    def _backends_touched(self, prefixes: Iterable[str]) -> bool:
+        for prefix in prefixes:
+            address, _, length = prefix.partition("/")
+            if length in ("32", "128"):
+                if address in self._backend_ips:
+                    return True
+            elif self.ipcache.covers(prefix, self._backend_ips):
+                return True
+        return False
+
+    def _update_frontends(self, pending: Pending) -> set[str]:
+        """Recompute frontends and their identities; the prefixes whose overlay changed."""
+        self._services_changed = False
+        table = self.services.frontends()
+        by_ip = self.services.services_by_ip()
+        usable = {ip for ip in by_ip if not self._shadowed(ip)}
+        try:
+            given, _ = self.frontend_identities.update(usable)
+        except ServiceIdentitiesExhausted as err:
+            log.warning("service frontends not translated: %s", err)
+            given = {}
+        numbers = self.frontend_identities.by_ip
+        overlay = {str(host_network(ipaddress.ip_address(ip))): n for ip, n in numbers.items()}
+        changed = set(self._overlay) | set(overlay)
+        changed -= {p for p in changed if self._overlay.get(p) == overlay.get(p)}
+        self._overlay = overlay
+        names = {ip: "/".join(keys[0]) for ip, keys in by_ip.items()}
+        self.frontends = frontends_by_identity(table, numbers, names)
+        self._backend_ips = {b.ip for backends in table.values() for b in backends}
+        labels = {numbers[ip]: service_labels(by_ip[ip]) for ip in numbers}
+        for number, text in labels.items():
+            if self._service_labels.get(number) != text:
+                pending.identity_labels[number] = text
+        for number in set(self._service_labels) - set(labels):
+            pending.identity_labels[number] = ()
+        self._service_labels = labels
+        if given:
+            log.info("service identities", extra={"fields": {"given": len(given)}})
+        return changed
+
+    def _shadowed(self, ip: str) -> bool:
+        """A frontend address that is also a pod's or a node's (an external IP set to a node
+        address): that address's own identity stays, so only CIDR identities are shadowed."""
+        network = host_network(ipaddress.ip_address(ip))
+        if self.ipcache.get(str(network)) is None:
+            return False
+        return network not in self.engine.identities.cidr_ids
 
     def identity_of(self, namespace: str, name: str) -> int | None:
         return self.engine.pod_identity.get(PodKey(namespace, name))
@@ -433,17 +580,33 @@ class Compiler:
         """The pod is compiled: its identity is known and its entries computed."""
         return self.synced and PodKey(namespace, name) in self.engine.pod_identity
 
-    def local_policy(self, namespace: str, name: str) -> EndpointPolicy | None:
+    def local_policy(
+        self, namespace: str, name: str, *, services: bool = True
+    ) -> EndpointPolicy | None:
         """The pod's engine policy as this agent enforces it: the host allowed in unless
-        allow-localhost is "policy"."""
+        allow-localhost is "policy"; with `services`, an enforced egress decides each Service
+        frontend by its backends (`serviceegress`)."""
         key = PodKey(namespace, name)
         if key not in self.engine.pod_identity:
             return None
         policy = self.engine.endpoint_policy(key)
-        if not self.allow_localhost:
+        ingress, egress = policy.ingress, policy.egress
+        if self.allow_localhost:
+            ingress = with_localhost(ingress)
+        if services and egress.enforced and self.frontends:
+            pod = self.engine.pods.get(key)
+            own = {str(ip) for ip in pod.ips} if pod is not None else set()
+            own.update(self.local_ips.get((namespace, name), ()))
+            egress = with_service_entries(egress, self.frontends, own, self.ipcache.identity_of)
+        if ingress is policy.ingress and egress is policy.egress:
             return policy
-        ingress = with_localhost(policy.ingress)
-        return EndpointPolicy(key, policy.identity, policy.audit, ingress, policy.egress)
+        return EndpointPolicy(key, policy.identity, policy.audit, ingress, egress)
+
+    def egress_enforced(self, namespace: str, name: str) -> bool:
+        """Whether the pod's egress is enforced (its service entries matter)."""
+        identity = self.engine.pod_identity.get(PodKey(namespace, name))
+        compiled = self.engine.compiled.get(identity) if identity is not None else None
+        return compiled is not None and compiled.egress.enforced
 
     def new_rules(self) -> list[RuleFacts]:
         """Rule ids the engine made since the last call, with the policy each stands for."""
@@ -461,6 +624,8 @@ class Compiler:
         return facts
 
     def identity_labels(self, identity: int) -> tuple[str, ...]:
+        if SERVICE_IDENTITY_MIN <= identity <= SERVICE_IDENTITY_MAX:
+            return self._service_labels.get(identity, ())
         labels = self.identities.labels.get(identity) or self.engine.identities.labels.get(identity)
         if labels is None:
             return ()

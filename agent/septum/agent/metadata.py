@@ -96,6 +96,11 @@ class ClusterMetadata:
             self._identities[identity] = labels
             self.generation += 1
 
+    def remove_identity(self, identity: int) -> None:
+        """An identity no longer given out (a service address that stopped being one)."""
+        if self._identities.pop(identity, None) is not None:
+            self.generation += 1
+
     # ---- the Metadata protocol ---------------------------------------------------------
 
     def endpoint(self, endpoint_id: int) -> EndpointInfo | None:

@@ -68,9 +68,18 @@ class NodeSync:
         writes = self.endpoints.write_ipcache(pending.ipcache_upserts, pending.ipcache_deletes)
         self.ipcache_writes += writes
         wrote = writes > 0
+        for number, labels in pending.identity_labels.items():
+            if labels:
+                self.metadata.set_identity(number, labels)
+            else:
+                self.metadata.remove_identity(number)
         for record in list(self.endpoints.records.values()):
             key = (record.namespace, record.name)
-            if pending.all_dirty or key in pending.dirty:
+            if (
+                pending.all_dirty
+                or key in pending.dirty
+                or (pending.egress_dirty and self.compiler.egress_enforced(*key))
+            ):
                 wrote |= self._realize(record)
         wrote |= self._realize_host()
         if wrote:
@@ -206,7 +215,8 @@ class NodeSync:
     def endpoint_facts(self) -> list[EndpointFacts]:
         facts: list[EndpointFacts] = []
         for record in self.endpoints.records.values():
-            policy = self.compiler.local_policy(record.namespace, record.name)
+            # status reads only what is enforced: the service entries need not be derived
+            policy = self.compiler.local_policy(record.namespace, record.name, services=False)
             identity = record.identity
             facts.append(
                 EndpointFacts(

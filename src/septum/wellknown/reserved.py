@@ -37,3 +37,8 @@ CLUSTER_IDENTITY_MAX = (1 << 24) - 1
 # CIDR identities are node-local in Cilium (the "local" scope, bit 24 set).
 LOCAL_IDENTITY_MIN = 1 << 24
 LOCAL_IDENTITY_MAX = (1 << 25) - 1
+# Service identities: one per Service frontend address (ClusterIP, external IP), node-local,
+# numbered by each agent (septum.agent.services).  The datapath keeps identities as __u32
+# everywhere (ipcache value, policy keys, flow events), so the range needs no ABI change.
+SERVICE_IDENTITY_MIN = 1 << 25
+SERVICE_IDENTITY_MAX = (1 << 26) - 1
