@@ -2,7 +2,8 @@
 
 ``/containerLogs`` (``kubectl logs`` with ``-f``, ``--previous``, ``--tail``) and ``/exec``
 over WebSocket (channel protocol v4/v5): the Node declares ExtendWebSocketsToKubelet, so the
-API server proxies kubectl's WebSocket straight here instead of translating it to SPDY.
+API server proxies kubectl's WebSocket straight here instead of translating it to SPDY. Clients
+that speak SPDY themselves get SPDY/3.1 (``spdy``), which the API server passes through as is.
 Only clients with a certificate from the lab CA (the API server) are accepted.
 """
 
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
+
+from septum.lab.kubelet import spdy
 
 if TYPE_CHECKING:
     from septum.lab.kubelet.node import Kubelet
@@ -91,10 +94,12 @@ def make_app(kubelet: Kubelet) -> web.Application:
         command = request.query.getall("command", [])
         if not command:
             raise web.HTTPBadRequest(text="no command given")
+        if spdy.is_spdy_upgrade(request):
+            return await spdy.serve_exec(request, worker.exec_argv(c, command))
         ws = web.WebSocketResponse(protocols=WS_PROTOCOLS)
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(
-                text="exec needs a WebSocket upgrade (v4/v5.channel.k8s.io); SPDY is not served"
+                text="exec needs a WebSocket (v4/v5.channel.k8s.io) or SPDY/3.1 upgrade"
             )
         await ws.prepare(request)
         log.info("exec %s/%s/%s %s", ns, pod, container, dict(request.query))
