@@ -69,3 +69,43 @@ def test_unknown_image_names_the_known_ones(binaries) -> None:  # type: ignore[n
     assert '"nginx:1.27"' in str(err.value)
     assert "registry.k8s.io/e2e-test-images/agnhost" in str(err.value)
     assert "cilium/starwars" in str(err.value)
+
+
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.45"
+
+
+def test_agnhost_without_command_or_args_runs_the_images_cmd(binaries) -> None:  # type: ignore[no-untyped-def]
+    assert images.resolve(AGNHOST, [], [], binaries).argv == [str(binaries.agnhost), "pause"]
+
+
+def test_a_shell_line_naming_agnhost_runs_the_binary(binaries) -> None:  # type: ignore[no-untyped-def]
+    # The network-policy-api conformance suite's pods (conformance/base/manifests.yaml).
+    line = "/agnhost serve-hostname --tcp --http=false --port 80"
+    argv = images.resolve(AGNHOST, ["/bin/bash", "-c", line], [], binaries).argv
+    assert argv == [str(binaries.agnhost), *line.split()[1:]]
+    # More than one command: left to the shell.
+    argv = images.resolve(AGNHOST, ["/bin/bash", "-c", "/agnhost pause; true"], [], binaries).argv
+    assert argv[1:] == ["-c", "/agnhost pause; true"]
+
+
+def test_porter_idles_when_it_may_only_serve_sctp_and_the_kernel_has_none(  # type: ignore[no-untyped-def]
+    binaries, monkeypatch
+) -> None:
+    import subprocess
+
+    monkeypatch.setattr(images, "kernel_has_sctp", lambda: False)
+    agnhost = type("Binaries", (), {"agnhost": "/bin/echo"})()
+    argv = images.resolve(AGNHOST, ["/bin/bash", "-c", "/agnhost porter"], [], agnhost).argv
+
+    def run(env: dict[str, str]) -> tuple[str, str]:
+        done = subprocess.run(
+            argv, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True
+        )
+        return done.stdout, done.stderr
+
+    out, err = run({"SERVE_SCTP_PORT_9003": "foo"})
+    assert out == "pause\n" and "no SCTP in this kernel" in err
+    assert run({"SERVE_SCTP_PORT_9003": "foo", "SERVE_TCP_PORT_80": "x"}) == ("porter\n", "")
+    monkeypatch.setattr(images, "kernel_has_sctp", lambda: True)
+    argv = images.resolve(AGNHOST, ["/agnhost", "porter"], [], binaries).argv
+    assert argv == [str(binaries.agnhost), "porter"]

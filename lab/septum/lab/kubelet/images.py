@@ -8,6 +8,7 @@ cmd semantics follow the image: ``command`` replaces the entrypoint, ``args`` th
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,13 +95,7 @@ def resolve(
     kind = kind_of(image)
     command, args = list(command), list(args)
     if kind == "agnhost":
-        # The image's entrypoint is /agnhost; a command naming it means the same binary.
-        if command and Path(command[0]).name == "agnhost":
-            argv = [str(binaries.agnhost), *command[1:], *args]
-        elif command:
-            argv = _host_command(command) + args
-        else:
-            argv = [str(binaries.agnhost), *args]
+        argv = _agnhost(command, args, str(binaries.agnhost))
     elif kind == "coredns":
         if command and Path(command[0]).name == "coredns":
             command = command[1:]
@@ -124,6 +119,62 @@ def resolve(
         if not command and args:
             argv = _host_command(args)
     return Workload(kind, argv)
+
+
+# The agnhost image: ENTRYPOINT ["/agnhost"], CMD ["pause"].
+AGNHOST_DEFAULT_CMD = ["pause"]
+# Characters that make a `sh -c` script more than one plain command line.
+_SHELL_SYNTAX = set("|&;<>()$`\\\"'*?[]#~{}\n")
+
+
+def _agnhost(command: list[str], args: list[str], agnhost: str) -> list[str]:
+    if command and Path(command[0]).name == "agnhost":
+        # The image's entrypoint is /agnhost; a command naming it means the same binary.
+        argv = [agnhost, *command[1:], *args]
+    elif command:
+        argv = _agnhost_script(_host_command(command) + args, agnhost)
+    else:
+        argv = [agnhost, *(args or AGNHOST_DEFAULT_CMD)]
+    return _without_sctp(argv, agnhost)
+
+
+def _agnhost_script(argv: list[str], agnhost: str) -> list[str]:
+    """``bash -c "/agnhost serve-hostname --port 80"`` (the network-policy-api suite's pods):
+    the image's /agnhost is not on this host's filesystem. A script that is one plain command
+    line naming it runs the binary directly (what the shell's last command would exec)."""
+    if len(argv) != 3 or Path(argv[0]).name not in ("sh", "bash") or argv[1] != "-c":
+        return argv
+    words = argv[2].split()
+    if words and words[0] == "/agnhost" and not set(argv[2]) & _SHELL_SYNTAX:
+        return [agnhost, *words[1:]]
+    return argv
+
+
+# `agnhost porter` exits at once when it cannot open an SCTP socket; this kernel has none
+# (docs/conformance.md). A porter asked to serve SCTP ports only would then restart forever and
+# keep its pod unready, so the whole pod (and every suite that needs it Ready) would fail for a
+# protocol the lab cannot carry. Such a porter idles instead, saying why in its log; one that
+# also serves TCP, UDP or TLS ports runs as it is (and fails as upstream would).
+_SCTP_ONLY_PORTER = (
+    'for name in $(env | sed -n "s/^\\(SERVE_[A-Z_]*PORT_[0-9]*\\)=.*/\\1/p"); do '
+    'case "$name" in SERVE_SCTP_PORT_*) ;; *) exec "$@" ;; esac; done; '
+    'echo "septum lab: no SCTP in this kernel; porter serves SCTP ports only, so it idles" >&2; '
+    'exec "$1" pause'
+)
+
+
+def _without_sctp(argv: list[str], agnhost: str) -> list[str]:
+    if argv[:2] != [agnhost, "porter"] or kernel_has_sctp():
+        return argv
+    return ["/bin/sh", "-c", _SCTP_ONLY_PORTER, "porter-without-sctp", *argv]
+
+
+def kernel_has_sctp() -> bool:
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+    except OSError:
+        return False
+    return True
 
 
 def _host_command(command: list[str]) -> list[str]:
