@@ -250,7 +250,7 @@ def test_an_unreadable_slice_names_the_field() -> None:
         parse_endpoint_slice(bad)
 
 
-def test_frontend_identities_are_stable_and_reused_lowest_first() -> None:
+def test_frontend_identities_are_stable_and_not_reused_at_once() -> None:
     assert SERVICE_IDENTITY_MIN > LOCAL_IDENTITY_MAX and SERVICE_IDENTITY_MAX < 1 << 32
     ids = FrontendIdentities()
     given, released = ids.update(["10.96.0.2", "10.96.0.1"])
@@ -258,8 +258,15 @@ def test_frontend_identities_are_stable_and_reused_lowest_first() -> None:
     assert not released
     given, released = ids.update(["10.96.0.2", "10.96.0.3"])
     assert released == {"10.96.0.1"}
-    assert given == {"10.96.0.3": SERVICE_IDENTITY_MIN}  # the freed number, again
+    assert given == {"10.96.0.3": SERVICE_IDENTITY_MIN + 2}  # the freed number waits its turn
     assert ids.by_ip["10.96.0.2"] == SERVICE_IDENTITY_MIN + 1  # unchanged while a frontend
+
+
+def test_frontend_identities_wrap_around_past_numbers_in_use() -> None:
+    ids = FrontendIdentities(first=10, last=12)
+    ids.update(["a", "b", "c"])  # 10, 11, 12
+    ids.update(["b"])  # 10 and 12 free
+    assert ids.update(["b", "d", "e"])[0] == {"d": 10, "e": 12}
 
 
 def test_frontend_identities_run_out_loudly() -> None:

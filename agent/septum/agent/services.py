@@ -276,14 +276,15 @@ class ServiceTable:
 class FrontendIdentities:
     """A node-local identity per frontend address, stable while the address is a frontend.
 
-    Numbers come from `SERVICE_IDENTITY_MIN..MAX`, lowest free first; a number freed by an
-    address that stopped being a frontend may be given to another address later.
+    Numbers come from `SERVICE_IDENTITY_MIN..MAX` in turn, wrapping around, so a number freed
+    by an address that stopped being a frontend is not given to another one until the range
+    has gone round (a datapath entry or a flow of the old meaning never meets the new one).
     """
 
     def __init__(self, first: int = SERVICE_IDENTITY_MIN, last: int = SERVICE_IDENTITY_MAX) -> None:
         self.first, self.last = first, last
         self.by_ip: dict[str, int] = {}
-        self._free: list[int] = []  # released numbers, reused lowest first
+        self._used: set[int] = set()
         self._next = first
 
     def update(self, ips: Iterable[str]) -> tuple[dict[str, int], set[str]]:
@@ -291,21 +292,21 @@ class FrontendIdentities:
         wanted = set(ips)
         released = set(self.by_ip) - wanted
         for ip in sorted(released):
-            self._free.append(self.by_ip.pop(ip))
-        self._free.sort()
+            self._used.discard(self.by_ip.pop(ip))
         given: dict[str, int] = {}
         for ip in sorted(wanted - set(self.by_ip)):
             given[ip] = self.by_ip[ip] = self._allocate()
         return given, released
 
     def _allocate(self) -> int:
-        if self._free:
-            return self._free.pop(0)
-        if self._next > self.last:
-            raise ServiceIdentitiesExhausted(
-                f"all {self.last - self.first + 1} service identities are in use"
-            )
-        number, self._next = self._next, self._next + 1
+        size = self.last - self.first + 1
+        if len(self._used) >= size:
+            raise ServiceIdentitiesExhausted(f"all {size} service identities are in use")
+        number = self._next
+        while number in self._used:
+            number = number + 1 if number < self.last else self.first
+        self._next = number + 1 if number < self.last else self.first
+        self._used.add(number)
         return number
 
 
