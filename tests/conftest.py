@@ -16,11 +16,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "privileged" in item.keywords:
                 item.add_marker(skip)
+    if any("lab" in getattr(item, "fixturenames", ()) for item in items):
+        _refuse_a_lab_with_septum_installed()
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def _refuse_a_lab_with_septum_installed() -> None:
     """The demo leaves Septum helm-installed on a running lab; the lab tests install and run
-    their own agents on the same nodes, so they cannot share it. Say so in one line."""
+    their own agents on the same nodes, so they cannot share it. Say so in one line (only
+    when the session has tests on the `lab` fixture: the others never touch the lab)."""
     from septum.demo.release import NAMESPACE, releases_on
     from septum.lab import lab as lab_mod
 

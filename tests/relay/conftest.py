@@ -10,6 +10,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import datetime  # noqa: E402
 import importlib.util
 import ipaddress
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.observer import observer_pb2, observer_pb2_grpc
+from septum.dataplane.observe.history import HistoryConfig
 from septum.dataplane.observe.metadata import EndpointInfo, StaticMetadata
 from septum.dataplane.observe.node import NodeObserver, ObserveConfig
 from septum.dataplane.observe.server import ListenConfig, TLSFiles
@@ -97,7 +99,11 @@ class Agent:
 
 
 def start_agent(
-    name: str, port: int = 0, tls: TLSFiles | None = None, capacity: int = 4095
+    name: str,
+    port: int = 0,
+    tls: TLSFiles | None = None,
+    capacity: int = 4095,
+    history: HistoryConfig | None = None,
 ) -> Agent:
     feed = FeedSource()
     config = ObserveConfig(
@@ -105,6 +111,7 @@ def start_agent(
         listen=ListenConfig(tcp_address=f"127.0.0.1:{port}", tls=tls, plaintext_tcp=tls is None),
         buffer_capacity=capacity,
         tls_server_name="localhost" if tls is not None else "",
+        history=history,
     )
     node = NodeObserver(config, feed, metadata())
     node.start()
@@ -132,6 +139,18 @@ def agents() -> Iterator[Agents]:
                 agent.stop()
             except RuntimeError:
                 pass  # already stopped by the test
+
+
+def run_hubble(hubble: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real hubble CLI with its own HOME (no user config), as a user would run it."""
+    return subprocess.run(
+        [str(hubble), *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
 
 
 def relay_config(agent_addresses: list[str], **overrides: object) -> RelayConfig:

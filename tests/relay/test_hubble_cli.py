@@ -4,7 +4,6 @@ built from Go)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from relay_helpers import (  # type: ignore[import-not-found]
     boot_ns,
     flow_event,
     relay_config,
+    run_hubble,
 )
 
 from septum.relay.server import RelayConfig, ServerTLS
@@ -23,17 +23,6 @@ from septum.relay.server import RelayConfig, ServerTLS
 pytestmark = pytest.mark.lab
 StartRelay = Callable[[RelayConfig], RunningRelay]
 MS = 1_000_000
-
-
-def run_hubble(hubble: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(hubble), *args],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
 
 
 @pytest.fixture

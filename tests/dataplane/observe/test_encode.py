@@ -108,3 +108,15 @@ def test_a_metadata_change_rebuilds_the_templates() -> None:
     assert before.destination.pod_name == h.DEATHSTAR.pod_name
     assert after.destination.pod_name == "deathstar-renamed"
     assert after == dec.decode(rec, 1)
+
+
+def test_varints_are_protobufs_own_at_every_size_boundary() -> None:
+    from google.protobuf.internal.encoder import _VarintBytes  # the reference encoder
+
+    from septum.dataplane.observe.wire import varint
+
+    values = {0, 1, 2**64 - 1}
+    for bits in range(1, 64):
+        values |= {2**bits - 1, 2**bits, 2**bits + 1}
+    for value in sorted(values):
+        assert varint(value) == _VarintBytes(value), value

@@ -8,6 +8,8 @@ second message object.
 
 from __future__ import annotations
 
+import functools
+
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.api.observer import observer_pb2
 
@@ -21,8 +23,33 @@ _SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
+    # Unrolled for the sizes a flow has (ports, lengths, nanoseconds, seconds): history
+    # answers rebuild ~10 varints per flow, and the loop below cost a third of that.
     if value < 0x80:
         return _SMALL_VARINTS[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0x200000:
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    if value < 0x10000000:
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                value >> 21,
+            )
+        )
+    if value < 0x800000000:  # 35 bits: a flow time's seconds and nanoseconds
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                ((value >> 21) & 0x7F) | 0x80,
+                value >> 28,
+            )
+        )
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -38,6 +65,7 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
+@functools.lru_cache(maxsize=256)  # a node's answers all carry its one name
 def _node_name(node_name: str) -> bytes:
     return _field(_TAG_NODE_NAME, node_name.encode()) if node_name else b""
 
@@ -49,7 +77,17 @@ def encode_flow_response(flow: flow_pb2.Flow, node_name: str) -> bytes:
 
 def encode_flow_bytes_response(flow: bytes, time: bytes, node_name: str) -> bytes:
     """The same response from an already serialized Flow and its Timestamp."""
-    return _field(_TAG_FLOW, flow) + _node_name(node_name) + _field(_TAG_TIME, time)
+    return b"".join(
+        (
+            _TAG_FLOW,
+            _varint(len(flow)),
+            flow,
+            _node_name(node_name),
+            _TAG_TIME,
+            _varint(len(time)),
+            time,
+        )
+    )
 
 
 def encode_lost_response(

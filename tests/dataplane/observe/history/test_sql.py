@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.history import sql
+from septum.dataplane.observe.history.sql import LOST_ROW_VERDICT
 
 
 def _push(whitelist=(), blacklist=()):  # type: ignore[no-untyped-def]
@@ -35,4 +36,5 @@ def test_a_blacklist_filter_is_pushed_only_whole() -> None:
 
 
 def test_lost_events_always_pass() -> None:
-    assert _push([flow_pb2.FlowFilter(verdict=[2])]).where.startswith("(kind = 'lost' OR")
+    where = _push([flow_pb2.FlowFilter(verdict=[2])]).where
+    assert where.startswith(f"((verdict = {LOST_ROW_VERDICT} AND kind = 'lost') OR")

@@ -16,6 +16,7 @@ from history_helpers import make_writer
 from observe_helpers import event
 
 from septum.dataplane.observe import record as r
+from septum.dataplane.observe.history.sql import LOST_ROW_VERDICT
 from septum.dataplane.observe.history.store import ChdbStore, StoreError, create_tables
 from septum.dataplane.observe.history.writer import HISTORY_STORE_LOST_SOURCE
 
@@ -84,6 +85,8 @@ def test_a_store_that_falls_behind_counts_lost_flows_exactly(store: ChdbStore) -
     lost_rows = _lost_rows(store)
     assert sum(row[1] for row in lost_rows) == writer.lost
     assert all(row[0] == HISTORY_STORE_LOST_SOURCE for row in lost_rows)
+    # The queries' pushdown finds lost rows by this verdict (sql.LOST_ROW_VERDICT).
+    assert _count(store, f"kind = 'lost' AND verdict != {LOST_ROW_VERDICT}") == 0
     # Every sequence number is either a stored flow or inside exactly one lost range.
     seqs = {
         int(v)

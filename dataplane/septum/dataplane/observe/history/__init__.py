@@ -21,6 +21,7 @@ from septum.dataplane.observe.decoder import FlowDecoder
 from septum.dataplane.observe.history.export import ExportConfig, FlowExporter
 from septum.dataplane.observe.history.query import HistoryReader
 from septum.dataplane.observe.history.retention import RetentionConfig, RetentionWorker
+from septum.dataplane.observe.history.schema import DEFAULT_DATABASE
 from septum.dataplane.observe.history.store import (
     ChdbStore,
     FlowStore,
@@ -63,13 +64,17 @@ class HistoryConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     export: ExportConfig | None = None
     create_tables: bool = True  # on a cluster, the DDL is the operator's (cluster_ddl)
+    # The embedded store's database. chDB runs one engine per process, on one directory:
+    # Observers sharing a process (tests, benchmarks) share the directory, each with its own
+    # database.
+    database: str = DEFAULT_DATABASE
 
     def open_store(self) -> FlowStore:
         if self.server is not None:
             return ServerStore(self.server)
         if self.directory is None:
             raise StoreError("flow history: set a directory (embedded store) or a server")
-        return ChdbStore(Path(self.directory))
+        return ChdbStore(Path(self.directory), self.database)
 
 
 class FlowHistory:

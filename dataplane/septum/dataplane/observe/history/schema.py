@@ -15,9 +15,13 @@ Two tables per database:
 Why these encodings: at 10^7 rows a day, every byte per row is 10 MB a day. Names are
 LowCardinality (a per-part dictionary: a row stores a small index); time and seq are
 delta-coded (neighbouring rows are microseconds apart); counters use T64 (bit-packing of
-the range actually used); ZSTD over all of it. Ordering by time makes every query a range
-scan of the parts of its time window, and partitions by day make age retention a metadata
-operation (drop a partition) instead of a rewrite.
+the range actually used); ZSTD over all of it. Ordering by hour first makes every query a
+range scan of the hours of its time window; within an hour rows are grouped by verdict, so the
+question history is mostly asked ("what was dropped, and why") reads the drops' granules
+only, not every flow's (at 10^7 flows, 5 % dropped: 84 ms instead of 318 ms for a day's
+drops of a namespace, and 5 % smaller on disk; the newest-100 query without a time bound
+goes from 5 to 31 ms). Partitions by day make age retention a metadata operation (drop a
+partition) instead of a rewrite.
 
 The same statements run on chDB (embedded), a single ClickHouse server, or — through
 ``cluster_ddl`` — a replicated, sharded cluster: ReplicatedMergeTree per shard plus a
@@ -117,7 +121,7 @@ _FLOWS_COLUMNS: Final = """
 """
 _FLOWS_TABLE: Final = """
 PARTITION BY toYYYYMMDD(time)
-ORDER BY (time, seq)
+ORDER BY (toStartOfHour(time), verdict, time, seq)
 """
 _SHAPES_COLUMNS: Final = """
     day Date,

@@ -202,6 +202,8 @@ class ShapeEncoder:
                 struct.pack("<bIQ", 1, 0, 0),
                 _NO_ADDRESS,
                 _NO_ADDRESS,
+                # ip_version, protocol, verdict (LOST_ROW_VERDICT: sql.pushdown relies on
+                # it), drop_reason, direction, event_type, is_reply, tcp_flags, identities
                 bytes(1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 4 + 4),
                 b"\x00" * 11,  # eleven empty strings: names, policy, L7
                 struct.pack("<HIQQ", 0, lost.source, lost.count, lost.last_seq),
