@@ -32,3 +32,64 @@ def test_flow_history_is_off_unless_a_directory_is_given(
     assert _options(monkeypatch).flow_history_dir is None
     options = _options(monkeypatch, "--flow-history-dir", str(tmp_path / "history"))
     assert options.flow_history_dir == (tmp_path / "history").resolve()
+
+
+def test_flow_exports_take_hubbles_exporter_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from septum.dataplane.observe.api.flow import flow_pb2
+    from septum.dataplane.observe.history.export import ExportConfig
+    from septum.dataplane.observe.history.otlp import OtlpConfig
+
+    assert _options(monkeypatch).flow_exports == ()
+    options = _options(
+        monkeypatch,
+        "--flow-export-file", str(tmp_path / "flows.log"),
+        "--flow-export-file-max-size-mb", "2.5",
+        "--flow-export-file-max-backups", "3",
+        "--flow-export-otlp-endpoint", "collector.observability:4317",
+        "--flow-export-otlp-header", "authorization=Bearer x=y",
+        "--flow-export-allowlist", '{"verdict":["DROPPED","ERROR"]},{"source_pod":["shop/"]}',
+        "--flow-export-denylist", '{"destination_port":["53"]}',
+        "--flow-export-fieldmask", "time,verdict",
+        "--flow-export-fieldmask", "source.pod_name",
+    )  # fmt: skip
+    file, otlp = options.flow_exports
+    assert isinstance(file, ExportConfig) and isinstance(otlp, OtlpConfig)
+    assert (file.path, file.max_size_mb, file.max_backups) == (tmp_path / "flows.log", 2.5, 3)
+    assert otlp.endpoint == "collector.observability:4317" and not otlp.insecure
+    assert otlp.headers == (("authorization", "Bearer x=y"),)
+    for config in (file, otlp):
+        assert list(config.allow) == [
+            flow_pb2.FlowFilter(verdict=[flow_pb2.DROPPED, flow_pb2.ERROR]),
+            flow_pb2.FlowFilter(source_pod=["shop/"]),
+        ]
+        assert list(config.deny) == [flow_pb2.FlowFilter(destination_port=["53"])]
+        assert tuple(config.field_mask) == ("time", "verdict", "source.pod_name")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--flow-export-file", "f", "--flow-export-allowlist", '{"verdict":'],
+         "--flow-export-allowlist: not JSON"),
+        (["--flow-export-file", "f", "--flow-export-denylist", '["DROPPED"]'],
+         "--flow-export-denylist: each filter is a JSON object"),
+        (["--flow-export-file", "f", "--flow-export-allowlist", '{"verdikt":["DROPPED"]}'],
+         "--flow-export-allowlist: not a FlowFilter"),
+        (["--flow-export-file", "f", "--flow-export-fieldmask", "time,colour"],
+         "--flow-export-fieldmask: ['colour'] name no Flow field"),
+        (["--flow-export-otlp-endpoint", "collector"], "--flow-export-otlp-endpoint"),
+        (["--flow-export-otlp-insecure"], "need --flow-export-otlp-endpoint"),
+        (["--flow-export-otlp-endpoint", "c:4317", "--flow-export-otlp-header", "nokey"],
+         "--flow-export-otlp-header: 'nokey' is not KEY=VALUE"),
+        (["--flow-export-allowlist", '{"verdict":["DROPPED"]}'],
+         "need --flow-export-file or --flow-export-otlp-endpoint"),
+        (["--flow-export-file", "f", "--flow-export-file-max-size-mb", "0"],
+         "--flow-export-file-max-size-mb"),
+    ],
+)  # fmt: skip
+def test_bad_flow_export_flags_are_refused_by_name(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(agent_cli.agent, ["--node", "n1", *args])
+    assert result.exit_code == 2, result.output
+    assert named in result.output

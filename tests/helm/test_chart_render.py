@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
@@ -154,3 +155,37 @@ def test_optional_parts_follow_their_values() -> None:
     args = _container(objs[("DaemonSet", "septum-agent")])["args"]
     assert "--host-firewall" in args and "--host-interface=eth0" in args
     assert "--flow-history-dir=/var/lib/septum/$(NODE_NAME)/history" in args
+
+
+def test_flow_exports_render_to_flags_the_agent_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _helm(
+        "template", "septum", str(CHART), "-n", NS,
+        "--set=agent.flowExport.file.enabled=true",
+        "--set=agent.flowExport.file.maxBackups=2",
+        "--set=agent.flowExport.otlp.endpoint=otel-collector.observability:4317",
+        '--set-json=agent.flowExport.otlp.headers=["authorization=Bearer t0ken"]',
+        '--set-json=agent.flowExport.allowlist=[{"verdict":["DROPPED"]},{"source_pod":["shop/"]}]',
+        '--set-json=agent.flowExport.fieldMask=["time","verdict","source.pod_name"]',
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
+    args = _container(docs[("DaemonSet", "septum-agent")])["args"]
+    exports = [a for a in args if a.startswith("--flow-export")]
+    assert "--flow-export-file=/var/lib/septum/$(NODE_NAME)/flows/flows.log" in exports
+    # The agent's own parser takes exactly what the chart renders.
+    import septum.agent.daemon as daemon
+    from septum.cli import agent as agent_cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(daemon, "run", lambda options: seen.append(options) or 0)
+    node_args = [a.replace("$(NODE_NAME)", "n1") for a in exports]
+    result = CliRunner().invoke(agent_cli.agent, ["--node", "n1", *node_args])
+    assert result.exit_code == 0, result.output
+    file, otlp = seen[0].flow_exports
+    assert str(file.path) == "/var/lib/septum/n1/flows/flows.log" and file.max_backups == 2
+    assert otlp.endpoint == "otel-collector.observability:4317"
+    assert otlp.headers == (("authorization", "Bearer t0ken"),)
+    assert len(otlp.allow) == 2 and tuple(otlp.field_mask) == ("time", "verdict", "source.pod_name")
+    # Off by default: no export flag at all.
+    default_args = _container(render()[("DaemonSet", "septum-agent")])["args"]
+    assert not [a for a in default_args if a.startswith("--flow-export")]

@@ -41,6 +41,8 @@ from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
 from septum.dataplane import DatapathConfig
 from septum.dataplane.observe.history import HistoryConfig
+from septum.dataplane.observe.history.export import ExportConfig
+from septum.dataplane.observe.history.otlp import OtlpConfig
 from septum.dataplane.observe.node import NodeObserver, ObserveConfig, septum_version
 from septum.dataplane.observe.peers import PeerDirectory
 from septum.dataplane.observe.sources import DatapathSource
@@ -77,6 +79,9 @@ class AgentOptions:
     # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
     # embedded store in this directory; None keeps the ring only, as Hubble
     flow_history_dir: Path | None = None
+    # flow logs leaving the node, as Hubble's exporters: a rotating file of Hubble's JSON
+    # lines, OTLP logs to a collector (septum.dataplane.observe.history.export / otlp)
+    flow_exports: tuple[ExportConfig | OtlpConfig, ...] = ()
     # the DaemonSet that runs this agent: gone (or being deleted) at SIGTERM = an uninstall;
     # None: every SIGTERM is a restart (pins, links, conflist stay)
     owner_daemonset: uninstall.Owner | None = None
@@ -328,6 +333,7 @@ class Agent:
             node_name=options.node,
             listen=observer.listen(),
             history=history,
+            exports=options.flow_exports,
             advertised_address=observer.advertise_address or "",
             tls_server_name=observer.server_name(options.node, options.cluster_name),
         )

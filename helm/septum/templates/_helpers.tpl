@@ -38,3 +38,14 @@ septum-peer.{{ .Release.Namespace }}.svc.cluster.local
     fieldRef:
       fieldPath: metadata.namespace
 {{- end -}}
+
+{{/*
+A list of FlowFilters as Hubble's exporter flags take them: JSON objects joined by commas.
+*/}}
+{{- define "septum.flowFilters" -}}
+{{- $out := list -}}
+{{- range . -}}
+{{- $out = append $out (toJson .) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end }}

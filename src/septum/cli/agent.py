@@ -109,6 +109,49 @@ def _daemonset(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Keep days of flows behind GetFlows in an embedded store here (default: the ring only).",
 )
 @click.option(
+    "--flow-export-file",
+    default=None,
+    help="Write flows as Hubble's flow-log JSON lines to this file, rotated by size "
+    "(Hubble's --hubble-export-file-path).",
+)
+@click.option(
+    "--flow-export-file-max-size-mb", type=float, default=10.0, show_default=True,
+    help="Size at which the flow log rotates.",
+)  # fmt: skip
+@click.option(
+    "--flow-export-file-max-backups", type=int, default=5, show_default=True,
+    help="Rotated flow logs kept.",
+)  # fmt: skip
+@click.option(
+    "--flow-export-otlp-endpoint",
+    default=None,
+    help="Send flows as OTLP logs to this collector (host:port of its OTLP/gRPC receiver).",
+)
+@click.option("--flow-export-otlp-insecure", is_flag=True, help="Plaintext to the OTLP collector.")
+@click.option(
+    "--flow-export-otlp-ca-file", default=None, help="CA of the OTLP collector's certificate."
+)
+@click.option(
+    "--flow-export-otlp-header",
+    "flow_export_otlp_headers",
+    multiple=True,
+    help="KEY=VALUE sent with every OTLP request (e.g. authorization=Bearer …); repeatable.",
+)
+@click.option(
+    "--flow-export-allowlist",
+    default="",
+    help="Export only flows matching these FlowFilters (JSON objects, comma-separated, as "
+    "Hubble's --hubble-export-allowlist).",
+)
+@click.option(
+    "--flow-export-denylist", default="", help="Never export flows matching these FlowFilters."
+)
+@click.option(
+    "--flow-export-fieldmask",
+    multiple=True,
+    help="Export only these Flow fields (e.g. time,verdict,source.pod_name); repeatable.",
+)
+@click.option(
     "--owner-daemonset",
     default=None,
     callback=_daemonset,
@@ -141,13 +184,41 @@ def agent(
     host_audit: bool,
     host_interfaces: tuple[str, ...],
     flow_history_dir: str | None,
+    flow_export_file: str | None,
+    flow_export_file_max_size_mb: float,
+    flow_export_file_max_backups: int,
+    flow_export_otlp_endpoint: str | None,
+    flow_export_otlp_insecure: bool,
+    flow_export_otlp_ca_file: str | None,
+    flow_export_otlp_headers: tuple[str, ...],
+    flow_export_allowlist: str,
+    flow_export_denylist: str,
+    flow_export_fieldmask: tuple[str, ...],
     owner_daemonset: Owner | None,
 ) -> None:
     """Run Septum's agent for one node: CNI chaining, datapath, policy, flows."""
     from septum.agent.daemon import AgentOptions, run
     from septum.agent.errors import AgentConfigError
     from septum.agent.observerconfig import ObserverOptions
+    from septum.cli.flowexport import FlowExportFlagError, FlowExportFlags, export_configs
 
+    try:
+        flow_exports = export_configs(
+            FlowExportFlags(
+                file=flow_export_file,
+                file_max_size_mb=flow_export_file_max_size_mb,
+                file_max_backups=flow_export_file_max_backups,
+                otlp_endpoint=flow_export_otlp_endpoint,
+                otlp_insecure=flow_export_otlp_insecure,
+                otlp_ca_file=flow_export_otlp_ca_file,
+                otlp_headers=flow_export_otlp_headers,
+                allowlist=flow_export_allowlist,
+                denylist=flow_export_denylist,
+                fieldmask=flow_export_fieldmask,
+            )
+        )
+    except FlowExportFlagError as err:
+        raise click.UsageError(str(err)) from None
     run_root = Path(run_dir).resolve()
     options = AgentOptions(
         node=node,
@@ -177,6 +248,7 @@ def agent(
         host_audit=host_audit,
         host_interfaces=tuple(host_interfaces),
         flow_history_dir=_path(flow_history_dir),
+        flow_exports=flow_exports,
         owner_daemonset=owner_daemonset,
     )
     try:

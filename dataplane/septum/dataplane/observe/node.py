@@ -26,6 +26,8 @@ from septum.dataplane.observe.service import NodeIdentity, ObserverService
 
 if TYPE_CHECKING:
     from septum.dataplane.observe.history import FlowHistory, HistoryConfig
+    from septum.dataplane.observe.history.export import ExportConfig, FlowExporter
+    from septum.dataplane.observe.history.otlp import OtlpConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ class ObserveConfig:
     health: DatapathHealth = field(default_factory=DatapathHealth)
     # Flow history (septum.dataplane.observe.history); None: the ring only, as Hubble.
     history: HistoryConfig | None = None
+    # Flow logs leaving the node, as Hubble's exporters: files of Hubble's JSON lines
+    # (ExportConfig) and OTLP logs to a collector (OtlpConfig); each a follower of the ring.
+    exports: tuple[ExportConfig | OtlpConfig, ...] = ()
 
 
 class NodeObserver:
@@ -104,6 +109,9 @@ class NodeObserver:
             peers=peers,
         )
         self.server = ObserverServer(self.service, config.listen)
+        self.exporters: list[FlowExporter] = [
+            _exporter(self.ring, config.node_name, export, version) for export in config.exports
+        ]
         self._metrics_server: WSGIServer | None = None
         self._metrics_thread: Thread | None = None
         self.metrics_port: int | None = None
@@ -115,6 +123,8 @@ class NodeObserver:
     def start(self) -> None:
         if self.history is not None:
             self.history.start()
+        for exporter in self.exporters:
+            exporter.start()
         self.pipeline.start()
         self.server.start()
         tcp = self.config.listen.tcp_address
@@ -141,6 +151,8 @@ class NodeObserver:
                 self.pipeline.stop()
             except RuntimeError as err:
                 errors.append(err)
+            for exporter in self.exporters:
+                exporter.stop()  # after the pipeline: they send what it put in the ring
             if self.history is not None:
                 self.history.stop()  # after the pipeline: what it offered gets written
         if errors:
@@ -152,3 +164,15 @@ class NodeObserver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _exporter(
+    ring: FlowRing, node_name: str, config: ExportConfig | OtlpConfig, version: str
+) -> FlowExporter:
+    # Imported only when configured, as history is.
+    from septum.dataplane.observe.history.export import FlowExporter
+    from septum.dataplane.observe.history.otlp import OtlpConfig, OtlpSink
+
+    if isinstance(config, OtlpConfig):
+        return FlowExporter(ring, node_name, config, OtlpSink(config, node_name, version))
+    return FlowExporter(ring, node_name, config)

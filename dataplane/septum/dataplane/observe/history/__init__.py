@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from septum.dataplane.observe.decoder import FlowDecoder
-from septum.dataplane.observe.history.export import ExportConfig, FlowExporter
+from septum.dataplane.observe.history.export import ExportConfig
 from septum.dataplane.observe.history.query import HistoryReader
 from septum.dataplane.observe.history.retention import RetentionConfig, RetentionWorker
 from septum.dataplane.observe.history.schema import DEFAULT_DATABASE
@@ -62,7 +62,6 @@ class HistoryConfig:
     server: ServerSettings | None = None
     writer: WriterConfig = field(default_factory=WriterConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
-    export: ExportConfig | None = None
     create_tables: bool = True  # on a cluster, the DDL is the operator's (cluster_ddl)
     # The embedded store's database. chDB runs one engine per process, on one directory:
     # Observers sharing a process (tests, benchmarks) share the directory, each with its own
@@ -78,7 +77,7 @@ class HistoryConfig:
 
 
 class FlowHistory:
-    """One node's store, writer, reader, retention and exporter, started and stopped together."""
+    """One node's store, writer, reader and retention, started and stopped together."""
 
     def __init__(
         self, config: HistoryConfig, ring: FlowRing, decoder: FlowDecoder, node_name: str
@@ -94,9 +93,6 @@ class FlowHistory:
         self.writer = HistoryWriter(self.store, decoder, node_name, config.writer)
         self.reader = HistoryReader(self.store, self.writer)
         self.retention = RetentionWorker(self.store, config.retention)
-        self.exporter = (
-            FlowExporter(ring, node_name, config.export) if config.export is not None else None
-        )
         self.ring = ring
 
     def lost_by_source(self) -> dict[int, int]:
@@ -106,13 +102,9 @@ class FlowHistory:
         self.writer.start()
         self.ring.history = self.reader
         self.retention.start()
-        if self.exporter is not None:
-            self.exporter.start()
 
     def stop(self) -> None:
         try:
-            if self.exporter is not None:
-                self.exporter.stop()
             self.retention.stop()
             self.writer.stop()
         finally:

@@ -9,7 +9,8 @@ written). Rotated files are named ``<stem>-<UTC time>.<suffix>`` beside the live
 
 The exporter is one more follower of the ring (query.stream_ring with follow): it sees the
 same flows and lost events any client does and never slows the ingest thread down; when it
-falls behind, it writes the LostEvent it is told about.
+falls behind, it writes the LostEvent it is told about. It hands each response to a sink:
+the rotating file here, or OTLP logs to a collector (otlp.OtlpSink).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from google.protobuf import json_format
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -35,8 +37,24 @@ from septum.dataplane.observe.ring import FlowRing
 log = logging.getLogger(__name__)
 
 
+class ExportSelection(Protocol):
+    """What every exporter's configuration says about which flows go out, and which fields."""
+
+    @property
+    def allow(self) -> Sequence[flow_pb2.FlowFilter]: ...
+
+    @property
+    def deny(self) -> Sequence[flow_pb2.FlowFilter]: ...
+
+    @property
+    def field_mask(self) -> Sequence[str]: ...
+
+
 @dataclass(frozen=True)
 class ExportConfig:
+    """Hubble's file exporter: --hubble-export-file-{path,max-size-mb,max-backups},
+    --hubble-export-{allowlist,denylist,fieldmask}."""
+
     path: Path
     max_size_mb: float = 10.0
     max_backups: int = 5
@@ -90,22 +108,67 @@ class RotatingFile:
         self._file.close()
 
 
-def response_json(data: bytes, mask: FieldMask | None) -> str:
-    """One serialized GetFlowsResponse as a line of Hubble's flow log."""
-    response = observer_pb2.GetFlowsResponse.FromString(data)
+def masked(response: observer_pb2.GetFlowsResponse, mask: FieldMask | None) -> None:
+    """Keep only the mask's Flow fields (Hubble's --hubble-export-fieldmask), in place."""
     if mask is not None and response.HasField("flow"):
-        masked = flow_pb2.Flow()
-        mask.MergeMessage(response.flow, masked)
-        response.flow.CopyFrom(masked)
+        kept = flow_pb2.Flow()
+        mask.MergeMessage(response.flow, kept)
+        response.flow.CopyFrom(kept)
+
+
+def json_line(response: observer_pb2.GetFlowsResponse) -> str:
+    """One GetFlowsResponse as a line of Hubble's flow log."""
     # Hubble writes proto field names (pod_name, node_name), compact, one response a line.
     body = json_format.MessageToDict(response, preserving_proto_field_name=True)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-class FlowExporter:
-    """Follows the ring and writes every selected flow (and lost event) to the log file."""
+def response_json(data: bytes, mask: FieldMask | None) -> str:
+    """One serialized GetFlowsResponse as a line of Hubble's flow log."""
+    response = observer_pb2.GetFlowsResponse.FromString(data)
+    masked(response, mask)
+    return json_line(response)
 
-    def __init__(self, ring: FlowRing, node_name: str, config: ExportConfig) -> None:
+
+class FlowSink(Protocol):
+    """Where an exporter's responses go: a file (FileSink) or an OTLP collector (otlp)."""
+
+    def write(self, response: observer_pb2.GetFlowsResponse) -> None: ...
+
+    def flush(self) -> None: ...  # the exporter caught up with the ring: send what waits
+
+    def close(self) -> None: ...
+
+
+class FileSink:
+    """Hubble's flow-log lines into a RotatingFile."""
+
+    def __init__(self, config: ExportConfig) -> None:
+        self.file = RotatingFile(
+            config.path, int(config.max_size_mb * (1 << 20)), config.max_backups
+        )
+
+    def write(self, response: observer_pb2.GetFlowsResponse) -> None:
+        self.file.write_line(json_line(response))
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class FlowExporter:
+    """Follows the ring and hands every selected flow (and lost event) to its sink: the
+    rotating file of `ExportConfig` unless another sink is given (otlp.OtlpSink)."""
+
+    def __init__(
+        self,
+        ring: FlowRing,
+        node_name: str,
+        config: ExportSelection,
+        sink: FlowSink | None = None,
+    ) -> None:
         self.ring = ring
         self.node_name = node_name
         self.config = config
@@ -120,9 +183,11 @@ class FlowExporter:
         self.mask = FieldMask(paths=list(config.field_mask)) if config.field_mask else None
         if self.mask is not None and not self.mask.IsValidForDescriptor(flow_pb2.Flow.DESCRIPTOR):
             raise ValueError(f"field_mask: {list(config.field_mask)} names no Flow field")
-        self.file = RotatingFile(
-            config.path, int(config.max_size_mb * (1 << 20)), config.max_backups
-        )
+        if sink is None:
+            if not isinstance(config, ExportConfig):
+                raise TypeError("a FlowExporter without a sink needs an ExportConfig (a file)")
+            sink = FileSink(config)
+        self.sink = sink
         self.written = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,16 +201,18 @@ class FlowExporter:
             if isinstance(item, Paused):
                 continue
             if isinstance(item, CaughtUp):
-                self.file.flush()
+                self.sink.flush()
                 while not self._stop.is_set() and not self.ring.closed:
                     if self.ring.wait_for(int(item), 0.2):
                         break
                 if self._stop.is_set() or self.ring.closed:
                     break
                 continue
-            self.file.write_line(response_json(item, self.mask))
+            response = observer_pb2.GetFlowsResponse.FromString(item)
+            masked(response, self.mask)
+            self.sink.write(response)
             self.written += 1
-        self.file.flush()
+        self.sink.flush()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="flow-export", daemon=True)
@@ -156,4 +223,4 @@ class FlowExporter:
         self.ring.wake_readers()
         if self._thread is not None:
             self._thread.join(10)
-        self.file.close()
+        self.sink.close()
