@@ -93,3 +93,44 @@ def test_bad_flow_export_flags_are_refused_by_name(args: list[str], named: str) 
     result = CliRunner().invoke(agent_cli.agent, ["--node", "n1", *args])
     assert result.exit_code == 2, result.output
     assert named in result.output
+
+
+def test_flow_history_on_a_clickhouse_server_is_a_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from septum.dataplane.observe.history.store import ServerSettings
+
+    monkeypatch.setenv("SEPTUM_FLOW_HISTORY_PASSWORD", "s3cret")
+    options = _options(
+        monkeypatch,
+        "--flow-history-server", "https://clickhouse.observability:8443",
+        "--flow-history-server-username", "septum",
+        "--flow-history-server-database", "flows_prod",
+        "--no-flow-history-server-create-tables",
+    )  # fmt: skip
+    assert options.flow_history_server == ServerSettings(
+        host="clickhouse.observability", port=8443, username="septum", password="s3cret",
+        secure=True, database="flows_prod",
+    )  # fmt: skip
+    assert options.flow_history_create_tables is False
+    plain = _options(monkeypatch, "--flow-history-server", "http://ch")
+    assert (plain.flow_history_server.port, plain.flow_history_server.secure) == (8123, False)
+    assert _options(monkeypatch).flow_history_server is None
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--flow-history-server", "clickhouse:8123"], "is not http://HOST[:PORT]"),
+        (["--flow-history-server", "http://u:p@ch:8123"], "credentials do not belong in the URL"),
+        (["--flow-history-server", "http://ch:8123/db"], "only scheme, host and port"),
+        (["--flow-history-server", "http://ch:99999"], "--flow-history-server"),
+        (["--flow-history-server", "http://ch", "--flow-history-server-database", "a-b"],
+         "--flow-history-server-database"),
+        (["--flow-history-server", "http://ch", "--flow-history-dir", "/tmp/h"], "choose one"),
+    ],
+)  # fmt: skip
+def test_bad_flow_history_server_flags_are_refused_by_name(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(agent_cli.agent, ["--node", "n1", *args])
+    assert result.exit_code == 2, result.output
+    assert named in result.output

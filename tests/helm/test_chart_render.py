@@ -189,3 +189,30 @@ def test_flow_exports_render_to_flags_the_agent_accepts(monkeypatch: pytest.Monk
     # Off by default: no export flag at all.
     default_args = _container(render()[("DaemonSet", "septum-agent")])["args"]
     assert not [a for a in default_args if a.startswith("--flow-export")]
+
+
+def test_flow_history_on_a_clickhouse_server_takes_its_password_from_a_secret() -> None:
+    objs = render(
+        "agent.flowHistory.server.url=https://clickhouse.observability:8443",
+        "agent.flowHistory.server.createTables=false",
+        "agent.flowHistory.server.passwordSecret.name=clickhouse-septum",
+    )
+    container = _container(objs[("DaemonSet", "septum-agent")])
+    args = container["args"]
+    assert "--flow-history-server=https://clickhouse.observability:8443" in args
+    assert "--no-flow-history-server-create-tables" in args
+    assert not [a for a in args if a.startswith("--flow-history-dir")]
+    password = [e for e in container["env"] if e["name"] == "SEPTUM_FLOW_HISTORY_PASSWORD"]
+    assert password == [
+        {
+            "name": "SEPTUM_FLOW_HISTORY_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "clickhouse-septum", "key": "password"}},
+        }
+    ]
+    both = _helm(
+        "template", "septum", str(CHART),
+        "--set=agent.flowHistory.enabled=true", "--set=agent.flowHistory.server.url=http://ch",
+    )  # fmt: skip
+    assert both.returncode != 0 and "choose one" in both.stderr
+    bad = _helm("template", "septum", str(CHART), "--set=agent.flowHistory.server.url=ch:8123")
+    assert bad.returncode != 0 and "/agent/flowHistory/server/url" in bad.stderr

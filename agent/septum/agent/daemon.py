@@ -21,7 +21,7 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -40,11 +40,13 @@ from septum.agent.observerpeers import ObserverPeers
 from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
 from septum.dataplane import DatapathConfig
-from septum.dataplane.observe.history import HistoryConfig
+from septum.dataplane.observe.history import HistoryConfig, ServerSettings, StoreError
 from septum.dataplane.observe.history.export import ExportConfig
 from septum.dataplane.observe.history.otlp import OtlpConfig
+from septum.dataplane.observe.metadata import Metadata
 from septum.dataplane.observe.node import NodeObserver, ObserveConfig, septum_version
 from septum.dataplane.observe.peers import PeerDirectory
+from septum.dataplane.observe.pipeline import EventSource
 from septum.dataplane.observe.sources import DatapathSource
 
 log = logging.getLogger("septum.agent")
@@ -79,6 +81,10 @@ class AgentOptions:
     # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
     # embedded store in this directory; None keeps the ring only, as Hubble
     flow_history_dir: Path | None = None
+    # ... or on a ClickHouse server or cluster (the same schema and queries); tables created
+    # unless the DDL is the operator's (a cluster: schema.cluster_ddl)
+    flow_history_server: ServerSettings | None = None
+    flow_history_create_tables: bool = True
     # flow logs leaving the node, as Hubble's exporters: a rotating file of Hubble's JSON
     # lines, OTLP logs to a collector (septum.dataplane.observe.history.export / otlp)
     flow_exports: tuple[ExportConfig | OtlpConfig, ...] = ()
@@ -322,11 +328,14 @@ class Agent:
         observer = options.observer
         if observer.socket is None and observer.address is None:
             return
-        history = (
-            HistoryConfig(directory=options.flow_history_dir)
-            if options.flow_history_dir is not None
-            else None
-        )
+        history = None
+        if options.flow_history_dir is not None:
+            history = HistoryConfig(directory=options.flow_history_dir)
+        elif options.flow_history_server is not None:
+            history = HistoryConfig(
+                server=options.flow_history_server,
+                create_tables=options.flow_history_create_tables,
+            )
         # peer.Peer/Notify lists every node when others can reach this one (TCP)
         directory = PeerDirectory() if observer.address is not None else None
         config = ObserveConfig(
@@ -337,8 +346,8 @@ class Agent:
             advertised_address=observer.advertise_address or "",
             tls_server_name=observer.server_name(options.node, options.cluster_name),
         )
-        self.observer = NodeObserver(
-            config, DatapathSource(self.endpoints.datapath), self.metadata, peers=directory
+        self.observer = node_observer(
+            config, DatapathSource(self.endpoints.datapath), self.metadata, directory
         )
         self.observer.start()
         if directory is not None and self.observer.tcp_port:
@@ -456,6 +465,22 @@ class Agent:
         log.info(
             "uninstall: the node is left as Septum found it", extra={"fields": {"removed": removed}}
         )
+
+
+def node_observer(
+    config: ObserveConfig,
+    source: EventSource,
+    metadata: Metadata,
+    peers: PeerDirectory | None,
+) -> NodeObserver:
+    """The node's Observer; without its flow history when the store cannot be opened: an
+    unreachable ClickHouse must not stop the node's enforcement (nor its pods' CNI ADDs), so
+    the ring serves, as Hubble's does, and the log says what is missing."""
+    try:
+        return NodeObserver(config, source, metadata, peers=peers)
+    except StoreError as err:
+        log.error("flow history unavailable, serving the ring only: %s", err)
+        return NodeObserver(replace(config, history=None), source, metadata, peers=peers)
 
 
 def run(options: AgentOptions) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -109,6 +110,27 @@ def _daemonset(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Keep days of flows behind GetFlows in an embedded store here (default: the ring only).",
 )
 @click.option(
+    "--flow-history-server",
+    default=None,
+    help="Keep flow history on this ClickHouse server or cluster instead "
+    "(http(s)://HOST[:PORT], its HTTP interface); password from $SEPTUM_FLOW_HISTORY_PASSWORD.",
+)
+@click.option(
+    "--flow-history-server-username", default="default", show_default=True,
+    envvar="SEPTUM_FLOW_HISTORY_USERNAME", help="ClickHouse user for the flow history.",
+)  # fmt: skip
+@click.option(
+    "--flow-history-server-database", default="septum_flows", show_default=True,
+    help="ClickHouse database of the flow history.",
+)  # fmt: skip
+@click.option(
+    "--flow-history-server-create-tables/--no-flow-history-server-create-tables",
+    default=True,
+    show_default=True,
+    help="Create the tables if missing; off on a cluster, where the DDL is the operator's "
+    "(schema.cluster_ddl).",
+)
+@click.option(
     "--flow-export-file",
     default=None,
     help="Write flows as Hubble's flow-log JSON lines to this file, rotated by size "
@@ -184,6 +206,10 @@ def agent(
     host_audit: bool,
     host_interfaces: tuple[str, ...],
     flow_history_dir: str | None,
+    flow_history_server: str | None,
+    flow_history_server_username: str,
+    flow_history_server_database: str,
+    flow_history_server_create_tables: bool,
     flow_export_file: str | None,
     flow_export_file_max_size_mb: float,
     flow_export_file_max_backups: int,
@@ -219,6 +245,25 @@ def agent(
         )
     except FlowExportFlagError as err:
         raise click.UsageError(str(err)) from None
+    history_server = None
+    if flow_history_server is not None:
+        from septum.cli.historyserver import (
+            PASSWORD_ENV,
+            HistoryServerFlagError,
+            server_settings,
+        )
+
+        if flow_history_dir is not None:
+            raise click.UsageError("--flow-history-dir and --flow-history-server: choose one")
+        try:
+            history_server = server_settings(
+                flow_history_server,
+                flow_history_server_username,
+                os.environ.get(PASSWORD_ENV, ""),
+                flow_history_server_database,
+            )
+        except HistoryServerFlagError as err:
+            raise click.UsageError(str(err)) from None
     run_root = Path(run_dir).resolve()
     options = AgentOptions(
         node=node,
@@ -248,6 +293,8 @@ def agent(
         host_audit=host_audit,
         host_interfaces=tuple(host_interfaces),
         flow_history_dir=_path(flow_history_dir),
+        flow_history_server=history_server,
+        flow_history_create_tables=flow_history_server_create_tables,
         flow_exports=flow_exports,
         owner_daemonset=owner_daemonset,
     )
