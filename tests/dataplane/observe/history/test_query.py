@@ -136,3 +136,30 @@ def test_bad_filter_is_still_refused(history_observer: RunningObserver) -> None:
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     else:
         raise AssertionError("an invalid filter was accepted")
+
+
+def test_a_long_answer_gives_the_loop_back_within_a_page(
+    history_observer: RunningObserver,
+) -> None:
+    from septum.dataplane.observe.history.query import PAGE_ROWS
+    from septum.dataplane.observe.query import FlowQuery, Paused
+
+    count = 2 * PAGE_ROWS + PAGE_ROWS * 2  # the second page (8 x 4,096) is partly filled
+    _fill(history_observer, count)
+    history = history_observer.node.history
+    assert history is not None
+    query = FlowQuery(
+        number=0, first=False, follow=False, since_ns=time.time_ns() - 3600 * 10**9,
+        until_ns=None, selection=FlowSelection(()),
+    )  # fmt: skip
+    items = list(history.reader.stream(history_observer.node.ring, query, "n", pause_every=256))
+    runs, run = [], 0  # messages between two pauses
+    for item in items:
+        if isinstance(item, Paused):
+            runs.append(run)
+            run = 0
+        elif isinstance(item, bytes):
+            run += 1
+    runs.append(run)
+    assert sum(runs) == count
+    assert max(runs) <= PAGE_ROWS  # never more than a page's first size without a pause
