@@ -268,6 +268,22 @@ def test_a_backend_changing_identity_or_service_changes_mark_enforced_egress_dir
     assert compiler.egress_enforced(NS, "client") and not compiler.egress_enforced(NS, "ds-1")
 
 
+def test_pods_of_one_policy_share_the_derived_entries_until_services_change() -> None:
+    cluster = starwars(
+        ("Pod", pod(NS, "client-2", "10.0.0.4", {"app": "client"})),
+        ("NetworkPolicy", netpol_egress("to-ds", TO_DEATHSTAR, [80])),
+    )
+    compiler = cluster.compiler
+    first, second = (compiler.local_policy(NS, name) for name in ("client", "client-2"))
+    assert first is not None and second is not None
+    assert first.egress is second.egress  # derived once
+    compiler.apply("EndpointSlice", "upsert", endpoints("deathstar", 80, "10.0.2.1"))
+    compiler.take()
+    again = compiler.local_policy(NS, "client")
+    assert again is not None and again.egress is not first.egress
+    assert verdict(compiler, "client", "10.96.0.20") is Verdict.DENY
+
+
 def test_the_derived_policy_passes_the_adapter_and_the_datapath_decides_alike() -> None:
     cluster = starwars(("NetworkPolicy", netpol_egress("to-ds", TO_DEATHSTAR, [80])))
     policy = cluster.compiler.local_policy(NS, "client")

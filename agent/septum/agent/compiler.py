@@ -86,6 +86,7 @@ POLICY_KINDS: Final = frozenset(
     }
 )
 SERVICE_KINDS: Final = frozenset({"Service", "EndpointSlice"})
+DERIVED_MEMO_MAX: Final = 256
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 Obj = Mapping[str, Any]
 Key = tuple[str, str]
@@ -243,6 +244,10 @@ class Compiler:
         self._service_labels: dict[int, tuple[str, ...]] = {}
         self._backend_ips: set[str] = set()
         self._services_changed = False
+        # (egress policy, the pod's own backend addresses) -> derived egress: pods of one
+        # identity share it; cleared whenever frontends or backend identities change
+        self._derived: dict[tuple[int, frozenset[str]], tuple[DirectionPolicy, DirectionPolicy]]
+        self._derived = {}
         self.add_host_addresses(host_addresses)
 
     # ---- input -----------------------------------------------------------------------
@@ -510,6 +515,8 @@ class Compiler:
                 pending.egress_dirty = True
         if touched and self._backend_ips and self._backends_touched(touched):
             pending.egress_dirty = True
+        if pending.egress_dirty:
+            self._derived.clear()
         upserts: dict[str, int] = {}
         deletes: set[str] = set()
         for prefix in touched:
@@ -594,13 +601,26 @@ class Compiler:
         if self.allow_localhost:
             ingress = with_localhost(ingress)
         if services and egress.enforced and self.frontends:
-            pod = self.engine.pods.get(key)
-            own = {str(ip) for ip in pod.ips} if pod is not None else set()
-            own.update(self.local_ips.get((namespace, name), ()))
-            egress = with_service_entries(egress, self.frontends, own, self.ipcache.identity_of)
+            egress = self._with_services(key, egress)
         if ingress is policy.ingress and egress is policy.egress:
             return policy
         return EndpointPolicy(key, policy.identity, policy.audit, ingress, egress)
+
+    def _with_services(self, key: PodKey, egress: DirectionPolicy) -> DirectionPolicy:
+        """`egress` with the frontends' entries, memoised: only the pod's own addresses among
+        the backends make it differ from another pod's with the same policy."""
+        pod = self.engine.pods.get(key)
+        own = {str(ip) for ip in pod.ips} if pod is not None else set()
+        own.update(self.local_ips.get((key.namespace, key.name), ()))
+        memo_key = (id(egress), frozenset(own & self._backend_ips))
+        cached = self._derived.get(memo_key)
+        if cached is not None and cached[0] is egress:
+            return cached[1]
+        derived = with_service_entries(egress, self.frontends, own, self.ipcache.identity_of)
+        if len(self._derived) >= DERIVED_MEMO_MAX:  # old policies must not be kept alive
+            self._derived.clear()
+        self._derived[memo_key] = (egress, derived)
+        return derived
 
     def egress_enforced(self, namespace: str, name: str) -> bool:
         """Whether the pod's egress is enforced (its service entries matter)."""
