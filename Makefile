@@ -14,7 +14,7 @@ BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wild
 PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup deps venv bpf tools proto gobuild hubble crds crds-upstream lint test demo conformance clean
+.PHONY: help setup deps venv bpf tools proto gobuild hubble cilium-peer crds crds-upstream lint test demo conformance clean
 
 help:
 	@echo "make demo   set everything up and run the demo"
@@ -68,6 +68,11 @@ gobuild: deps
 
 hubble: deps
 	@$(WITH_GO) lab/gobuild/build-hubble.sh
+
+# Cilium's own bpf_lxc and its Go loader, the peer `septum bench datapath` measures beside Septum
+# (cached; the bench and tests/bench/test_cilium_peer_privileged.py build it on first use too).
+cilium-peer: deps
+	@$(WITH_GO) lab/gobuild/build-cilium-peer.sh
 
 ## ---- CRDs: Septum's policy CRDs are generated from the engine's model; the upstream
 ## ClusterNetworkPolicy CRD is the published one, from a pinned network-policy-api release.

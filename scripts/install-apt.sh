@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
   clang llvm libbpf-dev bpftool          # build and inspect the BPF object
+  clang-19                               # Cilium's bpf_lxc, the datapath bench's peer (Cilium 1.20 needs >= 19)
   iproute2 iptables ipset conntrack      # netns/veth/tc, the iptables+ipset baseline, conntrack
   nftables                               # `nft list ruleset` in the lab's leftover check
   iperf3                                 # throughput benchmark

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from septum.bench.datapath import KEYS
 from septum.bench.datapath import command as bench_command
+from septum.bench.peercompare import PEER_KEYS
 from septum.cli.datapathdemo import datapath_demo
 from septum.dataplane.sandbox import sandbox_namespaces
 
@@ -36,11 +37,13 @@ def test_demo_allows_one_drops_the_other_and_cleans_up():
 def test_bench_datapath_json_has_exactly_the_documented_keys():
     # a functional run with tiny sizes (the figures themselves come from the real run)
     result = CliRunner().invoke(
-        bench_command, ["--json", "--repeats", "2000", "--rounds", "1", "--seconds", "1"]
+        bench_command,
+        ["--json", "--repeats", "2000", "--singles", "200", "--peer-rounds", "2"]
+        + ["--rounds", "1", "--seconds", "1"],
     )
     assert result.exit_code == 0, result.output
-    figures = json.loads(result.output)
-    assert tuple(figures) == KEYS
+    figures = json.loads(result.stdout)
+    assert tuple(figures) == KEYS + tuple(PEER_KEYS)
     assert set(KEYS) == {
         "baseline_ns",
         "established_ns",
@@ -52,6 +55,17 @@ def test_bench_datapath_json_has_exactly_the_documented_keys():
         "iptables_new_conn_per_s",
         "live_ns_per_packet",
     }
-    assert all(value > 0 for value in figures.values())
+    # issue 17's peer keys: the Cilium peer runs here (its build is cached), so none is null
+    assert set(PEER_KEYS) == {
+        "cilium_established_ns",
+        "cilium_new_allow_ns",
+        "cilium_deny_ns",
+        "cilium_deny_reader_ns",
+        "cilium_new_allow_reader_ns",
+        "septum_deny_reader_ns",
+        "septum_new_allow_reader_ns",
+    }
+    assert result.stderr == ""
+    assert all(value is not None and value > 0 for value in figures.values()), figures
     assert sandbox_namespaces("sdpb") == []
     assert _pins("bench-") == []

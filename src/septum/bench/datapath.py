@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +36,24 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from septum.bench import peercompare
+from septum.bench.population import (
+    ENTRIES,
+    allowed_packet,
+    denied_packet,
+    peer_ipv4,
+    policy_entries,
+    prefixes,
+)
+from septum.bench.septumside import loaded_node
 from septum.dataplane import abi, netns
 from septum.dataplane.cleanup import cleanup_step
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.netns import CLONE_NEWNET, NETNS_RUN_DIR
-from septum.dataplane.packets import TCP_ACK, tcp4
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 from septum.dataplane.sandbox import Pod, Sandbox, open_socket
 
-ENTRIES = 10_000
 # iperf3 orders, one per round in turn: each kind runs first, second and third equally often
 ORDERS = (
     ("plain", "septum", "iptables"),
@@ -60,24 +68,6 @@ INGRESS = abi.TrafficDirection.INGRESS
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 STATS_LOCK = Path("/run/lock/septum-bench-bpf-stats")
 CONNRATE = Path(__file__).resolve().parents[3] / "build" / "tools" / "connrate"
-
-
-def _peer(i: int) -> str:
-    return f"10.200.{i // 250}.{i % 250 + 1}"
-
-
-def _policy_entries(
-    direction: abi.TrafficDirection, extra: Sequence[PolicyEntry] = ()
-) -> tuple[PolicyEntry, ...]:
-    """10,000 entries: one L3+L4 entry per remote identity, ports spread over 1..1000."""
-    entries = [
-        PolicyEntry(direction, 100_000 + i, 6, 1 + i % 1000, rule_id=i + 1) for i in range(ENTRIES)
-    ]
-    return tuple(entries[: ENTRIES - len(extra)]) + tuple(extra)
-
-
-def _prefixes() -> dict[str, int]:
-    return {f"{_peer(i)}/32": 100_000 + i for i in range(ENTRIES)}
 
 
 # ---- 1. BPF_PROG_TEST_RUN --------------------------------------------------------------
@@ -129,17 +119,9 @@ def microbench(repeats: int) -> dict[str, float]:
             "kernel.bpf_stats_enabled is on: every test run would include its clock reads; "
             "switch it off (sysctl kernel.bpf_stats_enabled=0) and run again"
         )
-    name = f"bench-dp-{secrets.token_hex(2)}"
-    node = NodeDatapath(DatapathConfig(node_name=name, ringbuf_bytes=1 << 24))
-    try:
-        node.upsert_prefixes(_prefixes())
-        node.upsert_endpoint(
-            EndpointSpec(1, 1, 5000, ipv4="10.199.0.1", check_source=False, attach=False)
-        )
-        # the benchmarked peer is entry 5: identity 100005, port 6
-        node.replace_policy(1, EndpointPolicy(enforce_egress=True, entries=_policy_entries(EGRESS)))
-        allowed = tcp4("10.199.0.1", _peer(5), 40000, 6, TCP_ACK)
-        denied = tcp4("10.199.0.1", _peer(5), 40000, 9999, TCP_ACK)
+    # a 16 MiB ring: the forced-new runs below submit an event per repeat, drained per chunk
+    with loaded_node(ringbuf_bytes=1 << 24) as node:
+        allowed, denied = allowed_packet(), denied_packet()
 
         baselines: list[float] = []
 
@@ -185,8 +167,6 @@ def microbench(repeats: int) -> dict[str, float]:
         results["new_allow_lost_events"] = float(node.lost_events())
         results["baseline_ns"] = statistics.median(baselines)
         return results
-    finally:
-        node.teardown()
 
 
 # ---- 2./3. throughput and connection rate ----------------------------------------------
@@ -308,7 +288,7 @@ class _Enforcers:
             PolicyEntry(INGRESS, 7001, 6, CONN_PORT, rule_id=90_002),
         )
         self.node.replace_policy(
-            2, EndpointPolicy(enforce_ingress=True, entries=_policy_entries(INGRESS, allow))
+            2, EndpointPolicy(enforce_ingress=True, entries=policy_entries(INGRESS, allow))
         )
 
     def septum_off(self) -> None:
@@ -316,7 +296,7 @@ class _Enforcers:
             self.node.remove_endpoint(endpoint_id)
 
     def iptables_setup(self) -> None:
-        members = [f"add sdp-allow {_peer(i)},tcp:{1 + i % 1000}" for i in range(ENTRIES - 2)]
+        members = [f"add sdp-allow {peer_ipv4(i)},tcp:{1 + i % 1000}" for i in range(ENTRIES - 2)]
         members += [
             f"add sdp-allow {self.client.ipv4},tcp:{SERVER_PORT}",
             f"add sdp-allow {self.client.ipv4},tcp:{CONN_PORT}",
@@ -377,7 +357,7 @@ def throughput(rounds: int, seconds: int) -> dict[str, float]:
             with netns.entered(pod.name):
                 Path("/proc/sys/net/ipv4/tcp_no_metrics_save").write_text("1")
         node = NodeDatapath(DatapathConfig(node_name=f"bench-{prefix}", netns=sandbox.node_ns))
-        node.upsert_prefixes({**_prefixes(), "10.198.0.1/32": 7001, "10.198.0.2/32": 7002})
+        node.upsert_prefixes({**prefixes(), "10.198.0.1/32": 7001, "10.198.0.2/32": 7002})
         enforcers = _Enforcers(sandbox, node, client, server)
         enforcers.iptables_setup()
         accepter = _Accepter(server)
@@ -489,20 +469,51 @@ KEYS = (
     "--repeats", default=1_000_000, show_default=True, help="BPF_PROG_TEST_RUN repeats per path."
 )
 @click.option(
+    "--singles",
+    default=20_000,
+    show_default=True,
+    help="One-run-per-call test runs per figure in the comparison with Cilium.",
+)
+@click.option(
+    "--peer-rounds",
+    default=5,
+    show_default=True,
+    help="Interleaved Septum/Cilium rounds (figures are medians over rounds).",
+)
+@click.option(
     "--rounds",
     default=10,
     show_default=True,
     help="Interleaved iperf3 rounds (>= 10 for the ratio).",
 )
 @click.option("--seconds", default=2, show_default=True, help="Seconds per iperf3 run.")
-def command(as_json: bool, repeats: int, rounds: int, seconds: int) -> None:
-    """Datapath cost per packet (test runs) and throughput against iptables+ipset."""
+def command(
+    as_json: bool, repeats: int, singles: int, peer_rounds: int, rounds: int, seconds: int
+) -> None:
+    """Datapath cost per packet (test runs) against Cilium's bpf_lxc, and throughput
+    against iptables+ipset."""
     results = microbench(repeats)
+    comparison = peercompare.compare(peer_rounds, repeats, singles)
+    if comparison.unavailable:
+        # one line, on stderr so --json stays one object; the cilium_* keys are null
+        click.echo(
+            f"septum bench datapath: Cilium peer unavailable ({comparison.unavailable}); "
+            "Septum's figures only",
+            err=True,
+        )
     results.update(throughput(rounds, seconds))
     if as_json:
-        click.echo(json.dumps({key: round(results[key], 3) for key in KEYS}))
+        figures: dict[str, float | None] = {key: round(results[key], 3) for key in KEYS}
+        for key, value in comparison.json_figures().items():
+            figures[key] = None if value is None else round(value, 3)
+        click.echo(json.dumps(figures))
         return
+    _print_table(results, comparison)
+
+
+def _print_table(results: dict[str, float], comparison: peercompare.Comparison) -> None:
     baseline = results["baseline_ns"]
+    console = Console()
     table = Table(
         title=f"septum bench datapath ({ENTRIES} ipcache prefixes, {ENTRIES} policy entries)"
     )
@@ -510,9 +521,6 @@ def command(as_json: bool, repeats: int, rounds: int, seconds: int) -> None:
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
     targets = {
-        "established_ns": f"<= {2.5 * baseline:.0f} (2.5x)",
-        "new_allow_ns": f"<= {12 * baseline:.0f} (12x)",
-        "deny_ns": f"<= {8 * baseline:.0f} (8x)",
         "iperf_ratio": ">= 0.95, > iptables",
         "new_conn_per_s": "> iptables",
     }
@@ -531,4 +539,35 @@ def command(as_json: bool, repeats: int, rounds: int, seconds: int) -> None:
         "iperf_gbps_iptables_median",
     ):
         table.add_row(key, f"{results[key]:.2f}", "")
-    Console().print(table)
+    console.print(table)
+    console.print(_peer_table(comparison))
+
+
+def _peer_table(comparison: peercompare.Comparison) -> Table:
+    """Septum beside Cilium's bpf_lxc, both timed the same way in the same minutes."""
+    peer = f"Cilium {comparison.cilium_version} bpf_lxc" if comparison.cilium else "Cilium"
+    table = Table(
+        title=(f"per packet against {peer} ({comparison.rounds} interleaved rounds, medians; ns)")
+    )
+    for column in ("path", "Septum", peer, "Septum / Cilium", "target"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for row, septum_key, cilium_key, target in peercompare.TARGETS:
+        septum = comparison.septum[septum_key]
+        cilium = comparison.cilium.get(cilium_key)
+        if cilium is None:
+            table.add_row(row, f"{septum:.0f}", "unavailable", "", f"<= {target}x")
+            continue
+        ratio = septum / cilium
+        verdict = "met" if ratio <= target else "MISSED"
+        table.add_row(
+            row, f"{septum:.0f}", f"{cilium:.0f}", f"{ratio:.3f}", f"<= {target}x {verdict}"
+        )
+    cilium_baseline = comparison.cilium.get("baseline_ns")
+    table.add_row(
+        "empty tc program (each side's own)",
+        f"{comparison.septum['baseline_ns']:.0f}",
+        "unavailable" if cilium_baseline is None else f"{cilium_baseline:.0f}",
+        "",
+        "",
+    )
+    return table
