@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from septum.bench import ciliumpeer, septumside
-from septum.bench.datapath import KEYS
+from septum.bench.datapath import CONN_KEYS, KEYS
 from septum.bench.datapath import command as bench_command
 from septum.bench.peercompare import PEER_KEYS
 
@@ -38,8 +38,8 @@ def test_without_the_peer_the_bench_says_so_in_one_line_and_prints_septums_figur
         "build-cilium-peer: clang-19 is not installed); Septum's figures only"
     ]
     figures = json.loads(result.stdout)
-    assert tuple(figures) == KEYS + tuple(PEER_KEYS)
-    for key in KEYS + ("septum_deny_reader_ns", "septum_new_allow_reader_ns"):
+    assert tuple(figures) == KEYS + tuple(PEER_KEYS) + CONN_KEYS
+    for key in KEYS + CONN_KEYS + ("septum_deny_reader_ns", "septum_new_allow_reader_ns"):
         assert figures[key] > 0, key
     for key in PEER_KEYS:
         if key.startswith("cilium_"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from septum.bench.datapath import KEYS
+from septum.bench.datapath import CONN_KEYS, KEYS
 from septum.bench.datapath import command as bench_command
 from septum.bench.peercompare import PEER_KEYS
 from septum.cli.datapathdemo import datapath_demo
@@ -43,7 +43,7 @@ def test_bench_datapath_json_has_exactly_the_documented_keys():
     )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
-    assert tuple(figures) == KEYS + tuple(PEER_KEYS)
+    assert tuple(figures) == KEYS + tuple(PEER_KEYS) + CONN_KEYS
     assert set(KEYS) == {
         "baseline_ns",
         "established_ns",

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import os
 import secrets
@@ -36,7 +35,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from septum.bench import peercompare
+from septum.bench import connaccount, peercompare
+from septum.bench.bpfstats import BPF_STATS, measure_live
 from septum.bench.population import (
     ENTRIES,
     allowed_packet,
@@ -65,8 +65,6 @@ SERVER_PORT = 5201
 CONN_PORT = 8080
 EGRESS = abi.TrafficDirection.EGRESS
 INGRESS = abi.TrafficDirection.INGRESS
-BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
-STATS_LOCK = Path("/run/lock/septum-bench-bpf-stats")
 CONNRATE = Path(__file__).resolve().parents[3] / "build" / "tools" / "connrate"
 
 
@@ -322,27 +320,6 @@ class _Enforcers:
         _run(self.sandbox.node_ns, ["iptables-restore"], "*filter\n:FORWARD ACCEPT [0:0]\nCOMMIT\n")
 
 
-def _bpf_stats(node: NodeDatapath) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) summed over the attached tc programs."""
-    out = subprocess.run(
-        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
-    ).stdout
-    wanted = {_prog_id(node.program_fd(p)) for p in (abi.PROG_FROM_POD, abi.PROG_TO_POD)}
-    run_time = runs = 0
-    for prog in json.loads(out):
-        if prog.get("id") in wanted:
-            run_time += int(prog.get("run_time_ns", 0))
-            runs += int(prog.get("run_cnt", 0))
-    return run_time, runs
-
-
-def _prog_id(fd: int) -> int:
-    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
-        if line.startswith("prog_id:"):
-            return int(line.split()[1])
-    raise click.ClickException(f"no prog_id for fd {fd}")
-
-
 def throughput(rounds: int, seconds: int) -> dict[str, float]:
     prefix = f"sdpb{secrets.token_hex(2)}"
     sandbox = Sandbox(prefix)
@@ -369,7 +346,7 @@ def throughput(rounds: int, seconds: int) -> dict[str, float]:
                 enforcers.septum_on()
                 if first_septum:
                     nonlocal live
-                    live = _measure_live(
+                    live = measure_live(
                         node, lambda: runs[kind].append(_iperf_gbps(client, server, seconds))
                     )
                 else:
@@ -390,6 +367,9 @@ def throughput(rounds: int, seconds: int) -> dict[str, float]:
                     measure(kind, first_septum=kind == "septum" and not runs["septum"])
         plain, septum, iptables = runs["plain"], runs["septum"], runs["iptables"]
         septum_cps, iptables_cps = _connection_rates(enforcers, client, server)
+        enforcers.septum_on()
+        cost = connaccount.measure(node, lambda: _connections(client, server, 0.5)[0])
+        enforcers.septum_off()
         return {
             "iperf_ratio": statistics.median(s / p for s, p in zip(septum, plain, strict=True)),
             "iptables_iperf_ratio": statistics.median(
@@ -401,6 +381,11 @@ def throughput(rounds: int, seconds: int) -> dict[str, float]:
             "iperf_gbps_plain_median": statistics.median(plain),
             "iperf_gbps_septum_median": statistics.median(septum),
             "iperf_gbps_iptables_median": statistics.median(iptables),
+            "datapath_ns_per_conn": cost.ns_per_connection,
+            "runs_per_conn": cost.runs_per_connection,
+            "stats_ns_per_run": cost.stats_ns_per_run,
+            "conn_lost_events": float(cost.lost_events),
+            **{f"events_per_conn: {k}": v for k, v in cost.events_per_connection().items()},
         }
     finally:
         # every step runs, last created first, even when one before it fails
@@ -432,22 +417,6 @@ def _connection_rates(enforcers: _Enforcers, client: Pod, server: Pod) -> tuple[
     )
 
 
-def _measure_live(node: NodeDatapath, action: Any) -> tuple[int, int]:
-    """Run `action` with kernel.bpf_stats_enabled on, then restore the previous value.
-    An exclusive lock keeps two benchmarks from restoring each other's values."""
-    with open(STATS_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        previous = BPF_STATS.read_text().strip()
-        BPF_STATS.write_text("1")
-        try:
-            start = _bpf_stats(node)
-            action()
-            end = _bpf_stats(node)
-        finally:
-            BPF_STATS.write_text(previous)
-    return end[0] - start[0], end[1] - start[1]
-
-
 # ---- command ----------------------------------------------------------------------------
 
 KEYS = (
@@ -461,6 +430,10 @@ KEYS = (
     "iptables_new_conn_per_s",
     "live_ns_per_packet",
 )
+
+
+# issue 17's second part: the datapath's nanoseconds per TCP connection (connaccount)
+CONN_KEYS = ("datapath_ns_per_conn",)
 
 
 @click.command(name="datapath")
@@ -506,6 +479,8 @@ def command(
         figures: dict[str, float | None] = {key: round(results[key], 3) for key in KEYS}
         for key, value in comparison.json_figures().items():
             figures[key] = None if value is None else round(value, 3)
+        for key in CONN_KEYS:
+            figures[key] = round(results[key], 3)
         click.echo(json.dumps(figures))
         return
     _print_table(results, comparison)
@@ -541,6 +516,29 @@ def _print_table(results: dict[str, float], comparison: peercompare.Comparison) 
         table.add_row(key, f"{results[key]:.2f}", "")
     console.print(table)
     console.print(_peer_table(comparison))
+    console.print(_connection_table(results))
+
+
+def _connection_table(results: dict[str, float]) -> Table:
+    """Per TCP connection of the connection-rate client (connect, close with RST), both
+    pods' interfaces: program runs, their time, and the events (= full-path reports)."""
+    table = Table(title="per TCP connection, both pods' interfaces (BPF run-time statistics)")
+    table.add_column("measure")
+    table.add_column("per connection", justify="right")
+    rows = [
+        ("datapath_ns_per_conn (statistics' clock reads out)", results["datapath_ns_per_conn"]),
+        ("program runs", results["runs_per_conn"]),
+        ("statistics' own ns per run (taken out above)", results["stats_ns_per_run"]),
+    ]
+    rows += [
+        (f"event (full path): {key.removeprefix('events_per_conn: ')}", value)
+        for key, value in results.items()
+        if key.startswith("events_per_conn: ")
+    ]
+    rows.append(("events lost during the run (total)", results["conn_lost_events"]))
+    for name, value in rows:
+        table.add_row(name, f"{value:.2f}")
+    return table
 
 
 def _peer_table(comparison: peercompare.Comparison) -> Table:
