@@ -21,7 +21,7 @@ from septum.bench.bpfstats import measure_live
 from septum.bench.population import allowed_packet
 from septum.dataplane import abi
 from septum.dataplane.datapath import NodeDatapath
-from septum.dataplane.events import Flow
+from septum.dataplane.events import Flow, decode_records
 
 _TCP_FLAG_NAMES = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 
@@ -63,30 +63,37 @@ def event_kind(flow: Flow) -> str:
 
 
 class _EventTally:
-    """Reads the node's flow ring in a thread while the connections run, by kind."""
+    """Takes the node's flow records in a thread while the connections run, as the agent's
+    ingest does (raw records, one slice per batch: fast enough for ~200,000 events a
+    second here), and names them by kind afterwards."""
 
     def __init__(self, node: NodeDatapath) -> None:
-        self._node = node
-        self.kinds: Counter[str] = Counter()
+        self._reader = node.flow_reader()
+        self._batches: list[bytes] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bench-conn-events", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._take(0.05)
+            if self._reader.wait(0.05):
+                self._take()
 
-    def _take(self, timeout_s: float) -> int:
-        flows = self._node.read_flows(timeout_s=timeout_s)
-        self.kinds.update(event_kind(flow) for flow in flows)
-        return len(flows)
+    def _take(self) -> int:
+        chunk, count = self._reader.read_records()
+        if count:
+            self._batches.append(chunk)
+        return count
 
     def stop(self) -> Counter[str]:
         self._stop.set()
         self._thread.join(timeout=5)
-        while self._take(0.0):  # what arrived after the thread's last read
+        while self._take():  # what arrived after the thread's last read
             pass
-        return self.kinds
+        kinds: Counter[str] = Counter()
+        for chunk in self._batches:
+            kinds.update(event_kind(flow) for flow in decode_records(chunk))
+        return kinds
 
 
 def stats_overhead_ns(node: NodeDatapath, repeats: int = 200_000) -> float:
@@ -106,7 +113,8 @@ def stats_overhead_ns(node: NodeDatapath, repeats: int = 200_000) -> float:
 def measure(node: NodeDatapath, run_connections: Callable[[], int]) -> ConnectionCost:
     """`run_connections` opens and closes connections through the node's attached programs
     and returns how many it completed."""
-    node.read_flows(timeout_s=0.0, max_events=1 << 20)  # older events are not ours
+    while node.flow_reader().read_records()[1]:  # older events are not ours
+        pass
     lost_before = node.lost_events()
     tally = _EventTally(node)
     completed = 0
