@@ -14,7 +14,7 @@ BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wild
 PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup deps venv bpf tools proto gobuild hubble cilium-peer crds crds-upstream lint test demo conformance clean
+.PHONY: help setup deps venv bpf tools proto gobuild hubble e2e cilium-peer crds crds-upstream lint test demo conformance clean
 
 help:
 	@echo "make demo   set everything up and run the demo"
@@ -69,6 +69,11 @@ gobuild: deps
 hubble: deps
 	@$(WITH_GO) lab/gobuild/build-hubble.sh
 
+# The upstream e2e suite (e2e.test, ginkgo) at the lab's release: `make test` runs a dozen of its
+# NetworkPolicy specs (tests/helm/test_e2e_netpol_subset.py), `make conformance` all of them.
+e2e: deps
+	@$(WITH_GO) lab/gobuild/build-e2e.sh
+
 # Cilium's own bpf_lxc and its Go loader, the peer `septum bench datapath` measures beside Septum
 # (cached; the bench and tests/bench/test_cilium_peer_privileged.py build it on first use too).
 cilium-peer: deps
@@ -94,7 +99,7 @@ lint: setup
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/gen-crds.py --check
 
-test: setup lint gobuild hubble crds-upstream
+test: setup lint gobuild hubble e2e crds-upstream
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The whole user path on the lab: helm, kubectl and the real hubble CLI are Go-built (cached).

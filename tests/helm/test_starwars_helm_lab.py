@@ -7,7 +7,6 @@ One release for the module; the tests are its steps, in order (each needs the on
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,23 +17,18 @@ from typing import Any
 
 import pytest
 import yaml
+from helm_helpers import installed_release, septum_processes  # type: ignore[import-not-found]
 
 from septum.demo import flows, starwars
 from septum.demo.release import Release
 from septum.demo.waiting import until
-from septum.lab import audit, nodestate
+from septum.lab import audit
 from septum.lab.lab import Lab
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
 SEPTUM = str(Path(sys.executable).parent / "septum")
 PIN_ROOT = Path("/sys/fs/bpf/septum")
-E2E_NAMESPACE = "septum-e2e"
-CRDS = (
-    "septumnetworkpolicies.septum.io", "septumclusterwidenetworkpolicies.septum.io",
-    "septumidentities.septum.io", "septumendpoints.septum.io", "septumnodes.septum.io",
-    "clusternetworkpolicies.policy.networking.k8s.io",
-)  # fmt: skip
 
 
 class Walk:
@@ -58,32 +52,16 @@ class Walk:
 
 @pytest.fixture(scope="module")
 def walk(lab: Lab) -> Iterator[Walk]:
-    crds_before = lab.crd_names()
-    # Its own namespace: the demo's release is the one in kube-system (tests/conftest.py).
-    release = Release(lab, namespace=E2E_NAMESPACE, values={"agent.ctGcInterval": "5"})
-    # A first install, as a user's: what earlier lab tests' agents and operators left in the
-    # API (their processes are gone) would turn the agents' creates into updates.
-    for kind in ("septumendpoints", "septumnodes", "septumidentities"):
-        lab.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False)
     audit_from = audit.position(lab.state.audit_log)
-    try:
-        release.install()
-        starwars.deploy(lab)
-        walk = Walk(lab, release)
-        walk.audit_from = audit_from
-        yield walk
-    finally:
-        starwars.delete_policy(lab)
-        starwars.remove(lab)
-        if release.installed():
-            release.uninstall()
-        _remove_what_an_uninstall_left(lab)
-        # Helm leaves CRDs (by design); remove only those this module brought.
-        added = [c for c in CRDS if c in lab.crd_names() - crds_before]
-        if added:
-            lab.kubectl("delete", "crd", *added, "--wait=true", check=False, timeout_s=120)
-        lab.kubectl("delete", "namespace", E2E_NAMESPACE, "--ignore-not-found", "--wait=true",
-                    check=False, timeout_s=120)  # fmt: skip
+    with installed_release(lab, {"agent.ctGcInterval": "5"}) as release:
+        try:
+            starwars.deploy(lab)
+            walk = Walk(lab, release)
+            walk.audit_from = audit_from
+            yield walk
+        finally:
+            starwars.delete_policy(lab)
+            starwars.remove(lab)
 
 
 def test_helm_install_runs_an_agent_per_node_the_operator_and_the_relay(walk: Walk) -> None:
@@ -314,35 +292,6 @@ def test_helm_upgrade_rolls_the_agents_without_a_window(walk: Walk) -> None:
     assert int(probe_result["tries"]) > 10, probe_result  # type: ignore[call-overload]
 
 
-def _septum_processes() -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv if a]
-        if any(w.endswith("/septum") for w in words[:2]) and any(
-            w in ("agent", "operator", "relay") for w in words[1:3]
-        ):
-            found.append(" ".join(words))
-    return found
-
-
-def _remove_what_an_uninstall_left(lab: Lab) -> None:
-    """After the module, even when a step failed: a conflist left chained to a plugin whose
-    agent is gone would keep every later test's pods on that node in ContainerCreating."""
-    try:
-        until("no Septum process left", lambda: not _septum_processes(), 60)
-    except Exception as err:  # noqa: BLE001 - a running agent owns its files: leave them
-        print(f"not removing Septum's node state: {err}")
-        return
-    left = nodestate.septum_leftovers(lab.state)
-    if left:
-        print("removing what the uninstall left:", *map(str, left))
-        nodestate.remove_septum_leftovers(lab.state)
-
-
 def _last_agent_log(lab: Lab, node: str, lines: int = 40) -> str:
     """The tail of the node's most recent agent container log (the lab kubelet keeps them
     under the node's pods/<uid>/logs/<container>/ until it restarts)."""
@@ -360,7 +309,7 @@ def test_helm_uninstall_leaves_nothing_behind(walk: Walk) -> None:
     lab = walk.lab
     walk.release.uninstall()
     assert not walk.release.installed()
-    until("no Septum process left", lambda: not _septum_processes(), 30)
+    until("no Septum process left", lambda: not septum_processes(), 30)
     for node in walk.nodes:
         cni = lab.state.node_dir(node) / "cni"
         why = f"{node}; its agent's last words: {_last_agent_log(lab, node)}"
