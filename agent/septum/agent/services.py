@@ -31,6 +31,10 @@ from typing import Any, Final
 
 from septum.operator.engine.ports import PROTOCOL_NUMBERS
 from septum.wellknown.reserved import SERVICE_IDENTITY_MAX, SERVICE_IDENTITY_MIN
+from septum.wellknown.services import (
+    SERVICE_IDENTITY_NAME_LABEL,
+    SERVICE_IDENTITY_NAMESPACE_LABEL,
+)
 
 SERVICE_NAME_LABEL: Final = "kubernetes.io/service-name"
 HEADLESS: Final = "None"
@@ -314,6 +318,6 @@ def service_labels(services: Iterable[Key]) -> tuple[str, ...]:
     """A service identity's labels as flows show them (one pair per Service on the address)."""
     labels: list[str] = []
     for namespace, name in services:
-        labels.append(f"k8s:io.kubernetes.service.namespace={namespace}")
-        labels.append(f"k8s:io.kubernetes.service.name={name}")
+        labels.append(f"{SERVICE_IDENTITY_NAMESPACE_LABEL}={namespace}")
+        labels.append(f"{SERVICE_IDENTITY_NAME_LABEL}={name}")
     return tuple(dict.fromkeys(labels))

@@ -11,6 +11,8 @@ from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
 from septum.dataplane.observe.metadata import PolicyInfo
+from septum.wellknown.reserved import SERVICE_IDENTITY_MIN
+from septum.wellknown.services import SERVICE_IDENTITY_NAME_LABEL, SERVICE_IDENTITY_NAMESPACE_LABEL
 
 DECODER = h.decoder()
 
@@ -138,3 +140,28 @@ def test_a_default_deny_entry_is_reported_as_hubbles_policy_denied() -> None:
     assert [p.name for p in flow.ingress_denied_by] == ["rule1"]
     explicit = r.EVENT.unpack(h.event(h.XWING, h.DEATHSTAR, verdict=2, drop_reason=181, rule_id=2))
     assert decoder.decode(explicit, 2).drop_reason_desc == flow_pb2.POLICY_DENY  # type: ignore[arg-type]
+
+
+def test_a_flow_to_a_service_frontend_names_the_service() -> None:
+    md = h.metadata()
+    service = SERVICE_IDENTITY_MIN + 7
+    md.add_identity(
+        service,
+        (f"{SERVICE_IDENTITY_NAMESPACE_LABEL}=empire", f"{SERVICE_IDENTITY_NAME_LABEL}=deathstar"),
+    )
+    decoder = FlowDecoder(md, DecoderConfig(node_name="n1"))
+    to_frontend = r.EVENT.unpack(
+        h.event(h.XWING, "10.96.0.42", dst_identity=service, endpoint_id=h.XWING.endpoint_id,
+              direction=2, trace_point=flow_pb2.FROM_ENDPOINT)
+    )  # fmt: skip
+    flow = decoder.decode(to_frontend, 1)
+    assert (flow.destination_service.namespace, flow.destination_service.name) == (
+        "empire",
+        "deathstar",
+    )
+    # the streaming path (a shape's template) carries it too
+    streamed = flow_pb2.Flow.FromString(decoder.encode(to_frontend, 2)[0])
+    assert streamed.destination_service == flow.destination_service
+    # a pod destination names no service
+    to_pod = decoder.decode(r.EVENT.unpack(h.event(h.XWING, h.DEATHSTAR)), 3)
+    assert not to_pod.HasField("destination_service")

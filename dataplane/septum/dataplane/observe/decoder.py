@@ -20,6 +20,8 @@ from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.metadata import EndpointInfo, Metadata
 from septum.dataplane.observe.wire import varint
 from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
+from septum.wellknown.reserved import SERVICE_IDENTITY_MAX, SERVICE_IDENTITY_MIN
+from septum.wellknown.services import service_of
 
 EMITTER_NAME = "Septum"
 
@@ -347,8 +349,17 @@ class FlowDecoder:
         self._endpoint(
             flow.destination, dst_ip, rec[r.DST_IDENTITY], 0 if local_is_source else endpoint_id
         )
+        service = self._service(rec[r.DST_IDENTITY])
+        if service is not None:  # a Service frontend (the datapath decides before the DNAT)
+            flow.destination_service.namespace, flow.destination_service.name = service
         self._fill_policy(flow, rec, verdict, direction)
         return flow
+
+    def _service(self, identity: int) -> tuple[str, str] | None:
+        """The Service a destination identity stands for (a service identity's labels)."""
+        if identity < SERVICE_IDENTITY_MIN or identity > SERVICE_IDENTITY_MAX:
+            return None
+        return service_of(self._metadata.identity_labels(identity))
 
     @staticmethod
     def _fill_l4(flow: flow_pb2.Flow, rec: r.Record) -> None:
