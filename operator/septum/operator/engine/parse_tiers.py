@@ -71,13 +71,15 @@ def _namespaces_selector(raw: Any, path: str) -> Selector:
 
 
 def _pods_selector(raw: Any, path: str) -> Selector:
+    """`pods` (NamespacedPod): `podSelector` is required; `namespaceSelector` is optional and,
+    omitted like empty, selects every namespace (network-policy-api v0.3.0's types and its
+    conformance suite's `pod-selector-rules`, a subject chosen by pod label alone)."""
     obj = expect_mapping(raw, path)
     reject_unknown(obj, {"namespaceSelector", "podSelector"}, path)
-    for required in ("namespaceSelector", "podSelector"):
-        if required not in obj:
-            raise PolicyError(field(path, required), "required field is missing")
+    if "podSelector" not in obj:
+        raise PolicyError(field(path, "podSelector"), "required field is missing")
     requirements = parse_label_selector(
-        obj["namespaceSelector"], field(path, "namespaceSelector"), namespace_key
+        obj.get("namespaceSelector") or {}, field(path, "namespaceSelector"), namespace_key
     )
     requirements += parse_label_selector(obj["podSelector"], field(path, "podSelector"), pod_key)
     return Selector(tuple(sorted(requirements, key=str)))
