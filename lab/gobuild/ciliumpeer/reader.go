@@ -38,7 +38,7 @@ func (r *eventReader) loop() {
 	var record perf.Record
 	for {
 		if err := r.reader.ReadInto(&record); err != nil {
-			if errors.Is(err, perf.ErrClosed) {
+			if errors.Is(err, perf.ErrFlushed) || errors.Is(err, perf.ErrClosed) {
 				return
 			}
 			continue
@@ -51,9 +51,13 @@ func (r *eventReader) loop() {
 	}
 }
 
-// stop closes the reader and returns (events read, events lost).
+// stop lets the loop read what the rings hold now (Flush), then closes the reader; returns
+// (events read, events lost).
 func (r *eventReader) stop() (uint64, uint64) {
-	_ = r.reader.Close()
+	if err := r.reader.Flush(); err != nil {
+		_ = r.reader.Close() // the loop ends on ErrClosed instead
+	}
 	r.done.Wait()
+	_ = r.reader.Close()
 	return r.events.Load(), r.lost.Load()
 }

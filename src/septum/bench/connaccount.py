@@ -34,6 +34,12 @@ class ConnectionCost:
     stats_ns_per_run: float  # what the statistics add to a run (see stats_overhead_ns)
     events: Counter[str] = field(default_factory=Counter)
     lost_events: int = 0
+    elapsed_s: float = 0.0  # the client's own clock for its connections
+
+    @property
+    def connections_per_s(self) -> float:
+        """The rate with a reader taking the events (the rate figures run without one)."""
+        return self.connections / self.elapsed_s if self.elapsed_s else 0.0
 
     @property
     def ns_per_connection(self) -> float:
@@ -110,18 +116,18 @@ def stats_overhead_ns(node: NodeDatapath, repeats: int = 200_000) -> float:
     return max(0.0, statistics.median(on) - statistics.median(off))
 
 
-def measure(node: NodeDatapath, run_connections: Callable[[], int]) -> ConnectionCost:
+def measure(node: NodeDatapath, run_connections: Callable[[], tuple[int, float]]) -> ConnectionCost:
     """`run_connections` opens and closes connections through the node's attached programs
-    and returns how many it completed."""
+    and returns (how many it completed, seconds it took)."""
     while node.flow_reader().read_records()[1]:  # older events are not ours
         pass
     lost_before = node.lost_events()
     tally = _EventTally(node)
-    completed = 0
+    completed, elapsed_s = 0, 0.0
 
     def action() -> None:
-        nonlocal completed
-        completed = run_connections()
+        nonlocal completed, elapsed_s
+        completed, elapsed_s = run_connections()
 
     try:
         run_time_ns, runs = measure_live(node, action)
@@ -134,4 +140,5 @@ def measure(node: NodeDatapath, run_connections: Callable[[], int]) -> Connectio
         stats_ns_per_run=stats_overhead_ns(node),
         events=kinds,
         lost_events=node.lost_events() - lost_before,
+        elapsed_s=elapsed_s,
     )

@@ -92,9 +92,11 @@ class EventReader:
                 self.events += count
 
     def stop(self) -> int:
-        """Stops the thread; returns the events it read."""
+        """Stops the thread, takes what is left; returns the events read."""
         self._stop.set()
         self._thread.join(timeout=5)
+        while count := self._reader.read_records()[1]:
+            self.events += count
         return self.events
 
 
