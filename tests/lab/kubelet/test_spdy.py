@@ -104,3 +104,11 @@ async def test_exec_over_an_upgraded_connection() -> None:
     status = json.loads(received[1])
     assert status["status"] == "Failure"
     assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
+
+
+def test_streams_expected_as_the_kubelet_counts_them() -> None:
+    plain = {"output": "1", "error": "1"}
+    assert spdy._expected_streams(plain, tty=False) == 3  # error, stdout, stderr
+    # cyclonus: tty in the request, but the client opens error, stdout and stderr (no resize).
+    assert spdy._expected_streams({**plain, "tty": "1"}, tty=True) == 3
+    assert spdy._expected_streams({"input": "1", "output": "1"}, tty=True) == 4

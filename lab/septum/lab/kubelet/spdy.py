@@ -5,8 +5,8 @@ conformance suite and cyclonus probe every connection that way — send a SPDY u
 API server proxies SPDY unchanged to the kubelet (it translates only WebSocket requests). So
 the lab kubelet answers SPDY as a real kubelet does (client-go's ``httpstream/spdy`` and
 ``moby/spdystream`` on the other end): the client opens one stream per channel (``streamType``
-error, stdin, stdout, stderr, resize), each answered with a SYN_REPLY; once the streams the
-request asked for are open the command runs, its output goes out as DATA frames, and the exit
+error, stdin, stdout, stderr, resize), each answered with a SYN_REPLY; once as many streams
+are open as the request implies, the command runs, its output goes out as DATA frames, and the exit
 status is written to the error stream as a ``metav1.Status`` (protocol v4) before every stream
 is closed.
 
@@ -24,7 +24,7 @@ import os
 import signal
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -159,9 +159,9 @@ class SpdySession:
     aiohttp hands the bytes after the upgrade to whatever ``set_parser`` was given; this class
     is that parser (``feed_data``/``feed_eof``)."""
 
-    def __init__(self, write: Callable[[bytes], None], expected: set[str]) -> None:
+    def __init__(self, write: Callable[[bytes], None], expected: int) -> None:
         self._write = write
-        self._expected = expected
+        self._expected = expected  # how many streams the request implies (as the kubelet counts)
         self._reader = FrameReader()
         # One zlib context per direction for the whole session, as the draft requires.
         self._inflate = zlib.decompressobj(zdict=HEADER_DICTIONARY)
@@ -195,7 +195,8 @@ class SpdySession:
             headers = decode_headers(self._inflate.decompress(frame.payload[10:]))
             self._reply(stream_id)
             self.streams.by_type[headers.get("streamtype", "")] = stream_id
-            if self._expected <= set(self.streams.by_type) and not self.ready.done():
+            opened = self.streams.by_type
+            if len(opened) >= self._expected and "error" in opened and not self.ready.done():
                 self.ready.set_result(None)
         elif frame.frame_type == PING:
             self._write(control_frame(PING, 0, frame.payload))
@@ -250,15 +251,12 @@ async def serve_exec(request: web.Request, argv: list[str]) -> web.StreamRespons
     ]
     if PROTOCOL_V4 not in offered:
         raise web.HTTPForbidden(text=f"exec over SPDY needs {PROTOCOL_V4}; offered {offered}")
-    if request.query.get("tty") in ("1", "true"):
-        raise web.HTTPBadRequest(text="exec over SPDY with a TTY is not served by the lab kubelet")
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("connection lost before the upgrade")
-    expected = {"error"}
-    for param, stream_type in (("input", "stdin"), ("output", "stdout"), ("error", "stderr")):
-        if request.query.get(param) in ("1", "true"):
-            expected.add(stream_type)
+    tty = request.query.get("tty") in ("1", "true")
+    want_stdin = request.query.get("input") in ("1", "true")
+    expected = _expected_streams(request.query, tty)
 
     resp = web.StreamResponse(
         status=101,
@@ -286,7 +284,7 @@ async def serve_exec(request: web.Request, argv: list[str]) -> web.StreamRespons
         session.goaway()
         return resp
     log.info("exec (SPDY) %s %s", request.path, dict(request.query))
-    code, message = await _run(session, argv, "stdin" in expected)
+    code, message = await _run(session, argv, want_stdin, tty)
     session.send("error", json.dumps(exit_status(code, message)).encode(), fin=True)
     for stream_type in ("stdout", "stderr"):
         session.send(stream_type, b"", fin=True)
@@ -294,13 +292,27 @@ async def serve_exec(request: web.Request, argv: list[str]) -> web.StreamRespons
     return resp
 
 
-async def _run(session: SpdySession, argv: list[str], want_stdin: bool) -> tuple[int, str]:
+def _expected_streams(query: Mapping[str, str], tty: bool) -> int:
+    """The streams the kubelet waits for: error, and stdin/stdout as asked; stderr only without
+    a TTY; resize with one. A client may open stderr instead of resize (cyclonus asks for a TTY
+    in the request but opens the streams of a plain exec), so streams are counted, as there."""
+    count = 1 + sum(query.get(param) in ("1", "true") for param in ("input", "output"))
+    if tty:
+        return count + 1
+    return count + (query.get("error") in ("1", "true"))
+
+
+async def _run(
+    session: SpdySession, argv: list[str], want_stdin: bool, tty: bool
+) -> tuple[int, str]:
+    """Runs ``argv``; with a TTY, stderr joins stdout as on a terminal (no pseudo-terminal is
+    allocated over SPDY: the lab's SPDY clients are probes, not shells)."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if want_stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT if tty else asyncio.subprocess.PIPE,
             start_new_session=True,
         )
     except OSError as err:
@@ -329,7 +341,10 @@ async def _run(session: SpdySession, argv: list[str], want_stdin: bool) -> tuple
     if want_stdin:
         helpers.append(asyncio.create_task(feed_stdin()))
     try:
-        await asyncio.gather(pump(proc.stdout, "stdout"), pump(proc.stderr, "stderr"))
+        pumps = [pump(proc.stdout, "stdout")]
+        if proc.stderr is not None:
+            pumps.append(pump(proc.stderr, "stderr"))
+        await asyncio.gather(*pumps)
         return await proc.wait(), ""
     finally:
         for task in helpers:
