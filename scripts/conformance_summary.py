@@ -170,6 +170,19 @@ def npapi_section(report_dir: Path, seconds: int, skip: str) -> str:
 PROBE_COUNTS = re.compile(r"^(?:Discrepancy found:)?(\d+) wrong, (\d+) ignored, (\d+) correct$")
 
 
+def _table_after(heading: str, log: str) -> list[str]:
+    """The Markdown table cyclonus prints under ``heading`` (its rows start with "|")."""
+    lines = log.splitlines()
+    if heading not in lines:
+        return []
+    rows = []
+    for line in lines[lines.index(heading) + 1 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
 def generator_section(report_dir: Path, seconds: int, include: str) -> str:
     cases: list[tuple[str, bool]] = []
     junit = report_dir / "junit.xml"
@@ -184,7 +197,7 @@ def generator_section(report_dir: Path, seconds: int, include: str) -> str:
             wrong, ignored, correct = (
                 a + int(b) for a, b in zip((wrong, ignored, correct), m.groups(), strict=True)
             )
-    tag_table = log.split("Tag results:\n", 1)[1].strip() if "Tag results:\n" in log else ""
+    tag_table = "\n".join(_table_after("Tag results:", log))
     passed = sum(1 for _, ok in cases if ok)
     lines = ["## Generated cases (cyclonus)", ""]
     if include:
