@@ -60,3 +60,26 @@ def test_incremental_ipcache_equals_the_full_table() -> None:
     for network in changes.ipcache_deletes:
         view.pop(network, None)
     assert view == engine.ipcache()
+
+
+def host_network_pod(phase: str = "Running") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "centaur-1", "namespace": "forest", "labels": {"app": "centaur"}},
+        "spec": {"hostNetwork": True, "nodeName": "n2", "containers": [{"name": "c"}]},
+        "status": {"phase": phase, "podIP": "192.168.0.2", "podIPs": [{"ip": "192.168.0.2"}]},
+    }
+
+
+def test_a_host_network_pod_never_deletes_its_nodes_address() -> None:
+    """A host-network pod's address is its node's: it has no ipcache entry of its own, so an
+    update or a deletion of the pod must leave the node's (seen as `world` otherwise: the
+    network-policy-api suite's node-peer tests, egress to host-network pods, were dropped)."""
+    engine = Engine(local_node="n1")
+    engine.upsert_node(node("n2", "192.168.0.2"))
+    for changes in (
+        engine.upsert_pod(host_network_pod("Pending")),
+        engine.upsert_pod(host_network_pod()),
+        engine.delete_pod("forest", "centaur-1"),
+    ):
+        assert net("192.168.0.2") not in changes.ipcache_deletes
+    assert engine.ipcache()[net("192.168.0.2")] == REMOTE

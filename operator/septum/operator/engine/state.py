@@ -490,7 +490,8 @@ class Engine:
         old = self.pods.get(key)
         if key not in touched:
             touched[key] = self._old_policy(key)
-        if old is not None:
+        # A host-network pod's addresses are its node's: it never had entries of its own.
+        if old is not None and not old.host_network:
             for ip in old.ips:
                 if ip not in pod.ips or pod.host_network:
                     self._work.changes.ipcache_deletes.add(host_network(ip))
@@ -509,7 +510,7 @@ class Engine:
             return
         if key not in touched:
             touched[key] = self._old_policy(key)
-        for ip in pod.ips:
+        for ip in () if pod.host_network else pod.ips:  # a host-network pod's are its node's
             self._work.changes.ipcache_deletes.add(ipaddress.ip_network(ip))
         base = self._classes.base_of(key)
         if base is not None:
