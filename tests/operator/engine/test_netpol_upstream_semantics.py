@@ -18,6 +18,7 @@ from septum.operator.engine.podclass import ADDRESS_BLOCKS_KEY
 from septum.operator.engine.rules import PolicyKey
 from septum.operator.engine.state import Engine
 from septum.wellknown.reserved import LOCAL_IDENTITY_MIN
+from tests.operator.engine.test_admin_tier_conformance import cnp
 from tests.operator.engine.test_netpol_e2e_truth_tables import POD_A, expr, labels, np, ns_is
 
 ADDED_KEYS = (
@@ -130,6 +131,64 @@ def test_pod_template_hash_selects_no_pod(e2e: Any) -> None:
     peer["podSelector"]["matchExpressions"][0].pop("values")
     engine.upsert_policy(np("q", "x", POD_A, ingress=[{"from": [peer]}]))
     reach = e2e.Reach().all_ingress("x/a", False).peer(("x", None), ("x", "a"), True)
+    _check(e2e, engine, reach)
+
+
+POD_NAME = "statefulset.kubernetes.io/pod-name"
+
+
+def _stateful_pair(e2e: Any) -> Any:
+    """x/a and x/b: one label set ({pod: s}) but for the filtered pod-name label."""
+    engine = e2e.build()
+    engine.upsert_pod(e2e.pod("x", "a", {"pod": "s", POD_NAME: "web-0"}))
+    engine.upsert_pod(e2e.pod("x", "b", {"pod": "s", POD_NAME: "web-1"}))
+    return engine
+
+
+def _ids(engine: Any) -> tuple[int, int]:
+    return engine.pod_identity[PodKey("x", "a")], engine.pod_identity[PodKey("x", "b")]
+
+
+def test_subject_selector_on_a_filtered_key_selects_the_pod_that_carries_it(e2e: Any) -> None:
+    """A podSelector reads the pod's own labels, filtered ones too (network-policy-api's
+    conformance selects StatefulSet pods by `statefulset.kubernetes.io/pod-name`)."""
+    engine = _stateful_pair(e2e)
+    assert len(set(_ids(engine))) == 1  # nothing selects on the key yet: one identity
+    engine.upsert_policy(np("p", "x", labels(**{POD_NAME: "web-0"}), ingress=[]))
+    a_id, b_id = _ids(engine)
+    assert a_id != b_id and a_id >= LOCAL_IDENTITY_MIN  # web-0 split off, node-local
+    _check(e2e, engine, e2e.Reach().all_ingress("x/a", False))
+    engine.delete_policy(PolicyKey("NetworkPolicy", "x", "p"))
+    assert len(set(_ids(engine))) == 1  # merged back once no policy reads the key
+    _check(e2e, engine, e2e.Reach())
+
+
+def test_peer_selector_on_a_filtered_key_admits_only_that_pod(e2e: Any) -> None:
+    engine = _stateful_pair(e2e)
+    peer = {"podSelector": labels(**{POD_NAME: "web-1"})}
+    engine.upsert_policy(np("p", "x", labels(pod="c"), ingress=[{"from": [peer]}]))
+    reach = e2e.Reach().all_ingress("x/c", False).expect("x/b", "x/c", True)
+    _check(e2e, engine, reach)
+    for name, allowed in (("web-1", True), ("web-2", False)):
+        source = {"namespace": "x", "labels": {"pod": "s", POD_NAME: name}}
+        assert explain(engine, source, "x/c", 80, 6).allowed is allowed, name
+    not_in = {"podSelector": expr(POD_NAME, "NotIn", "web-1")}
+    engine.upsert_policy(np("q", "x", labels(pod="c"), ingress=[{"from": [not_in]}]))
+    reach = e2e.Reach().all_ingress("x/c", False).peer(("x", None), ("x", "c"), True)
+    _check(e2e, engine, reach)
+
+
+def test_septum_policy_on_a_filtered_key_matches_no_pod(e2e: Any) -> None:
+    """Cilium's rule for its own policies: a filtered label is in no identity, even while a
+    NetworkPolicy's selector on the same key splits the pods."""
+    engine = _stateful_pair(e2e)
+    engine.upsert_policy(np("q", "x", labels(**{POD_NAME: "web-0"}), ingress=[]))
+    policy = _septum_policy(
+        {"ingress": [{"fromEndpoints": [{"matchLabels": {POD_NAME: "web-1"}}]}]}
+    )
+    policy["spec"]["endpointSelector"] = {"matchLabels": {"pod": "c"}}
+    engine.upsert_policy(policy)
+    reach = e2e.Reach().all_ingress("x/a", False).all_ingress("x/c", False)
     _check(e2e, engine, reach)
 
 
@@ -314,3 +373,14 @@ def test_pods_naming_ports_alike_share_the_label_sets_identity(e2e: Any) -> None
     before = engine.pod_identity[PodKey("y", "b")]
     engine.upsert_pod(_twin_pod(e2e, "b2", "10.1.1.11"))
     assert engine.pod_identity[PodKey("y", "b2")] == before < LOCAL_IDENTITY_MIN
+
+
+def test_cluster_network_policy_pods_peer_on_a_filtered_key(e2e: Any) -> None:
+    """network-policy-api's conformance: an Admin Deny from one StatefulSet pod by name."""
+    engine = _stateful_pair(e2e)
+    by_name = {"namespaceSelector": {}, "podSelector": labels(**{POD_NAME: "web-0"})}
+    subject = {"pods": {"namespaceSelector": {}, "podSelector": labels(pod="c")}}
+    deny = {"action": "Deny", "from": [{"pods": by_name}]}
+    policy = cnp("c", "Admin", 10, subject, ingress=[deny])
+    engine.upsert_policy(policy)
+    _check(e2e, engine, e2e.Reach().peer(("x", "a"), (None, "c"), False))

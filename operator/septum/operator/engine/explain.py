@@ -156,6 +156,7 @@ def resolve_endpoint(engine: Engine, spec: str | Mapping[str, Any]) -> EndpointR
             engine.cluster_name,
             engine.label_filter,
         )
+        label_set = engine.hypothetical_labels(label_set, labels)
         named = {
             str(k): frozenset((6, int(v)) for v in [vv])
             for k, vv in (spec.get("namedPorts") or {}).items()

@@ -37,6 +37,13 @@ UNTRUSTED_POD_KEY_PREFIXES = (
 )
 
 
+# A filtered-out pod label that an upstream-API selector (NetworkPolicy, the admin tiers)
+# names, kept on the pod's split class under this prefix (`podclass`): such a selector reads
+# the pod's own labels, filtered or not, while Cilium-shaped selectors keep Cilium's rule
+# that a filtered label is not there. Under `io.kubernetes.pod.`, so a pod cannot forge it.
+OWN_LABEL_PREFIX = "io.kubernetes.pod.label."
+
+
 def is_added_key(key: str) -> bool:
     """Whether `key` is one Septum adds to a pod's identity itself (never the pod's own)."""
     return key.startswith(UNTRUSTED_POD_KEY_PREFIXES)
@@ -57,6 +64,14 @@ DEFAULT_EXCLUDED_KEYS = frozenset(
 )
 
 
+# Filtered keys that stay out of every identity even when a policy selects on them: they
+# change with every rollout, so splitting a workload by them would renumber its pods at each
+# one (docs/policy-semantics.md: what a selector on them gets).
+ROLLOUT_KEYS = frozenset(
+    {"pod-template-hash", "controller-revision-hash", "pod-template-generation"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class LabelFilter:
     """Which pod label keys count for identity (keeps the identity count down)."""
@@ -70,6 +85,11 @@ class LabelFilter:
         if key in self.excluded_keys or key.startswith(self.excluded_prefixes):
             return False
         return self.included_keys is None or key in self.included_keys
+
+    def own_selectable(self, key: str) -> bool:
+        """Whether an upstream-API selector on pod label `key` needs the pod's own value
+        carried on its class: the filter drops the key, and it is not a rollout key."""
+        return not is_added_key(key) and not self.keeps(key) and key not in ROLLOUT_KEYS
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,7 @@ def _parse_peer(raw: Any, path: str, namespace: str) -> tuple[Selector | None, C
         raise PolicyError(path, "a peer needs podSelector, namespaceSelector or ipBlock")
     requirements: tuple[Requirement, ...] = ()
     if pod_raw is not None:
-        requirements += parse_label_selector(pod_raw, field(path, "podSelector"), pod_key)
+        requirements += parse_label_selector(pod_raw, field(path, "podSelector"), pod_key, own=True)
     if ns_raw is not None:
         requirements += parse_label_selector(
             ns_raw, field(path, "namespaceSelector"), namespace_key
@@ -182,7 +182,9 @@ def parse_network_policy(obj: Mapping[str, Any], namespace: str, name: str) -> P
     with errors.checking():
         if "podSelector" not in spec:
             raise PolicyError("spec.podSelector", "required field is missing")
-        subject_reqs = parse_label_selector(spec.get("podSelector"), "spec.podSelector", pod_key)
+        subject_reqs = parse_label_selector(
+            spec.get("podSelector"), "spec.podSelector", pod_key, own=True
+        )
         subject = Selector(in_namespace(subject_reqs, namespace))
     ingress_raw: Sequence[Any] = []
     egress_raw: Sequence[Any] = []

@@ -81,7 +81,9 @@ def _pods_selector(raw: Any, path: str) -> Selector:
     requirements = parse_label_selector(
         obj.get("namespaceSelector") or {}, field(path, "namespaceSelector"), namespace_key
     )
-    requirements += parse_label_selector(obj["podSelector"], field(path, "podSelector"), pod_key)
+    requirements += parse_label_selector(
+        obj["podSelector"], field(path, "podSelector"), pod_key, own=True
+    )
     return Selector(tuple(sorted(requirements, key=str)))
 
 

@@ -7,15 +7,19 @@ datapath decides by the peer's identity alone:
 - an `ipBlock` matches a pod by its *address*: pods of one label set whose addresses fall
   on different sides of an ipBlock boundary (`cidr`, `except`) must be told apart;
 - a named port means the *destination pod's own* container port: pods of one label set
-  that name a port differently (a rollout renumbering it) must be told apart.
+  that name a port differently (a rollout renumbering it) must be told apart;
+- a podSelector reads the pod's *own* labels, including those the label filter keeps out
+  of identities (`statefulset.kubernetes.io/pod-name`, say): pods of one label set that
+  differ in such a label some NetworkPolicy or admin-tier selector names must be told apart.
 
-So each pod's class is (its address blocks, its named ports). The pods of a label set
-whose class is the default one (addresses in no NetworkPolicy prefix, the label set's
-reference named ports) keep the label set's own identity; every other class is the label
-set plus two keys below, an identity of its own allocated from the node-local range (as
-CIDR identities: the operator never sees it, each agent numbers its own). Both keys sit
-under `io.kubernetes.pod.`, which a pod cannot set on itself and a NetworkPolicy selector
-never reads (`labels.is_added_key`).
+So each pod's class is (its address blocks, its named ports, its selected own labels). The
+pods of a label set whose class is the default one (addresses in no NetworkPolicy prefix,
+the label set's reference named ports, no selected own label) keep the label set's own
+identity; every other class is the label set plus the keys below, an identity of its own
+allocated from the node-local range (as CIDR identities: the operator never sees it, each
+agent numbers its own). All these keys sit under `io.kubernetes.pod.`, which a pod cannot
+set on itself and a NetworkPolicy selector never reads as such (`labels.is_added_key`; an
+own-label requirement reads its key's copy, `selectors.Requirement.own`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Iterable, Sequence
 
 from septum.operator.engine.cidrs import contains
 from septum.operator.engine.cluster import IPAddress
-from septum.operator.engine.labels import SOURCE_K8S, LabelSet
+from septum.operator.engine.labels import OWN_LABEL_PREFIX, SOURCE_K8S, LabelSet
 from septum.operator.engine.rules import CidrPeer, IPNetwork
 
 # Every address of the pod, as the most specific NetworkPolicy prefix holding it
@@ -39,6 +43,7 @@ CLASS_KEYS = (ADDRESS_BLOCKS_KEY, NAMED_PORTS_KEY)
 V4_ALL = ipaddress.ip_network("0.0.0.0/0")
 V6_ALL = ipaddress.ip_network("::/0")
 NamedPorts = tuple[tuple[str, int, int], ...]
+OwnLabels = tuple[tuple[str, str], ...]  # (key, value) of the pod's selected filtered labels
 
 
 def address_blocks(ips: Iterable[IPAddress], prefixes: Sequence[IPNetwork]) -> str | None:
@@ -66,11 +71,16 @@ def named_ports_text(named: NamedPorts) -> str:
     return ",".join(f"{name}/{protocol}/{port}" for name, protocol, port in sorted(named))
 
 
-def class_labels(base: LabelSet, blocks: str | None, named: NamedPorts) -> LabelSet:
-    """The label set of a split class: `base` plus its address blocks and named ports."""
+def class_labels(
+    base: LabelSet, blocks: str | None, named: NamedPorts, own: OwnLabels = ()
+) -> LabelSet:
+    """The label set of a split class: `base` plus its address blocks, named ports and
+    selected own labels (each under `labels.OWN_LABEL_PREFIX`)."""
     extra = {NAMED_PORTS_KEY: named_ports_text(named)}
     if blocks is not None:
         extra[ADDRESS_BLOCKS_KEY] = blocks
+    for key, value in own:
+        extra[OWN_LABEL_PREFIX + key] = value
     return LabelSet.of(base.source, (*base.items, *extra.items()))
 
 

@@ -228,6 +228,18 @@ def cidr_prefixes(policy: Policy) -> list[IPNetwork]:
     return found
 
 
+def own_label_keys(policy: Policy) -> list[str]:
+    """The pod label keys `policy`'s upstream-API pod selectors read (`Requirement.own`)."""
+    found: list[str] = []
+    for part in policy.parts:
+        selectors = [part.subject] if part.subject is not None else []
+        for rule in part.rules:
+            selectors.extend(rule.peers.selectors)
+        for selector in selectors:
+            found.extend(r.key for r in selector.requirements if r.own)
+    return found
+
+
 def pod_cidr_prefixes(policy: Policy) -> list[IPNetwork]:
     """The prefixes of the CIDR peers that select pods by address (NetworkPolicy ipBlocks)."""
     found: list[IPNetwork] = []

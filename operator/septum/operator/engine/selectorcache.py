@@ -203,11 +203,11 @@ class SelectorCache:
     def _count_keys(self, matcher: Matcher, step: int) -> None:
         selectors = (matcher,) if isinstance(matcher, Selector) else matcher.selectors
         for selector in selectors:
-            for requirement in selector.requirements:
-                before = self._key_refs[requirement.key]
-                self._key_refs[requirement.key] = before + step
-                if self._key_refs[requirement.key] <= 0:
-                    del self._key_refs[requirement.key]
+            for key in (k for r in selector.requirements for k in r.read_keys()):
+                before = self._key_refs[key]
+                self._key_refs[key] = before + step
+                if self._key_refs[key] <= 0:
+                    del self._key_refs[key]
                 if (before == 0) != (before + step == 0):
                     self.key_generation += 1
 

@@ -18,6 +18,7 @@ from septum.operator.engine.labels import (
     KNOWN_SOURCES,
     NAMESPACE_KEY,
     NAMESPACE_LABELS_PREFIX,
+    OWN_LABEL_PREFIX,
     SOURCE_ANY,
     SOURCE_K8S,
     SOURCE_POD_LABEL,
@@ -49,12 +50,17 @@ class Requirement:
     operator: Operator
     values: frozenset[str] = frozenset()
     source: str | None = None
+    # On the pod's own label (an upstream-API podSelector): a label the filter keeps out of
+    # identities is read from the pod's split class (labels.OWN_LABEL_PREFIX).
+    own: bool = False
 
     def matches(self, labels: LabelSet) -> bool:
         if self.source is not None and labels.source != self.source:
             # A label of another source does not exist for this requirement.
             return self.operator in (Operator.NOT_IN, Operator.DOES_NOT_EXIST)
         value = labels.get(self.key)
+        if value is None and self.own:
+            value = labels.get(OWN_LABEL_PREFIX + self.key)
         if self.operator is Operator.IN:
             return value is not None and value in self.values
         if self.operator is Operator.NOT_IN:
@@ -62,6 +68,10 @@ class Requirement:
         if self.operator is Operator.EXISTS:
             return value is not None
         return value is None
+
+    def read_keys(self) -> tuple[str, ...]:
+        """The identity label keys this requirement reads."""
+        return (self.key, OWN_LABEL_PREFIX + self.key) if self.own else (self.key,)
 
     def __str__(self) -> str:
         key = f"{self.source}:{self.key}" if self.source else self.key
@@ -98,7 +108,11 @@ class Selector:
         """(key, value) pairs every match must carry: used to narrow candidates from an index."""
         keys: list[tuple[str, str]] = []
         for requirement in self.requirements:
-            if requirement.operator is Operator.IN and len(requirement.values) == 1:
+            if (
+                requirement.operator is Operator.IN
+                and len(requirement.values) == 1
+                and not requirement.own
+            ):
                 keys.append((requirement.key, next(iter(requirement.values))))
         return keys
 
@@ -108,7 +122,11 @@ class Selector:
         return [
             ()
             if requirement.source == SOURCE_POD_LABEL
-            else tuple((requirement.key, value) for value in sorted(requirement.values))
+            else tuple(
+                (key, value)
+                for key in requirement.read_keys()
+                for value in sorted(requirement.values)
+            )
             for requirement in self.requirements
             if requirement.operator is Operator.IN
         ]
@@ -153,8 +171,12 @@ def parse_label_selector(
     raw: Any,
     path: str,
     key_mapper: KeyMapper,
+    own: bool = False,
 ) -> tuple[Requirement, ...]:
-    """Parse `matchLabels` + `matchExpressions`; `key_mapper` turns a raw key into (key, source)."""
+    """Parse `matchLabels` + `matchExpressions`; `key_mapper` turns a raw key into (key, source).
+
+    `own`: the selector reads the pod's own labels (an upstream-API podSelector), filtered
+    ones included (`Requirement.own`)."""
     obj = expect_mapping(raw if raw is not None else {}, path)
     reject_unknown(obj, {"matchLabels", "matchExpressions"}, path)
     requirements: list[Requirement] = []
@@ -166,7 +188,9 @@ def parse_label_selector(
         _validate_key(raw_key, key_path)
         value = expect_str(raw_value if raw_value is not None else "", key_path)
         key, source = key_mapper(raw_key, key_path)
-        requirements.append(Requirement(key, Operator.IN, frozenset({value}), source))
+        requirements.append(
+            Requirement(key, Operator.IN, frozenset({value}), source, own and source == SOURCE_K8S)
+        )
     expressions_path = field(path, "matchExpressions")
     for i, raw_expr in enumerate(expect_list(obj.get("matchExpressions") or [], expressions_path)):
         expr_path = index(expressions_path, i)
@@ -191,7 +215,9 @@ def parse_label_selector(
         if operator in (Operator.EXISTS, Operator.DOES_NOT_EXIST) and values:
             raise PolicyError(field(expr_path, "values"), f"operator {op_name} takes no values")
         key, source = key_mapper(raw_key, field(expr_path, "key"))
-        requirements.append(Requirement(key, operator, values, source))
+        requirements.append(
+            Requirement(key, operator, values, source, own and source == SOURCE_K8S)
+        )
     return tuple(sorted(requirements, key=str))
 
 

@@ -55,7 +55,7 @@ from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
 from septum.operator.engine.identitycompiler import DROP, IdentityCompiler
 from septum.operator.engine.labels import LabelFilter, LabelSet, pod_label_set
 from septum.operator.engine.parse import parse_policy, policy_key
-from septum.operator.engine.podclass import same_blocks
+from septum.operator.engine.podclass import class_labels, same_blocks
 from septum.operator.engine.podclasses import PodClasses
 from septum.operator.engine.registry import RuleRegistry
 from septum.operator.engine.resolution import NamedPortMap, RuleResolver
@@ -108,7 +108,7 @@ class Engine:
         self.rejected: dict[PolicyKey, InvalidPolicy] = {}
         self._ordered: list[Policy] = []
         self._pod_labels: dict[PodKey, LabelSet] = {}  # the label set of the pod's identity
-        self._classes = PodClasses(self.pods)
+        self._classes = PodClasses(self.pods, self.label_filter)
         self.pod_identity: dict[PodKey, int] = {}
         self.identity_pods: dict[int, set[PodKey]] = {}
         self.named_ports: dict[int, NamedPortMap] = {}
@@ -276,18 +276,18 @@ class Engine:
             raise
         self.rejected.pop(policy.key, None)
         old = self.policies.get(policy.key)
-        blocks_moved = False
+        classes_moved = False
         if old is not None:
             self._work.full |= self._subjects_of(old)
             self._unregister(old)
-            blocks_moved |= self._classes.count_prefixes(old, -1)
+            classes_moved |= self._classes.count_policy(old, -1)
         self.policies[policy.key] = policy
         self._register(policy)
-        blocks_moved |= self._classes.count_prefixes(policy, 1)
+        classes_moved |= self._classes.count_policy(policy, 1)
         self._work.full |= self._subjects_of(policy)
         self._reorder()
         touched: Touched = {}
-        if blocks_moved:
+        if classes_moved:
             self._reclassify(touched)
         return self._flush(touched)
 
@@ -300,7 +300,7 @@ class Engine:
         self._unregister(old)
         self._reorder()
         touched: Touched = {}
-        if self._classes.count_prefixes(old, -1):
+        if self._classes.count_policy(old, -1):
             self._reclassify(touched)
         return self._flush(touched)
 
@@ -369,7 +369,7 @@ class Engine:
         rejected: dict[str, str] = {}
         accepted = self._parse_all(policies, rejected)
         for policy in accepted:
-            self._classes.count_prefixes(policy, 1)
+            self._classes.count_policy(policy, 1)
         for pod in parsed_pods:
             self.pods[pod.key] = pod
             if not pod.host_network:
@@ -471,6 +471,12 @@ class Engine:
             self.label_filter,
         )
 
+    def hypothetical_labels(self, base: LabelSet, pod_labels: Mapping[str, str]) -> LabelSet:
+        """The label set a pod with `pod_labels` (whose filtered label set is `base`) would
+        be matched by: its class's when an upstream-API selector reads a filtered label."""
+        own = self._classes.own_labels(pod_labels.items())
+        return class_labels(base, None, (), own) if own else base
+
     def _audit(self, pod: PodKey) -> bool:
         ns = self.namespaces.get(pod.namespace)
         return self.pods[pod].audit or bool(ns and ns.audit)
@@ -546,7 +552,8 @@ class Engine:
                     self._work.changes.ipcache_upserts[host_network(ip)] = self.pod_identity[key]
 
     def _reclassify(self, touched: Touched) -> None:
-        """The named address prefixes changed: every pod's address blocks may have."""
+        """The named address prefixes or selected own-label keys changed: every pod's class
+        may have."""
         for base in self._classes.reclassify():
             self._regroup(base, touched, None, everyone=True)
 
