@@ -14,7 +14,7 @@ BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wild
 PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: help setup deps venv bpf tools proto gobuild hubble e2e cilium-peer crds crds-upstream lint test demo conformance clean
+.PHONY: help setup deps venv bpf tools proto ui ui-test gobuild hubble e2e cilium-peer crds crds-upstream lint test demo conformance clean
 
 help:
 	@echo "make demo   set everything up and run the demo"
@@ -58,6 +58,26 @@ $(BUILD)/.proto-stamp: $(PROTO_SRC) $(VENV)/.installed scripts/gen-proto.sh
 	@scripts/gen-proto.sh
 	@mkdir -p $(BUILD) && touch $@
 
+## ---- the web UI (ui/): npm ci from the lockfile, TypeScript generated from the protos, vite
+# build into build/ui (served by `septum ui`); redone only when the lockfile or a source changes.
+UI_NODE := ui/node_modules/.package-lock.json
+UI_SRC  := $(shell find ui/src -path ui/src/gen -prune -o -type f -print 2>/dev/null) \
+           ui/index.html ui/vite.config.ts ui/tsconfig.json ui/scripts/gen.sh
+
+ui: $(BUILD)/ui/index.html
+
+$(UI_NODE): ui/package-lock.json | deps
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(BUILD)/ui/index.html: $(UI_NODE) $(UI_SRC) $(PROTO_SRC) $(VENV)/.installed
+	cd ui && PY=../$(PY) sh scripts/gen.sh && nice -n 10 npx tsc --noEmit && nice -n 10 npx vite build --logLevel warn
+	@touch $@
+
+# The front end's data handling (vitest, node): filters, flow rows, the map's graph, export.
+ui-test: ui
+	cd ui && npx vitest run
+
 ## ---- Go-built binaries: Kubernetes, etcd, CoreDNS, helm, agnhost, hubble --
 # scripts/ensure-go.sh prints the bin directory of a Go >= GO_VERSION (lab/gobuild/versions.env):
 # the go on PATH when new enough, else one fetched once from the Go module proxy into the cache.
@@ -89,17 +109,17 @@ crds-upstream: deps
 	@$(WITH_GO) crd="$$(scripts/fetch-npapi-crds.sh)" && \
 	  cmp -s "$$crd" helm/septum/crds/$$(basename "$$crd") || cp "$$crd" helm/septum/crds/
 
-setup: deps venv bpf tools proto
+setup: deps venv bpf tools proto ui
 
 # Style, types and the import-layering contracts (pyproject.toml [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check src operator dataplane agent relay lab tests scripts
 	$(VENV)/bin/ruff format --check src operator dataplane agent relay lab tests scripts
-	$(VENV)/bin/mypy -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.relay -p septum.lab -p septum.cli -p septum.bench -p septum.demo
+	$(VENV)/bin/mypy -p septum.ui -p septum.wellknown -p septum.operator -p septum.dataplane -p septum.agent -p septum.relay -p septum.lab -p septum.cli -p septum.bench -p septum.demo
 	$(VENV)/bin/lint-imports
 	$(PY) scripts/gen-crds.py --check
 
-test: setup lint gobuild hubble e2e crds-upstream
+test: setup lint ui-test gobuild hubble e2e crds-upstream
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The whole user path on the lab: helm, kubectl and the real hubble CLI are Go-built (cached).

@@ -11,7 +11,11 @@ packages=(
   openssl ca-certificates git curl       # lab certificates, Go module fetches, the demo's HTTP client
   unzip                                  # the Go toolchain zip from the module proxy (scripts/ensure-go.sh)
   python3-venv
+  chromium                               # the web UI's browser tests and `septum bench ui` (headless)
 )
+# The web UI's build (npm ci + vite): Debian's nodejs/npm unless a node with npm is already here
+# (a NodeSource nodejs bundles npm and conflicts with Debian's npm package).
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

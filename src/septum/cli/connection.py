@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 import grpc
 
-from septum.cli.hubble.client import DEFAULT_SERVER, channel, client_tls
+from septum.cli.hubble.client import DEFAULT_SERVER, ClientTLS, channel, client_tls
 from septum.cli.hubble.errors import ClientConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,11 +54,11 @@ def connection_options(command: F) -> F:
     return command
 
 
-def open_channel(options: Mapping[str, Any]) -> grpc.Channel:
-    """A channel to --server as the flags ask; a setting that cannot work is a usage error
-    naming its flag."""
+def tls_settings(options: Mapping[str, Any]) -> ClientTLS | None:
+    """The --tls* flags as settings (None: plaintext); a combination that cannot work is a
+    usage error naming its flag."""
     try:
-        tls = client_tls(
+        return client_tls(
             options["server"],
             tls=options["tls"],
             allow_insecure=options["tls_allow_insecure"],
@@ -67,6 +67,15 @@ def open_channel(options: Mapping[str, Any]) -> grpc.Channel:
             key_file=options["tls_client_key_file"],
             server_name=options["tls_server_name"],
         )
+    except ClientConfigError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def open_channel(options: Mapping[str, Any]) -> grpc.Channel:
+    """A channel to --server as the flags ask; a setting that cannot work is a usage error
+    naming its flag."""
+    tls = tls_settings(options)
+    try:
         return channel(options["server"], tls)
     except ClientConfigError as err:
         raise click.UsageError(str(err)) from err

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("septum.cli.agent", "agent"),
     "relay": ("septum.cli.relay", "relay"),
     "port-forward": ("septum.cli.portforward", "port_forward"),
+    "ui": ("septum.cli.ui", "ui"),
 }
 
 

@@ -104,14 +104,23 @@ def channel(server: str, tls: ClientTLS | None = None) -> grpc.Channel:
     address = target(server)
     if tls is None:
         return grpc.insecure_channel(address)
+    creds, options = credentials(tls)
+    return grpc.secure_channel(address, creds, options=list(options))
+
+
+def credentials(
+    tls: ClientTLS,
+) -> tuple[grpc.ChannelCredentials, tuple[tuple[str, str], ...]]:
+    """The channel credentials and options `tls` asks for (files read here); shared by the
+    blocking channel above and `septum ui`'s asyncio one."""
     roots = b"".join(_read("--tls-ca-cert-files", path) for path in tls.ca_files) or None
     creds = grpc.ssl_channel_credentials(
         root_certificates=roots,
         private_key=_read("--tls-client-key-file", tls.key_file) if tls.key_file else None,
         certificate_chain=_read("--tls-client-cert-file", tls.cert_file) if tls.cert_file else None,
     )
-    options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
-    return grpc.secure_channel(address, creds, options=options)
+    options = (("grpc.ssl_target_name_override", tls.server_name),) if tls.server_name else ()
+    return creds, options
 
 
 def _read(flag: str, path: Path) -> bytes:

@@ -1,0 +1,58 @@
+"""`septum ui`: the web UI on port 12000 (as Hubble UI), talking to the relay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from septum.cli.connection import connection_options, tls_settings
+from septum.cli.hubble.client import credentials, target
+from septum.cli.hubble.errors import ClientConfigError
+from septum.ui.errors import AssetsError
+from septum.ui.server import DEFAULT_PORT, Upstream, find_assets, make_app
+
+
+def upstream_from_options(options: dict[str, Any]) -> Upstream:
+    """The Observer to forward to, from --server and the --tls* flags (as `septum observe`)."""
+    tls = tls_settings(options)
+    address = target(options["server"])
+    if tls is None:
+        return Upstream(address)
+    try:
+        creds, opts = credentials(tls)
+    except ClientConfigError as err:
+        raise click.UsageError(str(err)) from err
+    return Upstream(address, creds, opts)
+
+
+@click.command()
+@connection_options
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to serve the UI on (Hubble UI's).",
+)
+@click.option(
+    "--assets",
+    type=click.Path(file_okay=False),
+    help="Directory of the built UI (default: $SEPTUM_UI_ASSETS, the image's, "
+    "or the checkout's build/ui).",
+)
+def ui(**options: Any) -> None:
+    """Serve the web UI: service map, flows, flow detail and policies, from the relay."""
+    from aiohttp import web
+
+    upstream = upstream_from_options(options)
+    try:
+        assets = find_assets(options["assets"])
+    except AssetsError as err:
+        raise click.UsageError(str(err)) from err
+    app = make_app(assets, upstream)
+    click.echo(f"septum ui: http://{options['address']}:{options['port']}/ -> {options['server']}")
+    web.run_app(
+        app, host=options["address"], port=options["port"], print=None, shutdown_timeout=2.0
+    )

@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { FlowSchema } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
+import { edgeVerdict, ServiceGraph, visible } from "./graph";
+import { landing, toWorld } from "./fixtures";
+
+describe("the service map's graph", () => {
+  const g = new ServiceGraph();
+  g.add(landing("tiefighter"));
+  g.add(landing("xwing"));
+  g.add(toWorld());
+
+  it("workloads are nodes by namespace, world is its own node", () => {
+    expect([...g.nodes.keys()].sort()).toEqual(["default/deathstar", "default/tiefighter", "default/xwing", "reserved:world"]);
+    expect(g.nodes.get("reserved:world")).toMatchObject({ reserved: true, namespace: "" });
+  });
+
+  it("edges carry ports and verdict colours", () => {
+    const x = g.edges.get("default/xwing->default/deathstar")!;
+    expect([...x.ports]).toEqual(["80/TCP"]);
+    expect(edgeVerdict(x)).toBe("dropped");
+    expect(edgeVerdict(g.edges.get("default/tiefighter->default/deathstar")!)).toBe("forwarded");
+    const mixed = new ServiceGraph();
+    mixed.add(landing("xwing"));
+    const allowed = landing("xwing");
+    allowed.verdict = 1;
+    mixed.add(allowed);
+    expect(edgeVerdict([...mixed.edges.values()][0])).toBe("mixed");
+  });
+
+  it("replies do not draw edges backwards", () => {
+    const r = new ServiceGraph();
+    r.add(create(FlowSchema, { ...landing("tiefighter"), isReply: true }));
+    expect(r.edges.size).toBe(0);
+  });
+
+  it("filters by namespace, label, verdict and protocol", () => {
+    const all = { namespaces: new Set<string>(), label: "", verdicts: new Set<never>(), protocol: "" };
+    expect(visible(g, all).edges).toHaveLength(3);
+    expect(visible(g, { ...all, verdicts: new Set(["dropped" as const]) }).edges.map((e) => e.source)).toEqual(["default/xwing"]);
+    expect(visible(g, { ...all, protocol: "UDP" }).edges.map((e) => e.target)).toEqual(["reserved:world"]);
+    expect(visible(g, { ...all, label: "class=xwing" }).nodes.map((n) => n.id).sort()).toEqual(["default/deathstar", "default/xwing"]);
+    expect(visible(g, { ...all, namespaces: new Set(["kube-system"]) }).edges).toHaveLength(0);
+  });
+});

@@ -1,0 +1,108 @@
+// Everything a Flow carries, and why it got its verdict.
+import type { ReactNode } from "react";
+import {
+  TraceObservationPoint,
+  TrafficDirection,
+  type Endpoint,
+} from "../gen/septum/dataplane/observe/api/flow/flow_pb";
+import {
+  dropReasonName,
+  l4,
+  policyRef,
+  tcpFlags,
+  why,
+  type FlowRow,
+} from "../model/flows";
+
+function Field({ name, children }: { name: string; children: ReactNode }) {
+  if (children === "" || children === undefined || children === null) return null;
+  return (
+    <div className="field">
+      <span className="name">{name}</span>
+      <span className="value">{children}</span>
+    </div>
+  );
+}
+
+function EndpointFields({ title, ep, ip, port }: { title: string; ep?: Endpoint; ip: string; port?: number }) {
+  return (
+    <section>
+      <h4>{title}</h4>
+      <Field name="pod">{ep?.podName}</Field>
+      <Field name="namespace">{ep?.namespace}</Field>
+      <Field name="workload">{ep?.workloads.map((w) => `${w.kind}/${w.name}`).join(", ")}</Field>
+      <Field name="identity">{ep ? String(ep.identity) : ""}</Field>
+      <Field name="IP">{ip}</Field>
+      <Field name="port">{port !== undefined ? String(port) : ""}</Field>
+      <Field name="cluster">{ep?.clusterName}</Field>
+      <Field name="labels">{ep?.labels.length ? <ul>{ep.labels.map((l) => <li key={l}>{l}</li>)}</ul> : ""}</Field>
+    </section>
+  );
+}
+
+export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void }) {
+  const f = row.flow;
+  const info = l4(f);
+  const w = why(f);
+  const rec = f.l7?.record;
+  return (
+    <aside className="detail" data-testid="flow-detail">
+      <header>
+        <h3>Flow</h3>
+        <button onClick={onClose}>close</button>
+      </header>
+      <section className={`why ${row.verdict.toLowerCase()}`} data-testid="flow-why">
+        <h4>Why: {row.verdict}</h4>
+        <p>{w.summary}</p>
+        {w.policies.map((p, i) => (
+          <div key={i} className="policy">
+            <a href={`#/policy?name=${encodeURIComponent(p.policy.name)}&namespace=${encodeURIComponent(p.policy.namespace)}&kind=${encodeURIComponent(p.policy.kind)}`}>
+              {policyRef(p.policy)}
+            </a>{" "}
+            — {p.effect} on {p.direction}, tier {p.tier}
+            {p.policy.revision ? `, revision ${p.policy.revision}` : ""}
+            {w.defaultDeny && p.effect === "denied" ? " (default deny: the policy isolates the endpoint and no rule allows)" : ""}
+          </div>
+        ))}
+      </section>
+      <section>
+        <h4>Summary</h4>
+        <Field name="time">{new Date(row.timeMs).toISOString()}</Field>
+        <Field name="verdict">{row.verdict}</Field>
+        <Field name="drop reason">{f.dropReasonDesc ? `${dropReasonName(f.dropReasonDesc)} (${f.dropReason})` : ""}</Field>
+        <Field name="direction">{TrafficDirection[f.trafficDirection]}</Field>
+        <Field name="observed at">{TraceObservationPoint[f.traceObservationPoint]}</Field>
+        <Field name="node">{f.nodeName}</Field>
+        <Field name="protocol">{info.protocol}</Field>
+        <Field name="TCP flags">{tcpFlags(f).join(", ")}</Field>
+        <Field name="reply">{String(f.isReply ?? f.reply)}</Field>
+        <Field name="summary">{f.Summary}</Field>
+        <Field name="uuid">{f.uuid}</Field>
+      </section>
+      <EndpointFields title="Source" ep={f.source} ip={f.IP?.source ?? ""} port={info.srcPort} />
+      <EndpointFields title="Destination" ep={f.destination} ip={f.IP?.destination ?? ""} port={info.dstPort} />
+      {f.destinationService?.name && (
+        <section><h4>Service</h4><Field name="destination">{`${f.destinationService.namespace}/${f.destinationService.name}`}</Field></section>
+      )}
+      {rec?.case === "http" && (
+        <section>
+          <h4>HTTP</h4>
+          <Field name="method">{rec.value.method}</Field>
+          <Field name="URL">{rec.value.url}</Field>
+          <Field name="status">{rec.value.code ? String(rec.value.code) : ""}</Field>
+          <Field name="protocol">{rec.value.protocol}</Field>
+          <Field name="latency">{f.l7?.latencyNs ? `${Number(f.l7.latencyNs) / 1e6} ms` : ""}</Field>
+        </section>
+      )}
+      {rec?.case === "dns" && (
+        <section>
+          <h4>DNS</h4>
+          <Field name="query">{rec.value.query}</Field>
+          <Field name="answers">{rec.value.ips.join(", ")}</Field>
+          <Field name="rcode">{String(rec.value.rcode)}</Field>
+          <Field name="types">{rec.value.qtypes.join(", ")}</Field>
+        </section>
+      )}
+    </aside>
+  );
+}
