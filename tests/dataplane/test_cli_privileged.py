@@ -39,7 +39,7 @@ def test_bench_datapath_json_has_exactly_the_documented_keys():
     result = CliRunner().invoke(
         bench_command,
         ["--json", "--repeats", "2000", "--singles", "200", "--peer-rounds", "2"]
-        + ["--rounds", "1", "--seconds", "1"],
+        + ["--rounds", "1", "--seconds", "1", "--conn-rounds", "1"],
     )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)

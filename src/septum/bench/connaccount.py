@@ -38,7 +38,7 @@ class ConnectionCost:
 
     @property
     def connections_per_s(self) -> float:
-        """The rate with a reader taking the events (the rate figures run without one)."""
+        """The rate during this run, with its reader taking every event."""
         return self.connections / self.elapsed_s if self.elapsed_s else 0.0
 
     @property
