@@ -11,7 +11,7 @@ BUILD       := build
 BPF_OBJ     := $(BUILD)/bpf/septum.bpf.o
 CONNRATE    := $(BUILD)/tools/connrate
 BPF_SRC     := $(wildcard bpf/*.bpf.c) $(wildcard bpf/include/septum/*.h) $(wildcard bpf/lib/*.h)
-PROTO_SRC   := $(shell find dataplane -name '*.proto' 2>/dev/null)
+PROTO_SRC   := $(shell find dataplane src -name '*.proto' 2>/dev/null)
 PYTEST_ARGS ?=
 
 .PHONY: help setup deps venv bpf tools proto ui ui-test gobuild hubble e2e cilium-peer crds crds-upstream lint test demo conformance clean

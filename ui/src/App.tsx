@@ -1,15 +1,18 @@
 import { useEffect, useState } from "react";
 import { health } from "./health";
 import { FlowTable } from "./views/FlowTable";
+import { PolicyView } from "./views/PolicyView";
 import { ServiceMap } from "./views/ServiceMap";
 import { StatusBar } from "./views/StatusBar";
 
-type Tab = "map" | "flows";
+type Tab = "map" | "flows" | "policy";
 
-function fromHash(): { tab: Tab; filter: string } {
-  const [path, query] = window.location.hash.replace(/^#\/?/, "").split("?");
-  const tab: Tab = path === "flows" ? "flows" : "map";
-  return { tab, filter: new URLSearchParams(query ?? "").get("filter") ?? "" };
+function fromHash(): { tab: Tab; filter: string; params: URLSearchParams; raw: string } {
+  const raw = window.location.hash;
+  const [path, query] = raw.replace(/^#\/?/, "").split("?");
+  const tab: Tab = path === "flows" || path === "policy" ? path : "map";
+  const params = new URLSearchParams(query ?? "");
+  return { tab, filter: params.get("filter") ?? "", params, raw };
 }
 
 export function App() {
@@ -30,12 +33,14 @@ export function App() {
         <nav>
           <a className={route.tab === "map" ? "on" : ""} href="#/map" data-testid="tab-map">Service map</a>
           <a className={route.tab === "flows" ? "on" : ""} href="#/flows" data-testid="tab-flows">Flows</a>
+          <a className={route.tab === "policy" ? "on" : ""} href="#/policy" data-testid="tab-policy">Policy</a>
         </nav>
         <StatusBar health={health} />
       </header>
       <main>
         {route.tab === "map" && <ServiceMap health={health} onEdge={(f) => go("flows", f)} />}
         {route.tab === "flows" && <FlowTable key={route.filter} health={health} initialFilter={route.filter} />}
+        {route.tab === "policy" && <PolicyView key={route.raw} params={route.params} />}
       </main>
     </div>
   );

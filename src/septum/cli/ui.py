@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -42,16 +43,34 @@ def upstream_from_options(options: dict[str, Any]) -> Upstream:
     help="Directory of the built UI (default: $SEPTUM_UI_ASSETS, the image's, "
     "or the checkout's build/ui).",
 )
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="KUBECONFIG",
+    help="The cluster whose policies the Policy view explains and what-ifs (default: "
+    "$KUBECONFIG; without it and -f the Policy view says so).",
+)
+@click.option(
+    "-f",
+    "--filename",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Policy manifests for the Policy view (on top of the cluster with --kubeconfig).",
+)
 def ui(**options: Any) -> None:
     """Serve the web UI: service map, flows, flow detail and policies, from the relay."""
     from aiohttp import web
+
+    from septum.cli.uipolicy import PolicySource, make_handlers
 
     upstream = upstream_from_options(options)
     try:
         assets = find_assets(options["assets"])
     except AssetsError as err:
         raise click.UsageError(str(err)) from err
-    app = make_app(assets, upstream)
+    policies = PolicySource(tuple(options["paths"]), options["kubeconfig"], options["server"])
+    app = make_app(assets, upstream, make_handlers(policies))
     click.echo(f"septum ui: http://{options['address']}:{options['port']}/ -> {options['server']}")
     web.run_app(
         app, host=options["address"], port=options["port"], print=None, shutdown_timeout=2.0

@@ -54,9 +54,22 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
       <section className={`why ${row.verdict.toLowerCase()}`} data-testid="flow-why">
         <h4>Why: {row.verdict}</h4>
         <p>{w.summary}</p>
+        {f.source?.podName && f.destination?.podName && info.dstPort !== undefined && (
+          <a
+            data-testid="explain-link"
+            href={`#/policy?${new URLSearchParams({
+              from: `${f.source.namespace}/${f.source.podName}`,
+              to: `${f.destination.namespace}/${f.destination.podName}`,
+              port: String(info.dstPort),
+              protocol: info.protocol,
+            })}`}
+          >
+            Explain this connection with the policies now
+          </a>
+        )}
         {w.policies.map((p, i) => (
           <div key={i} className="policy">
-            <a href={`#/policy?name=${encodeURIComponent(p.policy.name)}&namespace=${encodeURIComponent(p.policy.namespace)}&kind=${encodeURIComponent(p.policy.kind)}`}>
+            <a href={`#/policy?${new URLSearchParams({ name: p.policy.name, workload: `${(p.direction === "ingress" ? f.destination : f.source)?.namespace ?? ""}/${(p.direction === "ingress" ? f.destination : f.source)?.podName ?? ""}` })}`}>
               {policyRef(p.policy)}
             </a>{" "}
             — {p.effect} on {p.direction}, tier {p.tier}
