@@ -43,6 +43,7 @@ def test_the_ingest_process_takes_every_event_and_reports_the_count() -> None:
                 node.test_run(abi.PROG_BENCH_EMIT, PACKET, repeat=1)
             node.test_run(abi.PROG_BENCH_EMIT, PACKET, repeat=950)
         assert count.ingested == 1000
+        assert count.cpu_s > 0
         assert node.lost_events() == 0
         assert node.flow_reader().pending_bytes() == 0  # the process read the node's ring
     finally:

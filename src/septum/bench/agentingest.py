@@ -14,6 +14,7 @@ no node has."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,17 +50,21 @@ def agent_ingest(node: NodeDatapath, node_name: str) -> Iterator[FlowPipeline]:
 
 @dataclass
 class IngestCount:
-    ingested: int = 0  # set when the block has ended
+    """Set when the block has ended."""
+
+    ingested: int = 0
+    cpu_s: float = 0.0  # the process's CPU time (all threads) from attaching to the end
 
 
 def _serve(
     node: NodeDatapath, node_name: str, ready: Event, stop: Event, report: Connection
 ) -> None:
     try:
+        started = time.process_time()
         with agent_ingest(node, node_name) as pipeline:
             ready.set()
             stop.wait()
-        report.send(pipeline.ingested)
+        report.send((pipeline.ingested, time.process_time() - started))
     except BaseException as err:  # reported to the bench, which raises it
         report.send(f"{type(err).__name__}: {err}")
 
@@ -90,6 +95,6 @@ def agent_ingest_process(node: NodeDatapath, node_name: str) -> Iterator[IngestC
             process.join()
         receive.close()
         send.close()
-    if not isinstance(answer, int):
+    if isinstance(answer, str):
         raise RuntimeError(f"the agent ingest process failed: {answer}")
-    count.ingested = answer
+    count.ingested, count.cpu_s = answer

@@ -384,6 +384,9 @@ def throughput(rounds: int, seconds: int, conn_rounds: int = 10) -> dict[str, fl
             "new_conn_rounds": float(len(rates.septum)),
             "new_conn_events_ingested": float(rates.ingested),
             "new_conn_lost_events": float(rates.lost),
+            "new_conn_ingest_cpu_us": (
+                rates.ingest_cpu_s * 1e6 / rates.connections if rates.connections else 0.0
+            ),
             "live_ns_per_packet": live[0] / live[1] if live[1] else 0.0,
             "iperf_gbps_plain_median": statistics.median(plain),
             "iperf_gbps_septum_median": statistics.median(septum),
@@ -413,6 +416,8 @@ class ConnectionRates:
     iptables: list[float]
     ingested: int  # events the agent's ingest took during Septum's runs
     lost: int  # events the kernel could not queue during them
+    connections: int = 0  # Septum's, all runs together
+    ingest_cpu_s: float = 0.0  # the agent ingest process's CPU time in those runs
 
     @property
     def ratio(self) -> float:
@@ -435,6 +440,8 @@ def _connection_rates(
         with agent_ingest_process(enforcers.node, "bench-connrate") as ingest:
             count, elapsed = _connections(client, server, seconds)
         rates.ingested += ingest.ingested
+        rates.ingest_cpu_s += ingest.cpu_s
+        rates.connections += count
         rates.lost += enforcers.node.lost_events() - lost
         enforcers.septum_off()
         rates.septum.append(count / elapsed)
@@ -560,6 +567,11 @@ def _print_table(results: dict[str, float], comparison: peercompare.Comparison) 
         "events the agent's ingest took / lost in those runs",
         f"{results['new_conn_events_ingested']:.0f} / {results['new_conn_lost_events']:.0f}",
         "",
+    )
+    table.add_row(
+        "agent ingest CPU per Septum connection (us)",
+        f"{results['new_conn_ingest_cpu_us']:.2f}",
+        "its process, all threads",
     )
     floor = results["new_allow_floor_ns"]
     table.add_row(
