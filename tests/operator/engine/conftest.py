@@ -34,6 +34,9 @@ class NoNodes:
     def node_addresses(self, name: str) -> tuple[Any, ...]:
         return ()
 
+    def fqdn_names(self, network: Any) -> frozenset[str]:
+        return frozenset()
+
 
 def namespace_obj(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": {"ns": name, **(labels or {})}}}

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from septum.operator.engine.cidrs import contains
 from septum.operator.engine.cluster import IPAddress
+from septum.operator.engine.fqdn import selectors_match
 from septum.operator.engine.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, LabelSet
 from septum.operator.engine.podclass import pod_cidr_matches
 from septum.operator.engine.rules import CidrPeer, IPNetwork, Peers
@@ -45,6 +46,8 @@ class NodeView(Protocol):
     def node_matches(self, selector: Selector) -> bool: ...
 
     def node_addresses(self, name: str) -> Sequence[IPAddress]: ...
+
+    def fqdn_names(self, network: IPNetwork) -> frozenset[str]: ...
 
 
 NODE_IDENTITIES = ("host", "remote-node")
@@ -131,6 +134,16 @@ def node_addresses_match(cidrs: Sequence[CidrPeer], labels: LabelSet, nodes: Nod
     return any(held) if any(p.any_node_address for p in peers) else all(held)
 
 
+def fqdns_match(selectors: tuple[str, ...], labels: LabelSet, nodes: NodeView) -> bool:
+    """toFQDNs: a CIDR identity of an address DNS answers named, for a name a selector
+    selects. The names live in the engine (learned, not labels): a selection changes
+    when they do, and the engine refreshes the toFQDNs selections then."""
+    if labels.source != SOURCE_CIDR:
+        return False
+    names = nodes.fqdn_names(cidr_network(labels))
+    return bool(names) and selectors_match(selectors, names)
+
+
 def peers_match(peers: Peers, labels: LabelSet, nodes: NodeView) -> bool:
     if peers.any_peer:
         return True
@@ -141,5 +154,7 @@ def peers_match(peers: Peers, labels: LabelSet, nodes: NodeView) -> bool:
     if node_addresses_match(peers.cidrs, labels, nodes):
         return True
     if any(entity_matches(entity, labels) for entity in peers.entities):
+        return True
+    if peers.fqdns and fqdns_match(peers.fqdns, labels, nodes):
         return True
     return bool(peers.nodes) and nodes_match(peers.nodes, labels, nodes)

@@ -240,6 +240,11 @@ def own_label_keys(policy: Policy) -> list[str]:
     return found
 
 
+def fqdn_selectors(policy: Policy) -> list[str]:
+    """Every toFQDNs matchName / matchPattern text of a policy."""
+    return [fqdn for part in policy.parts for rule in part.rules for fqdn in rule.peers.fqdns]
+
+
 def pod_cidr_prefixes(policy: Policy) -> list[IPNetwork]:
     """The prefixes of the CIDR peers that select pods by address (NetworkPolicy ipBlocks)."""
     found: list[IPNetwork] = []

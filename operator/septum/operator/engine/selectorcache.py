@@ -194,7 +194,9 @@ class SelectorCache:
                 found |= identities.pod_ids if narrowed is None else narrowed
             if selector.sources - {SOURCE_K8S}:
                 found.update(identities.non_pod_ids())
-        if isinstance(matcher, Peers) and (matcher.cidrs or matcher.entities or matcher.nodes):
+        if isinstance(matcher, Peers) and (
+            matcher.cidrs or matcher.entities or matcher.nodes or matcher.fqdns
+        ):
             found.update(identities.non_pod_ids())
             if "cluster" in matcher.entities or any(c.pods for c in matcher.cidrs):
                 found |= identities.pod_ids
@@ -234,7 +236,7 @@ def _watch_plans(matcher: Matcher) -> list[WatchPlan]:
     if isinstance(matcher, Selector):
         return [_selector_plan(matcher)]
     plans = [_selector_plan(s) for s in matcher.selectors]
-    if matcher.cidrs or matcher.entities or matcher.nodes:
+    if matcher.cidrs or matcher.entities or matcher.nodes or matcher.fqdns:
         all_pods = "cluster" in matcher.entities or any(c.pods for c in matcher.cidrs)
         plans.append(((), all_pods, True))
     return plans

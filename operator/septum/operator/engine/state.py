@@ -50,6 +50,7 @@ from septum.operator.engine.entries import (
 )
 from septum.operator.engine.errors import EngineNotEmpty, InvalidPolicy, PolicyError
 from septum.operator.engine.flush import AuditModes, PendingWork, Touched, apply_diff, flush
+from septum.operator.engine.fqdn import canonical_name, selectors_match
 from septum.operator.engine.hosts import HostEndpoints, node_labels
 from septum.operator.engine.identities import WORLD_V4, WORLD_V6, IdentityTable
 from septum.operator.engine.identitycompiler import DROP, IdentityCompiler
@@ -67,6 +68,7 @@ from septum.operator.engine.rules import (
     PolicyKey,
     PolicyPart,
     cidr_prefixes,
+    fqdn_selectors,
 )
 from septum.operator.engine.selectorcache import Matcher, SelectorCache
 from septum.operator.engine.selectors import Selector
@@ -122,6 +124,10 @@ class Engine:
         )
         self.compiled = self._compiler.compiled  # identity -> its entries (the same dict)
         self._cidr_refs: Counter[IPNetwork] = Counter()
+        # toFQDNs: every address DNS answers taught (host prefix -> names), and the part
+        # of it some toFQDNs selector selects (those addresses hold CIDR identities).
+        self._fqdn_learned: dict[IPNetwork, frozenset[str]] = {}
+        self._fqdn_selected: dict[IPNetwork, frozenset[str]] = {}
         self._work = PendingWork()
         self._audits = AuditModes()
         self._hosts = HostEndpoints(
@@ -185,6 +191,10 @@ class Engine:
             local = self.nodes.get(self.local_node)
             return local.ips if local is not None else ()
         return [ip for n in self.nodes.values() if n.name != self.local_node for ip in n.ips]
+
+    def fqdn_names(self, network: IPNetwork) -> frozenset[str]:
+        """The learned names of an address toFQDNs selects (matching.NodeView)."""
+        return self._fqdn_selected.get(network, frozenset())
 
     def ipcache(self) -> dict[IPNetwork, int]:
         """Prefix -> identity for the datapath's LPM map (v4 and v6)."""
@@ -264,6 +274,42 @@ class Engine:
         self._node_peers_changed()
         return self._flush({})
 
+    # ---- toFQDNs -------------------------------------------------------
+
+    def set_fqdn_addresses(self, learned: Mapping[IPAddress, Iterable[str]]) -> ChangeSet:
+        """The addresses DNS answers taught the node, each with the names it answered.
+
+        Replaces the previous set. Addresses a toFQDNs selector selects get a CIDR
+        identity (a host prefix in the ipcache) and the selecting rules allow them; the
+        returned changes are what the datapath needs before the answer is released.
+        """
+        self._fqdn_learned = {
+            host_network(ip): frozenset(canonical_name(n) for n in names)
+            for ip, names in learned.items()
+        }
+        self._sync_fqdns()
+        return self._flush({})
+
+    def _sync_fqdns(self) -> None:
+        selectors = {s for policy in self.policies.values() for s in fqdn_selectors(policy)}
+        wanted = {
+            network: names
+            for network, names in self._fqdn_learned.items()
+            if selectors and selectors_match(selectors, names)
+        }
+        old = self._fqdn_selected
+        if wanted == old:
+            return
+        # Names first: a new identity is matched against them as it is added.
+        self._fqdn_selected = wanted
+        for network in wanted.keys() - old.keys():
+            self._acquire_cidr(network)
+        for matcher in self.selectors.in_use():
+            if isinstance(matcher, Peers) and matcher.fqdns:
+                self._refresh_selection(matcher)
+        for network in old.keys() - wanted.keys():
+            self._release_cidr(network)
+
     # ---- policies ------------------------------------------------------
 
     def upsert_policy(self, obj: Mapping[str, Any]) -> ChangeSet:
@@ -283,6 +329,8 @@ class Engine:
             classes_moved |= self._classes.count_policy(old, -1)
         self.policies[policy.key] = policy
         self._register(policy)
+        if fqdn_selectors(policy) or (old is not None and fqdn_selectors(old)):
+            self._sync_fqdns()
         classes_moved |= self._classes.count_policy(policy, 1)
         self._work.full |= self._subjects_of(policy)
         self._reorder()
@@ -298,6 +346,8 @@ class Engine:
             return ChangeSet()
         self._work.full |= self._subjects_of(old)
         self._unregister(old)
+        if fqdn_selectors(old):
+            self._sync_fqdns()
         self._reorder()
         touched: Touched = {}
         if self._classes.count_policy(old, -1):
@@ -394,6 +444,7 @@ class Engine:
         self.identities.cidr_allocator.preallocate(prefixes)
         for policy in accepted:
             self._register(policy)
+        self._sync_fqdns()  # addresses learned before the load (an agent's restored state)
         self._reorder()
         return self._finish_load(rejected)
 
@@ -657,12 +708,7 @@ class Engine:
 
     def _register(self, policy: Policy) -> None:
         for network in cidr_prefixes(policy):
-            self._cidr_refs[network] += 1
-            if self._cidr_refs[network] == 1:
-                number, is_new = self.identities.acquire_cidr(network)
-                if is_new:
-                    self._work.changes.ipcache_upserts[network] = number
-                    self._identity_added(number)
+            self._acquire_cidr(network)
         self._hosts.policy_added(policy)
         for part in policy.parts:
             if part.subject is not None:
@@ -682,14 +728,26 @@ class Engine:
                     self.selectors.release(rule.peers)
         self._resolver.unregister(policy)
         for network in cidr_prefixes(policy):
-            self._cidr_refs[network] -= 1
-            if self._cidr_refs[network] == 0:
-                del self._cidr_refs[network]
-                number = self.identities.cidr_ids.get(network)
-                if number is not None:
-                    self._identity_removed(number)
-                    self.identities.release_cidr(network)
-                    self._work.changes.ipcache_deletes.add(network)
+            self._release_cidr(network)
+
+    def _acquire_cidr(self, network: IPNetwork) -> None:
+        """A policy prefix or a selected learned address: referenced, it has an identity."""
+        self._cidr_refs[network] += 1
+        if self._cidr_refs[network] == 1:
+            number, is_new = self.identities.acquire_cidr(network)
+            if is_new:
+                self._work.changes.ipcache_upserts[network] = number
+                self._identity_added(number)
+
+    def _release_cidr(self, network: IPNetwork) -> None:
+        self._cidr_refs[network] -= 1
+        if self._cidr_refs[network] == 0:
+            del self._cidr_refs[network]
+            number = self.identities.cidr_ids.get(network)
+            if number is not None:
+                self._identity_removed(number)
+                self.identities.release_cidr(network)
+                self._work.changes.ipcache_deletes.add(network)
 
     def _reorder(self) -> None:
         self._ordered = sorted(self.policies.values(), key=lambda p: p.order)
