@@ -30,6 +30,10 @@ int septum_from_pod(struct __sk_buff *skb)
 		.trace_point = SEPTUM_TRACE_FROM_ENDPOINT,
 	};
 
+	/* Hairpinned by septum_to_pod towards the L7 proxy (lib/proxy.h); a
+	 * pod's own packets never carry a mark (it does not cross the veth). */
+	if ((skb->mark & SEPTUM_MARK_MAGIC_MASK) == SEPTUM_MARK_TO_PROXY)
+		return septum_proxy_hairpin_in(skb);
 	return septum_handle_endpoint(skb, &hook);
 }
 

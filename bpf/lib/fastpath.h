@@ -168,6 +168,7 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 	if (!septum_ct_matches(entry, ct->order, is_reply) || entry->expires < now ||
 	    entry->verdict == SEPTUM_VERDICT_DROPPED || (tcp_flags & ~*flags_seen) ||
 	    (is_reply && !entry->reply_seen) || entry->state == SEPTUM_CT_SYN_SENT ||
+	    (entry->l7_proxy_port && !is_reply) || /* to the L7 proxy: the full path */
 	    septum_ct_is_reopen(entry, protocol, tcp_flags))
 		return SEPTUM_CONTINUE;
 

@@ -22,6 +22,7 @@
 #include "events.h"
 #include "fastpath.h"
 #include "icmp_related.h"
+#include "proxy.h"
 
 /* Headers the parser may need: Ethernet + IPv6 + the bounded extension-header
  * walk + the largest L4 header (see SEPTUM_MAX_L4_OFFSET). */
@@ -103,12 +104,17 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 						 const struct septum_hook *hook,
 						 const struct septum_endpoint *ep,
 						 const struct septum_config *cfg, __u64 now,
-						 const struct septum_ct_lookup *ct)
+						 const struct septum_ct_lookup *ct, __u32 mark)
 {
 	struct septum_decision decision = {};
 	struct septum_ct_entry entry = {};
 	struct septum_report report = {};
-	__u32 peer_identity = septum_peer_identity(pkt, hook->direction);
+	/* A proxy's upstream connection is decided as its client's would be:
+	 * the source identity rides in the socket mark (only towards a pod, where
+	 * the peer is the source). */
+	__u32 proxied = septum_proxy_mark_identity(mark);
+	__u32 peer_identity = proxied | (septum_peer_identity(pkt, hook->direction) &
+					 septum_zero_mask(proxied));
 
 	septum_decide(ep, hook->direction, peer_identity, pkt->protocol, pkt->policy_port_be,
 		      &decision);
@@ -143,7 +149,7 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	if (entry.state == SEPTUM_CT_CLOSING)
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
 	septum_emit(pkt, &report);
-	return SEPTUM_TC_FORWARD;
+	return septum_proxy_pending(decision.l7_proxy_port);
 }
 
 /* Revocation mode: an established connection whose endpoint has a newer
@@ -172,7 +178,10 @@ static __always_inline __u16 septum_recheck(struct septum_ct_entry *entry,
 	entry->rule_id = decision->rule_id;
 	entry->verdict = decision->verdict;
 	entry->match_type = decision->match_type;
-	entry->l7_proxy_port = decision->l7_proxy_port;
+	/* A connection moves into or out of the proxy only at its start: the
+	 * proxy never saw the handshake of one allowed without it. */
+	if (entry->l7_proxy_port && decision->l7_proxy_port)
+		entry->l7_proxy_port = decision->l7_proxy_port;
 	entry->peer_identity = *peer_identity;
 	return 0;
 }
@@ -287,7 +296,11 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 }
 
 /* The full path: parse, conntrack, and for a new connection endpoint, ipcache
- * and policy; every drop, event and conntrack insert.  A global (not inlined)
+ * and policy; every drop, event and conntrack insert.  An allowed packet of an
+ * L7-redirected connection comes back as SEPTUM_PROXY_PENDING | proxy port:
+ * the redirect (lib/proxy.h) runs after this function returned, so its
+ * socket lookups add neither to this frame (512 bytes of stack for the
+ * whole call chain) nor to the states the verifier walks here.  A global (not inlined)
  * BPF function, so the verifier checks it once, on its own, instead of once
  * per way the fast path can hand a packet over: it takes only the context and
  * scalars.  ct_absent: the fast path already looked this packet's tuple up
@@ -369,8 +382,14 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	}
 	if (entry && entry->expires >= now &&
 	    !septum_ct_is_reopen(entry, pkt.protocol, pkt.tcp_flags) &&
-	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW))
-		return septum_established(&pkt, hook, NULL, cfg, now, entry, is_reply);
+	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW)) {
+		ret = septum_established(&pkt, hook, NULL, cfg, now, entry, is_reply);
+		/* The client's side of a connection the proxy terminates (entries
+		 * of the host endpoint and of a proxy's upstream never have a port). */
+		if (ret == SEPTUM_TC_FORWARD && !is_reply)
+			return septum_proxy_pending(entry->l7_proxy_port);
+		return ret;
+	}
 
 	ep = septum_endpoint_lookup(hook->ifindex);
 	if (!ep)
@@ -380,7 +399,39 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	    !septum_endpoint_owns_source(ep, pkt.src, pkt.ip_version))
 		return septum_drop(&pkt, hook, ep, cfg, now, SEPTUM_DROP_INVALID_SOURCE_IP, NULL,
 				   0);
-	return septum_new_connection(&pkt, hook, ep, cfg, now, ct);
+	return septum_new_connection(&pkt, hook, ep, cfg, now, ct,
+				     direction == SEPTUM_DIR_INGRESS ? skb->mark : 0);
+}
+
+/* The redirect of a packet the full path allowed into the L7 proxy (see
+ * lib/proxy.h).  Without a proxy socket the packet drops with its own reason
+ * and a drop event (the connection fails closed); it was counted as
+ * forwarded by policy already, so it shows in both counters.  A global
+ * function: its socket lookups are verified once, in their own frame. */
+__attribute__((noinline)) int septum_proxy_divert(struct __sk_buff *skb, __u32 ifindex,
+						  __u32 direction, __u32 trace_point, __u32 port)
+{
+	struct septum_hook hook = {
+		.ifindex = ifindex,
+		.direction = direction,
+		.trace_point = trace_point,
+	};
+	struct septum_pkt pkt = {};
+	int reason;
+	int ret;
+
+	if (!skb)
+		return SEPTUM_TC_DROP;
+	/* The ingress proxy's own upstream is never sent back to it. */
+	if (!septum_proxy_may_redirect(trace_point, skb->mark))
+		return SEPTUM_TC_FORWARD;
+	reason = septum_proxy_read(skb, &pkt);
+	if (!reason) {
+		ret = septum_proxy_send(skb, &pkt, direction, port, &reason);
+		if (!reason)
+			return ret;
+	}
+	return septum_drop(&pkt, &hook, NULL, septum_config_get(), septum_now(), reason, NULL, 0);
 }
 
 /* Nothing is zeroed or parsed before the fast path had its go: the full
@@ -402,8 +453,12 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 		if (ret != SEPTUM_CONTINUE)
 			return ret;
 	}
-	return septum_full_path(skb, hook->ifindex, hook->direction, hook->trace_point,
-				ct.done && !ct.entry);
+	ret = septum_full_path(skb, hook->ifindex, hook->direction, hook->trace_point,
+			       ct.done && !ct.entry);
+	if (ret >= SEPTUM_PROXY_PENDING)
+		return septum_proxy_divert(skb, hook->ifindex, hook->direction, hook->trace_point,
+					   ret & 0xffff);
+	return ret;
 }
 
 #endif

@@ -4,6 +4,7 @@ lowest number, node addresses, slim pod objects."""
 from __future__ import annotations
 
 import gc
+import ipaddress
 import json
 import tracemalloc
 from typing import Any
@@ -363,3 +364,31 @@ def test_an_ip_block_holding_the_node_subnet_reaches_both_node_identities() -> N
         assert entry is not None and entry.verdict is Verdict.ALLOW
     entry = local.egress.lookup(LOCAL_IDENTITY_MIN + 999, 6, 10250)
     assert entry is not None and entry.verdict is Verdict.DENY
+
+
+def test_addresses_learned_by_the_dns_proxy_reach_the_ipcache_and_the_pod() -> None:
+    cluster = Cluster()
+    fqdn_policy = {
+        "apiVersion": "septum.io/v1alpha1",
+        "kind": "SeptumNetworkPolicy",
+        "metadata": {"name": "fqdn", "namespace": "a", "generation": 1},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "client"}},
+            "egress": [{"toFQDNs": [{"matchPattern": "*.example.com"}]}],
+        },
+    }
+    client = pod("a", "client", "10.0.0.5", {"app": "client"})
+    cluster.load(
+        ("Namespace", namespace("a")), ("Pod", client), ("SeptumNetworkPolicy", fqdn_policy)
+    )
+    compiler = cluster.compiler
+    compiler.set_fqdn_addresses({ipaddress.ip_address("203.0.113.10"): ["api.example.com"]})
+    pending = compiler.take()
+    number = pending.ipcache_upserts["203.0.113.10/32"]
+    assert number >= LOCAL_IDENTITY_MIN
+    assert ("a", "client") in pending.dirty
+    policy = compiler.local_policy("a", "client")
+    assert policy is not None
+    assert any(e.peer_identity == number for e in policy.egress.entries)
+    compiler.set_fqdn_addresses({})
+    assert compiler.take().ipcache_deletes == {"203.0.113.10/32"}

@@ -55,6 +55,7 @@ from septum.operator.engine import Engine, EngineError, InvalidPolicy
 from septum.operator.engine.changes import ChangeSet
 from septum.operator.engine.cluster import (
     NAMESPACE_NAME_LABEL,
+    IPAddress,
     PodKey,
     host_network,
     parse_namespace,
@@ -367,6 +368,10 @@ class Compiler:
         self._node_addresses()
         self.pending.all_dirty = True
         self.pending.pods.update(self.raw.get("Pod", {}))
+
+    def set_fqdn_addresses(self, learned: Mapping[IPAddress, Iterable[str]]) -> None:
+        """The addresses the node's DNS proxy learned (septum.agent.l7): toFQDNs selects them."""
+        self.pending.add_changes(self.engine.set_fqdn_addresses(learned))
 
     def set_local_ips(self, namespace: str, name: str, ips: Iterable[str]) -> None:
         """A local pod's addresses from its CNI ADD (the API learns them later)."""

@@ -65,6 +65,8 @@ enum septum_drop_reason {
 	SEPTUM_DROP_CT_MAP_INSERTION_FAILED = 155, /* conntrack insert failed */
 	SEPTUM_DROP_INVALID_IPV6_EXTENSION_HEADER = 156, /* truncated/too many ext headers */
 	SEPTUM_DROP_FRAG_NOT_FOUND = 175,          /* non-first fragment, first one never seen */
+	SEPTUM_DROP_PROXY_LOOKUP_FAILED = 178,     /* L7 redirect: no proxy socket listens */
+	SEPTUM_DROP_PROXY_ASSIGN_FAILED = 179,     /* L7 redirect: the proxy socket refused it */
 	SEPTUM_DROP_POLICY_DENY = 181,             /* an explicit deny entry matched */
 	SEPTUM_DROP_TRUNCATED_ETHERNET = 220,      /* shorter than an Ethernet header (incl. empty) */
 	SEPTUM_DROP_TRUNCATED_IPV4 = 221,          /* shorter than the fixed IPv4 header */
@@ -198,6 +200,23 @@ enum septum_config_flag {
 	SEPTUM_CFG_F_BENCH_FORCE_NEW = 0x04, /* benchmark only: ignore conntrack hits, so a
 					      * repeated packet takes the new-connection path,
 					      * insert included, on hot caches */
+};
+
+/* skb->mark values of the L7 redirect (lib/proxy.h), in the 0x0F00 nibble
+ * Cilium's proxy marks use too, so both read the same on a node.  TO_PROXY:
+ * a packet the datapath hands to the node's proxy (policy routing delivers
+ * it locally: fwmark TO_PROXY/MAGIC_MASK -> table SEPTUM_PROXY_ROUTE_TABLE,
+ * "local default dev lo"); the proxy port rides in the upper 16 bits.
+ * FROM_PROXY_*: set (SO_MARK) on the proxy's upstream sockets; the upper 16
+ * bits carry the low 16 bits of the original source identity, the low byte
+ * its bits 16-23.  A pod cannot forge either: a mark does not cross a veth
+ * into another namespace. */
+enum septum_proxy_mark {
+	SEPTUM_MARK_MAGIC_MASK = 0x0F00,
+	SEPTUM_MARK_TO_PROXY = 0x0200,
+	SEPTUM_MARK_FROM_PROXY_INGRESS = 0x0A00, /* not redirected to a proxy again */
+	SEPTUM_MARK_FROM_PROXY_EGRESS = 0x0B00,  /* may meet the server's ingress proxy */
+	SEPTUM_PROXY_ROUTE_TABLE = 2004,
 };
 
 /* How map keys are laid out beyond their fields (see the keys below). */
@@ -517,6 +536,7 @@ struct septum_abi_enums {
 	enum septum_key_layout key_layout;
 	enum septum_counter_slots counter_slots;
 	enum septum_ct_state ct_state;
+	enum septum_proxy_mark proxy_mark;
 };
 
 /* ---- sizes the Python mirror relies on ------------------------------- */

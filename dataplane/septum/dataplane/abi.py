@@ -86,6 +86,8 @@ class DropReason(enum.IntEnum):
     CT_MAP_INSERTION_FAILED = 155
     INVALID_IPV6_EXTENSION_HEADER = 156
     FRAG_NOT_FOUND = 175
+    PROXY_LOOKUP_FAILED = 178
+    PROXY_ASSIGN_FAILED = 179
     POLICY_DENY = 181
     TRUNCATED_ETHERNET = 220
     TRUNCATED_IPV4 = 221
@@ -101,6 +103,17 @@ class DropReason(enum.IntEnum):
     TRUNCATED_ICMPV6 = 231
     INVALID_IP_VERSION = 232
     PREFILTER_DENIED = 233
+
+
+class ProxyMark(enum.IntEnum):
+    """``skb->mark`` values of the L7 redirect (``enum septum_proxy_mark``, bpf/lib/proxy.h):
+    see :mod:`septum.dataplane.l7redirect` for their use."""
+
+    MARK_MAGIC_MASK = 0x0F00
+    MARK_TO_PROXY = 0x0200
+    MARK_FROM_PROXY_INGRESS = 0x0A00
+    MARK_FROM_PROXY_EGRESS = 0x0B00
+    PROXY_ROUTE_TABLE = 2004
 
 
 class CounterSlots(enum.IntEnum):
@@ -125,6 +138,8 @@ DROP_REASON_DESCRIPTION: Final[dict[DropReason, str]] = {
     DropReason.CT_MAP_INSERTION_FAILED: "conntrack map insertion failed",
     DropReason.INVALID_IPV6_EXTENSION_HEADER: "invalid or too many IPv6 extension headers",
     DropReason.FRAG_NOT_FOUND: "non-first fragment whose first fragment was not seen",
+    DropReason.PROXY_LOOKUP_FAILED: "L7 redirect: no proxy socket is listening (fail closed)",
+    DropReason.PROXY_ASSIGN_FAILED: "L7 redirect: the packet could not be given to the proxy",
     DropReason.POLICY_DENY: "policy deny: an explicit deny entry matched",
     DropReason.TRUNCATED_ETHERNET: "truncated Ethernet header",
     DropReason.TRUNCATED_IPV4: "truncated IPv4 header",
@@ -153,6 +168,8 @@ HUBBLE_DROP_REASON_NAME: Final[dict[DropReason, str]] = {
     DropReason.CT_MAP_INSERTION_FAILED: "CT_MAP_INSERTION_FAILED",
     DropReason.INVALID_IPV6_EXTENSION_HEADER: "INVALID_IPV6_EXTENSION_HEADER",
     DropReason.FRAG_NOT_FOUND: "FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND",
+    DropReason.PROXY_LOOKUP_FAILED: "SOCKET_LOOKUP_FAILED",
+    DropReason.PROXY_ASSIGN_FAILED: "SOCKET_ASSIGN_FAILED",
     DropReason.POLICY_DENY: "POLICY_DENY",
 }
 
@@ -729,6 +746,7 @@ ENUM_MIRRORS: Final[dict[str, EnumMirror]] = {
     "septum_key_layout": EnumMirror(KeyLayout, "SEPTUM_"),
     "septum_counter_slots": EnumMirror(CounterSlots, "SEPTUM_"),
     "septum_ct_state": EnumMirror(CtState, "SEPTUM_CT_"),
+    "septum_proxy_mark": EnumMirror(ProxyMark, "SEPTUM_"),
 }
 
 assert ctypes.sizeof(FlowEvent) == FLOW_EVENT_SIZE == struct.calcsize(FLOW_EVENT_FORMAT)

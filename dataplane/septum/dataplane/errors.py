@@ -87,3 +87,7 @@ class PolicyEntryError(DatapathError, ValueError):
 class PrefixError(DatapathError, ValueError):
     """An ipcache or prefilter prefix is not a prefix, or the identity or rule id given for
     it is out of range; the message names the prefix."""
+
+
+class ProxyRedirectError(DatapathError, ValueError):
+    """The L7 redirect's sockets or routing could not be set up (``port: 0 is not a port``)."""

@@ -1,0 +1,227 @@
+"""The L7 redirect (bpf/lib/proxy.h, septum.dataplane.l7redirect) on real namespaces, veths and
+sockets: a connection whose policy entry carries an L7 proxy port reaches the proxy's socket
+in the node namespace with its original destination, on the client side (egress, socket
+assign) and on the server side (ingress, hairpin); no proxy means a drop with its own reason;
+the proxy's upstream is decided with the identity its mark carries."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from septum.dataplane import l7redirect, netns
+from septum.dataplane.abi import DropReason, TrafficDirection, Verdict
+from septum.dataplane.datapath import EndpointSpec, NodeDatapath
+from septum.dataplane.errors import ProxyRedirectError
+from septum.dataplane.policy import EndpointPolicy, PolicyEntry
+from septum.dataplane.sandbox import Sandbox, TcpServer, tcp_connect
+
+from .test_traffic_privileged import wait_for_flows
+
+pytestmark = pytest.mark.privileged
+
+INGRESS, EGRESS = TrafficDirection.INGRESS, TrafficDirection.EGRESS
+CLIENT_ID, OTHER_ID, SERVER_ID = 2101, 2102, 2103
+CLIENT, SERVER = 1, 3
+TCP = 6
+PROXY_PORT = 15001
+SERVER_IP = "10.97.0.3"
+
+
+class ForwardingProxy:
+    """A transparent TCP proxy in the node namespace: each accepted connection is copied to
+    its original destination over an upstream socket marked with the client's identity."""
+
+    def __init__(self, ns: str, identity: int, *, ingress: bool) -> None:
+        self.ns = ns
+        self.identity = identity
+        self.ingress = ingress
+        self.destinations: list[tuple[str, int]] = []
+        self.listener = l7redirect.open_listener(PROXY_PORT, ns=ns)
+        self.listener.settimeout(0.2)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._sockets.append(client)
+            destination = l7redirect.original_destination(client)
+            self.destinations.append(destination)
+            upstream = l7redirect.open_upstream(
+                destination[0], self.identity, ingress=self.ingress, ns=self.ns
+            )
+            self._sockets.append(upstream)
+            upstream.settimeout(2)
+            try:
+                upstream.connect(destination)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(5)
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._accept.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=6)
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def pods(node: NodeDatapath, sandbox: Sandbox) -> Iterator[Sandbox]:
+    client = sandbox.add_pod("c", "10.97.0.1")
+    other = sandbox.add_pod("o", "10.97.0.2")
+    server = sandbox.add_pod("s", SERVER_IP)
+    for endpoint_id, pod, identity in (
+        (CLIENT, client, CLIENT_ID),
+        (2, other, OTHER_ID),
+        (SERVER, server, SERVER_ID),
+    ):
+        node.upsert_endpoint(EndpointSpec(endpoint_id, pod.host_interface, identity, pod.ipv4))
+    node.upsert_prefixes(
+        {
+            f"{p.ipv4}/32": i
+            for p, i in ((client, CLIENT_ID), (other, OTHER_ID), (server, SERVER_ID))
+        }
+    )
+    l7redirect.install_proxy_routing(sandbox.node_ns)
+    echo_server = TcpServer(server.name, "0.0.0.0", 8080)
+    try:
+        yield sandbox
+    finally:
+        echo_server.close()
+        l7redirect.remove_proxy_routing(sandbox.node_ns)
+
+
+def _client_egress_l7(node: NodeDatapath) -> None:
+    node.replace_policy(
+        CLIENT,
+        EndpointPolicy(
+            enforce_egress=True,
+            entries=(
+                PolicyEntry(EGRESS, SERVER_ID, TCP, 8080, rule_id=71, l7_proxy_port=PROXY_PORT),
+            ),
+        ),
+    )
+
+
+def _server_ingress(node: NodeDatapath, *, l7: bool) -> None:
+    node.replace_policy(
+        SERVER,
+        EndpointPolicy(
+            enforce_ingress=True,
+            entries=(
+                PolicyEntry(
+                    INGRESS, CLIENT_ID, TCP, 8080, rule_id=72, l7_proxy_port=PROXY_PORT if l7 else 0
+                ),
+            ),
+        ),
+    )
+
+
+def test_egress_connection_reaches_the_proxy_with_its_original_destination(node, pods):
+    _client_egress_l7(node)
+    _server_ingress(node, l7=False)
+    proxy = ForwardingProxy(pods.node_ns, CLIENT_ID, ingress=False)
+    try:
+        assert tcp_connect(f"{pods.prefix}-c", SERVER_IP, 8080)
+        assert tcp_connect(f"{pods.prefix}-c", SERVER_IP, 8080)
+    finally:
+        proxy.close()
+    assert proxy.destinations == [(SERVER_IP, 8080), (SERVER_IP, 8080)]
+
+
+def test_ingress_connection_is_hairpinned_to_the_proxy(node, pods):
+    _server_ingress(node, l7=True)
+    proxy = ForwardingProxy(pods.node_ns, CLIENT_ID, ingress=True)
+    try:
+        assert tcp_connect(f"{pods.prefix}-c", SERVER_IP, 8080)
+        # not redirected again: the proxy saw the client's connection only
+    finally:
+        proxy.close()
+    assert proxy.destinations == [(SERVER_IP, 8080)]
+    # other traffic is untouched: the other pod is still denied at L3/L4
+    assert not tcp_connect(f"{pods.prefix}-o", SERVER_IP, 8080, timeout_s=0.5)
+
+
+def test_no_proxy_fails_closed_with_its_own_drop_reason(node, pods):
+    _client_egress_l7(node)
+    _server_ingress(node, l7=False)
+    assert not tcp_connect(f"{pods.prefix}-c", SERVER_IP, 8080, timeout_s=0.5)
+    drops = wait_for_flows(
+        node,
+        lambda f: f.verdict == Verdict.DROPPED and f.drop_reason == DropReason.PROXY_LOOKUP_FAILED,
+    )
+    assert (drops[0].dst_ip, drops[0].dst_port) == (SERVER_IP, 8080)
+    # server side: no ingress proxy either
+    _server_ingress(node, l7=True)
+    node.replace_policy(CLIENT, EndpointPolicy())
+    assert not tcp_connect(f"{pods.prefix}-c", SERVER_IP, 8080, timeout_s=0.5)
+    wait_for_flows(
+        node,
+        lambda f: f.drop_reason == DropReason.PROXY_LOOKUP_FAILED and f.direction == INGRESS,
+    )
+
+
+def _upstream_connects(ns: str, identity: int | None) -> bool:
+    if identity is None:
+        with netns.entered(ns):
+            sock = socket.socket()
+    else:
+        sock = l7redirect.open_upstream(SERVER_IP, identity, ingress=True, ns=ns)
+    sock.settimeout(0.5)
+    try:
+        sock.connect((SERVER_IP, 8080))
+        sock.sendall(b"x")
+        return sock.recv(1) == b"x"
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def test_upstream_is_decided_with_the_identity_in_its_mark(node, pods):
+    _server_ingress(node, l7=True)  # an ingress proxy's upstream is not redirected again
+    assert _upstream_connects(pods.node_ns, CLIENT_ID)
+    assert not _upstream_connects(pods.node_ns, OTHER_ID)
+    assert not _upstream_connects(pods.node_ns, None)  # the node itself (host) is not allowed
+
+
+def test_bad_arguments_name_the_field():
+    with pytest.raises(ProxyRedirectError, match="identity"):
+        l7redirect.proxy_mark(0, ingress=True)
+    with pytest.raises(ProxyRedirectError, match="port"):
+        l7redirect.open_listener(0)
+    assert l7redirect.proxy_mark(0x123456, ingress=False) == 0x34560B12
