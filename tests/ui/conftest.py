@@ -52,7 +52,9 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = REPO / "build" / "ui-screenshots"
 
 
-def _ep(eid: int, ident: int, ns: str, pod: str, labels: tuple[str, ...], ip: str, wl: str):
+def _ep(
+    eid: int, ident: int, ns: str, pod: str, labels: tuple[str, ...], ip: str, wl: str
+) -> EndpointInfo:
     return EndpointInfo(
         eid, ident, ns, pod, labels, workloads=(Workload(wl, "Deployment"),), ips=(ip,)
     )

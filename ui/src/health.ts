@@ -123,8 +123,17 @@ declare global {
 }
 window.__septum = window.__septum ?? {};
 
+let firstFlowPending = false;
+
+/** The first flow row is on screen: marked after the frame that paints it. */
 export function markFirstFlow(): void {
-  if (window.__septum.firstFlowMs === undefined) window.__septum.firstFlowMs = performance.now();
+  if (window.__septum.firstFlowMs !== undefined || firstFlowPending) return;
+  firstFlowPending = true;
+  requestAnimationFrame(() =>
+    setTimeout(() => {
+      window.__septum.firstFlowMs = performance.now();
+    }, 0),
+  );
 }
 
 export function markMapRendered(nodes: number): void {

@@ -14,6 +14,7 @@ _BENCHMARKS: dict[str, str] = {
     "relay": "septum.bench.relay",
     "e2e": "septum.bench.e2e",
     "history": "septum.bench.history",
+    "ui": "septum.bench.ui",
 }
 
 

@@ -10,6 +10,7 @@ import { FlowDetail } from "./FlowDetail";
 import { markFirstFlow, type Health } from "../health";
 
 const ROW_HEIGHT = 28;
+const RENDER_EVERY_MS = 100;
 
 function fmtTime(ms: number): string {
   if (!ms) return "";
@@ -33,6 +34,8 @@ export function FlowTable({ health, initialFilter }: { health: Health; initialFi
   const [streamState, setStreamState] = useState("connecting");
   const [, tick] = useReducer((n: number) => n + 1, 0);
   const buffer = useRef(new FlowBuffer());
+  const lastRender = useRef(0);
+  const renderTimer = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
   const [generation, setGeneration] = useState(0);
 
   const query = useMemo((): StreamQuery | string => {
@@ -70,7 +73,19 @@ export function FlowTable({ health, initialFilter }: { health: Health; initialFi
           onBatch: (batch) => {
             buffer.current.push(batch);
             markFirstFlow();
-            tick();
+            // The first rows at once, then at most RENDER_EVERY_MS: a table redrawn ten times
+            // a second reads the same as at sixty, and leaves the frames to scrolling.
+            const now = performance.now();
+            if (now - lastRender.current >= RENDER_EVERY_MS) {
+              lastRender.current = now;
+              tick();
+            } else if (!renderTimer.current) {
+              renderTimer.current = setTimeout(() => {
+                renderTimer.current = undefined;
+                lastRender.current = performance.now();
+                tick();
+              }, RENDER_EVERY_MS);
+            }
           },
           onLost: (n, source) => health.lost(n, source),
           onNodeStatus: (state, nodes, message) => health.nodeStatus(state, nodes, message),
@@ -88,8 +103,10 @@ export function FlowTable({ health, initialFilter }: { health: Health; initialFi
     return () => {
       ctl.abort();
       if (retry) clearTimeout(retry);
+      if (renderTimer.current) clearTimeout(renderTimer.current);
+      renderTimer.current = undefined;
     };
-    // Resuming keeps the rows shown so far; a new query starts over.
+    // Resuming re-reads the last N flows and follows on, so what came during the pause shows.
   }, [query, paused]);
 
   const apply = useCallback(() => {

@@ -25,6 +25,9 @@ import { runStream } from "../stream";
 import { markMapRendered, type Health } from "../health";
 
 const LAYOUT_EVERY_MS = 2000;
+const FIRST_QUIET_MS = 150;
+const BIG_MAP_EDGES = 200;
+const FIRST_MAX_MS = 1000;
 const VERDICTS: EdgeVerdict[] = ["forwarded", "dropped", "audit", "mixed"];
 
 export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter: string) => void }) {
@@ -33,6 +36,7 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   const [filter, setFilter] = useState<MapFilter>({ namespaces: new Set(), label: "", verdicts: new Set(), protocol: "" });
   const [placed, setPlaced] = useState<Placed | null>(null);
   const [layoutKey, setLayoutKey] = useState("");
+  const [hovered, setHovered] = useState("");
 
   useEffect(() => {
     const ctl = new AbortController();
@@ -42,6 +46,7 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
         { filters: { whitelist: [], blacklist: [] }, follow: true, last: 10_000 },
         {
           onBatch: (batch) => {
+            if (!graph.current.edges.size) performance.mark("septum:map-first-batch");
             for (const r of batch) if (r.responseTypes.case === "flow") graph.current.add(r.responseTypes.value);
             tick();
           },
@@ -65,19 +70,27 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   const view = visible(graph.current, filter);
   const structure = view.nodes.map((n) => n.id).sort().join("|") + "#" + view.edges.map((e) => e.id).sort().join("|");
 
-  // Re-layout when the set of nodes/edges changes, at most every LAYOUT_EVERY_MS.
+  // Re-layout when the set of nodes/edges changes, at most every LAYOUT_EVERY_MS. The first
+  // layout waits for the history burst to go quiet (FIRST_QUIET_MS, at most FIRST_MAX_MS after
+  // the first flow), so a large map is laid out once, not first with a handful of nodes.
   const lastLayout = useRef(0);
+  const firstSeen = useRef(0);
   useEffect(() => {
-    if (structure === layoutKey) return;
-    const wait = Math.max(0, lastLayout.current + LAYOUT_EVERY_MS - Date.now());
+    if (structure === layoutKey || !view.nodes.length) return;
+    if (!firstSeen.current) firstSeen.current = Date.now();
+    const wait = placed
+      ? Math.max(0, lastLayout.current + LAYOUT_EVERY_MS - Date.now())
+      : Math.min(FIRST_QUIET_MS, Math.max(0, firstSeen.current + FIRST_MAX_MS - Date.now()));
     const t = setTimeout(() => {
       lastLayout.current = Date.now();
       const v = visible(graph.current, filter);
+      performance.mark("septum:map-layout-start");
       void layout(v.nodes, v.edges).then((p) => {
+        performance.mark("septum:map-layout-end");
         setPlaced(p);
         setLayoutKey(structure);
       });
-    }, placed ? wait : 0);
+    }, wait);
     return () => clearTimeout(t);
   }, [structure, layoutKey, filter, placed]);
 
@@ -86,6 +99,7 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
     [graph.current.nodes.size],
   );
 
+  const bigMap = view.edges.length > BIG_MAP_EDGES;
   const rfNodes: Node[] = [];
   const rfEdges: Edge[] = [];
   if (placed) {
@@ -113,20 +127,24 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
       const v = edgeVerdict(e);
       const colour = VERDICT_COLOURS[v];
       const l7 = [...e.l7].slice(0, 3).join(", ");
+      const edgeLabel = `${[...e.ports].slice(0, 3).join(", ")}${l7 ? ` · ${l7}` : ""}${e.rate ? ` · ${e.rate.toFixed(1)}/s` : ""}`;
       rfEdges.push({
         id: e.id, source: e.source, target: e.target,
-        label: `${[...e.ports].slice(0, 3).join(", ")}${l7 ? ` · ${l7}` : ""}${e.rate ? ` · ${e.rate.toFixed(1)}/s` : ""}`,
+        // Labels on every edge of a large map cost more to draw than they tell at the zoom it
+        // fits at: there, an edge's ports, L7 and rate show when it is hovered or selected.
+        label: bigMap && !(hovered === e.id) ? undefined : edgeLabel,
         style: { stroke: colour, strokeWidth: 2 },
         labelStyle: { fill: colour, fontSize: 11 },
         markerEnd: { type: MarkerType.ArrowClosed, color: colour },
-        data: { verdict: v },
+        data: { verdict: v, label: edgeLabel },
         className: `edge-${v}`,
       });
     }
   }
 
   useEffect(() => {
-    if (placed) markMapRendered(view.nodes.length);
+    // After the browser has painted the laid-out map, not when React committed it.
+    if (placed) requestAnimationFrame(() => setTimeout(() => markMapRendered(placed.nodes.size), 0));
   }, [placed]);
 
   const toggle = <T,>(set: Set<T>, v: T) => {
@@ -168,6 +186,8 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
           onlyRenderVisibleElements
           minZoom={0.05}
           nodesConnectable={false}
+          onEdgeMouseEnter={(_, edge) => setHovered(edge.id)}
+          onEdgeMouseLeave={() => setHovered("")}
           onEdgeClick={(_, edge) => {
             const s = graph.current.nodes.get(edge.source);
             const t = graph.current.nodes.get(edge.target);
