@@ -61,8 +61,11 @@ def e2e_section(report_dir: Path, seconds: int, skip: str) -> str:
 # "    --- PASS: TestConformanceProfiles/CNPAdminTierGress/Should_x (12.34s)"
 RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+) \(([\d.]+)s\)")
 RUN = re.compile(r"^=== (?:RUN|CONT|PAUSE|NAME)\s+(\S+)")
-# doPokeServer's log line for a probe that did not give the expected result.
-FAILED_COMMAND = re.compile(r"FAILED Command was \[[^\]]*--protocol=(\w+)")
+# doPokeServer's log line for a probe that did not give the expected result, with the place
+# that logged it ("helper.go:71").
+FAILED_COMMAND = re.compile(r"^\s*(\S+:\d+): FAILED Command was \[[^\]]*--protocol=(\w+)")
+# testify's Eventually gave up: the probe it retried last is the one that failed the subtest.
+GAVE_UP = "Condition never satisfied"
 
 
 @dataclass
@@ -70,8 +73,24 @@ class GoTest:
     name: str  # the full slash-separated name
     outcome: str = "unfinished"  # PASS, FAIL, SKIP, unfinished
     seconds: float = 0.0
-    failed_protocols: set[str] = field(default_factory=set)
+    # Every failed probe attempt, (logged at, protocol), and how many attempts had been logged
+    # each time a retrying probe gave up.
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+    gave_up_after: list[int] = field(default_factory=list)
     output: list[str] = field(default_factory=list)
+
+    @property
+    def failed_protocols(self) -> set[str]:
+        """The protocols of the probes that failed the test, retries that later passed left out.
+
+        A probe retried until it gives the expected result logs every failed attempt from one
+        place; only the attempt just before a give-up failed the test. Attempts logged from any
+        other place are probes that are not retried: each of them failed the test.
+        """
+        final = {self.attempts[n - 1] for n in self.gave_up_after if n > 0}
+        retried_at = {where for where, _ in final}
+        final |= {a for a in self.attempts if a[0] not in retried_at}
+        return {protocol for _, protocol in final}
 
     @property
     def depth(self) -> int:
@@ -97,7 +116,9 @@ def parse_go_test(log: str) -> dict[str, GoTest]:
         if current is not None:
             current.output.append(line)
             if m := FAILED_COMMAND.search(line):
-                current.failed_protocols.add(m.group(1).lower())
+                current.attempts.append((m.group(1), m.group(2).lower()))
+            elif GAVE_UP in line:
+                current.gave_up_after.append(len(current.attempts))
     return tests
 
 

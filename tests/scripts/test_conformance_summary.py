@@ -73,3 +73,13 @@ def test_cyclonus_section(tmp_path: Path) -> None:
 def test_e2e_form_without_a_suite_name_still_works(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     summary.main([str(tmp_path), "3"])
     assert "0 of 0 specs passed in 3 s" in capsys.readouterr().out
+
+
+def test_a_retried_probe_that_later_passed_is_not_a_failure() -> None:
+    """From the 2026-12-06 run at 2524252: the TCP probe failed once while the policy was being
+    applied and passed on its retry; the SCTP probe after it is the one that never did."""
+    tests = summary.parse_go_test((DATA / "npapi-v0.3.0-retry-excerpt.log").read_text())
+    gress = "TestConformanceProfiles/CNPAdminTierGress/"
+    deny = tests[gress + "Should_support_an_'deny-gress'_policy_across_different_protocols"]
+    assert [p for _, p in deny.attempts][:2] == ["tcp", "sctp"]
+    assert deny.failed_protocols == {"sctp"} and deny.failed_on_sctp_only
