@@ -8,11 +8,9 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import ipaddress  # noqa: E402
-import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -21,6 +19,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from septum.bench.ui import CHROMIUM, chromium  # noqa: E402
 from septum.dataplane.observe import record as r  # noqa: E402
 from septum.dataplane.observe.metadata import (  # noqa: E402
     EndpointInfo,
@@ -37,18 +36,6 @@ from tests.cli.observer_feed import FedObserver  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "build" / "ui"
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's chromium as a headless test browser (env/machines/polyglot.md "Known to work").
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = REPO / "build" / "ui-screenshots"
 
 
@@ -285,25 +272,8 @@ def browser() -> Iterator[object]:
     """Debian's chromium, headless, with a fresh profile removed afterwards."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} missing: `make deps` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    profile = tempfile.mkdtemp(prefix="septum-ui-chromium-")
-    try:
-        with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=CHROMIUM_ARGS,
-                accept_downloads=True,
-                viewport={"width": 1600, "height": 1000},
-            )
-            try:
-                yield context
-            finally:
-                context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as context:
+        yield context
 
 
 def screenshot(page: object, name: str) -> None:

@@ -24,11 +24,11 @@ import ipaddress
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -59,6 +59,35 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, in a fresh profile removed afterwards: a Playwright
+    BrowserContext (also what the UI tests drive)."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise click.ClickException(f"{CHROMIUM}: missing; `make deps` installs Debian's chromium")
+    profile = tempfile.mkdtemp(prefix="septum-chromium-")
+    try:
+        with sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                accept_downloads=True,
+                viewport={"width": 1600, "height": 1000},
+            )
+            try:
+                yield ctx
+            finally:
+                ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 TARGETS = {
     "first_flow_ms": ("<=", 1000.0),
     "map_500_render_ms": ("<=", 2000.0),
@@ -250,16 +279,14 @@ def _fps_p5(intervals_ms: list[float]) -> float:
     return rates[max(0, int(len(rates) * 0.05) - 1)] if rates else 0.0
 
 
-def _feed_at(
-    feed: FeedSource, cluster: Cluster, rate: int, seconds: float, stop: threading.Event
-) -> int:
+def _feed_at(feed: FeedSource, cluster: Cluster, rate: int, seconds: float) -> int:
     """`rate` flows a second in 10 ms ticks; returns how many were fed."""
     per_tick = max(1, rate // 100)
     n = len(cluster.endpoints)
     sent = 0
     start = time.monotonic()
     tick = 0
-    while not stop.is_set() and time.monotonic() - start < seconds:
+    while time.monotonic() - start < seconds:
         batch = [
             cluster.event((sent + k) % n, (sent + k + 1) % n, 80, 1024 + (sent + k) % 60000)
             for k in range(per_tick)
@@ -274,63 +301,42 @@ def _feed_at(
 
 
 def run(workloads: int, namespaces: int, rate: int, seconds: float, repeat: int) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not CHROMIUM.exists():
-        raise click.ClickException(f"{CHROMIUM}: missing; `make deps` installs Debian's chromium")
     cluster = Cluster.make(workloads, namespaces)
     result: dict[str, Any] = {}
     with observer(cluster, capacity=65535) as (node, feed):
         _push_and_wait(node, feed, cluster.edge_events())
         with ui_server(f"127.0.0.1:{node.tcp_port}") as url:
             bridge = [bridge_first_flow_ms(url) for _ in range(repeat)]
-            profile = tempfile.mkdtemp(prefix="septum-bench-ui-")
-            try:
-                with sync_playwright() as pw:
-                    ctx = pw.chromium.launch_persistent_context(
-                        profile,
-                        executable_path=str(CHROMIUM),
-                        headless=True,
-                        args=CHROMIUM_ARGS,
-                        viewport={"width": 1600, "height": 1000},
+            with chromium() as ctx:
+                first, maps = [], []
+                for _ in range(repeat):
+                    page = ctx.new_page()
+                    page.goto(url + "/#/flows")
+                    first.append(_mark(page, "firstFlowMs", 30))
+                    page.close()
+                    page = ctx.new_page()
+                    page.goto(url + "/#/map")
+                    maps.append(
+                        _mark(
+                            page,
+                            "mapRenderedMs",
+                            60,
+                            f"window.__septum.mapNodes >= {workloads}",
+                        )
                     )
-                    try:
-                        first, maps = [], []
-                        for _ in range(repeat):
-                            page = ctx.new_page()
-                            page.goto(url + "/#/flows")
-                            first.append(_mark(page, "firstFlowMs", 30))
-                            page.close()
-                            page = ctx.new_page()
-                            page.goto(url + "/#/map")
-                            maps.append(
-                                _mark(
-                                    page,
-                                    "mapRenderedMs",
-                                    60,
-                                    f"window.__septum.mapNodes >= {workloads}",
-                                )
-                            )
-                            page.close()
-                        page = ctx.new_page()
-                        page.goto(url + "/#/flows")
-                        _mark(page, "firstFlowMs", 30)
-                        page.evaluate(_FRAME_PROBE)
-                        time.sleep(5)
-                        idle = page.evaluate("() => window.__frames.splice(0)")
-                        idle_heap = _heap_mb(page)
-                        stop = threading.Event()
-                        fed = _feed_at(feed, cluster, rate, seconds, stop)
-                        busy = page.evaluate("() => window.__frames.splice(0)")
-                        heap = _heap_mb(page)
-                        shown = page.get_by_test_id("flow-count").inner_text()
-                        page.close()
-                    finally:
-                        ctx.close()
-            finally:
-                import shutil
-
-                shutil.rmtree(profile, ignore_errors=True)
+                    page.close()
+                page = ctx.new_page()
+                page.goto(url + "/#/flows")
+                _mark(page, "firstFlowMs", 30)
+                page.evaluate(_FRAME_PROBE)
+                time.sleep(5)
+                idle = page.evaluate("() => window.__frames.splice(0)")
+                idle_heap = _heap_mb(page)
+                fed = _feed_at(feed, cluster, rate, seconds)
+                busy = page.evaluate("() => window.__frames.splice(0)")
+                heap = _heap_mb(page)
+                shown = page.get_by_test_id("flow-count").inner_text()
+                page.close()
     result.update(
         first_flow_ms=round(statistics.median(first), 1),
         map_500_render_ms=round(statistics.median(maps), 1),
