@@ -2,7 +2,8 @@
 
 L7Error
 ├── FqdnConfigError   a tofqdns setting out of range; the message starts with the flag
-└── FqdnStateError    the persisted name-to-address state cannot be read (path and reason)
+├── FqdnStateError    the persisted name-to-address state cannot be read (path and reason)
+└── HttpRuleError     an HTTP rule the proxy cannot enforce; the message names the field
 """
 
 from __future__ import annotations
@@ -23,3 +24,7 @@ class FqdnStateError(L7Error):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class HttpRuleError(L7Error, ValueError):
+    """An HTTP rule the proxy cannot enforce; the message names the field (``http[0].path``)."""
