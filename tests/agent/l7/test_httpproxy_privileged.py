@@ -12,11 +12,15 @@ import re
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded
 
 from septum.agent.l7.httpproxy import Connection, HttpProxy, HttpRecord
 from septum.agent.l7.httprules import HttpPolicy, policy_from_fields
@@ -32,6 +36,7 @@ pytestmark = pytest.mark.privileged
 CLIENT_ID, OTHER_ID, SERVER_ID = 2201, 2202, 2203
 SERVER_IP = "10.98.0.3"
 PROXY_PORT = 15002
+H2C_PORT = 8080
 RULES = [
     {"method": "GET", "path": "/public.*"},
     {"method": "POST", "path": "/v1/request-landing"},
@@ -55,6 +60,71 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+class H2cServer:
+    """An h2c (prior knowledge) server in a pod: every stream gets 200 "<method> <path>"."""
+
+    def __init__(self, ns: str) -> None:
+        with netns.entered(ns):
+            self.sock = socket.create_server((SERVER_IP, H2C_PORT))
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        h2.initiate_connection()
+        requests: dict[int, list[tuple[bytes, bytes]]] = {}
+        conn.settimeout(5)
+        with conn:
+            conn.sendall(h2.data_to_send())
+            while data := _recv(conn):
+                for event in h2.receive_data(data):
+                    if isinstance(event, RequestReceived):
+                        requests[event.stream_id] = list(event.headers)
+                    elif isinstance(event, StreamEnded):
+                        headers = dict(requests.pop(event.stream_id))
+                        body = headers[b":method"] + b" " + headers[b":path"]
+                        h2.send_headers(
+                            event.stream_id,
+                            [(b":status", b"200"), (b"content-length", str(len(body)).encode())],
+                        )
+                        h2.send_data(event.stream_id, body, end_stream=True)
+                conn.sendall(h2.data_to_send())
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        for thread in self._threads:
+            thread.join(timeout=6)
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def _recv(conn: socket.socket) -> bytes:
+    try:
+        return conn.recv(65536)
+    except OSError:
+        return b""
 
 
 @dataclass
@@ -112,6 +182,7 @@ def hworld() -> Iterator[Lab]:
     sandbox = Sandbox(prefix)
     node = None
     server = None
+    h2c_server = None
     try:
         node = NodeDatapath(DatapathConfig(node_name=f"t-{prefix}", netns=sandbox.node_ns))
         pods = [
@@ -130,19 +201,21 @@ def hworld() -> Iterator[Lab]:
         with netns.entered(pods[2].name):
             server = ThreadingHTTPServer((SERVER_IP, 80), _Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        h2c_server = H2cServer(pods[2].name)
         node.replace_policy(
             1,
             EndpointPolicy(
                 enforce_egress=True,
-                entries=(
+                entries=tuple(
                     PolicyEntry(
                         TrafficDirection.EGRESS,
                         SERVER_ID,
                         6,
-                        80,
+                        port,
                         rule_id=81,
                         l7_proxy_port=PROXY_PORT,
-                    ),
+                    )
+                    for port in (80, H2C_PORT)
                 ),
             ),
         )
@@ -150,11 +223,16 @@ def hworld() -> Iterator[Lab]:
             3,
             EndpointPolicy(
                 enforce_ingress=True,
-                entries=(PolicyEntry(TrafficDirection.INGRESS, CLIENT_ID, 6, 80, rule_id=82),),
+                entries=tuple(
+                    PolicyEntry(TrafficDirection.INGRESS, CLIENT_ID, 6, port, rule_id=82)
+                    for port in (80, H2C_PORT)
+                ),
             ),
         )
         yield Lab(sandbox, node)
     finally:
+        if h2c_server:
+            h2c_server.close()
         if server:
             server.shutdown()
             server.server_close()
@@ -202,6 +280,7 @@ def test_allow_and_deny_by_method_and_path_on_one_keepalive_connection(hworld, p
         assert conn.sock is first_socket  # the denied requests kept the connection
     finally:
         conn.close()
+    _wait_for(lambda: len(hworld.records) == 5)
     assert len(set(hworld.connections)) == 1  # one client connection, asked per request
     assert hworld.connections[0].destination == SERVER_IP
     assert [(r.method, r.code, r.allowed) for r in hworld.records] == [
@@ -250,3 +329,56 @@ def test_upstream_passes_l3l4_only_with_the_identity_of_an_allowed_client(hworld
         assert _request(conn, "GET", "/public/x")[0] == 200
     finally:
         conn.close()
+
+
+def test_h2c_streams_are_decided_one_by_one_on_one_connection(hworld, proxy):
+    sock = open_socket(hworld.client, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    h2.initiate_connection()
+    asked = {
+        1: (b"GET", b"/public/h2"),
+        3: (b"PUT", b"/v1/exhaust-port"),
+        5: (b"GET", b"/public/b"),
+    }
+    answers: dict[int, list[bytes]] = {sid: [b"", b""] for sid in asked}
+    ended: set[int] = set()
+    try:
+        sock.connect((SERVER_IP, H2C_PORT))
+        for sid, (method, path) in asked.items():
+            h2.send_headers(
+                sid,
+                [
+                    (b":method", method),
+                    (b":path", path),
+                    (b":scheme", b"http"),
+                    (b":authority", b"s"),
+                ],
+                end_stream=True,
+            )
+        sock.sendall(h2.data_to_send())
+        while len(ended) < len(asked):
+            data = sock.recv(65536)
+            assert data, "the proxy closed the h2c connection"
+            for event in h2.receive_data(data):
+                if isinstance(event, ResponseReceived):
+                    answers[event.stream_id][0] = dict(event.headers)[b":status"]
+                elif isinstance(event, DataReceived):
+                    answers[event.stream_id][1] += event.data
+                    h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, StreamEnded):
+                    ended.add(event.stream_id)
+            sock.sendall(h2.data_to_send())
+    finally:
+        sock.close()
+    assert answers == {
+        1: [b"200", b"GET /public/h2"],
+        3: [b"403", b"Access denied\r\n"],
+        5: [b"200", b"GET /public/b"],
+    }
+    _wait_for(lambda: len(hworld.records) == 3)  # recorded as the response leaves
+    assert [(r.protocol, r.method, r.code) for r in hworld.records] == [
+        ("HTTP/2", "GET", 200),
+        ("HTTP/2", "PUT", 403),
+        ("HTTP/2", "GET", 200),
+    ]

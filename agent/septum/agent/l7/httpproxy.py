@@ -11,8 +11,10 @@ are handled one at a time in the order they arrived, so pipelined requests get t
 in order (h11 holds the next request until the current response is done).  Every request
 gives an `HttpRecord` to `on_record` (the L7 flows), on the response or on the denial.
 
-Not yet: h2c (HTTP/2 prior knowledge or Upgrade) — a connection opening with the HTTP/2
-preface is refused with a protocol error, bodies are buffered whole (not streamed)."""
+A connection that opens with the HTTP/2 preface is h2c with prior knowledge (gRPC's and
+``curl --http2-prior-knowledge``'s way) and is served by septum.agent.l7.h2c with the same
+rules per stream.  Not yet: h2c by ``Upgrade: h2c`` (such a request is answered over
+HTTP/1.1, as the server would without the upgrade), bodies streamed (they are buffered whole)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,13 @@ from dataclasses import dataclass
 
 import h11
 
-from septum.agent.l7.httprules import HeaderAction, HttpPolicy, Mismatch, Request
+from septum.agent.l7.httprules import HeaderAction, HttpPolicy, Mismatch, Request, Verdict
 from septum.dataplane import l7redirect
 
 log = logging.getLogger(__name__)
 
 DENIED_BODY = b"Access denied\r\n"
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _READ = 65536
 
 
@@ -51,7 +54,7 @@ class HttpRecord:
     connection: Connection
     method: str
     url: str
-    protocol: str  # "HTTP/1.1"
+    protocol: str  # "HTTP/1.1" or "HTTP/2"
     headers: tuple[tuple[str, str], ...]
     allowed: bool
     code: int  # the response's status (403 when denied, 0 when upstream failed)
@@ -131,13 +134,35 @@ class HttpProxy:
         conn = Connection(source[0], source[1], destination[0], destination[1])
         upstream: _Upstream | None = None
         try:
-            upstream = await self._serve_connection(conn, reader, writer)
+            first = await self._opening(reader)
+            if first.startswith(H2_PREFACE):
+                from septum.agent.l7.h2c import serve_h2c
+
+                await serve_h2c(self, conn, reader, writer, first)
+                return
+            upstream = await self._serve_connection(conn, reader, writer, first)
         except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as err:
             log.debug("HTTP connection %s ended: %s", conn, err)
         finally:
             if upstream:
                 upstream.close()
             writer.close()
+
+    @staticmethod
+    async def _opening(reader: asyncio.StreamReader) -> bytes:
+        """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request."""
+        data = b""
+        while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
+            chunk = await reader.read(_READ)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def decide(self, conn: Connection, request: Request) -> Verdict | None:
+        """The verdict of the connection's policy (None: no policy, so nothing is allowed)."""
+        policy = self._policy_for(conn)
+        return policy.decide(request) if policy else None
 
     async def _next_event(self, h: h11.Connection, reader: asyncio.StreamReader) -> object:
         while True:
@@ -147,9 +172,14 @@ class HttpProxy:
             h.receive_data(await reader.read(_READ))
 
     async def _serve_connection(
-        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        conn: Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        first: bytes,
     ) -> _Upstream | None:
         down = h11.Connection(h11.SERVER)
+        down.receive_data(first)
         upstream: _Upstream | None = None
         while True:
             event = await self._next_event(down, reader)
@@ -167,12 +197,7 @@ class HttpProxy:
             host = next((v for k, v in headers if k.lower() == "host"), "")
             target = request.target.decode("latin-1")
             path = target.split("?", 1)[0] if target.startswith("/") else target
-            policy = self._policy_for(conn)
-            verdict = (
-                policy.decide(Request(request.method.decode(), path, host, headers))
-                if policy
-                else None
-            )
+            verdict = self.decide(conn, Request(request.method.decode(), path, host, headers))
             method = request.method.decode()
             url = f"http://{host or conn.destination}{target}"
             if verdict is None or not verdict.allowed:
@@ -189,7 +214,7 @@ class HttpProxy:
                     h11.Data(data=DENIED_BODY),
                     h11.EndOfMessage(),
                 )
-                self._record(conn, method, url, headers, False, 403, 0, -1)
+                self.record(conn, method, url, "HTTP/1.1", headers, False, 403, 0, -1)
             else:
                 if upstream is None or upstream.conn.our_state is not h11.IDLE:
                     if upstream:
@@ -198,10 +223,11 @@ class HttpProxy:
                 code = await self._forward(
                     upstream, down, writer, request, body, verdict.actions, started
                 )
-                self._record(
+                self.record(
                     conn,
                     method,
                     url,
+                    "HTTP/1.1",
                     headers,
                     True,
                     code,
@@ -215,6 +241,12 @@ class HttpProxy:
             down.start_next_cycle()
 
     async def _connect(self, conn: Connection) -> _Upstream:
+        return _Upstream(*await self.connect_upstream(conn))
+
+    async def connect_upstream(
+        self, conn: Connection
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the original destination, marked with the client's identity."""
         sock = l7redirect.open_upstream(
             conn.destination, self._identity_for(conn), ingress=self._ingress, ns=self._ns
         )
@@ -228,8 +260,7 @@ class HttpProxy:
         except (OSError, TimeoutError):
             sock.close()
             raise
-        reader, writer = await asyncio.open_connection(sock=sock)
-        return _Upstream(reader, writer)
+        return await asyncio.open_connection(sock=sock)
 
     async def _forward(
         self,
@@ -273,11 +304,12 @@ class HttpProxy:
             writer.write(h.send(event) or b"")
         await writer.drain()
 
-    def _record(
+    def record(
         self,
         conn: Connection,
         method: str,
         url: str,
+        protocol: str,
         headers: tuple[tuple[str, str], ...],
         allowed: bool,
         code: int,
@@ -287,6 +319,6 @@ class HttpProxy:
         if self._on_record:
             self._on_record(
                 HttpRecord(
-                    conn, method, url, "HTTP/1.1", headers, allowed, code, latency_ns, rule_index
+                    conn, method, url, protocol, headers, allowed, code, latency_ns, rule_index
                 )
             )
