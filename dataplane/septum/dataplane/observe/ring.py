@@ -38,7 +38,16 @@ class LostMarker:
     last_ns: int
 
 
-Entry = r.Record | LostMarker
+@dataclass(frozen=True)
+class BuiltFlow:
+    """A flow that did not come from the datapath's ring buffer but was built whole (the L7
+    proxies' request and response flows): stored and served as it is."""
+
+    flow: flow_pb2.Flow
+    wall_ns: int
+
+
+Entry = r.Record | LostMarker | BuiltFlow
 
 
 class FlowRing:
@@ -97,6 +106,21 @@ class FlowRing:
         if written:
             self._wake()
         return written
+
+    def append_flow(self, flow: flow_pb2.Flow) -> None:
+        """Append a flow built elsewhere (its time set); readers see it as any other."""
+        entry = BuiltFlow(flow, flow.time.seconds * 1_000_000_000 + flow.time.nanos)
+        with self._lock:
+            seq = self._head
+            slot = seq % self.capacity
+            self._slot_seq[slot] = -1
+            self._flows[slot] = flow
+            self._wire[slot] = None
+            self._entries[slot] = entry
+            self._slot_seq[slot] = seq
+            self._head = seq + 1
+            self.seen_flows += 1
+        self._wake()
 
     def add_lost(self, source: int, count: int, first_ns: int | None = None) -> None:
         """Record events lost upstream (kernel ring buffer, user-space queue)."""
@@ -169,10 +193,14 @@ class FlowRing:
     def wall_time_ns(self, entry: Entry) -> int:
         if isinstance(entry, LostMarker):
             return entry.last_ns
+        if isinstance(entry, BuiltFlow):
+            return entry.wall_ns
         return self.decoder.wall_time_ns(entry)
 
-    def flow(self, seq: int, entry: r.Record) -> flow_pb2.Flow:
+    def flow(self, seq: int, entry: r.Record | BuiltFlow) -> flow_pb2.Flow:
         """The decoded Flow for `seq`, built once and shared."""
+        if isinstance(entry, BuiltFlow):
+            return entry.flow
         slot = seq % self.capacity
         cached = self._flows[slot]
         if cached is not None and self._slot_seq[slot] == seq:
@@ -192,6 +220,10 @@ class FlowRing:
         if isinstance(entry, LostMarker):
             data = encode_lost_response(
                 entry.source, entry.count, entry.first_ns, entry.last_ns, node_name
+            )
+        elif isinstance(entry, BuiltFlow):
+            data = encode_flow_bytes_response(
+                entry.flow.SerializeToString(), entry.flow.time.SerializeToString(), node_name
             )
         else:
             flow_bytes, time_bytes = self.decoder.encode(entry, seq)

@@ -1,0 +1,197 @@
+"""L7 flows and metrics from the proxies' records, as Hubble shows Cilium's.
+
+An allowed HTTP request gives two flows, the request (client -> server) and, when its
+response leaves, the response (server -> client, ``is_reply``, the latency and status); a
+denied one gives its request flow, verdict DROPPED, with the proxy's 403 as its status.
+Every flow has ``Type: L7``, ``event_type.type`` 129 (Cilium's access-log message, what
+``hubble observe --type l7`` selects), the ``Summary`` Hubble's parser writes (what
+``-o compact`` prints), the ``l7`` record (method, URL, protocol, status,
+headers) and the endpoints as the node's metadata knows them.  URLs lose their userinfo
+(``user:password@``), as Hubble redacts it by default; header values are kept, as Hubble
+keeps them unless told otherwise.
+
+`L7FlowPublisher` is the one entry point for the proxies: HTTP records through
+`publish_http`, and any other L7 flow built with `l7_flow` (the DNS proxy's) through
+`publish`; it appends them to the node Observer's ring (`FlowRing.append_flow`) and counts
+Hubble's ``hubble_http_requests_total{method,protocol,status,reporter}`` and
+``hubble_http_request_duration_seconds{method,reporter}`` (reporter: ``client`` for an
+egress proxy, ``server`` for an ingress one)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from septum.agent.l7.httpproxy import HttpRecord
+from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.metadata import Metadata
+
+ACCESS_LOG_EVENT = 129  # Cilium's MessageTypeAccessLog: Hubble's event type of L7 flows
+
+
+class FlowSink(Protocol):
+    def append_flow(self, flow: flow_pb2.Flow) -> None: ...
+
+
+def redact_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _endpoint(endpoint: flow_pb2.Endpoint, ip: str, metadata: Metadata | None) -> None:
+    info = metadata.endpoint_by_ip(ip) if metadata else None
+    if info is None:
+        return
+    endpoint.ID = info.endpoint_id
+    endpoint.identity = info.identity
+    endpoint.namespace = info.namespace
+    endpoint.pod_name = info.pod_name
+    endpoint.labels.extend(info.labels)
+    if info.cluster_name:
+        endpoint.cluster_name = info.cluster_name
+    for workload in info.workloads:
+        endpoint.workloads.add(name=workload.name, kind=workload.kind)
+
+
+def l7_flow(
+    *,
+    node_name: str,
+    source: tuple[str, int],
+    destination: tuple[str, int],
+    ingress: bool,
+    reply: bool,
+    forwarded: bool,
+    metadata: Metadata | None,
+    time_ns: int,
+) -> flow_pb2.Flow:
+    """An L7 flow's frame (without its ``l7`` record): the caller fills ``flow.l7``."""
+    flow = flow_pb2.Flow()
+    flow.time.FromNanoseconds(time_ns)
+    flow.verdict = flow_pb2.FORWARDED if forwarded else flow_pb2.DROPPED
+    flow.Type = flow_pb2.L7
+    flow.node_name = node_name
+    flow.IP.source, flow.IP.destination = source[0], destination[0]
+    flow.IP.ipVersion = flow_pb2.IPv6 if ":" in source[0] else flow_pb2.IPv4
+    flow.l4.TCP.source_port, flow.l4.TCP.destination_port = source[1], destination[1]
+    _endpoint(flow.source, source[0], metadata)
+    _endpoint(flow.destination, destination[0], metadata)
+    flow.event_type.type = ACCESS_LOG_EVENT
+    flow.traffic_direction = flow_pb2.INGRESS if ingress else flow_pb2.EGRESS
+    flow.is_reply.value = reply
+    return flow
+
+
+def http_flows(
+    record: HttpRecord,
+    *,
+    node_name: str,
+    ingress: bool,
+    metadata: Metadata | None,
+    now_ns: int | None = None,
+) -> list[flow_pb2.Flow]:
+    """The request flow and, for an allowed request, the response flow of `record`."""
+    now = time.time_ns() if now_ns is None else now_ns
+    conn = record.connection
+    client = (conn.source, conn.source_port)
+    server = (conn.destination, conn.destination_port)
+    url = redact_userinfo(record.url)
+    request = l7_flow(
+        node_name=node_name,
+        source=client,
+        destination=server,
+        ingress=ingress,
+        reply=False,
+        forwarded=record.allowed,
+        metadata=metadata,
+        time_ns=now - record.latency_ns,
+    )
+    request.l7.type = flow_pb2.REQUEST
+    # A denied request's flow carries the proxy's 403, so --http-status selects it.
+    _http(request.l7.http, record, url, with_code=not record.allowed)
+    line = f"{record.method} {url}"
+    request.Summary = f"{record.protocol} {line}"  # what -o compact prints, as Hubble's parser
+    if not record.allowed:
+        return [request]
+    response = l7_flow(
+        node_name=node_name,
+        source=server,
+        destination=client,
+        ingress=ingress,
+        reply=True,
+        forwarded=True,
+        metadata=metadata,
+        time_ns=now,
+    )
+    response.l7.type = flow_pb2.RESPONSE
+    response.l7.latency_ns = record.latency_ns
+    _http(response.l7.http, record, url, with_code=True)
+    response.Summary = (
+        f"{record.protocol} {record.code} {record.latency_ns // 1_000_000}ms ({line})"
+    )
+    return [request, response]
+
+
+def _http(http: flow_pb2.HTTP, record: HttpRecord, url: str, *, with_code: bool) -> None:
+    http.method = record.method
+    http.url = url
+    http.protocol = record.protocol
+    if with_code:
+        http.code = record.code
+    for key, value in record.headers:
+        http.headers.add(key=key, value=value)
+
+
+class L7FlowPublisher:
+    def __init__(
+        self,
+        sink: FlowSink,
+        *,
+        node_name: str,
+        metadata: Metadata | None = None,
+        registry: CollectorRegistry | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._sink = sink
+        self._node_name = node_name
+        self._metadata = metadata
+        self._clock_ns = clock_ns
+        self.requests = Counter(
+            "hubble_http_requests_total",
+            "Count of HTTP requests",
+            ["method", "protocol", "status", "reporter"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "hubble_http_request_duration_seconds",
+            "Quantiles of HTTP request duration in seconds",
+            ["method", "reporter"],
+            registry=registry,
+        )
+
+    def publish(self, flow: flow_pb2.Flow) -> None:
+        """Any L7 flow (the DNS proxy's too): into the node's flow ring."""
+        self._sink.append_flow(flow)
+
+    def http_hook(self, *, ingress: bool) -> Callable[[HttpRecord], None]:
+        """The HttpProxy `on_record` callback of a proxy in that direction."""
+        return lambda record: self.publish_http(record, ingress=ingress)
+
+    def publish_http(self, record: HttpRecord, *, ingress: bool) -> None:
+        for flow in http_flows(
+            record,
+            node_name=self._node_name,
+            ingress=ingress,
+            metadata=self._metadata,
+            now_ns=self._clock_ns(),
+        ):
+            self.publish(flow)
+        reporter = "server" if ingress else "client"
+        self.requests.labels(record.method, record.protocol, str(record.code), reporter).inc()
+        if record.allowed:
+            self.duration.labels(record.method, reporter).observe(record.latency_ns / 1e9)
