@@ -3,7 +3,7 @@
 import type { GetFlowsResponse } from "../gen/septum/dataplane/observe/api/observer/observer_pb";
 import { toRow, type FlowRow } from "./flows";
 
-export const DEFAULT_CAPACITY = 20_000;
+export const DEFAULT_CAPACITY = 10_000;
 
 export class FlowBuffer {
   private rows: FlowRow[] = [];
