@@ -67,6 +67,8 @@ def test_map_table_detail_filter_export(backend: Backend, start_ui: Any, browser
     assert "CiliumNetworkPolicy default/rule1" in text, text
     detail = page.get_by_test_id("flow-detail").inner_text()
     assert "POLICY_DENIED" in detail and "xwing" in detail and "10.2.0.12" in detail, detail
+    link = page.get_by_test_id("explain-link").get_attribute("href") or ""
+    assert link.startswith("#/policy?") and "from=default%2Fxwing" in link and "port=80" in link
     screenshot(page, "flow-detail")
 
     # Hubble's filters narrow the table (the relay filters; the page shows what it sends).
