@@ -224,11 +224,15 @@ class _UdpFront(asyncio.DatagramProtocol):
             self._transport.sendto(reply, request.client)
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 @dataclass
 class DnsListener:
     """The running fronts; `close()` stops both."""
 
-    udp: asyncio.DatagramTransport
+    udp: Closable
     tcp: asyncio.Server
     address: Address
 
@@ -238,14 +242,10 @@ class DnsListener:
         await self.tcp.wait_closed()
 
 
-async def serve(
-    proxy: DnsProxy,
-    host: str,
-    port: int,
-    destination: OriginalDestination,
-) -> DnsListener:
-    """Listen on `host:port` over UDP and TCP (port 0: one free port for both)."""
-    loop = asyncio.get_running_loop()
+def tcp_handler(
+    proxy: DnsProxy, destination: OriginalDestination
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A stream server's callback: DNS over TCP (length-prefixed messages) on one connection."""
 
     async def on_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -265,7 +265,20 @@ async def serve(
         finally:
             writer.close()
 
-    tcp = await asyncio.start_server(on_tcp, host, port, reuse_address=True)
+    return on_tcp
+
+
+async def serve(
+    proxy: DnsProxy,
+    host: str,
+    port: int,
+    destination: OriginalDestination,
+) -> DnsListener:
+    """Listen on `host:port` over UDP and TCP (port 0: one free port for both)."""
+    loop = asyncio.get_running_loop()
+    tcp = await asyncio.start_server(
+        tcp_handler(proxy, destination), host, port, reuse_address=True
+    )
     bound = tcp.sockets[0].getsockname()
     udp, _ = await loop.create_datagram_endpoint(
         lambda: _UdpFront(proxy, destination), local_addr=(host, int(bound[1]))
@@ -286,4 +299,5 @@ __all__ = [
     "Upstream",
     "plain_upstream",
     "serve",
+    "tcp_handler",
 ]
