@@ -325,12 +325,22 @@ def test_drop_events_are_rate_limited_with_a_suppressed_count(cluster):
         sock.close()
 
 
-def test_l7_marker_is_reported_and_forwarded(cluster):
+def test_l7_marker_is_reported_and_fails_closed_without_a_proxy(cluster):
+    # (the redirect to a running proxy: test_l7_redirect_privileged.py)
     cluster.server_policy(PolicyEntry(INGRESS, CLIENT_ID, TCP, 8080, l7_proxy_port=15001))
-    assert tcp_connect(cluster.client.name, "10.96.0.3", 8080)
-    flow = wait_for_flows(
-        cluster.node, lambda f: f.event_type == EventType.POLICY_VERDICT and f.endpoint_id == 3
-    )[0]
+    assert not tcp_connect(cluster.client.name, "10.96.0.3", 8080, timeout_s=0.5)
+
+    def verdict(flows: list[Flow]) -> list[Flow]:
+        return [f for f in flows if f.event_type == EventType.POLICY_VERDICT and f.endpoint_id == 3]
+
+    seen = collect_until(
+        cluster.node,
+        lambda flows: (
+            bool(verdict(flows))
+            and any(f.drop_reason == DropReason.PROXY_LOOKUP_FAILED for f in flows)
+        ),
+    )
+    flow = verdict(seen)[0]
     assert flow.l7_proxy_port == 15001 and flow.verdict == Verdict.FORWARDED
 
 

@@ -372,7 +372,7 @@ struct septum_policy_range_key {
 
 struct septum_policy_value {
 	__u32 rule_id;
-	__u16 l7_proxy_port; /* nonzero: L7 redirect marker (reported, then forwarded) */
+	__u16 l7_proxy_port; /* nonzero: redirect to the L7 proxy on this port (lib/proxy.h) */
 	__u8 action;         /* enum septum_policy_action; 0 on a head without an L3 entry */
 	__u8 flags;          /* enum septum_policy_flag bits */
 	__u8 match_type;     /* enum septum_match_type, computed by user space */

@@ -59,7 +59,7 @@ class PolicyEntry:
     or a nonzero `port` does (the engine's "type as port"), or port_range names a range of
     types; with none of them, every type.  A deny beats every allow it overlaps (unless the
     policy is ``resolved``).  audit: this deny only reports (verdict AUDIT).  l7_proxy_port:
-    the L7 redirect marker (reported, then forwarded).
+    the L7 proxy's port: allowed connections are redirected to it (bpf/lib/proxy.h).
     """
 
     direction: TrafficDirection

@@ -15,6 +15,7 @@ _BENCHMARKS: dict[str, str] = {
     "e2e": "septum.bench.e2e",
     "history": "septum.bench.history",
     "ui": "septum.bench.ui",
+    "l7": "septum.bench.l7",
 }
 
 
