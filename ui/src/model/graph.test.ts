@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
-import { FlowSchema } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
+import { EndpointSchema, FlowSchema, ServiceSchema } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
 import { edgeVerdict, ServiceGraph, visible } from "./graph";
 import { landing, toWorld } from "./fixtures";
 
@@ -26,6 +26,15 @@ describe("the service map's graph", () => {
     allowed.verdict = 1;
     mixed.add(allowed);
     expect(edgeVerdict([...mixed.edges.values()][0])).toBe("mixed");
+  });
+
+  it("a flow to a Service frontend draws the Service in its namespace", () => {
+    const svc = new ServiceGraph();
+    const f = toWorld();
+    f.destination = create(EndpointSchema, { identity: 9 });
+    f.destinationService = create(ServiceSchema, { name: "deathstar", namespace: "default" });
+    svc.add(f);
+    expect(svc.nodes.get("svc:default/deathstar")).toMatchObject({ namespace: "default", name: "service deathstar" });
   });
 
   it("replies do not draw edges backwards", () => {

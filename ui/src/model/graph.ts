@@ -1,6 +1,6 @@
 // The service map's data: flows folded into workloads (nodes) and who-talks-to-whom (edges),
 // kept incrementally so thousands of flows a second cost one map update per flow.
-import { Verdict, type Endpoint, type Flow } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
+import { Verdict, type Endpoint, type Flow, type Service } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
 import { flowTimeMs, l4, reservedName, workloadName } from "./flows";
 
 export interface MapNode {
@@ -31,8 +31,14 @@ export interface MapEdge {
 
 export const RATE_WINDOW_MS = 10_000;
 
-export function nodeFor(ep: Endpoint | undefined, ip: string): MapNode {
+export function nodeFor(ep: Endpoint | undefined, ip: string, service?: Service): MapNode {
   const reserved = reservedName(ep);
+  if (!ep?.podName && service?.name) {
+    // A Service's frontend address, before translation: the Service is the node, in its
+    // namespace, rather than a bare ClusterIP outside the cluster.
+    const id = `svc:${service.namespace}/${service.name}`;
+    return { id, namespace: service.namespace, name: `service ${service.name}`, reserved: false, labels: [] };
+  }
   if (ep?.podName) {
     const name = workloadName(ep);
     return { id: `${ep.namespace}/${name}`, namespace: ep.namespace, name, reserved: false, labels: ep.labels };
@@ -64,8 +70,8 @@ export class ServiceGraph {
   add(f: Flow): void {
     // Replies travel the other way on the same connection: the request already drew the edge.
     if (f.isReply ?? f.reply) return;
-    const src = nodeFor(f.source, f.IP?.source ?? "");
-    const dst = nodeFor(f.destination, f.IP?.destination ?? "");
+    const src = nodeFor(f.source, f.IP?.source ?? "", f.sourceService);
+    const dst = nodeFor(f.destination, f.IP?.destination ?? "", f.destinationService);
     if (!this.nodes.has(src.id)) this.nodes.set(src.id, src);
     if (!this.nodes.has(dst.id)) this.nodes.set(dst.id, dst);
     const id = `${src.id}->${dst.id}`;

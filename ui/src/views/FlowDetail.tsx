@@ -55,7 +55,7 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
         <h4>Why: {row.verdict}</h4>
         <p>{w.summary}</p>
         {f.source?.podName && f.destination?.podName && info.dstPort !== undefined && (
-          <a
+          <p><a
             data-testid="explain-link"
             href={`#/policy?${new URLSearchParams({
               from: `${f.source.namespace}/${f.source.podName}`,
@@ -65,7 +65,7 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
             })}`}
           >
             Explain this connection with the policies now
-          </a>
+          </a></p>
         )}
         {w.policies.map((p, i) => (
           <div key={i} className="policy">
