@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 
 import dns.message
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -119,3 +120,20 @@ class DnsServer:
             sock.close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+def query_from(
+    ns: str, server: tuple[str, int], name: str, tcp: bool = False
+) -> dns.message.Message:
+    """Ask `server` for `name`'s A records from network namespace `ns` (a pod)."""
+    query = dns.message.make_query(name, "A")
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    with netns.entered(ns):
+        sock = socket.socket(socket.AF_INET, kind)
+    with sock:
+        address, port = server
+        if tcp:
+            sock.settimeout(5)
+            sock.connect(server)
+            return dns.query.tcp(query, address, timeout=5, port=port, sock=sock)
+        return dns.query.udp(query, address, timeout=5, port=port, sock=sock)

@@ -33,7 +33,7 @@ from septum.dataplane import netns
 from septum.dataplane.sandbox import GATEWAY_V4, Sandbox, sandbox_namespaces
 from septum.operator.engine.rules import DnsRule
 
-from .dnsserver import DnsServer, Record
+from .dnsserver import DnsServer, Record, query_from
 
 pytestmark = pytest.mark.privileged
 
@@ -112,16 +112,7 @@ async def running(world: World, request: pytest.FixtureRequest) -> AsyncIterator
 
 
 def _ask(world: World, port: int, name: str, tcp: bool = False) -> dns.message.Message:
-    query = dns.message.make_query(name, "A")
-    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
-    with netns.entered(world.pod_ns):
-        sock = socket.socket(socket.AF_INET, kind)
-    with sock:
-        if tcp:
-            sock.settimeout(5)
-            sock.connect((GATEWAY_V4, port))
-            return dns.query.tcp(query, GATEWAY_V4, timeout=5, port=port, sock=sock)
-        return dns.query.udp(query, GATEWAY_V4, timeout=5, port=port, sock=sock)
+    return query_from(world.pod_ns, (GATEWAY_V4, port), name, tcp)
 
 
 async def ask(world: World, run: Running, name: str, tcp: bool = False) -> dns.message.Message:

@@ -25,6 +25,7 @@ from septum.dataplane.abi import DropReason, Verdict
 from septum.dataplane.sandbox import tcp_connect
 from septum.operator.engine.rules import DnsRule
 
+from .dnsserver import query_from
 from .fqdnworld import DNS_SERVER, PEER, POD, POD_IP, Agent, World, fqdn_policy
 
 pytestmark = pytest.mark.privileged
@@ -67,16 +68,7 @@ async def redirected(world: World) -> AsyncIterator[Redirected]:
 
 
 def _ask(world: World, name: str, tcp: bool) -> dns.message.Message:
-    query = dns.message.make_query(name, "A")
-    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
-    with netns.entered(world.pod_ns):
-        sock = socket.socket(socket.AF_INET, kind)
-    with sock:
-        if tcp:
-            sock.settimeout(5)
-            sock.connect((DNS_SERVER, 53))
-            return dns.query.tcp(query, DNS_SERVER, timeout=5, sock=sock)
-        return dns.query.udp(query, DNS_SERVER, timeout=5, sock=sock)
+    return query_from(world.pod_ns, (DNS_SERVER, 53), name, tcp)
 
 
 async def ask(world: World, name: str, tcp: bool = False) -> dns.message.Message:

@@ -29,6 +29,7 @@ from septum.dataplane import netns
 from septum.dataplane.sandbox import GATEWAY_V4, tcp_connect
 from septum.operator.engine.rules import DnsRule
 
+from .dnsserver import query_from
 from .fqdnworld import DNS_SERVER, PEER, POD, POD_IP, TTL_S, Agent, World, fqdn_policy
 
 pytestmark = pytest.mark.privileged
@@ -74,11 +75,7 @@ async def running(world: World) -> AsyncIterator[Running]:
 
 
 def _resolve(world: World, port: int) -> set[str]:
-    with netns.entered(world.pod_ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    with sock:
-        query = dns.message.make_query("api.example.com", "A")
-        reply = dns.query.udp(query, GATEWAY_V4, timeout=5, port=port, sock=sock)
+    reply = query_from(world.pod_ns, (GATEWAY_V4, port), "api.example.com")
     assert reply.rcode() == dns.rcode.NOERROR
     return {r.address for rrset in reply.answer for r in rrset}
 
