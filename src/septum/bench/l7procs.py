@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     proxy = sub.add_parser("proxy")
     proxy.add_argument("port", type=int)
     proxy.add_argument("identity", type=int)
+    proxy.add_argument("--uvloop", action="store_true", help="run the proxy on uvloop")
     load = sub.add_parser("load")
     load.add_argument("address")
     load.add_argument("port", type=int)
@@ -133,7 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.role == "server":
         asyncio.run(_serve(args.address, args.port))
     elif args.role == "proxy":
-        asyncio.run(_proxy(args.port, args.identity))
+        if args.uvloop:
+            import uvloop
+
+            uvloop.run(_proxy(args.port, args.identity))
+        else:
+            asyncio.run(_proxy(args.port, args.identity))
     elif args.rate:
         out = asyncio.run(
             _open_loop(args.address, args.port, args.rate, args.seconds, args.connections)

@@ -1,0 +1,26 @@
+"""`septum bench l7` end to end, shortly: every key, figures that are figures, and nothing
+left behind (namespaces, processes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from septum.bench.l7 import command
+
+pytestmark = pytest.mark.privileged
+
+
+def test_bench_l7_json_keys_and_values() -> None:
+    result = CliRunner().invoke(command, ["--json", "--seconds", "0.5", "--rate", "200"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    for key in ("http_rps_direct", "http_rps_proxied", "http_conn_rps_proxied"):
+        assert figures[key] > 0, key
+    assert figures["http_p99_ms_proxied"] >= figures["http_p50_ms_proxied"] > 0
+    assert figures["http_p99_added_ms_at_1k_rps"] == pytest.approx(
+        figures["http_p99_ms_proxied"] - figures["http_p99_ms_direct"], abs=0.002
+    )
+    assert figures["dns_qps_proxied"] is None and figures["dns_qps_proxied_reason"]
