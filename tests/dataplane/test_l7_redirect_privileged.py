@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from septum.dataplane.abi import DropReason, TrafficDirection, Verdict
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.errors import ProxyRedirectError
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
-from septum.dataplane.sandbox import Sandbox, TcpServer, tcp_connect
+from septum.dataplane.sandbox import Sandbox, TcpServer, echo, tcp_connect, tcp_connection
 
 from .test_traffic_privileged import wait_for_flows
 
@@ -225,3 +226,25 @@ def test_bad_arguments_name_the_field():
     with pytest.raises(ProxyRedirectError, match="port"):
         l7redirect.open_listener(0)
     assert l7redirect.proxy_mark(0x123456, ingress=False) == 0x34560B12
+
+
+def test_proxy_restart_cuts_existing_connections_and_enforces_new_ones_at_once(node, pods):
+    _client_egress_l7(node)
+    _server_ingress(node, l7=False)
+    proxy = ForwardingProxy(pods.node_ns, CLIENT_ID, ingress=False)
+    client = f"{pods.prefix}-c"
+    try:
+        with tcp_connection(client, SERVER_IP, 8080) as existing:
+            assert echo(existing)
+            proxy.close()  # the proxy stops: its sockets are gone
+            # while it is down, new connections fail closed
+            assert not tcp_connect(client, SERVER_IP, 8080, timeout_s=0.5)
+            proxy = ForwardingProxy(pods.node_ns, CLIENT_ID, ingress=False)
+            started = time.monotonic()
+            # a new connection is enforced by the new proxy at once
+            assert tcp_connect(client, SERVER_IP, 8080, timeout_s=1.0)
+            assert time.monotonic() - started < 1.0
+            # the old connection ended with the proxy (a stopped process's sockets close)
+            assert not echo(existing)
+    finally:
+        proxy.close()
