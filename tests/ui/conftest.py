@@ -34,6 +34,9 @@ from septum.relay.server import RelayConfig, RelayThread  # noqa: E402
 from septum.relay.service import MergeSettings  # noqa: E402
 from tests.cli.observer_feed import FedObserver  # noqa: E402
 
+# The relay tests' agents and throwaway PKI, for the bridge's TLS test.
+from tests.relay.conftest import agents, certificates  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "build" / "ui"
 SCREENSHOTS = REPO / "build" / "ui-screenshots"

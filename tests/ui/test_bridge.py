@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from septum.dataplane.observe.api.observer import observer_pb2
+from septum.dataplane.observe.server import TLSFiles
 from septum.ui import grpcweb
 from septum.ui.errors import FramingError
+from tests.relay.conftest import Agents, Certificates, boot_ns, flow_event
 from tests.ui.conftest import TIEFIGHTER, Backend, landing
 
 
@@ -128,3 +130,39 @@ def test_unreachable_upstream_is_a_status_not_a_hang(start_ui: Any) -> None:
         raise AssertionError(f"the bridge failed instead of answering: {err}") from err
     assert last.trailer
     assert last.payload.split(b"\r\n")[0] in (b"grpc-status:14", b"grpc-status:4")
+
+
+def test_tls_to_the_observer_as_septum_observe_dials_it(
+    start_ui: Any, certificates: Certificates, agents: Agents
+) -> None:
+    """--server tls://... with --tls-ca-cert-files: the bridge verifies the server; a CA the
+    server's certificate does not chain to gives UNAVAILABLE, not flows."""
+    agent = agents.start("ui-tls", tls=TLSFiles(certificates.agent_cert, certificates.agent_key))
+    agent.push(flow_event(boot_ns(), 7100))
+    request = grpcweb.message_frame(observer_pb2.GetFlowsRequest(number=5).SerializeToString())
+    trusted = start_ui(
+        f"tls://{agent.address}",
+        "--tls-ca-cert-files",
+        str(certificates.ca),
+        "--tls-server-name",
+        "localhost",
+    )
+    frames = grpcweb.parse_frames(_call(trusted.url, "/observer.Observer/GetFlows", request))
+    flows = [observer_pb2.GetFlowsResponse.FromString(f.payload) for f in frames if not f.trailer]
+    assert [r.flow.l4.TCP.source_port for r in flows] == [7100]
+    untrusted = start_ui(
+        f"tls://{agent.address}",
+        "--tls-ca-cert-files",
+        str(certificates.other_ca),
+        "--tls-server-name",
+        "localhost",
+    )
+    req = urllib.request.Request(
+        untrusted.url + "/observer.Observer/GetFlows",
+        data=request,
+        headers={"Content-Type": "application/grpc-web+proto", "grpc-timeout": "3S"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        last = grpcweb.parse_frames(resp.read())[-1]
+    assert last.payload.split(b"\r\n")[0] in (b"grpc-status:14", b"grpc-status:4"), last.payload
