@@ -52,6 +52,7 @@ class _RedirectedUdp:
         self._ns = ns
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reply_sockets: dict[tuple[str, int], socket.socket] = {}
         sock.setblocking(False)
         self._loop.add_reader(sock.fileno(), self._readable)
 
@@ -79,14 +80,25 @@ class _RedirectedUdp:
         if reply is None:
             return
         try:
-            with l7redirect.open_transparent_reply(request.server, ns=self._ns) as sock:
-                sock.sendto(reply, request.client)
+            self._reply_socket(request.server).sendto(reply, request.client)
         except (OSError, ProxyRedirectError) as err:
             log.warning("DNS answer to %s: %s", request.client, err)
+
+    def _reply_socket(self, server: tuple[str, int]) -> socket.socket:
+        """One socket per DNS server address answers for it: a pod's few servers are
+        asked again and again, and a socket per answer cost more than the answer."""
+        sock = self._reply_sockets.get(server)
+        if sock is None:
+            sock = l7redirect.open_transparent_reply(server, ns=self._ns)
+            sock.setblocking(False)
+            self._reply_sockets[server] = sock
+        return sock
 
     def close(self) -> None:
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        for reply in self._reply_sockets.values():
+            reply.close()
         for task in self._tasks:
             task.cancel()
 
