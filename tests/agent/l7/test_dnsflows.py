@@ -3,6 +3,8 @@ own filters (`--dns-query`, `--type l7`) select them."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -12,6 +14,7 @@ from septum.agent.l7.dnsanswers import answer_facts, query_facts
 from septum.agent.l7.dnsflows import dns_flow
 from septum.agent.l7.dnsmetrics import DnsMetrics
 from septum.agent.l7.dnsproxy import DnsEvent, DnsRequest
+from septum.agent.l7.fqdncache import FqdnCache
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.filters import compile_filter
 
@@ -102,3 +105,15 @@ def test_metrics_with_hubbles_names_and_labels() -> None:
     for flow in _flows():
         ignoring.observe(flow)
     assert all("AAAA" not in str(m.samples) for m in ignoring.collect())
+
+
+def test_learned_names_label_flows_for_the_fqdn_filter() -> None:
+    cache = FqdnCache()
+    address = ipaddress.ip_address("203.0.113.10")
+    cache.learn("app/client", "API.example.com.", [(address, 30)], now=0.0)
+    cache.learn("app/client", "alias.example.net", [(address, 30)], now=0.0)
+    assert cache.names_of("app/client", address) == ["alias.example.net", "api.example.com"]
+    assert cache.names_of("app/other", address) == []  # Hubble's names are per endpoint
+    flow = flow_pb2.Flow(destination_names=cache.names_of("app/client", address))
+    assert compile_filter(flow_pb2.FlowFilter(destination_fqdn=["*.example.com"]))(flow)
+    assert not compile_filter(flow_pb2.FlowFilter(destination_fqdn=["*.example.org"]))(flow)

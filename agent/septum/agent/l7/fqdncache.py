@@ -101,6 +101,13 @@ class FqdnCache:
                     found.setdefault(address, set()).add(name)
         return {address: frozenset(names) for address, names in found.items()}
 
+    def names_of(self, endpoint: str, address: IPAddress) -> list[str]:
+        """The names an endpoint's lookups gave `address`, sorted: a flow's
+        `destination_names` (and `source_names` of its replies), as Hubble fills them
+        from the DNS cache for `--fqdn` / `--to-fqdn`."""
+        names = self._entries.get(endpoint, {})
+        return sorted(name.rstrip(".") for name, known in names.items() if address in known)
+
     def lookups(self, endpoint: str) -> Mapping[str, Mapping[IPAddress, float]]:
         return self._entries.get(endpoint, {})
 
