@@ -124,3 +124,15 @@ def test_agent_directly_and_stale_relay(backend: Backend, start_ui: Any, browser
     backend.node.stop()
     page.get_by_test_id("relay-state").filter(has_text="relay stale").wait_for(timeout=20000)
     screenshot(page, "stale-relay")
+
+
+def test_a_disconnected_node_is_shown(backend: Backend, start_ui: Any, browser: Any) -> None:
+    """The relay loses its only agent: the status bar says which node is unavailable."""
+    ui = start_ui(backend.relay_address)
+    page = browser.new_page()
+    page.goto(ui.url + "/#/flows")
+    page.get_by_test_id("nodes-state").filter(has_text="1 connected").wait_for()
+    backend.node.stop()
+    state = page.get_by_test_id("nodes-state").filter(has_text="1 unavailable: ui-node-1")
+    state.wait_for(timeout=20000)
+    screenshot(page, "node-unavailable")

@@ -25,7 +25,7 @@ import { runStream } from "../stream";
 import { markMapRendered, type Health } from "../health";
 
 const LAYOUT_EVERY_MS = 2000;
-const FIRST_QUIET_MS = 150;
+const FIRST_QUIET_MS = 60;
 const BIG_MAP_EDGES = 200;
 const FIRST_MAX_MS = 1000;
 const VERDICTS: EdgeVerdict[] = ["forwarded", "dropped", "audit", "mixed"];
