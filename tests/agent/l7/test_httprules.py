@@ -76,3 +76,13 @@ def test_header_matches_without_action_deny_and_with_action_act():
 def test_bad_rules_name_the_field(rules, field):
     with pytest.raises(HttpRuleError, match=field.replace("[", r"\[").replace("]", r"\]")):
         policy_from_fields(rules)
+
+
+def test_policy_from_the_engines_merged_rules():
+    from septum.agent.l7.httprules import policy_from_engine
+    from septum.operator.engine.rules import HttpRule as EngineHttpRule
+
+    policy = policy_from_engine([EngineHttpRule("GET", "/a"), EngineHttpRule(headers=("X-K: v",))])
+    assert policy.decide(req("GET", "/a")).allowed
+    assert not policy.decide(req("PUT", "/a")).allowed
+    assert policy.decide(req("PUT", "/x", x_k="v")).rule_index == 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import re2
 
@@ -202,6 +202,31 @@ def policy_from_fields(rules: Sequence[dict[str, object]], where: str = "http") 
             )
         )
     return HttpPolicy(tuple(built))
+
+
+class EngineHttpRule(Protocol):
+    """The shape of the policy engine's HttpRule (septum.operator.engine.rules), which the
+    engine hands over as DirectionVerdict.l7_rules.http."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def headers(self) -> tuple[str, ...]: ...
+
+
+def policy_from_engine(rules: Sequence[EngineHttpRule]) -> HttpPolicy:
+    """The HttpPolicy of a redirected connection from the engine's merged L7 rules (an
+    empty rule there allows every request, as an L3/L4 allow beside an L7 one does)."""
+    return HttpPolicy(
+        tuple(
+            HttpRule(r.method, r.path, r.host, tuple(r.headers), where=f"http[{i}]")
+            for i, r in enumerate(rules)
+        )
+    )
 
 
 def _as_str(value: object, where: str) -> str:

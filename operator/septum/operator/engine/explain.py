@@ -27,7 +27,17 @@ from septum.operator.engine.matching import peers_match
 from septum.operator.engine.ports import NamedPort, PortRange, parse_protocol_name, protocol_name
 from septum.operator.engine.registry import RuleInfo
 from septum.operator.engine.resolution import NamedPortMap
-from septum.operator.engine.rules import Action, Direction, PolicyKey, Rule, RuleRef, Tier
+from septum.operator.engine.rules import (
+    Action,
+    Direction,
+    DnsRule,
+    HttpRule,
+    L7Rules,
+    PolicyKey,
+    Rule,
+    RuleRef,
+    Tier,
+)
 from septum.operator.engine.state import Engine
 from septum.wellknown.reserved import ReservedIdentity
 
@@ -85,6 +95,9 @@ class DirectionVerdict:
     l7: bool = False
     passed_by: tuple[RuleRef, ...] = ()
     endpoint_audit: bool = False  # the endpoint deciding is in audit mode
+    # What the L7 proxy enforces on a redirected connection (empty unless `l7`): the L7 rules
+    # of every rule that allowed it, as Cilium merges them on one port and peer.
+    l7_rules: L7Rules = L7Rules()
 
     @property
     def tier(self) -> Tier | None:
@@ -255,12 +268,12 @@ def _resolve_outside(engine: Engine, address: IPAddress) -> EndpointRef:
 
 def _port_rule_matches(
     rule: Rule, protocol: int, port: int, named: NamedPortMap
-) -> tuple[bool, bool]:
-    """(matches, L7 redirect) for one rule's ports against a connection."""
+) -> tuple[bool, L7Rules]:
+    """(matches, the L7 rules of the port rules that match: empty when none has any)."""
     if rule.ports is None:
-        return True, False
+        return True, L7Rules()
     matched = False
-    l7 = False
+    l7 = L7Rules()
     for port_rule in rule.ports:
         for spec in port_rule.ports:
             if isinstance(spec, PortRange):
@@ -275,9 +288,24 @@ def _port_rule_matches(
                 )
             if hit:
                 matched = True
-                l7 = l7 or bool(port_rule.l7)
+                l7 = L7Rules(l7.http + port_rule.l7.http, l7.dns + port_rule.l7.dns)
                 break
     return matched, l7
+
+
+# What an allow without L7 rules adds to the L7 rules of others on the same port and peer:
+# everything is allowed at L7 (Cilium's L7 wildcard when an L3/L4 rule meets an L7 one).
+_L7_ALLOW_ALL = L7Rules((HttpRule(),), (DnsRule(match_pattern="*"),))
+
+
+def _merged_l7(allows: list[L7Rules]) -> L7Rules:
+    if not any(allows):
+        return L7Rules()
+    merged = L7Rules()
+    for rules in allows:
+        rules = rules or _L7_ALLOW_ALL
+        merged = L7Rules(merged.http + rules.http, merged.dns + rules.dns)
+    return merged
 
 
 def evaluate(
@@ -292,7 +320,7 @@ def evaluate(
     # Named ports belong to the destination: the subject on ingress, the peer on egress.
     named = subject.named_ports if direction is Direction.INGRESS else peer.named_ports
     registry = engine.registry
-    tiers: dict[Tier, list[tuple[Rule, Action, bool, bool]]] = {
+    tiers: dict[Tier, list[tuple[Rule, Action, L7Rules, bool]]] = {
         Tier.ADMIN: [],
         Tier.NORMAL: [],
         Tier.BASELINE: [],
@@ -324,14 +352,21 @@ def evaluate(
                 tiers[policy.tier].append((rule, rule.action, l7, policy.audit))
 
     def verdict(
-        rule: Rule, tier: Tier, l7: bool, audit: bool, passed: tuple[RuleRef, ...]
+        rule: Rule, tier: Tier, l7: L7Rules, audit: bool, passed: tuple[RuleRef, ...]
     ) -> DirectionVerdict:
         text = rule.peers.describe()
         rule_id = registry.rule(rule.ref, direction, tier, rule.action, text, audit)
         info = registry.info(rule_id)
         allowed = rule.action is Action.ALLOW
         return DirectionVerdict(
-            direction, allowed, rule_id, info, info.describe(""), l7 and allowed, passed
+            direction,
+            allowed,
+            rule_id,
+            info,
+            info.describe(""),
+            bool(l7) and allowed,
+            passed,
+            l7_rules=l7 if allowed else L7Rules(),
         )
 
     passed: tuple[RuleRef, ...] = ()
@@ -342,11 +377,11 @@ def evaluate(
         return verdict(rule, Tier.ADMIN, l7, audit, ())
     denies = [item for item in tiers[Tier.NORMAL] if item[1] is Action.DENY]
     if denies:
-        return verdict(denies[0][0], Tier.NORMAL, False, denies[0][3], passed)
+        return verdict(denies[0][0], Tier.NORMAL, L7Rules(), denies[0][3], passed)
     allows = [item for item in tiers[Tier.NORMAL] if item[1] is Action.ALLOW]
     if allows:
-        l7_any = any(item[2] for item in allows)
-        return verdict(allows[0][0], Tier.NORMAL, l7_any, allows[0][3], passed)
+        merged = _merged_l7([item[2] for item in allows])
+        return verdict(allows[0][0], Tier.NORMAL, merged, allows[0][3], passed)
     if isolated_by:
         isolators = tuple(sorted(set(isolated_by)))
         rule_id = registry.default_deny(direction, isolators, isolation_audited)

@@ -1,0 +1,44 @@
+"""The L7 rules the proxy enforces on a redirected connection (explain's DirectionVerdict
+.l7_rules): every allowing rule's on that port and peer, as Cilium merges them; an L3/L4 allow
+beside an L7 one allows everything at L7."""
+
+from __future__ import annotations
+
+from septum.operator.engine.explain import explain
+from septum.operator.engine.rules import HttpRule
+
+from .test_semantics import WEB, cluster, snp
+
+PORT80 = [{"port": "80", "protocol": "TCP"}]
+
+
+def _ingress(rules: dict | None, name: str) -> dict:
+    to_ports = {"ports": PORT80, **({"rules": rules} if rules else {})}
+    return snp({"endpointSelector": WEB, "ingress": [{"toPorts": [to_ports]}]}, name=name)
+
+
+def test_rules_of_every_allowing_policy_are_merged() -> None:
+    engine = cluster(
+        _ingress({"http": [{"method": "GET", "path": "/a"}]}, "p1"),
+        _ingress({"http": [{"method": "POST", "path": "/b", "headers": ["X-K: v"]}]}, "p2"),
+    )
+    ingress = explain(engine, "a/db", "a/web", 80).ingress
+    assert ingress is not None and ingress.l7
+    assert set(ingress.l7_rules.http) == {
+        HttpRule("GET", "/a"),
+        HttpRule("POST", "/b", headers=("X-K: v",)),
+    }
+    # another port: no L7 rules at all
+    assert explain(engine, "a/db", "a/web", 81).ingress.l7_rules.http == ()  # type: ignore[union-attr]
+
+
+def test_an_l3l4_allow_beside_an_l7_allow_allows_everything_at_l7() -> None:
+    engine = cluster(_ingress({"http": [{"method": "GET"}]}, "p1"), _ingress(None, "p2"))
+    ingress = explain(engine, "a/db", "a/web", 80).ingress
+    assert ingress is not None and ingress.l7
+    assert HttpRule() in ingress.l7_rules.http and HttpRule("GET") in ingress.l7_rules.http
+
+
+def test_no_l7_rules_no_redirect() -> None:
+    ingress = explain(cluster(_ingress(None, "p")), "a/db", "a/web", 80).ingress
+    assert ingress is not None and not ingress.l7 and not ingress.l7_rules
