@@ -11,12 +11,14 @@ import dns.rrset
 from prometheus_client import CollectorRegistry, generate_latest
 
 from septum.agent.l7.dnsanswers import answer_facts, query_facts
-from septum.agent.l7.dnsflows import dns_flow
+from septum.agent.l7.dnsflows import DnsFlowReporter, dns_flow, dns_summary
 from septum.agent.l7.dnsmetrics import DnsMetrics
 from septum.agent.l7.dnsproxy import DnsEvent, DnsRequest
 from septum.agent.l7.fqdncache import FqdnCache
+from septum.agent.l7.l7flows import L7FlowPublisher
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.filters import compile_filter
+from septum.dataplane.observe.metadata import EndpointInfo, StaticMetadata
 
 REQUEST = DnsRequest(("10.0.0.5", 40000), ("192.0.2.53", 53), "udp")
 
@@ -48,10 +50,12 @@ def _events() -> list[DnsEvent]:
     ]
 
 
+METADATA = StaticMetadata()
+METADATA.add_endpoint(EndpointInfo(7, 4242, "app", "client", ips=("10.0.0.5",)))
+
+
 def _flows() -> list[flow_pb2.Flow]:
-    flows = [
-        dns_flow(e, node_name="n1", source_identity=4242, server_identity=2) for e in _events()
-    ]
+    flows = [dns_flow(e, node_name="n1", metadata=METADATA) for e in _events()]
     return [f for f in flows if f is not None]
 
 
@@ -60,14 +64,18 @@ def test_request_response_and_denied_flows() -> None:
     assert request.Type == flow_pb2.L7 and request.event_type.type == 129
     assert request.verdict == flow_pb2.FORWARDED and not request.is_reply.value
     assert (request.IP.source, request.l4.UDP.destination_port) == ("10.0.0.5", 53)
-    assert request.source.identity == 4242 and request.destination.identity == 2
+    assert (request.source.identity, request.source.pod_name) == (4242, "client")
+    assert request.Summary == "DNS Query www.example.com. A"
     assert request.l7.type == flow_pb2.REQUEST
     assert request.l7.dns.query == "www.example.com."
     assert list(request.l7.dns.qtypes) == ["A"]
     assert request.l7.dns.observation_source == "proxy"
     assert response.is_reply.value and response.l7.type == flow_pb2.RESPONSE
     assert (response.IP.source, response.IP.destination) == ("192.0.2.53", "10.0.0.5")
-    assert response.source.identity == 2 and response.destination.identity == 4242
+    assert response.destination.pod_name == "client" and response.l4.UDP.source_port == 53
+    assert response.Summary == (
+        'DNS Answer "203.0.113.12" CNAMEs: "edge.example.net." TTL: 20 (Proxy www.example.com. A)'
+    )
     dns_record = response.l7.dns
     assert list(dns_record.ips) == ["203.0.113.12"]
     assert dns_record.ttl == 20  # the chain's lowest
@@ -117,3 +125,39 @@ def test_learned_names_label_flows_for_the_fqdn_filter() -> None:
     flow = flow_pb2.Flow(destination_names=cache.names_of("app/client", address))
     assert compile_filter(flow_pb2.FlowFilter(destination_fqdn=["*.example.com"]))(flow)
     assert not compile_filter(flow_pb2.FlowFilter(destination_fqdn=["*.example.org"]))(flow)
+
+
+class Ring:
+    """The node ring's one method the publisher uses (FlowSink)."""
+
+    def __init__(self) -> None:
+        self.flows: list[flow_pb2.Flow] = []
+
+    def append_flow(self, flow: flow_pb2.Flow) -> None:
+        self.flows.append(flow)
+
+
+def test_reporter_publishes_and_counts() -> None:
+    ring, metrics = Ring(), DnsMetrics()
+    reporter = DnsFlowReporter(
+        L7FlowPublisher(ring, node_name="n1", registry=CollectorRegistry()),
+        metrics,
+        node_name="n1",
+        metadata=METADATA,
+    )
+    for event in _events():
+        reporter(event)
+    assert [f.l7.type for f in ring.flows] == [
+        flow_pb2.REQUEST,
+        flow_pb2.RESPONSE,
+        flow_pb2.REQUEST,
+    ]
+    # 2 queries (one denied), 1 response, 2 response types (CNAME, A)
+    assert sum(s.value for m in metrics.collect() for s in m.samples) == 5
+
+
+def test_summary_of_an_error_answer() -> None:
+    dns_record = flow_pb2.DNS(query="x.example.com.", qtypes=["AAAA"], rcode=3)
+    assert dns_summary(dns_record, True) == (
+        "DNS Answer RCode: Non-Existent Domain TTL: 0 (Proxy x.example.com. AAAA)"
+    )

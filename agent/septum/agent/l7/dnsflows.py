@@ -1,58 +1,67 @@
 """Hubble's L7 DNS flows from the DNS proxy's observations.
 
-As Cilium's DNS proxy reports them: a request flow (`l7.type` REQUEST) for every query,
-FORWARDED when the rules allow it and DROPPED when they do not (the REFUSED answer the
-proxy gives a denied query is not reported again), and a response flow (RESPONSE, a
-reply) for every answer passed on, with the query, the addresses, the lowest TTL, the
-CNAMEs, the rcode, the question and answer types, and `observation_source` "proxy".
-Endpoint details (pod names, labels) are the Observer's to fill in from its metadata,
-as for every flow.
+As Cilium's DNS proxy reports them: a request flow (`l7.type` REQUEST: the query, its
+types, `observation_source` "proxy") for every query, FORWARDED when the rules allow it
+and DROPPED when they do not (the REFUSED answer the proxy gives a denied query is not
+reported again), and a response flow (RESPONSE, a reply) for every answer passed on,
+with the addresses, the lowest TTL, the CNAMEs, the rcode and the answer types. The
+frame (time, endpoints from the node's metadata, event type 129) is the HTTP proxy's
+(`l7flows.l7_flow`); the `Summary` is the line Hubble's parser writes, which `-o compact`
+prints. `DnsFlowReporter` is the proxy's `observe` hook: flow into the node's ring
+(`L7FlowPublisher.publish`) and Hubble's DNS metrics.
 """
 
 from __future__ import annotations
 
-import ipaddress
-
+from septum.agent.l7.dnsmetrics import RCODE_NAMES, DnsMetrics
 from septum.agent.l7.dnsproxy import DnsEvent
+from septum.agent.l7.l7flows import L7FlowPublisher, l7_flow
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.metadata import Metadata
 
 OBSERVATION_SOURCE = "proxy"
-# Cilium's monitor message type of access-log (L7) records: Hubble's `--type l7`.
-MESSAGE_TYPE_ACCESS_LOG = 129
+
+
+def dns_summary(dns: flow_pb2.DNS, response: bool) -> str:
+    """Hubble's summary of a DNS flow (Cilium's seven parser's wording)."""
+    qtypes = ",".join(dns.qtypes)
+    if not response:
+        return f"DNS Query {dns.query} {qtypes}"
+    if dns.rcode != 0:
+        answer = f"RCode: {RCODE_NAMES.get(dns.rcode, str(dns.rcode))}"
+    else:
+        parts = []
+        if dns.ips:
+            parts.append('"' + ",".join(dns.ips) + '"')
+        if dns.cnames:
+            parts.append('CNAMEs: "' + ",".join(dns.cnames) + '"')
+        answer = " ".join(parts)
+    return f"DNS Answer {answer} TTL: {dns.ttl} (Proxy {dns.query} {qtypes})"
 
 
 def dns_flow(
-    event: DnsEvent,
-    *,
-    node_name: str = "",
-    source_identity: int = 0,
-    server_identity: int = 0,
+    event: DnsEvent, *, node_name: str = "", metadata: Metadata | None = None
 ) -> flow_pb2.Flow | None:
     """The flow of one observation, or None for the proxy's own REFUSED answer."""
     if event.is_response and not event.allowed:
         return None
     request = event.request
-    flow = flow_pb2.Flow()
-    flow.time.FromNanoseconds(int(event.timestamp_s * 1e9))
-    flow.verdict = flow_pb2.FORWARDED if event.allowed else flow_pb2.DROPPED
-    flow.Type = flow_pb2.L7
-    flow.node_name = node_name
-    flow.event_type.type = MESSAGE_TYPE_ACCESS_LOG
-    flow.traffic_direction = flow_pb2.EGRESS
-    flow.is_reply.value = event.is_response
-    client, server = request.client, request.server
-    source, destination = (server, client) if event.is_response else (client, server)
-    source_id, destination_id = (
-        (server_identity, source_identity)
-        if event.is_response
-        else (source_identity, server_identity)
+    source, destination = request.client, request.server
+    if event.is_response:
+        source, destination = destination, source
+    flow = l7_flow(
+        node_name=node_name,
+        source=source,
+        destination=destination,
+        ingress=False,
+        reply=event.is_response,
+        forwarded=event.allowed,
+        metadata=metadata,
+        time_ns=int(event.timestamp_s * 1e9),
     )
-    version = ipaddress.ip_address(client[0]).version
-    flow.IP.source, flow.IP.destination = source[0], destination[0]
-    flow.IP.ipVersion = flow_pb2.IPv4 if version == 4 else flow_pb2.IPv6
-    l4 = flow.l4.UDP if request.transport == "udp" else flow.l4.TCP
-    l4.source_port, l4.destination_port = source[1], destination[1]
-    flow.source.identity, flow.destination.identity = source_id, destination_id
+    if request.transport == "udp":  # the frame is TCP's; DNS mostly travels over UDP
+        flow.l4.Clear()
+        flow.l4.UDP.source_port, flow.l4.UDP.destination_port = source[1], destination[1]
     l7 = flow.l7
     l7.type = flow_pb2.RESPONSE if event.is_response else flow_pb2.REQUEST
     dns = l7.dns
@@ -68,7 +77,32 @@ def dns_flow(
             dns.ttl = answer.lowest_ttl
             dns.cnames.extend(answer.cnames)
             dns.rrtypes.extend(answer.rrtypes)
+    flow.Summary = dns_summary(dns, event.is_response)
     return flow
 
 
-__all__ = ["MESSAGE_TYPE_ACCESS_LOG", "OBSERVATION_SOURCE", "dns_flow"]
+class DnsFlowReporter:
+    """The DNS proxy's `observe` hook: each observation as a flow, and counted."""
+
+    def __init__(
+        self,
+        publisher: L7FlowPublisher,
+        metrics: DnsMetrics,
+        *,
+        node_name: str,
+        metadata: Metadata | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._metrics = metrics
+        self._node_name = node_name
+        self._metadata = metadata
+
+    def __call__(self, event: DnsEvent) -> None:
+        flow = dns_flow(event, node_name=self._node_name, metadata=self._metadata)
+        if flow is None:
+            return
+        self._publisher.publish(flow)
+        self._metrics.observe(flow)
+
+
+__all__ = ["OBSERVATION_SOURCE", "DnsFlowReporter", "dns_flow", "dns_summary"]
