@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import ipaddress  # noqa: E402
+import json
 import re
 import shutil
 import subprocess
@@ -281,6 +282,26 @@ def table_cells(line: str) -> list[str]:
     if stamp is None:  # the header
         return re.split(r"\s{2,}", line.strip())
     return [stamp.group(), *re.split(r"\s{2,}", line[stamp.end() :].strip())]
+
+
+def hubble_observe(hubble: Path, observer: RunningObserver, *args: str) -> str:
+    """`hubble observe ARGS` against the running Observer; its standard output."""
+    env = {**os.environ, "HOME": str(observer.socket.parent)}
+    done = subprocess.run(
+        [str(hubble), "observe", *args, "--server", observer.target],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def hubble_json(hubble: Path, observer: RunningObserver, *args: str) -> list[dict[str, Any]]:
+    """The flows `hubble observe -o json ARGS` prints."""
+    out = hubble_observe(hubble, observer, "-o", "json", *args)
+    return [json.loads(line)["flow"] for line in out.splitlines() if line.strip()]
 
 
 # Test modules import these helpers as `observe_helpers`: with pytest's
