@@ -221,3 +221,20 @@ def test_the_hand_written_cases_need_the_resolved_mode():
 def test_the_datapath_model_decides_as_the_engine(case):
     direction, policy = case
     assert _disagreements(policy, direction) == []
+
+
+def test_a_proxy_port_per_direction() -> None:
+    def side(to):
+        wildcard = tuple(e._replace(direction=to) for e in WILDCARD)
+        return _direction(*wildcard, entry(600, TCP, 80, 80, l7=True, rule_id=9, to=to))
+
+    policy = IdentityPolicy(side(IN), side(OUT))
+    ports = {
+        (e.direction, e.peer_identity): e.l7_proxy_port
+        for e in endpoint_policy(policy, 15080, 15081).entries
+        if e.l7_proxy_port
+    }
+    assert ports == {
+        (TrafficDirection.INGRESS, 600): 15081,
+        (TrafficDirection.EGRESS, 600): 15080,
+    }

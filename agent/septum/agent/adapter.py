@@ -59,14 +59,19 @@ class AdapterError(ValueError):
     names the direction and the entry."""
 
 
-def endpoint_policy(policy: EnginePolicy, l7_proxy_port: int = 0) -> datapath.EndpointPolicy:
+def endpoint_policy(
+    policy: EnginePolicy, l7_proxy_port: int = 0, l7_ingress_port: int | None = None
+) -> datapath.EndpointPolicy:
     """The datapath policy (resolved mode) that decides as the engine's policy does.
 
     l7_proxy_port: where allowed L7 traffic is redirected; 0 while there is no proxy yet
-    (then L7 entries are plain allows).
+    (then L7 entries are plain allows).  l7_ingress_port: the ingress entries' port when the
+    node runs a proxy per direction (septum.agent.l7.service: each proxy then knows whose
+    rules it enforces); None: l7_proxy_port for both.
     """
+    ingress_port = l7_proxy_port if l7_ingress_port is None else l7_ingress_port
     entries = [
-        *direction_entries(policy.ingress, l7_proxy_port),
+        *direction_entries(policy.ingress, ingress_port),
         *direction_entries(policy.egress, l7_proxy_port),
     ]
     return datapath.EndpointPolicy(

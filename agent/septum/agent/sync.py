@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from septum.agent import adapter
 from septum.agent.compiler import Compiler
@@ -21,6 +21,9 @@ from septum.agent.endpoints import EndpointRecord, LocalEndpoints
 from septum.agent.facts import EndpointFacts
 from septum.agent.hostendpoints import HostFirewall
 from septum.agent.metadata import ClusterMetadata
+
+if TYPE_CHECKING:
+    from septum.agent.l7.service import L7ProxyService
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +52,16 @@ class NodeSync:
         endpoints: LocalEndpoints,
         metadata: ClusterMetadata,
         host: HostFirewall | None = None,
+        l7: L7ProxyService | None = None,
     ) -> None:
         self.compiler = compiler
         self.endpoints = endpoints
         self.metadata = metadata
         self.host = host  # the host firewall, when enabled
+        # The node's L7 proxies, when running: L7 entries redirect to their ports, and a
+        # batch that writes policy drops the rules they cached.  None: L7 entries are plain
+        # allows (as before the proxy existed).
+        self.l7 = l7
         self.revision = 1  # this agent's policy revision: bumped by every batch that writes
         self.departed_ips: list[str] = []  # of pods removed by forget_departed
         self.waiting: list[CniAdd] = []
@@ -84,6 +92,8 @@ class NodeSync:
         wrote |= self._realize_host()
         if wrote:
             self.revision += 1
+            if self.l7 is not None:
+                self.l7.invalidate()
         for rule in self.compiler.new_rules():
             self.metadata.add_rule(rule)
         for namespace, name in sorted(pending.pods):
@@ -97,7 +107,11 @@ class NodeSync:
             return False  # not (yet) known to the engine: its last written policy stays
         if policy.identity != record.identity:
             self.endpoints.set_identity(record.container_id, policy.identity)
-        desired = adapter.endpoint_policy(policy)
+        if self.l7 is None:
+            desired = adapter.endpoint_policy(policy)
+        else:
+            ports = self.l7.ports
+            desired = adapter.endpoint_policy(policy, ports.egress, ports.ingress)
         changed = self.endpoints.write_policy(record.endpoint_id, desired, policy.audit)
         if changed:
             self.policy_writes += 1
