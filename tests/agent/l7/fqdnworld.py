@@ -99,6 +99,9 @@ class Agent:
     def identity(self) -> int:
         return self.engine.pod_identity[POD]
 
+    def endpoint_of(self, address: str) -> str | None:
+        return str(POD) if address == POD_IP else None
+
     def identity_of(self, address: str) -> int | None:
         return self.identity if address == POD_IP else None
 

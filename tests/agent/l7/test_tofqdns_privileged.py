@@ -24,9 +24,10 @@ import pytest
 from septum.agent.l7 import fqdnstore
 from septum.agent.l7.dnsproxy import DnsListener, DnsProxy, DnsRequest, plain_upstream, serve
 from septum.agent.l7.fqdncache import IPAddress
+from septum.agent.l7.fqdnconns import ConnectionActivity, open_connections
 from septum.agent.l7.fqdnlearning import FqdnLearning
 from septum.dataplane import netns
-from septum.dataplane.sandbox import GATEWAY_V4, tcp_connect
+from septum.dataplane.sandbox import GATEWAY_V4, echo, tcp_connect, tcp_connection
 from septum.operator.engine.rules import DnsRule
 
 from .dnsserver import query_from
@@ -117,3 +118,23 @@ async def test_learned_state_survives_an_agent_restart(world: World, running: Ru
         assert await reach(world)  # no new lookup needed
     finally:
         await restarted.listener.close()
+
+
+async def test_an_open_connection_keeps_its_expired_address(world: World, running: Running) -> None:
+    assert await asyncio.to_thread(_resolve, world, running.listener.address[1]) == {PEER}
+    with tcp_connection(world.pod_ns, PEER, 443) as sock:
+        assert echo(sock)
+        activity = ConnectionActivity()
+        world.now[0] += TTL_S  # the answer's TTL is over
+        entries = world.node.conntrack()
+        activity.sweep(
+            open_connections(entries, world.node.jiffies(), running.agent.endpoint_of),
+            world.now[0],
+        )
+        assert activity.last_active(str(POD), ipaddress.ip_address(PEER)) == world.now[0]
+        assert not await running.learning.expire(activity.last_active)  # kept: still open
+        assert echo(sock)
+        assert await reach(world)
+    world.now[0] += 1  # no sweep sees it open any more; grace is 0 s
+    assert await running.learning.expire(activity.last_active)
+    assert not await reach(world, 0.5)
