@@ -134,3 +134,8 @@ def test_bad_flow_history_server_flags_are_refused_by_name(args: list[str], name
     result = CliRunner().invoke(agent_cli.agent, ["--node", "n1", *args])
     assert result.exit_code == 2, result.output
     assert named in result.output
+
+
+def test_the_l7_proxy_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _options(monkeypatch).l7_proxy is False
+    assert _options(monkeypatch, "--l7-proxy").l7_proxy is True

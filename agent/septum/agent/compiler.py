@@ -62,11 +62,12 @@ from septum.operator.engine.cluster import (
     parse_pod,
 )
 from septum.operator.engine.entries import DirectionPolicy, EndpointPolicy, PolicyEntry, Verdict
+from septum.operator.engine.explain import explain, resolve_endpoint
 from septum.operator.engine.labels import LabelSet, pod_label_set
 from septum.operator.engine.parse import policy_key
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY
 from septum.operator.engine.registry import Origin
-from septum.operator.engine.rules import Direction
+from septum.operator.engine.rules import Direction, HttpRule
 from septum.operator.policystatus import enforced_version
 from septum.wellknown.reserved import (
     SERVICE_IDENTITY_MAX,
@@ -679,6 +680,20 @@ class Compiler:
 
     def all_pods(self) -> list[tuple[str, str]]:
         return [(k.namespace, k.name) for k in self.engine.pod_identity]
+
+    def l7_http_rules(
+        self, source: str, destination: str, port: int, ingress: bool
+    ) -> tuple[HttpRule, ...]:
+        """The HTTP rules the node's L7 proxy enforces on a TCP connection source ->
+        destination:port redirected on that side (the merged rules of explain); () allows
+        nothing.  Called from the proxy's thread: it only reads the engine."""
+        verdict = explain(self.engine, source, destination, port)
+        side = verdict.ingress if ingress else verdict.egress
+        return side.l7_rules.http if side is not None else ()
+
+    def address_identity(self, address: str) -> int:
+        """The security identity of an address (world when nothing more specific has it)."""
+        return resolve_endpoint(self.engine, address).identity or int(ReservedIdentity.WORLD)
 
     def enforcing_policies(self) -> list[tuple[str, str, str, int, str]]:
         """(kind, namespace, name, generation, uid) of every policy in force here."""

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from kubernetes_asyncio.client import ApiClient
 
@@ -39,6 +39,10 @@ from septum.agent.observerconfig import ObserverOptions
 from septum.agent.observerpeers import ObserverPeers
 from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
+
+if TYPE_CHECKING:
+    from septum.agent.l7.httpproxy import HttpRecord
+    from septum.agent.l7.service import L7ProxyService
 from septum.dataplane import DatapathConfig
 from septum.dataplane.observe.history import HistoryConfig, ServerSettings, StoreError
 from septum.dataplane.observe.history.export import ExportConfig
@@ -76,6 +80,9 @@ class AgentOptions:
     # the host firewall (Cilium's --enable-host-firewall): host policies enforced on the
     # node's own interfaces (all carrying its addresses, or these), audit: would-be drops pass
     host_firewall: bool = False
+    # the node's HTTP proxies for rules.http (septum.agent.l7.service); off: L7 entries are
+    # plain L3/L4 allows, as before the proxy existed
+    l7_proxy: bool = False
     host_audit: bool = False
     host_interfaces: tuple[str, ...] = ()
     # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
@@ -157,6 +164,7 @@ class Agent:
         self.endpoints: LocalEndpoints | None = None
         self.sync: NodeSync | None = None
         self.host: HostFirewall | None = None
+        self.l7: L7ProxyService | None = None
         self.observer: NodeObserver | None = None
         self.observer_peers: ObserverPeers | None = None
         self.metadata = ClusterMetadata(options.cluster_name)
@@ -290,7 +298,8 @@ class Agent:
         restored = self.endpoints.restore()
         self.compiler.add_host_addresses(local_addresses())
         self.host = self._host_firewall()
-        self.sync = NodeSync(self.compiler, self.endpoints, self.metadata, self.host)
+        self.l7 = self._l7_proxy()
+        self.sync = NodeSync(self.compiler, self.endpoints, self.metadata, self.host, self.l7)
         log.info(
             "datapath loaded",
             extra={
@@ -301,6 +310,41 @@ class Agent:
                 }
             },
         )
+
+    def _l7_proxy(self) -> L7ProxyService | None:
+        """The node's HTTP proxies (egress and ingress), when --l7-proxy: their rules are
+        the engine's for each connection (explain), their records become L7 flows in the
+        Observer once it runs."""
+        if not self.options.l7_proxy:
+            return None
+        from septum.agent.l7.l7flows import L7FlowPublisher
+        from septum.agent.l7.service import L7ProxyService
+
+        publishers: dict[int, L7FlowPublisher] = {}
+
+        def on_record(record: HttpRecord, ingress: bool) -> None:
+            observer = self.observer
+            if observer is None:
+                return
+            publisher = publishers.get(id(observer))
+            if publisher is None:
+                publisher = L7FlowPublisher(
+                    observer.ring,
+                    node_name=self.options.node,
+                    metadata=observer.metadata,
+                    registry=observer.registry,
+                )
+                publishers[id(observer)] = publisher
+            publisher.publish_http(record, ingress=ingress)
+
+        compiler = self.compiler
+        service = L7ProxyService(
+            compiler.l7_http_rules, compiler.address_identity, on_record=on_record
+        )
+        service.start()
+        ports = service.ports
+        log.info("L7 proxies on ports %d (egress), %d (ingress)", ports.egress, ports.ingress)
+        return service
 
     def _host_firewall(self) -> HostFirewall | None:
         """Attach the host firewall before the agent opens any connection of its own (so
@@ -412,6 +456,8 @@ class Agent:
                 self._unchain_cni()
             await server.stop()
             await health.stop()
+            if self.l7 is not None:
+                self.l7.stop()
             if self.observer is not None:
                 self.observer.stop()
             if uninstalling:

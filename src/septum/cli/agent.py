@@ -99,6 +99,13 @@ def _daemonset(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--host-audit", is_flag=True, help="Host firewall in audit mode: would-be drops pass."
 )
 @click.option(
+    "--l7-proxy/--no-l7-proxy",
+    default=False,
+    show_default=True,
+    help="Run the node's HTTP proxies and redirect connections that rules.http select to them "
+    "(off: such connections are allowed at L3/L4 only).",
+)
+@click.option(
     "--host-interface",
     "host_interfaces",
     multiple=True,
@@ -204,6 +211,7 @@ def agent(
     cluster_name: str,
     host_firewall: bool,
     host_audit: bool,
+    l7_proxy: bool,
     host_interfaces: tuple[str, ...],
     flow_history_dir: str | None,
     flow_history_server: str | None,
@@ -291,6 +299,7 @@ def agent(
         cluster_name=cluster_name,
         host_firewall=host_firewall,
         host_audit=host_audit,
+        l7_proxy=l7_proxy,
         host_interfaces=tuple(host_interfaces),
         flow_history_dir=_path(flow_history_dir),
         flow_history_server=history_server,

@@ -1,0 +1,45 @@
+"""What the agent's compiler hands the node's L7 proxies: the merged HTTP rules of a
+connection and the identity of an address."""
+
+from __future__ import annotations
+
+from septum.operator.engine.rules import HttpRule
+from septum.wellknown.reserved import ReservedIdentity
+
+from .test_compiler import Cluster, namespace, pod
+
+
+def test_http_rules_and_identities_for_the_proxy() -> None:
+    cluster = Cluster()
+    policy = {
+        "apiVersion": "septum.io/v1alpha1",
+        "kind": "SeptumNetworkPolicy",
+        "metadata": {"name": "landing", "namespace": "empire"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "deathstar"}},
+            "ingress": [
+                {
+                    "toPorts": [
+                        {
+                            "ports": [{"port": "80", "protocol": "TCP"}],
+                            "rules": {"http": [{"method": "POST", "path": "/v1/request-landing"}]},
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    tiefighter = pod("empire", "tiefighter", "10.0.0.3", {"app": "tiefighter"})
+    cluster.load(
+        ("Namespace", namespace("empire")),
+        ("Pod", pod("empire", "deathstar", "10.0.0.2", {"app": "deathstar"})),
+        ("Pod", tiefighter),
+        ("SeptumNetworkPolicy", policy),
+    )
+    compiler = cluster.compiler
+    assert compiler.l7_http_rules("10.0.0.3", "10.0.0.2", 80, ingress=True) == (
+        HttpRule("POST", "/v1/request-landing"),
+    )
+    assert compiler.l7_http_rules("10.0.0.3", "10.0.0.2", 80, ingress=False) == ()
+    assert compiler.address_identity("10.0.0.3") >= 1000  # the pod's (Cluster numbers from 1000)
+    assert compiler.address_identity("198.51.100.7") == ReservedIdentity.WORLD_IPV4
