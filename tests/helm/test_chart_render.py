@@ -150,10 +150,13 @@ def test_optional_parts_follow_their_values() -> None:
         "agent.hostFirewall.enabled=true",
         "agent.hostFirewall.interfaces={eth0}",
         "agent.flowHistory.enabled=true",
+        "agent.l7Proxy.enabled=true",
     )
     assert ("Deployment", "septum-relay") not in objs
     args = _container(objs[("DaemonSet", "septum-agent")])["args"]
     assert "--host-firewall" in args and "--host-interface=eth0" in args
+    assert "--l7-proxy" in args
+    assert "--l7-proxy" not in _container(render()[("DaemonSet", "septum-agent")])["args"]
     assert "--flow-history-dir=/var/lib/septum/$(NODE_NAME)/history" in args
 
 
