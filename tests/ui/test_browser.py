@@ -136,3 +136,18 @@ def test_a_disconnected_node_is_shown(backend: Backend, start_ui: Any, browser: 
     state = page.get_by_test_id("nodes-state").filter(has_text="1 unavailable: ui-node-1")
     state.wait_for(timeout=20000)
     screenshot(page, "node-unavailable")
+
+
+def test_lost_events_are_shown(backend: Backend, start_ui: Any, browser: Any) -> None:
+    """Events the datapath's ring lost (the source's counter, as the BPF ring reports it) reach
+    the page as LostEvent messages in the stream and the status bar counts them."""
+    ui = start_ui(backend.relay_address)
+    page = browser.new_page()
+    page.goto(ui.url + "/#/flows")
+    page.get_by_test_id("flow-count").filter(has_text="following").wait_for()
+    page.get_by_test_id("lost-events").filter(has_text="lost events 0").wait_for()
+    backend.observer.feed.lost = 7  # the fault: the ring overran before the reader drained it
+    backend.push(landing(TIEFIGHTER, 46000, allowed=True))
+    lost = page.get_by_test_id("lost-events").filter(has_text="PERF_EVENT_RING_BUFFER 7")
+    lost.wait_for(timeout=20000)
+    assert "lost events 7" in lost.inner_text()
