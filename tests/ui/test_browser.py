@@ -28,6 +28,8 @@ def test_map_table_detail_filter_export(backend: Backend, start_ui: Any, browser
     _seed(backend)
     ui = start_ui(backend.relay_address)
     page = browser.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(ui.url + "/#/map")
 
     # Service map: both ships -> deathstar, the xwing's edge red, world as its own node.
@@ -94,6 +96,12 @@ def test_map_table_detail_filter_export(backend: Backend, start_ui: Any, browser
         assert line["flow"]["drop_reason_desc"] == "POLICY_DENIED"
         assert line["flow"]["ingress_denied_by"][0]["name"] == "rule1"
         assert line["node_name"] == "ui-node-1"
+
+    # Nothing but septum ui itself was contacted: the page works without the internet.
+    assert requested and all(url.startswith(ui.url + "/") for url in requested), [
+        url for url in requested if not url.startswith(ui.url + "/")
+    ]
+    assert any("/observer.Observer/GetFlows" in url for url in requested)
 
 
 def test_follow_pause_resume(backend: Backend, start_ui: Any, browser: Any) -> None:
