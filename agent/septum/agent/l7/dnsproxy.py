@@ -233,13 +233,14 @@ class DnsListener:
     """The running fronts; `close()` stops both."""
 
     udp: Closable
-    tcp: asyncio.Server
+    tcp: asyncio.Server | None
     address: Address
 
     async def close(self) -> None:
         self.udp.close()
-        self.tcp.close()
-        await self.tcp.wait_closed()
+        if self.tcp is not None:
+            self.tcp.close()
+            await self.tcp.wait_closed()
 
 
 def tcp_handler(

@@ -109,20 +109,26 @@ async def serve_redirected(
     *,
     ns: str | None = None,
     family: socket.AddressFamily = socket.AF_INET,
+    tcp: bool = True,
 ) -> DnsListener:
-    """The proxy on loopback `port` of the node namespace `ns`, over UDP and TCP."""
-    tcp_sock = l7redirect.open_listener(port, family, socket.SOCK_STREAM, ns=ns)
-    try:
-        udp_sock = l7redirect.open_listener(port, family, socket.SOCK_DGRAM, ns=ns)
-    except BaseException:
-        tcp_sock.close()
-        raise
-    tcp_sock.setblocking(False)
-    # A transparent TCP socket's own address is the destination the pod connected to.
-    tcp = await asyncio.start_server(tcp_handler(proxy, lambda client, local: local), sock=tcp_sock)
-    return DnsListener(
-        _RedirectedUdp(proxy, udp_sock, ns), tcp, (l7redirect.LOOPBACK[family], port)
-    )
+    """The proxy on loopback `port` of the node namespace `ns`, over UDP (and TCP).
+
+    Without `tcp`, only the UDP port is taken: the same port number's TCP listener may be
+    another proxy's (the HTTP proxy's egress port: one egress L7 port for both)."""
+    udp_sock = l7redirect.open_listener(port, family, socket.SOCK_DGRAM, ns=ns)
+    server: asyncio.Server | None = None
+    if tcp:
+        try:
+            tcp_sock = l7redirect.open_listener(port, family, socket.SOCK_STREAM, ns=ns)
+        except BaseException:
+            udp_sock.close()
+            raise
+        tcp_sock.setblocking(False)
+        # A transparent TCP socket's own address is the destination the pod connected to.
+        handler = tcp_handler(proxy, lambda client, local: local)
+        server = await asyncio.start_server(handler, sock=tcp_sock)
+    udp = _RedirectedUdp(proxy, udp_sock, ns)
+    return DnsListener(udp, server, (l7redirect.LOOPBACK[family], port))
 
 
 __all__ = ["IdentityOf", "marked_upstream", "serve_redirected"]
