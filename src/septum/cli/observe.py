@@ -50,6 +50,7 @@ _FILTER_HELP = {
     "ip-version": "4 or 6.",
     "http-url": "HTTP URL regular expression.",
     "http-header": "HTTP header, name:value.",
+    "dns-query": "DNS query regular expression (l7 DNS flows).",
     "trace-id": "Trace ID (trace context parent).",
     "ip-trace-id": "IP trace ID (from the packet's IP option).",
     "uuid": "Flow UUID.",

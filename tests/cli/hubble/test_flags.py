@@ -175,3 +175,12 @@ def test_times_are_rfc3339_or_durations_ago() -> None:
     request = build_request([], since="2026-01-02T15:00:00Z", until="2026-01-02T15:01:00Z")
     assert request.until.ToSeconds() - request.since.ToSeconds() == 60
     assert request.number == 0  # a time window means "all flows in it"
+
+
+def test_dns_query_goes_into_both_filters() -> None:
+    request = build_request(
+        [("dns-query", r"\.example\.com\.$"), ("not", None), ("dns-query", "x")]
+    )
+    (f,) = request.whitelist
+    assert list(f.dns_query) == [r"\.example\.com\.$"]
+    assert [list(b.dns_query) for b in request.blacklist] == [["x"]]

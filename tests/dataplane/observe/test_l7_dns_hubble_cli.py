@@ -1,9 +1,13 @@
 """L7 DNS flows (septum.agent.l7.dnsflows) through the node Observer to the real hubble CLI:
---type l7, --protocol dns, the query through --cel-expression, -o compact, and Hubble's DNS
-metrics beside them. (The API's FlowFilter.dns_query: tests/agent/l7/test_dnsflows.py.)"""
+--type l7, --protocol dns, the query through --cel-expression (hubble 1.20 has no --dns-query;
+`septum observe --dns-query` sets FlowFilter.dns_query), -o compact, and Hubble's DNS metrics
+beside them."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import dns.message
@@ -19,6 +23,7 @@ from septum.agent.l7.dnsmetrics import DnsMetrics
 from septum.agent.l7.dnsproxy import DnsEvent, DnsRequest
 from septum.agent.l7.l7flows import L7FlowPublisher
 
+SEPTUM = str(Path(sys.executable).with_name("septum"))
 ASK = DnsRequest(("10.0.0.3", 41000), ("10.96.0.10", 53), "udp")  # tiefighter -> kube-dns
 
 
@@ -70,6 +75,18 @@ def test_hubble_cli_filters_and_prints_dns_flows(hubble: Path, observer: h.Runni
         hubble, observer, "--cel-expression", "_flow.l7.dns.query == 'evil.example.org.'"
     )
     assert [f["verdict"] for f in evil] == ["DROPPED"]
+    # septum observe has the flag (FlowFilter.dns_query: a regular expression).
+    done = subprocess.run(
+        [SEPTUM, "observe", "--server", observer.target, "-o", "json", "--dns-query", "^evil"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    evil = [json.loads(line)["flow"] for line in done.stdout.splitlines() if line.strip()]
+    assert [(f["l7"]["dns"]["query"], f["verdict"]) for f in evil] == [
+        ("evil.example.org.", "DROPPED")
+    ]
     compact = h.hubble_observe(hubble, observer, "--type", "l7", "-o", "compact")
     assert "DNS Query api.example.com. A" in compact
     assert 'DNS Answer "203.0.113.10" TTL: 30 (Proxy api.example.com. A)' in compact

@@ -54,6 +54,7 @@ VALUE_FLAGS = (
     "http-path",
     "http-url",
     "http-header",
+    "dns-query",
     "trace-id",
     "ip-trace-id",
     "tcp-flags",
@@ -291,6 +292,9 @@ def _apply(side: _Side, flag: str, value: str | None) -> None:
     elif flag == "http-url":
         for ff in both():
             ff.http_url.append(v)
+    elif flag == "dns-query":  # FlowFilter.dns_query (Hubble's API; its 1.20 CLI has no flag)
+        for ff in both():
+            ff.dns_query.append(v)
     elif flag == "http-header":
         key, sep, header_value = v.partition(":")
         if not sep:
