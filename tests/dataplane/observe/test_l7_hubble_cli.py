@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from septum.agent.l7.httpproxy import Connection, HttpRecord
-from septum.agent.l7.l7flows import L7FlowPublisher, http_flows, redact_userinfo
+from septum.agent.l7.l7flows import L7FlowPublisher, http_flows, l7_flow, redact_userinfo
 
 CONN = Connection("10.0.0.3", 43000, "10.0.0.2", 80)  # tiefighter -> deathstar:80
 URL = "http://deathstar.empire.svc.cluster.local"
@@ -49,6 +49,11 @@ def test_flows_of_an_allowed_and_a_denied_request() -> None:
     (dropped,) = http_flows(denied, node_name="n", ingress=False, metadata=None)
     assert (dropped.verdict, dropped.l7.http.code, dropped.l7.http.method) == (2, 403, "PUT")
     assert redact_userinfo("http://u:p@h:8/x?q") == "http://h:8/x?q"
+    dns = l7_flow(
+        node_name="n", source=("10.0.0.3", 5353), destination=("10.96.0.10", 53), ingress=False,
+        reply=False, forwarded=True, metadata=None, time_ns=1, udp=True,
+    )  # fmt: skip
+    assert (dns.l4.WhichOneof("protocol"), dns.l4.UDP.destination_port) == ("UDP", 53)
 
 
 def _hubble(hubble: Path, observer: h.RunningObserver, *args: str) -> str:

@@ -69,8 +69,10 @@ def l7_flow(
     forwarded: bool,
     metadata: Metadata | None,
     time_ns: int,
+    udp: bool = False,
 ) -> flow_pb2.Flow:
-    """An L7 flow's frame (without its ``l7`` record): the caller fills ``flow.l7``."""
+    """An L7 flow's frame (without its ``l7`` record): the caller fills ``flow.l7``.
+    udp: the ports go to ``l4.UDP`` (DNS over UDP) instead of ``l4.TCP``."""
     flow = flow_pb2.Flow()
     flow.time.FromNanoseconds(time_ns)
     flow.verdict = flow_pb2.FORWARDED if forwarded else flow_pb2.DROPPED
@@ -78,7 +80,8 @@ def l7_flow(
     flow.node_name = node_name
     flow.IP.source, flow.IP.destination = source[0], destination[0]
     flow.IP.ipVersion = flow_pb2.IPv6 if ":" in source[0] else flow_pb2.IPv4
-    flow.l4.TCP.source_port, flow.l4.TCP.destination_port = source[1], destination[1]
+    l4 = flow.l4.UDP if udp else flow.l4.TCP
+    l4.source_port, l4.destination_port = source[1], destination[1]
     _endpoint(flow.source, source[0], metadata)
     _endpoint(flow.destination, destination[0], metadata)
     flow.event_type.type = ACCESS_LOG_EVENT
