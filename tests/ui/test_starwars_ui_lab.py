@@ -60,8 +60,10 @@ def test_starwars_in_the_ui(ui_url: str, browser: Any) -> None:
     page.goto(ui_url + "/#/map")
 
     # The map: both ships -> deathstar; the xwing's edge red, the tiefighter's green.
-    _edge(page, "xwing").wait_for(timeout=60000)
-    _edge(page, "tiefighter").wait_for(timeout=60000)
+    # Attached, not "visible": a straight horizontal edge has a zero-height box, which
+    # Playwright counts as hidden.
+    _edge(page, "xwing").wait_for(state="attached", timeout=60000)
+    _edge(page, "tiefighter").wait_for(state="attached", timeout=60000)
     assert RED in _edge(page, "xwing").evaluate("e => getComputedStyle(e).stroke")
     assert GREEN in _edge(page, "tiefighter").evaluate("e => getComputedStyle(e).stroke")
     page.get_by_test_id("relay-state").filter(has_text="relay ok").wait_for()
