@@ -3,7 +3,7 @@ connection and the identity of an address."""
 
 from __future__ import annotations
 
-from septum.operator.engine.rules import HttpRule
+from septum.operator.engine.rules import DnsRule, HttpRule
 from septum.wellknown.reserved import ReservedIdentity
 
 from .test_compiler import Cluster, namespace, pod
@@ -43,3 +43,36 @@ def test_http_rules_and_identities_for_the_proxy() -> None:
     assert compiler.l7_http_rules("10.0.0.3", "10.0.0.2", 80, ingress=False) == ()
     assert compiler.address_identity("10.0.0.3") >= 1000  # the pod's (Cluster numbers from 1000)
     assert compiler.address_identity("198.51.100.7") == ReservedIdentity.WORLD_IPV4
+
+
+def test_dns_rules_for_the_dns_proxy() -> None:
+    cluster = Cluster()
+    policy = {
+        "apiVersion": "septum.io/v1alpha1",
+        "kind": "SeptumNetworkPolicy",
+        "metadata": {"name": "dns", "namespace": "app"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "client"}},
+            "egress": [
+                {
+                    "toCIDR": ["192.0.2.53/32"],
+                    "toPorts": [
+                        {
+                            "ports": [{"port": "53", "protocol": "UDP"}],
+                            "rules": {"dns": [{"matchPattern": "*.example.com"}]},
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    cluster.load(
+        ("Namespace", namespace("app")),
+        ("Pod", pod("app", "client", "10.0.0.5", {"app": "client"})),
+        ("SeptumNetworkPolicy", policy),
+    )
+    compiler = cluster.compiler
+    assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53) == (
+        DnsRule(match_pattern="*.example.com"),
+    )
+    assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.54", 53) == ()  # not allowed at all

@@ -67,7 +67,7 @@ from septum.operator.engine.labels import LabelSet, pod_label_set
 from septum.operator.engine.parse import policy_key
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY
 from septum.operator.engine.registry import Origin
-from septum.operator.engine.rules import Direction, HttpRule
+from septum.operator.engine.rules import Direction, DnsRule, HttpRule
 from septum.operator.policystatus import enforced_version
 from septum.wellknown.reserved import (
     SERVICE_IDENTITY_MAX,
@@ -690,6 +690,13 @@ class Compiler:
         verdict = explain(self.engine, source, destination, port)
         side = verdict.ingress if ingress else verdict.egress
         return side.l7_rules.http if side is not None else ()
+
+    def l7_dns_rules(self, source: str, destination: str, port: int) -> tuple[DnsRule, ...]:
+        """The rules.dns the node's DNS proxy enforces on a query source -> destination:port
+        (the merged rules of explain's egress side); () allows nothing.  Called from the
+        proxy's thread: it only reads the engine."""
+        side = explain(self.engine, source, destination, port, "UDP").egress
+        return side.l7_rules.dns if side is not None else ()
 
     def address_identity(self, address: str) -> int:
         """The security identity of an address (world when nothing more specific has it)."""

@@ -41,6 +41,7 @@ from septum.agent.status import StatusWriter
 from septum.agent.sync import NodeSync
 
 if TYPE_CHECKING:
+    from septum.agent.l7.dnsservice import DnsProxyService
     from septum.agent.l7.httpproxy import HttpRecord
     from septum.agent.l7.service import L7ProxyService
 from septum.dataplane import DatapathConfig
@@ -165,6 +166,7 @@ class Agent:
         self.sync: NodeSync | None = None
         self.host: HostFirewall | None = None
         self.l7: L7ProxyService | None = None
+        self.dns: DnsProxyService | None = None
         self.observer: NodeObserver | None = None
         self.observer_peers: ObserverPeers | None = None
         self.metadata = ClusterMetadata(options.cluster_name)
@@ -299,6 +301,7 @@ class Agent:
         self.compiler.add_host_addresses(local_addresses())
         self.host = self._host_firewall()
         self.l7 = self._l7_proxy()
+        self.dns = self._dns_proxy()
         self.sync = NodeSync(self.compiler, self.endpoints, self.metadata, self.host, self.l7)
         log.info(
             "datapath loaded",
@@ -344,6 +347,38 @@ class Agent:
         service.start()
         ports = service.ports
         log.info("L7 proxies on ports %d (egress), %d (ingress)", ports.egress, ports.ingress)
+        return service
+
+    def _dns_proxy(self) -> DnsProxyService | None:
+        """The node's DNS proxy beside the HTTP proxies (--l7-proxy): UDP on the egress L7
+        port (its TCP is the HTTP proxy's); toFQDNs from what it learns, restored from the
+        node's state directory first (septum.agent.l7.dnsagent)."""
+        if self.l7 is None or self.endpoints is None:
+            return None
+        from septum.agent.l7.dnsagent import start_dns_proxy
+
+        metadata = self.metadata
+
+        def endpoint_of(address: str) -> str | None:
+            info = metadata.endpoint_by_ip(address)
+            return f"{info.namespace}/{info.pod_name}" if info is not None else None
+
+        def reconcile() -> None:
+            if self.sync is not None and self.compiler.synced:
+                self.sync.reconcile()
+
+        service = start_dns_proxy(
+            self.compiler,
+            port=self.l7.ports.egress,
+            state_dir=self.options.node_state_dir,
+            endpoint_of=endpoint_of,
+            reconcile=reconcile,
+            revision=lambda: self.sync.revision if self.sync is not None else 0,
+            conntrack=self.endpoints.datapath,
+            observer=lambda: self.observer,
+            node_name=self.options.node,
+        )
+        log.info("DNS proxy on UDP port %d", service.port)
         return service
 
     def _host_firewall(self) -> HostFirewall | None:
@@ -456,6 +491,8 @@ class Agent:
                 self._unchain_cni()
             await server.stop()
             await health.stop()
+            if self.dns is not None:
+                self.dns.stop()
             if self.l7 is not None:
                 self.l7.stop()
             if self.observer is not None:

@@ -20,6 +20,8 @@ from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.metadata import Metadata
 
 OBSERVATION_SOURCE = "proxy"
+# The node's metadata as the flows need it (for modules that must not import the datapath).
+FlowMetadata = Metadata
 
 
 def dns_summary(dns: flow_pb2.DNS, response: bool) -> str:
@@ -58,10 +60,8 @@ def dns_flow(
         forwarded=event.allowed,
         metadata=metadata,
         time_ns=int(event.timestamp_s * 1e9),
+        udp=request.transport == "udp",
     )
-    if request.transport == "udp":  # the frame is TCP's; DNS mostly travels over UDP
-        flow.l4.Clear()
-        flow.l4.UDP.source_port, flow.l4.UDP.destination_port = source[1], destination[1]
     l7 = flow.l7
     l7.type = flow_pb2.RESPONSE if event.is_response else flow_pb2.REQUEST
     dns = l7.dns
@@ -105,4 +105,4 @@ class DnsFlowReporter:
         self._metrics.observe(flow)
 
 
-__all__ = ["OBSERVATION_SOURCE", "DnsFlowReporter", "dns_flow", "dns_summary"]
+__all__ = ["OBSERVATION_SOURCE", "DnsFlowReporter", "FlowMetadata", "dns_flow", "dns_summary"]

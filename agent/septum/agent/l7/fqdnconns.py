@@ -17,6 +17,8 @@ from septum.agent.l7.fqdncache import IPAddress
 from septum.dataplane import abi
 
 EndpointOf = Callable[[str], str | None]
+# What the datapath's conntrack listing returns (NodeDatapath.conntrack()).
+ConntrackEntries = list[tuple[abi.CtKey, abi.CtEntry]]
 
 
 def _address(raw: Sequence[int], version: int) -> IPAddress:
@@ -63,4 +65,4 @@ class ConnectionActivity:
         self._seen = {pair: seen for pair, seen in self._seen.items() if seen >= cutoff}
 
 
-__all__ = ["ConnectionActivity", "open_connections"]
+__all__ = ["ConnectionActivity", "ConntrackEntries", "EndpointOf", "open_connections"]
