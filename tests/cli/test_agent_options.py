@@ -139,3 +139,35 @@ def test_bad_flow_history_server_flags_are_refused_by_name(args: list[str], name
 def test_the_l7_proxy_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _options(monkeypatch).l7_proxy is False
     assert _options(monkeypatch, "--l7-proxy").l7_proxy is True
+
+
+def test_tofqdns_options_as_cilium_names_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = _options(monkeypatch).tofqdns
+    assert (defaults.min_ttl_s, defaults.max_ips_per_hostname) == (0, 1000)
+    assert defaults.idle_connection_grace_s == 0.0
+    options = _options(
+        monkeypatch,
+        "--tofqdns-min-ttl",
+        "3600",
+        "--tofqdns-endpoint-max-ip-per-hostname",
+        "50",
+        "--tofqdns-idle-connection-grace-period",
+        "1m30s",
+    ).tofqdns
+    assert (options.min_ttl_s, options.max_ips_per_hostname) == (3600, 50)
+    assert options.idle_connection_grace_s == 90.0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--tofqdns-min-ttl", "-1"], "--tofqdns-min-ttl"),
+        (["--tofqdns-endpoint-max-ip-per-hostname", "0"], "--tofqdns-endpoint-max-ip-per-hostname"),
+        (["--tofqdns-idle-connection-grace-period", "5 minutes"],
+         "--tofqdns-idle-connection-grace-period"),
+    ],
+)  # fmt: skip
+def test_bad_tofqdns_options_are_refused_by_name(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(agent_cli.agent, ["--node", "n1", *args])
+    assert result.exit_code == 2, result.output
+    assert named in result.output

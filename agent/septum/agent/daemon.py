@@ -21,7 +21,7 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -33,6 +33,7 @@ from septum.agent.compiler import Compiler
 from septum.agent.endpoints import LocalEndpoints, local_addresses
 from septum.agent.errors import AgentError
 from septum.agent.health import HealthServer
+from septum.agent.l7.fqdncache import FqdnConfig
 from septum.agent.hostendpoints import HostFirewall
 from septum.agent.metadata import ClusterMetadata
 from septum.agent.observerconfig import ObserverOptions
@@ -84,6 +85,8 @@ class AgentOptions:
     # the node's HTTP proxies for rules.http (septum.agent.l7.service); off: L7 entries are
     # plain L3/L4 allows, as before the proxy existed
     l7_proxy: bool = False
+    # the DNS proxy's name-to-address learning for toFQDNs (Cilium's --tofqdns-* options)
+    tofqdns: FqdnConfig = field(default_factory=FqdnConfig)
     host_audit: bool = False
     host_interfaces: tuple[str, ...] = ()
     # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
@@ -377,6 +380,7 @@ class Agent:
             conntrack=self.endpoints.datapath,
             observer=lambda: self.observer,
             node_name=self.options.node,
+            config=self.options.tofqdns,
         )
         log.info("DNS proxy on UDP port %d", service.port)
         return service

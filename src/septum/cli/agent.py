@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
 import click
 
 from septum.operator.owner import Owner
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration_s(flag: str, text: str) -> float:
+    """A Go duration ("0s", "90s", "1h30m") in seconds, as Cilium's duration flags take them."""
+    value = text.strip()
+    if value == "0":
+        return 0.0
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        raise click.BadParameter(
+            f"{text!r} is not a duration (e.g. 0s, 30s, 5m, 1h30m)", param_hint=flag
+        )
+    return sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
 
 
 def _path(value: str | None) -> Path | None:
@@ -104,6 +121,27 @@ def _daemonset(ctx: click.Context, param: click.Parameter, value: str | None) ->
     show_default=True,
     help="Run the node's HTTP proxies and redirect connections that rules.http select to them "
     "(off: such connections are allowed at L3/L4 only).",
+)
+@click.option(
+    "--tofqdns-min-ttl",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seconds a DNS answer's addresses stay selected by toFQDNs at least (Cilium's option).",
+)
+@click.option(
+    "--tofqdns-endpoint-max-ip-per-hostname",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Addresses kept per pod and name; beyond it those that expire first go.",
+)
+@click.option(
+    "--tofqdns-idle-connection-grace-period",
+    default="0s",
+    show_default=True,
+    help="How long an expired address stays while the pod's connection to it was recently "
+    "active (a Go duration: 0s, 30s, 5m, 1h30m).",
 )
 @click.option(
     "--host-interface",
@@ -212,6 +250,9 @@ def agent(
     host_firewall: bool,
     host_audit: bool,
     l7_proxy: bool,
+    tofqdns_min_ttl: int,
+    tofqdns_endpoint_max_ip_per_hostname: int,
+    tofqdns_idle_connection_grace_period: str,
     host_interfaces: tuple[str, ...],
     flow_history_dir: str | None,
     flow_history_server: str | None,
@@ -272,6 +313,16 @@ def agent(
             )
         except HistoryServerFlagError as err:
             raise click.UsageError(str(err)) from None
+    from septum.agent.l7.fqdncache import FqdnConfig
+
+    grace_s = _duration_s(
+        "--tofqdns-idle-connection-grace-period", tofqdns_idle_connection_grace_period
+    )
+    tofqdns = FqdnConfig(
+        min_ttl_s=tofqdns_min_ttl,
+        max_ips_per_hostname=tofqdns_endpoint_max_ip_per_hostname,
+        idle_connection_grace_s=grace_s,
+    )
     run_root = Path(run_dir).resolve()
     options = AgentOptions(
         node=node,
@@ -300,6 +351,7 @@ def agent(
         host_firewall=host_firewall,
         host_audit=host_audit,
         l7_proxy=l7_proxy,
+        tofqdns=tofqdns,
         host_interfaces=tuple(host_interfaces),
         flow_history_dir=_path(flow_history_dir),
         flow_history_server=history_server,
