@@ -156,6 +156,9 @@ def test_optional_parts_follow_their_values() -> None:
     args = _container(objs[("DaemonSet", "septum-agent")])["args"]
     assert "--host-firewall" in args and "--host-interface=eth0" in args
     assert "--l7-proxy" in args
+    assert "--tofqdns-min-ttl=0" in args
+    assert "--tofqdns-endpoint-max-ip-per-hostname=1000" in args
+    assert "--tofqdns-idle-connection-grace-period=0s" in args
     assert "--l7-proxy" not in _container(render()[("DaemonSet", "septum-agent")])["args"]
     assert "--flow-history-dir=/var/lib/septum/$(NODE_NAME)/history" in args
 
@@ -219,3 +222,21 @@ def test_flow_history_on_a_clickhouse_server_takes_its_password_from_a_secret() 
     assert both.returncode != 0 and "choose one" in both.stderr
     bad = _helm("template", "septum", str(CHART), "--set=agent.flowHistory.server.url=ch:8123")
     assert bad.returncode != 0 and "/agent/flowHistory/server/url" in bad.stderr
+
+
+def test_tofqdns_values_reach_the_agent_and_bad_ones_are_refused_by_path() -> None:
+    args = _container(
+        render(
+            "agent.l7Proxy.enabled=true",
+            "agent.l7Proxy.tofqdns.minTTL=3600",
+            "agent.l7Proxy.tofqdns.idleConnectionGracePeriod=1m30s",
+        )[("DaemonSet", "septum-agent")]
+    )["args"]
+    assert "--tofqdns-min-ttl=3600" in args
+    assert "--tofqdns-idle-connection-grace-period=1m30s" in args
+    for value, path in (
+        ("agent.l7Proxy.tofqdns.endpointMaxIpPerHostname=0", "endpointMaxIpPerHostname"),
+        ("agent.l7Proxy.tofqdns.idleConnectionGracePeriod=5 minutes", "idleConnectionGracePeriod"),
+    ):
+        bad = _helm("template", "septum", str(CHART), f"--set={value}")
+        assert bad.returncode != 0 and f"/agent/l7Proxy/tofqdns/{path}" in bad.stderr, bad.stderr
