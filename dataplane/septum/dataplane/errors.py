@@ -11,8 +11,9 @@
     ├── EndpointError         + LookupError: an endpoint is unknown or its spec is invalid
     ├── ConfigError           + ValueError: a DatapathConfig field is invalid
     ├── PolicyEntryError      + ValueError: a policy entry is invalid
-    └── PrefixError           + ValueError: an ipcache/prefilter prefix, or what it maps to,
-                                is invalid
+    ├── PrefixError           + ValueError: an ipcache/prefilter prefix, or what it maps to,
+    │                           is invalid
+    └── ProxyRedirectError    + ValueError: the L7 redirect's sockets or routing cannot be set up
 
 The second bases (``ValueError``, ``LookupError``) are kept for callers written before
 this tree existed: ``except ValueError`` still catches bad input.  Every message starts
