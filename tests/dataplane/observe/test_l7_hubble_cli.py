@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import observe_helpers as h
@@ -56,24 +53,6 @@ def test_flows_of_an_allowed_and_a_denied_request() -> None:
     assert (dns.l4.WhichOneof("protocol"), dns.l4.UDP.destination_port) == ("UDP", 53)
 
 
-def _hubble(hubble: Path, observer: h.RunningObserver, *args: str) -> str:
-    env = {**os.environ, "HOME": str(observer.socket.parent)}
-    done = subprocess.run(
-        [str(hubble), "observe", *args, "--server", observer.target],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _json(hubble: Path, observer: h.RunningObserver, *args: str) -> list[dict]:
-    out = _hubble(hubble, observer, "-o", "json", *args)
-    return [json.loads(line)["flow"] for line in out.splitlines() if line.strip()]
-
-
 @pytest.mark.lab  # runs the Go-built hubble CLI
 def test_hubble_cli_filters_and_prints_l7_http_flows(
     hubble: Path, observer: h.RunningObserver
@@ -86,7 +65,7 @@ def test_hubble_cli_filters_and_prints_l7_http_flows(
     for record in _records():
         publisher.publish_http(record, ingress=False)
 
-    l7 = _json(hubble, observer, "--type", "l7")
+    l7 = h.hubble_json(hubble, observer, "--type", "l7")
     assert [(f["l7"]["type"], f["verdict"]) for f in l7] == [
         ("REQUEST", "FORWARDED"),
         ("RESPONSE", "FORWARDED"),
@@ -102,12 +81,12 @@ def test_hubble_cli_filters_and_prints_l7_http_flows(
             {"key": "user-agent", "value": "curl/8"},
         ],
     }
-    denied = _json(hubble, observer, "--http-status", "403")
+    denied = h.hubble_json(hubble, observer, "--http-status", "403")
     assert [f["l7"]["http"]["url"] for f in denied] == [f"{URL}/v1/exhaust-port"]
-    assert len(_json(hubble, observer, "--http-method", "POST")) == 2
-    assert len(_json(hubble, observer, "--http-path", "/v1/exhaust-port")) == 1
-    assert len(_json(hubble, observer, "--http-url", f"{URL}/v1/request-landing")) == 2
-    compact = _hubble(hubble, observer, "--type", "l7", "-o", "compact")
+    assert len(h.hubble_json(hubble, observer, "--http-method", "POST")) == 2
+    assert len(h.hubble_json(hubble, observer, "--http-path", "/v1/exhaust-port")) == 1
+    assert len(h.hubble_json(hubble, observer, "--http-url", f"{URL}/v1/request-landing")) == 2
+    compact = h.hubble_observe(hubble, observer, "--type", "l7", "-o", "compact")
     assert f"HTTP/1.1 POST {URL}/v1/request-landing" in compact
     assert "http-request DROPPED" in compact
     assert (
