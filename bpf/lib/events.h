@@ -2,10 +2,10 @@
 /*
  * Flow events to the ring buffer, the lost-event counter and the per-flow
  * drop-event rate limit.  Aggregation rule (docs/datapath.md): an event on
- * every new connection (its policy verdict), on each TCP flag bit seen for
- * the first time in a direction of a connection (so SYN, SYN-ACK, the first
- * ACK/PSH, FIN and RST: handshake and close), on the first reply of a non-TCP
- * flow, and on drops, at most one drop event per flow and reason per
+ * every new connection (its policy verdict), on the first SYN, FIN or RST of a
+ * direction of a connection (so SYN, SYN-ACK, FIN and RST: handshake and
+ * close; as Cilium's default monitor aggregation flags), on the first reply of
+ * a non-TCP flow, and on drops, at most one drop event per flow and reason per
  * drop_event_interval_ms, carrying the count of the drops it suppressed.
  */
 #ifndef SEPTUM_LIB_EVENTS_H
@@ -13,6 +13,13 @@
 
 #include "common.h"
 #include "parse.h"
+
+/* The TCP flags whose first sight in a direction is reported.  Not ACK or
+ * PSH: the handshake's last ACK and the first data would add two events to
+ * every connection (one per pod's interface) that say nothing the SYN-ACK
+ * did not, and each costs the agent's ingest ~1-2 us (docs/benchmarks.md,
+ * "Per TCP connection"). */
+#define SEPTUM_EVENT_TCP_FLAGS (SEPTUM_TCP_SYN | SEPTUM_TCP_FIN | SEPTUM_TCP_RST)
 
 /* Written by: every program (bpf_ringbuf_reserve/submit).  Read by: the
  * agent's flow reader (mmap of the ring, woken through epoll). */

@@ -195,7 +195,7 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	struct septum_report report = {};
 	__u8 *flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	__u8 new_flags = pkt->tcp_flags & ~*flags_seen;
-	int report_it = new_flags != 0;
+	int report_it = (new_flags & SEPTUM_EVENT_TCP_FLAGS) != 0;
 	__u8 closed = 0; /* this packet moved the entry to CLOSING */
 	__u64 expires;
 	__u8 state;

@@ -75,10 +75,10 @@ def tcp_flow(runner, testrun_node):
     )
     assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK)) == FORWARDED
     handshake = events(testrun_node)
+    # the SYN and the SYN-ACK; the last ACK is not reported (only SYN, FIN, RST are)
     assert [(e.event_type, e.is_reply) for e in handshake] == [
         (EventType.POLICY_VERDICT, False),
         (EventType.TRACE, True),
-        (EventType.TRACE, False),
     ]
     return testrun_node
 
@@ -105,7 +105,7 @@ def tcp6_flow(runner, testrun_node):
         == FORWARDED
     )
     assert runner.outcome(tcp6(POD6, PEER6, 40000, 80, TCP_ACK)) == FORWARDED
-    assert len(events(testrun_node)) == 3
+    assert len(events(testrun_node)) == 2  # SYN, SYN-ACK (the last ACK is not reported)
     return testrun_node
 
 
@@ -148,14 +148,15 @@ def test_malformed_ipv6_packets_of_an_established_flow_get_the_full_verdict(
     assert runner.outcome(frame) == dropped(reason)
 
 
-def test_a_new_flag_still_reports_and_moves_the_state(runner, tcp_flow):
+def test_a_new_flag_takes_the_full_path_and_syn_fin_rst_report(runner, tcp_flow):
+    # PSH is new in this direction: recorded (the full path), not reported
     assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK | TCP_PSH)) == FORWARDED
-    (psh,) = events(tcp_flow)
-    assert psh.tcp_flags & TCP_PSH and psh.event_type == EventType.TRACE
-    # the PSH packet itself and the 5 ACK-only packets before it are in the event's count
+    assert events(tcp_flow) == []
+    assert entry_of(tcp_flow, 40000, 80).fwd_flags_seen & TCP_PSH
     assert runner.outcome(tcp4(POD, PEER, 40000, 80, TCP_ACK | TCP_FIN)) == FORWARDED
     (fin,) = events(tcp_flow)
     assert fin.tcp_flags & TCP_FIN and not fin.flags & abi.EVENT_F_CT_CLOSE  # half-closed
+    assert fin.packets == 3  # the last ACK of the handshake, the PSH and the FIN
     assert entry_of(tcp_flow, 40000, 80).state == abi.CtState.ESTABLISHED
     back_fin = tcp4(PEER, POD, 80, 40000, TCP_ACK | TCP_FIN)
     assert runner.outcome(back_fin, abi.PROG_TO_POD) == FORWARDED
@@ -266,13 +267,13 @@ def test_an_interface_beyond_24_bits_keeps_its_ipv4_flows_in_the_full_table(big_
             abi.PROG_FROM_POD, tcp4(POD, PEER, 40000, 80, flags), ifindex=BIG_IFINDEX
         )
         assert result.retval == 0
-    # one new connection, then the first ACK (a new flag); the second ACK is established
+    # one new connection; the ACKs are not reported (only SYN, FIN and RST are)
     kinds = [e.event_type for e in events(node)]
-    assert kinds == [EventType.POLICY_VERDICT, EventType.TRACE]
+    assert kinds == [EventType.POLICY_VERDICT]
     assert list(node.conntrack4_map.keys()) == []
     ((key, entry),) = node.conntrack()
     assert (key.ifindex, key.ip_version, key.protocol) == (BIG_IFINDEX, abi.IPVersion.V4, 6)
-    assert entry.fwd_packets == 1  # the last ACK, counted since the event
+    assert entry.fwd_packets == 2  # both ACKs, counted since the SYN's event
 
 
 # ---- differential: the fast path against the full path --------------------------------
