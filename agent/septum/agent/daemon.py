@@ -33,8 +33,8 @@ from septum.agent.compiler import Compiler
 from septum.agent.endpoints import LocalEndpoints, local_addresses
 from septum.agent.errors import AgentError
 from septum.agent.health import HealthServer
-from septum.agent.l7.fqdncache import FqdnConfig
 from septum.agent.hostendpoints import HostFirewall
+from septum.agent.l7.fqdncache import FqdnConfig
 from septum.agent.metadata import ClusterMetadata
 from septum.agent.observerconfig import ObserverOptions
 from septum.agent.observerpeers import ObserverPeers
