@@ -104,18 +104,6 @@ class Selector:
             return False
         return all(requirement.matches(labels) for requirement in self.requirements)
 
-    def index_keys(self) -> list[tuple[str, str]]:
-        """(key, value) pairs every match must carry: used to narrow candidates from an index."""
-        keys: list[tuple[str, str]] = []
-        for requirement in self.requirements:
-            if (
-                requirement.operator is Operator.IN
-                and len(requirement.values) == 1
-                and not requirement.own
-            ):
-                keys.append((requirement.key, next(iter(requirement.values))))
-        return keys
-
     def index_alternatives(self) -> list[tuple[tuple[str, str], ...]]:
         """Per `In` requirement, the (key, value) pairs one of which every match carries
         (none for a requirement on a label no identity carries: nothing can match)."""
