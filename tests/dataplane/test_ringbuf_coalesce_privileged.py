@@ -45,12 +45,20 @@ def reader(testrun_node: NodeDatapath) -> Iterator[RingBufferReader]:
         ring.coalesce_s = COALESCE_S
 
 
-def test_busy_reader_takes_the_records_of_its_pause_in_one_batch(testrun_node, reader):
+@pytest.mark.parametrize("already_waiting", [0, 2])
+def test_busy_reader_takes_the_records_of_its_pause_in_one_batch(
+    testrun_node, reader, already_waiting
+):
     reader.coalesce_s = 0.5
     testrun_node.test_run(abi.PROG_BENCH_EMIT, PACKET, repeat=1)
     assert reader.wait(None) is True
     assert reader.read_records()[1] == 1  # found records: the next wait pauses first
-    emitter = emit_singles(testrun_node, 5, delay_s=0.1)
+    # Records already waiting do not cut the pause short: under a steady stream the next
+    # batch's first records are always there by the time one batch has been handled, and
+    # looking again at once would take them one or two at a time.
+    if already_waiting:
+        testrun_node.test_run(abi.PROG_BENCH_EMIT, PACKET, repeat=already_waiting)
+    emitter = emit_singles(testrun_node, 5 - already_waiting, delay_s=0.1)
     started = time.monotonic()
     assert reader.wait(None) is True
     waited = time.monotonic() - started
@@ -86,3 +94,18 @@ def test_timeouts_bound_the_pause(testrun_node, reader):
 def test_a_pause_out_of_range_names_the_argument(pause):
     with pytest.raises(DatapathError, match="coalesce_s"):
         RingBufferReader(-1, 4096, coalesce_s=pause)
+
+
+def test_reader_a_quarter_of_the_ring_behind_reads_on_without_pausing(testrun_node, reader):
+    reader.coalesce_s = 1.0
+    testrun_node.test_run(abi.PROG_BENCH_EMIT, PACKET, repeat=1)
+    assert reader.read_records()[1] == 1
+    behind = reader.size_bytes // 4 // abi.RINGBUF_RECORD_STRIDE + 1
+    testrun_node.test_run(abi.PROG_BENCH_EMIT, PACKET, repeat=behind)
+    started = time.monotonic()
+    assert reader.wait(None) is True
+    assert time.monotonic() - started < 0.5  # no pause: it must not let the ring fill
+    taken = 0
+    while taken < behind:
+        taken += reader.read_records()[1]
+    assert taken == behind

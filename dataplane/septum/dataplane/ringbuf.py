@@ -15,8 +15,9 @@ inside the producing BPF program.  Measured on a 2-core VM (docs/benchmarks.md):
 of datapath time per TCP connection with such a reader, ~5 us with this one.  So after a
 read that found records, the reader pauses ``coalesce_s`` before it looks again: records
 that come meanwhile cost at most one wake-up (with nobody waiting in epoll) per pause, and
-are taken in one batch.  An idle reader (its last look found nothing) sleeps in epoll and
-the first record wakes it at once.  The added latency of an event is at most
+are taken in one batch.  The pause is taken even when records are already waiting (under a
+steady stream they always are), unless a quarter of the ring is.  An idle reader (its last
+look found nothing) sleeps in epoll and the first record wakes it at once.  The added latency of an event is at most
 ``coalesce_s`` (1 ms by default), and only while events keep coming.
 """
 
@@ -66,6 +67,8 @@ class RingBufferReader:
         self.size_bytes = size_bytes
         self.coalesce_s = coalesce_s
         self._busy = False  # the last read found records: pause before the next look
+        # A reader this far behind reads on at once: the pause must not fill the ring.
+        self._no_pause_bytes = size_bytes // 4
 
     def fileno(self) -> int:
         """An fd that becomes readable when events are waiting (for asyncio add_reader)."""
@@ -73,18 +76,23 @@ class RingBufferReader:
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Sleep until events are waiting or the timeout passes: right after a read that
-        found records, a pause of coalesce_s first (the wake-ups it saves are the
-        datapath's); otherwise, and when the pause brought nothing, in epoll."""
-        if self.pending_bytes():
-            return True
+        found records, a pause of coalesce_s first, even when more records are already
+        waiting (unless a quarter of the ring is); otherwise, and when the pause brought
+        nothing, in epoll.
+
+        The pause is taken with records waiting too: a reader that looks again at once
+        under a steady stream finds the one or two records that came while it handled the
+        last batch, and pays its per-batch cost for each (measured: 1.7 us of ingest CPU an
+        event under a steady stream, 0.8 us in batches of ~100)."""
         if self._busy and self.coalesce_s:
             self._busy = False
-            pause = self.coalesce_s if timeout_s is None else min(self.coalesce_s, timeout_s)
-            time.sleep(pause)
-            if self.pending_bytes():
-                return True
-            if timeout_s is not None:
-                timeout_s = max(0.0, timeout_s - pause)
+            if self.pending_bytes() < self._no_pause_bytes:
+                pause = self.coalesce_s if timeout_s is None else min(self.coalesce_s, timeout_s)
+                time.sleep(pause)
+                if timeout_s is not None:
+                    timeout_s = max(0.0, timeout_s - pause)
+        if self.pending_bytes():
+            return True
         return bool(self._epoll.poll(-1 if timeout_s is None else timeout_s))
 
     def pending_bytes(self) -> int:

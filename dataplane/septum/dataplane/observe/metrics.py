@@ -1,7 +1,8 @@
 """Prometheus metrics with Hubble's names, computed from compact records.
 
 The ingest path only counts composite keys (one C-level Counter update per
-batch); label values are worked out at scrape time. Label cardinality is
+batch; for raw ring-buffer batches the keys are struct-unpacked straight from
+the bytes, five integers an event); label values are worked out at scrape time. Label cardinality is
 bounded: every label is an enum except `port`, which keeps the first
 `max_ports` distinct destination ports per protocol and counts the rest as
 "other"; reply traffic never adds ports (as in Hubble, replies are skipped).
@@ -13,6 +14,7 @@ Septum's own `septum` health metrics.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,6 +25,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from septum.dataplane import abi
 from septum.dataplane.abi import TcpFlag
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
@@ -50,6 +53,69 @@ _KEY = itemgetter(
     r.TRACE_POINT,
     r.SRC_IDENTITY,
 )
+
+
+def _raw_key_struct() -> struct.Struct:
+    """The fields _KEY takes, read from a raw record behind its 8-byte ring-buffer
+    header as five little-endian integers: src_identity, match_type, dst_port with
+    drop_reason (16 bits each), event_type..icmp_code (8 bytes), tcp_flags with
+    trace_point.  Built from the ABI's offsets; a moved field fails at import."""
+    fields = {name: getattr(abi.FlowEvent, name) for name, *_ in abi.FlowEvent._fields_}
+    runs = (  # (first field, struct code, the fields the code covers in order)
+        ("src_identity", "I", ("src_identity",)),
+        ("match_type", "B", ("match_type",)),
+        ("dst_port", "I", ("dst_port", "drop_reason")),
+        (
+            "event_type",
+            "Q",
+            ("event_type", "verdict", "direction", "is_reply", "ip_version", "protocol")
+            + ("icmp_type", "icmp_code"),
+        ),
+        ("tcp_flags", "H", ("tcp_flags", "trace_point")),
+    )
+    fmt, at = "<8x", 0
+    for first, code, covered in runs:
+        offset = fields[first].offset
+        width = struct.calcsize("<" + code)
+        if (
+            offset < at
+            or sum(fields[n].size for n in covered) != width
+            or any(
+                fields[n].offset
+                != fields[covered[0]].offset + sum(fields[m].size for m in covered[:i])
+                for i, n in enumerate(covered)
+            )
+        ):
+            raise ImportError(f"flow event fields {covered} are not where metrics reads them")
+        fmt += f"{offset - at}x{code}" if offset > at else code
+        at = offset + width
+    return struct.Struct(fmt + f"{abi.FLOW_EVENT_SIZE - at}x")
+
+
+_RAW_KEY = _raw_key_struct()
+
+
+def _key_of_raw(raw: tuple[int, int, int, int, int]) -> tuple[int, ...]:
+    """A _RAW_KEY tuple as the _KEY tuple of the same record."""
+    src_identity, match, port_reason, octets, flags_point = raw
+    return (
+        octets & 0xFF,  # event_type
+        (octets >> 8) & 0xFF,  # verdict
+        port_reason >> 16,  # drop_reason
+        (octets >> 16) & 0xFF,  # direction
+        (octets >> 40) & 0xFF,  # protocol
+        (octets >> 32) & 0xFF,  # ip_version
+        flags_point & 0xFF,  # tcp_flags
+        port_reason & 0xFFFF,  # dst_port
+        (octets >> 24) & 0xFF,  # is_reply
+        (octets >> 48) & 0xFF,  # icmp_type
+        octets >> 56,  # icmp_code
+        match,
+        flags_point >> 8,  # trace_point
+        src_identity,
+    )
+
+
 _PROTOCOL_NAMES = {
     r.IPPROTO_TCP: "TCP",
     r.IPPROTO_UDP: "UDP",
@@ -100,6 +166,7 @@ class FlowMetrics(Collector):
     buffer_fill: Callable[[], tuple[int, int]] = lambda: (0, 0)
     health: DatapathHealth = field(default_factory=DatapathHealth)
     _pending: Counter[tuple[int, ...]] = field(default_factory=Counter)
+    _pending_raw: Counter[tuple[int, ...]] = field(default_factory=Counter)  # _RAW_KEY's
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _flows: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     _drops: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -115,8 +182,19 @@ class FlowMetrics(Collector):
             if len(self._pending) > 20_000:
                 self._fold()
 
+    def observe_raw(self, batch: bytes | bytearray | memoryview) -> None:
+        """observe() of a raw batch (each record behind its 8-byte ring-buffer header)
+        without unpacking the records: only the key's fields, as five integers."""
+        with self._lock:
+            self._pending_raw.update(_RAW_KEY.iter_unpack(batch))
+            if len(self._pending_raw) > 20_000:
+                self._fold()
+
     def _fold(self) -> None:
         pending, self._pending = self._pending, Counter()
+        raw, self._pending_raw = self._pending_raw, Counter()
+        for raw_key, count in raw.items():
+            pending[_key_of_raw(raw_key)] += count  # type: ignore[arg-type]
         known_ports: dict[str, set[str]] = {}
         for key, count in pending.items():
             (

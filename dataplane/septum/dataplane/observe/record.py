@@ -23,6 +23,8 @@ EVENT = struct.Struct(FORMAT)
 # The same record behind the kernel ring buffer's 8-byte header, so a batch
 # read straight out of the ring needs no copy to strip the headers.
 EVENT_AFTER_HEADER = struct.Struct("<8x" + FORMAT[1:])
+RAW_HEADER_BYTES: Final = 8
+RAW_STRIDE: Final = EVENT_AFTER_HEADER.size  # one record read straight out of the ring
 SIZE: Final = abi.FLOW_EVENT_SIZE
 FIELDS: Final = abi.FLOW_EVENT_FIELDS
 

@@ -1,8 +1,12 @@
 """The in-memory flow ring: the last N events, shared by every reader.
 
-Writers append compact record tuples (one ingest thread); readers walk
-sequence numbers. A slot's serialized GetFlowsResponse (from the decoder's
-per-shape template, no Flow object) and, for readers with filters, its Flow
+Writers append compact record tuples, or whole batches of raw datapath
+records (one ingest thread); readers walk sequence numbers.  A raw batch is
+copied into the ring's own byte arena in one or two slice copies and a slot's
+tuple is unpacked only when a reader first asks for it: an agent nobody
+watches pays no Python object per event (docs/architecture.md, "Flow observability").
+A slot's serialized GetFlowsResponse (from the decoder's per-shape template,
+no Flow object) and, for readers with filters, its Flow
 are built on the first read that needs them and cached in the slot, so N
 subscribers cost one encoding per flow, not N. A reader that falls
 more than N events behind gets a LostEvent (HUBBLE_RING_BUFFER) with the exact
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
     from septum.dataplane.observe.query import FlowHistory
 
 DEFAULT_CAPACITY: Final = 4095
+# A raw record as the kernel's ring buffer holds it: 8-byte header, then the event.
+RAW_STRIDE: Final = r.RAW_STRIDE
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ class FlowRing:
         self._slot_seq: list[int] = [-1] * capacity
         self._flows: list[flow_pb2.Flow | None] = [None] * capacity
         self._wire: list[bytes | None] = [None] * capacity
+        # Raw records by slot (extend_raw); a slot whose entry is None holds one here.
+        self._raw = bytearray(capacity * RAW_STRIDE)
+        self._nones: list[None] = [None] * capacity  # slice source that allocates nothing
         self._head = 0  # sequence number of the next write
         self._lock = threading.Lock()
         self._new_data = threading.Condition(threading.Lock())
@@ -106,6 +115,47 @@ class FlowRing:
         if written:
             self._wake()
         return written
+
+    def extend_raw(self, batch: bytes | bytearray | memoryview) -> int:
+        """Append a batch of raw records (each behind its 8-byte ring-buffer header, as
+        DatapathSource reads them) without unpacking them; returns how many were written.
+        Only the last `capacity` of a larger batch are kept (the sequence numbers of the
+        rest pass, as if written and overwritten)."""
+        if len(batch) % RAW_STRIDE:
+            raise r.RecordError(
+                f"event batch of {len(batch)} bytes is not a multiple of {RAW_STRIDE}"
+            )
+        count = len(batch) // RAW_STRIDE
+        if not count:
+            return 0
+        capacity = self.capacity
+        view = memoryview(batch)
+        with self._lock:
+            seq = self._head
+            skipped = max(0, count - capacity)
+            first = seq + skipped
+            taken = 0
+            # at most two runs of slots: up to the arena's end, then from its start
+            while taken < count - skipped:
+                slot = (first + taken) % capacity
+                run = min(count - skipped - taken, capacity - slot)
+                end = slot + run
+                # A reader that checks slot_seq before and after it reads a slot sees -1
+                # while the slot changes, never a record under the wrong sequence number.
+                self._slot_seq[slot:end] = [-1] * run
+                self._entries[slot:end] = self._nones[:run]
+                self._flows[slot:end] = self._nones[:run]
+                self._wire[slot:end] = self._nones[:run]
+                offset = (skipped + taken) * RAW_STRIDE
+                self._raw[slot * RAW_STRIDE : end * RAW_STRIDE] = view[
+                    offset : offset + run * RAW_STRIDE
+                ]
+                self._slot_seq[slot:end] = range(first + taken, first + taken + run)
+                taken += run
+            self._head = seq + count
+            self.seen_flows += count
+        self._wake()
+        return count
 
     def append_flow(self, flow: flow_pb2.Flow) -> None:
         """Append a flow built elsewhere (its time set); readers see it as any other."""
@@ -188,6 +238,12 @@ class FlowRing:
         value = self._entries[slot]
         if self._slot_seq[slot] != seq:
             return None
+        if value is None:  # a raw record (extend_raw): unpacked on its first read
+            value = r.EVENT_AFTER_HEADER.unpack_from(self._raw, slot * RAW_STRIDE)
+            with self._lock:
+                if self._slot_seq[slot] != seq:  # overwritten while it was unpacked
+                    return None
+                self._entries[slot] = value
         return value
 
     def wall_time_ns(self, entry: Entry) -> int:

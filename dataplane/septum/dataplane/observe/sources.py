@@ -39,9 +39,9 @@ class DatapathSource:
         self._max_records = max_records
 
     def read_batch(self, timeout_s: float) -> bytes:
-        chunk, count = self._reader.read_records(self._max_records)
-        if count:
-            return chunk
+        # wait() first even when records are waiting: after a batch it pauses, so the
+        # next batch is whatever came meanwhile, not the one or two records that came
+        # while this one was handled (see septum.dataplane.ringbuf).
         if not self._reader.wait(timeout_s):
             return b""
         chunk, _ = self._reader.read_records(self._max_records)
