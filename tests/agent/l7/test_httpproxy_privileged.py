@@ -51,12 +51,15 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         body = f"{self.command} {self.path}".encode()
+        if "X-Mark" in self.headers:  # what a header action of the proxy made of it
+            body += f" x-mark={','.join(self.headers.get_all('X-Mark', []))}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer says the length and sends no body
+            self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _answer
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -381,4 +384,58 @@ def test_h2c_streams_are_decided_one_by_one_on_one_connection(hworld, proxy):
         ("HTTP/2", "GET", 200),
         ("HTTP/2", "PUT", 403),
         ("HTTP/2", "GET", 200),
+    ]
+
+
+def _exchange(ns: str, payload: bytes) -> bytes:
+    """`payload` sent at once on one connection; everything until the proxy closes it."""
+    sock = open_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect((SERVER_IP, 80))
+        sock.sendall(payload)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+    finally:
+        sock.close()
+
+
+def test_header_action_head_and_a_bad_request(hworld):
+    """A headerMatches ADD action rewrites the forwarded request (the other requests go as
+    the client sent them); a HEAD answer (a length, no body) does not swallow the next
+    answer; bytes that are not HTTP get 400 and the connection closes."""
+    running = _ProxyThread(
+        hworld,
+        policy_from_fields(
+            [
+                {
+                    "path": "/public.*",
+                    "headerMatches": [{"name": "X-Mark", "value": "yes", "mismatch": "ADD"}],
+                },
+                {"method": "GET", "path": "/plain"},
+            ]
+        ),
+    )
+    try:
+        data = _exchange(
+            hworld.client,
+            b"HEAD /public/h HTTP/1.1\r\nHost: s\r\n\r\n"
+            b"GET /public/m HTTP/1.1\r\nHost: s\r\n\r\n"
+            b"GET /plain HTTP/1.1\r\nHost: s\r\nX-Mark: no\r\nConnection: close\r\n\r\n",
+        )
+        assert re.findall(rb"HTTP/1\.1 (\d{3})", data) == [b"200", b"200", b"200"]
+        assert b"GET /public/m x-mark=yes" in data
+        assert data.endswith(b"GET /plain x-mark=no")
+        assert b"HEAD" not in data  # no body with the HEAD answer
+        bad = _exchange(hworld.client, b"NOT HTTP AT ALL\r\n\r\n")
+        assert bad.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    finally:
+        running.close()
+    _wait_for(lambda: len(hworld.records) == 3)
+    assert [(r.method, r.code, r.allowed) for r in hworld.records] == [
+        ("HEAD", 200, True),
+        ("GET", 200, True),
+        ("GET", 200, True),
     ]

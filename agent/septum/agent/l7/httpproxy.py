@@ -1,5 +1,6 @@
-"""The node's HTTP/1.1 proxy: asyncio on h11, for the connections the datapath redirects to it
-(septum.dataplane.l7redirect).
+"""The node's HTTP/1.1 proxy, for the connections the datapath redirects to it
+(septum.dataplane.l7redirect): asyncio protocols on httptools (llhttp, the parser uvicorn
+uses), one parse of each side.
 
 Each accepted connection keeps its original destination as its own address; the proxy asks
 `policy_for` for the HttpPolicy of (client, original destination) and decides every request
@@ -8,24 +9,33 @@ client connection (kept alive while both sides keep it), marked with the client'
 the server's L3/L4 policy decides it as the client's; a denied request is answered ``403``
 with ``Access denied``, as Cilium's proxy does, and the connection stays usable.  Requests
 are handled one at a time in the order they arrived, so pipelined requests get their answers
-in order (h11 holds the next request until the current response is done).  Every request
-gives an `HttpRecord` to `on_record` (the L7 flows), on the response or on the denial.
+in order (the ones behind wait, parsed, in a queue).  Every request gives an `HttpRecord` to
+`on_record` (the L7 flows), on the response or on the denial.
+
+Why it is built this way (septum bench l7, docs/benchmarks.md): a request is forwarded as the
+bytes the client sent when they are exactly one request and no header action applies, else
+rebuilt from its parsed parts; the response is relayed as the bytes the server sent, parsed
+only for what the flow needs (status) and where it ends.  Callbacks, not streams: no
+coroutine per read.
 
 A connection that opens with the HTTP/2 preface is h2c with prior knowledge (gRPC's and
 ``curl --http2-prior-knowledge``'s way) and is served by septum.agent.l7.h2c with the same
-rules per stream.  Not yet: h2c by ``Upgrade: h2c`` (such a request is answered over
-HTTP/1.1, as the server would without the upgrade), bodies streamed (they are buffered whole)."""
+rules per stream.  Not yet: h2c by ``Upgrade: h2c`` (the upgrade headers are removed, so the
+request is answered over HTTP/1.1, as a server that does not upgrade would), ``CONNECT``
+tunnels, bodies streamed (request bodies are buffered whole; responses are streamed)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
-import h11
+import httptools
 
 from septum.agent.l7.httprules import HeaderAction, HttpPolicy, Mismatch, Request, Verdict
 from septum.dataplane import l7redirect
@@ -34,7 +44,15 @@ log = logging.getLogger(__name__)
 
 DENIED_BODY = b"Access denied\r\n"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_READ = 65536
+_DENIED_HEAD = (
+    b"HTTP/1.1 403 Forbidden\r\ncontent-length: %d\r\ncontent-type: text/plain\r\n"
+    % len(DENIED_BODY)
+)
+_DENIED_KEEP = _DENIED_HEAD + b"\r\n" + DENIED_BODY
+_DENIED_CLOSE = _DENIED_HEAD + b"connection: close\r\n\r\n" + DENIED_BODY
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_MAX_QUEUED = 32  # pipelined requests parsed ahead; reading pauses beyond
+_HOP_UPGRADE = (b"upgrade", b"http2-settings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +84,6 @@ PolicyFor = Callable[[Connection], HttpPolicy | None]
 IdentityFor = Callable[[Connection], int]
 
 
-def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
-    return tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
-
-
 def _apply(
     headers: list[tuple[bytes, bytes]], actions: tuple[HeaderAction, ...]
 ) -> list[tuple[bytes, bytes]]:
@@ -88,14 +102,415 @@ def _apply(
     return out
 
 
-class _Upstream:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.conn = h11.Connection(h11.CLIENT)
+def _without_upgrade(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers without an upgrade offer (Upgrade, HTTP2-Settings and their Connection
+    tokens): the proxy speaks HTTP/1.1 on both sides."""
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _HOP_UPGRADE:
+            continue
+        if lower == b"connection":
+            tokens = [t.strip() for t in value.split(b",")]
+            kept = [t for t in tokens if t.lower() not in _HOP_UPGRADE]
+            if not kept:
+                continue
+            value = b", ".join(kept)
+        out.append((name, value))
+    return out
+
+
+class _Pending:
+    """A parsed request waiting for its turn."""
+
+    __slots__ = ("method", "url", "version", "headers", "body", "chunked", "keep_alive", "raw")
+
+    def __init__(self, method: bytes, url: bytes) -> None:
+        self.method = method
+        self.url = url
+        self.version = "1.1"  # known once the request line has been parsed
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.chunked = False
+        self.keep_alive = True
+        self.raw: bytes | None = None  # the client's bytes, when they are exactly this request
+
+    def serialise(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        body = b"".join(self.body)
+        if self.chunked:  # buffered whole: sent as one chunk (trailers are not kept)
+            body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
+        lines = [b"%s %s HTTP/%s\r\n" % (self.method, self.url, self.version.encode())]
+        lines.extend(b"%s: %s\r\n" % pair for pair in headers)
+        lines.append(b"\r\n")
+        lines.append(body)
+        return b"".join(lines)
+
+
+class _Client(asyncio.Protocol):
+    """One redirected client connection: parses its requests, decides them in order, relays
+    the allowed ones over its upstream and the responses back."""
+
+    def __init__(self, proxy: HttpProxy) -> None:
+        self._proxy = proxy
+        self._transport: asyncio.Transport | None = None
+        self._conn: Connection | None = None
+        self._opening = b""
+        self._parser: httptools.HttpRequestParser | None = None
+        self._current: _Pending | None = None  # being parsed
+        self._completed = 0  # requests completed by the feed in progress
+        self._in_message = False
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._busy: _Pending | None = None  # forwarded, its response not yet done
+        self._verdict: Verdict | None = None
+        self._record: tuple[str, str, tuple[tuple[str, str], ...]] = ("", "", ())
+        self._started = 0
+        self._upstream: _Upstream | None = None
+        self._connecting = False
+        self._eof = False
+        self._closing = False
+        self._reading_paused = False
+
+    # -- client side ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        source = transport.get_extra_info("peername")
+        destination = transport.get_extra_info("sockname")
+        self._conn = Connection(source[0], source[1], destination[0], destination[1])
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._parser is None:
+            self._opening += data
+            if len(self._opening) < len(H2_PREFACE) and H2_PREFACE.startswith(self._opening):
+                return  # not yet enough to tell HTTP/2's preface from a request
+            data, self._opening = self._opening, b""
+            if data.startswith(H2_PREFACE):
+                self._to_h2c(data)
+                return
+            self._parser = httptools.HttpRequestParser(self)
+        self._feed(data)
+        self._advance()
+
+    def _feed(self, data: bytes) -> None:
+        whole = data
+        fresh = not self._in_message  # this data starts a request, none is half-parsed
+        self._completed = 0
+        while data:
+            try:
+                assert self._parser is not None
+                self._parser.feed_data(data)
+                data = b""
+            except httptools.HttpParserUpgrade as upgrade:
+                # An upgrade offer (or CONNECT): the request is complete; go on parsing
+                # what follows with a new parser (llhttp stops at the upgrade).
+                fresh = False
+                data = data[upgrade.args[0] :]
+                self._parser = httptools.HttpRequestParser(self)
+            except httptools.HttpParserError as err:
+                log.debug("HTTP connection %s: bad request: %s", self._conn, err)
+                self._bad_request()
+                return
+        if fresh and self._completed == 1 and not self._in_message:
+            self._queue[-1].raw = whole  # exactly one request: forwarded as it came
+
+    def _bad_request(self) -> None:
+        if self._busy is None and not self._queue and self._transport is not None:
+            self._transport.write(_BAD_REQUEST)
+        self._close()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._busy is None and not self._queue:
+            self._close()
+            return False
+        return True  # answer what was asked first, then close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+
+    def pause_writing(self) -> None:  # the client reads slower than the server answers
+        if self._upstream is not None:
+            self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._upstream is not None:
+            self._upstream.resume_reading()
+
+    # -- httptools request callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+
+    def on_url(self, url: bytes) -> None:
+        if self._current is None:
+            assert self._parser is not None
+            self._current = _Pending(self._parser.get_method(), url)
+        else:
+            self._current.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._current is not None
+        self._current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        current = self._current
+        assert current is not None and self._parser is not None
+        current.keep_alive = self._parser.should_keep_alive()
+        current.version = self._parser.get_http_version()
+        for name, value in current.headers:
+            if len(name) == 17 and name.lower() == b"transfer-encoding":
+                current.chunked = b"chunked" in value.lower()
+
+    def on_body(self, body: bytes) -> None:
+        assert self._current is not None
+        self._current.body.append(body)
+
+    def on_message_complete(self) -> None:
+        current = self._current
+        assert current is not None and self._parser is not None
+        if self._parser.should_upgrade():
+            current.headers = _without_upgrade(current.headers)
+            current.raw = None
+        self._current = None
+        self._in_message = False
+        self._completed += 1
+        self._queue.append(current)
+        if len(self._queue) > _MAX_QUEUED and not self._reading_paused and self._transport:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    # -- deciding and forwarding -------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Answer or forward the queued requests in order, one at a time."""
+        transport = self._transport
+        assert transport is not None and self._conn is not None
+        while self._queue and self._busy is None and not self._closing:
+            request = self._queue.popleft()
+            self._started = time.monotonic_ns()
+            headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
+            host = ""
+            for name, value in headers:
+                if len(name) == 4 and name.lower() == "host":
+                    host = value
+                    break
+            target = request.url.decode("latin-1")
+            path = target.split("?", 1)[0] if target.startswith("/") else target
+            method = request.method.decode("latin-1")
+            verdict = self._proxy.decide(self._conn, Request(method, path, host, headers))
+            url = f"http://{host or self._conn.destination}{target}"
+            if verdict is None or not verdict.allowed:
+                transport.write(_DENIED_KEEP if request.keep_alive else _DENIED_CLOSE)
+                self._proxy.record(self._conn, method, url, "HTTP/1.1", headers, False, 403, 0, -1)
+                if not request.keep_alive:
+                    self._close()
+                    return
+                continue
+            self._busy = request
+            self._verdict = verdict
+            self._record = (method, url, headers)
+            if verdict.actions:
+                wire = request.serialise(_apply(request.headers, verdict.actions))
+            else:
+                wire = request.raw or request.serialise(request.headers)
+            if self._upstream is not None:
+                self._upstream.send(wire, request.method == b"HEAD")
+            elif not self._connecting:
+                self._connecting = True
+                asyncio.get_running_loop().create_task(self._connect(wire, request))
+        if self._reading_paused and len(self._queue) <= _MAX_QUEUED // 2 and not self._closing:
+            self._reading_paused = False
+            transport.resume_reading()
+        if self._eof and self._busy is None and not self._queue:
+            self._close()
+
+    async def _connect(self, wire: bytes, request: _Pending) -> None:
+        assert self._conn is not None
+        try:
+            _, upstream = await self._proxy.connect_upstream_protocol(
+                self._conn, lambda: _Upstream(self)
+            )
+        except OSError as err:
+            log.debug("HTTP connection %s: upstream failed: %s", self._conn, err)
+            self._close()
+            return
+        finally:
+            self._connecting = False
+        if self._closing:
+            upstream.close()
+            return
+        self._upstream = upstream
+        upstream.send(wire, request.method == b"HEAD")
+
+    def response_done(self, status: int, keep_alive: bool) -> None:
+        """The upstream's response to the forwarded request has been relayed whole."""
+        request, self._busy = self._busy, None
+        assert request is not None and self._conn is not None and self._verdict is not None
+        method, url, headers = self._record
+        self._proxy.record(
+            self._conn,
+            method,
+            url,
+            "HTTP/1.1",
+            headers,
+            True,
+            status,
+            time.monotonic_ns() - self._started,
+            self._verdict.rule_index,
+        )
+        if not keep_alive or not request.keep_alive:
+            self._close()  # the response said so to the client too (or it asked)
+            return
+        self._advance()
+
+    def relay(self, data: bytes) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.write(data)
+
+    def upstream_lost(self, upstream: _Upstream) -> None:
+        if self._upstream is upstream:
+            self._upstream = None
+            if self._busy is not None:  # mid-response: the client cannot be answered now
+                self._close()
+
+    def _close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._upstream is not None:
+            self._upstream.close()
+            self._upstream = None
+        if self._transport is not None:
+            self._transport.close()  # after what is buffered has been written
+
+    # -- h2c ---------------------------------------------------------------------------------
+
+    def _to_h2c(self, first: bytes) -> None:
+        """Hand the connection to septum.agent.l7.h2c (streams: h2's pace is not per byte)."""
+        transport = self._transport
+        assert transport is not None and self._conn is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        loop.create_task(self._proxy.serve_h2c(self._conn, reader, writer, first))
+
+
+class _Upstream(asyncio.Protocol):
+    """The connection to the original destination: relays each response as it comes and
+    parses it for its status and its end."""
+
+    def __init__(self, client: _Client) -> None:
+        self._client = client
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = False
+        self._status = 0
+        self._informational = False
+        self._done: tuple[int, bool] | None = None
+        self._waiting = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def send(self, wire: bytes, head: bool) -> None:
+        assert self._transport is not None
+        self._head = head
+        self._waiting = True
+        self._transport.write(wire)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._waiting:  # nothing was asked: not HTTP as the proxy speaks it
+            self.close()
+            return
+        self._client.relay(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            log.debug("HTTP upstream: bad response: %s", err)
+            self.close()
+            return
+        done, self._done = self._done, None
+        if done is not None:
+            if self._head:  # no body follows; llhttp would wait for one
+                self._parser = httptools.HttpResponseParser(self)
+            self._waiting = False
+            self._client.response_done(*done)
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._informational = 100 <= self._status < 200 and self._status != 101
+        if self._head and not self._informational:
+            self._done = (self._status, self._parser.should_keep_alive())
+
+    def on_message_complete(self) -> None:
+        if not self._informational and not self._head:
+            self._done = (self._status, self._parser.should_keep_alive())
+
+    def pause_writing(self) -> None:  # the server reads slower than the client sends
+        self._client_transport_call("pause_reading")
+
+    def resume_writing(self) -> None:
+        self._client_transport_call("resume_reading")
+
+    def _client_transport_call(self, name: str) -> None:
+        transport = self._client._transport
+        if transport is not None and not transport.is_closing():
+            getattr(transport, name)()
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client.upstream_lost(self)
 
     def close(self) -> None:
-        self.writer.close()
+        if self._transport is not None:
+            self._transport.close()
+
+
+class _VerdictCache:
+    """Verdicts by (method, path, host) for policies whose rules look at nothing else: RE2
+    through its Python binding costs ~4-8 us a call, more than the rest of a request's
+    decision (septum bench l7).  A policy is known by identity (the service caches them per
+    connection kind and drops them when policies change); every table is bounded and emptied
+    when full, so a client varying paths costs memory no more than that."""
+
+    _POLICIES = 256
+    _ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._tables: dict[int, tuple[HttpPolicy, dict[tuple[str, str, str], Verdict] | None]] = {}
+
+    def decide(self, policy: HttpPolicy, request: Request) -> Verdict:
+        entry = self._tables.get(id(policy))
+        if entry is None or entry[0] is not policy:
+            headerless = not any(rule.headers or rule.header_matches for rule in policy.rules)
+            if len(self._tables) >= self._POLICIES:
+                self._tables.clear()
+            entry = self._tables[id(policy)] = (policy, {} if headerless else None)
+        table = entry[1]
+        if table is None:
+            return policy.decide(request)
+        key = (request.method, request.path, request.host)
+        verdict = table.get(key)
+        if verdict is None:
+            if len(table) >= self._ENTRIES:
+                table.clear()
+            verdict = table[key] = policy.decide(request)
+        return verdict
 
 
 class HttpProxy:
@@ -116,10 +531,12 @@ class HttpProxy:
         self._on_record = on_record
         self._connect_timeout_s = connect_timeout_s
         self._servers: list[asyncio.Server] = []
+        self._verdicts = _VerdictCache()
 
     async def serve(self, listener: socket.socket) -> asyncio.Server:
         """Serve a listener of l7redirect.open_listener until the returned server is closed."""
-        server = await asyncio.start_server(self._handle, sock=listener)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Client(self), sock=listener)
         self._servers.append(server)
         return server
 
@@ -128,125 +545,30 @@ class HttpProxy:
             server.close()
             await server.wait_closed()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        source = writer.get_extra_info("peername")
-        destination = writer.get_extra_info("sockname")
-        conn = Connection(source[0], source[1], destination[0], destination[1])
-        upstream: _Upstream | None = None
-        try:
-            first = await self._opening(reader)
-            if first.startswith(H2_PREFACE):
-                from septum.agent.l7.h2c import serve_h2c
-
-                await serve_h2c(self, conn, reader, writer, first)
-                return
-            upstream = await self._serve_connection(conn, reader, writer, first)
-        except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError) as err:
-            log.debug("HTTP connection %s ended: %s", conn, err)
-        finally:
-            if upstream:
-                upstream.close()
-            writer.close()
-
-    @staticmethod
-    async def _opening(reader: asyncio.StreamReader) -> bytes:
-        """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request."""
-        data = b""
-        while len(data) < len(H2_PREFACE) and H2_PREFACE.startswith(data):
-            chunk = await reader.read(_READ)
-            if not chunk:
-                break
-            data += chunk
-        return data
-
     def decide(self, conn: Connection, request: Request) -> Verdict | None:
         """The verdict of the connection's policy (None: no policy, so nothing is allowed)."""
         policy = self._policy_for(conn)
-        return policy.decide(request) if policy else None
+        return self._verdicts.decide(policy, request) if policy else None
 
-    async def _next_event(self, h: h11.Connection, reader: asyncio.StreamReader) -> object:
-        while True:
-            event = h.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            h.receive_data(await reader.read(_READ))
-
-    async def _serve_connection(
+    async def serve_h2c(
         self,
         conn: Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         first: bytes,
-    ) -> _Upstream | None:
-        down = h11.Connection(h11.SERVER)
-        down.receive_data(first)
-        upstream: _Upstream | None = None
-        while True:
-            event = await self._next_event(down, reader)
-            if isinstance(event, h11.ConnectionClosed):
-                return upstream
-            if not isinstance(event, h11.Request):
-                raise h11.ProtocolError(f"unexpected {type(event).__name__}")
-            request = event
-            body = b""
-            while not isinstance(part := await self._next_event(down, reader), h11.EndOfMessage):
-                if isinstance(part, h11.Data):
-                    body += part.data
-            started = time.monotonic_ns()
-            headers = _headers(request.headers)
-            host = next((v for k, v in headers if k.lower() == "host"), "")
-            target = request.target.decode("latin-1")
-            path = target.split("?", 1)[0] if target.startswith("/") else target
-            verdict = self.decide(conn, Request(request.method.decode(), path, host, headers))
-            method = request.method.decode()
-            url = f"http://{host or conn.destination}{target}"
-            if verdict is None or not verdict.allowed:
-                await self._send(
-                    down,
-                    writer,
-                    h11.Response(
-                        status_code=403,
-                        headers=[
-                            (b"content-length", str(len(DENIED_BODY)).encode()),
-                            (b"content-type", b"text/plain"),
-                        ],
-                    ),
-                    h11.Data(data=DENIED_BODY),
-                    h11.EndOfMessage(),
-                )
-                self.record(conn, method, url, "HTTP/1.1", headers, False, 403, 0, -1)
-            else:
-                if upstream is None or upstream.conn.our_state is not h11.IDLE:
-                    if upstream:
-                        upstream.close()
-                    upstream = await self._connect(conn)
-                code = await self._forward(
-                    upstream, down, writer, request, body, verdict.actions, started
-                )
-                self.record(
-                    conn,
-                    method,
-                    url,
-                    "HTTP/1.1",
-                    headers,
-                    True,
-                    code,
-                    time.monotonic_ns() - started,
-                    verdict.rule_index,
-                )
-                if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
-                    upstream.conn.start_next_cycle()
-            if down.our_state is h11.MUST_CLOSE or down.their_state is h11.MUST_CLOSE:
-                return upstream
-            down.start_next_cycle()
+    ) -> None:
+        from septum.agent.l7.h2c import serve_h2c
 
-    async def _connect(self, conn: Connection) -> _Upstream:
-        return _Upstream(*await self.connect_upstream(conn))
+        try:
+            await serve_h2c(self, conn, reader, writer, first)
+        except (ConnectionError, asyncio.IncompleteReadError) as err:
+            log.debug("h2c connection %s ended: %s", conn, err)
+        except Exception:  # an h2 protocol error: the connection ends, the proxy goes on
+            log.debug("h2c connection %s failed", conn, exc_info=True)
+        finally:
+            writer.close()
 
-    async def connect_upstream(
-        self, conn: Connection
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to the original destination, marked with the client's identity."""
+    async def _connected_socket(self, conn: Connection) -> socket.socket:
         sock = l7redirect.open_upstream(
             conn.destination, self._identity_for(conn), ingress=self._ingress, ns=self._ns
         )
@@ -260,49 +582,22 @@ class HttpProxy:
         except (OSError, TimeoutError):
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        return sock
 
-    async def _forward(
-        self,
-        upstream: _Upstream,
-        down: h11.Connection,
-        writer: asyncio.StreamWriter,
-        request: h11.Request,
-        body: bytes,
-        actions: tuple[HeaderAction, ...],
-        started: int,
-    ) -> int:
-        headers = _apply(list(request.headers), actions)
-        await self._send(
-            upstream.conn,
-            upstream.writer,
-            h11.Request(method=request.method, target=request.target, headers=headers),
-            *([h11.Data(data=body)] if body else []),
-            h11.EndOfMessage(),
-        )
-        response = await self._next_event(upstream.conn, upstream.reader)
-        while isinstance(response, h11.InformationalResponse):
-            response = await self._next_event(upstream.conn, upstream.reader)
-        if not isinstance(response, h11.Response):
-            raise ConnectionError("upstream closed before answering")
-        out = h11.Response(
-            status_code=response.status_code, headers=list(response.headers), reason=response.reason
-        )
-        writer.write(down.send(out) or b"")
-        while not isinstance(
-            part := await self._next_event(upstream.conn, upstream.reader), h11.EndOfMessage
-        ):
-            if isinstance(part, h11.Data):
-                writer.write(down.send(h11.Data(data=part.data)) or b"")
-        writer.write(down.send(h11.EndOfMessage()) or b"")
-        await writer.drain()
-        return int(response.status_code)
+    async def connect_upstream_protocol(
+        self, conn: Connection, factory: Callable[[], _Upstream]
+    ) -> tuple[asyncio.BaseTransport, _Upstream]:
+        """A connection to the original destination, marked with the client's identity,
+        driven by the protocol `factory` makes."""
+        sock = await self._connected_socket(conn)
+        loop = asyncio.get_running_loop()
+        return await loop.create_connection(factory, sock=sock)
 
-    @staticmethod
-    async def _send(h: h11.Connection, writer: asyncio.StreamWriter, *events: h11.Event) -> None:
-        for event in events:
-            writer.write(h.send(event) or b"")
-        await writer.drain()
+    async def connect_upstream(
+        self, conn: Connection
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The same as streams (h2c)."""
+        return await asyncio.open_connection(sock=await self._connected_socket(conn))
 
     def record(
         self,
