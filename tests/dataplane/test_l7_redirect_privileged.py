@@ -6,7 +6,9 @@ the proxy's upstream is decided with the identity its mark carries."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -248,3 +250,30 @@ def test_proxy_restart_cuts_existing_connections_and_enforces_new_ones_at_once(n
             assert not echo(existing)
     finally:
         proxy.close()
+
+
+def _notrack_rules(ns: str, binary: str) -> list[str]:
+    listed = subprocess.run(
+        ["ip", "netns", "exec", ns, binary, "-w", "5", "-t", "raw", "-S", "PREROUTING"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line for line in listed.splitlines() if "NOTRACK for proxy traffic" in line]
+
+
+def test_proxy_traffic_is_left_untracked_once_and_the_rule_goes_with_the_routing() -> None:
+    """The hairpinned (ingress) redirect re-enters the node's stack without its conntrack
+    entry; tracked again, a same-node ClusterIP connection's NAT clashed (the lab's Star Wars
+    L7 act, tests/helm/test_starwars_l7_helm_lab.py, is the behaviour this rule fixes)."""
+    ns = f"sl7nt-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        l7redirect.install_proxy_routing(ns)
+        l7redirect.install_proxy_routing(ns)  # again: still one copy
+        for binary in ("iptables", "ip6tables"):
+            (rule,) = _notrack_rules(ns, binary)
+            assert "--mark 0x200/0xf00" in rule and rule.endswith("-j CT --notrack"), rule
+        l7redirect.remove_proxy_routing(ns)
+        assert _notrack_rules(ns, "iptables") == _notrack_rules(ns, "ip6tables") == []
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)

@@ -200,7 +200,15 @@ def install_proxy_routing(ns: str | None = None) -> None:
     Also turns the namespace's early demux off (net.ipv4.ip_early_demux, which IPv6 reads
     too): a server-side (ingress) redirect crosses the node's stack before it is hairpinned,
     and early demux would hand such a packet to the proxy's own socket of the same 4-tuple
-    there, before routing, and the forward path then drops a packet that has a socket."""
+    there, before routing, and the forward path then drops a packet that has a socket.
+
+    And TO_PROXY-marked packets are not tracked by the namespace's conntrack (raw PREROUTING,
+    CT --notrack, as Cilium's "NOTRACK for proxy traffic" rule): a hairpinned packet has lost
+    its conntrack entry (the redirect scrubs it), so conntrack would track it a second time;
+    after kube-proxy's DNAT of a ClusterIP connection to a backend on the same node, that
+    second entry's reply tuple clashes with the first's and NAT remaps the client's port, so
+    the proxy's SYN-ACK went to the wrong port and the client reset it. Untracked, the
+    proxy's replies meet the first entry and are translated back as the server's would be."""
     remove_proxy_routing(ns)  # a rule added twice would stay twice
     with netns.entered(ns):
         Path("/proc/sys/net/ipv4/ip_early_demux").write_text("0")
@@ -208,6 +216,8 @@ def install_proxy_routing(ns: str | None = None) -> None:
     for family in ("-4", "-6"):
         _ip(ns, *[a.format("add") for a in _rule_args(family)])
         _ip(ns, family, "route", "replace", "local", "default", "dev", "lo", "table", table)
+    for binary in ("iptables", "ip6tables"):
+        _iptables(ns, binary, "-I", *_notrack_args())
 
 
 def remove_proxy_routing(ns: str | None = None) -> None:
@@ -215,3 +225,33 @@ def remove_proxy_routing(ns: str | None = None) -> None:
     for family in ("-4", "-6"):
         _ip(ns, *[a.format("del") for a in _rule_args(family)], missing_ok=True)
         _ip(ns, family, "route", "flush", "table", table, missing_ok=True)
+    for binary in ("iptables", "ip6tables"):
+        # one -D removes one copy; an agent killed between two installs may have left more
+        for _ in range(_NOTRACK_MAX_COPIES):
+            if not _iptables(ns, binary, "-D", *_notrack_args(), missing_ok=True):
+                break
+
+
+_NOTRACK_COMMENT = "septum: NOTRACK for proxy traffic"
+_NOTRACK_MAX_COPIES = 16
+
+
+def _notrack_args() -> tuple[str, ...]:
+    mark, mask = int(ProxyMark.MARK_TO_PROXY), int(ProxyMark.MARK_MAGIC_MASK)
+    return (
+        "PREROUTING", "-t", "raw", "-m", "mark", "--mark", f"{mark:#x}/{mask:#x}",
+        "-m", "comment", "--comment", _NOTRACK_COMMENT, "-j", "CT", "--notrack",
+    )  # fmt: skip
+
+
+def _iptables(ns: str | None, binary: str, *args: str, missing_ok: bool = False) -> bool:
+    """Runs iptables/ip6tables in the namespace (-w: kube-proxy may hold the xtables lock);
+    False when it failed and `missing_ok` (the rule was not there)."""
+    command = [*(["ip", "netns", "exec", ns] if ns else []), binary, "-w", "5", *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ProxyRedirectError(f"netns: {' '.join(command)}: {err}") from err
+    if done.returncode and not missing_ok:
+        raise ProxyRedirectError(f"netns: {' '.join(command)} failed: {done.stderr.strip()}")
+    return done.returncode == 0
