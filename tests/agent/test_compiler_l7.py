@@ -3,10 +3,20 @@ connection and the identity of an address."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from septum.operator.engine.rules import DnsRule, HttpRule
 from septum.wellknown.reserved import ReservedIdentity
 
 from .test_compiler import Cluster, namespace, pod
+
+
+def _egress_policy(ns: str, selects: dict[str, str], *egress: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "septum.io/v1alpha1", "kind": "SeptumNetworkPolicy",
+        "metadata": {"name": "p", "namespace": ns},
+        "spec": {"endpointSelector": {"matchLabels": selects}, "egress": list(egress)},
+    }  # fmt: skip
 
 
 def test_http_rules_and_identities_for_the_proxy() -> None:
@@ -76,3 +86,63 @@ def test_dns_rules_for_the_dns_proxy() -> None:
         DnsRule(match_pattern="*.example.com"),
     )
     assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.54", 53) == ()  # not allowed at all
+
+
+def test_a_service_frontend_is_decided_by_its_backends() -> None:
+    """A pod asks the kube-dns ClusterIP: the DNS proxy sees that address (its packets are not
+    translated before the redirect), and the rules are those toward the backends."""
+    cluster = Cluster()
+    to_kube_dns = {
+        "toEndpoints": [{"matchLabels": {
+            "k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns",
+        }}],
+        "toPorts": [
+            {"ports": [{"port": "53", "protocol": "UDP"}],
+             "rules": {"dns": [{"matchPattern": "*.example.com"}]}},
+            {"ports": [{"port": "8080", "protocol": "TCP"}],
+             "rules": {"http": [{"method": "GET"}]}},
+        ],
+    }  # fmt: skip
+    policy = _egress_policy("app", {"app": "client"}, to_kube_dns)
+    kube_dns = {
+        "kind": "Service",
+        "metadata": {"namespace": "kube-system", "name": "kube-dns"},
+        "spec": {
+            "clusterIP": "10.96.0.10",
+            "clusterIPs": ["10.96.0.10"],
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "metrics", "port": 80, "protocol": "TCP"},
+            ],
+        },
+    }
+    slice_ = {
+        "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": "kube-system",
+            "name": "kube-dns-x",
+            "labels": {"kubernetes.io/service-name": "kube-dns"},
+        },
+        "addressType": "IPv4",
+        "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "metrics", "port": 8080, "protocol": "TCP"},
+        ],
+        "endpoints": [{"addresses": ["10.0.9.2"], "conditions": {"ready": True}}],
+    }
+    cluster.load(
+        ("Namespace", namespace("app")),
+        ("Namespace", namespace("kube-system")),
+        ("Pod", pod("app", "client", "10.0.0.5", {"app": "client"})),
+        ("Pod", pod("kube-system", "coredns", "10.0.9.2", {"k8s-app": "kube-dns"})),
+        ("Service", kube_dns),
+        ("EndpointSlice", slice_),
+        ("SeptumNetworkPolicy", policy),
+    )
+    compiler = cluster.compiler
+    pattern = (DnsRule(match_pattern="*.example.com"),)
+    assert compiler.l7_dns_rules("10.0.0.5", "10.96.0.10", 53) == pattern  # the ClusterIP
+    assert compiler.l7_dns_rules("10.0.0.5", "10.0.9.2", 53) == pattern  # the backend itself
+    assert compiler.l7_dns_rules("10.0.0.5", "10.96.0.11", 53) == ()  # no Service there
+    # TCP port 80 of the Service goes to 8080 on the backend, where the HTTP rule is.
+    assert compiler.l7_http_rules("10.0.0.5", "10.96.0.10", 80, ingress=False) == (HttpRule("GET"),)

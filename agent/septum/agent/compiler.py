@@ -62,10 +62,10 @@ from septum.operator.engine.cluster import (
     parse_pod,
 )
 from septum.operator.engine.entries import DirectionPolicy, EndpointPolicy, PolicyEntry, Verdict
-from septum.operator.engine.explain import explain, resolve_endpoint
+from septum.operator.engine.explain import DirectionVerdict, explain, resolve_endpoint
 from septum.operator.engine.labels import LabelSet, pod_label_set
 from septum.operator.engine.parse import policy_key
-from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY
+from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PROTO_TCP, PROTO_UDP
 from septum.operator.engine.registry import Origin
 from septum.operator.engine.rules import Direction, DnsRule, HttpRule
 from septum.operator.policystatus import enforced_version
@@ -687,16 +687,44 @@ class Compiler:
         """The HTTP rules the node's L7 proxy enforces on a TCP connection source ->
         destination:port redirected on that side (the merged rules of explain); () allows
         nothing.  Called from the proxy's thread: it only reads the engine."""
-        verdict = explain(self.engine, source, destination, port)
-        side = verdict.ingress if ingress else verdict.egress
+        if ingress:
+            side = explain(self.engine, source, destination, port).ingress
+            return side.l7_rules.http if side is not None else ()
+        side = self._egress_side(source, destination, port, PROTO_TCP, "TCP")
         return side.l7_rules.http if side is not None else ()
 
     def l7_dns_rules(self, source: str, destination: str, port: int) -> tuple[DnsRule, ...]:
         """The rules.dns the node's DNS proxy enforces on a query source -> destination:port
         (the merged rules of explain's egress side); () allows nothing.  Called from the
         proxy's thread: it only reads the engine."""
-        side = explain(self.engine, source, destination, port, "UDP").egress
+        side = self._egress_side(source, destination, port, PROTO_UDP, "UDP")
         return side.l7_rules.dns if side is not None else ()
+
+    def _egress_side(
+        self, source: str, destination: str, port: int, protocol: int, protocol_name: str
+    ) -> DirectionVerdict | None:
+        """explain's egress side of source -> destination:port.  A Service frontend (the
+        kube-dns ClusterIP a pod asks) is decided by its backends, as `serviceegress` decides
+        its entry: the engine knows the pods, and kube-proxy translates only after the
+        redirect.  The first allowing backend's side, else the first backend's."""
+        targets = self._frontend_backends(destination, port, protocol, source)
+        sides = [
+            explain(self.engine, source, ip, target, protocol_name).egress
+            for ip, target in targets or [(destination, port)]
+        ]
+        allowing = [side for side in sides if side is not None and side.allowed]
+        return allowing[0] if allowing else sides[0]
+
+    def _frontend_backends(
+        self, address: str, port: int, protocol: int, source: str
+    ) -> list[tuple[str, int]]:
+        """(address, target port) of the backends behind a Service frontend, the source
+        itself left out; [] when address:port is no frontend."""
+        for service in self.frontends:
+            frontend = service.frontend
+            if (frontend.ip, frontend.port, frontend.protocol) == (address, port, protocol):
+                return [(b.ip, b.port) for b in service.backends if b.ip != source]
+        return []
 
     def address_identity(self, address: str) -> int:
         """The security identity of an address (world when nothing more specific has it)."""
