@@ -86,3 +86,22 @@ def test_policy_from_the_engines_merged_rules():
     assert policy.decide(req("GET", "/a")).allowed
     assert not policy.decide(req("PUT", "/a")).allowed
     assert policy.decide(req("PUT", "/x", x_k="v")).rule_index == 1
+
+
+def test_policy_from_the_engine_enforces_header_matches():
+    from septum.agent.l7.httprules import policy_from_engine
+    from septum.operator.engine.rules import HeaderMatch as EngineHeaderMatch
+    from septum.operator.engine.rules import HttpRule as EngineHttpRule
+
+    rule = EngineHttpRule(
+        path="/a",
+        header_matches=(
+            EngineHeaderMatch("X-Env", "prod"),
+            EngineHeaderMatch("X-Trace", "on", "ADD"),
+        ),
+    )
+    policy = policy_from_engine([rule])
+    assert not policy.decide(req(path="/a", x_env="dev")).allowed  # no action: must match
+    verdict = policy.decide(req(path="/a", x_env="prod"))
+    assert verdict.allowed
+    assert verdict.actions == (HeaderAction(Mismatch.ADD, "X-Trace", "on"),)

@@ -5,7 +5,7 @@ beside an L7 one allows everything at L7."""
 from __future__ import annotations
 
 from septum.operator.engine.explain import explain
-from septum.operator.engine.rules import HttpRule
+from septum.operator.engine.rules import HeaderMatch, HttpRule
 
 from .test_semantics import WEB, cluster, snp
 
@@ -42,3 +42,19 @@ def test_an_l3l4_allow_beside_an_l7_allow_allows_everything_at_l7() -> None:
 def test_no_l7_rules_no_redirect() -> None:
     ingress = explain(cluster(_ingress(None, "p")), "a/db", "a/web", 80).ingress
     assert ingress is not None and not ingress.l7 and not ingress.l7_rules
+
+
+def test_header_matches_are_carried_to_the_merged_rules() -> None:
+    header_matches = [
+        {"name": "X-Env", "value": "prod"},
+        {"name": "X-Trace", "value": "on", "mismatch": "ADD"},
+    ]
+    engine = cluster(_ingress({"http": [{"path": "/a", "headerMatches": header_matches}]}, "p"))
+    ingress = explain(engine, "a/db", "a/web", 80).ingress
+    assert ingress is not None and ingress.l7
+    assert ingress.l7_rules.http == (
+        HttpRule(
+            path="/a",
+            header_matches=(HeaderMatch("X-Env", "prod"), HeaderMatch("X-Trace", "on", "ADD")),
+        ),
+    )

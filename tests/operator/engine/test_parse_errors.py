@@ -130,6 +130,52 @@ CASES = [
         "invalid regular expression",
     ),
     (
+        "a headerMatches mismatch action Cilium does not have",
+        cnp(
+            {
+                **EP,
+                "ingress": [
+                    {
+                        "toPorts": [
+                            {
+                                "ports": [{"port": "80"}],
+                                "rules": {
+                                    "http": [{"headerMatches": [{"name": "X", "mismatch": "DROP"}]}]
+                                },
+                            }
+                        ]
+                    }
+                ],
+            }
+        ),
+        "spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch",
+        "is not one of LOG, ADD, DELETE, REPLACE",
+    ),
+    (
+        "a headerMatches value from a Secret",
+        cnp(
+            {
+                **EP,
+                "ingress": [
+                    {
+                        "toPorts": [
+                            {
+                                "ports": [{"port": "80"}],
+                                "rules": {
+                                    "http": [
+                                        {"headerMatches": [{"name": "X", "secret": {"name": "s"}}]}
+                                    ]
+                                },
+                            }
+                        ]
+                    }
+                ],
+            }
+        ),
+        "spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].secret",
+        "secrets are not supported",
+    ),
+    (
         "L7 rules in a deny section",
         cnp(
             {

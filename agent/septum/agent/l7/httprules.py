@@ -216,6 +216,19 @@ class EngineHttpRule(Protocol):
     def host(self) -> str: ...
     @property
     def headers(self) -> tuple[str, ...]: ...
+    @property
+    def header_matches(self) -> Sequence[EngineHeaderMatch]: ...
+
+
+class EngineHeaderMatch(Protocol):
+    """The engine's HeaderMatch (mismatch "" or one of Mismatch's values)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> str: ...
+    @property
+    def mismatch(self) -> str: ...
 
 
 def policy_from_engine(rules: Sequence[EngineHttpRule]) -> HttpPolicy:
@@ -223,7 +236,14 @@ def policy_from_engine(rules: Sequence[EngineHttpRule]) -> HttpPolicy:
     empty rule there allows every request, as an L3/L4 allow beside an L7 one does)."""
     return HttpPolicy(
         tuple(
-            HttpRule(r.method, r.path, r.host, tuple(r.headers), where=f"http[{i}]")
+            HttpRule(
+                r.method,
+                r.path,
+                r.host,
+                tuple(r.headers),
+                tuple(HeaderMatch(m.name, m.value, Mismatch(m.mismatch)) for m in r.header_matches),
+                where=f"http[{i}]",
+            )  # fmt: skip
             for i, r in enumerate(rules)
         )
     )

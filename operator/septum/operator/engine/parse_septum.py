@@ -39,10 +39,12 @@ from septum.operator.engine.ports import (
     check_port_name,
 )
 from septum.operator.engine.rules import (
+    MISMATCH_ACTIONS,
     Action,
     CidrPeer,
     Direction,
     DnsRule,
+    HeaderMatch,
     HttpRule,
     Kind,
     L7Rules,
@@ -127,6 +129,28 @@ def _parse_regex(raw: Any, path: str) -> str:
     return text
 
 
+def _parse_header_matches(raw: Any, path: str) -> tuple[HeaderMatch, ...]:
+    matches = []
+    for i, item in enumerate(expect_list(raw or [], path)):
+        item_path = index(path, i)
+        obj = expect_mapping(item, item_path)
+        reject_unknown(obj, {"name", "value", "mismatch", "secret"}, item_path)
+        if "secret" in obj:  # Cilium reads the value from a Secret; Septum reads no Secrets
+            raise PolicyError(field(item_path, "secret"), "secrets are not supported")
+        name = expect_str(obj.get("name", ""), field(item_path, "name"))
+        if not name:
+            raise PolicyError(field(item_path, "name"), "a header name is required")
+        mismatch = expect_str(obj.get("mismatch", ""), field(item_path, "mismatch"))
+        if mismatch and mismatch not in MISMATCH_ACTIONS:
+            raise PolicyError(
+                field(item_path, "mismatch"),
+                f"{mismatch!r} is not one of {', '.join(MISMATCH_ACTIONS)}",
+            )
+        value = expect_str(obj.get("value", ""), field(item_path, "value"))
+        matches.append(HeaderMatch(name, value, mismatch))
+    return tuple(matches)
+
+
 def _parse_l7(raw: Any, path: str, direction: Direction, action: Action) -> L7Rules:
     if action is Action.DENY:
         raise PolicyError(path, "L7 rules are not allowed in a deny section")
@@ -152,6 +176,9 @@ def _parse_l7(raw: Any, path: str, direction: Direction, action: Action) -> L7Ru
                 path=_parse_regex(rule.get("path", ""), field(item_path, "path")),
                 host=_parse_regex(rule.get("host", ""), field(item_path, "host")),
                 headers=headers,
+                header_matches=_parse_header_matches(
+                    rule.get("headerMatches"), field(item_path, "headerMatches")
+                ),
             )
         )
     dns: list[DnsRule] = []

@@ -97,11 +97,25 @@ class CidrPeer:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    """Cilium's HeaderMatch: a header that must have a value; with a mismatch action (LOG,
+    ADD, DELETE, REPLACE) a mismatch is acted on by the proxy instead of denying."""
+
+    name: str
+    value: str = ""
+    mismatch: str = ""  # "" (must match), "LOG", "ADD", "DELETE" or "REPLACE"
+
+
+MISMATCH_ACTIONS = ("LOG", "ADD", "DELETE", "REPLACE")
+
+
+@dataclass(frozen=True, slots=True)
 class HttpRule:
     method: str = ""
     path: str = ""
     host: str = ""
     headers: tuple[str, ...] = ()
+    header_matches: tuple[HeaderMatch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
