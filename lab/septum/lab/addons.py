@@ -1,7 +1,9 @@
 """Cluster add-ons the lab installs through the API: CoreDNS behind the kube-dns Service.
 
 The Corefile has no ``forward``: the lab is sealed, so names outside cluster.local get no
-upstream answer instead of leaking queries off the machine.
+upstream answer instead of leaking queries off the machine. A few names under ``.example``
+(RFC 2606) are served from a ``hosts`` stanza on documentation addresses, for peers "outside the
+cluster" (septum.lab.outside) that tests reach by name: toFQDNs through CoreDNS.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ import yaml
 
 from septum.lab import config
 from septum.lab.binaries import versions
+
+# name -> documentation address, answered by CoreDNS with a 30 s TTL (the kubernetes plugin's).
+OUTSIDE_NAMES = {
+    "api.outside.example": "203.0.113.10",
+    "www.outside.example": "198.51.100.10",
+}
+_HOSTS = "\n".join(f"        {ip} {name}" for name, ip in OUTSIDE_NAMES.items())
 
 COREFILE = f"""\
 .:53 {{
@@ -24,6 +33,11 @@ COREFILE = f"""\
         pods insecure
         fallthrough in-addr.arpa ip6.arpa
         ttl 30
+    }}
+    hosts {{
+{_HOSTS}
+        ttl 30
+        fallthrough
     }}
     prometheus :9153
     cache 30

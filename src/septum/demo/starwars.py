@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "starwars"
 APP = EXAMPLE / "app.yaml"
 POLICY_L3_L4 = EXAMPLE / "policy-l3-l4.yaml"
+POLICY_L7 = EXAMPLE / "policy-l7.yaml"
 NAMESPACE = "default"
 DEATHSTAR = "deathstar.default.svc.cluster.local"
 SHIPS = ("tiefighter", "xwing")
@@ -69,6 +70,48 @@ def land(lab: Lab, ship: str, timeout_s: float = LANDING_TIMEOUT_S) -> Landing:
     return Landing(ship, proc.returncode == 0 and "Ship landed" in proc.stdout, text)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP request of a ship to the deathstar, as curl saw it."""
+
+    ship: str
+    method: str
+    path: str
+    status: int  # the HTTP status; 0 when no answer came (dropped: curl's deadline)
+    body: str  # the response body's first line, or curl's error
+
+    @property
+    def line(self) -> str:
+        """`PUT /v1/exhaust-port -> 403 Access denied`, what a user reads."""
+        outcome = f"{self.status} {self.body}" if self.status else f"no answer ({self.body})"
+        return f"{self.method} {self.path} -> {outcome}"
+
+
+STATUS_MARK = "\nseptum-status:"  # curl's -w output after the body, told apart from it
+
+
+def ask(
+    lab: Lab, ship: str, method: str, path: str, timeout_s: float = LANDING_TIMEOUT_S
+) -> Answer:
+    """`kubectl exec <ship> -- curl -X<method> deathstar.../<path>`: the status and body."""
+    proc = lab.kubectl(
+        "exec", "-n", NAMESPACE, ship, "--", "curl", "-sS", "--max-time", f"{timeout_s:g}",
+        "-X", method, "-w", STATUS_MARK.replace("\n", "\\n") + "%{http_code}",
+        f"http://{DEATHSTAR}{path}", check=False, timeout_s=timeout_s + 30,
+    )  # fmt: skip
+    body, mark, status = proc.stdout.rpartition(STATUS_MARK)
+    if not mark or proc.returncode != 0 or not status.strip().isdigit():
+        said = [
+            line for line in proc.stderr.splitlines()
+            if line.strip() and not line.startswith("command terminated")
+        ]  # fmt: skip
+        return Answer(
+            ship, method, path, 0, said[-1].strip() if said else f"exit {proc.returncode}"
+        )
+    first = next((line.strip() for line in body.splitlines() if line.strip()), "")
+    return Answer(ship, method, path, int(status), first)
+
+
 def apply_policy(lab: Lab, path: Path = POLICY_L3_L4) -> dict[str, Any]:
     lab.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
     return dict(lab.get_json("-n", NAMESPACE, "-f", str(path)))
@@ -84,9 +127,10 @@ def wait_enforced(
     """Until every node's agent reports the policy's current generation enforcing."""
     kind = policy["kind"].lower()
     name = policy["metadata"]["name"]
+    namespace = policy["metadata"].get("namespace", NAMESPACE)
 
     def enforcing_everywhere() -> bool:
-        current = lab.get_json(kind, "-n", NAMESPACE, name)
+        current = lab.get_json(kind, "-n", namespace, name)
         generation = current["metadata"].get("generation")
         per_node = current.get("status", {}).get("nodes") or {}
         return all(
