@@ -55,6 +55,16 @@ def varied_events(count: int, seed: int = 17) -> list[bytes]:
     return events
 
 
+def samples(metrics: FlowMetrics) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    """Every sample the metrics expose, in a fixed order (the exposition's order of label
+    sets is the order they were first counted in: not part of what is compared)."""
+    return sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in metrics.collect()
+        for s in family.samples
+    )
+
+
 def raw_batch(events: list[bytes]) -> bytes:
     return b"".join(HEADER.pack(r.SIZE, 0) + event for event in events)
 
@@ -128,13 +138,6 @@ def test_metrics_counted_from_raw_bytes_equal_the_tuple_path() -> None:
     for at in range(0, len(events), 64):
         from_raw.observe_raw(raw_batch(events[at : at + 64]))
 
-    def samples(metrics: FlowMetrics) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
-        return sorted(
-            (s.name, tuple(sorted(s.labels.items())), s.value)
-            for family in metrics.collect()
-            for s in family.samples
-        )
-
     expected = samples(from_tuples)
     assert len({name for name, _, _ in expected}) >= 6  # every kind of metric has samples
     assert samples(from_raw) == expected
@@ -156,6 +159,4 @@ def test_pipeline_takes_raw_batches_into_ring_and_metrics() -> None:
     assert [ring.entry(seq) for seq in range(40)] == [r.EVENT.unpack(e) for e in events]
     reference = FlowMetrics()
     reference.observe(r.unpack_batch(b"".join(events)))
-    assert [list(f.samples) for f in metrics.collect()] == [
-        list(f.samples) for f in reference.collect()
-    ]
+    assert samples(metrics) == samples(reference)

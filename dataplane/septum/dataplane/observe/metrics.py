@@ -93,6 +93,8 @@ def _raw_key_struct() -> struct.Struct:
 
 
 _RAW_KEY = _raw_key_struct()
+_RAW_IS_REPLY = 0xFF << 24  # is_reply's byte in _RAW_KEY's event_type..icmp_code word
+_DST_PORT_AT, _IS_REPLY_AT = 7, 8  # their places in a _KEY tuple
 
 
 def _key_of_raw(raw: tuple[int, int, int, int, int]) -> tuple[int, ...]:
@@ -193,8 +195,21 @@ class FlowMetrics(Collector):
     def _fold(self) -> None:
         pending, self._pending = self._pending, Counter()
         raw, self._pending_raw = self._pending_raw, Counter()
-        for raw_key, count in raw.items():
+        # A reply's destination port is the client's ephemeral port: a key of its own per
+        # connection, and never a label (replies add no port).  Merge those keys first with
+        # a few integer operations each, so the label work below runs once per label set,
+        # not once per connection (3.8 us a key).
+        merged: Counter[tuple[int, ...]] = Counter()
+        for (identity, match, port_reason, octets, flags_point), count in raw.items():
+            if octets & _RAW_IS_REPLY:
+                port_reason &= 0xFFFF0000  # keeps drop_reason
+            merged[(identity, match, port_reason, octets, flags_point)] += count
+        for raw_key, count in merged.items():
             pending[_key_of_raw(raw_key)] += count  # type: ignore[arg-type]
+        replies = [key for key in pending if key[_IS_REPLY_AT] and key[_DST_PORT_AT]]
+        for key in replies:
+            port_free = key[:_DST_PORT_AT] + (0,) + key[_DST_PORT_AT + 1 :]
+            pending[port_free] += pending.pop(key)
         known_ports: dict[str, set[str]] = {}
         for key, count in pending.items():
             (
