@@ -7,6 +7,7 @@ packages=(
   iproute2 iptables ipset conntrack      # netns/veth/tc, the iptables+ipset baseline, conntrack
   nftables                               # `nft list ruleset` in the lab's leftover check
   iperf3                                 # throughput benchmark
+  wrk                                    # HTTP load generator of `septum bench l7`
   containernetworking-plugins            # CNI plugins for the lab (ptp, host-local, loopback)
   openssl ca-certificates git curl       # lab certificates, Go module fetches, the demo's HTTP client
   unzip                                  # the Go toolchain zip from the module proxy (scripts/ensure-go.sh)

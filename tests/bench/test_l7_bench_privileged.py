@@ -14,7 +14,9 @@ pytestmark = pytest.mark.privileged
 
 
 def test_bench_l7_json_keys_and_values() -> None:
-    result = CliRunner().invoke(command, ["--json", "--seconds", "0.5", "--rate", "200"])
+    result = CliRunner().invoke(
+        command, ["--json", "--seconds", "1", "--rate", "200", "--rounds", "1"]
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     for key in ("http_rps_direct", "http_rps_proxied", "http_conn_rps_proxied"):
@@ -24,3 +26,6 @@ def test_bench_l7_json_keys_and_values() -> None:
         figures["http_p99_ms_proxied"] - figures["http_p99_ms_direct"], abs=0.002
     )
     assert figures["dns_qps_direct"] > 0 and figures["dns_qps_proxied"] > 0
+    assert figures["http_rps_proxied_rounds"] == [figures["http_rps_proxied"]]
+    assert figures["cpu_pct_keepalive"]["proxied"]["proxy"] > 0  # the proxy did the work
+    assert figures["cpu_pct_keepalive"]["direct"]["proxy"] < 5  # direct bypassed it

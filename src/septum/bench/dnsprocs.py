@@ -5,7 +5,6 @@ proxy print "ready" once listening, the load generator one JSON line."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import socket
@@ -13,6 +12,8 @@ import time
 
 import dns.message
 import dns.rrset
+
+from septum.bench import nsprocs
 
 ANSWER = "203.0.113.10"
 NAME = "api.example.com."
@@ -92,18 +93,7 @@ async def _load(address: str, port: int, seconds: float, clients: int) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="septum.bench.dnsprocs")
-    sub = parser.add_subparsers(dest="role", required=True)
-    server = sub.add_parser("server")
-    server.add_argument("address")
-    server.add_argument("port", type=int)
-    proxy = sub.add_parser("proxy")
-    proxy.add_argument("port", type=int)
-    proxy.add_argument("identity", type=int)
-    load = sub.add_parser("load")
-    load.add_argument("address")
-    load.add_argument("port", type=int)
-    load.add_argument("--seconds", type=float, default=3.0)
+    parser, _, load = nsprocs.role_parser("septum.bench.dnsprocs", "load")
     load.add_argument("--clients", type=int, default=16)
     args = parser.parse_args(argv)
     if args.role == "server":

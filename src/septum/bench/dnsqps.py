@@ -12,18 +12,10 @@ each their own process."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from septum.bench import nsprocs
-from septum.dataplane import l7redirect
-from septum.dataplane.abi import TrafficDirection
-from septum.dataplane.config import DatapathConfig
-from septum.dataplane.datapath import EndpointSpec, NodeDatapath
-from septum.dataplane.policy import EndpointPolicy, PolicyEntry
-from septum.dataplane.sandbox import Sandbox
+from septum.bench import nsprocs, proxynode
+from septum.dataplane.datapath import EndpointSpec
 
 CLIENT_ID, SERVER_ID = 3201, 3203
 CLIENT_IP = "10.94.0.1"
@@ -40,45 +32,22 @@ def _load(ns: str, seconds: float, clients: int) -> dict[str, Any]:
     return nsprocs.run_json(ns, _PROCS, "load", *args, timeout_s=seconds + 60)
 
 
-@contextmanager
-def _world() -> Iterator[tuple[Sandbox, NodeDatapath]]:
-    prefix = f"bdq{secrets.token_hex(2)}"
-    sandbox = Sandbox(prefix)
-    node: NodeDatapath | None = None
-    try:
-        node = NodeDatapath(DatapathConfig(node_name=f"b-{prefix}", netns=sandbox.node_ns))
-        client = sandbox.add_pod("c", CLIENT_IP)
-        sandbox.add_outside("dns", f"{prefix}up", "192.0.2.1", [SERVER_IP])
-        node.upsert_endpoint(EndpointSpec(1, client.host_interface, CLIENT_ID, CLIENT_IP))
-        node.upsert_prefixes({f"{CLIENT_IP}/32": CLIENT_ID, f"{SERVER_IP}/32": SERVER_ID})
-        l7redirect.install_proxy_routing(sandbox.node_ns)
-        yield sandbox, node
-    finally:
-        if node is not None:
-            node.teardown()
-        sandbox.close()
-
-
-def _client_policy(node: NodeDatapath, proxy_port: int) -> None:
-    entry = PolicyEntry(
-        TrafficDirection.EGRESS, SERVER_ID, UDP, 53, rule_id=1, l7_proxy_port=proxy_port
-    )
-    node.replace_policy(1, EndpointPolicy(enforce_egress=True, entries=(entry,)))
-    node.flush_conntrack()
-
-
 def measure(seconds: float = 3.0, clients: int = 16) -> dict[str, Any]:
     """`dns_qps_direct` and `dns_qps_proxied` (answers/s) measured in the same run."""
-    with _world() as (sandbox, node):
+    with proxynode.proxy_node("bdq") as (sandbox, node):
+        client = sandbox.add_pod("c", CLIENT_IP)
+        sandbox.add_outside("dns", f"{sandbox.prefix}up", "192.0.2.1", [SERVER_IP])
+        node.upsert_endpoint(EndpointSpec(1, client.host_interface, CLIENT_ID, CLIENT_IP))
+        node.upsert_prefixes({f"{CLIENT_IP}/32": CLIENT_ID, f"{SERVER_IP}/32": SERVER_ID})
         client_ns = f"{sandbox.prefix}-c"
         processes = [
             nsprocs.start(f"{sandbox.prefix}-dns", _PROCS, "server", SERVER_IP, "53"),
             nsprocs.start(sandbox.node_ns, _PROCS, "proxy", str(PROXY_PORT), str(CLIENT_ID)),
         ]
         try:
-            _client_policy(node, 0)
+            proxynode.client_egress(node, 1, SERVER_ID, UDP, 53, 0)
             direct = _load(client_ns, seconds, clients)
-            _client_policy(node, PROXY_PORT)
+            proxynode.client_egress(node, 1, SERVER_ID, UDP, 53, PROXY_PORT)
             proxied = _load(client_ns, seconds, clients)
         finally:
             for process in processes:

@@ -1,22 +1,32 @@
-"""The processes of `septum bench l7`, each started in its own network namespace (and so on
-its own core when the machine has one free): a minimal HTTP/1.1 server, the HTTP proxy, and
-the load generator.  ``python -m septum.bench.l7procs server|proxy|load ...``; the load
-generator prints one JSON line."""
+"""The Python processes of `septum bench l7` (the throughput load is wrk's), each started in
+its own network namespace by septum.bench.nsprocs: a minimal HTTP/1.1 server, the HTTP proxy,
+and the open-loop latency client.  ``python -m septum.bench.l7procs server|proxy|latency ...``;
+server and proxy print "ready" once listening, the latency client one JSON line."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
 import time
 
+import uvloop
+
+from septum.bench import nsprocs
+
 _RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+_CLOSING = (
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n"
+    b"connection: close\r\n\r\nok"
+)
 _REQUEST = b"GET /bench/item HTTP/1.1\r\nhost: server\r\n\r\n"
+NODE = "bench-node"
 
 
 class _Server(asyncio.Protocol):
-    """Answers every request (no body) with a fixed 200: the cheapest peer there is."""
+    """Answers every request (no body) with a fixed 200: the cheapest peer there is.  A
+    request asking ``connection: close`` is answered so and the connection closed (wrk's
+    new-connection-per-request runs)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -25,8 +35,14 @@ class _Server(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         count = self.buffer.count(b"\r\n\r\n")
-        if count:
-            self.buffer = self.buffer[self.buffer.rindex(b"\r\n\r\n") + 4 :]
+        if not count:
+            return
+        closing = b"connection: close" in self.buffer.lower()
+        self.buffer = self.buffer[self.buffer.rindex(b"\r\n\r\n") + 4 :]
+        if closing:
+            self.transport.write(_RESPONSE * (count - 1) + _CLOSING)  # type: ignore[attr-defined]
+            self.transport.close()
+        else:
             self.transport.write(_RESPONSE * count)  # type: ignore[attr-defined]
 
 
@@ -37,13 +53,30 @@ async def _serve(address: str, port: int) -> None:
     await server.serve_forever()
 
 
-async def _proxy(port: int, identity: int) -> None:
+async def _proxy(port: int, identity: int, flows: bool) -> None:
+    # Imported here: the server and the latency client need none of the agent.
+    from prometheus_client import CollectorRegistry
+
     from septum.agent.l7.httpproxy import HttpProxy
     from septum.agent.l7.httprules import policy_from_fields
+    from septum.agent.l7.l7flows import L7FlowPublisher
     from septum.dataplane import l7redirect
+    from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
+    from septum.dataplane.observe.metadata import StaticMetadata
+    from septum.dataplane.observe.ring import FlowRing
 
     policy = policy_from_fields([{"method": "GET", "path": "/bench/.*"}])
-    proxy = HttpProxy(lambda conn: policy, lambda conn: identity, ingress=False)
+    on_record = None
+    if flows:  # as the agent does: every record becomes Hubble flows in the node's ring
+        metadata = StaticMetadata()
+        ring = FlowRing(FlowDecoder(metadata, DecoderConfig(node_name=NODE)))
+        publisher = L7FlowPublisher(
+            ring, node_name=NODE, metadata=metadata, registry=CollectorRegistry()
+        )
+        on_record = publisher.http_hook(ingress=False)
+    proxy = HttpProxy(
+        lambda conn: policy, lambda conn: identity, ingress=False, on_record=on_record
+    )
     await proxy.serve(l7redirect.open_listener(port))
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -55,39 +88,15 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     await reader.readexactly(2)
 
 
-async def _closed_loop(
-    address: str, port: int, connections: int, seconds: float, fresh: bool
-) -> dict[str, object]:
-    deadline = time.monotonic() + seconds
-    done = 0
-
-    async def worker() -> None:
-        nonlocal done
-        streams = None if fresh else await asyncio.open_connection(address, port)
-        while time.monotonic() < deadline:
-            if fresh:
-                reader, writer = await asyncio.open_connection(address, port)
-                await _one(reader, writer)
-                writer.close()
-            else:
-                assert streams is not None
-                await _one(*streams)
-            done += 1
-        if streams:
-            streams[1].close()
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return {"requests": done, "seconds": time.monotonic() - started}
-
-
 async def _open_loop(
     address: str, port: int, rate: int, seconds: float, connections: int
 ) -> dict[str, object]:
     """`rate` requests/s on a pool of keep-alive connections; latency of each."""
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection(address, port))
+        streams = await asyncio.open_connection(address, port)
+        await _one(*streams)  # warm: the proxy's upstream connection is made before timing
+        pool.put_nowait(streams)
     latencies: list[float] = []
     late = 0
 
@@ -114,40 +123,20 @@ async def _open_loop(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="septum.bench.l7procs")
-    sub = parser.add_subparsers(dest="role", required=True)
-    server = sub.add_parser("server")
-    server.add_argument("address")
-    server.add_argument("port", type=int)
-    proxy = sub.add_parser("proxy")
-    proxy.add_argument("port", type=int)
-    proxy.add_argument("identity", type=int)
-    proxy.add_argument("--uvloop", action="store_true", help="run the proxy on uvloop")
-    load = sub.add_parser("load")
-    load.add_argument("address")
-    load.add_argument("port", type=int)
-    load.add_argument("--seconds", type=float, default=3.0)
-    load.add_argument("--connections", type=int, default=8)
-    load.add_argument("--fresh", action="store_true", help="a new connection per request")
-    load.add_argument("--rate", type=int, default=0, help="open loop at this rate")
+    parser, proxy, latency = nsprocs.role_parser("septum.bench.l7procs", "latency")
+    proxy.add_argument("--asyncio", action="store_true", help="asyncio's own loop, not uvloop")
+    proxy.add_argument("--no-flows", action="store_true", help="records go nowhere")
+    latency.add_argument("--connections", type=int, default=16)
+    latency.add_argument("--rate", type=int, default=1000)
     args = parser.parse_args(argv)
     if args.role == "server":
-        asyncio.run(_serve(args.address, args.port))
+        uvloop.run(_serve(args.address, args.port))
     elif args.role == "proxy":
-        if args.uvloop:
-            import uvloop
-
-            uvloop.run(_proxy(args.port, args.identity))
-        else:
-            asyncio.run(_proxy(args.port, args.identity))
-    elif args.rate:
-        out = asyncio.run(
-            _open_loop(args.address, args.port, args.rate, args.seconds, args.connections)
-        )
-        print(json.dumps(out), flush=True)
+        run = asyncio.run if args.asyncio else uvloop.run
+        run(_proxy(args.port, args.identity, not args.no_flows))
     else:
-        out = asyncio.run(
-            _closed_loop(args.address, args.port, args.connections, args.seconds, args.fresh)
+        out = uvloop.run(
+            _open_loop(args.address, args.port, args.rate, args.seconds, args.connections)
         )
         print(json.dumps(out), flush=True)
 

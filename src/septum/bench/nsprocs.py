@@ -1,11 +1,14 @@
 """Bench processes in network namespaces: `python -m <module> <args>` under `ip netns exec`.
 
 A long-running role prints "ready" once it listens; a measuring role prints one JSON line
-last. (For the L7 bench's processes: its DNS part uses these; the HTTP part may too.)"""
+last.  `cpu` pins a process (and what it starts) to one CPU with taskset, so a bench can say
+which core each side had.  Used by both parts of `septum bench l7`."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -15,13 +18,39 @@ class BenchProcessError(RuntimeError):
     """A bench process did not start or failed (the message names it)."""
 
 
-def _argv(ns: str, module: str, args: tuple[str, ...]) -> list[str]:
-    return ["ip", "netns", "exec", ns, sys.executable, "-m", module, *args]
+def role_parser(
+    prog: str, load_role: str
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The roles every proxy bench's processes have, ``server ADDRESS PORT``, ``proxy PORT
+    IDENTITY`` and a load role ``ADDRESS PORT [--seconds S]``: (the parser, the proxy's and
+    the load role's parsers, to add their own options to)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="role", required=True)
+    server = sub.add_parser("server")
+    proxy = sub.add_parser("proxy")
+    load = sub.add_parser(load_role)
+    for role in (server, load):
+        role.add_argument("address")
+        role.add_argument("port", type=int)
+    proxy.add_argument("port", type=int)
+    proxy.add_argument("identity", type=int)
+    load.add_argument("--seconds", type=float, default=3.0)
+    return parser, proxy, load
 
 
-def start(ns: str, module: str, *args: str) -> subprocess.Popen[str]:
+def in_ns(ns: str, argv: list[str], cpu: int | None = None) -> list[str]:
+    """`argv` run in network namespace `ns` (pinned to `cpu` when given)."""
+    pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    return [*pinned, "ip", "netns", "exec", ns, *argv]
+
+
+def _argv(ns: str, module: str, args: tuple[str, ...], cpu: int | None) -> list[str]:
+    return in_ns(ns, [sys.executable, "-m", module, *args], cpu)
+
+
+def start(ns: str, module: str, *args: str, cpu: int | None = None) -> subprocess.Popen[str]:
     """Start a role and wait for its "ready" line."""
-    process = subprocess.Popen(_argv(ns, module, args), stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(_argv(ns, module, args, cpu), stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     if line != "ready":
@@ -37,10 +66,19 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.stdout.close()
 
 
-def run_json(ns: str, module: str, *args: str, timeout_s: float) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a running process has used so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_json(
+    ns: str, module: str, *args: str, timeout_s: float, cpu: int | None = None
+) -> dict[str, Any]:
     """Run a measuring role to its end; its last output line, as JSON."""
     done = subprocess.run(
-        _argv(ns, module, args), capture_output=True, text=True, timeout=timeout_s, check=False
+        _argv(ns, module, args, cpu), capture_output=True, text=True, timeout=timeout_s, check=False
     )
     if done.returncode:
         raise BenchProcessError(f"{module} {args[0]} failed: {done.stderr.strip()}")
@@ -48,4 +86,12 @@ def run_json(ns: str, module: str, *args: str, timeout_s: float) -> dict[str, An
     return result
 
 
-__all__ = ["BenchProcessError", "run_json", "start", "stop"]
+__all__ = [
+    "BenchProcessError",
+    "cpu_seconds",
+    "in_ns",
+    "role_parser",
+    "run_json",
+    "start",
+    "stop",
+]
