@@ -52,6 +52,11 @@ def test_the_ingest_process_takes_every_event_and_reports_the_count() -> None:
 
 def test_the_rate_ratio_is_the_median_of_the_rounds() -> None:
     rates = ConnectionRates(
-        septum=[110.0, 90.0, 130.0], iptables=[100.0, 100.0, 100.0], ingested=0, lost=0
+        septum=[110.0, 90.0, 130.0],
+        iptables=[100.0, 100.0, 100.0],
+        ingested=0,
+        lost=0,
+        septum_no_reader=[120.0, 200.0, 50.0],
     )
     assert rates.ratio == 1.1
+    assert rates.no_reader_ratio == 1.2

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +381,8 @@ def throughput(rounds: int, seconds: int, conn_rounds: int = 10) -> dict[str, fl
             "new_conn_per_s": statistics.median(rates.septum),
             "iptables_new_conn_per_s": statistics.median(rates.iptables),
             "new_conn_ratio": rates.ratio,
+            "new_conn_no_reader_per_s": statistics.median(rates.septum_no_reader),
+            "new_conn_no_reader_ratio": rates.no_reader_ratio,
             "new_conn_rounds": float(len(rates.septum)),
             "new_conn_events_ingested": float(rates.ingested),
             "new_conn_lost_events": float(rates.lost),
@@ -418,11 +420,20 @@ class ConnectionRates:
     lost: int  # events the kernel could not queue during them
     connections: int = 0  # Septum's, all runs together
     ingest_cpu_s: float = 0.0  # the agent ingest process's CPU time in those runs
+    # Septum with nothing reading its events (the ring fills, the rest are counted lost):
+    # what the datapath alone gives, reported beside the figure with the agent's ingest.
+    septum_no_reader: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         """Median over rounds of Septum's rate over iptables' in the same round."""
         return statistics.median(s / i for s, i in zip(self.septum, self.iptables, strict=True))
+
+    @property
+    def no_reader_ratio(self) -> float:
+        return statistics.median(
+            s / i for s, i in zip(self.septum_no_reader, self.iptables, strict=True)
+        )
 
 
 def _connection_rates(
@@ -452,9 +463,17 @@ def _connection_rates(
         enforcers.iptables_off()
         rates.iptables.append(count / elapsed)
 
+    def no_reader_run() -> None:
+        enforcers.septum_on()
+        count, elapsed = _connections(client, server, seconds)
+        enforcers.septum_off()
+        _drain(enforcers.node)  # the next run's ingest starts from an empty ring
+        rates.septum_no_reader.append(count / elapsed)
+
+    runs = (septum_run, iptables_run, no_reader_run)
     for round_index in range(rounds):
-        order = (septum_run, iptables_run) if round_index % 2 == 0 else (iptables_run, septum_run)
-        for run in order:
+        # the order alternates, so no kind always runs first or after the same one
+        for run in runs if round_index % 2 == 0 else runs[::-1]:
             run()
     return rates
 
@@ -562,6 +581,11 @@ def _print_table(results: dict[str, float], comparison: peercompare.Comparison) 
         f"new connections/s, Septum / iptables ({results['new_conn_rounds']:.0f} rounds)",
         f"{ratio:.3f}",
         ">= 1.10 " + ("met" if ratio >= 1.10 else "MISSED"),
+    )
+    table.add_row(
+        "the same without any reader: Septum /s, / iptables",
+        f"{results['new_conn_no_reader_per_s']:.0f}, {results['new_conn_no_reader_ratio']:.3f}",
+        "events lost (ring full)",
     )
     table.add_row(
         "events the agent's ingest took / lost in those runs",
