@@ -29,3 +29,4 @@ def test_bench_l7_json_keys_and_values() -> None:
     assert figures["http_rps_proxied_rounds"] == [figures["http_rps_proxied"]]
     assert figures["cpu_pct_keepalive"]["proxied"]["proxy"] > 0  # the proxy did the work
     assert figures["cpu_pct_keepalive"]["direct"]["proxy"] < 5  # direct bypassed it
+    assert figures["http_rps_proxied_per_proxy_core"] >= figures["http_rps_proxied"] * 0.95

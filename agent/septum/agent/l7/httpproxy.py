@@ -123,7 +123,7 @@ def _without_upgrade(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
 class _Pending:
     """A parsed request waiting for its turn."""
 
-    __slots__ = ("method", "url", "version", "headers", "body", "chunked", "keep_alive", "raw")
+    __slots__ = ("method", "url", "version", "headers", "body", "keep_alive", "raw")
 
     def __init__(self, method: bytes, url: bytes) -> None:
         self.method = method
@@ -131,13 +131,15 @@ class _Pending:
         self.version = "1.1"  # known once the request line has been parsed
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.chunked = False
         self.keep_alive = True
         self.raw: bytes | None = None  # the client's bytes, when they are exactly this request
 
     def serialise(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         body = b"".join(self.body)
-        if self.chunked:  # buffered whole: sent as one chunk (trailers are not kept)
+        chunked = any(
+            k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in self.headers
+        )
+        if chunked:  # buffered whole: sent as one chunk (trailers are not kept)
             body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
         lines = [b"%s %s HTTP/%s\r\n" % (self.method, self.url, self.version.encode())]
         lines.extend(b"%s: %s\r\n" % pair for pair in headers)
@@ -262,9 +264,6 @@ class _Client(asyncio.Protocol):
         assert current is not None and self._parser is not None
         current.keep_alive = self._parser.should_keep_alive()
         current.version = self._parser.get_http_version()
-        for name, value in current.headers:
-            if len(name) == 17 and name.lower() == b"transfer-encoding":
-                current.chunked = b"chunked" in value.lower()
 
     def on_body(self, body: bytes) -> None:
         assert self._current is not None
@@ -302,7 +301,7 @@ class _Client(asyncio.Protocol):
             target = request.url.decode("latin-1")
             path = target.split("?", 1)[0] if target.startswith("/") else target
             method = request.method.decode("latin-1")
-            verdict = self._proxy.decide(self._conn, Request(method, path, host, headers))
+            verdict = self._proxy.decide_parts(self._conn, method, path, host, headers)
             url = f"http://{host or self._conn.destination}{target}"
             if verdict is None or not verdict.allowed:
                 transport.write(_DENIED_KEEP if request.keep_alive else _DENIED_CLOSE)
@@ -494,7 +493,14 @@ class _VerdictCache:
     def __init__(self) -> None:
         self._tables: dict[int, tuple[HttpPolicy, dict[tuple[str, str, str], Verdict] | None]] = {}
 
-    def decide(self, policy: HttpPolicy, request: Request) -> Verdict:
+    def decide(
+        self,
+        policy: HttpPolicy,
+        method: str,
+        path: str,
+        host: str,
+        headers: tuple[tuple[str, str], ...],
+    ) -> Verdict:
         entry = self._tables.get(id(policy))
         if entry is None or entry[0] is not policy:
             headerless = not any(rule.headers or rule.header_matches for rule in policy.rules)
@@ -503,13 +509,13 @@ class _VerdictCache:
             entry = self._tables[id(policy)] = (policy, {} if headerless else None)
         table = entry[1]
         if table is None:
-            return policy.decide(request)
-        key = (request.method, request.path, request.host)
+            return policy.decide(Request(method, path, host, headers))
+        key = (method, path, host)
         verdict = table.get(key)
         if verdict is None:
             if len(table) >= self._ENTRIES:
                 table.clear()
-            verdict = table[key] = policy.decide(request)
+            verdict = table[key] = policy.decide(Request(method, path, host, headers))
         return verdict
 
 
@@ -547,8 +553,19 @@ class HttpProxy:
 
     def decide(self, conn: Connection, request: Request) -> Verdict | None:
         """The verdict of the connection's policy (None: no policy, so nothing is allowed)."""
+        return self.decide_parts(conn, request.method, request.path, request.host, request.headers)
+
+    def decide_parts(
+        self,
+        conn: Connection,
+        method: str,
+        path: str,
+        host: str,
+        headers: tuple[tuple[str, str], ...],
+    ) -> Verdict | None:
+        """The same from a request's parts (a Request is made only when the rules run)."""
         policy = self._policy_for(conn)
-        return self._verdicts.decide(policy, request) if policy else None
+        return self._verdicts.decide(policy, method, path, host, headers) if policy else None
 
     async def serve_h2c(
         self,
