@@ -114,7 +114,8 @@ export function isStale(s: HealthState, now: number = Date.now()): boolean {
 interface Marks {
   firstFlowMs?: number;
   mapRenderedMs?: number;
-  mapNodes?: number;
+  mapNodes?: number; // workloads drawn
+  mapEdges?: number;
 }
 declare global {
   interface Window {
@@ -136,7 +137,21 @@ export function markFirstFlow(): void {
   );
 }
 
-export function markMapRendered(nodes: number): void {
-  window.__septum.mapRenderedMs = performance.now();
-  window.__septum.mapNodes = nodes;
+/** The laid-out map is on screen: marked after the first frame in which the page holds all
+ * its nodes and edges (React Flow draws them from its store, a render after ours). */
+export function markMapRendered(workloads: number, nodes: number, edges: number): void {
+  const drawnNodes = document.getElementsByClassName("react-flow__node");
+  const drawnEdges = document.getElementsByClassName("react-flow__edge");
+  const check = (frames: number) => {
+    if ((drawnNodes.length < nodes || drawnEdges.length < edges) && frames < 600) {
+      requestAnimationFrame(() => check(frames + 1));
+      return;
+    }
+    setTimeout(() => {
+      window.__septum.mapRenderedMs = performance.now();
+      window.__septum.mapNodes = workloads;
+      window.__septum.mapEdges = drawnEdges.length;
+    }, 0);
+  };
+  requestAnimationFrame(() => check(0));
 }

@@ -1,94 +1,159 @@
-// Positions for the service map: ELK's layered algorithm on a compound graph, one box per
-// namespace (reserved identities and outside addresses in their own box), edges left to right.
-import ELK, { type ElkNode } from "elkjs/lib/elk-api.js";
-import ElkWorker from "elkjs/lib/elk-worker.min.js?worker";
+// Positions for the service map: one box per namespace (reserved identities and outside
+// addresses in their own box), each laid out on its own by ELK's layered algorithm over the
+// edges inside it, edges left to right; the boxes are then packed in rows.
+//
+// A namespace's layout is kept while its workloads and inner edges stay the same, so a new
+// flow re-runs ELK only for the namespace it changed, and the other boxes keep their inside.
+import type { ElkNode } from "elkjs/lib/elk-api.js";
 import type { MapEdge, MapNode } from "./graph";
 
 export const NODE_W = 170;
 export const NODE_H = 44;
 export const OUTSIDE = "(outside the cluster)";
+const GAP = 40;
+
+export interface PlacedGroup {
+  id: string;
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
 
 export interface Placed {
-  groups: { id: string; x: number; y: number; w: number; h: number }[];
+  groups: PlacedGroup[];
   nodes: Map<string, { x: number; y: number; group: string }>;
 }
 
-// ELK in a web worker: the layout runs beside the flow stream's decoding and React's
-// rendering instead of blocking them, and is warmed up at start (its first call pays the
-// module's initialisation) while the page is still receiving the first flows.
-const elk = new ELK({ workerFactory: () => new ElkWorker() as unknown as Worker });
-void elk.layout({ id: "warm-up", children: [{ id: "a", width: 1, height: 1 }], edges: [] });
+/** What the map needs of ELK (elkjs' ELK, in a worker in the page, bundled in tests). */
+export interface Layouter {
+  layout(graph: ElkNode): Promise<ElkNode>;
+}
 
 export function groupOf(n: MapNode): string {
   return n.namespace || OUTSIDE;
 }
 
-/** Each namespace laid out on its own (ELK layered over the edges inside it), then the
- * namespace boxes packed in rows, reserved identities last. One ELK run over the whole
- * cluster with its cross-namespace edges took seconds at 500 workloads; this is linear in
- * the namespaces and keeps each box readable. */
-export async function layout(nodes: MapNode[], edges: MapEdge[]): Promise<Placed> {
-  const byGroup = new Map<string, MapNode[]>();
+export interface Group {
+  id: string; // "group:<namespace>"
+  nodes: MapNode[];
+  edges: MapEdge[]; // both ends inside the group
+  key: string; // its structure: what its layout depends on
+}
+
+/** The namespaces' boxes in display order (alphabetical, reserved identities last), each with
+ * its workloads and the edges inside it. */
+export function partition(nodes: MapNode[], edges: MapEdge[]): Group[] {
+  const byGroup = new Map<string, Group>();
+  const groupOfId = new Map<string, Group>();
   for (const n of nodes) {
-    const g = groupOf(n);
-    if (!byGroup.has(g)) byGroup.set(g, []);
-    byGroup.get(g)!.push(n);
+    const name = groupOf(n);
+    let g = byGroup.get(name);
+    if (!g) byGroup.set(name, (g = { id: `group:${name}`, nodes: [], edges: [], key: "" }));
+    g.nodes.push(n);
+    groupOfId.set(n.id, g);
   }
-  const groupOfId = new Map(nodes.map((n) => [n.id, groupOf(n)]));
-  const inner = new Map<string, MapEdge[]>();
   for (const e of edges) {
     const g = groupOfId.get(e.source);
-    if (g !== undefined && g === groupOfId.get(e.target)) {
-      if (!inner.has(g)) inner.set(g, []);
-      inner.get(g)!.push(e);
-    }
+    if (g && g === groupOfId.get(e.target)) g.edges.push(e);
   }
-  const names = [...byGroup.keys()].sort((a, b) =>
-    a === OUTSIDE ? 1 : b === OUTSIDE ? -1 : a.localeCompare(b),
-  );
-  const laid = await Promise.all(
-    names.map((g): Promise<ElkNode> =>
-      elk.layout(<ElkNode>{
-        id: `group:${g}`,
-        layoutOptions: {
-          "elk.algorithm": "layered",
-          "elk.direction": "RIGHT",
-          "elk.spacing.nodeNode": "20",
-          "elk.layered.spacing.nodeNodeBetweenLayers": "50",
-          "elk.padding": "[top=36,left=16,bottom=16,right=16]",
-          // Unconnected workloads wrap into rows instead of one tall column.
-          "elk.separateConnectedComponents": "true",
-          "elk.aspectRatio": "1.6",
-          // One sweep of crossing minimisation and the simple placer: a namespace's box is
-          // small, and a full-quality pass took ~25 ms a box on this machine's shared cores.
-          "elk.layered.thoroughness": "1",
-          "elk.layered.nodePlacement.strategy": "SIMPLE",
-        },
-        children: byGroup.get(g)!.map((m) => ({ id: m.id, width: NODE_W, height: NODE_H })),
-        edges: (inner.get(g) ?? []).map((e) => ({ id: e.id, sources: [e.source], targets: [e.target] })),
-      }),
-    ),
-  );
-  // Pack the boxes in rows about as wide as the square root of their total area.
-  const area = laid.reduce((a, g) => a + (g.width ?? 0) * (g.height ?? 0), 0);
+  const names = [...byGroup.keys()].sort((a, b) => (a === OUTSIDE ? 1 : b === OUTSIDE ? -1 : a.localeCompare(b)));
+  return names.map((name) => {
+    const g = byGroup.get(name)!;
+    g.key = g.nodes.map((n) => n.id).sort().join("|") + "#" + g.edges.map((e) => e.id).sort().join("|");
+    return g;
+  });
+}
+
+// One sweep of crossing minimisation and the simple placer: a namespace's box is small, and
+// the full-quality passes cost several times as much per box.
+const LAYERED: Record<string, string> = {
+  "elk.algorithm": "layered",
+  "elk.direction": "RIGHT",
+  "elk.spacing.nodeNode": "20",
+  "elk.layered.spacing.nodeNodeBetweenLayers": "50",
+  "elk.padding": "[top=36,left=16,bottom=16,right=16]",
+  "elk.aspectRatio": "1.6",
+  "elk.layered.thoroughness": "1",
+  "elk.layered.nodePlacement.strategy": "SIMPLE",
+};
+
+/** The ELK graph for one namespace's box. Packing unconnected parts into rows (instead of one
+ * tall column) is one of ELK's dearer steps, so it is asked for only when there is more than
+ * one part. */
+export function elkGraph(g: Group): ElkNode {
+  return {
+    id: g.id,
+    layoutOptions: { ...LAYERED, "elk.separateConnectedComponents": String(components(g) > 1) },
+    children: g.nodes.map((m) => ({ id: m.id, width: NODE_W, height: NODE_H })),
+    edges: g.edges.map((e) => ({ id: e.id, sources: [e.source], targets: [e.target] })),
+  };
+}
+
+function components(g: Group): number {
+  const parent = new Map(g.nodes.map((n) => [n.id, n.id]));
+  const find = (x: string): string => {
+    let r = x;
+    while (parent.get(r) !== r) r = parent.get(r)!;
+    parent.set(x, r);
+    return r;
+  };
+  for (const e of g.edges) parent.set(find(e.source), find(e.target));
+  return new Set(g.nodes.map((n) => find(n.id))).size;
+}
+
+/** Rows about as wide as the square root of the boxes' total area (and at least 1200). */
+export function pack(boxes: { id: string; w: number; h: number }[], gap = GAP): PlacedGroup[] {
+  const area = boxes.reduce((a, b) => a + b.w * b.h, 0);
   const rowWidth = Math.max(1200, Math.sqrt(area) * 1.6);
-  const GAP = 40;
-  const placed: Placed = { groups: [], nodes: new Map() };
+  const out: PlacedGroup[] = [];
   let x = 0;
   let y = 0;
   let rowHeight = 0;
-  for (const g of laid) {
-    const w = g.width ?? 0;
-    const h = g.height ?? 0;
-    if (x > 0 && x + w > rowWidth) {
+  for (const b of boxes) {
+    if (x > 0 && x + b.w > rowWidth) {
       x = 0;
-      y += rowHeight + GAP;
+      y += rowHeight + gap;
       rowHeight = 0;
     }
-    placed.groups.push({ id: g.id, x, y, w, h });
-    for (const c of g.children ?? []) placed.nodes.set(c.id, { x: c.x ?? 0, y: c.y ?? 0, group: g.id });
-    x += w + GAP;
-    rowHeight = Math.max(rowHeight, h);
+    out.push({ id: b.id, x, y, w: b.w, h: b.h });
+    x += b.w + gap;
+    rowHeight = Math.max(rowHeight, b.h);
   }
-  return placed;
+  return out;
+}
+
+/** Above this many workloads on the map, its boxes are laid out by quickLayout instead of ELK
+ * (ELK's ~15 ms a box would make the map wait seconds; see quicklayout.ts). */
+export const QUICK_ABOVE = 150;
+
+/** The map's layout, namespace by namespace, remembering each namespace's last layout. */
+export class MapLayout {
+  private cache = new Map<string, { key: string; laid: ElkNode }>();
+  /** How many namespaces were laid out in the last call (the rest came from the cache). */
+  lastRuns = 0;
+
+  /** `elk`: called when a box needs ELK (the page starts ELK's worker only then). */
+  constructor(
+    private readonly elk: () => Layouter,
+    private readonly quick: (g: Group) => ElkNode,
+  ) {}
+
+  async layout(nodes: MapNode[], edges: MapEdge[]): Promise<Placed> {
+    const useQuick = nodes.length > QUICK_ABOVE;
+    const groups = partition(nodes, edges);
+    for (const g of groups) g.key = `${useQuick ? "quick" : "elk"}#${g.key}`;
+    const stale = groups.filter((g) => this.cache.get(g.id)?.key !== g.key);
+    this.lastRuns = stale.length;
+    const laid = useQuick
+      ? stale.map((g) => this.quick(g))
+      : await Promise.all(stale.map((g) => this.elk().layout(elkGraph(g))));
+    stale.forEach((g, i) => this.cache.set(g.id, { key: g.key, laid: laid[i] }));
+    const boxes = groups.map((g) => this.cache.get(g.id)!.laid);
+    const placed: Placed = { groups: pack(boxes.map((b) => ({ id: b.id, w: b.width ?? 0, h: b.height ?? 0 }))), nodes: new Map() };
+    for (const b of boxes) {
+      for (const c of b.children ?? []) placed.nodes.set(c.id, { x: c.x ?? 0, y: c.y ?? 0, group: b.id });
+    }
+    return placed;
+  }
 }

@@ -1,33 +1,22 @@
 // The service map: every namespace at once (or the chosen ones), workloads as nodes inside
 // their namespace, reserved identities as their own nodes, edges coloured by verdict and
 // labelled with ports, L7 methods/paths and rates.
-import {
-  Background,
-  Controls,
-  MarkerType,
-  Position,
-  ReactFlow,
-  type Edge,
-  type Node,
-} from "@xyflow/react";
+import { Background, Controls, ReactFlow, type ReactFlowInstance } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { useEffect, useMemo, useReducer, useRef, useState } from "react";
-import {
-  edgeVerdict,
-  ServiceGraph,
-  VERDICT_COLOURS,
-  visible,
-  type EdgeVerdict,
-  type MapFilter,
-} from "../model/graph";
-import { groupOf, layout, NODE_H, NODE_W, OUTSIDE, type Placed } from "../model/layout";
+import { ServiceGraph, VERDICT_COLOURS, visible, type EdgeVerdict, type MapFilter } from "../model/graph";
+import { groupOf, type MapLayout, type Placed } from "../model/layout";
+import { mapLayout } from "../model/elk";
+import { EdgeElements, mapNodes } from "./mapElements";
+import { observer } from "../api";
 import { runStream } from "../stream";
 import { markMapRendered, type Health } from "../health";
 
 const LAYOUT_EVERY_MS = 2000;
 const FIRST_QUIET_MS = 60;
+const FIRST_MAX_MS = 3000;
 const BIG_MAP_EDGES = 200;
-const FIRST_MAX_MS = 1000;
+const HISTORY = 10_000;
 const VERDICTS: EdgeVerdict[] = ["forwarded", "dropped", "audit", "mixed"];
 
 export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter: string) => void }) {
@@ -37,17 +26,40 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   const [placed, setPlaced] = useState<Placed | null>(null);
   const [layoutKey, setLayoutKey] = useState("");
   const [hovered, setHovered] = useState("");
+  // How many flows the history holds (the relay's ServerStatus, asked beside GetFlows) and
+  // whether they have all arrived: the first layout waits for them, so a large map is laid
+  // out once with all its workloads, not first with those of the history's first frames.
+  const historyWanted = useRef<number | undefined>(undefined);
+  const received = useRef(0);
+  const [historyIn, setHistoryIn] = useState(false);
+  const rf = useRef<ReactFlowInstance | null>(null);
+  const userMoved = useRef(false);
 
   useEffect(() => {
     const ctl = new AbortController();
+    const arrived = () => {
+      if (historyWanted.current !== undefined && received.current >= historyWanted.current) setHistoryIn(true);
+    };
+    observer.serverStatus({}, { timeoutMs: 2000, signal: ctl.signal }).then(
+      (st) => {
+        historyWanted.current = Math.min(Number(st.numFlows), HISTORY);
+        arrived();
+      },
+      () => undefined, // the status bar shows what is wrong; the map waits for quiet instead
+    );
     let retry: ReturnType<typeof setTimeout> | undefined;
     const start = () =>
       runStream(
-        { filters: { whitelist: [], blacklist: [] }, follow: true, last: 10_000 },
+        { filters: { whitelist: [], blacklist: [] }, follow: true, last: HISTORY },
         {
           onBatch: (batch) => {
             if (!graph.current.edges.size) performance.mark("septum:map-first-batch");
-            for (const r of batch) if (r.responseTypes.case === "flow") graph.current.add(r.responseTypes.value);
+            for (const r of batch) {
+              if (r.responseTypes.case !== "flow") continue;
+              graph.current.add(r.responseTypes.value);
+              received.current++;
+            }
+            arrived();
             tick();
           },
           onLost: (n, s) => health.lost(n, s),
@@ -68,31 +80,38 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   }, [health]);
 
   const view = visible(graph.current, filter);
-  const structure = view.nodes.map((n) => n.id).sort().join("|") + "#" + view.edges.map((e) => e.id).sort().join("|");
+  // The graph only grows and `visible` keeps its insertion order, so the edges' ids in order
+  // name the drawn structure (the nodes are the edges' ends).
+  const structure = view.edges.map((e) => e.id).join("|");
 
-  // Re-layout when the set of nodes/edges changes, at most every LAYOUT_EVERY_MS. The first
-  // layout waits for the history burst to go quiet (FIRST_QUIET_MS, at most FIRST_MAX_MS after
-  // the first flow), so a large map is laid out once, not first with a handful of nodes.
+  // Re-layout when the set of nodes/edges changes, at most every LAYOUT_EVERY_MS (and then only
+  // the namespaces that changed: MapLayout keeps the others). The first layout waits for the
+  // history (historyIn); without the relay's count, for the burst to go quiet (FIRST_QUIET_MS);
+  // at most FIRST_MAX_MS after the first flow.
+  const layouter = useRef<MapLayout | null>(null);
   const lastLayout = useRef(0);
   const firstSeen = useRef(0);
   useEffect(() => {
     if (structure === layoutKey || !view.nodes.length) return;
     if (!firstSeen.current) firstSeen.current = Date.now();
+    const firstWait = historyIn ? 0 : historyWanted.current === undefined ? FIRST_QUIET_MS : FIRST_MAX_MS;
     const wait = placed
       ? Math.max(0, lastLayout.current + LAYOUT_EVERY_MS - Date.now())
-      : Math.min(FIRST_QUIET_MS, Math.max(0, firstSeen.current + FIRST_MAX_MS - Date.now()));
+      : Math.min(firstWait, Math.max(0, firstSeen.current + FIRST_MAX_MS - Date.now()));
     const t = setTimeout(() => {
       lastLayout.current = Date.now();
       const v = visible(graph.current, filter);
+      const key = v.edges.map((e) => e.id).join("|");
       performance.mark("septum:map-layout-start");
-      void layout(v.nodes, v.edges).then((p) => {
+      layouter.current ??= mapLayout();
+      void layouter.current.layout(v.nodes, v.edges).then((p) => {
         performance.mark("septum:map-layout-end");
         setPlaced(p);
-        setLayoutKey(structure);
+        setLayoutKey(key);
       });
     }, wait);
     return () => clearTimeout(t);
-  }, [structure, layoutKey, filter, placed]);
+  }, [structure, layoutKey, filter, placed, historyIn]);
 
   const namespaces = useMemo(
     () => [...new Set([...graph.current.nodes.values()].map((n) => n.namespace).filter(Boolean))].sort(),
@@ -100,51 +119,18 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   );
 
   const bigMap = view.edges.length > BIG_MAP_EDGES;
-  const rfNodes: Node[] = [];
-  const rfEdges: Edge[] = [];
-  if (placed) {
-    for (const g of placed.groups) {
-      const name = g.id.slice("group:".length);
-      rfNodes.push({
-        id: g.id, position: { x: g.x, y: g.y }, data: { label: name === OUTSIDE ? name : `namespace ${name}` },
-        style: { width: g.w, height: g.h }, className: "ns-group", selectable: false, draggable: false,
-      });
-    }
-    for (const n of view.nodes) {
-      const p = placed.nodes.get(n.id);
-      if (!p) continue;
-      rfNodes.push({
-        id: n.id, parentId: p.group, extent: "parent", position: { x: p.x, y: p.y },
-        data: { label: n.name },
-        style: { width: NODE_W, height: NODE_H },
-        sourcePosition: Position.Right,
-        targetPosition: Position.Left,
-        className: n.reserved ? "wl reserved" : "wl",
-      });
-    }
-    for (const e of view.edges) {
-      if (!placed.nodes.has(e.source) || !placed.nodes.has(e.target)) continue;
-      const v = edgeVerdict(e);
-      const colour = VERDICT_COLOURS[v];
-      const l7 = [...e.l7].slice(0, 3).join(", ");
-      const edgeLabel = `${[...e.ports].slice(0, 3).join(", ")}${l7 ? ` · ${l7}` : ""}${e.rate ? ` · ${e.rate.toFixed(1)}/s` : ""}`;
-      rfEdges.push({
-        id: e.id, source: e.source, target: e.target,
-        // Labels on every edge of a large map cost more to draw than they tell at the zoom it
-        // fits at: there, an edge's ports, L7 and rate show when it is hovered or selected.
-        label: bigMap && !(hovered === e.id) ? undefined : edgeLabel,
-        style: { stroke: colour, strokeWidth: 2 },
-        labelStyle: { fill: colour, fontSize: 11 },
-        markerEnd: { type: MarkerType.ArrowClosed, color: colour },
-        data: { verdict: v, label: edgeLabel },
-        className: `edge-${v}`,
-      });
-    }
-  }
+  const rfNodes = useMemo(() => (placed ? mapNodes(placed, graph.current.nodes) : []), [placed]);
+  const edgeElements = useRef(new EdgeElements());
+  // Labels on every edge of a large map cost more to draw than they tell at the zoom it fits
+  // at: there, an edge's ports, L7 and rate show when it is hovered.
+  const rfEdges = placed ? edgeElements.current.build(view.edges, placed, (e) => !bigMap || hovered === e.id) : [];
 
   useEffect(() => {
-    // After the browser has painted the laid-out map, not when React committed it.
-    if (placed) requestAnimationFrame(() => setTimeout(() => markMapRendered(placed.nodes.size), 0));
+    if (!placed) return;
+    // A new layout is fitted to the window until the user pans or zooms (the first one by
+    // ReactFlow's fitView).
+    if (!userMoved.current) void rf.current?.fitView();
+    markMapRendered(placed.nodes.size, rfNodes.length, rfEdges.length);
   }, [placed]);
 
   const toggle = <T,>(set: Set<T>, v: T) => {
@@ -184,6 +170,10 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
           edges={rfEdges}
           fitView
           onlyRenderVisibleElements
+          onInit={(instance) => (rf.current = instance)}
+          onMoveStart={(event) => {
+            if (event) userMoved.current = true;
+          }}
           minZoom={0.05}
           nodesConnectable={false}
           onEdgeMouseEnter={(_, edge) => setHovered(edge.id)}
