@@ -159,7 +159,10 @@ def test_optional_parts_follow_their_values() -> None:
     assert "--tofqdns-min-ttl=0" in args
     assert "--tofqdns-endpoint-max-ip-per-hostname=1000" in args
     assert "--tofqdns-idle-connection-grace-period=0s" in args
-    assert "--l7-proxy" not in _container(render()[("DaemonSet", "septum-agent")])["args"]
+    # On by default, as Cilium's l7Proxy; off when asked.
+    assert "--l7-proxy" in _container(render()[("DaemonSet", "septum-agent")])["args"]
+    off = render("agent.l7Proxy.enabled=false")[("DaemonSet", "septum-agent")]
+    assert "--l7-proxy" not in _container(off)["args"]
     assert "--flow-history-dir=/var/lib/septum/$(NODE_NAME)/history" in args
 
 
