@@ -541,6 +541,12 @@ class Agent:
             removed += self.endpoints.teardown()
         except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
             log.error("uninstall: datapath not fully removed: %r", err)
+        if self.l7 is not None:
+            try:
+                self.l7.remove_routing()
+                removed.append("L7 proxy routing")
+            except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
+                log.error("uninstall: L7 proxy routing not removed: %r", err)
         try:
             removed += await uninstall.delete_node_objects(api, options.node, local_pods)
         except Exception as err:  # noqa: BLE001 - the API may be going away too

@@ -123,6 +123,11 @@ class L7ProxyService:
         ready.set()
         loop.run_forever()
 
+    def remove_routing(self) -> None:
+        """At uninstall only: the policy routing and the NOTRACK rule go with Septum (a
+        restarting agent keeps them, so the next one's proxy takes over at once)."""
+        l7redirect.remove_proxy_routing(self._ns)
+
     def stop(self) -> None:
         loop = self._loop
         if loop is not None and self._thread is not None:
