@@ -79,6 +79,16 @@ def hubble_observe(hubble: Path, server: str, *filters: str) -> list[dict[str, A
     return _json_lines([str(hubble), "observe", "--server", server, "-o", "json", *filters], env)
 
 
+def hubble_compact(hubble: Path, server: str, *filters: str) -> str:
+    """`hubble observe --server SERVER -o compact FILTERS...`: the lines a user reads."""
+    env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin"}
+    argv = [str(hubble), "observe", "--server", server, "-o", "compact", *filters]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+    if proc.returncode != 0:
+        raise DemoError(f"hubble observe: {proc.stderr.strip()}")
+    return proc.stdout
+
+
 def septum_observe(server: str, *filters: str) -> list[dict[str, Any]]:
     return _json_lines([SEPTUM, "observe", "--server", server, "-o", "json", *filters])
 
