@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 import secrets
@@ -439,10 +440,10 @@ class ConnectionRates:
 def _connection_rates(
     enforcers: _Enforcers, client: Pod, server: Pod, rounds: int, seconds: float = 1.0
 ) -> ConnectionRates:
-    """New connections per second under Septum and under iptables+ipset: `rounds` pairs of
-    runs, which of the two goes first alternating.  During Septum's runs the agent's own
-    flow ingest reads the ring in a process of its own (agentingest), as on a node;
-    iptables sends no events, so nothing runs beside it."""
+    """New connections per second under Septum and under iptables+ipset (and Septum with
+    no reader): `rounds` rounds of one run each, in every order in turn.  During Septum's
+    runs the agent's own flow ingest reads the ring in a process of its own (agentingest),
+    as on a node; iptables sends no events, so nothing runs beside it."""
     rates = ConnectionRates([], [], 0, 0)
 
     def septum_run() -> None:
@@ -470,10 +471,11 @@ def _connection_rates(
         _drain(enforcers.node)  # the next run's ingest starts from an empty ring
         rates.septum_no_reader.append(count / elapsed)
 
-    runs = (septum_run, iptables_run, no_reader_run)
+    # Every order of the three in turn: each kind runs in each place (first, between,
+    # last) and after each other kind equally often over six rounds.
+    orders = list(itertools.permutations((septum_run, iptables_run, no_reader_run)))
     for round_index in range(rounds):
-        # the order alternates, so no kind always runs first or after the same one
-        for run in runs if round_index % 2 == 0 else runs[::-1]:
+        for run in orders[round_index % len(orders)]:
             run()
     return rates
 
