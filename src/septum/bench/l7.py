@@ -187,7 +187,14 @@ def _summary(throughput: list[dict[str, Any]], latency: list[dict[str, Any]]) ->
             for name in throughput[0]["cpu_pct"]
         },
     }
-    busy = [r["cpu_pct"].get("proxy") or r["cpu_pct"].get("proxy_no_flows") for r in throughput]
+    # The share of its core the limiting side used: the proxy when proxied, the peers (server
+    # and wrk, together on one CPU) when direct.
+    busy = [
+        r["cpu_pct"].get("proxy")
+        or r["cpu_pct"].get("proxy_no_flows")
+        or r["cpu_pct"]["server"] + r["cpu_pct"]["wrk"]
+        for r in throughput
+    ]
     if all(busy):
         out["per_core"] = statistics.median(
             r["rps"] * 100 / b for r, b in zip(throughput, busy, strict=True)
@@ -270,8 +277,11 @@ def run(seconds: int, rate: int, rounds: int = 5, dns: bool = True) -> dict[str,
         "http_rps_proxied_without_flows_rounds": bare["rps_rounds"],
         # "On one core": requests per second of CPU the proxy used (its utime + stime over the
         # run), i.e. what it serves with one core to itself; on a shared machine the pinned
-        # proxy rarely gets the whole core, so the measured rps alone understates it.
+        # proxy rarely gets the whole core, so the measured rps alone understates it.  Direct
+        # the same way: per second of CPU the server and wrk (sharing one core) used.
         "http_rps_proxied_per_proxy_core": round(proxied["per_core"]),
+        "http_rps_direct_per_peer_core": round(direct["per_core"]),
+        "http_rps_proxied_share_per_core": round(proxied["per_core"] / direct["per_core"], 3),
         "http_rps_proxied_without_flows_per_proxy_core": round(bare["per_core"]),
         "http_rps_proxied_asyncio_loop": round(plain["rps"]),
         "http_conn_rps_direct": round(direct["conn_rps"]),
@@ -313,7 +323,7 @@ def _print_table(r: dict[str, Any]) -> None:
         f"{r['http_rps_proxied_without_flows']:>10}"
     )
     click.echo(
-        f"{'requests/s per proxy CPU-second':34} {'':>10} "
+        f"{'requests/s per CPU-second (limit)':34} {r['http_rps_direct_per_peer_core']:>10} "
         f"{r['http_rps_proxied_per_proxy_core']:>10} "
         f"(no flows {r['http_rps_proxied_without_flows_per_proxy_core']})"
     )
@@ -334,7 +344,8 @@ def _print_table(r: dict[str, Any]) -> None:
             f"CPU % during keep-alive, {mode}: " + ", ".join(f"{k} {v}" for k, v in figures.items())
         )
     click.echo(
-        f"proxied/direct throughput: {r['http_rps_proxied_share']:.0%} with flows, "
+        f"proxied/direct throughput: {r['http_rps_proxied_share']:.0%} with flows "
+        f"({r['http_rps_proxied_share_per_core']:.0%} per core), "
         f"{r['http_rps_proxied_without_flows_share']:.0%} without (target >= 30%); rounds "
         f"direct {r['http_rps_direct_rounds']}, proxied {r['http_rps_proxied_rounds']}, "
         f"without flows {r['http_rps_proxied_without_flows_rounds']}"
