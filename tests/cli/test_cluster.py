@@ -1,4 +1,5 @@
-"""septum.cli.cluster: the live lists as the engine's input, and errors naming --kubeconfig."""
+"""septum.cli.cluster: the live lists as the engine's input, errors naming --kubeconfig, and
+the in-cluster configuration in a pod."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from septum.cli.cluster import collect, read_cluster
+from septum.cli import cluster
+from septum.cli.cluster import collect, default_kubeconfig, in_pod, read_cluster
 from septum.cli.policyerrors import ClusterError
 
 from .clusterdata import CLUSTER, DENY_WEB, objects
@@ -74,3 +76,27 @@ def test_unreachable_api_server(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ClusterError, match=r"^--kubeconfig: cannot reach the API server"):
         asyncio.run(read_cluster(path, timeout_s=2))
+
+
+def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = tmp_path / "serviceaccount"
+    pod_env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert not in_pod(pod_env, account)  # no token mounted (automountServiceAccountToken off)
+    account.mkdir()
+    (account / "token").write_text("t")
+    assert in_pod(pod_env, account)
+    assert not in_pod({}, account)  # not in a pod
+    assert default_kubeconfig({"KUBECONFIG": "/k"})
+
+    monkeypatch.setattr(cluster, "in_pod", lambda: True)
+    monkeypatch.setattr(cluster, "default_kubeconfig", lambda: False)
+    assert cluster.source(None) == cluster.IN_CLUSTER
+    assert cluster.source(tmp_path / "k") == "--kubeconfig"  # an explicit one always wins
+    # The pod's variables missing: the error names the in-cluster configuration.
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ClusterError, match=r"^in-cluster configuration \(the pod's service"):
+        asyncio.run(read_cluster(None))
+    monkeypatch.setattr(cluster, "in_pod", lambda: False)
+    assert cluster.source(None) == "--kubeconfig"

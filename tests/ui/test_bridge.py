@@ -14,9 +14,11 @@ import pytest
 from septum.dataplane.observe.api.observer import observer_pb2
 from septum.dataplane.observe.server import TLSFiles
 from septum.ui import grpcweb
+from septum.ui.api.v1 import policy_pb2
 from septum.ui.errors import FramingError
 from tests.relay.conftest import Agents, Certificates, boot_ns, flow_event
 from tests.ui.conftest import TIEFIGHTER, Backend, landing
+from tests.ui.test_policy_view import CANDIDATE, REPO
 
 
 def test_frames_round_trip_and_trailers() -> None:
@@ -146,10 +148,21 @@ def test_tls_to_the_observer_as_septum_observe_dials_it(
         str(certificates.ca),
         "--tls-server-name",
         "localhost",
+        "-f",
+        str(REPO / "examples/starwars/policy-l3-l4.yaml"),
     )
     frames = grpcweb.parse_frames(_call(trusted.url, "/observer.Observer/GetFlows", request))
     flows = [observer_pb2.GetFlowsResponse.FromString(f.payload) for f in frames if not f.trailer]
     assert [r.flow.l4.TCP.source_port for r in flows] == [7100]
+    # The Policy view's what-if replays the same Observer's flows, dialled with the same CA
+    # and server name (system CAs would not verify this server).
+    whatif = policy_pb2.WhatIfRequest(manifests=CANDIDATE, since="1h").SerializeToString()
+    frames = grpcweb.parse_frames(
+        _call(trusted.url, "/septum.ui.v1.PolicyService/WhatIf", grpcweb.message_frame(whatif))
+    )
+    assert frames[-1].payload.split(b"\r\n")[0] == b"grpc-status:0", frames[-1].payload
+    answer = policy_pb2.WhatIfResponse.FromString(frames[0].payload)
+    assert answer.flows == 1 and not [n for n in answer.notes if "skipped" in n], answer
     untrusted = start_ui(
         f"tls://{agent.address}",
         "--tls-ca-cert-files",

@@ -38,7 +38,42 @@ def test_off_by_default_and_on_with_its_service() -> None:
         "protocol": "TCP",
     }
     assert service["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
-    assert deploy["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "septum-ui"
+
+
+def test_the_policy_view_reads_the_cluster_read_only_through_its_own_account() -> None:
+    assert not {key for key in render() if key[1] == "septum-ui"}
+    objs = render("ui.enabled=true")
+    account = objs[("ServiceAccount", "septum-ui")]
+    assert account["metadata"]["namespace"] == "kube-system"
+    assert account.get("automountServiceAccountToken", True)  # the pod reads with its token
+    binding = objs[("ClusterRoleBinding", "septum-ui")]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "septum-ui",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "septum-ui", "namespace": "kube-system"}
+    ]
+    rules = objs[("ClusterRole", "septum-ui")]["rules"]
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # Exactly the lists septum.cli.cluster makes, and nothing that writes.
+    from septum.cli.cluster import KINDS
+
+    lists = {(k.api_version.rpartition("/")[0], k.plural, "list") for k in KINDS}
+    crd = ("apiextensions.k8s.io", "customresourcedefinitions", "get")
+    assert granted == lists | {crd}
+    (crd_rule,) = [r for r in rules if "customresourcedefinitions" in r["resources"]]
+    assert sorted(crd_rule["resourceNames"]) == sorted(
+        f"{k.plural}.{k.api_version.rpartition('/')[0]}" for k in KINDS if k.optional
+    )
 
 
 def test_a_tls_relay_is_dialled_with_tls_and_only_its_ca() -> None:

@@ -1,8 +1,11 @@
 """The issue's lab test: Septum helm-installed with the UI, the Star Wars demo and its policy,
 and the chart's own `septum ui` pod driven in Debian's chromium: the map shows tiefighter and
 xwing -> deathstar with the xwing's edge red, the table lists FORWARDED and DROPPED flows by
-pod name, a dropped flow says default deny, filters narrow, export downloads. Screenshots of
-each view land in build/ui-screenshots/lab-*.png."""
+pod name, a dropped flow says default deny, filters narrow, export downloads; the Policy view
+reads the cluster's own policy through the UI's ServiceAccount (no manifests given): the
+policies selecting the deathstar, explain, what-if; and the API server's audit log shows that
+account used exactly its read-only rules. Screenshots of each view land in
+build/ui-screenshots/lab-*.png."""
 
 from __future__ import annotations
 
@@ -11,13 +14,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from septum.demo import starwars
 from septum.demo.release import Release
 from septum.demo.waiting import until
+from septum.lab import audit
 from septum.lab.lab import Lab
 from tests.helm.conftest import installed_release
 from tests.ui.conftest import screenshot
+from tests.ui.test_policy_view import CANDIDATE
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
 
@@ -35,18 +41,30 @@ def _ui_url(release: Release) -> str:
     return str(until("the UI pod ready", running, 120))
 
 
+class Deployed:
+    def __init__(self, lab: Lab, release: Release, audit_from: audit.LogPosition) -> None:
+        self.lab, self.release, self.audit_from = lab, release, audit_from
+        self.url = _ui_url(release)
+
+
 @pytest.fixture(scope="module")
-def ui_url(lab: Lab) -> Iterator[str]:
+def deployed(lab: Lab) -> Iterator[Deployed]:
+    audit_from = audit.position(lab.state.audit_log)
     with installed_release(lab, {"ui.enabled": "true"}) as release:
         try:
             starwars.deploy(lab)
             policy = starwars.apply_policy(lab)
             starwars.wait_enforced(lab, policy, sorted(n.name for n in lab.nodes))
             starwars.check_landings(lab, {"tiefighter": True, "xwing": False})
-            yield _ui_url(release)
+            yield Deployed(lab, release, audit_from)
         finally:
             starwars.delete_policy(lab)
             starwars.remove(lab)
+
+
+@pytest.fixture(scope="module")
+def ui_url(deployed: Deployed) -> str:
+    return deployed.url
 
 
 def _edge(page: Any, source: str) -> Any:
@@ -105,3 +123,67 @@ def test_starwars_in_the_ui(ui_url: str, browser: Any) -> None:
     assert lines and all(x["flow"]["verdict"] == "DROPPED" for x in lines)
     assert all(x["flow"]["source"]["pod_name"] == "xwing" for x in lines)
     assert all(x["flow"]["drop_reason_desc"] == "POLICY_DENIED" for x in lines)
+
+
+def test_the_policy_view_reads_the_cluster(deployed: Deployed, browser: Any) -> None:
+    """No -f: the chart's UI pod reads the cluster's policies through its own account."""
+    deathstars = deployed.lab.get_json("pods", "-n", "default", "-l", "class=deathstar")["items"]
+    target = f"default/{deathstars[0]['metadata']['name']}"
+    page = browser.new_page()
+    page.goto(f"{deployed.url}/#/policy?workload={target}")
+    listed = page.get_by_test_id("policy-list")
+    listed.wait_for(timeout=30000)
+    assert "rule1" in listed.inner_text(), listed.inner_text()
+
+    page.get_by_test_id("explain-from").fill("default/xwing")
+    page.get_by_test_id("explain-to").fill(target)
+    page.get_by_test_id("explain").click()
+    result = page.get_by_test_id("explain-result")
+    result.wait_for(timeout=30000)
+    assert result.inner_text().startswith("DENIED") and "rule1" in result.inner_text()
+
+    # What-if, replayed against the relay's recent flows: letting the alliance land changes
+    # the xwing's dropped landings (and only those).
+    page.get_by_test_id("whatif-manifests").fill(CANDIDATE)
+    page.get_by_test_id("whatif").click()
+    page.get_by_test_id("whatif-result").wait_for(timeout=60000)
+    rows = page.get_by_test_id("whatif-row")
+    assert rows.count() >= 1, page.get_by_test_id("whatif-result").inner_text()
+    for i in range(rows.count()):
+        row = rows.nth(i).inner_text()
+        assert "default/xwing" in row and "DENIED" in row and "ALLOWED" in row, row
+    screenshot(page, "lab-policy")
+
+
+def test_the_ui_account_used_exactly_its_read_only_rules(deployed: Deployed) -> None:
+    """Run after the Policy view: the audit log's calls by septum-ui against the chart's rules
+    (a 403 is a missing rule; a rule never used is one too many)."""
+    release = deployed.release
+    rendered = release.helm("template", release.name, str(release.chart),
+                            "-n", release.namespace, "--set", "ui.enabled=true")  # fmt: skip
+    (role,) = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == "septum-ui"
+    ]
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    user = audit.service_account_user(release.namespace, "septum-ui")
+    calls = {
+        c
+        for c in audit.calls(deployed.lab.state.audit_log, user, since=deployed.audit_from)
+        if not c.resource.startswith("/")
+    }
+    assert calls, "the UI pod made no API call"
+    refused = sorted(c for c in calls if c.code == 403)
+    assert not refused, f"calls no rule allows: {refused}"
+    used = {(c.api_group, c.resource, c.verb) for c in calls}
+    assert used <= granted, sorted(used - granted)
+    # The CRD read happens only when a policy kind is not served; the chart installs them all.
+    rare = {("apiextensions.k8s.io", "customresourcedefinitions", "get")}
+    assert granted - used <= rare, sorted(granted - used - rare)

@@ -9,8 +9,9 @@ them (`septum.operator.policystatus.enforced_version`: the current spec when val
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,35 @@ KINDS = (
 )
 
 
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def in_pod(environ: Mapping[str, str] = os.environ, account: Path = SERVICE_ACCOUNT) -> bool:
+    """Inside a Kubernetes pod with its service account's token mounted: where, lacking a
+    kubeconfig, clients (kubectl, client-go) use the in-cluster configuration."""
+    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and (account / "token").is_file()
+
+
+def default_kubeconfig(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether $KUBECONFIG or ~/.kube/config names a kubeconfig to use without --kubeconfig."""
+    return bool(environ.get("KUBECONFIG")) or (Path.home() / ".kube" / "config").is_file()
+
+
+IN_CLUSTER = "in-cluster configuration (the pod's service account)"
+
+
+def source(kubeconfig: Path | None) -> str:
+    """Where the cluster's settings come from, as errors name it."""
+    if kubeconfig is None and not default_kubeconfig() and in_pod():
+        return IN_CLUSTER
+    return "--kubeconfig"
+
+
 async def configuration(kubeconfig: Path | None) -> Configuration:
-    """The client settings from `kubeconfig` (None: $KUBECONFIG or ~/.kube/config)."""
+    """The client settings from `kubeconfig` (None: $KUBECONFIG or ~/.kube/config, and
+    without either inside a pod, the pod's service account)."""
+    if source(kubeconfig) == IN_CLUSTER:
+        return _in_cluster()
     where = f"--kubeconfig {kubeconfig}" if kubeconfig else "--kubeconfig (from KUBECONFIG)"
     if kubeconfig is not None and not kubeconfig.is_file():
         raise ClusterError(f"{where}: no such file")
@@ -75,6 +103,16 @@ async def configuration(kubeconfig: Path | None) -> Configuration:
         raise ClusterError(f"{where}: not a usable kubeconfig: {detail}") from err
     if not settings.host:
         raise ClusterError(f"{where}: names no API server")
+    return settings
+
+
+def _in_cluster() -> Configuration:
+    settings = Configuration()
+    try:
+        # Re-reads the projected token as it is rotated (kubelet renews it before it expires).
+        kube_config.load_incluster_config(client_configuration=settings)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError) as err:
+        raise ClusterError(f"{IN_CLUSTER}: {err}") from err
     return settings
 
 
@@ -110,7 +148,9 @@ async def _not_served(client: ApiClient, listed: ListedKind, timeout_s: float) -
     )
 
 
-async def _list(client: ApiClient, listed: ListedKind, timeout_s: float) -> list[Obj] | str:
+async def _list(
+    client: ApiClient, listed: ListedKind, timeout_s: float, where: str = "--kubeconfig"
+) -> list[Obj] | str:
     """Every object of one kind (items carry kind and apiVersion, as `get` returns them);
     for an optional kind the cluster does not serve, a note saying why."""
     items: list[Obj] = []
@@ -125,7 +165,7 @@ async def _list(client: ApiClient, listed: ListedKind, timeout_s: float) -> list
             if err.status == 404 and listed.optional:
                 return await _not_served(client, listed, timeout_s)
             raise ClusterError(
-                f"--kubeconfig: the API server answered {err.status} {err.reason} "
+                f"{where}: the API server answered {err.status} {err.reason} "
                 f"listing {listed.plural} ({listed.api_version})"
             ) from err
         for item in page.get("items") or []:
@@ -139,16 +179,17 @@ async def read_cluster(kubeconfig: Path | None, timeout_s: float = 10.0) -> Clus
     """Every namespace, node, pod and policy the agents would load, with notes on what
     was skipped."""
     settings = await configuration(kubeconfig)
+    where = source(kubeconfig)
     try:
         async with ApiClient(settings) as client:
             lists = await asyncio.wait_for(
-                asyncio.gather(*(_list(client, listed, timeout_s) for listed in KINDS)),
+                asyncio.gather(*(_list(client, listed, timeout_s, where) for listed in KINDS)),
                 timeout_s * 3,
             )
     except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError) as err:
         detail = str(err) or type(err).__name__
         raise ClusterError(
-            f"--kubeconfig: cannot reach the API server {settings.host}: {detail}"
+            f"{where}: cannot reach the API server {settings.host}: {detail}"
         ) from err
     return collect(dict(zip((listed.kind for listed in KINDS), lists, strict=True)))
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import grpc
 
-from septum.cli.hubble.client import DEFAULT_TCP_PORT, channel, client_tls, observer_stub
+from septum.cli.hubble.client import (
+    DEFAULT_TCP_PORT,
+    ClientTLS,
+    channel,
+    client_tls,
+    observer_stub,
+)
 from septum.cli.hubble.errors import ClientError
 from septum.cli.hubble.flags import build_request
 from septum.cli.policyerrors import InputError, ObserverError
@@ -51,10 +57,12 @@ class Fetched:
     failed: dict[str, str] = field(default_factory=dict)  # server -> why
 
 
-def _fetch_one(server: str, since: str, timeout_s: float, into: Fetched) -> None:
+def _fetch_one(
+    server: str, since: str, timeout_s: float, into: Fetched, tls: ClientTLS | None
+) -> None:
     request = build_request([], since=since)
     try:
-        chan = channel(server, client_tls(server))
+        chan = channel(server, tls if tls is not None else client_tls(server))
     except ClientError as err:
         raise InputError(f"--server {server}: {err}") from err
     try:
@@ -80,8 +88,11 @@ def _fetch_one(server: str, since: str, timeout_s: float, into: Fetched) -> None
         chan.close()
 
 
-def fetch_flows(servers: Sequence[str], since: str, timeout_s: float = 10.0) -> Fetched:
-    """Every flow since `since` (RFC 3339 or a duration ago) from each server, in turn."""
+def fetch_flows(
+    servers: Sequence[str], since: str, timeout_s: float = 10.0, tls: ClientTLS | None = None
+) -> Fetched:
+    """Every flow since `since` (RFC 3339 or a duration ago) from each server, in turn;
+    `tls`: the settings to dial them with (None: TLS only for a tls:// server, system CAs)."""
     if not servers:
         raise ObserverError("--server: no Observer to ask (the cluster lists no nodes)")
     try:
@@ -90,7 +101,7 @@ def fetch_flows(servers: Sequence[str], since: str, timeout_s: float = 10.0) -> 
         raise InputError(str(err)) from err
     fetched = Fetched()
     for server in servers:
-        _fetch_one(server, since, timeout_s, fetched)
+        _fetch_one(server, since, timeout_s, fetched, tls)
     if not fetched.answered:
         detail = "; ".join(f"{server}: {why}" for server, why in fetched.failed.items())
         raise ObserverError(f"--server: no Observer answered ({detail})")

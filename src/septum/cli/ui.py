@@ -48,7 +48,7 @@ def upstream_from_options(options: dict[str, Any]) -> Upstream:
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="KUBECONFIG",
     help="The cluster whose policies the Policy view explains and what-ifs (default: "
-    "$KUBECONFIG; without it and -f the Policy view says so).",
+    "$KUBECONFIG; in a pod without it, the pod's service account; else only -f's).",
 )
 @click.option(
     "-f",
@@ -62,6 +62,7 @@ def ui(**options: Any) -> None:
     """Serve the web UI: service map, flows, flow detail and policies, from the relay."""
     from aiohttp import web
 
+    from septum.cli.cluster import IN_CLUSTER, source
     from septum.cli.uipolicy import PolicySource, make_handlers
 
     upstream = upstream_from_options(options)
@@ -69,7 +70,14 @@ def ui(**options: Any) -> None:
         assets = find_assets(options["assets"])
     except AssetsError as err:
         raise click.UsageError(str(err)) from err
-    policies = PolicySource(tuple(options["paths"]), options["kubeconfig"], options["server"])
+    kubeconfig = options["kubeconfig"]
+    policies = PolicySource(
+        tuple(options["paths"]),
+        kubeconfig,
+        options["server"],
+        in_cluster=kubeconfig is None and source(None) == IN_CLUSTER,
+        tls=tls_settings(options),
+    )
     app = make_app(assets, upstream, make_handlers(policies))
     click.echo(f"septum ui: http://{options['address']}:{options['port']}/ -> {options['server']}")
     web.run_app(

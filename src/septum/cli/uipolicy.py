@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from septum.cli.hubble.client import ClientTLS
 from septum.cli.policyerrors import ClusterError, InputError, PolicyCliError
 from septum.cli.policyinput import (
     ClusterObjects,
@@ -34,21 +35,26 @@ CLUSTER_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class PolicySource:
-    """Where the policies come from: manifests (-f), the cluster (--kubeconfig), or both."""
+    """Where the policies come from: manifests (-f), the cluster (--kubeconfig, or in a pod
+    its service account's in-cluster configuration), or both."""
 
     paths: tuple[str, ...]
     kubeconfig: Path | None
     server: str  # the Observer the what-if replays the recent flows of (the UI's --server)
+    in_cluster: bool = False  # no --kubeconfig, in a pod: read the cluster through its account
+    tls: ClientTLS | None = None  # how the UI dials --server (its --tls* flags), for the what-if
 
     async def objects(self) -> ClusterObjects:
-        if not self.paths and self.kubeconfig is None:
+        cluster_wanted = self.kubeconfig is not None or self.in_cluster
+        if not self.paths and not cluster_wanted:
             raise LocalCallError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                "septum ui was started without --kubeconfig or -f: no policies to explain",
+                "septum ui was started without --kubeconfig or -f, outside a pod: "
+                "no policies to explain",
             )
         try:
             objects = objects_from_manifests(self.paths)
-            if self.kubeconfig is not None:
+            if cluster_wanted:
                 from septum.cli.cluster import read_cluster
 
                 cluster = await read_cluster(self.kubeconfig, CLUSTER_TIMEOUT_S)
@@ -125,7 +131,7 @@ def make_handlers(source: PolicySource) -> dict[str, LocalHandler]:
         if not req.manifests.strip():
             raise LocalCallError(grpc.StatusCode.INVALID_ARGUMENT, "manifests: required")
         cluster = await source.objects()
-        return await asyncio.to_thread(_what_if, cluster, req, source.server)
+        return await asyncio.to_thread(_what_if, cluster, req, source.server, source.tls)
 
     async def list_call(body: bytes) -> bytes:
         req = policy_pb2.ListPoliciesRequest.FromString(body)
@@ -155,7 +161,9 @@ def make_handlers(source: PolicySource) -> dict[str, LocalHandler]:
     }
 
 
-def _what_if(cluster: ClusterObjects, req: policy_pb2.WhatIfRequest, server: str) -> bytes:
+def _what_if(
+    cluster: ClusterObjects, req: policy_pb2.WhatIfRequest, server: str, tls: ClientTLS | None
+) -> bytes:
     """The replay, blocking (the Observer client and the engine): run in a thread."""
     from septum.cli.flowconvert import distinct
     from septum.cli.flowfetch import fetch_flows
@@ -178,7 +186,7 @@ def _what_if(cluster: ClusterObjects, req: policy_pb2.WhatIfRequest, server: str
         name, error = next(iter(loaded.rejected.items()))
         raise LocalCallError(grpc.StatusCode.INVALID_ARGUMENT, f"manifests: {name}: {error}")
     try:
-        fetched = fetch_flows([server], req.since or "1h", CLUSTER_TIMEOUT_S)
+        fetched = fetch_flows([server], req.since or "1h", CLUSTER_TIMEOUT_S, tls)
     except PolicyCliError as err:
         raise LocalCallError(grpc.StatusCode.INVALID_ARGUMENT, f"since: {err}") from err
     seen = distinct(fetched.flows, current, True)
