@@ -25,7 +25,7 @@ from septum.operator.engine.entries import (
     PolicyEntry,
     Verdict,
 )
-from septum.operator.engine.rules import Direction
+from septum.operator.engine.rules import Direction, L7Kind
 
 from .policies import (
     L7_PROXY_PORT,
@@ -74,6 +74,19 @@ def test_l7_allows_redirect_to_the_proxy_port_given():
     assert only(l7_allow, 15001).l7_proxy_port == 15001
     assert only(l7_allow, 0).l7_proxy_port == 0  # no proxy yet: a plain allow
     assert only(entry(600, TCP, 80, 80), 15001).l7_proxy_port == 0
+
+
+def test_dns_entries_go_to_the_dns_proxy_and_http_or_mixed_ones_to_the_http_proxy():
+    def port(kind: L7Kind, dns_port: int | None = 15082, proxy_port: int = 15080) -> int:
+        (got,) = translate_entry(entry(600, TCP, 53, 53, l7=kind, to=OUT), proxy_port, dns_port)
+        return got.l7_proxy_port
+
+    assert port(L7Kind.DNS) == 15082  # DNS over TCP reaches the DNS proxy
+    assert port(L7Kind.HTTP) == 15080
+    assert port(L7Kind.HTTP | L7Kind.DNS) == 15080
+    assert port(L7Kind.NONE) == 0
+    assert port(L7Kind.DNS, dns_port=None) == 15080  # no DNS port given: the direction's
+    assert port(L7Kind.DNS, proxy_port=0) == 0  # no proxy yet: a plain allow
 
 
 @pytest.mark.parametrize(

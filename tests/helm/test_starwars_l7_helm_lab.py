@@ -124,16 +124,25 @@ def test_the_l7_flows_come_through_the_relay(act: Act) -> None:
 
 
 # Run in the client pod (the lab's toolbox: the host's python3, no DNS library): one DNS query
-# over UDP to the kube-dns Service, or one HTTP GET; prints JSON.
+# over UDP ("dns") or TCP ("dns-tcp") to the kube-dns Service, or one HTTP GET; prints JSON.
 POD_SCRIPT = r"""
 import json, random, socket, struct, sys, urllib.request
-def query(server, name):
+def query(server, name, tcp):
     qname = b"".join(bytes([len(p)]) + p.encode() for p in name.strip(".").split(".")) + b"\0"
     packet = struct.pack(">HHHHHH", random.randrange(65536), 0x0100, 1, 0, 0, 0) + qname
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.settimeout(5)
-    sock.sendto(packet + struct.pack(">HH", 1, 1), (server, 53))
-    data = sock.recv(4096)
+    packet += struct.pack(">HH", 1, 1)
+    if tcp:  # RFC 1035 4.2.2: each message behind its two-byte length
+        sock = socket.create_connection((server, 53), timeout=5)
+        sock.sendall(struct.pack(">H", len(packet)) + packet)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + struct.unpack(">H", data[:2])[0]:
+            data += sock.recv(4096) or b"!" * 65537
+        data = data[2:]
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(5)
+        sock.sendto(packet, (server, 53))
+        data = sock.recv(4096)
     at, ips = 12 + len(qname) + 4, []
     for _ in range(struct.unpack(">H", data[6:8])[0]):
         if data[at] & 0xC0 == 0xC0:
@@ -153,7 +162,8 @@ def get(ip):
             return {"status": response.status}
     except Exception as err:
         return {"error": repr(err)}
-print(json.dumps(query(sys.argv[2], sys.argv[3]) if sys.argv[1] == "dns" else get(sys.argv[2])))
+op, where = sys.argv[1], sys.argv[2]
+print(json.dumps(get(where) if op == "http" else query(where, sys.argv[3], op == "dns-tcp")))
 """
 
 NOERROR, REFUSED = 0, 5
@@ -180,7 +190,7 @@ def _fqdn_policy(namespace: str) -> dict[str, Any]:
                     ],  # fmt: skip
                     "toPorts": [
                         {
-                            "ports": [{"port": "53", "protocol": "UDP"}],
+                            "ports": [{"port": "53", "protocol": "ANY"}],  # UDP and TCP
                             "rules": {"dns": [{"matchPattern": "*.outside.example"}]},
                         }
                     ],  # fmt: skip
@@ -256,12 +266,16 @@ def _walk_to_fqdns(act: Act, namespace: str, peers: list[Peer]) -> None:
     # Names outside the pattern: REFUSED by the DNS proxy, though CoreDNS would answer them.
     outside = run("dns", dns, "kubernetes.default.svc.cluster.local")
     assert outside == {"rcode": REFUSED, "ips": []}, outside
+    # Over TCP too: the DNS proxy answers it (the entry carries its L7 kind), not the HTTP one.
+    outside_tcp = run("dns-tcp", dns, "kubernetes.default.svc.cluster.local")
+    assert outside_tcp == {"rcode": REFUSED, "ips": []}, outside_tcp
+    assert "error" in run("http", allowed_ip)  # a refused query teaches nothing
     # The name toFQDNs selects: answered through CoreDNS, and then the address is reachable.
     answer = run("dns", dns, ALLOWED_NAME)
     assert answer == {"rcode": NOERROR, "ips": [allowed_ip]}, answer
     assert run("http", allowed_ip) == {"status": 200}
     # A name the DNS rule allows but toFQDNs does not select: resolved, still refused.
-    other = run("dns", dns, OTHER_NAME)
+    other = run("dns-tcp", dns, OTHER_NAME)
     assert other == {"rcode": NOERROR, "ips": [other_ip]}, other
     assert "error" in run("http", other_ip)
     # The DNS flows through the relay: the refused query DROPPED, the allowed one answered.

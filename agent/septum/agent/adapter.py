@@ -32,7 +32,7 @@ from septum.dataplane import policy as datapath
 from septum.dataplane.abi import PolicyAction, TrafficDirection
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6
-from septum.operator.engine.rules import Direction
+from septum.operator.engine.rules import Direction, L7Kind
 
 ICMP_TYPE_MAX: Final = 255
 _ICMP: Final = (PROTO_ICMP, PROTO_ICMPV6)
@@ -60,19 +60,24 @@ class AdapterError(ValueError):
 
 
 def endpoint_policy(
-    policy: EnginePolicy, l7_proxy_port: int = 0, l7_ingress_port: int | None = None
+    policy: EnginePolicy,
+    l7_proxy_port: int = 0,
+    l7_ingress_port: int | None = None,
+    l7_dns_port: int | None = None,
 ) -> datapath.EndpointPolicy:
     """The datapath policy (resolved mode) that decides as the engine's policy does.
 
     l7_proxy_port: where allowed L7 traffic is redirected; 0 while there is no proxy yet
     (then L7 entries are plain allows).  l7_ingress_port: the ingress entries' port when the
     node runs a proxy per direction (septum.agent.l7.service: each proxy then knows whose
-    rules it enforces); None: l7_proxy_port for both.
+    rules it enforces); None: l7_proxy_port for both.  l7_dns_port: the DNS proxy's port, for
+    entries whose L7 rules are all rules.dns (so DNS over TCP reaches the DNS proxy, not the
+    HTTP one); None: the entry's direction port.
     """
     ingress_port = l7_proxy_port if l7_ingress_port is None else l7_ingress_port
     entries = [
-        *direction_entries(policy.ingress, ingress_port),
-        *direction_entries(policy.egress, l7_proxy_port),
+        *direction_entries(policy.ingress, ingress_port, l7_dns_port),
+        *direction_entries(policy.egress, l7_proxy_port, l7_dns_port),
     ]
     return datapath.EndpointPolicy(
         enforce_ingress=policy.ingress.enforced,
@@ -83,7 +88,7 @@ def endpoint_policy(
 
 
 def direction_entries(
-    policy: DirectionPolicy, l7_proxy_port: int = 0
+    policy: DirectionPolicy, l7_proxy_port: int = 0, l7_dns_port: int | None = None
 ) -> list[datapath.PolicyEntry]:
     """The datapath entries of one direction: the engine's, translated, plus each peer's copies
     of the any-peer entries it must answer for (see the module docstring)."""
@@ -97,10 +102,10 @@ def direction_entries(
     translated: list[datapath.PolicyEntry] = []
     for peer, entries in by_peer.items():
         for entry in entries:
-            translated.extend(translate_entry(entry, l7_proxy_port))
+            translated.extend(translate_entry(entry, l7_proxy_port, l7_dns_port))
         if peer and any(e.protocol == PROTO_ANY for e in entries):
             for copy in peer_fill(peer, entries, wildcard, policy.protocols):
-                translated.extend(translate_entry(copy, l7_proxy_port))
+                translated.extend(translate_entry(copy, l7_proxy_port, l7_dns_port))
     return translated
 
 
@@ -150,7 +155,9 @@ def _check_complete(wildcard: Sequence[PolicyEntry], protocols: Iterable[int]) -
             raise AdapterError(f"peer 0: protocol {protocol} is listed but not covered")
 
 
-def translate_entry(entry: PolicyEntry, l7_proxy_port: int = 0) -> list[datapath.PolicyEntry]:
+def translate_entry(
+    entry: PolicyEntry, l7_proxy_port: int = 0, l7_dns_port: int | None = None
+) -> list[datapath.PolicyEntry]:
     """One engine entry as datapath entries: none for ICMP types beyond 255, else one."""
     if entry.protocol == PROTO_ANY and (entry.port_lo, entry.port_hi) != (PORT_MIN, PORT_MAX):
         raise AdapterError(
@@ -168,12 +175,23 @@ def translate_entry(entry: PolicyEntry, l7_proxy_port: int = 0) -> list[datapath
         protocol=entry.protocol,
         action=_ACTIONS[entry.verdict],
         audit=entry.audit and not allow,
-        l7_proxy_port=l7_proxy_port if entry.l7 and allow else 0,
+        l7_proxy_port=_proxy_port(entry, l7_proxy_port, l7_dns_port) if allow else 0,
         rule_id=entry.rule_id,
         icmp_type=icmp_type,
         port_range=port_range,
     )
     return [translated]
+
+
+def _proxy_port(entry: PolicyEntry, l7_proxy_port: int, l7_dns_port: int | None) -> int:
+    """Where an allowed entry's connections go: nowhere without L7 rules; the DNS proxy when
+    every L7 rule there is rules.dns (Cilium gives one port one L7 parser; where both kinds
+    meet, the HTTP proxy's port, as before kinds were carried)."""
+    if not entry.l7:
+        return 0
+    if entry.l7 == L7Kind.DNS and l7_dns_port is not None and l7_proxy_port:
+        return l7_dns_port
+    return l7_proxy_port
 
 
 def _ports(entry: PolicyEntry) -> tuple[int | None, tuple[int, int] | None] | None:

@@ -67,7 +67,7 @@ from septum.operator.engine.labels import LabelSet, pod_label_set
 from septum.operator.engine.parse import policy_key
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PROTO_TCP, PROTO_UDP
 from septum.operator.engine.registry import Origin
-from septum.operator.engine.rules import Direction, DnsRule, HttpRule
+from septum.operator.engine.rules import Direction, DnsRule, HttpRule, L7Kind
 from septum.operator.policystatus import enforced_version
 from septum.wellknown.reserved import (
     SERVICE_IDENTITY_MAX,
@@ -166,7 +166,7 @@ def with_localhost(policy: DirectionPolicy) -> DirectionPolicy:
             PORT_MIN,
             PORT_MAX,
             Verdict.ALLOW,
-            False,
+            L7Kind.NONE,
             False,
             0,
             "reserved:host",
@@ -696,9 +696,14 @@ class Compiler:
     def l7_dns_rules(self, source: str, destination: str, port: int) -> tuple[DnsRule, ...]:
         """The rules.dns the node's DNS proxy enforces on a query source -> destination:port
         (the merged rules of explain's egress side); () allows nothing.  Called from the
-        proxy's thread: it only reads the engine."""
-        side = self._egress_side(source, destination, port, PROTO_UDP, "UDP")
-        return side.l7_rules.dns if side is not None else ()
+        proxy's thread: it only reads the engine.  UDP's rules, else TCP's: a query reaches
+        the proxy only over a protocol the datapath redirects, and a port's rules.dns are
+        the same for both unless a policy gives them different ones (then UDP's)."""
+        for protocol, name in ((PROTO_UDP, "UDP"), (PROTO_TCP, "TCP")):
+            side = self._egress_side(source, destination, port, protocol, name)
+            if side is not None and side.allowed and side.l7_rules.dns:
+                return side.l7_rules.dns
+        return ()
 
     def _egress_side(
         self, source: str, destination: str, port: int, protocol: int, protocol_name: str

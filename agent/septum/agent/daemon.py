@@ -353,9 +353,9 @@ class Agent:
         return service
 
     def _dns_proxy(self) -> DnsProxyService | None:
-        """The node's DNS proxy beside the HTTP proxies (--l7-proxy): UDP on the egress L7
-        port (its TCP is the HTTP proxy's); toFQDNs from what it learns, restored from the
-        node's state directory first (septum.agent.l7.dnsagent)."""
+        """The node's DNS proxy beside the HTTP proxies (--l7-proxy): UDP and TCP on its own
+        port, where entries whose L7 rules are rules.dns send their connections; toFQDNs from
+        what it learns, restored from the node's state directory first (dnsagent)."""
         if self.l7 is None or self.endpoints is None:
             return None
         from septum.agent.l7.dnsagent import start_dns_proxy
@@ -372,7 +372,7 @@ class Agent:
 
         service = start_dns_proxy(
             self.compiler,
-            port=self.l7.ports.egress,
+            port=self.l7.ports.dns,
             state_dir=self.options.node_state_dir,
             endpoint_of=endpoint_of,
             reconcile=reconcile,
@@ -382,7 +382,7 @@ class Agent:
             node_name=self.options.node,
             config=self.options.tofqdns,
         )
-        log.info("DNS proxy on UDP port %d", service.port)
+        log.info("DNS proxy on UDP and TCP port %d", service.port)
         return service
 
     def _host_firewall(self) -> HostFirewall | None:

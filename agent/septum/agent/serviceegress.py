@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from septum.agent.services import Backend, Frontend
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
-from septum.operator.engine.rules import Direction
+from septum.operator.engine.rules import Direction, L7Kind
 from septum.wellknown.reserved import ReservedIdentity
 
 IdentityOf = Callable[[str], int]
@@ -132,7 +132,7 @@ def frontend_entry(
         frontend.port,
         frontend.port,
         verdict,
-        chosen.l7 if chosen is not None else False,
+        chosen.l7 if chosen is not None else L7Kind.NONE,
         chosen.audit if chosen is not None else False,
         chosen.rule_id if chosen is not None else 0,
         f"service:{service.name}" if service.name else "service",

@@ -111,7 +111,7 @@ class NodeSync:
             desired = adapter.endpoint_policy(policy)
         else:
             ports = self.l7.ports
-            desired = adapter.endpoint_policy(policy, ports.egress, ports.ingress)
+            desired = adapter.endpoint_policy(policy, ports.egress, ports.ingress, ports.dns)
         changed = self.endpoints.write_policy(record.endpoint_id, desired, policy.audit)
         if changed:
             self.policy_writes += 1

@@ -4,8 +4,9 @@ beside an L7 one allows everything at L7."""
 
 from __future__ import annotations
 
+from septum.operator.engine.cluster import PodKey
 from septum.operator.engine.explain import explain
-from septum.operator.engine.rules import HeaderMatch, HttpRule
+from septum.operator.engine.rules import Direction, HeaderMatch, HttpRule, L7Kind
 
 from .test_semantics import WEB, cluster, snp
 
@@ -58,3 +59,24 @@ def test_header_matches_are_carried_to_the_merged_rules() -> None:
             header_matches=(HeaderMatch("X-Env", "prod"), HeaderMatch("X-Trace", "on", "ADD")),
         ),
     )
+
+
+def test_entries_carry_the_kind_of_their_l7_rules() -> None:
+    """So that the agent sends DNS (also over TCP) to the DNS proxy and HTTP to the HTTP one."""
+    dns = {"ports": [{"port": "53", "protocol": "ANY"}], "rules": {"dns": [{"matchPattern": "*"}]}}
+    http = {"ports": [{"port": "8080", "protocol": "TCP"}], "rules": {"http": [{"method": "GET"}]}}
+    egress = snp({"endpointSelector": WEB, "egress": [{"toPorts": [dns, http]}]}, name="e")
+    engine = cluster(egress, _ingress({"http": [{"method": "GET"}]}, "i"))
+    policy = engine.endpoint_policy(PodKey("a", "web"))
+    kinds = {
+        (e.direction, e.protocol, e.port_lo): e.l7
+        for e in (*policy.ingress.entries, *policy.egress.entries)
+        if e.l7
+    }
+    assert kinds == {
+        (Direction.EGRESS, 6, 53): L7Kind.DNS,
+        (Direction.EGRESS, 17, 53): L7Kind.DNS,
+        (Direction.EGRESS, 132, 53): L7Kind.DNS,  # ANY is TCP, UDP and SCTP
+        (Direction.EGRESS, 6, 8080): L7Kind.HTTP,
+        (Direction.INGRESS, 6, 80): L7Kind.HTTP,
+    }

@@ -143,7 +143,8 @@ def start_dns_proxy(
     node_name: str,
     config: FqdnConfig | None = None,
 ) -> DnsProxyService:
-    """Restore the learned state into the compiler and start the proxy (on `port`'s UDP)."""
+    """Restore the learned state into the compiler and start the proxy (UDP and TCP on
+    `port`: the L7 DNS entries' own port)."""
     state = state_dir / fqdnstore.STATE_FILE
     cache = fqdnstore.load(state, config)
     compiler.set_fqdn_addresses(cache.addresses())
@@ -175,6 +176,7 @@ def start_dns_proxy(
         identity_of,
         learning,
         port=port,
+        tcp=True,
         observe=ObserverReporter(observer, node_name),
         last_active=refreshing_activity(read_open),
     )

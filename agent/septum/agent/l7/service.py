@@ -33,6 +33,7 @@ Lookup = Callable[[str, str, int, bool], Sequence[EngineHttpRule]]
 class L7Ports:
     egress: int = 15080
     ingress: int = 15081
+    dns: int = 15082  # the DNS proxy's (UDP and TCP): entries whose L7 rules are rules.dns
 
 
 class L7ProxyService:

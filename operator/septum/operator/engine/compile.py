@@ -18,7 +18,7 @@ from typing import NamedTuple
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict, peer_slice
 from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PortRange
 from septum.operator.engine.registry import RuleRegistry
-from septum.operator.engine.rules import Action, Direction, Tier
+from septum.operator.engine.rules import Action, Direction, L7Kind, Tier
 
 # A protocol no rule names: cells of "every other protocol" are decided with it.
 OTHER_PROTOCOL = -1
@@ -35,7 +35,7 @@ class ResolvedRule(NamedTuple):
     action: Action
     peers: frozenset[int] | None  # None: every peer
     ports: tuple[PortRange, ...] | None  # None: every protocol and port
-    l7: bool
+    l7: L7Kind  # the proxy kinds of the rule's L7 rules (NONE: a plain L3/L4 rule)
     peer_text: str = ""
 
     def matches_port(self, protocol: int, port: int) -> bool:
@@ -44,7 +44,7 @@ class ResolvedRule(NamedTuple):
         return any(p.covers(protocol, port) for p in self.ports)
 
 
-Decision = tuple[Verdict, int, bool, str]  # verdict, rule id, L7 redirect, peer text
+Decision = tuple[Verdict, int, L7Kind, str]  # verdict, rule id, L7 redirect kind, peer text
 
 
 def decide(
@@ -69,26 +69,26 @@ def decide(
             if rule.action is Action.PASS:
                 break
             verdict = Verdict.ALLOW if rule.action is Action.ALLOW else Verdict.DENY
-            return verdict, rule.rule_id, rule.l7 and verdict is Verdict.ALLOW, rule.peer_text
+            return verdict, rule.rule_id, _redirect(rule, verdict), rule.peer_text
     while index < count and rules[index].tier is Tier.ADMIN:
         index += 1
     allow: ResolvedRule | None = None
-    l7 = False
+    l7 = L7Kind.NONE
     while index < count and rules[index].tier is Tier.NORMAL:
         rule = rules[index]
         index += 1
         if not rule.matches_port(protocol, port):
             continue
         if rule.action is Action.DENY:
-            return Verdict.DENY, rule.rule_id, False, rule.peer_text
+            return Verdict.DENY, rule.rule_id, L7Kind.NONE, rule.peer_text
         if allow is None:
             allow = rule
-        l7 = l7 or rule.l7
+        l7 |= rule.l7
     if allow is not None:
         # Deny rules sort before allow rules of the normal tier, so none is left to win.
         return Verdict.ALLOW, allow.rule_id, l7, allow.peer_text
     if default_deny_id is not None:
-        return Verdict.DENY, default_deny_id, False, ""
+        return Verdict.DENY, default_deny_id, L7Kind.NONE, ""
     while index < count:
         rule = rules[index]
         index += 1
@@ -96,8 +96,12 @@ def decide(
             if rule.action is Action.PASS:
                 break
             verdict = Verdict.ALLOW if rule.action is Action.ALLOW else Verdict.DENY
-            return verdict, rule.rule_id, rule.l7 and verdict is Verdict.ALLOW, rule.peer_text
-    return Verdict.ALLOW, no_policy_id, False, ""
+            return verdict, rule.rule_id, _redirect(rule, verdict), rule.peer_text
+    return Verdict.ALLOW, no_policy_id, L7Kind.NONE, ""
+
+
+def _redirect(rule: ResolvedRule, verdict: Verdict) -> L7Kind:
+    return rule.l7 if verdict is Verdict.ALLOW else L7Kind.NONE
 
 
 def _segments(

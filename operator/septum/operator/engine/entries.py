@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from septum.operator.engine.cluster import EndpointKey
 from septum.operator.engine.ports import PROTO_ANY
-from septum.operator.engine.rules import Direction
+from septum.operator.engine.rules import Direction, L7Kind
 
 
 class Verdict(enum.Enum):
@@ -46,7 +46,7 @@ class PolicyEntry(NamedTuple):
     port_lo: int
     port_hi: int
     verdict: Verdict
-    l7: bool  # allowed traffic must be redirected to the L7 proxy
+    l7: L7Kind  # allowed traffic goes to the L7 proxy of this kind (NONE: no redirect)
     audit: bool  # the endpoint is in audit mode: log a deny, forward anyway
     rule_id: int
     peer_text: str = ""  # the selector / CIDR / entity text the peer came from (for explain)

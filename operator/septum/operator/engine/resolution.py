@@ -17,7 +17,7 @@ from typing import Any
 from septum.operator.engine.compile import ResolvedRule
 from septum.operator.engine.ports import NamedPort, PortRange
 from septum.operator.engine.registry import RuleRegistry
-from septum.operator.engine.rules import Direction, Policy, Rule, Tier
+from septum.operator.engine.rules import Direction, L7Kind, Policy, Rule, Tier
 from septum.operator.engine.selectorcache import SelectorCache
 
 # A pod identity's named container ports: name -> {(protocol, port)}.
@@ -57,10 +57,10 @@ def resolve_rule(
     an egress named port must be resolved per peer.
     """
     if rule.ports is None:
-        return [ResolvedRule(rule_id, tier, rule.action, peers, None, False, text)]
+        return [ResolvedRule(rule_id, tier, rule.action, peers, None, L7Kind.NONE, text)]
     resolved: list[ResolvedRule] = []
     for port_rule in rule.ports:
-        l7 = bool(port_rule.l7)
+        l7 = port_rule.l7.kind
         numeric = tuple(p for p in port_rule.ports if isinstance(p, PortRange))
         named = [p for p in port_rule.ports if isinstance(p, NamedPort)]
         if rule.direction is Direction.INGRESS:

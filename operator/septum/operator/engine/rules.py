@@ -124,6 +124,15 @@ class DnsRule:
     match_pattern: str = ""
 
 
+class L7Kind(enum.IntFlag):
+    """Which proxy an entry's connections go to: its rules' kinds, OR-ed where rules of
+    both kinds meet on one port (truthy whenever there is any L7 rule; NONE is falsy)."""
+
+    NONE = 0
+    HTTP = 1
+    DNS = 2
+
+
 @dataclass(frozen=True, slots=True)
 class L7Rules:
     """L7 rules carried to the proxy (enforced by a later stage, not by this engine)."""
@@ -133,6 +142,12 @@ class L7Rules:
 
     def __bool__(self) -> bool:
         return bool(self.http or self.dns)
+
+    @property
+    def kind(self) -> L7Kind:
+        return (L7Kind.HTTP if self.http else L7Kind.NONE) | (
+            L7Kind.DNS if self.dns else L7Kind.NONE
+        )
 
 
 @dataclass(frozen=True, slots=True)
