@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { FlowBuffer } from "./buffer";
-import { exportLine, toRow, why } from "./flows";
+import { DropReason } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
+import { dropReasonText, exportLine, toRow, why } from "./flows";
 import { landing, response, toWorld } from "./fixtures";
 
 describe("flow rows and the reason for a verdict", () => {
@@ -41,5 +42,11 @@ describe("flow rows and the reason for a verdict", () => {
     expect(b.length).toBe(3);
     expect(b.rowNewestFirst(0).timeMs).toBe(5000);
     expect(b.allResponses().map((r) => Number(r.time?.seconds))).toEqual([3, 4, 5]);
+  });
+
+  it("a drop reason is shown with what it means", () => {
+    expect(dropReasonText(DropReason.POLICY_DENIED, 133)).toBe("POLICY_DENIED (133): policy denied: no rule allowed it");
+    expect(dropReasonText(DropReason.POLICY_DENY, 181)).toContain("explicit deny rule");
+    expect(dropReasonText(DropReason.STALE_OR_UNROUTABLE_IP, 132)).toBe("STALE_OR_UNROUTABLE_IP (132): stale or unroutable ip");
   });
 });

@@ -25,6 +25,26 @@ export function dropReasonName(r: DropReason): string {
   return DropReason[r] ?? String(r);
 }
 
+// What a drop reason means, for the reasons Septum's datapath reports (by the Hubble number it
+// reports each as, abi.HUBBLE_DROP_REASON_NAME); any other: its name in words.
+const DROP_REASON_TEXT: Partial<Record<DropReason, string>> = {
+  [DropReason.POLICY_DENIED]: "policy denied: no rule allowed it",
+  [DropReason.POLICY_DENY]: "policy deny: an explicit deny rule matched",
+  [DropReason.INVALID_SOURCE_IP]: "source address is not one of the pod's addresses",
+  [DropReason.INVALID_PACKET_DROPPED]: "invalid packet",
+  [DropReason.NO_MATCHING_LOCAL_CONTAINER_FOUND]: "no local endpoint for this interface",
+  [DropReason.CT_MAP_INSERTION_FAILED]: "connection tracking table insertion failed",
+  [DropReason.FIRST_LOGICAL_DATAGRAM_FRAGMENT_NOT_FOUND]: "a fragment whose first fragment was not seen",
+  [DropReason.SOCKET_LOOKUP_FAILED]: "L7 redirect: no proxy is listening (fails closed)",
+  [DropReason.SOCKET_ASSIGN_FAILED]: "L7 redirect: the packet could not be given to the proxy",
+};
+
+/** The drop reason as the flow detail shows it: name, number and what it means. */
+export function dropReasonText(r: DropReason, code: number): string {
+  const meaning = DROP_REASON_TEXT[r] ?? dropReasonName(r).toLowerCase().replaceAll("_", " ");
+  return `${dropReasonName(r)} (${code}): ${meaning}`;
+}
+
 const RESERVED_PREFIX = "reserved:";
 
 /** A reserved identity's name (world, host, remote-node, ...) when the endpoint is one. */

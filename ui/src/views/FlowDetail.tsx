@@ -6,7 +6,7 @@ import {
   type Endpoint,
 } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
 import {
-  dropReasonName,
+  dropReasonText,
   l4,
   policyRef,
   tcpFlags,
@@ -82,7 +82,7 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
         <h4>Summary</h4>
         <Field name="time">{new Date(row.timeMs).toISOString()}</Field>
         <Field name="verdict">{row.verdict}</Field>
-        <Field name="drop reason">{f.dropReasonDesc ? `${dropReasonName(f.dropReasonDesc)} (${f.dropReason})` : ""}</Field>
+        <Field name="drop reason">{f.dropReasonDesc ? dropReasonText(f.dropReasonDesc, f.dropReason) : ""}</Field>
         <Field name="direction">{TrafficDirection[f.trafficDirection]}</Field>
         <Field name="observed at">{TraceObservationPoint[f.traceObservationPoint]}</Field>
         <Field name="node">{f.nodeName}</Field>
