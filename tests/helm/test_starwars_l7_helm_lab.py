@@ -103,6 +103,9 @@ def test_the_l7_flows_come_through_the_relay(act: Act) -> None:
         assert flow[client]["pod_name"] == "tiefighter", flow
         assert flow[server]["pod_name"].startswith("deathstar-"), flow
         assert flow["traffic_direction"] == "INGRESS", flow  # the deathstar's ingress rule
+        # The deciding policy, as on the L3/L4 flows: rule1 allowed, or denied the PUT.
+        named = "ingress_allowed_by" if flow["verdict"] == "FORWARDED" else "ingress_denied_by"
+        assert [p["name"] for p in flow.get(named, [])] == ["rule1"], flow
     denied = act.hubble_json("--type", "l7", "--http-status", "403")
     assert {_http(f) for f in denied} == {refused}, denied
     puts = act.hubble_json("--type", "l7", "--http-method", "PUT")
@@ -288,4 +291,7 @@ def _walk_to_fqdns(act: Act, namespace: str, peers: list[Peer]) -> None:
                   ("kubernetes.default.svc.cluster.local.", "DROPPED")}  # fmt: skip
         return seen if wanted <= queries else []
 
-    until("the DNS flows through the relay", dns_flows, 30)
+    seen = until("the DNS flows through the relay", dns_flows, 30)
+    for flow in seen:  # the queries name the policy whose DNS rule allowed or refused them
+        named = "egress_allowed_by" if flow["verdict"] == "FORWARDED" else "egress_denied_by"
+        assert [p["name"] for p in flow.get(named, [])] == ["to-outside"], flow

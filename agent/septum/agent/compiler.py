@@ -705,6 +705,19 @@ class Compiler:
                 return side.l7_rules.dns
         return ()
 
+    def l7_rule_id(
+        self, source: str, destination: str, port: int, protocol: str, ingress: bool
+    ) -> int:
+        """The rule that allows source -> destination:port (protocol "TCP" or "UDP") on that
+        side: its policy decided the proxied connection, and names its L7 flows; 0 when no
+        rule allows it.  Called from the proxies' threads: it only reads the engine."""
+        if ingress:
+            side = explain(self.engine, source, destination, port, protocol).ingress
+        else:
+            number = PROTO_UDP if protocol == "UDP" else PROTO_TCP
+            side = self._egress_side(source, destination, port, number, protocol)
+        return side.rule_id if side is not None and side.allowed else 0
+
     def _egress_side(
         self, source: str, destination: str, port: int, protocol: int, protocol_name: str
     ) -> DirectionVerdict | None:

@@ -44,6 +44,7 @@ from septum.agent.sync import NodeSync
 if TYPE_CHECKING:
     from septum.agent.l7.dnsservice import DnsProxyService
     from septum.agent.l7.httpproxy import HttpRecord
+    from septum.agent.l7.l7flows import RuleOf
     from septum.agent.l7.service import L7ProxyService
 from septum.dataplane import DatapathConfig
 from septum.dataplane.observe.history import HistoryConfig, ServerSettings, StoreError
@@ -327,6 +328,7 @@ class Agent:
         from septum.agent.l7.service import L7ProxyService
 
         publishers: dict[int, L7FlowPublisher] = {}
+        rule_of = self._l7_rule_of()
 
         def on_record(record: HttpRecord, ingress: bool) -> None:
             observer = self.observer
@@ -339,6 +341,7 @@ class Agent:
                     node_name=self.options.node,
                     metadata=observer.metadata,
                     registry=observer.registry,
+                    rule_of=rule_of,
                 )
                 publishers[id(observer)] = publisher
             publisher.publish_http(record, ingress=ingress)
@@ -351,6 +354,15 @@ class Agent:
         ports = service.ports
         log.info("L7 proxies on ports %d (egress), %d (ingress)", ports.egress, ports.ingress)
         return service
+
+    def _l7_rule_of(self) -> RuleOf:
+        """Which rule decided a proxied connection (its L7 flows name that rule's policy),
+        memoised per policy revision."""
+        from septum.agent.l7.l7flows import per_revision
+
+        return per_revision(
+            self.compiler.l7_rule_id, lambda: self.sync.revision if self.sync is not None else 0
+        )
 
     def _dns_proxy(self) -> DnsProxyService | None:
         """The node's DNS proxy beside the HTTP proxies (--l7-proxy): UDP and TCP on its own
@@ -381,6 +393,7 @@ class Agent:
             observer=lambda: self.observer,
             node_name=self.options.node,
             config=self.options.tofqdns,
+            rule_of=self._l7_rule_of(),
         )
         log.info("DNS proxy on UDP and TCP port %d", service.port)
         return service

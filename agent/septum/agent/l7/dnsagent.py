@@ -32,7 +32,7 @@ from septum.agent.l7.fqdnconns import (
     open_connections,
 )
 from septum.agent.l7.fqdnlearning import FqdnLearning, Learned
-from septum.agent.l7.l7flows import FlowSink, L7FlowPublisher
+from septum.agent.l7.l7flows import FlowSink, L7FlowPublisher, RuleOf
 from septum.operator.engine.rules import DnsRule
 
 
@@ -106,9 +106,15 @@ def refreshing_activity(
 class ObserverReporter:
     """The proxy's `observe` hook: flows and metrics into whichever Observer runs now."""
 
-    def __init__(self, observer: Callable[[], Observer | None], node_name: str) -> None:
+    def __init__(
+        self,
+        observer: Callable[[], Observer | None],
+        node_name: str,
+        rule_of: RuleOf | None = None,
+    ) -> None:
         self._observer = observer
         self._node_name = node_name
+        self._rule_of = rule_of
         self._bound: tuple[int, L7FlowPublisher, DnsMetrics, FlowMetadata] | None = None
 
     def __call__(self, event: DnsEvent) -> None:
@@ -120,7 +126,10 @@ class ObserverReporter:
             observer.registry.register(metrics)
             # registry=None: the HTTP proxies' publisher already registered the HTTP metrics.
             publisher = L7FlowPublisher(
-                observer.ring, node_name=self._node_name, metadata=observer.metadata
+                observer.ring,
+                node_name=self._node_name,
+                metadata=observer.metadata,
+                rule_of=self._rule_of,
             )
             self._bound = (id(observer), publisher, metrics, observer.metadata)
         _, publisher, metrics, metadata = self._bound
@@ -142,6 +151,7 @@ def start_dns_proxy(
     observer: Callable[[], Observer | None],
     node_name: str,
     config: FqdnConfig | None = None,
+    rule_of: RuleOf | None = None,
 ) -> DnsProxyService:
     """Restore the learned state into the compiler and start the proxy (UDP and TCP on
     `port`: the L7 DNS entries' own port)."""
@@ -177,7 +187,7 @@ def start_dns_proxy(
         learning,
         port=port,
         tcp=True,
-        observe=ObserverReporter(observer, node_name),
+        observe=ObserverReporter(observer, node_name, rule_of),
         last_active=refreshing_activity(read_open),
     )
     service.start()

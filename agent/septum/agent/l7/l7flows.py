@@ -19,6 +19,7 @@ egress proxy, ``server`` for an ingress one)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -150,6 +151,61 @@ def _http(http: flow_pb2.HTTP, record: HttpRecord, url: str, *, with_code: bool)
         http.headers.add(key=key, value=value)
 
 
+# The rule that let a proxied connection through at L3/L4 (its policy is the deciding one of
+# the connection's L7 flows): (client, server, server port, "TCP"/"UDP", ingress) -> rule id,
+# 0 when none is known.  The agent gives Compiler.l7_rule_id, cached per policy revision.
+RuleOf = Callable[[str, str, int, str, bool], int]
+
+
+def per_revision(rule_of: RuleOf, revision: Callable[[], int], size: int = 4096) -> RuleOf:
+    """`rule_of` memoised while `revision()` stays: a connection's flows are many, the rule
+    it met is one explain (thread-safe: both proxies' threads call it)."""
+
+    @functools.lru_cache(maxsize=size)
+    def cached(at: int, client: str, server: str, port: int, protocol: str, ingress: bool) -> int:
+        return rule_of(client, server, port, protocol, ingress)
+
+    return lambda *key: cached(revision(), *key)
+
+
+def name_deciding_policy(flow: flow_pb2.Flow, metadata: Metadata, rule_id: int) -> None:
+    """Hubble's *_allowed_by / *_denied_by of an L7 flow, as the L3/L4 flows have them: the
+    policy whose rule redirected the connection allowed a forwarded request or answer, and
+    denied a dropped one (a 403, a REFUSED), its L7 rules being that rule's."""
+    policy = metadata.policy(rule_id) if rule_id else None
+    if policy is None:
+        return
+    ingress = flow.traffic_direction == flow_pb2.INGRESS
+    if flow.verdict == flow_pb2.FORWARDED:
+        target = flow.ingress_allowed_by if ingress else flow.egress_allowed_by
+    else:
+        target = flow.ingress_denied_by if ingress else flow.egress_denied_by
+    target.add(
+        name=policy.name,
+        namespace=policy.namespace,
+        kind=policy.kind,
+        labels=list(policy.labels),
+        revision=policy.revision,
+    )
+
+
+def connection_of(flow: flow_pb2.Flow) -> tuple[str, str, int, str, bool]:
+    """(client, server, server port, protocol, ingress) of an L7 flow, a reply's swapped."""
+    udp = flow.l4.HasField("UDP")
+    l4 = flow.l4.UDP if udp else flow.l4.TCP
+    client, server = flow.IP.source, flow.IP.destination
+    port = l4.destination_port
+    if flow.is_reply.value:
+        client, server, port = server, client, l4.source_port
+    return (
+        client,
+        server,
+        port,
+        "UDP" if udp else "TCP",
+        (flow.traffic_direction == flow_pb2.INGRESS),
+    )
+
+
 class L7FlowPublisher:
     def __init__(
         self,
@@ -159,11 +215,13 @@ class L7FlowPublisher:
         metadata: Metadata | None = None,
         registry: CollectorRegistry | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        rule_of: RuleOf | None = None,
     ) -> None:
         self._sink = sink
         self._node_name = node_name
         self._metadata = metadata
         self._clock_ns = clock_ns
+        self._rule_of = rule_of
         self.requests = Counter(
             "hubble_http_requests_total",
             "Count of HTTP requests",
@@ -178,7 +236,10 @@ class L7FlowPublisher:
         )
 
     def publish(self, flow: flow_pb2.Flow) -> None:
-        """Any L7 flow (the DNS proxy's too): into the node's flow ring."""
+        """Any L7 flow (the DNS proxy's too): into the node's flow ring, with its deciding
+        policy when the agent said how to find it."""
+        if self._rule_of is not None and self._metadata is not None:
+            name_deciding_policy(flow, self._metadata, self._rule_of(*connection_of(flow)))
         self._sink.append_flow(flow)
 
     def http_hook(self, *, ingress: bool) -> Callable[[HttpRecord], None]:
