@@ -14,6 +14,9 @@ import { markMapRendered, type Health } from "../health";
 
 const LAYOUT_EVERY_MS = 2000;
 const FIRST_QUIET_MS = 60;
+// Waited for quiet when the history the relay counted has not all come (its count may include
+// what GetFlows does not send): long enough for a loaded machine's pauses in the burst.
+const COUNTED_QUIET_MS = 400;
 const FIRST_MAX_MS = 3000;
 const BIG_MAP_EDGES = 200;
 const HISTORY = 10_000;
@@ -86,15 +89,15 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
 
   // Re-layout when the set of nodes/edges changes, at most every LAYOUT_EVERY_MS (and then only
   // the namespaces that changed: MapLayout keeps the others). The first layout waits for the
-  // history (historyIn); without the relay's count, for the burst to go quiet (FIRST_QUIET_MS);
-  // at most FIRST_MAX_MS after the first flow.
+  // history (historyIn); short of the relay's count, or without it, for the burst to go quiet
+  // (COUNTED_QUIET_MS, FIRST_QUIET_MS); at most FIRST_MAX_MS after the first flow.
   const layouter = useRef<MapLayout | null>(null);
   const lastLayout = useRef(0);
   const firstSeen = useRef(0);
   useEffect(() => {
     if (structure === layoutKey || !view.nodes.length) return;
     if (!firstSeen.current) firstSeen.current = Date.now();
-    const firstWait = historyIn ? 0 : historyWanted.current === undefined ? FIRST_QUIET_MS : FIRST_MAX_MS;
+    const firstWait = historyIn ? 0 : historyWanted.current === undefined ? FIRST_QUIET_MS : COUNTED_QUIET_MS;
     const wait = placed
       ? Math.max(0, lastLayout.current + LAYOUT_EVERY_MS - Date.now())
       : Math.min(firstWait, Math.max(0, firstSeen.current + FIRST_MAX_MS - Date.now()));
