@@ -232,8 +232,8 @@ def run(seconds: int, rate: int, rounds: int = 5, dns: bool = True) -> dict[str,
                 f"{sandbox.prefix}-s", _PROCS, "server", "0.0.0.0", str(PORT)
             )
             for name, port, extra in (
-                ("proxy", PROXIED, ()),
-                ("proxy_no_flows", PROXIED_NO_FLOWS, ("--no-flows",)),
+                ("proxy", PROXIED, ("--flows", CLIENT_IP, SERVER_IP)),
+                ("proxy_no_flows", PROXIED_NO_FLOWS, ()),
             ):
                 processes[name] = nsprocs.start(
                     sandbox.node_ns, _PROCS, "proxy", str(port), str(CLIENT_ID), *extra
@@ -257,7 +257,15 @@ def run(seconds: int, rate: int, rounds: int = 5, dns: bool = True) -> dict[str,
             # The same proxy on asyncio's own loop (flows built): why it runs on uvloop.
             nsprocs.stop(processes.pop("proxy"))
             processes["proxy"] = nsprocs.start(
-                sandbox.node_ns, _PROCS, "proxy", str(PROXIED), str(CLIENT_ID), "--asyncio"
+                sandbox.node_ns,
+                _PROCS,
+                "proxy",
+                str(PROXIED),
+                str(CLIENT_ID),
+                "--asyncio",
+                "--flows",
+                CLIENT_IP,
+                SERVER_IP,
             )
             plain = _throughput(node, client_ns, placement, processes, PROXIED, seconds, False)
         finally:

@@ -9,10 +9,15 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import uvloop
 
 from septum.bench import nsprocs
+
+if TYPE_CHECKING:
+    from septum.agent.l7.httpproxy import HttpRecord
 
 _RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
 _CLOSING = (
@@ -21,6 +26,7 @@ _CLOSING = (
 )
 _REQUEST = b"GET /bench/item HTTP/1.1\r\nhost: server\r\n\r\n"
 NODE = "bench-node"
+RULE = 7  # the datapath rule id the bench's flows name as their deciding policy
 
 
 class _Server(asyncio.Protocol):
@@ -53,27 +59,44 @@ async def _serve(address: str, port: int) -> None:
     await server.serve_forever()
 
 
-async def _proxy(port: int, identity: int, flows: bool) -> None:
-    # Imported here: the server and the latency client need none of the agent.
+def _publisher(client: str, server: str) -> Callable[[HttpRecord], None]:
+    """The records' way into Hubble flows as the agent's (daemon.py): both pods known to the
+    node's metadata (the flows' endpoints), each flow naming its deciding policy (the rule of
+    the connection, memoised per policy revision), into the node's flow ring, with the
+    hubble_http_* metrics."""
     from prometheus_client import CollectorRegistry
 
-    from septum.agent.l7.httpproxy import HttpProxy
-    from septum.agent.l7.httprules import policy_from_fields
-    from septum.agent.l7.l7flows import L7FlowPublisher
-    from septum.dataplane import l7redirect
+    from septum.agent.l7.l7flows import L7FlowPublisher, per_revision
     from septum.dataplane.observe.decoder import DecoderConfig, FlowDecoder
-    from septum.dataplane.observe.metadata import StaticMetadata
+    from septum.dataplane.observe.metadata import EndpointInfo, PolicyInfo, StaticMetadata
     from septum.dataplane.observe.ring import FlowRing
 
-    policy = policy_from_fields([{"method": "GET", "path": "/bench/.*"}])
-    on_record = None
-    if flows:  # as the agent does: every record becomes Hubble flows in the node's ring
-        metadata = StaticMetadata()
-        ring = FlowRing(FlowDecoder(metadata, DecoderConfig(node_name=NODE)))
-        publisher = L7FlowPublisher(
-            ring, node_name=NODE, metadata=metadata, registry=CollectorRegistry()
+    policy = PolicyInfo("bench-l7", "default", "CiliumNetworkPolicy")
+    metadata = StaticMetadata(policies={RULE: policy})
+    for endpoint_id, (name, ip) in enumerate((("client", client), ("server", server)), 1):
+        labels = (f"k8s:app={name}", "k8s:io.kubernetes.pod.namespace=default")
+        metadata.add_endpoint(
+            EndpointInfo(endpoint_id, 1000 + endpoint_id, "default", name, labels, ips=(ip,))
         )
-        on_record = publisher.http_hook(ingress=False)
+    ring = FlowRing(FlowDecoder(metadata, DecoderConfig(node_name=NODE)))
+    publisher = L7FlowPublisher(
+        ring,
+        node_name=NODE,
+        metadata=metadata,
+        registry=CollectorRegistry(),
+        rule_of=per_revision(lambda *connection: RULE, lambda: 1),
+    )
+    return publisher.http_hook(ingress=False)
+
+
+async def _proxy(port: int, identity: int, flows: tuple[str, str] | None) -> None:
+    # Imported here: the server and the latency client need none of the agent.
+    from septum.agent.l7.httpproxy import HttpProxy
+    from septum.agent.l7.httprules import policy_from_fields
+    from septum.dataplane import l7redirect
+
+    policy = policy_from_fields([{"method": "GET", "path": "/bench/.*"}])
+    on_record = _publisher(*flows) if flows else None
     proxy = HttpProxy(
         lambda conn: policy, lambda conn: identity, ingress=False, on_record=on_record
     )
@@ -125,7 +148,12 @@ async def _open_loop(
 def main(argv: list[str] | None = None) -> None:
     parser, proxy, latency = nsprocs.role_parser("septum.bench.l7procs", "latency")
     proxy.add_argument("--asyncio", action="store_true", help="asyncio's own loop, not uvloop")
-    proxy.add_argument("--no-flows", action="store_true", help="records go nowhere")
+    proxy.add_argument(
+        "--flows",
+        nargs=2,
+        metavar=("CLIENT", "SERVER"),
+        help="build the agent's Hubble flows of every record (the pods' addresses)",
+    )
     latency.add_argument("--connections", type=int, default=16)
     latency.add_argument("--rate", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -133,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.run(_serve(args.address, args.port))
     elif args.role == "proxy":
         run = asyncio.run if args.asyncio else uvloop.run
-        run(_proxy(args.port, args.identity, not args.no_flows))
+        run(_proxy(args.port, args.identity, tuple(args.flows) if args.flows else None))
     else:
         out = uvloop.run(
             _open_loop(args.address, args.port, args.rate, args.seconds, args.connections)
