@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { EndpointSchema, FlowSchema, ServiceSchema } from "../gen/septum/dataplane/observe/api/flow/flow_pb";
-import { edgeVerdict, ServiceGraph, visible } from "./graph";
+import { edgeVerdict, RATE_WINDOW_MS, rateNow, ServiceGraph, visible } from "./graph";
 import { landing, toWorld } from "./fixtures";
 
 describe("the service map's graph", () => {
@@ -50,5 +50,15 @@ describe("the service map's graph", () => {
     expect(visible(g, { ...all, protocol: "UDP" }).edges.map((e) => e.target)).toEqual(["reserved:world"]);
     expect(visible(g, { ...all, label: "class=xwing" }).nodes.map((n) => n.id).sort()).toEqual(["default/deathstar", "default/xwing"]);
     expect(visible(g, { ...all, namespaces: new Set(["kube-system"]) }).edges).toHaveLength(0);
+  });
+
+  it("an edge's rate is flows per second over its last window, and 0 once it went quiet", () => {
+    const r = new ServiceGraph();
+    const t0 = 1_700_000_000_000;
+    for (let i = 0; i < 21; i++) r.add(landing("tiefighter", t0 + i * 500)); // 2/s for 10 s
+    const e = r.edges.get("default/tiefighter->default/deathstar")!;
+    expect(rateNow(e, r.newestMs)).toBeCloseTo(2, 5);
+    r.add(landing("xwing", t0 + 10_000 + RATE_WINDOW_MS + 1)); // the stream goes on elsewhere
+    expect(rateNow(e, r.newestMs)).toBe(0);
   });
 });

@@ -62,10 +62,18 @@ export const VERDICT_COLOURS: Record<EdgeVerdict, string> = {
   mixed: "#e46c0a",
 };
 
+/** Flows per second on the edge now: its last full window's rate, or 0 once the edge has been
+ * quiet for a window while the stream went on (`newestMs`: the newest flow's time, the
+ * stream's clock rather than the browser's). */
+export function rateNow(e: MapEdge, newestMs: number): number {
+  return newestMs - e.lastMs > RATE_WINDOW_MS ? 0 : e.rate;
+}
+
 export class ServiceGraph {
   nodes = new Map<string, MapNode>();
   edges = new Map<string, MapEdge>();
   version = 0;
+  newestMs = 0; // the newest flow's time
 
   add(f: Flow): void {
     // Replies travel the other way on the same connection: the request already drew the edge.
@@ -100,6 +108,7 @@ export class ServiceGraph {
     }
     e.windowCount++;
     e.lastMs = Math.max(e.lastMs, t);
+    this.newestMs = Math.max(this.newestMs, t);
     this.version++;
   }
 

@@ -126,7 +126,7 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   const edgeElements = useRef(new EdgeElements());
   // Labels on every edge of a large map cost more to draw than they tell at the zoom it fits
   // at: there, an edge's ports, L7 and rate show when it is hovered.
-  const rfEdges = placed ? edgeElements.current.build(view.edges, placed, (e) => !bigMap || hovered === e.id) : [];
+  const rfEdges = placed ? edgeElements.current.build(view.edges, placed, (e) => !bigMap || hovered === e.id, graph.current.newestMs) : [];
 
   useEffect(() => {
     if (!placed) return;

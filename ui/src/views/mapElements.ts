@@ -4,7 +4,7 @@
 // drawn of them changed, so a flow that only bumps a counter does not make React Flow redo
 // the whole map.
 import { MarkerType, Position, type Edge, type Node } from "@xyflow/react";
-import { edgeVerdict, VERDICT_COLOURS, type MapEdge, type MapNode } from "../model/graph";
+import { edgeVerdict, rateNow, VERDICT_COLOURS, type MapEdge, type MapNode } from "../model/graph";
 import { NODE_H, NODE_W, OUTSIDE, type Placed } from "../model/layout";
 
 const HANDLES = [
@@ -37,9 +37,10 @@ export function mapNodes(placed: Placed, nodes: Map<string, MapNode>): Node[] {
   return out;
 }
 
-export function edgeLabel(e: MapEdge): string {
+export function edgeLabel(e: MapEdge, newestMs: number): string {
   const l7 = [...e.l7].slice(0, 3).join(", ");
-  return `${[...e.ports].slice(0, 3).join(", ")}${l7 ? ` · ${l7}` : ""}${e.rate ? ` · ${e.rate.toFixed(1)}/s` : ""}`;
+  const rate = rateNow(e, newestMs);
+  return `${[...e.ports].slice(0, 3).join(", ")}${l7 ? ` · ${l7}` : ""}${rate ? ` · ${rate.toFixed(1)}/s` : ""}`;
 }
 
 /** Edges for React Flow, each rebuilt only when its colour or shown label changed. */
@@ -48,13 +49,13 @@ export class EdgeElements {
   private last: Edge[] = [];
 
   /** `labelled(e)`: whether the edge shows its label (on a large map only when hovered). */
-  build(edges: MapEdge[], placed: Placed, labelled: (e: MapEdge) => boolean): Edge[] {
+  build(edges: MapEdge[], placed: Placed, labelled: (e: MapEdge) => boolean, newestMs: number): Edge[] {
     const out: Edge[] = [];
     let changed = false;
     for (const e of edges) {
       if (!placed.nodes.has(e.source) || !placed.nodes.has(e.target)) continue;
       const v = edgeVerdict(e);
-      const shown = labelled(e) ? edgeLabel(e) : undefined;
+      const shown = labelled(e) ? edgeLabel(e, newestMs) : undefined;
       const sig = `${v}|${shown ?? ""}`;
       let cached = this.byId.get(e.id);
       if (cached?.sig !== sig) {
