@@ -291,6 +291,15 @@ def _walk_to_fqdns(act: Act, namespace: str, peers: list[Peer]) -> None:
                   ("kubernetes.default.svc.cluster.local.", "DROPPED")}  # fmt: skip
         return seen if wanted <= queries else []
 
+    # --fqdn on the L3/L4 flows: the pod's connection to the address names it.
+    named = until(
+        "the L3/L4 flows to the learned name through the relay (--to-fqdn)",
+        lambda: act.hubble_json("--to-fqdn", ALLOWED_NAME, "--from-pod", pod),
+        30,
+    )
+    for flow in named:
+        assert flow["IP"]["destination"] == allowed_ip, flow
+        assert flow["destination_names"] == [ALLOWED_NAME], flow
     seen = until("the DNS flows through the relay", dns_flows, 30)
     for flow in seen:  # the queries name the policy whose DNS rule allowed or refused them
         named = "egress_allowed_by" if flow["verdict"] == "FORWARDED" else "egress_denied_by"

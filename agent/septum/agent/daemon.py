@@ -395,6 +395,9 @@ class Agent:
             config=self.options.tofqdns,
             rule_of=self._l7_rule_of(),
         )
+        from septum.agent.l7.dnsagent import LearnedNames
+
+        self.metadata.fqdn_names = LearnedNames(service.cache)  # --fqdn on L3/L4 flows
         log.info("DNS proxy on UDP and TCP port %d", service.port)
         return service
 

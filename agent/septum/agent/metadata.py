@@ -10,6 +10,7 @@ whole values and bumps `generation`, so decoders drop what they cached.
 from __future__ import annotations
 
 from septum.agent.facts import PodFacts, RuleFacts
+from septum.dataplane.observe.fqdnnames import FqdnNames
 from septum.dataplane.observe.metadata import (
     RESERVED_IDENTITY_LABELS,
     EndpointInfo,
@@ -57,6 +58,8 @@ class ClusterMetadata:
         self._pods: dict[tuple[str, str], EndpointInfo] = {}
         self._identities: dict[int, tuple[str, ...]] = {}
         self._policies: dict[int, PolicyInfo] = {}
+        # The DNS proxy's learned names (septum.dataplane.observe.fqdnnames), once it runs.
+        self.fqdn_names: FqdnNames | None = None
 
     # ---- writer ------------------------------------------------------------------------
 

@@ -94,3 +94,19 @@ def test_reporter_waits_for_an_observer_and_follows_a_new_one() -> None:
     assert len(first.flows) == 1 and len(second.flows) == 1
     queries = {"rcode": "", "qtypes": "A", "ips_returned": "0"}
     assert second.registry.get_sample_value("hubble_dns_queries_total", queries) == 1
+
+
+def test_learned_names_give_flows_their_names() -> None:
+    """The Observer's `fqdn_names`: the names a pod's lookups gave an address (--fqdn)."""
+    import ipaddress as ip
+
+    from septum.agent.l7.dnsagent import LearnedNames
+    from septum.agent.l7.fqdncache import FqdnCache
+
+    cache = FqdnCache()
+    cache.learn("default/xwing", "api.outside.example.", [(ip.ip_address("203.0.113.10"), 30)], 0)
+    names = LearnedNames(cache)
+    assert names.names_of("default/xwing", "203.0.113.10") == ["api.outside.example"]
+    assert names.names_of("default/xwing", "198.51.100.10") == []
+    assert names.names_of("default/tiefighter", "203.0.113.10") == []
+    assert names.names_of("default/xwing", "not an address") == []

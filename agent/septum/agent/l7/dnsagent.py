@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from septum.agent.l7.dnsflows import FlowMetadata, dns_flow
 from septum.agent.l7.dnsmetrics import DnsMetrics
 from septum.agent.l7.dnsproxy import DnsEvent
 from septum.agent.l7.dnsservice import DnsProxyService, on_loop
-from septum.agent.l7.fqdncache import FqdnConfig, IPAddress
+from septum.agent.l7.fqdncache import FqdnCache, FqdnConfig, IPAddress
 from septum.agent.l7.fqdnconns import (
     ConnectionActivity,
     ConntrackEntries,
@@ -137,6 +138,23 @@ class ObserverReporter:
         if flow is not None:
             publisher.publish(flow)
             metrics.observe(flow)
+
+
+class LearnedNames:
+    """`septum.dataplane.observe.fqdnnames.FqdnNames` over the DNS proxy's cache: the names
+    a flow's pod learned for its peer (read from the Observer's threads)."""
+
+    def __init__(self, cache: FqdnCache) -> None:
+        self._cache = cache
+
+    def names_of(self, endpoint: str, address: str) -> list[str]:
+        if not self._cache.lookups(endpoint):
+            return []  # most flows: a pod that resolved nothing; no address parsing
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            return []
+        return self._cache.names_of(endpoint, parsed)
 
 
 def start_dns_proxy(

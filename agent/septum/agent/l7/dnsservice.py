@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from septum.agent.l7.dnsproxy import DnsListener, DnsProxy, DnsRequest, Observe
 from septum.agent.l7.dnsredirect import IdentityOf, marked_upstream, serve_redirected
-from septum.agent.l7.fqdncache import LastActive
+from septum.agent.l7.fqdncache import FqdnCache, LastActive
 from septum.agent.l7.fqdnlearning import Apply, FqdnLearning, Learned
 from septum.operator.engine.rules import DnsRule
 
@@ -75,6 +75,11 @@ class DnsProxyService:
         self._thread: threading.Thread | None = None
         self._listener: DnsListener | None = None
         self._expiry: asyncio.Task[None] | None = None
+
+    @property
+    def cache(self) -> FqdnCache:
+        """What the proxy learned (per endpoint, name and address), for flows' names."""
+        return self._learning.cache
 
     def invalidate(self) -> None:
         with self._lock:

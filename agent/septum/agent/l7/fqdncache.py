@@ -106,7 +106,8 @@ class FqdnCache:
         `destination_names` (and `source_names` of its replies), as Hubble fills them
         from the DNS cache for `--fqdn` / `--to-fqdn`."""
         names = self._entries.get(endpoint, {})
-        return sorted(name.rstrip(".") for name, known in names.items() if address in known)
+        # list(): read from the Observer's threads while the proxy's loop learns (one C call)
+        return sorted(name.rstrip(".") for name, known in list(names.items()) if address in known)
 
     def lookups(self, endpoint: str) -> Mapping[str, Mapping[IPAddress, float]]:
         return self._entries.get(endpoint, {})

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from septum.dataplane import abi
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.fqdnnames import fill_names
 from septum.dataplane.observe.metadata import EndpointInfo, Metadata
 from septum.dataplane.observe.wire import varint
 from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
@@ -353,6 +354,8 @@ class FlowDecoder:
         if service is not None:  # a Service frontend (the datapath decides before the DNAT)
             flow.destination_service.namespace, flow.destination_service.name = service
         self._fill_policy(flow, rec, verdict, direction)
+        # --fqdn: names the DNS proxy learned (septum.dataplane.observe.fqdnnames; issue 14)
+        fill_names(flow, getattr(self._metadata, "fqdn_names", None))
         return flow
 
     def _service(self, identity: int) -> tuple[str, str] | None:
