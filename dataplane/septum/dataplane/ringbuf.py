@@ -17,8 +17,9 @@ read that found records, the reader pauses ``coalesce_s`` before it looks again:
 that come meanwhile cost at most one wake-up (with nobody waiting in epoll) per pause, and
 are taken in one batch.  The pause is taken even when records are already waiting (under a
 steady stream they always are), unless a quarter of the ring is.  An idle reader (its last
-look found nothing) sleeps in epoll and the first record wakes it at once.  The added latency of an event is at most
-``coalesce_s`` (1 ms by default), and only while events keep coming.
+look found nothing) sleeps in epoll and the first record wakes it at once.  The added
+latency of an event is at most ``coalesce_s`` (1 ms by default), and only while events keep
+coming.
 """
 
 from __future__ import annotations
