@@ -176,6 +176,26 @@ CASES = [
         "secrets are not supported",
     ),
     (
+        "http and dns rules in one port rule",
+        cnp(
+            {
+                **EP,
+                "egress": [
+                    {
+                        "toPorts": [
+                            {
+                                "ports": [{"port": "53"}],
+                                "rules": {"http": [{}], "dns": [{"matchPattern": "*"}]},
+                            }
+                        ]
+                    }
+                ],
+            }
+        ),
+        "spec.egress[0].toPorts[0].rules",
+        "cannot be mixed",
+    ),
+    (
         "L7 rules in a deny section",
         cnp(
             {

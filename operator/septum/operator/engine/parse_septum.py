@@ -197,6 +197,8 @@ def _parse_l7(raw: Any, path: str, direction: Direction, action: Action) -> L7Ru
         if pattern and not _DNS_PATTERN.match(pattern.rstrip(".")):
             raise PolicyError(field(item_path, "matchPattern"), f"invalid DNS pattern {pattern!r}")
         dns.append(DnsRule(name, pattern))
+    if http and dns:  # Cilium's L7Rules is a union: one parser (one proxy) per port rule
+        raise PolicyError(path, "http and dns rules cannot be mixed in one port rule")
     return L7Rules(tuple(http), tuple(dns))
 
 
