@@ -146,3 +146,26 @@ def test_a_service_frontend_is_decided_by_its_backends() -> None:
     assert compiler.l7_dns_rules("10.0.0.5", "10.96.0.11", 53) == ()  # no Service there
     # TCP port 80 of the Service goes to 8080 on the backend, where the HTTP rule is.
     assert compiler.l7_http_rules("10.0.0.5", "10.96.0.10", 80, ingress=False) == (HttpRule("GET"),)
+
+
+def test_dns_rules_are_those_of_the_transport_the_query_came_over() -> None:
+    cluster = Cluster()
+    to_server = {
+        "toCIDR": ["192.0.2.53/32"],
+        "toPorts": [
+            {"ports": [{"port": "53", "protocol": "UDP"}],
+             "rules": {"dns": [{"matchPattern": "*.udp.example"}]}},
+            {"ports": [{"port": "53", "protocol": "TCP"}],
+             "rules": {"dns": [{"matchPattern": "*.tcp.example"}]}},
+        ],
+    }  # fmt: skip
+    cluster.load(
+        ("Namespace", namespace("app")),
+        ("Pod", pod("app", "client", "10.0.0.5", {"app": "client"})),
+        ("SeptumNetworkPolicy", _egress_policy("app", {"app": "client"}, to_server)),
+    )
+    compiler = cluster.compiler
+    udp, tcp = (DnsRule(match_pattern="*.udp.example"),), (DnsRule(match_pattern="*.tcp.example"),)
+    assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53, "UDP") == udp
+    assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53, "TCP") == tcp
+    assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53) == udp  # no transport: UDP's

@@ -693,14 +693,18 @@ class Compiler:
         side = self._egress_side(source, destination, port, PROTO_TCP, "TCP")
         return side.l7_rules.http if side is not None else ()
 
-    def l7_dns_rules(self, source: str, destination: str, port: int) -> tuple[DnsRule, ...]:
+    def l7_dns_rules(
+        self, source: str, destination: str, port: int, protocol: str = ""
+    ) -> tuple[DnsRule, ...]:
         """The rules.dns the node's DNS proxy enforces on a query source -> destination:port
-        (the merged rules of explain's egress side); () allows nothing.  Called from the
-        proxy's thread: it only reads the engine.  UDP's rules, else TCP's: a query reaches
-        the proxy only over a protocol the datapath redirects, and a port's rules.dns are
-        the same for both unless a policy gives them different ones (then UDP's)."""
-        for protocol, name in ((PROTO_UDP, "UDP"), (PROTO_TCP, "TCP")):
-            side = self._egress_side(source, destination, port, protocol, name)
+        over `protocol` ("UDP" or "TCP": the merged rules of explain's egress side); () allows
+        nothing.  Without a protocol, UDP's rules, else TCP's.  Called from the proxy's
+        thread: it only reads the engine."""
+        protocols = ((PROTO_UDP, "UDP"), (PROTO_TCP, "TCP"))
+        for number, name in protocols:
+            if protocol and name != protocol:
+                continue
+            side = self._egress_side(source, destination, port, number, name)
             if side is not None and side.allowed and side.l7_rules.dns:
                 return side.l7_rules.dns
         return ()

@@ -24,7 +24,9 @@ class Compiler:
     def __init__(self) -> None:
         self.asked = 0
 
-    def l7_dns_rules(self, source: str, destination: str, port: int) -> tuple[DnsRule, ...]:
+    def l7_dns_rules(
+        self, source: str, destination: str, port: int, protocol: str = ""
+    ) -> tuple[DnsRule, ...]:
         self.asked += 1
         return (DnsRule(match_name="api.example.com"),)
 

@@ -35,8 +35,8 @@ async def test_service_enforces_engine_rules_and_opens_tofqdns(world: World) -> 
     agent.load({})
     l7redirect.install_proxy_routing(world.box.node_ns)
 
-    def lookup(client: str, server: str, port: int) -> tuple[DnsRule, ...]:
-        verdict = explain(agent.engine, client, server, port, "UDP").egress
+    def lookup(client: str, server: str, port: int, protocol: str) -> tuple[DnsRule, ...]:
+        verdict = explain(agent.engine, client, server, port, protocol).egress
         return verdict.l7_rules.dns if verdict is not None else ()
 
     learning = FqdnLearning(

@@ -38,7 +38,9 @@ from septum.operator.engine.rules import DnsRule
 
 
 class Rules(Protocol):
-    def l7_dns_rules(self, source: str, destination: str, port: int) -> tuple[DnsRule, ...]: ...
+    def l7_dns_rules(
+        self, source: str, destination: str, port: int, protocol: str = ""
+    ) -> tuple[DnsRule, ...]: ...
 
     def address_identity(self, address: str) -> int: ...
 
@@ -71,17 +73,19 @@ class CachedRules:
         self._compiler = compiler
         self._generation = generation
         self._seen = -1
-        self._cache: dict[tuple[str, str, int], tuple[DnsRule, ...]] = {}
+        self._cache: dict[tuple[str, str, int, str], tuple[DnsRule, ...]] = {}
 
-    def __call__(self, client: str, server: str, port: int) -> tuple[DnsRule, ...]:
+    def __call__(
+        self, client: str, server: str, port: int, protocol: str = ""
+    ) -> tuple[DnsRule, ...]:
         generation = self._generation()
         if generation != self._seen:
             self._cache = {}
             self._seen = generation
-        key = (client, server, port)
+        key = (client, server, port, protocol)
         rules = self._cache.get(key)
         if rules is None:
-            rules = self._cache[key] = self._compiler.l7_dns_rules(client, server, port)
+            rules = self._cache[key] = self._compiler.l7_dns_rules(client, server, port, protocol)
         return rules
 
 
@@ -193,8 +197,8 @@ def start_dns_proxy(
         entries = conntrack.conntrack()
         return open_connections(entries, conntrack.jiffies(), endpoint_of)
 
-    def lookup(client: str, server: str, server_port: int) -> Sequence[DnsRule]:
-        return rules(client, server, server_port)
+    def lookup(client: str, server: str, server_port: int, protocol: str) -> Sequence[DnsRule]:
+        return rules(client, server, server_port, protocol)
 
     def identity_of(address: str) -> int | None:
         return compiler.address_identity(address)

@@ -25,7 +25,8 @@ from septum.agent.l7.fqdncache import FqdnCache, LastActive
 from septum.agent.l7.fqdnlearning import Apply, FqdnLearning, Learned
 from septum.operator.engine.rules import DnsRule
 
-Lookup = Callable[[str, str, int], Sequence[DnsRule]]
+# (client, server, server port, "UDP" or "TCP": the transport the query came over) -> rules
+Lookup = Callable[[str, str, int, str], Sequence[DnsRule]]
 
 
 def on_loop(loop: asyncio.AbstractEventLoop, apply: Callable[[Learned], None]) -> Apply:
@@ -69,7 +70,7 @@ class DnsProxyService:
         self._observe = observe
         self._tcp = tcp
         self._last_active = last_active
-        self._cache: dict[tuple[str, str, int], Sequence[DnsRule]] = {}
+        self._cache: dict[tuple[str, str, int, str], Sequence[DnsRule]] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +87,7 @@ class DnsProxyService:
             self._cache.clear()
 
     def _rules(self, request: DnsRequest) -> Sequence[DnsRule]:
-        key = (request.client[0], request.server[0], request.server[1])
+        key = (request.client[0], request.server[0], request.server[1], request.transport.upper())
         with self._lock:
             cached = self._cache.get(key)
         if cached is None:
