@@ -4,9 +4,9 @@ flows do: the policy of the rule that let the proxied connection through."""
 from __future__ import annotations
 
 from septum.agent.l7.httpproxy import Connection, HttpRecord
-from septum.agent.l7.l7flows import L7FlowPublisher, connection_of, per_revision
+from septum.agent.l7.l7flows import L7FlowPublisher, connection_of, l7_flow, per_revision
 from septum.dataplane.observe.api.flow import flow_pb2
-from septum.dataplane.observe.metadata import PolicyInfo, StaticMetadata
+from septum.dataplane.observe.metadata import EndpointInfo, PolicyInfo, StaticMetadata
 
 RULE1 = PolicyInfo("rule1", "default", "SeptumNetworkPolicy", ("k8s:app=deathstar",), 4)
 CONN = Connection("10.0.0.3", 43000, "10.0.0.2", 80)  # tiefighter -> deathstar:80
@@ -74,3 +74,18 @@ def test_no_rule_no_name_and_the_lookup_is_memoised_per_revision() -> None:
     assert cached(*key) == cached(*key) == 3 and len(calls) == 1
     revision[0] = 2  # a policy change: asked again
     assert cached(*key) == 3 and len(calls) == 2
+
+
+def test_l7_flows_carry_the_names_the_client_learned() -> None:
+    class Learned:
+        def names_of(self, endpoint: str, address: str) -> list[str]:
+            return ["api.outside.example"] if address == "203.0.113.10" else []
+
+    metadata = StaticMetadata()
+    metadata.add_endpoint(EndpointInfo(1, 1001, "default", "client", ips=("10.0.0.5",)))
+    metadata.fqdn_names = Learned()  # type: ignore[attr-defined]  # the agent's DNS proxy
+    flow = l7_flow(
+        node_name="n", source=("10.0.0.5", 40000), destination=("203.0.113.10", 80),
+        ingress=False, reply=False, forwarded=True, metadata=metadata, time_ns=1,
+    )  # fmt: skip
+    assert list(flow.destination_names) == ["api.outside.example"]

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from septum.agent.l7.httpproxy import Connection, HttpRecord
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.fqdnnames import fill_names
 from septum.dataplane.observe.metadata import Metadata
 
 ACCESS_LOG_EVENT = 129  # Cilium's MessageTypeAccessLog: Hubble's event type of L7 flows
@@ -88,6 +89,7 @@ def l7_flow(
     flow.event_type.type = ACCESS_LOG_EVENT
     flow.traffic_direction = flow_pb2.INGRESS if ingress else flow_pb2.EGRESS
     flow.is_reply.value = reply
+    fill_names(flow, getattr(metadata, "fqdn_names", None))  # --fqdn, as on L3/L4 flows
     return flow
 
 
