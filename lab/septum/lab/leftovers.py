@@ -11,6 +11,11 @@ from septum.lab import config, network, nodestate
 from septum.lab.layout import StateDir
 
 _LAB_ADDRESSES = ("10.213.", "10.214.")
+# Client tools cached beside the lab's binaries: a run of one (`helm template` in a chart render
+# test, the Cilium peer's loader in a bench) belongs to whoever started it, not to the lab, unless
+# it names the lab's state (its kubeconfig). Counting them made a lab test fail its teardown while
+# anyone else on the machine ran helm.
+_CLIENT_TOOLS = frozenset({"helm", "kubectl", "ciliumpeer"})
 # Mountpoints the lab's own pods and tests create on the host (removed by ``lab down``).
 _MOUNTPOINTS = (
     "/etc/coredns",
@@ -37,7 +42,8 @@ def _lab_processes() -> list[str]:
         if proc.info["status"] == psutil.STATUS_ZOMBIE or not argv:
             continue
         names_state = any(arg == state or state + "/" in arg for arg in argv)
-        if argv[0].startswith(bin_dir) or modules & set(argv) or names_state:
+        lab_binary = argv[0].startswith(bin_dir) and Path(argv[0]).name not in _CLIENT_TOOLS
+        if lab_binary or modules & set(argv) or names_state:
             found.append(f"{proc.info['pid']} {' '.join(argv)[:120]}")
     return found
 
