@@ -13,8 +13,8 @@ from septum.lab.layout import StateDir
 _LAB_ADDRESSES = ("10.213.", "10.214.")
 # Client tools cached beside the lab's binaries: a run of one (`helm template` in a chart render
 # test, the Cilium peer's loader in a bench) belongs to whoever started it, not to the lab, unless
-# it names the lab's state (its kubeconfig). Counting them made a lab test fail its teardown while
-# anyone else on the machine ran helm.
+# it names the lab's state (its kubeconfig) in its arguments or environment. Counting every run
+# made a lab test fail its teardown while anyone else on the machine ran helm.
 _CLIENT_TOOLS = frozenset({"helm", "kubectl", "ciliumpeer"})
 # Mountpoints the lab's own pods and tests create on the host (removed by ``lab down``).
 _MOUNTPOINTS = (
@@ -42,10 +42,21 @@ def _lab_processes() -> list[str]:
         if proc.info["status"] == psutil.STATUS_ZOMBIE or not argv:
             continue
         names_state = any(arg == state or state + "/" in arg for arg in argv)
-        lab_binary = argv[0].startswith(bin_dir) and Path(argv[0]).name not in _CLIENT_TOOLS
+        lab_binary = argv[0].startswith(bin_dir)
+        if lab_binary and Path(argv[0]).name in _CLIENT_TOOLS:
+            lab_binary = _environ_names(proc, state)
         if lab_binary or modules & set(argv) or names_state:
             found.append(f"{proc.info['pid']} {' '.join(argv)[:120]}")
     return found
+
+
+def _environ_names(proc: psutil.Process, state: str) -> bool:
+    """Whether a process's environment points into the lab's state (KUBECONFIG=<state>/...)."""
+    try:
+        environ = proc.environ()
+    except psutil.Error:
+        return False
+    return any(value == state or state + "/" in value for value in environ.values())
 
 
 def _lines(argv: list[str], needles: tuple[str, ...]) -> list[str]:
