@@ -29,4 +29,15 @@ def test_bench_l7_json_keys_and_values() -> None:
     assert figures["http_rps_proxied_rounds"] == [figures["http_rps_proxied"]]
     assert figures["cpu_pct_keepalive"]["proxied"]["proxy"] > 0  # the proxy did the work
     assert figures["cpu_pct_keepalive"]["direct"]["proxy"] < 5  # direct bypassed it
-    assert figures["http_rps_proxied_per_proxy_core"] >= figures["http_rps_proxied"] * 0.95
+    # Per CPU-second: each side's rate over the CPU of the process(es) that limit it, by mode.
+    use = figures["cpu_pct_keepalive"]
+    assert figures["http_rps_proxied_per_proxy_core"] == pytest.approx(
+        figures["http_rps_proxied"] * 100 / use["proxied"]["proxy"], rel=0.02
+    )
+    assert figures["http_rps_direct_per_peer_core"] == pytest.approx(
+        figures["http_rps_direct"] * 100 / (use["direct"]["server"] + use["direct"]["wrk"]),
+        rel=0.02,
+    )
+    assert figures["http_conn_rps_proxied_share"] == pytest.approx(
+        figures["http_conn_rps_proxied"] / figures["http_conn_rps_direct"], abs=0.002
+    )
