@@ -25,11 +25,13 @@ engine's: its entries come out with `audit` set on the denies that only report.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from septum.agent.facts import PodFacts, RuleFacts
 from septum.agent.identities import (
@@ -92,6 +94,8 @@ DERIVED_MEMO_MAX: Final = 256
 TERMINAL_PHASES: Final = frozenset({"Succeeded", "Failed"})
 Obj = Mapping[str, Any]
 Key = tuple[str, str]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _key(obj: Obj) -> Key:
@@ -176,6 +180,19 @@ def with_localhost(policy: DirectionPolicy) -> DirectionPolicy:
     return DirectionPolicy(True, tuple(sorted(kept + allows)), policy.protocols, policy.wildcard)
 
 
+def _locked(
+    method: Callable[Concatenate[Compiler, _P], _R],
+) -> Callable[Concatenate[Compiler, _P], _R]:
+    """`method` run holding the compiler's lock (module docstring, "Threads")."""
+
+    @functools.wraps(method)
+    def held(compiler: Compiler, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with compiler._lock:
+            return method(compiler, *args, **kwargs)
+
+    return held
+
+
 @dataclass
 class Pending:
     """What the datapath side must write since it last asked."""
@@ -221,6 +238,8 @@ class Compiler:
     ) -> None:
         self.node = node
         self.allow_localhost = allow_localhost
+        # reentrant: a locked entry point may call another (module docstring, "Threads")
+        self._lock = threading.RLock()
         self.cluster_name = cluster_name
         self.identities = IdentityStore()
         self.engine = Engine(
@@ -254,6 +273,7 @@ class Compiler:
 
     # ---- input -----------------------------------------------------------------------
 
+    @_locked
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watched object changed (`event_type` "upsert" or "delete")."""
         if kind in SERVICE_KINDS:
@@ -341,6 +361,7 @@ class Compiler:
         elif kind in POLICY_KINDS:
             self._policy(obj, delete)
 
+    @_locked
     def load(self) -> None:
         """The first full compile, once every resource is listed (engine.load, then the
         cyclic collector frozen: this process lives long)."""
@@ -370,10 +391,12 @@ class Compiler:
         self.pending.all_dirty = True
         self.pending.pods.update(self.raw.get("Pod", {}))
 
+    @_locked
     def set_fqdn_addresses(self, learned: Mapping[IPAddress, Iterable[str]]) -> None:
         """The addresses the node's DNS proxy learned (septum.agent.l7): toFQDNs selects them."""
         self.pending.add_changes(self.engine.set_fqdn_addresses(learned))
 
+    @_locked
     def set_local_ips(self, namespace: str, name: str, ips: Iterable[str]) -> None:
         """A local pod's addresses from its CNI ADD (the API learns them later)."""
         self.local_ips[(namespace, name)] = tuple(ips)
@@ -497,6 +520,7 @@ class Compiler:
 
     # ---- output ------------------------------------------------------------------------
 
+    @_locked
     def take(self) -> Pending:
         pending, self.pending = self.pending, Pending()
         self._settle_ipcache(pending)
@@ -681,25 +705,27 @@ class Compiler:
     def all_pods(self) -> list[tuple[str, str]]:
         return [(k.namespace, k.name) for k in self.engine.pod_identity]
 
+    @_locked
     def l7_http_rules(
         self, source: str, destination: str, port: int, ingress: bool
     ) -> tuple[HttpRule, ...]:
         """The HTTP rules the node's L7 proxy enforces on a TCP connection source ->
         destination:port redirected on that side (the merged rules of explain); () allows
-        nothing.  Called from the proxy's thread: it only reads the engine."""
+        nothing.  Called from the proxy's thread, under the lock."""
         if ingress:
             side = explain(self.engine, source, destination, port).ingress
             return side.l7_rules.http if side is not None else ()
         side = self._egress_side(source, destination, port, PROTO_TCP, "TCP")
         return side.l7_rules.http if side is not None else ()
 
+    @_locked
     def l7_dns_rules(
         self, source: str, destination: str, port: int, protocol: str = ""
     ) -> tuple[DnsRule, ...]:
         """The rules.dns the node's DNS proxy enforces on a query source -> destination:port
         over `protocol` ("UDP" or "TCP": the merged rules of explain's egress side); () allows
         nothing.  Without a protocol, UDP's rules, else TCP's.  Called from the proxy's
-        thread: it only reads the engine."""
+        thread, under the lock."""
         protocols = ((PROTO_UDP, "UDP"), (PROTO_TCP, "TCP"))
         for number, name in protocols:
             if protocol and name != protocol:
@@ -709,12 +735,13 @@ class Compiler:
                 return side.l7_rules.dns
         return ()
 
+    @_locked
     def l7_rule_id(
         self, source: str, destination: str, port: int, protocol: str, ingress: bool
     ) -> int:
         """The rule that allows source -> destination:port (protocol "TCP" or "UDP") on that
         side: its policy decided the proxied connection, and names its L7 flows; 0 when no
-        rule allows it.  Called from the proxies' threads: it only reads the engine."""
+        rule allows it.  Called from the proxies' threads, under the lock."""
         if ingress:
             side = explain(self.engine, source, destination, port, protocol).ingress
         else:
@@ -748,6 +775,7 @@ class Compiler:
                 return [(b.ip, b.port) for b in service.backends if b.ip != source]
         return []
 
+    @_locked
     def address_identity(self, address: str) -> int:
         """The security identity of an address (world when nothing more specific has it)."""
         return resolve_endpoint(self.engine, address).identity or int(ReservedIdentity.WORLD)
