@@ -40,7 +40,7 @@ from .policies import (
 
 IN, OUT = Direction.INGRESS, Direction.EGRESS
 ALLOW, DENY = Verdict.ALLOW, Verdict.DENY
-TCP, ICMP = 6, 1
+TCP, UDP, ICMP = 6, 17, 1
 
 
 def entry(peer, protocol, lo, hi, verdict=ALLOW, *, l7=False, audit=False, rule_id=1, to=IN):
@@ -87,6 +87,19 @@ def test_dns_entries_go_to_the_dns_proxy_and_http_or_mixed_ones_to_the_http_prox
     assert port(L7Kind.NONE) == 0
     assert port(L7Kind.DNS, dns_port=None) == 15080  # no DNS port given: the direction's
     assert port(L7Kind.DNS, proxy_port=0) == 0  # no proxy yet: a plain allow
+
+
+def test_udp_with_a_dns_kind_goes_to_the_dns_proxy():
+    """The HTTP proxy has no UDP listener: a UDP entry whose kinds include DNS (http and dns
+    rules met on one port) sent there was dropped (SOCKET_LOOKUP_FAILED)."""
+
+    def port(kind: L7Kind, protocol: int) -> int:
+        (got,) = translate_entry(entry(600, protocol, 53, 53, l7=kind, to=OUT), 15080, 15082)
+        return got.l7_proxy_port
+
+    assert port(L7Kind.HTTP | L7Kind.DNS, UDP) == 15082
+    assert port(L7Kind.DNS, UDP) == 15082
+    assert port(L7Kind.HTTP | L7Kind.DNS, TCP) == 15080  # TCP: the HTTP proxy, as before
 
 
 @pytest.mark.parametrize(

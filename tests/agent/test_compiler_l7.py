@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from septum.operator.engine.rules import DnsRule, HttpRule
+from septum.operator.engine.rules import DnsRule, HttpRule, L7Kind
 from septum.wellknown.reserved import ReservedIdentity
 
 from .test_compiler import Cluster, namespace, pod
@@ -169,3 +169,39 @@ def test_dns_rules_are_those_of_the_transport_the_query_came_over() -> None:
     assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53, "UDP") == udp
     assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53, "TCP") == tcp
     assert compiler.l7_dns_rules("10.0.0.5", "192.0.2.53", 53) == udp  # no transport: UDP's
+
+
+def test_dns_and_http_rules_met_on_udp_53_go_to_the_dns_proxy() -> None:
+    """Two policies select one UDP port, one with rules.dns and one with rules.http: the
+    entry's kinds are HTTP|DNS, and its UDP traffic must reach the DNS proxy (the HTTP
+    proxy listens on TCP only)."""
+    from septum.agent.adapter import endpoint_policy
+    from septum.dataplane.abi import TrafficDirection
+
+    def to_dns(rules: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "toCIDR": ["192.0.2.53/32"],
+            "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": rules}],
+        }
+
+    with_dns = _egress_policy("app", {"app": "client"}, to_dns({"dns": [{"matchName": "a."}]}))
+    with_http = _egress_policy("app", {"app": "client"}, to_dns({"http": [{"method": "GET"}]}))
+    with_http["metadata"]["name"] = "q"
+    cluster = Cluster()
+    cluster.load(
+        ("Namespace", namespace("app")),
+        ("Pod", pod("app", "client", "10.0.0.5", {"app": "client"})),
+        ("SeptumNetworkPolicy", with_dns),
+        ("SeptumNetworkPolicy", with_http),
+    )
+    policy = cluster.compiler.local_policy("app", "client")
+    assert policy is not None
+    kinds = {e.l7 for e in policy.egress.entries if e.protocol == 17 and e.port_lo == 53}
+    assert kinds == {L7Kind.HTTP | L7Kind.DNS}
+    translated = endpoint_policy(policy, 15080, 15081, 15082)
+    redirected = {
+        (e.protocol, e.l7_proxy_port)
+        for e in translated.entries
+        if e.direction is TrafficDirection.EGRESS and e.l7_proxy_port
+    }
+    assert redirected == {(17, 15082)}

@@ -31,7 +31,14 @@ from typing import Final, Protocol
 from septum.dataplane import policy as datapath
 from septum.dataplane.abi import PolicyAction, TrafficDirection
 from septum.operator.engine.entries import DirectionPolicy, PolicyEntry, Verdict
-from septum.operator.engine.ports import PORT_MAX, PORT_MIN, PROTO_ANY, PROTO_ICMP, PROTO_ICMPV6
+from septum.operator.engine.ports import (
+    PORT_MAX,
+    PORT_MIN,
+    PROTO_ANY,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_UDP,
+)
 from septum.operator.engine.rules import Direction, L7Kind
 
 ICMP_TYPE_MAX: Final = 255
@@ -72,7 +79,8 @@ def endpoint_policy(
     node runs a proxy per direction (septum.agent.l7.service: each proxy then knows whose
     rules it enforces); None: l7_proxy_port for both.  l7_dns_port: the DNS proxy's port, for
     entries whose L7 rules are all rules.dns (so DNS over TCP reaches the DNS proxy, not the
-    HTTP one); None: the entry's direction port.
+    HTTP one) and UDP entries with any rules.dns (the HTTP proxy has no UDP listener); None:
+    the entry's direction port.
     """
     ingress_port = l7_proxy_port if l7_ingress_port is None else l7_ingress_port
     entries = [
@@ -185,11 +193,14 @@ def translate_entry(
 
 def _proxy_port(entry: PolicyEntry, l7_proxy_port: int, l7_dns_port: int | None) -> int:
     """Where an allowed entry's connections go: nowhere without L7 rules; the DNS proxy when
-    every L7 rule there is rules.dns (Cilium gives one port one L7 parser; where both kinds
-    meet, the HTTP proxy's port, as before kinds were carried)."""
+    every L7 rule there is rules.dns, or on UDP when any is (the HTTP proxy listens on TCP
+    only: UDP sent there found no socket and was dropped); else the HTTP proxy's port
+    (Cilium gives one port one L7 parser; where both kinds meet on TCP, the HTTP proxy, as
+    before kinds were carried)."""
     if not entry.l7:
         return 0
-    if entry.l7 == L7Kind.DNS and l7_dns_port is not None and l7_proxy_port:
+    dns = entry.l7 == L7Kind.DNS or (entry.protocol == PROTO_UDP and entry.l7 & L7Kind.DNS)
+    if dns and l7_dns_port is not None and l7_proxy_port:
         return l7_dns_port
     return l7_proxy_port
 
