@@ -1,10 +1,9 @@
 // ELK in a web worker: the map's layout runs beside the flow stream's decoding and React's
 // rendering instead of blocking them. The worker (ELK is 1.4 MB of script) starts when a map
-// first needs ELK: a large map is laid out without it (quicklayout.ts).
+// first needs a layout.
 import ELK from "elkjs/lib/elk-api.js";
 import ElkWorker from "elkjs/lib/elk-worker.min.js?worker";
 import { MapLayout, type Layouter } from "./layout";
-import { quickLayout } from "./quicklayout";
 
 let elk: Layouter | undefined;
 
@@ -15,5 +14,5 @@ function worker(): Layouter {
 
 /** A fresh layout (one per map view: its cache follows that view's graph). */
 export function mapLayout(): MapLayout {
-  return new MapLayout(worker, quickLayout);
+  return new MapLayout(worker);
 }

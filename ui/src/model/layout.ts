@@ -65,8 +65,10 @@ export function partition(nodes: MapNode[], edges: MapEdge[]): Group[] {
   });
 }
 
-// One sweep of crossing minimisation and the simple placer: a namespace's box is small, and
-// the full-quality passes cost several times as much per box.
+// ELK's layered algorithm with its linear-time choices: greedy cycle breaking, longest-path
+// layering, one crossing-minimisation sweep without the greedy switch, the simple placer and no
+// post-compaction. A namespace's box is small, and the full-quality passes cost several times
+// as much per box while adding little to a few dozen workloads.
 const LAYERED: Record<string, string> = {
   "elk.algorithm": "layered",
   "elk.direction": "RIGHT",
@@ -75,7 +77,11 @@ const LAYERED: Record<string, string> = {
   "elk.padding": "[top=36,left=16,bottom=16,right=16]",
   "elk.aspectRatio": "1.6",
   "elk.layered.thoroughness": "1",
+  "elk.layered.cycleBreaking.strategy": "GREEDY",
+  "elk.layered.layering.strategy": "LONGEST_PATH",
+  "elk.layered.crossingMinimization.greedySwitch.type": "OFF",
   "elk.layered.nodePlacement.strategy": "SIMPLE",
+  "elk.layered.compaction.postCompaction.strategy": "NONE",
 };
 
 /** The ELK graph for one namespace's box. Packing unconnected parts into rows (instead of one
@@ -88,6 +94,15 @@ export function elkGraph(g: Group): ElkNode {
     children: g.nodes.map((m) => ({ id: m.id, width: NODE_W, height: NODE_H })),
     edges: g.edges.map((e) => ({ id: e.id, sources: [e.source], targets: [e.target] })),
   };
+}
+
+/** The namespaces to lay out as one ELK graph: each box a compound node laid out on its own
+ * (ELK's default hierarchy handling lays out children before their parent), the root left
+ * where it is ('fixed': pack() places the boxes). One call instead of one per namespace: each
+ * call to ELK has a fixed cost (the graph's import and the algorithm's set-up, ~15 ms in the
+ * page's worker), which made 20 boxes cost seconds while ELK was cold. */
+export function elkBatch(groups: Group[]): ElkNode {
+  return { id: "map", layoutOptions: { "elk.algorithm": "fixed" }, children: groups.map(elkGraph), edges: [] };
 }
 
 function components(g: Group): number {
@@ -123,10 +138,6 @@ export function pack(boxes: { id: string; w: number; h: number }[], gap = GAP): 
   return out;
 }
 
-/** Above this many workloads on the map, its boxes are laid out by quickLayout instead of ELK
- * (ELK's ~15 ms a box would make the map wait seconds; see quicklayout.ts). */
-export const QUICK_ABOVE = 150;
-
 /** The map's layout, namespace by namespace, remembering each namespace's last layout. */
 export class MapLayout {
   private cache = new Map<string, { key: string; laid: ElkNode }>();
@@ -134,21 +145,16 @@ export class MapLayout {
   lastRuns = 0;
 
   /** `elk`: called when a box needs ELK (the page starts ELK's worker only then). */
-  constructor(
-    private readonly elk: () => Layouter,
-    private readonly quick: (g: Group) => ElkNode,
-  ) {}
+  constructor(private readonly elk: () => Layouter) {}
 
   async layout(nodes: MapNode[], edges: MapEdge[]): Promise<Placed> {
-    const useQuick = nodes.length > QUICK_ABOVE;
     const groups = partition(nodes, edges);
-    for (const g of groups) g.key = `${useQuick ? "quick" : "elk"}#${g.key}`;
     const stale = groups.filter((g) => this.cache.get(g.id)?.key !== g.key);
     this.lastRuns = stale.length;
-    const laid = useQuick
-      ? stale.map((g) => this.quick(g))
-      : await Promise.all(stale.map((g) => this.elk().layout(elkGraph(g))));
-    stale.forEach((g, i) => this.cache.set(g.id, { key: g.key, laid: laid[i] }));
+    if (stale.length) {
+      const laid = await this.elk().layout(elkBatch(stale));
+      for (const [i, g] of stale.entries()) this.cache.set(g.id, { key: g.key, laid: laid.children![i] });
+    }
     const boxes = groups.map((g) => this.cache.get(g.id)!.laid);
     const placed: Placed = { groups: pack(boxes.map((b) => ({ id: b.id, w: b.width ?? 0, h: b.height ?? 0 }))), nodes: new Map() };
     for (const b of boxes) {
