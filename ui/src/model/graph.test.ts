@@ -53,12 +53,34 @@ describe("the service map's graph", () => {
   });
 
   it("an edge's rate is flows per second over its last window, and 0 once it went quiet", () => {
-    const r = new ServiceGraph();
+    let wall = 5_000; // the browser's clock, far from the flows'
+    const r = new ServiceGraph(() => wall);
     const t0 = 1_700_000_000_000;
     for (let i = 0; i < 21; i++) r.add(landing("tiefighter", t0 + i * 500)); // 2/s for 10 s
     const e = r.edges.get("default/tiefighter->default/deathstar")!;
-    expect(rateNow(e, r.newestMs)).toBeCloseTo(2, 5);
-    r.add(landing("xwing", t0 + 10_000 + RATE_WINDOW_MS + 1)); // the stream goes on elsewhere
-    expect(rateNow(e, r.newestMs)).toBe(0);
+    expect(r.nowMs()).toBe(t0 + 10_000);
+    expect(rateNow(e, r.nowMs())).toBeCloseTo(2, 5);
+    wall += 5_000;
+    r.add(landing("xwing", t0 + 15_000)); // the stream goes on elsewhere...
+    expect(rateNow(e, r.nowMs())).toBeCloseTo(2, 5);
+    wall += RATE_WINDOW_MS + 1;
+    r.add(landing("xwing", t0 + 15_000 + RATE_WINDOW_MS + 1)); // ...until the edge was quiet a window
+    expect(rateNow(e, r.nowMs())).toBe(0);
+  });
+
+  it("when the whole stream goes quiet, rates drop to 0 by the wall clock", () => {
+    let wall = 0;
+    const r = new ServiceGraph(() => wall);
+    const t0 = 1_700_000_000_000;
+    for (let i = 0; i < 21; i++) r.add(landing("tiefighter", t0 + i * 500));
+    const e = r.edges.get("default/tiefighter->default/deathstar")!;
+    wall += RATE_WINDOW_MS - 1; // no flow at all since
+    expect(r.nowMs()).toBe(t0 + 10_000 + RATE_WINDOW_MS - 1);
+    expect(rateNow(e, r.nowMs())).toBeCloseTo(2, 5);
+    wall += 2;
+    expect(rateNow(e, r.nowMs())).toBe(0);
+    // A late flow (older than the newest) does not move the clock back.
+    r.add(landing("xwing", t0));
+    expect(r.nowMs()).toBe(t0 + 10_000 + RATE_WINDOW_MS + 1);
   });
 });

@@ -63,10 +63,9 @@ export const VERDICT_COLOURS: Record<EdgeVerdict, string> = {
 };
 
 /** Flows per second on the edge now: its last full window's rate, or 0 once the edge has been
- * quiet for a window while the stream went on (`newestMs`: the newest flow's time, the
- * stream's clock rather than the browser's). */
-export function rateNow(e: MapEdge, newestMs: number): number {
-  return newestMs - e.lastMs > RATE_WINDOW_MS ? 0 : e.rate;
+ * quiet for a window (`nowMs`: now on the flows' clock, ServiceGraph.nowMs). */
+export function rateNow(e: MapEdge, nowMs: number): number {
+  return nowMs - e.lastMs > RATE_WINDOW_MS ? 0 : e.rate;
 }
 
 export class ServiceGraph {
@@ -74,6 +73,19 @@ export class ServiceGraph {
   edges = new Map<string, MapEdge>();
   version = 0;
   newestMs = 0; // the newest flow's time
+  // The browser's clock minus the flows' clock, taken when the newest flow arrived: the nodes'
+  // clocks and the browser's need not agree, and history arrives long after its flows' times,
+  // so "now" is the newest flow's time moved on by the wall time since it came. The newest
+  // flow's time alone stood still when the whole stream went quiet, and with it every rate.
+  private offsetMs = 0;
+
+  /** `wallMs`: the browser's clock (Date.now), injected so tests need no real waiting. */
+  constructor(private readonly wallMs: () => number = Date.now) {}
+
+  /** Now on the flows' clock: the newest flow's time plus the wall time since it arrived. */
+  nowMs(): number {
+    return this.newestMs ? this.wallMs() - this.offsetMs : 0;
+  }
 
   add(f: Flow): void {
     // Replies travel the other way on the same connection: the request already drew the edge.
@@ -108,7 +120,10 @@ export class ServiceGraph {
     }
     e.windowCount++;
     e.lastMs = Math.max(e.lastMs, t);
-    this.newestMs = Math.max(this.newestMs, t);
+    if (t >= this.newestMs) {
+      this.newestMs = t;
+      this.offsetMs = this.wallMs() - t;
+    }
     this.version++;
   }
 

@@ -4,7 +4,7 @@
 import { Background, Controls, ReactFlow, type ReactFlowInstance } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
 import { useEffect, useMemo, useReducer, useRef, useState } from "react";
-import { ServiceGraph, VERDICT_COLOURS, visible, type EdgeVerdict, type MapFilter } from "../model/graph";
+import { RATE_WINDOW_MS, ServiceGraph, VERDICT_COLOURS, visible, type EdgeVerdict, type MapFilter } from "../model/graph";
 import { groupOf, type MapLayout, type Placed } from "../model/layout";
 import { mapLayout } from "../model/elk";
 import { EdgeElements, mapNodes } from "./mapElements";
@@ -82,6 +82,12 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
     };
   }, [health]);
 
+  // Rates fall with time even when no flow comes (a quiet stream re-renders nothing else).
+  useEffect(() => {
+    const t = setInterval(tick, RATE_WINDOW_MS / 2);
+    return () => clearInterval(t);
+  }, []);
+
   const view = visible(graph.current, filter);
   // The graph only grows and `visible` keeps its insertion order, so the edges' ids in order
   // name the drawn structure (the nodes are the edges' ends).
@@ -126,7 +132,7 @@ export function ServiceMap({ health, onEdge }: { health: Health; onEdge: (filter
   const edgeElements = useRef(new EdgeElements());
   // Labels on every edge of a large map cost more to draw than they tell at the zoom it fits
   // at: there, an edge's ports, L7 and rate show when it is hovered.
-  const rfEdges = placed ? edgeElements.current.build(view.edges, placed, (e) => !bigMap || hovered === e.id, graph.current.newestMs) : [];
+  const rfEdges = placed ? edgeElements.current.build(view.edges, placed, (e) => !bigMap || hovered === e.id, graph.current.nowMs()) : [];
 
   useEffect(() => {
     if (!placed) return;

@@ -37,9 +37,9 @@ export function mapNodes(placed: Placed, nodes: Map<string, MapNode>): Node[] {
   return out;
 }
 
-export function edgeLabel(e: MapEdge, newestMs: number): string {
+export function edgeLabel(e: MapEdge, nowMs: number): string {
   const l7 = [...e.l7].slice(0, 3).join(", ");
-  const rate = rateNow(e, newestMs);
+  const rate = rateNow(e, nowMs);
   return `${[...e.ports].slice(0, 3).join(", ")}${l7 ? ` · ${l7}` : ""}${rate ? ` · ${rate.toFixed(1)}/s` : ""}`;
 }
 
@@ -49,13 +49,13 @@ export class EdgeElements {
   private last: Edge[] = [];
 
   /** `labelled(e)`: whether the edge shows its label (on a large map only when hovered). */
-  build(edges: MapEdge[], placed: Placed, labelled: (e: MapEdge) => boolean, newestMs: number): Edge[] {
+  build(edges: MapEdge[], placed: Placed, labelled: (e: MapEdge) => boolean, nowMs: number): Edge[] {
     const out: Edge[] = [];
     let changed = false;
     for (const e of edges) {
       if (!placed.nodes.has(e.source) || !placed.nodes.has(e.target)) continue;
       const v = edgeVerdict(e);
-      const shown = labelled(e) ? edgeLabel(e, newestMs) : undefined;
+      const shown = labelled(e) ? edgeLabel(e, nowMs) : undefined;
       const sig = `${v}|${shown ?? ""}`;
       let cached = this.byId.get(e.id);
       if (cached?.sig !== sig) {
