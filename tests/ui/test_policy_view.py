@@ -108,6 +108,20 @@ def test_policies_explain_and_what_if(
     page.get_by_test_id("whatif").click()
     assert "manifests" in page.get_by_test_id("whatif-error").inner_text()
 
+    # The flow detail names the deciding rule as the policies are now (Explain for the
+    # flow's pods and port, the flow's direction): here the default deny of rule1.
+    page.goto(ui.url + "/#/flows")
+    flows = page.get_by_test_id("flow-row")
+    flows.filter(has_text="DROPPED").first.click()
+    rule = page.get_by_test_id("flow-rule-now")
+    rule.wait_for(timeout=30000)
+    text = rule.inner_text()
+    assert "Deciding rule on ingress, as the policies are now" in text, text
+    assert "default deny" in text and "default/rule1" in text, text
+    assert "Changed since this flow" not in text, text
+    assert rule.count() == 1
+    screenshot(page, "flow-detail-rule")
+
 
 def test_without_policies_the_view_says_why(
     backend: Backend, start_ui: Any, browser: Any, monkeypatch: Any
@@ -119,3 +133,19 @@ def test_without_policies_the_view_says_why(
     error = page.get_by_test_id("policy-error")
     error.wait_for()
     assert "without --kubeconfig or -f" in error.inner_text()
+
+    # The flow detail then adds nothing to the flow's own "why", and logs no errors.
+    backend.push(landing(XWING, 46000, allowed=False))
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.goto(ui.url + "/#/flows")
+    with page.expect_response(
+        lambda r: r.url.endswith("/septum.ui.v1.PolicyService/Explain")
+    ) as answered:
+        page.get_by_test_id("flow-row").filter(has_text="DROPPED").first.click()
+    answered.value.finished()
+    # Two frames after the answer arrived: a line drawn from it would be in the page.
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert "Default deny on ingress" in page.get_by_test_id("flow-why").inner_text()
+    assert page.get_by_test_id("flow-rule-now").count() == 0
+    assert console == [], console

@@ -1,5 +1,7 @@
 // Everything a Flow carries, and why it got its verdict.
-import type { ReactNode } from "react";
+import { useEffect, useState, type ReactNode } from "react";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { policies } from "../api";
 import {
   TraceObservationPoint,
   TrafficDirection,
@@ -13,6 +15,34 @@ import {
   why,
   type FlowRow,
 } from "../model/flows";
+import { explainArgs, ruleNow, type RuleNow } from "../model/rulenow";
+
+// Set once Explain answered that the UI has no policies to explain with (no cluster access,
+// no -f): the detail then stops asking.
+let noPolicyService = false;
+
+/** The deciding rule of the flow's connection as the policies are now (Explain), or nothing
+ * while it is asked, when it cannot be asked, or when the UI has no PolicyService. */
+function useRuleNow(row: FlowRow): RuleNow[] {
+  const [rules, setRules] = useState<RuleNow[]>([]);
+  useEffect(() => {
+    setRules([]);
+    const args = explainArgs(row.flow);
+    if (!args || noPolicyService) return;
+    const ctl = new AbortController();
+    policies.explain(args, { signal: ctl.signal, timeoutMs: 10_000 }).then(
+      (r) => setRules(ruleNow(row.flow, r)),
+      (err: unknown) => {
+        // Not an error to show: the flow's own "why" above stands without it. A UI without
+        // policy access stops asking; a pod gone since the flow just gets no line.
+        const code = ConnectError.from(err).code;
+        if (code === Code.Unimplemented || code === Code.Unavailable || code === Code.FailedPrecondition) noPolicyService = true;
+      },
+    );
+    return () => ctl.abort();
+  }, [row]);
+  return rules;
+}
 
 function Field({ name, children }: { name: string; children: ReactNode }) {
   if (children === "" || children === undefined || children === null) return null;
@@ -45,6 +75,7 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
   const info = l4(f);
   const w = why(f);
   const rec = f.l7?.record;
+  const rulesNow = useRuleNow(row);
   return (
     <aside className="detail" data-testid="flow-detail">
       <header>
@@ -67,6 +98,13 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
             Explain this connection with the policies now
           </a></p>
         )}
+        {rulesNow.map((r) => (
+          <div key={r.direction} className="rule-now" data-testid="flow-rule-now">
+            Deciding rule on {r.direction}, as the policies are now: {r.reason}
+            {r.policy ? ` (${r.policy}${r.tier ? `, tier ${r.tier}` : ""}: ${r.verdict})` : ` (${r.verdict})`}
+            {r.differs && <div className="differs">Changed since this flow: {r.differs}</div>}
+          </div>
+        ))}
         {w.policies.map((p, i) => (
           <div key={i} className="policy">
             <a href={`#/policy?${new URLSearchParams({ name: p.policy.name, workload: `${(p.direction === "ingress" ? f.destination : f.source)?.namespace ?? ""}/${(p.direction === "ingress" ? f.destination : f.source)?.podName ?? ""}` })}`}>
