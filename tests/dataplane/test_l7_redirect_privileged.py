@@ -277,3 +277,60 @@ def test_proxy_traffic_is_left_untracked_once_and_the_rule_goes_with_the_routing
         assert _notrack_rules(ns, "iptables") == _notrack_rules(ns, "ip6tables") == []
     finally:
         subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def proxy_routing_left(ns: str) -> list[str]:
+    """Every piece of the proxy routing still in `ns`: rules, table 2004's routes, NOTRACK."""
+    left: list[str] = []
+    for family in ("-4", "-6"):
+        rules = subprocess.run(
+            ["ip", "-n", ns, family, "rule", "show"], capture_output=True, text=True, check=True
+        ).stdout
+        left += [f"{family} rule {line}" for line in rules.splitlines() if "0x200/0xf00" in line]
+        routes = subprocess.run(
+            ["ip", "-n", ns, family, "route", "show", "table", "2004"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        left += [f"{family} route {line}" for line in routes.splitlines() if line.strip()]
+    for binary in ("iptables", "ip6tables"):
+        left += [f"{binary} {rule}" for rule in _notrack_rules(ns, binary)]
+    return left
+
+
+def test_a_half_applied_proxy_routing_is_rolled_back_with_a_clear_error() -> None:
+    """IPv6 disabled on lo: the IPv4 rule and route, the IPv6 rule and the early demux are in
+    place when the IPv6 route fails; all of it goes, and the error names the step."""
+    ns = f"sl7rb-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=1"],
+            check=True,
+        )
+        assert l7redirect.early_demux(ns) == "1"
+        with pytest.raises(ProxyRedirectError, match=r"-6 route replace.*rolled back"):
+            l7redirect.install_proxy_routing(ns)
+        assert proxy_routing_left(ns) == []
+        assert l7redirect.early_demux(ns) == "1"
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+
+
+def test_install_returns_the_early_demux_it_found_and_remove_puts_it_back() -> None:
+    ns = f"sl7ed-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        assert l7redirect.install_proxy_routing(ns) == "1"
+        assert l7redirect.early_demux(ns) == "0"
+        # again (a restarting agent): the 0 found is the earlier install's, not the node's
+        assert l7redirect.install_proxy_routing(ns) is None
+        assert l7redirect.remove_proxy_routing(ns, restore_early_demux="1") is True
+        assert proxy_routing_left(ns) == []
+        assert l7redirect.early_demux(ns) == "1"
+        assert l7redirect.remove_proxy_routing(ns) is False  # nothing left: tolerated
+        with pytest.raises(ProxyRedirectError, match="early_demux"):
+            l7redirect.set_early_demux("2", ns)
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)

@@ -35,6 +35,7 @@ from septum.agent.errors import AgentError
 from septum.agent.health import HealthServer
 from septum.agent.hostendpoints import HostFirewall
 from septum.agent.l7.fqdncache import FqdnConfig
+from septum.agent.l7.proxyrouting import release_proxy_routing
 from septum.agent.metadata import ClusterMetadata
 from septum.agent.observerconfig import ObserverOptions
 from septum.agent.observerpeers import ObserverPeers
@@ -323,6 +324,9 @@ class Agent:
         the engine's for each connection (explain), their records become L7 flows in the
         Observer once it runs."""
         if not self.options.l7_proxy:
+            # an earlier agent's (the chart's l7Proxy turned off): nothing is redirected now
+            if release_proxy_routing(self.options.node_state_dir):
+                log.info("L7 proxy routing of an earlier agent removed (no --l7-proxy)")
             return None
         from septum.agent.l7.l7flows import L7FlowPublisher
         from septum.agent.l7.service import L7ProxyService
@@ -348,7 +352,10 @@ class Agent:
 
         compiler = self.compiler
         service = L7ProxyService(
-            compiler.l7_http_rules, compiler.address_identity, on_record=on_record
+            compiler.l7_http_rules,
+            compiler.address_identity,
+            on_record=on_record,
+            state_dir=self.options.node_state_dir,
         )
         service.start()
         ports = service.ports
@@ -557,12 +564,11 @@ class Agent:
             removed += self.endpoints.teardown()
         except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
             log.error("uninstall: datapath not fully removed: %r", err)
-        if self.l7 is not None:
-            try:
-                self.l7.remove_routing()
+        try:  # whether or not this agent runs the proxies: an earlier one may have
+            if release_proxy_routing(options.node_state_dir):
                 removed.append("L7 proxy routing")
-            except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
-                log.error("uninstall: L7 proxy routing not removed: %r", err)
+        except Exception as err:  # noqa: BLE001 - go on with the rest, say what stayed
+            log.error("uninstall: L7 proxy routing not removed: %r", err)
         try:
             removed += await uninstall.delete_node_objects(api, options.node, local_pods)
         except Exception as err:  # noqa: BLE001 - the API may be going away too

@@ -170,11 +170,13 @@ def open_transparent_reply(source: tuple[str, int], *, ns: str | None = None) ->
     return sock
 
 
-def _ip(ns: str | None, *args: str, missing_ok: bool = False) -> None:
+def _ip(ns: str | None, *args: str, missing_ok: bool = False) -> bool:
+    """Runs ip in the namespace; False when it failed and `missing_ok` (nothing to remove)."""
     command = ["ip", *(["-n", ns] if ns else []), *args]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode and not missing_ok:
         raise ProxyRedirectError(f"netns: {' '.join(command)} failed: {done.stderr.strip()}")
+    return done.returncode == 0
 
 
 def _rule_args(family: str) -> tuple[str, ...]:
@@ -193,14 +195,40 @@ def _rule_args(family: str) -> tuple[str, ...]:
     )
 
 
-def install_proxy_routing(ns: str | None = None) -> None:
+_EARLY_DEMUX: Final = "/proc/sys/net/ipv4/ip_early_demux"
+
+
+def early_demux(ns: str | None = None) -> str:
+    """The namespace's net.ipv4.ip_early_demux ("1", the kernel's default, or "0")."""
+    try:
+        with netns.entered(ns):
+            return Path(_EARLY_DEMUX).read_text().strip()
+    except OSError as err:
+        raise ProxyRedirectError(f"netns: cannot read {_EARLY_DEMUX}: {err}") from err
+
+
+def set_early_demux(value: str, ns: str | None = None) -> None:
+    if value not in ("0", "1"):
+        raise ProxyRedirectError(f"early_demux: {value!r} is neither '0' nor '1'")
+    try:
+        with netns.entered(ns):
+            Path(_EARLY_DEMUX).write_text(value)
+    except OSError as err:
+        raise ProxyRedirectError(f"netns: cannot write {_EARLY_DEMUX}: {err}") from err
+
+
+def install_proxy_routing(ns: str | None = None) -> str | None:
     """Policy routing that delivers TO_PROXY-marked packets locally (fwmark 0x200/0xf00 ->
-    table 2004: local default dev lo), IPv4 and IPv6; idempotent.
+    table 2004: local default dev lo), IPv4 and IPv6; idempotent.  All or nothing: when a
+    step fails (e.g. IPv6 disabled on lo), what the call installed is removed, the early
+    demux put back, and ProxyRedirectError names the step.
 
     Also turns the namespace's early demux off (net.ipv4.ip_early_demux, which IPv6 reads
     too): a server-side (ingress) redirect crosses the node's stack before it is hairpinned,
     and early demux would hand such a packet to the proxy's own socket of the same 4-tuple
     there, before routing, and the forward path then drops a packet that has a socket.
+    Returns the value it had before, for :func:`remove_proxy_routing` to put back; None when
+    an earlier install's routing was still there (the value found then is that install's 0).
 
     And TO_PROXY-marked packets are not tracked by the namespace's conntrack (raw PREROUTING,
     CT --notrack, as Cilium's "NOTRACK for proxy traffic" rule): a hairpinned packet has lost
@@ -209,27 +237,39 @@ def install_proxy_routing(ns: str | None = None) -> None:
     second entry's reply tuple clashes with the first's and NAT remaps the client's port, so
     the proxy's SYN-ACK went to the wrong port and the client reset it. Untracked, the
     proxy's replies meet the first entry and are translated back as the server's would be."""
-    remove_proxy_routing(ns)  # a rule added twice would stay twice
-    with netns.entered(ns):
-        Path("/proc/sys/net/ipv4/ip_early_demux").write_text("0")
-    table = str(int(ProxyMark.PROXY_ROUTE_TABLE))
-    for family in ("-4", "-6"):
-        _ip(ns, *[a.format("add") for a in _rule_args(family)])
-        _ip(ns, family, "route", "replace", "local", "default", "dev", "lo", "table", table)
-    for binary in ("iptables", "ip6tables"):
-        _iptables(ns, binary, "-I", *_notrack_args())
+    earlier = remove_proxy_routing(ns)  # a rule added twice would stay twice
+    before = early_demux(ns)
+    try:
+        set_early_demux("0", ns)
+        table = str(int(ProxyMark.PROXY_ROUTE_TABLE))
+        for family in ("-4", "-6"):
+            _ip(ns, *[a.format("add") for a in _rule_args(family)])
+            _ip(ns, family, "route", "replace", "local", "default", "dev", "lo", "table", table)
+        for binary in ("iptables", "ip6tables"):
+            _iptables(ns, binary, "-I", *_notrack_args())
+    except ProxyRedirectError as err:
+        remove_proxy_routing(ns, restore_early_demux=before)
+        raise ProxyRedirectError(f"{err} (the proxy routing was rolled back)") from err
+    return None if earlier else before
 
 
-def remove_proxy_routing(ns: str | None = None) -> None:
+def remove_proxy_routing(ns: str | None = None, *, restore_early_demux: str | None = None) -> bool:
+    """Remove the proxy routing and NOTRACK rule, whichever pieces are there, and set the
+    early demux to `restore_early_demux` when given; whether any rule of it was found."""
+    found = False
     table = str(int(ProxyMark.PROXY_ROUTE_TABLE))
     for family in ("-4", "-6"):
-        _ip(ns, *[a.format("del") for a in _rule_args(family)], missing_ok=True)
+        found |= _ip(ns, *[a.format("del") for a in _rule_args(family)], missing_ok=True)
         _ip(ns, family, "route", "flush", "table", table, missing_ok=True)
     for binary in ("iptables", "ip6tables"):
         # one -D removes one copy; an agent killed between two installs may have left more
         for _ in range(_NOTRACK_MAX_COPIES):
             if not _iptables(ns, binary, "-D", *_notrack_args(), missing_ok=True):
                 break
+            found = True
+    if restore_early_demux is not None:
+        set_early_demux(restore_early_demux, ns)
+    return found
 
 
 _NOTRACK_COMMENT = "septum: NOTRACK for proxy traffic"

@@ -21,9 +21,11 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from septum.agent.l7.httpproxy import Connection, HttpProxy, HttpRecord
 from septum.agent.l7.httprules import EngineHttpRule, HttpPolicy, policy_from_engine
+from septum.agent.l7.proxyrouting import remember_early_demux
 from septum.dataplane import l7redirect
 
 Lookup = Callable[[str, str, int, bool], Sequence[EngineHttpRule]]
@@ -45,8 +47,10 @@ class L7ProxyService:
         ns: str | None = None,
         ports: L7Ports = L7Ports(),
         on_record: Callable[[HttpRecord, bool], None] | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self._lookup = lookup
+        self._state_dir = state_dir
         self._identity_of = identity_of
         self._ns = ns
         self.ports = ports
@@ -89,7 +93,9 @@ class L7ProxyService:
 
     def start(self) -> None:
         """Routing, listeners (errors name the port) and the loop; returns once they serve."""
-        l7redirect.install_proxy_routing(self._ns)
+        before = l7redirect.install_proxy_routing(self._ns)
+        if self._state_dir is not None and before is not None:
+            remember_early_demux(self._state_dir, before)
         for port in (self.ports.egress, self.ports.ingress):
             for family in (socket.AF_INET, socket.AF_INET6):
                 self._listeners.append(l7redirect.open_listener(port, family, ns=self._ns))
@@ -123,11 +129,6 @@ class L7ProxyService:
                     loop.run_until_complete(proxy.serve(listener))
         ready.set()
         loop.run_forever()
-
-    def remove_routing(self) -> None:
-        """At uninstall only: the policy routing and the NOTRACK rule go with Septum (a
-        restarting agent keeps them, so the next one's proxy takes over at once)."""
-        l7redirect.remove_proxy_routing(self._ns)
 
     def stop(self) -> None:
         loop = self._loop
