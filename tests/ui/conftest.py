@@ -282,3 +282,11 @@ def browser() -> Iterator[object]:
 def screenshot(page: object, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+def rule_now_text(page: object) -> str:
+    """The flow detail's deciding rule (Explain, the flow's direction), once it is shown."""
+    rule = page.get_by_test_id("flow-rule-now")  # type: ignore[attr-defined]
+    rule.wait_for(timeout=30000)
+    assert rule.count() == 1
+    return str(rule.inner_text())
