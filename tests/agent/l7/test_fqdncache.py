@@ -112,3 +112,26 @@ def test_malformed_state_names_the_file(tmp_path: Path) -> None:
     path.write_text("{")
     with pytest.raises(FqdnStateError, match=str(path)):
         fqdnstore.load(path)
+
+
+def test_generation_moves_when_names_change_and_only_then() -> None:
+    cache = FqdnCache()
+    address = ipaddress.ip_address("203.0.113.10")
+    seen = [cache.generation]
+
+    def moved() -> bool:
+        seen.append(cache.generation)
+        return seen[-1] != seen[-2]
+
+    cache.learn("default/xwing", "api.outside.example.", [(address, 30)], 0)
+    assert moved()
+    cache.learn("default/xwing", "api.outside.example.", [(address, 60)], 10)  # extends only
+    assert not moved()
+    cache.expire(20, lambda *_: None)  # nothing due
+    assert not moved()
+    cache.expire(100, lambda *_: None)
+    assert moved()
+    cache.learn("default/xwing", "api.outside.example.", [(address, 30)], 100)
+    assert moved()
+    assert cache.forget_endpoint("default/xwing") and moved()
+    assert not cache.forget_endpoint("default/xwing") and not moved()

@@ -80,3 +80,28 @@ def test_a_metadata_change_shows_in_the_connections_next_flows() -> None:
         ["k8s:app=tiefighter"],
         ["k8s:app=xwing"],
     ]
+
+
+def test_a_name_learned_or_expired_shows_in_the_connections_next_flows() -> None:
+    """The frames carry destination_names (--fqdn); learning or expiring a name does not
+    move the metadata's generation, the DNS proxy cache's generation keys the frames too."""
+    import ipaddress
+
+    from septum.agent.l7.dnsagent import LearnedNames
+    from septum.agent.l7.fqdncache import FqdnCache
+
+    metadata, ring = _metadata("tiefighter"), Ring()
+    cache = FqdnCache()
+    metadata.fqdn_names = LearnedNames(cache)  # type: ignore[attr-defined]  # as the agent does
+    publisher = _publisher(metadata, ring)
+    publisher.publish_http(_record("/1", True, ()), ingress=False)
+    address = ipaddress.ip_address(CONN.destination)
+    cache.learn("default/tiefighter", "deathstar.empire.example.", [(address, 30)], now=0)
+    publisher.publish_http(_record("/2", True, ()), ingress=False)
+    cache.expire(31, lambda *_: None)
+    publisher.publish_http(_record("/3", True, ()), ingress=False)
+    assert [list(f.destination_names) for f in ring.flows[::2]] == [
+        [],
+        ["deathstar.empire.example"],
+        [],
+    ]

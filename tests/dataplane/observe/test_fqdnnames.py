@@ -19,8 +19,25 @@ OUTSIDE = "203.0.113.10"
 class Learned:
     """What the xwing's lookups taught the DNS proxy."""
 
+    generation = 0
+
     def names_of(self, endpoint: str, address: str) -> Sequence[str]:
         return ["api.outside.example"] if (endpoint, address) == ("default/xwing", OUTSIDE) else []
+
+
+class Lookups:
+    """Names that come and go, as the DNS proxy's cache has them (generation moves)."""
+
+    def __init__(self) -> None:
+        self.names: dict[tuple[str, str], list[str]] = {}
+        self.generation = 0
+
+    def set(self, endpoint: str, address: str, names: list[str]) -> None:
+        self.names[(endpoint, address)] = names
+        self.generation += 1
+
+    def names_of(self, endpoint: str, address: str) -> Sequence[str]:
+        return self.names.get((endpoint, address), [])
 
 
 def _flow(names: Learned | None, *args: object, **fields: object) -> flow_pb2.Flow:
@@ -46,3 +63,23 @@ def test_no_names_without_lookups_or_without_a_dns_proxy() -> None:
     assert not _flow(Learned(), h.TIEFIGHTER, OUTSIDE).destination_names  # another pod's lookups
     assert not _flow(None, h.XWING, OUTSIDE).destination_names  # no DNS proxy on the node
     assert not _flow(Learned(), h.XWING, h.DEATHSTAR).destination_names
+
+
+def test_a_name_learned_after_the_first_flow_shows_on_the_next_and_an_expired_one_goes() -> None:
+    """The encoded path caches a template per flow shape: learning or expiring a name does
+    not move the metadata's generation, so the names' own generation keys it too."""
+    metadata = h.metadata()
+    lookups = Lookups()
+    metadata.fqdn_names = lookups  # type: ignore[attr-defined]
+    decoder = FlowDecoder(metadata, DecoderConfig(node_name=h.NODE))
+    rec = r.EVENT.unpack(h.event(h.XWING, OUTSIDE, dst_port=80))
+
+    def names_on_the_wire() -> list[str]:
+        flow_bytes, _ = decoder.encode(rec, 1)  # type: ignore[arg-type]
+        return list(flow_pb2.Flow.FromString(flow_bytes).destination_names)
+
+    assert names_on_the_wire() == []  # before the lookup: the template has no names
+    lookups.set("default/xwing", OUTSIDE, ["api.outside.example"])
+    assert names_on_the_wire() == ["api.outside.example"]
+    lookups.set("default/xwing", OUTSIDE, [])  # expired
+    assert names_on_the_wire() == []

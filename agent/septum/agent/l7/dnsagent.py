@@ -151,6 +151,11 @@ class LearnedNames:
     def __init__(self, cache: FqdnCache) -> None:
         self._cache = cache
 
+    @property
+    def generation(self) -> int:
+        """The cache's: moves when a name is learned or expires (flows cached with names)."""
+        return self._cache.generation
+
     def names_of(self, endpoint: str, address: str) -> list[str]:
         if not self._cache.lookups(endpoint):
             return []  # most flows: a pod that resolved nothing; no address parsing

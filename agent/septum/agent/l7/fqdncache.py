@@ -45,11 +45,16 @@ class FqdnConfig:
 
 
 class FqdnCache:
-    """endpoint -> name -> address -> expiry (wall-clock seconds)."""
+    """endpoint -> name -> address -> expiry (wall-clock seconds).
+
+    `generation` moves whenever an endpoint's name -> address pairs change (learned, dropped,
+    expired, forgotten; not when a repeated answer only extends an expiry): flows cached with
+    source/destination_names are rebuilt when it moves."""
 
     def __init__(self, config: FqdnConfig | None = None) -> None:
         self.config = config or FqdnConfig()
         self._entries: dict[str, dict[str, dict[IPAddress, float]]] = {}
+        self.generation = 0
 
     def learn(
         self, endpoint: str, name: str, answers: Iterable[tuple[IPAddress, int]], now: float
@@ -68,6 +73,8 @@ class FqdnCache:
                 del known[address]
         if not known:
             self._drop(endpoint, name)
+        if set(known) != before:
+            self.generation += 1
         return bool(set(known) - before)
 
     def expire(self, now: float, last_active: LastActive) -> bool:
@@ -86,11 +93,16 @@ class FqdnCache:
                     changed = True
                 if not known:
                     self._drop(endpoint, name)
+        if changed:
+            self.generation += 1
         return changed
 
     def forget_endpoint(self, endpoint: str) -> bool:
         """An endpoint went away: its lookups select nothing any more."""
-        return self._entries.pop(endpoint, None) is not None
+        forgotten = self._entries.pop(endpoint, None) is not None
+        if forgotten:
+            self.generation += 1
+        return forgotten
 
     def addresses(self) -> dict[IPAddress, frozenset[str]]:
         """Every learned address with the names it was learned for, across endpoints."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from septum.dataplane import abi
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
-from septum.dataplane.observe.fqdnnames import fill_names
+from septum.dataplane.observe.fqdnnames import cache_generation, fill_names
 from septum.dataplane.observe.metadata import EndpointInfo, Metadata
 from septum.dataplane.observe.wire import varint
 from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
@@ -244,7 +244,7 @@ class FlowDecoder:
 
     def template(self, rec: r.Record) -> bytes:
         """The serialized Flow of `rec` without time, uuid and ports (cached per shape)."""
-        generation = getattr(self._metadata, "generation", 0)
+        generation = self.metadata_generation
         if generation != self._template_generation or len(self._templates) > _MAX_TEMPLATES:
             self._templates.clear()
             self._template_generation = generation
@@ -261,9 +261,9 @@ class FlowDecoder:
 
     @property
     def metadata_generation(self) -> int:
-        """Bumped by the metadata on every change (0 when it keeps no generation)."""
-        generation: int = getattr(self._metadata, "generation", 0)
-        return generation
+        """Moves on every change of the metadata and of the names its `fqdn_names` offers
+        (0 when it keeps no generation): templates carry source/destination_names."""
+        return cache_generation(self._metadata)
 
     @property
     def uuid_prefix(self) -> str:

@@ -4,7 +4,9 @@ the peer's address, as Hubble fills them from the DNS proxy's cache (what ``--fq
 
 One hook, kept apart from the decoder: the decoder calls `fill_names` once per flow it builds,
 with whatever the metadata offers as ``fqdn_names`` (the agent sets it when its DNS proxy runs;
-without one, nothing is filled).
+without one, nothing is filled).  What is cached with names in it (the decoder's templates,
+the L7 publisher's frames) is keyed by `cache_generation` too: learning or expiring a name
+does not move the metadata's own generation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from septum.dataplane.observe.api.flow import flow_pb2
 
 
 class FqdnNames(Protocol):
+    @property
+    def generation(self) -> int:
+        """Moves (only up) whenever a name is learned for an address or expires."""
+        ...
+
     def names_of(self, endpoint: str, address: str) -> Sequence[str]:
         """The names `endpoint` ("namespace/pod") learned for `address`, sorted, no final dot."""
         ...
@@ -35,4 +42,12 @@ def fill_names(flow: flow_pb2.Flow, names: FqdnNames | None) -> None:
         flow.source_names.extend(found)
 
 
-__all__ = ["FqdnNames", "fill_names"]
+def cache_generation(metadata: object) -> int:
+    """The key of what is cached from `metadata` with names in it: its own generation plus
+    its names' (each only grows, so the sum moves whenever either does; 0 for neither)."""
+    names: FqdnNames | None = getattr(metadata, "fqdn_names", None)
+    own: int = getattr(metadata, "generation", 0)
+    return own + (names.generation if names is not None else 0)
+
+
+__all__ = ["FqdnNames", "cache_generation", "fill_names"]
