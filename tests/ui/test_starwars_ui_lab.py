@@ -22,7 +22,7 @@ from septum.demo.waiting import until
 from septum.lab import audit
 from septum.lab.lab import Lab
 from tests.helm.conftest import installed_release
-from tests.ui.conftest import screenshot
+from tests.ui.conftest import rule_now_text, screenshot
 from tests.ui.test_policy_view import CANDIDATE
 
 pytestmark = [pytest.mark.privileged, pytest.mark.lab]
@@ -103,6 +103,11 @@ def test_starwars_in_the_ui(ui_url: str, browser: Any) -> None:
     why = page.get_by_test_id("flow-why").inner_text()
     assert "Default deny on ingress" in why, why
     assert "default/rule1" in why, why
+    # ...and the deciding rule as the policies are now (Explain against the cluster's policies).
+    text = rule_now_text(page)
+    assert "Deciding rule on ingress, as the policies are now" in text, text
+    assert "default deny" in text and "default/rule1" in text, text
+    assert "Changed since this flow" not in text, text
     screenshot(page, "lab-flow-detail")
 
     # Filters narrow: only the xwing's drops.
