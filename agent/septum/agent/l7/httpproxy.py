@@ -12,6 +12,15 @@ are handled one at a time in the order they arrived, so pipelined requests get t
 in order (the ones behind wait, parsed, in a queue).  Every request gives an `HttpRecord` to
 `on_record` (the L7 flows), on the response or on the denial.
 
+Request bodies stream, as Envoy's do: a request is decided on its head (the rules look at
+nothing else) and, once it is at the head of the queue and allowed, its head and then each
+piece of body llhttp hands over go upstream as they come (a chunked body re-framed one chunk
+per piece, trailers dropped).  Reading the client pauses while the upstream's write buffer is
+over its high-water mark, and while more than _MAX_BUFFERED bytes of body wait in the proxy
+(a pipelined request's body waiting for its turn, or while the upstream connects), so memory
+per connection is bounded whatever a client uploads.  A denied request is answered ``403`` at
+once and its body is read and discarded, so a keep-alive connection stays in step.
+
 Why it is built this way (septum bench l7, docs/benchmarks.md): a request is forwarded as the
 bytes the client sent when they are exactly one request and no header action applies, else
 rebuilt from its parsed parts; the response is relayed as the bytes the server sent, parsed
@@ -22,7 +31,7 @@ A connection that opens with the HTTP/2 preface is h2c with prior knowledge (gRP
 ``curl --http2-prior-knowledge``'s way) and is served by septum.agent.l7.h2c with the same
 rules per stream.  Not yet: h2c by ``Upgrade: h2c`` (the upgrade headers are removed, so the
 request is answered over HTTP/1.1, as a server that does not upgrade would), ``CONNECT``
-tunnels, bodies streamed (request bodies are buffered whole; responses are streamed)."""
+tunnels."""
 
 from __future__ import annotations
 
@@ -52,6 +61,8 @@ _DENIED_KEEP = _DENIED_HEAD + b"\r\n" + DENIED_BODY
 _DENIED_CLOSE = _DENIED_HEAD + b"connection: close\r\n\r\n" + DENIED_BODY
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _MAX_QUEUED = 32  # pipelined requests parsed ahead; reading pauses beyond
+_MAX_BUFFERED = 64 * 1024  # body bytes held per connection; reading pauses beyond
+_LAST_CHUNK = b"0\r\n\r\n"
 _HOP_UPGRADE = (b"upgrade", b"http2-settings")
 
 
@@ -121,36 +132,58 @@ def _without_upgrade(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
 
 
 class _Pending:
-    """A parsed request waiting for its turn."""
+    """A request from its head on: waiting for its turn, then streaming its body upstream."""
 
-    __slots__ = ("method", "url", "version", "headers", "body", "keep_alive", "raw")
+    __slots__ = (
+        "method",
+        "url",
+        "version",
+        "headers",
+        "body",
+        "keep_alive",
+        "raw",
+        "complete",
+        "discard",
+        "_chunked",
+    )
 
     def __init__(self, method: bytes, url: bytes) -> None:
         self.method = method
         self.url = url
         self.version = "1.1"  # known once the request line has been parsed
         self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
+        self.body: list[bytes] = []  # pieces received before it could be forwarded
         self.keep_alive = True
         self.raw: bytes | None = None  # the client's bytes, when they are exactly this request
+        self.complete = False  # its whole body has been parsed
+        self.discard = False  # denied: the rest of its body is read and dropped
+        self._chunked: bool | None = None
+
+    @property
+    def chunked(self) -> bool:
+        """Whether its body comes in chunks (asked only when it has one: a header scan)."""
+        if self._chunked is None:
+            self._chunked = any(
+                k.lower() == b"transfer-encoding" and b"chunked" in v.lower()
+                for k, v in self.headers
+            )
+        return self._chunked
+
+    def frame(self, piece: bytes) -> bytes:
+        """A piece of body as it goes upstream: one chunk of its own when chunked."""
+        return b"%x\r\n%s\r\n" % (len(piece), piece) if self.chunked else piece
 
     def serialise(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        body = b"".join(self.body)
-        chunked = any(
-            k.lower() == b"transfer-encoding" and b"chunked" in v.lower() for k, v in self.headers
-        )
-        if chunked:  # buffered whole: sent as one chunk (trailers are not kept)
-            body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
+        """The head with `headers` (the body follows on its own)."""
         lines = [b"%s %s HTTP/%s\r\n" % (self.method, self.url, self.version.encode())]
         lines.extend(b"%s: %s\r\n" % pair for pair in headers)
         lines.append(b"\r\n")
-        lines.append(body)
         return b"".join(lines)
 
 
 class _Client(asyncio.Protocol):
     """One redirected client connection: parses its requests, decides them in order, relays
-    the allowed ones over its upstream and the responses back."""
+    the allowed ones over its upstream (bodies as they come) and the responses back."""
 
     def __init__(self, proxy: HttpProxy) -> None:
         self._proxy = proxy
@@ -163,11 +196,16 @@ class _Client(asyncio.Protocol):
         self._in_message = False
         self._queue: collections.deque[_Pending] = collections.deque()
         self._busy: _Pending | None = None  # forwarded, its response not yet done
+        self._sending: _Pending | None = None  # forwarded, its body still coming
         self._verdict: Verdict | None = None
         self._record: tuple[str, str, tuple[tuple[str, str], ...]] = ("", "", ())
         self._started = 0
         self._upstream: _Upstream | None = None
         self._connecting = False
+        self._early: list[bytes] = []  # for the upstream while it connects
+        self._head_method = False  # the request the upstream answers is a HEAD
+        self._buffered = 0  # body bytes held here (queued requests, _early)
+        self._upstream_full = False  # the upstream's write buffer is over its high-water mark
         self._eof = False
         self._closing = False
         self._reading_paused = False
@@ -215,17 +253,26 @@ class _Client(asyncio.Protocol):
                 self._bad_request()
                 return
         if fresh and self._completed == 1 and not self._in_message:
-            self._queue[-1].raw = whole  # exactly one request: forwarded as it came
+            last = self._queue[-1] if self._queue else None
+            if last is not None and not last.discard and last.raw is None:
+                last.raw = whole  # exactly one request, not yet forwarded: it goes as it came
 
     def _bad_request(self) -> None:
-        if self._busy is None and not self._queue and self._transport is not None:
+        if self._busy is None and self._sending is None and not self._queue and self._transport:
             self._transport.write(_BAD_REQUEST)
         self._close()
 
     def eof_received(self) -> bool:
         self._eof = True
+        cut = self._current if self._in_message else None  # a request that cannot complete
+        if cut is not None and cut is self._sending:
+            self._close()  # the server waits for a body that will not come
+            return False
+        if cut is not None and self._queue and self._queue[-1] is cut:
+            self._queue.pop()  # never forwarded: the requests before it are answered
+            self._drop_body(cut)
         if self._busy is None and not self._queue:
-            self._close()
+            self._close()  # nothing asked, or a request cut short: no answer can follow
             return False
         return True  # answer what was asked first, then close
 
@@ -242,6 +289,30 @@ class _Client(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._upstream is not None:
             self._upstream.resume_reading()
+
+    def upstream_writable(self, writable: bool) -> None:
+        """The upstream's write buffer went over (False) or back under its high-water mark."""
+        self._upstream_full = not writable
+        self._pace()
+
+    def _pace(self) -> None:
+        """Pause reading the client while what it sends cannot go on, resume when it can."""
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        if self._reading_paused:
+            if (
+                not self._upstream_full
+                and self._buffered <= _MAX_BUFFERED
+                and len(self._queue) <= _MAX_QUEUED // 2
+            ):
+                self._reading_paused = False
+                transport.resume_reading()
+        elif (
+            self._upstream_full or self._buffered > _MAX_BUFFERED or len(self._queue) > _MAX_QUEUED
+        ):
+            self._reading_paused = True
+            transport.pause_reading()
 
     # -- httptools request callbacks ---------------------------------------------------------
 
@@ -264,24 +335,36 @@ class _Client(asyncio.Protocol):
         assert current is not None and self._parser is not None
         current.keep_alive = self._parser.should_keep_alive()
         current.version = self._parser.get_http_version()
+        if self._parser.should_upgrade():
+            current.headers = _without_upgrade(current.headers)
+        self._queue.append(current)  # decided when it is at the head (after this feed)
 
     def on_body(self, body: bytes) -> None:
-        assert self._current is not None
-        self._current.body.append(body)
+        current = self._current
+        assert current is not None
+        if current.discard:
+            return
+        if current is self._sending:
+            self._to_upstream(current.frame(body))
+            return
+        current.body.append(body)
+        self._buffered += len(body)
+        self._proxy.note_buffered(self._buffered)
 
     def on_message_complete(self) -> None:
         current = self._current
         assert current is not None and self._parser is not None
         if self._parser.should_upgrade():
-            current.headers = _without_upgrade(current.headers)
-            current.raw = None
+            current.raw = None  # the upgrade offer is not forwarded
+        current.complete = True
         self._current = None
         self._in_message = False
         self._completed += 1
-        self._queue.append(current)
-        if len(self._queue) > _MAX_QUEUED and not self._reading_paused and self._transport:
-            self._reading_paused = True
-            self._transport.pause_reading()
+        if current is self._sending:
+            self._sending = None
+            if current.chunked:
+                self._to_upstream(_LAST_CHUNK)
+        self._pace()
 
     # -- deciding and forwarding -------------------------------------------------------------
 
@@ -289,7 +372,7 @@ class _Client(asyncio.Protocol):
         """Answer or forward the queued requests in order, one at a time."""
         transport = self._transport
         assert transport is not None and self._conn is not None
-        while self._queue and self._busy is None and not self._closing:
+        while self._queue and self._busy is None and self._sending is None and not self._closing:
             request = self._queue.popleft()
             self._started = time.monotonic_ns()
             headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
@@ -304,6 +387,10 @@ class _Client(asyncio.Protocol):
             verdict = self._proxy.decide_parts(self._conn, method, path, host, headers)
             url = f"http://{host or self._conn.destination}{target}"
             if verdict is None or not verdict.allowed:
+                # Answered on its head, as Envoy does; the body is read and dropped so the
+                # next request on a keep-alive connection parses from the right byte.
+                self._drop_body(request)
+                request.discard = not request.complete
                 transport.write(_DENIED_KEEP if request.keep_alive else _DENIED_CLOSE)
                 self._proxy.record(self._conn, method, url, "HTTP/1.1", headers, False, 403, 0, -1)
                 if not request.keep_alive:
@@ -313,22 +400,50 @@ class _Client(asyncio.Protocol):
             self._busy = request
             self._verdict = verdict
             self._record = (method, url, headers)
-            if verdict.actions:
-                wire = request.serialise(_apply(request.headers, verdict.actions))
+            self._head_method = request.method == b"HEAD"
+            if request.raw is not None and not verdict.actions:
+                self._drop_body(request)  # the raw bytes hold it
+                self._start_upstream(request.raw)
             else:
-                wire = request.raw or request.serialise(request.headers)
-            if self._upstream is not None:
-                self._upstream.send(wire, request.method == b"HEAD")
-            elif not self._connecting:
-                self._connecting = True
-                asyncio.get_running_loop().create_task(self._connect(wire, request))
-        if self._reading_paused and len(self._queue) <= _MAX_QUEUED // 2 and not self._closing:
-            self._reading_paused = False
-            transport.resume_reading()
+                wanted = _apply(request.headers, verdict.actions) if verdict.actions else None
+                self._start_upstream(request.serialise(wanted or request.headers))
+                for piece in request.body:
+                    self._to_upstream(request.frame(piece))
+                self._drop_body(request)
+                if not request.complete:
+                    self._sending = request  # the rest of its body streams as it comes
+                elif request.chunked:
+                    self._to_upstream(_LAST_CHUNK)
+        self._pace()
         if self._eof and self._busy is None and not self._queue:
             self._close()
 
-    async def _connect(self, wire: bytes, request: _Pending) -> None:
+    def _drop_body(self, request: _Pending) -> None:
+        """Forget the body pieces held for `request` (forwarded, or not to be)."""
+        for piece in request.body:
+            self._buffered -= len(piece)
+        request.body = []
+
+    def _start_upstream(self, head: bytes) -> None:
+        """Send a request's head upstream, connecting first if there is no upstream yet."""
+        if self._upstream is not None:
+            self._upstream.expect(self._head_method)
+            self._upstream.write(head)
+            return
+        self._early.append(head)
+        if not self._connecting:
+            self._connecting = True
+            asyncio.get_running_loop().create_task(self._connect())
+
+    def _to_upstream(self, data: bytes) -> None:
+        if self._upstream is not None:
+            self._upstream.write(data)
+        else:
+            self._early.append(data)
+            self._buffered += len(data)
+            self._proxy.note_buffered(self._buffered)
+
+    async def _connect(self) -> None:
         assert self._conn is not None
         try:
             _, upstream = await self._proxy.connect_upstream_protocol(
@@ -344,7 +459,11 @@ class _Client(asyncio.Protocol):
             upstream.close()
             return
         self._upstream = upstream
-        upstream.send(wire, request.method == b"HEAD")
+        early, self._early = self._early, []
+        self._buffered -= sum(len(piece) for piece in early[1:])  # the head is not body
+        upstream.expect(self._head_method)
+        upstream.write(b"".join(early))
+        self._pace()
 
     def response_done(self, status: int, keep_alive: bool) -> None:
         """The upstream's response to the forwarded request has been relayed whole."""
@@ -365,7 +484,7 @@ class _Client(asyncio.Protocol):
         if not keep_alive or not request.keep_alive:
             self._close()  # the response said so to the client too (or it asked)
             return
-        self._advance()
+        self._advance()  # (a body still coming goes on streaming to the server first)
 
     def relay(self, data: bytes) -> None:
         if self._transport is not None and not self._closing:
@@ -374,8 +493,9 @@ class _Client(asyncio.Protocol):
     def upstream_lost(self, upstream: _Upstream) -> None:
         if self._upstream is upstream:
             self._upstream = None
-            if self._busy is not None:  # mid-response: the client cannot be answered now
-                self._close()
+            self._upstream_full = False
+            if self._busy is not None or self._sending is not None:
+                self._close()  # mid-exchange: the client cannot be answered now
 
     def _close(self) -> None:
         if self._closing:
@@ -419,11 +539,14 @@ class _Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
 
-    def send(self, wire: bytes, head: bool) -> None:
-        assert self._transport is not None
+    def expect(self, head: bool) -> None:
+        """A request is going out: its response is the next one (`head`: to a HEAD)."""
         self._head = head
         self._waiting = True
-        self._transport.write(wire)
+
+    def write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         if not self._waiting:  # nothing was asked: not HTTP as the proxy speaks it
@@ -454,15 +577,10 @@ class _Upstream(asyncio.Protocol):
             self._done = (self._status, self._parser.should_keep_alive())
 
     def pause_writing(self) -> None:  # the server reads slower than the client sends
-        self._client_transport_call("pause_reading")
+        self._client.upstream_writable(False)
 
     def resume_writing(self) -> None:
-        self._client_transport_call("resume_reading")
-
-    def _client_transport_call(self, name: str) -> None:
-        transport = self._client._transport
-        if transport is not None and not transport.is_closing():
-            getattr(transport, name)()
+        self._client.upstream_writable(True)
 
     def pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -537,6 +655,7 @@ class HttpProxy:
         self._on_record = on_record
         self._connect_timeout_s = connect_timeout_s
         self._servers: list[asyncio.Server] = []
+        self.peak_buffered_body = 0  # the most body bytes one connection has held (tests, bench)
         self._verdicts = _VerdictCache()
 
     async def serve(self, listener: socket.socket) -> asyncio.Server:
@@ -615,6 +734,10 @@ class HttpProxy:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """The same as streams (h2c)."""
         return await asyncio.open_connection(sock=await self._connected_socket(conn))
+
+    def note_buffered(self, held: int) -> None:
+        if held > self.peak_buffered_body:
+            self.peak_buffered_body = held
 
     def record(
         self,
