@@ -105,3 +105,27 @@ def test_a_name_learned_or_expired_shows_in_the_connections_next_flows() -> None
         ["deathstar.empire.example"],
         [],
     ]
+
+
+def test_a_new_connection_per_request_reuses_the_frames_with_its_own_port() -> None:
+    # One client opening a connection per request (wrk -H 'Connection: close'): the frames are
+    # built once for (client, server, port), and each flow carries its own connection's port.
+    metadata, ring = _metadata("tiefighter"), Ring()
+    publisher = _publisher(metadata, ring)
+    expected: list[flow_pb2.Flow] = []
+    for port, allowed in ((43001, True), (43002, False), (43003, True)):
+        conn = Connection(CONN.source, port, CONN.destination, CONN.destination_port)
+        record = _record("/v1/x", allowed, ())._replace(connection=conn)
+        publisher.publish_http(record, ingress=False)
+        for flow in http_flows(record, node_name="n", ingress=False, metadata=metadata, now_ns=NOW):
+            name_deciding_policy(flow, metadata, 7)
+            expected.append(flow)
+    assert ring.flows == expected
+    assert [(f.l4.TCP.source_port, f.l4.TCP.destination_port) for f in ring.flows] == [
+        (43001, 80),
+        (80, 43001),
+        (43002, 80),
+        (43003, 80),
+        (80, 43003),
+    ]
+    assert len(publisher._frames) == 2  # allowed and denied, whatever the client's port
