@@ -51,6 +51,7 @@ MiB = 1024 * 1024
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     first_body = threading.Event()  # set when any body's first bytes arrive (the test clears)
+    release = threading.Event()  # /upload/slow reads its body only once this is set
 
     def _pieces(self) -> Iterator[bytes]:
         """The request's body as it arrives, by Content-Length or de-chunked."""
@@ -71,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         digest = hashlib.sha256()
         size = 0
+        if self.path == "/upload/slow":
+            self.release.wait(15)
         for piece in self._pieces():
             self.first_body.set()
             digest.update(piece)
@@ -606,4 +609,46 @@ def test_pipelined_requests_with_bodies_are_answered_in_order(hworld, proxy):
     ]
     positions = [data.index(part) for part in expected]
     assert positions == sorted(positions)
+    assert proxy.proxy.peak_buffered_body <= HELD_AT_MOST
+
+
+def test_a_server_that_does_not_read_holds_the_client_back(hworld, proxy):
+    """While the server reads nothing, the client cannot push 64 MiB into the proxy (its
+    reading pauses when the upstream's buffer is full: only the sockets' kernel buffers
+    fill); once the server reads, every byte arrives."""
+    block = secrets.token_bytes(MiB)
+    total = 64 * MiB
+    sent = [0]
+    failed: list[BaseException] = []
+    _Handler.release.clear()
+    sock = open_socket(hworld.client, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(20)
+
+    def upload() -> None:
+        try:
+            sock.sendall(
+                b"POST /upload/slow HTTP/1.1\r\nHost: s\r\nContent-Length: %d\r\n\r\n" % total
+            )
+            for _ in range(total // MiB):
+                sock.sendall(block)
+                sent[0] += MiB
+        except BaseException as err:  # reported by the test's thread
+            failed.append(err)
+
+    sender = threading.Thread(target=upload, daemon=True)
+    try:
+        sock.connect((SERVER_IP, 80))
+        sender.start()
+        time.sleep(2)  # ample time for the whole body to be pushed, were nothing holding it
+        stalled_at = sent[0]
+        _Handler.release.set()
+        sender.join(20)
+        assert not sender.is_alive() and not failed, failed
+        status, body = _read_response(sock)
+    finally:
+        _Handler.release.set()
+        sock.close()
+    assert stalled_at < total // 2, f"{stalled_at} bytes went in while the server read nothing"
+    digest = hashlib.sha256(block * (total // MiB)).hexdigest()
+    assert (status, body) == (200, f"POST /upload/slow {total} {digest} te=-".encode())
     assert proxy.proxy.peak_buffered_body <= HELD_AT_MOST
