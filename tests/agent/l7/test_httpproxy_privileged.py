@@ -652,3 +652,29 @@ def test_a_server_that_does_not_read_holds_the_client_back(hworld, proxy):
     digest = hashlib.sha256(block * (total // MiB)).hexdigest()
     assert (status, body) == (200, f"POST /upload/slow {total} {digest} te=-".encode())
     assert proxy.proxy.peak_buffered_body <= HELD_AT_MOST
+
+
+def _half_closed(ns: str, payload: bytes) -> bytes:
+    """`payload` then the client's end of sending (SHUT_WR); everything until the close."""
+    sock = open_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect((SERVER_IP, 80))
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+    finally:
+        sock.close()
+
+
+def test_a_body_cut_short_by_the_client_ends_the_connection(hworld, proxy):
+    """The client stops sending mid-body: a complete request before it is still answered,
+    and the connection closes (no wait for a body that cannot come)."""
+    cut = b"POST /upload/cut HTTP/1.1\r\nHost: s\r\nContent-Length: 1000000\r\n\r\n" + b"z" * 100000
+    data = _half_closed(hworld.client, b"GET /public/1 HTTP/1.1\r\nHost: s\r\n\r\n" + cut)
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", data) == [b"200"]
+    assert data.endswith(b"GET /public/1")
+    assert _half_closed(hworld.client, cut) == b""  # streaming to the server when cut
