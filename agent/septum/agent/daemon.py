@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from septum.agent.l7.l7flows import RuleOf
     from septum.agent.l7.service import L7ProxyService
 from septum.dataplane import DatapathConfig
+from septum.dataplane.errors import ProxyRedirectError
 from septum.dataplane.observe.history import HistoryConfig, ServerSettings, StoreError
 from septum.dataplane.observe.history.export import ExportConfig
 from septum.dataplane.observe.history.otlp import OtlpConfig
@@ -325,8 +326,11 @@ class Agent:
         Observer once it runs."""
         if not self.options.l7_proxy:
             # an earlier agent's (the chart's l7Proxy turned off): nothing is redirected now
-            if release_proxy_routing(self.options.node_state_dir):
-                log.info("L7 proxy routing of an earlier agent removed (no --l7-proxy)")
+            try:
+                if release_proxy_routing(self.options.node_state_dir):
+                    log.info("L7 proxy routing of an earlier agent removed (no --l7-proxy)")
+            except (ProxyRedirectError, OSError) as err:  # e.g. no iptables: enforcement goes on
+                log.warning("L7 proxy routing of an earlier agent not removed: %s", err)
             return None
         from septum.agent.l7.l7flows import L7FlowPublisher
         from septum.agent.l7.service import L7ProxyService
