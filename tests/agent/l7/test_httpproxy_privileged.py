@@ -25,7 +25,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded
 
-from septum.agent.l7.httpproxy import Connection, HttpProxy, HttpRecord
+from septum.agent.l7.httpproxy import UPSTREAM_FAILED_BODY, Connection, HttpProxy, HttpRecord
 from septum.agent.l7.httprules import HttpPolicy, policy_from_fields
 from septum.dataplane import l7redirect, netns
 from septum.dataplane.abi import TrafficDirection
@@ -70,6 +70,13 @@ class _Handler(BaseHTTPRequestHandler):
             yield piece
 
     def _answer(self) -> None:
+        if self.path == "/public/to-the-close":  # no length: the body ends with the connection
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nread to the close")
+            return
+        if self.path == "/public/vanish":  # the server goes away without an answer
+            self.close_connection = True
+            return
         digest = hashlib.sha256()
         size = 0
         if self.path == "/upload/slow":
@@ -165,6 +172,7 @@ def _recv(conn: socket.socket) -> bytes:
 class Lab:
     sandbox: Sandbox
     node: NodeDatapath
+    h2c_server: H2cServer | None = None
     records: list[HttpRecord] = field(default_factory=list)
     connections: list[Connection] = field(default_factory=list)
     upstream_identity: int = CLIENT_ID
@@ -263,7 +271,7 @@ def hworld() -> Iterator[Lab]:
                 ),
             ),
         )
-        yield Lab(sandbox, node)
+        yield Lab(sandbox, node, h2c_server)
     finally:
         if h2c_server:
             h2c_server.close()
@@ -352,9 +360,9 @@ def test_pipelined_requests_are_answered_in_order(hworld, proxy):
 def test_upstream_passes_l3l4_only_with_the_identity_of_an_allowed_client(hworld, proxy):
     hworld.upstream_identity = OTHER_ID  # the server admits CLIENT_ID only
     conn = PodHTTPConnection(hworld.client, SERVER_IP)
+    conn.timeout = 15  # past the proxy's connect timeout: its SYNs are dropped at L3/L4
     try:
-        with pytest.raises(OSError):
-            _request(conn, "GET", "/public/x")
+        assert _request(conn, "GET", "/public/x") == (503, UPSTREAM_FAILED_BODY)
     finally:
         conn.close()
     hworld.upstream_identity = CLIENT_ID
@@ -678,3 +686,42 @@ def test_a_body_cut_short_by_the_client_ends_the_connection(hworld, proxy):
     assert re.findall(rb"HTTP/1\.1 (\d{3})", data) == [b"200"]
     assert data.endswith(b"GET /public/1")
     assert _half_closed(hworld.client, cut) == b""  # streaming to the server when cut
+
+
+# -- the upstream going away -------------------------------------------------------------------
+
+
+def test_a_response_read_to_the_close_is_relayed_and_recorded(hworld, proxy):
+    """No Content-Length, no chunks: the response ends where the server's connection does;
+    the client gets it whole and the flow its status."""
+    data = _exchange(hworld.client, b"GET /public/to-the-close HTTP/1.1\r\nHost: s\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"read to the close")
+    _wait_for(lambda: len(hworld.records) == 1)
+    assert [(r.method, r.code, r.allowed) for r in hworld.records] == [("GET", 200, True)]
+
+
+def test_an_upstream_gone_before_answering_gets_503_as_from_envoy(hworld, proxy):
+    """The server closes without a byte of answer: 503 with Envoy's text, recorded; the
+    same when nothing listens on the original destination (connection refused)."""
+    data = _exchange(hworld.client, b"GET /public/vanish HTTP/1.1\r\nHost: s\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert data.endswith(UPSTREAM_FAILED_BODY)
+    assert hworld.h2c_server is not None
+    hworld.h2c_server.close()  # nothing listens on SERVER_IP:H2C_PORT any more
+    sock = open_socket(hworld.client, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect((SERVER_IP, H2C_PORT))
+        sock.sendall(b"GET /public/refused HTTP/1.1\r\nHost: s\r\n\r\n")
+        refused = b""
+        while chunk := sock.recv(65536):
+            refused += chunk
+    finally:
+        sock.close()
+    assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    _wait_for(lambda: len(hworld.records) == 2)
+    assert [(r.method, r.url.rsplit("/", 1)[-1], r.code) for r in hworld.records] == [
+        ("GET", "vanish", 503),
+        ("GET", "refused", 503),
+    ]

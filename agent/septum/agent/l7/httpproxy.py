@@ -59,6 +59,14 @@ _DENIED_HEAD = (
 )
 _DENIED_KEEP = _DENIED_HEAD + b"\r\n" + DENIED_BODY
 _DENIED_CLOSE = _DENIED_HEAD + b"connection: close\r\n\r\n" + DENIED_BODY
+# What Envoy (Cilium's HTTP proxy) answers when the upstream cannot be reached, or goes away
+# before the response's head: the client learns the request was not served, rather than
+# seeing its connection cut.
+UPSTREAM_FAILED_BODY = b"upstream connect error or disconnect/reset before headers\r\n"
+_UPSTREAM_FAILED = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(UPSTREAM_FAILED_BODY)
+) + UPSTREAM_FAILED_BODY
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _MAX_QUEUED = 32  # pipelined requests parsed ahead; reading pauses beyond
 _MAX_BUFFERED = 64 * 1024  # body bytes held per connection; reading pauses beyond
@@ -451,7 +459,8 @@ class _Client(asyncio.Protocol):
             )
         except OSError as err:
             log.debug("HTTP connection %s: upstream failed: %s", self._conn, err)
-            self._close()
+            self._connecting = False
+            self.upstream_ended(0)
             return
         finally:
             self._connecting = False
@@ -469,6 +478,19 @@ class _Client(asyncio.Protocol):
         """The upstream's response to the forwarded request has been relayed whole."""
         request, self._busy = self._busy, None
         assert request is not None and self._conn is not None and self._verdict is not None
+        self._record_forwarded(status)
+        if not keep_alive or not request.keep_alive:
+            self._close()  # the response said so to the client too (or it asked)
+            return
+        self._advance()  # (a body still coming goes on streaming to the server first)
+
+    def relay(self, data: bytes) -> None:
+        if self._transport is not None and not self._closing:
+            self._transport.write(data)
+
+    def _record_forwarded(self, status: int) -> None:
+        """The flow record of the forwarded request, answered with `status`."""
+        assert self._conn is not None and self._verdict is not None
         method, url, headers = self._record
         self._proxy.record(
             self._conn,
@@ -481,14 +503,23 @@ class _Client(asyncio.Protocol):
             time.monotonic_ns() - self._started,
             self._verdict.rule_index,
         )
-        if not keep_alive or not request.keep_alive:
-            self._close()  # the response said so to the client too (or it asked)
-            return
-        self._advance()  # (a body still coming goes on streaming to the server first)
 
-    def relay(self, data: bytes) -> None:
-        if self._transport is not None and not self._closing:
-            self._transport.write(data)
+    def upstream_ended(self, status: int) -> None:
+        """The upstream went away while the forwarded request's response was due.  `status`
+        is the response's, when its head had been relayed: a response that ends at the close
+        (no length: llhttp cannot see its end without an EOF it has no call for) or one cut
+        short; it is recorded with that status.  With nothing relayed yet (0), the client gets
+        Envoy's 503, recorded as such.  Either way the connection closes after it."""
+        request, self._busy = self._busy, None
+        if request is None or self._closing or self._conn is None or self._verdict is None:
+            self._close()
+            return
+        if status == 0:
+            status = 503
+            if self._transport is not None:
+                self._transport.write(_UPSTREAM_FAILED)
+        self._record_forwarded(status)
+        self._close()
 
     def upstream_lost(self, upstream: _Upstream) -> None:
         if self._upstream is upstream:
@@ -543,6 +574,8 @@ class _Upstream(asyncio.Protocol):
         """A request is going out: its response is the next one (`head`: to a HEAD)."""
         self._head = head
         self._waiting = True
+        self._status = 0
+        self._informational = False
 
     def write(self, data: bytes) -> None:
         assert self._transport is not None
@@ -591,6 +624,9 @@ class _Upstream(asyncio.Protocol):
             self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiting:  # a response was due: ended by the close, cut, or never begun
+            self._waiting = False
+            self._client.upstream_ended(0 if self._informational else self._status)
         self._client.upstream_lost(self)
 
     def close(self) -> None:
@@ -767,8 +803,11 @@ class HttpProxy:
         rule_index: int,
     ) -> None:
         if self._on_record:
-            self._on_record(
-                HttpRecord(
-                    conn, method, url, protocol, headers, allowed, code, latency_ns, rule_index
+            try:
+                self._on_record(
+                    HttpRecord(
+                        conn, method, url, protocol, headers, allowed, code, latency_ns, rule_index
+                    )
                 )
-            )
+            except Exception:  # a flow or metric that fails must never stall the connection
+                log.exception("HTTP proxy: recording %s %s failed", method, url)
