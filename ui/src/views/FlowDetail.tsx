@@ -22,26 +22,31 @@ import { explainArgs, ruleNow, type RuleNow } from "../model/rulenow";
 let noPolicyService = false;
 
 /** The deciding rule of the flow's connection as the policies are now (Explain), or nothing
- * while it is asked, when it cannot be asked, or when the UI has no PolicyService. */
-function useRuleNow(row: FlowRow): RuleNow[] {
-  const [rules, setRules] = useState<RuleNow[]>([]);
+ * while it is asked, when it cannot be asked, or when the UI has no PolicyService. `state`
+ * tells which ("asking", "shown", "none"), for the page's tests. */
+function useRuleNow(row: FlowRow): { rules: RuleNow[]; state: string } {
+  const [now, setNow] = useState<{ rules: RuleNow[]; state: string }>({ rules: [], state: "asking" });
   useEffect(() => {
-    setRules([]);
     const args = explainArgs(row.flow);
-    if (!args || noPolicyService) return;
+    if (!args || noPolicyService) {
+      setNow({ rules: [], state: "none" });
+      return;
+    }
+    setNow({ rules: [], state: "asking" });
     const ctl = new AbortController();
     policies.explain(args, { signal: ctl.signal, timeoutMs: 10_000 }).then(
-      (r) => setRules(ruleNow(row.flow, r)),
+      (r) => setNow({ rules: ruleNow(row.flow, r), state: "shown" }),
       (err: unknown) => {
         // Not an error to show: the flow's own "why" above stands without it. A UI without
         // policy access stops asking; a pod gone since the flow just gets no line.
         const code = ConnectError.from(err).code;
         if (code === Code.Unimplemented || code === Code.Unavailable || code === Code.FailedPrecondition) noPolicyService = true;
+        if (!ctl.signal.aborted) setNow({ rules: [], state: "none" });
       },
     );
     return () => ctl.abort();
   }, [row]);
-  return rules;
+  return now;
 }
 
 function Field({ name, children }: { name: string; children: ReactNode }) {
@@ -75,14 +80,14 @@ export function FlowDetail({ row, onClose }: { row: FlowRow; onClose: () => void
   const info = l4(f);
   const w = why(f);
   const rec = f.l7?.record;
-  const rulesNow = useRuleNow(row);
+  const { rules: rulesNow, state: ruleState } = useRuleNow(row);
   return (
     <aside className="detail" data-testid="flow-detail">
       <header>
         <h3>Flow</h3>
         <button onClick={onClose}>close</button>
       </header>
-      <section className={`why ${row.verdict.toLowerCase()}`} data-testid="flow-why">
+      <section className={`why ${row.verdict.toLowerCase()}`} data-testid="flow-why" data-rule-now={ruleState}>
         <h4>Why: {row.verdict}</h4>
         <p>{w.summary}</p>
         {f.source?.podName && f.destination?.podName && info.dstPort !== undefined && (
