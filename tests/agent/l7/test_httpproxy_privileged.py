@@ -23,8 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded
+from h2.events import DataReceived, RequestReceived, ResponseReceived, StreamEnded, StreamReset
 
+from septum.agent.l7 import h2c
 from septum.agent.l7.httpproxy import UPSTREAM_FAILED_BODY, Connection, HttpProxy, HttpRecord
 from septum.agent.l7.httprules import HttpPolicy, policy_from_fields
 from septum.dataplane import l7redirect, netns
@@ -104,7 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class H2cServer:
-    """An h2c (prior knowledge) server in a pod: every stream gets 200 "<method> <path>"."""
+    """An h2c (prior knowledge) server in a pod: every stream gets 200 "<method> <path>",
+    followed by " <bytes> <sha256>" of its request body if it had one."""
 
     def __init__(self, ns: str) -> None:
         with netns.entered(ns):
@@ -130,6 +132,7 @@ class H2cServer:
         h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
         h2.initiate_connection()
         requests: dict[int, list[tuple[bytes, bytes]]] = {}
+        bodies: dict[int, list[bytes]] = {}
         conn.settimeout(5)
         with conn:
             conn.sendall(h2.data_to_send())
@@ -137,9 +140,15 @@ class H2cServer:
                 for event in h2.receive_data(data):
                     if isinstance(event, RequestReceived):
                         requests[event.stream_id] = list(event.headers)
+                    elif isinstance(event, DataReceived):
+                        bodies.setdefault(event.stream_id, []).append(event.data)
+                        h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                     elif isinstance(event, StreamEnded):
                         headers = dict(requests.pop(event.stream_id))
                         body = headers[b":method"] + b" " + headers[b":path"]
+                        if got := b"".join(bodies.pop(event.stream_id, [])):
+                            digest = hashlib.sha256(got).hexdigest().encode()
+                            body += b" %d %s" % (len(got), digest)
                         h2.send_headers(
                             event.stream_id,
                             [(b":status", b"200"), (b"content-length", str(len(body)).encode())],
@@ -423,6 +432,77 @@ def test_h2c_streams_are_decided_one_by_one_on_one_connection(hworld, proxy):
         ("HTTP/2", "GET", 200),
         ("HTTP/2", "PUT", 403),
         ("HTTP/2", "GET", 200),
+    ]
+
+
+def _h2c_stream(
+    sock: socket.socket, h2: H2Connection, sid: int, method: bytes, path: bytes, body: bytes
+) -> tuple[bytes, bytes, bool]:
+    """One request on an h2c connection, its body sent as the windows allow: the response's
+    status and body, and whether the stream was reset."""
+    h2.send_headers(
+        sid,
+        [(b":method", method), (b":path", path), (b":scheme", b"http"), (b":authority", b"s")],
+        end_stream=not body,
+    )
+    sock.sendall(h2.data_to_send())
+    status, got, ended, reset = b"", b"", False, False
+    while not reset and not (ended and not body):
+        window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
+        if body and window > 0:
+            chunk, body = body[:window], body[window:]
+            h2.send_data(sid, chunk, end_stream=not body)
+            sock.sendall(h2.data_to_send())
+            continue
+        data = sock.recv(65536)
+        assert data, "the proxy closed the h2c connection"
+        for event in h2.receive_data(data):
+            if isinstance(event, ResponseReceived):
+                status = dict(event.headers)[b":status"]
+            elif isinstance(event, DataReceived):
+                got += event.data
+                h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, StreamEnded):
+                ended = True
+            elif isinstance(event, StreamReset):
+                reset = True
+        sock.sendall(h2.data_to_send())
+    return status, got, reset
+
+
+def test_h2c_request_bodies_are_bounded_an_oversized_one_gets_413(hworld, proxy):
+    """A small request, then a body under the bound arriving byte-exact (sent upstream as its
+    windows allow), then an 8 MiB one answered 413 and reset once past REQUEST_BODY_MAX, with
+    no more than that held.  Before the bound, the proxy held whole bodies and failed on any
+    over the upstream's 64 KiB window.  (Not asserted: a request on the same connection after
+    the 413; intermittently it got no answer in 5 s, under investigation.)"""
+    small = secrets.token_bytes(512 * 1024)
+    big = secrets.token_bytes(8 * MiB)
+    sock = open_socket(hworld.client, socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    h2.initiate_connection()
+    try:
+        sock.connect((SERVER_IP, H2C_PORT))
+        answers = [
+            _h2c_stream(sock, h2, 1, b"GET", b"/public/before", b""),
+            _h2c_stream(sock, h2, 3, b"POST", b"/upload/h2", small),
+            _h2c_stream(sock, h2, 5, b"POST", b"/upload/big", big),
+        ]
+    finally:
+        sock.close()
+    digest = hashlib.sha256(small).hexdigest()
+    assert answers == [
+        (b"200", b"GET /public/before", False),
+        (b"200", f"POST /upload/h2 {len(small)} {digest}".encode(), False),
+        (b"413", b"Request body too large\r\n", True),
+    ]
+    assert 0 < proxy.proxy.peak_buffered_body <= h2c.REQUEST_BODY_MAX
+    _wait_for(lambda: len(hworld.records) == 3)
+    assert [(r.method, r.code, r.allowed) for r in hworld.records] == [
+        ("GET", 200, True),
+        ("POST", 200, True),
+        ("POST", 413, True),
     ]
 
 
