@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from septum.agent.l7.httpproxy import Connection, HttpRecord
 from septum.dataplane.observe.api.flow import flow_pb2
+from septum.dataplane.observe.decoder import add_policy
 from septum.dataplane.observe.fqdnnames import cache_generation, fill_names
 from septum.dataplane.observe.metadata import Metadata
 
@@ -215,13 +216,7 @@ def name_deciding_policy(flow: flow_pb2.Flow, metadata: Metadata, rule_id: int) 
         target = flow.ingress_allowed_by if ingress else flow.egress_allowed_by
     else:
         target = flow.ingress_denied_by if ingress else flow.egress_denied_by
-    target.add(
-        name=policy.name,
-        namespace=policy.namespace,
-        kind=policy.kind,
-        labels=list(policy.labels),
-        revision=policy.revision,
-    )
+    add_policy(target, policy)
 
 
 def connection_of(flow: flow_pb2.Flow) -> tuple[str, str, int, str, bool]:

@@ -14,11 +14,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
 from septum.dataplane import abi
 from septum.dataplane.observe import record as r
 from septum.dataplane.observe.api.flow import flow_pb2
 from septum.dataplane.observe.fqdnnames import cache_generation, fill_names
-from septum.dataplane.observe.metadata import EndpointInfo, Metadata
+from septum.dataplane.observe.metadata import EndpointInfo, Metadata, PolicyInfo
 from septum.dataplane.observe.wire import varint
 from septum.wellknown.icmp import ICMPV4_TYPE_NAMES, ICMPV6_TYPE_NAMES
 from septum.wellknown.reserved import SERVICE_IDENTITY_MAX, SERVICE_IDENTITY_MIN
@@ -154,6 +156,20 @@ if (
     )
 ):
     raise ImportError("flow.proto field numbers changed: update decoder.encode")
+
+
+def add_policy(
+    target: RepeatedCompositeFieldContainer[flow_pb2.Policy], policy: PolicyInfo
+) -> None:
+    """Append Hubble's Policy reference of `policy` to a flow's repeated *_allowed_by /
+    *_denied_by field (the L3/L4 decoder's and the L7 flows' alike)."""
+    target.add(
+        name=policy.name,
+        namespace=policy.namespace,
+        kind=policy.kind,
+        labels=list(policy.labels),
+        revision=policy.revision,
+    )
 
 
 def shape_key(rec: r.Record) -> tuple[object, ...]:
@@ -459,10 +475,4 @@ class FlowDecoder:
             target = (
                 flow.ingress_allowed_by if direction == r.DIR_INGRESS else flow.egress_allowed_by
             )
-        target.add(
-            name=policy.name,
-            namespace=policy.namespace,
-            kind=policy.kind,
-            labels=list(policy.labels),
-            revision=policy.revision,
-        )
+        add_policy(target, policy)
