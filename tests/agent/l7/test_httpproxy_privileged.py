@@ -506,13 +506,16 @@ def test_h2c_request_bodies_are_bounded_an_oversized_one_gets_413(hworld, proxy)
     ]
 
 
-def _exchange(ns: str, payload: bytes) -> bytes:
-    """`payload` sent at once on one connection; everything until the proxy closes it."""
+def _exchange(ns: str, payload: bytes, port: int = 80, half_close: bool = False) -> bytes:
+    """`payload` sent at once on one connection (then the client's end of sending, SHUT_WR,
+    with `half_close`); everything until the proxy closes it."""
     sock = open_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
     sock.settimeout(5)
     try:
-        sock.connect((SERVER_IP, 80))
+        sock.connect((SERVER_IP, port))
         sock.sendall(payload)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -742,30 +745,16 @@ def test_a_server_that_does_not_read_holds_the_client_back(hworld, proxy):
     assert proxy.proxy.peak_buffered_body <= HELD_AT_MOST
 
 
-def _half_closed(ns: str, payload: bytes) -> bytes:
-    """`payload` then the client's end of sending (SHUT_WR); everything until the close."""
-    sock = open_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.connect((SERVER_IP, 80))
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        return data
-    finally:
-        sock.close()
-
-
 def test_a_body_cut_short_by_the_client_ends_the_connection(hworld, proxy):
     """The client stops sending mid-body: a complete request before it is still answered,
     and the connection closes (no wait for a body that cannot come)."""
     cut = b"POST /upload/cut HTTP/1.1\r\nHost: s\r\nContent-Length: 1000000\r\n\r\n" + b"z" * 100000
-    data = _half_closed(hworld.client, b"GET /public/1 HTTP/1.1\r\nHost: s\r\n\r\n" + cut)
+    data = _exchange(
+        hworld.client, b"GET /public/1 HTTP/1.1\r\nHost: s\r\n\r\n" + cut, half_close=True
+    )
     assert re.findall(rb"HTTP/1\.1 (\d{3})", data) == [b"200"]
     assert data.endswith(b"GET /public/1")
-    assert _half_closed(hworld.client, cut) == b""  # streaming to the server when cut
+    assert _exchange(hworld.client, cut, half_close=True) == b""  # streaming to the server when cut
 
 
 # -- the upstream going away -------------------------------------------------------------------
@@ -789,16 +778,9 @@ def test_an_upstream_gone_before_answering_gets_503_as_from_envoy(hworld, proxy)
     assert data.endswith(UPSTREAM_FAILED_BODY)
     assert hworld.h2c_server is not None
     hworld.h2c_server.close()  # nothing listens on SERVER_IP:H2C_PORT any more
-    sock = open_socket(hworld.client, socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.connect((SERVER_IP, H2C_PORT))
-        sock.sendall(b"GET /public/refused HTTP/1.1\r\nHost: s\r\n\r\n")
-        refused = b""
-        while chunk := sock.recv(65536):
-            refused += chunk
-    finally:
-        sock.close()
+    refused = _exchange(
+        hworld.client, b"GET /public/refused HTTP/1.1\r\nHost: s\r\n\r\n", port=H2C_PORT
+    )
     assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     _wait_for(lambda: len(hworld.records) == 2)
     assert [(r.method, r.url.rsplit("/", 1)[-1], r.code) for r in hworld.records] == [
