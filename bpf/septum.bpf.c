@@ -2,7 +2,8 @@
 /*
  * Septum's datapath: entry programs only; the logic lives in bpf/lib/ (one header per concern).
  *
- *   septum_from_pod       tc ingress of a pod's host-side veth (pod egress)
+ *   septum_from_pod       tc ingress of a pod's host-side veth (pod egress); delivers
+ *                         a packet to another pod of the node itself (lib/localdelivery.h)
  *   septum_to_pod         tc egress of a pod's host-side veth (pod ingress)
  *   septum_from_netdev    tc ingress of a node interface (host ingress: packets
  *                         addressed to the node itself; the rest passes untouched)
@@ -18,6 +19,7 @@
 #include "lib/common.h"
 #include "lib/abi_anchor.h"
 #include "lib/verdict.h"
+#include "lib/localdelivery.h"
 #include "lib/prefilter.h"
 #include "lib/host.h"
 
@@ -28,13 +30,18 @@ int septum_from_pod(struct __sk_buff *skb)
 		.ifindex = skb->ifindex,
 		.direction = SEPTUM_DIR_EGRESS,
 		.trace_point = SEPTUM_TRACE_FROM_ENDPOINT,
+		.flags = SEPTUM_HOOK_F_DELIVERY_SOURCE,
 	};
+	int ret;
 
 	/* Hairpinned by septum_to_pod towards the L7 proxy (lib/proxy.h); a
 	 * pod's own packets never carry a mark (it does not cross the veth). */
 	if ((skb->mark & SEPTUM_MARK_MAGIC_MASK) == SEPTUM_MARK_TO_PROXY)
 		return septum_proxy_hairpin_in(skb);
-	return septum_handle_endpoint(skb, &hook);
+	ret = septum_handle_endpoint(skb, &hook);
+	if (ret == SEPTUM_FORWARD_LOCAL || ret == SEPTUM_FORWARD_NEW)
+		return septum_local_deliver(skb, ret == SEPTUM_FORWARD_NEW);
+	return ret;
 }
 
 SEC("tc")

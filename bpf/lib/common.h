@@ -24,15 +24,27 @@
  * filters and tcx links. */
 enum septum_outcome {
 	SEPTUM_CONTINUE = -1, /* not decided here: never returned to the kernel */
+	/* Allowed, and the connection may skip the node's stack (lib/localdelivery.h):
+	 * answered only to a hook with SEPTUM_HOOK_F_DELIVERY_SOURCE, never returned to
+	 * the kernel.  LOCAL: an established connection delivered locally before;
+	 * NEW: a connection this very packet opened. */
+	SEPTUM_FORWARD_LOCAL = -2,
+	SEPTUM_FORWARD_NEW = -3,
 	SEPTUM_TC_FORWARD = TC_ACT_OK,
 	SEPTUM_TC_DROP = TC_ACT_SHOT,
 };
+
+/* Bits of septum_hook.flags: the hook's part in local delivery. */
+#define SEPTUM_HOOK_F_DELIVERY_SOURCE 0x01 /* a pod's egress: may answer FORWARD_LOCAL/NEW */
+#define SEPTUM_HOOK_F_DELIVERY_TARGET 0x02 /* the destination's hook run by the source's
+					    * program: its new entries are SEPTUM_CT_F_LOCAL */
 
 /* Where an endpoint program runs: what every event it reports carries. */
 struct septum_hook {
 	__u32 ifindex;
 	__u8 direction;   /* enum septum_direction of packets seen here */
 	__u8 trace_point; /* enum septum_trace_point */
+	__u8 flags;       /* SEPTUM_HOOK_F_* */
 };
 
 /* Parser outcomes that are not drop reasons; drop reasons are all >= 132. */

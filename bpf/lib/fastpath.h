@@ -129,8 +129,9 @@ static __always_inline int septum_fast_lookup6(void *data, void *data_end, __u32
 
 /* Returns the tc verdict when the packet is done, SEPTUM_CONTINUE for the
  * full path (with ct->done set when the flow was looked up). */
-static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 ifindex,
-						   __u8 direction, const struct septum_config *cfg,
+static __always_inline int septum_fast_established(struct __sk_buff *skb,
+						   const struct septum_hook *hook,
+						   const struct septum_config *cfg,
 						   __u64 now, struct septum_ct_lookup *ct)
 {
 	void *data = (void *)(long)skb->data;
@@ -140,6 +141,8 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 	__u8 tcp_flags = 0;
 	__u8 protocol = 0;
 	__u8 is_reply;
+	__u32 ifindex = hook->ifindex;
+	__u8 direction = hook->direction;
 	__u8 *flags_seen;
 	__u64 expires;
 	__be16 proto;
@@ -167,7 +170,7 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 	flags_seen = is_reply ? &entry->rev_flags_seen : &entry->fwd_flags_seen;
 	if (!septum_ct_matches(entry, ct->order, is_reply) || entry->expires < now ||
 	    entry->verdict == SEPTUM_VERDICT_DROPPED || (tcp_flags & ~*flags_seen) ||
-	    (is_reply && !entry->reply_seen) || entry->state == SEPTUM_CT_SYN_SENT ||
+	    (is_reply && !(entry->flags & SEPTUM_CT_F_REPLY_SEEN)) || entry->state == SEPTUM_CT_SYN_SENT ||
 	    (entry->l7_proxy_port && !is_reply) || /* to the L7 proxy: the full path */
 	    septum_ct_is_reopen(entry, protocol, tcp_flags))
 		return SEPTUM_CONTINUE;
@@ -187,6 +190,8 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb, __u32 
 		entry->fwd_bytes += wire_len;
 	}
 	septum_count(direction, entry->verdict, SEPTUM_DROP_NONE, wire_len);
+	if ((hook->flags & SEPTUM_HOOK_F_DELIVERY_SOURCE) && (entry->flags & SEPTUM_CT_F_LOCAL))
+		return SEPTUM_FORWARD_LOCAL;
 	return SEPTUM_TC_FORWARD;
 }
 

@@ -207,10 +207,11 @@ static __always_inline int septum_proxy_read(struct __sk_buff *skb, struct septu
 /* Gives an allowed packet of an L7-redirected connection to the proxy: on a
  * pod's egress (the veth's tc ingress) assigned at once; on its ingress (tc
  * egress) looked up, then hairpinned to the veth's ingress, where
- * septum_proxy_hairpin_in assigns it.  Returns the tc verdict, or 0 with the
- * drop reason in *reason. */
+ * septum_proxy_hairpin_in assigns it (`ifindex`: the hook's host veth).
+ * Returns the tc verdict, or 0 with the drop reason in *reason. */
 static __always_inline int septum_proxy_send(struct __sk_buff *skb, const struct septum_pkt *pkt,
-					     __u8 direction, __u16 port, int *reason)
+					     __u32 ifindex, __u8 direction, __u16 port,
+					     int *reason)
 {
 	struct bpf_sock_tuple tuple = {};
 	__u64 mac = 0;
@@ -231,7 +232,9 @@ static __always_inline int septum_proxy_send(struct __sk_buff *skb, const struct
 		*reason = SEPTUM_DROP_PROXY_ASSIGN_FAILED;
 		return 0;
 	}
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	/* The hook's veth, which is not the packet's interface when the source pod's
+	 * program delivers it (lib/localdelivery.h). */
+	return bpf_redirect(ifindex, BPF_F_INGRESS);
 }
 
 /* A hairpinned packet arriving on the host veth's tc ingress (mark TO_PROXY):

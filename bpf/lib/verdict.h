@@ -133,6 +133,8 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	entry.fwd_flags_seen = pkt->tcp_flags;
 	entry.orig_direction = hook->direction;
 	entry.orig_swapped = ct->order > 0;
+	if (hook->flags & SEPTUM_HOOK_F_DELIVERY_TARGET)
+		entry.flags = SEPTUM_CT_F_LOCAL; /* its source's program delivers it */
 	if (septum_ct_icmp_tracked(pkt) && septum_ct_insert(ct, pkt, hook->ifindex, &entry))
 		return septum_drop(pkt, hook, ep, cfg, now, SEPTUM_DROP_CT_MAP_INSERTION_FAILED,
 				   &decision, peer_identity);
@@ -149,7 +151,15 @@ static __always_inline int septum_new_connection(struct septum_pkt *pkt,
 	if (entry.state == SEPTUM_CT_CLOSING)
 		report.flags |= SEPTUM_EVENT_F_CT_CLOSE;
 	septum_emit(pkt, &report);
-	return septum_proxy_pending(decision.l7_proxy_port);
+	if (decision.l7_proxy_port)
+		return septum_proxy_pending(decision.l7_proxy_port);
+	/* The source's program may deliver it itself: a TCP or UDP connection (what
+	 * septum_local_flag_source finds again), not a fragment (see localdelivery.h). */
+	if ((hook->flags & SEPTUM_HOOK_F_DELIVERY_SOURCE) &&
+	    (cfg->flags & SEPTUM_CFG_F_LOCAL_DELIVERY) && pkt->frag == SEPTUM_FRAG_NONE &&
+	    (pkt->protocol == IPPROTO_TCP || pkt->protocol == IPPROTO_UDP))
+		return SEPTUM_FORWARD_NEW;
+	return SEPTUM_TC_FORWARD;
 }
 
 /* Revocation mode: an established connection whose endpoint has a newer
@@ -257,8 +267,8 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
 	if (is_reply) {
 		entry->rev_packets += 1;
 		entry->rev_bytes += pkt->len;
-		if (!entry->reply_seen) {
-			entry->reply_seen = 1;
+		if (!(entry->flags & SEPTUM_CT_F_REPLY_SEEN)) {
+			entry->flags |= SEPTUM_CT_F_REPLY_SEEN;
 			report_it = 1;
 		}
 	} else {
@@ -310,14 +320,15 @@ static __always_inline int septum_established(struct septum_pkt *pkt,
  * scoped by ifindex, anti-spoofing was checked when the entry was created, and
  * the endpoint is only read when an event is reported or revocation is on. */
 __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifindex,
-					       __u32 direction, __u32 trace_point,
+					       __u32 direction, __u32 point_flags,
 					       __u32 ct_absent)
 {
 	const struct septum_config *cfg = septum_config_get();
 	struct septum_hook hooks = {
 		.ifindex = ifindex,
 		.direction = direction,
-		.trace_point = trace_point,
+		.trace_point = point_flags & 0xff,
+		.flags = point_flags >> 8,
 	};
 	const struct septum_hook *hook = &hooks;
 	void *data = (void *)(long)skb->data;
@@ -384,11 +395,16 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	    !septum_ct_is_reopen(entry, pkt.protocol, pkt.tcp_flags) &&
 	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW)) {
 		ret = septum_established(&pkt, hook, NULL, cfg, now, entry, is_reply);
+		if (ret != SEPTUM_TC_FORWARD)
+			return ret;
 		/* The client's side of a connection the proxy terminates (entries
 		 * of the host endpoint and of a proxy's upstream never have a port). */
-		if (ret == SEPTUM_TC_FORWARD && !is_reply)
+		if (!is_reply && entry->l7_proxy_port)
 			return septum_proxy_pending(entry->l7_proxy_port);
-		return ret;
+		if ((hook->flags & SEPTUM_HOOK_F_DELIVERY_SOURCE) &&
+		    (entry->flags & SEPTUM_CT_F_LOCAL))
+			return SEPTUM_FORWARD_LOCAL;
+		return SEPTUM_TC_FORWARD;
 	}
 
 	ep = septum_endpoint_lookup(hook->ifindex);
@@ -427,7 +443,7 @@ __attribute__((noinline)) int septum_proxy_divert(struct __sk_buff *skb, __u32 i
 		return SEPTUM_TC_FORWARD;
 	reason = septum_proxy_read(skb, &pkt);
 	if (!reason) {
-		ret = septum_proxy_send(skb, &pkt, direction, port, &reason);
+		ret = septum_proxy_send(skb, &pkt, ifindex, direction, port, &reason);
 		if (!reason)
 			return ret;
 	}
@@ -445,7 +461,7 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	int ret;
 
 	ct.done = 0;
-	ret = septum_fast_established(skb, hook->ifindex, hook->direction, cfg, now, &ct);
+	ret = septum_fast_established(skb, hook, cfg, now, &ct);
 	if (ret != SEPTUM_CONTINUE)
 		return ret;
 	if (!ct.done && septum_maybe_icmp_error(skb)) {
@@ -453,8 +469,8 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 		if (ret != SEPTUM_CONTINUE)
 			return ret;
 	}
-	ret = septum_full_path(skb, hook->ifindex, hook->direction, hook->trace_point,
-			       ct.done && !ct.entry);
+	ret = septum_full_path(skb, hook->ifindex, hook->direction,
+			       hook->trace_point | (__u32)hook->flags << 8, ct.done && !ct.entry);
 	if (ret >= SEPTUM_PROXY_PENDING)
 		return septum_proxy_divert(skb, hook->ifindex, hook->direction, hook->trace_point,
 					   ret & 0xffff);

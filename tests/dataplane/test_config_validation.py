@@ -12,16 +12,17 @@ from septum.dataplane import abi
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.loader import MAP_SETTINGS
 
-# Independent of config.py's own lists: every field that sizes a map (the loader's table)
-# and every DatapathConfig field the kernel's struct septum_config holds.
-CAPACITIES = sorted({f for f in MAP_SETTINGS.values() if f and f != "ringbuf_bytes"})
-TIMEOUTS = [
-    name for name, _ in abi.Config._fields_ if name in {f.name for f in fields(DatapathConfig)}
-]
+# Independent of config.py's own lists: every field that sizes a map (the loader's table;
+# local_addr_entries is derived from endpoints) and every DatapathConfig field the kernel's
+# struct septum_config holds.
+_FIELDS = {f.name for f in fields(DatapathConfig)}
+CAPACITIES = sorted({f for f in MAP_SETTINGS.values() if f in _FIELDS and f != "ringbuf_bytes"})
+TIMEOUTS = [name for name, _ in abi.Config._fields_ if name in _FIELDS]
 
 
 def test_the_field_lists_are_complete():
     assert len(CAPACITIES) == 9
+    assert DatapathConfig(node_name="n1", endpoints=300).local_addr_entries == 600
     assert TIMEOUTS == [
         "ct_timeout_tcp_syn_s",
         "ct_timeout_tcp_established_s",

@@ -91,6 +91,9 @@ class AgentOptions:
     # the DNS proxy's name-to-address learning for toFQDNs (Cilium's --tofqdns-* options)
     tofqdns: FqdnConfig = field(default_factory=FqdnConfig)
     host_audit: bool = False
+    # pod-to-pod packets through the node's stack (Cilium's legacy host routing); off: the
+    # source pod's program delivers them (bpf/lib/localdelivery.h)
+    host_legacy_routing: bool = False
     host_interfaces: tuple[str, ...] = ()
     # flow history (septum.dataplane.observe.history): days of flows behind GetFlows, in an
     # embedded store in this directory; None keeps the ring only, as Hubble
@@ -301,7 +304,8 @@ class Agent:
     def _open_datapath(self) -> None:
         options = self.options
         self.endpoints = LocalEndpoints(
-            DatapathConfig(node_name=options.node), options.node_state_dir
+            DatapathConfig(node_name=options.node, host_legacy_routing=options.host_legacy_routing),
+            options.node_state_dir,
         )
         restored = self.endpoints.restore()
         self.compiler.add_host_addresses(local_addresses())

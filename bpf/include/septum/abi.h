@@ -200,6 +200,9 @@ enum septum_config_flag {
 	SEPTUM_CFG_F_BENCH_FORCE_NEW = 0x04, /* benchmark only: ignore conntrack hits, so a
 					      * repeated packet takes the new-connection path,
 					      * insert included, on hot caches */
+	SEPTUM_CFG_F_LOCAL_DELIVERY = 0x08,  /* a connection between two pods of this node
+					      * skips the node's IP stack (lib/localdelivery.h);
+					      * off: Cilium's "legacy host routing" */
 };
 
 /* skb->mark values of the L7 redirect (lib/proxy.h), in the 0x0F00 nibble
@@ -302,6 +305,11 @@ struct septum_lpm_addr_key {
 struct septum_ipcache_value {
 	__u32 identity;
 	__u32 flags; /* reserved, 0 */
+};
+
+/* sep_local_addrs: an address of a pod of this node -> its host-side veth. */
+struct septum_local_addr {
+	__u32 ifindex;
 };
 
 struct septum_prefilter_value {
@@ -417,6 +425,14 @@ struct septum_ct4_key {
 
 #define SEPTUM_CT4_IFINDEX_MASK ((1U << SEPTUM_CT4_IFINDEX_BITS) - 1)
 
+/* Bits of septum_ct_entry.flags. */
+enum septum_ct_flag {
+	SEPTUM_CT_F_REPLY_SEEN = 0x01, /* a reply went through (its first one is reported) */
+	SEPTUM_CT_F_LOCAL = 0x02,      /* both ends are pods of this node and the connection
+					* skips the node's stack between them, both ways
+					* (lib/localdelivery.h) */
+};
+
 enum septum_ct_state {
 	SEPTUM_CT_NEW = 0,         /* non-TCP, or TCP before the handshake finished */
 	SEPTUM_CT_SYN_SENT = 1,
@@ -439,7 +455,7 @@ struct septum_ct_entry {
 	__u8 state;              /* enum septum_ct_state */
 	__u8 fwd_flags_seen;     /* TCP flags seen, per direction (event on change) */
 	__u8 rev_flags_seen;
-	__u8 reply_seen;
+	__u8 flags;              /* enum septum_ct_flag bits */
 	__u16 drop_reason;       /* revoked (verdict DROPPED): every packet of the flow drops with it */
 	__u8 orig_direction;     /* enum septum_direction of the connection's first packet */
 	__u8 orig_swapped;       /* 1: the first packet's source is the key's dst side */
@@ -536,6 +552,7 @@ struct septum_abi_enums {
 	enum septum_key_layout key_layout;
 	enum septum_counter_slots counter_slots;
 	enum septum_ct_state ct_state;
+	enum septum_ct_flag ct_flag;
 	enum septum_proxy_mark proxy_mark;
 };
 
@@ -545,6 +562,7 @@ SEPTUM_ASSERT_SIZE(struct septum_flow_event, 112);
 SEPTUM_ASSERT_SIZE(struct septum_lpm_addr_key, 24);
 SEPTUM_ASSERT_SIZE(struct septum_ipcache_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_prefilter_value, 8);
+SEPTUM_ASSERT_SIZE(struct septum_local_addr, 4);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint_key, 4);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint, 36);
 SEPTUM_ASSERT_SIZE(struct septum_host_key, 20);

@@ -270,6 +270,13 @@ class CtState(enum.IntEnum):
     CLOSING = 3
 
 
+class CtFlag(enum.IntFlag):
+    """Bits of ``CtEntry.flags``."""
+
+    REPLY_SEEN = 0x01  # a reply went through
+    LOCAL = 0x02  # both ends are pods of this node; the connection skips the node's stack
+
+
 # Reserved identities the datapath uses (abi.h's septum_reserved_identity names a subset).
 IDENTITY_ANY: Final = ReservedIdentity.UNKNOWN  # in policy keys: the "any peer" bucket
 IDENTITY_HOST: Final = ReservedIdentity.HOST
@@ -355,11 +362,13 @@ class ConfigFlag(enum.IntFlag):
     REVOKE_ON_POLICY_CHANGE = 0x01  # re-check established flows on a new revision
     BENCH_NEW_FLOWS = 0x02  # benchmark only: a new connection on every test-run repeat
     BENCH_FORCE_NEW = 0x04  # benchmark only: ignore conntrack hits
+    LOCAL_DELIVERY = 0x08  # pod-to-pod on this node skips the node's stack (off: legacy)
 
 
 CFG_F_REVOKE_ON_POLICY_CHANGE: Final = ConfigFlag.REVOKE_ON_POLICY_CHANGE
 CFG_F_BENCH_NEW_FLOWS: Final = ConfigFlag.BENCH_NEW_FLOWS
 CFG_F_BENCH_FORCE_NEW: Final = ConfigFlag.BENCH_FORCE_NEW
+CFG_F_LOCAL_DELIVERY: Final = ConfigFlag.LOCAL_DELIVERY
 
 
 class KeyLayout(enum.IntEnum):
@@ -391,6 +400,7 @@ MAP_COUNTERS: Final = "sep_counters"
 MAP_LOST_EVENTS: Final = "sep_lost"
 MAP_CONFIG: Final = "sep_config"
 MAP_PREFILTER: Final = "sep_prefilter"
+MAP_LOCAL_ADDRS: Final = "sep_local_addrs"  # addresses of this node's pods -> host veth
 
 PROG_FROM_POD: Final = "septum_from_pod"  # tc ingress of the host veth (pod egress)
 PROG_TO_POD: Final = "septum_to_pod"  # tc egress of the host veth (pod ingress)
@@ -498,6 +508,10 @@ class LpmAddrKey(ctypes.Structure):
 
 class IpcacheValue(ctypes.Structure):
     _fields_ = [("identity", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class LocalAddr(ctypes.Structure):
+    _fields_ = [("ifindex", ctypes.c_uint32)]
 
 
 class PrefilterValue(ctypes.Structure):
@@ -619,7 +633,7 @@ class CtEntry(ctypes.Structure):
         ("state", ctypes.c_uint8),
         ("fwd_flags_seen", ctypes.c_uint8),
         ("rev_flags_seen", ctypes.c_uint8),
-        ("reply_seen", ctypes.c_uint8),
+        ("flags", ctypes.c_uint8),  # CtFlag bits
         ("drop_reason", ctypes.c_uint16),
         ("orig_direction", ctypes.c_uint8),
         ("orig_swapped", ctypes.c_uint8),
@@ -696,6 +710,7 @@ MIRRORS: Final[dict[str, type[ctypes.Structure]]] = {
     "septum_lpm_addr_key": LpmAddrKey,
     "septum_ipcache_value": IpcacheValue,
     "septum_prefilter_value": PrefilterValue,
+    "septum_local_addr": LocalAddr,
     "septum_endpoint_key": EndpointKey,
     "septum_endpoint": Endpoint,
     "septum_host_key": HostKey,
@@ -746,6 +761,7 @@ ENUM_MIRRORS: Final[dict[str, EnumMirror]] = {
     "septum_key_layout": EnumMirror(KeyLayout, "SEPTUM_"),
     "septum_counter_slots": EnumMirror(CounterSlots, "SEPTUM_"),
     "septum_ct_state": EnumMirror(CtState, "SEPTUM_CT_"),
+    "septum_ct_flag": EnumMirror(CtFlag, "SEPTUM_CT_F_"),
     "septum_proxy_mark": EnumMirror(ProxyMark, "SEPTUM_"),
 }
 

@@ -84,6 +84,9 @@ class DatapathConfig:
     # established connections across a policy change: keep (False, Cilium's behaviour) or
     # re-check them against the new policy on their next packet (True)
     revoke_on_policy_change: bool = False
+    # pod-to-pod connections on this node go through the node's IP stack (True, Cilium's
+    # "legacy host routing") or skip it, both ways, from the source pod's program (False)
+    host_legacy_routing: bool = False
     # network namespace (name under /run/netns) the node's interfaces live in; None = ours
     netns: str | None = None
 
@@ -109,11 +112,14 @@ class DatapathConfig:
                 raise ConfigError(f"DatapathConfig.{name}: {getattr(self, name)!r} is not a Path")
         if self.netns is not None and not isinstance(self.netns, str):
             raise ConfigError(f"DatapathConfig.netns: {self.netns!r} is not a namespace name")
-        if not isinstance(self.revoke_on_policy_change, bool):
-            raise ConfigError(
-                "DatapathConfig.revoke_on_policy_change: "
-                f"{self.revoke_on_policy_change!r} is not a bool"
-            )
+        for name in ("revoke_on_policy_change", "host_legacy_routing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"DatapathConfig.{name}: {getattr(self, name)!r} is not a bool")
+
+    @property
+    def local_addr_entries(self) -> int:
+        """Capacity of ``sep_local_addrs``: an IPv4 and an IPv6 address per endpoint."""
+        return 2 * self.endpoints
 
     @property
     def pin_dir(self) -> Path:
@@ -125,6 +131,8 @@ def kernel_config(config: DatapathConfig) -> abi.Config:
     """The kernel-side configuration (``sep_config``) for `config`; ``kernel_hz`` is left 0
     for the writer to fill in with the running kernel's HZ."""
     flags = abi.CFG_F_REVOKE_ON_POLICY_CHANGE if config.revoke_on_policy_change else 0
+    if not config.host_legacy_routing:
+        flags |= abi.CFG_F_LOCAL_DELIVERY
     return abi.Config(
         ct_timeout_tcp_syn_s=config.ct_timeout_tcp_syn_s,
         ct_timeout_tcp_established_s=config.ct_timeout_tcp_established_s,

@@ -41,6 +41,7 @@ from septum.dataplane.hooks import NodeHooks
 from septum.dataplane.hostendpoint import HostEndpoint, HostEndpointInfo
 from septum.dataplane.ipcache import Ipcache
 from septum.dataplane.kernelhz import kernel_hz
+from septum.dataplane.localaddrs import LocalAddresses
 from septum.dataplane.maps import BpfMap, K, PerCpuMap, V
 from septum.dataplane.policy import EndpointPolicy, PolicyDiff, diff_policy
 from septum.dataplane.policymap import PolicyMaps
@@ -63,6 +64,7 @@ class NodeDatapath:
         self.conntrack4_map = self._map(abi.MAP_CONNTRACK4, abi.Ct4Key, abi.CtEntry)
         self.conntrack6_map = self._map(abi.MAP_CONNTRACK6, abi.CtKey, abi.CtEntry)
         self.prefilter_map = self._map(abi.MAP_PREFILTER, abi.LpmAddrKey, abi.PrefilterValue)
+        self.local_addrs_map = self._map(abi.MAP_LOCAL_ADDRS, abi.HostKey, abi.LocalAddr)
         self.config_map = self._map(abi.MAP_CONFIG, ctypes.c_uint32, abi.Config)
         self.counters_map = self._per_cpu_map(abi.MAP_COUNTERS, ctypes.c_uint32, abi.Counter)
         self.lost_events_map = self._per_cpu_map(
@@ -75,7 +77,12 @@ class NodeDatapath:
         self._policies = PolicyMaps(self.policy_map, self.policy_ranges)
         self._conntrack = Conntrack(self.conntrack4_map, self.conntrack6_map, self.jiffies)
         self._endpoints = Endpoints(
-            self.endpoints_map, self._hooks, self._policies, self._conntrack, config.node_name
+            self.endpoints_map,
+            self._hooks,
+            self._policies,
+            self._conntrack,
+            config.node_name,
+            LocalAddresses(self.local_addrs_map),
         )
         self._host = HostEndpoint(self.endpoints_map, self._hooks, self._policies, self._conntrack)
         self._ipcache = Ipcache(self.ipcache_hosts, self.ipcache_cidrs)

@@ -24,6 +24,7 @@ from septum.dataplane.endpointentry import (
 )
 from septum.dataplane.errors import EndpointError
 from septum.dataplane.hooks import NodeHooks
+from septum.dataplane.localaddrs import LocalAddresses
 from septum.dataplane.maps import BpfMap
 from septum.dataplane.policy import EncodedPolicy
 from septum.dataplane.policymap import PolicyMaps
@@ -64,8 +65,10 @@ class Endpoints:
         policies: PolicyMaps,
         conntrack: Conntrack,
         node_name: str,
+        local_addresses: LocalAddresses,
     ) -> None:
         self.table = table
+        self._local = local_addresses
         self._hooks = hooks
         self._policies = policies
         self._conntrack = conntrack
@@ -90,6 +93,8 @@ class Endpoints:
     def publish(self, state: EndpointState) -> None:
         """Write the endpoint's entry: what packets of the pod are decided by from now on."""
         self.table.update(abi.EndpointKey(ifindex=state.ifindex), endpoint_entry(state))
+        spec = state.spec
+        self._local.publish(state.ifindex, [a for a in (spec.ipv4, spec.ipv6) if a])
 
     def upsert(self, spec: EndpointSpec) -> None:
         """Add or update a pod and attach the tc programs to its host-side veth.  A new pod
@@ -111,6 +116,7 @@ class Endpoints:
             self.table.delete(abi.EndpointKey(ifindex=state.ifindex))
             self._hooks.detach_all(state.attachments)
             self._conntrack.flush(state.ifindex)
+            self._local.forget(state.ifindex)
         state.spec = spec
         state.ifindex = ifindex
         self.publish(state)
@@ -152,6 +158,7 @@ class Endpoints:
         self.table.delete(abi.EndpointKey(ifindex=state.ifindex))
         self._policies.purge(endpoint_id)
         self._conntrack.flush(state.ifindex)
+        self._local.forget(state.ifindex)
         del self._states[endpoint_id]
 
     def revision(self, endpoint_id: int) -> int:
@@ -191,6 +198,7 @@ class Endpoints:
             self._policies.purge(endpoint_id)
         if all(state.ifindex != ifindex for state in self._states.values()):
             self._conntrack.flush(ifindex)
+            self._local.forget(ifindex)
 
     def set_audit(self, endpoint_id: int, enabled: bool) -> None:
         """Audit mode: would-be drops of the endpoint pass with verdict AUDIT."""

@@ -51,6 +51,7 @@ MAP_SETTINGS: Final[dict[str, str | None]] = {
     abi.MAP_FRAGMENTS: "fragment_entries",
     abi.MAP_DROP_RATELIMIT: "drop_ratelimit_entries",
     abi.MAP_PREFILTER: "prefilter_entries",
+    abi.MAP_LOCAL_ADDRS: "local_addr_entries",
     abi.MAP_EVENTS: "ringbuf_bytes",
     abi.MAP_COUNTERS: None,
     abi.MAP_LOST_EVENTS: None,

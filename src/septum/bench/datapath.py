@@ -52,7 +52,7 @@ from septum.bench.population import (
 from septum.bench.septumside import loaded_node
 from septum.dataplane import abi, netns
 from septum.dataplane.cleanup import cleanup_step
-from septum.dataplane.config import DatapathConfig
+from septum.dataplane.config import DatapathConfig, kernel_config
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
 from septum.dataplane.netns import CLONE_NEWNET, NETNS_RUN_DIR
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
@@ -90,17 +90,11 @@ def _new_connections(
     program: str = abi.PROG_FROM_POD,
 ) -> float:
     """Mean ns per new connection; run in chunks the 16 MiB ring holds, drained between, so
-    every event is really submitted (none lost).  A baseline chunk runs before each."""
-    node.write_config(
-        abi.Config(
-            ct_timeout_tcp_syn_s=60,
-            ct_timeout_tcp_established_s=21600,
-            ct_timeout_tcp_close_s=10,
-            ct_timeout_other_s=60,
-            drop_event_interval_ms=1000,
-            flags=flag,
-        )
-    )
+    every event is really submitted (none lost).  A baseline chunk runs before each.  The
+    node's own configuration (local delivery on, as the agent runs) plus `flag`."""
+    config = kernel_config(node.config)
+    config.flags |= flag
+    node.write_config(config)
     chunk = min(repeats // CHUNKS or 1, 100_000)
     durations = []
     done = 0

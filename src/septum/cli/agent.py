@@ -116,6 +116,14 @@ def _daemonset(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--host-audit", is_flag=True, help="Host firewall in audit mode: would-be drops pass."
 )
 @click.option(
+    "--host-legacy-routing/--no-host-legacy-routing",
+    default=False,
+    show_default=True,
+    help="Send packets between two pods of this node through the node's IP stack and its "
+    "iptables FORWARD chain (off: the source pod's program delivers them, as Cilium's BPF "
+    "host routing).",
+)
+@click.option(
     "--l7-proxy/--no-l7-proxy",
     default=False,
     show_default=True,
@@ -249,6 +257,7 @@ def agent(
     cluster_name: str,
     host_firewall: bool,
     host_audit: bool,
+    host_legacy_routing: bool,
     l7_proxy: bool,
     tofqdns_min_ttl: int,
     tofqdns_endpoint_max_ip_per_hostname: int,
@@ -350,6 +359,7 @@ def agent(
         cluster_name=cluster_name,
         host_firewall=host_firewall,
         host_audit=host_audit,
+        host_legacy_routing=host_legacy_routing,
         l7_proxy=l7_proxy,
         tofqdns=tofqdns,
         host_interfaces=tuple(host_interfaces),

@@ -1,0 +1,56 @@
+"""``sep_local_addrs``: the addresses of this node's pods, by host-side veth.
+
+Local delivery (bpf/lib/localdelivery.h) asks it whether a new connection's destination
+is a pod of this node before it asks the node's FIB, and checks that the route found
+leads to that pod's veth.  An entry that outlives its pod only costs that FIB lookup:
+the route, not this map, decides where a packet goes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from septum.dataplane import abi
+from septum.dataplane.addressing import host_key
+from septum.dataplane.maps import BpfMap
+
+
+class LocalAddresses:
+    """Writes and removes the pods' addresses; the endpoint registry calls it."""
+
+    def __init__(self, table: BpfMap[abi.HostKey, abi.LocalAddr]) -> None:
+        self.table = table
+        # what this process wrote, per interface: a policy change republishes an endpoint,
+        # which then costs no syscall
+        self._written: dict[int, frozenset[str]] = {}
+
+    def publish(self, ifindex: int, addresses: list[str]) -> None:
+        """The pod behind `ifindex` has exactly `addresses` (those it had before and no
+        longer has are removed)."""
+        wanted = frozenset(addresses)
+        before = self._written.get(ifindex, frozenset())
+        if ifindex in self._written and before == wanted:
+            return
+        for address in before - wanted:
+            self._remove(address, ifindex)
+        for address in wanted:
+            self.table.update(self._key(address), abi.LocalAddr(ifindex=ifindex))
+        self._written[ifindex] = wanted
+
+    def forget(self, ifindex: int) -> None:
+        """The interface has no pod behind it any more: its addresses go, those an earlier
+        agent of this node wrote included (the map is small; pods are rarely removed)."""
+        self._written.pop(ifindex, None)
+        for key, value in list(self.table.items()):
+            if value.ifindex == ifindex:
+                self.table.delete(key)
+
+    def _remove(self, address: str, ifindex: int) -> None:
+        key = self._key(address)
+        current = self.table.lookup(key)
+        if current is not None and current.ifindex == ifindex:  # not a newer pod's
+            self.table.delete(key)
+
+    @staticmethod
+    def _key(address: str) -> abi.HostKey:
+        return host_key(ipaddress.ip_network(address))

@@ -1,0 +1,299 @@
+"""Local delivery: a connection between two pods of one node skips the node's IP stack
+(bpf/lib/localdelivery.h), with every decision and event as before, and a connection the
+node's stack translated keeps the stack both ways.
+
+The node's iptables FORWARD chain counts what the stack forwards between the pods: zero
+packets for a locally delivered connection."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from septum.dataplane import abi, netns
+from septum.dataplane.abi import TraceObservationPoint, TrafficDirection, Verdict
+from septum.dataplane.config import DatapathConfig
+from septum.dataplane.datapath import EndpointSpec, NodeDatapath
+from septum.dataplane.policy import EndpointPolicy, PolicyEntry
+from septum.dataplane.sandbox import (
+    Pod,
+    Sandbox,
+    TcpServer,
+    echo,
+    ping,
+    tcp_connect,
+    tcp_connection,
+)
+
+from .test_traffic_privileged import collect_until
+
+pytestmark = pytest.mark.privileged
+
+CLIENT_ID, SERVER_ID = 3101, 3102
+SERVICE_IP, SERVICE_PORT = "10.97.0.10", 80  # a kube-proxy-like DNAT to the server
+UDP_TTL_PORT = 7070
+IP_RECVTTL = 12
+
+
+class Pair:
+    """A client and a server pod on one node, both endpoints, with a FORWARD counter."""
+
+    def __init__(self, node: NodeDatapath, sandbox: Sandbox) -> None:
+        self.node = node
+        self.sandbox = sandbox
+        self.client = sandbox.add_pod("c", "10.97.1.1", "fd00:97::1")
+        self.server = sandbox.add_pod("s", "10.97.1.2", "fd00:97::2")
+        for endpoint_id, pod, identity in (
+            (1, self.client, CLIENT_ID),
+            (2, self.server, SERVER_ID),
+        ):
+            node.upsert_endpoint(
+                EndpointSpec(endpoint_id, pod.host_interface, identity, pod.ipv4, pod.ipv6)
+            )
+        node.upsert_prefixes(
+            {
+                f"{self.client.ipv4}/32": CLIENT_ID,
+                f"{self.client.ipv6}/128": CLIENT_ID,
+                f"{self.server.ipv4}/32": SERVER_ID,
+                f"{self.server.ipv6}/128": SERVER_ID,
+            }
+        )
+        self.http = TcpServer(self.server.name, "::", 8080)
+        self._iptables("-A", "FORWARD", "-s", self.client.ipv4, "-d", self.server.ipv4)
+        self._iptables("-A", "FORWARD", "-s", self.server.ipv4, "-d", self.client.ipv4)
+        # the node learns both pods' Ethernet addresses (through its stack)
+        assert ping(self.client.name, self.server.ipv4)
+
+    def _iptables(self, *args: str, table: str = "filter") -> str:
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.sandbox.node_ns, "iptables", "-w", "-t", table, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
+    def forwarded_by_stack(self) -> int:
+        """Packets the node's FORWARD chain saw between the pods (both ways)."""
+        listing = self._iptables("-L", "FORWARD", "-v", "-x", "-n")
+        total = 0
+        for line in listing.splitlines():
+            fields = line.split()
+            pods = {self.client.ipv4, self.server.ipv4}
+            if len(fields) >= 8 and {fields[-2], fields[-1]} == pods:
+                total += int(fields[0])
+        return total
+
+    def add_service_dnat(self) -> None:
+        """What kube-proxy does for a ClusterIP: DNAT in the node's PREROUTING."""
+        self._iptables(
+            "-A", "PREROUTING", "-d", SERVICE_IP, "-p", "tcp", "--dport", str(SERVICE_PORT),
+            "-j", "DNAT", "--to-destination", f"{self.server.ipv4}:8080", table="nat",
+        )  # fmt: skip
+
+    def entries_of(self, pod: Pod, peer: Pod) -> list[abi.CtEntry]:
+        """The TCP conntrack entries in `pod`'s scope whose other side is `peer`."""
+        found = []
+        for key, entry in self.node.conntrack():
+            addresses = {
+                _address(key.src_addr, key.ip_version),
+                _address(key.dst_addr, key.ip_version),
+            }
+            if (key.ifindex, key.protocol) == (pod.ifindex, socket.IPPROTO_TCP) and addresses == {
+                pod.ipv4,
+                peer.ipv4,
+            }:
+                found.append(entry)
+        return found
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _address(raw: object, version: int) -> str:
+    data = bytes(raw)  # type: ignore[call-overload]
+    if version == abi.IPVersion.V4:
+        return str(ipaddress.IPv4Address(data[:4]))
+    return str(ipaddress.IPv6Address(data))
+
+
+@pytest.fixture
+def pair(node: NodeDatapath, sandbox: Sandbox) -> Iterator[Pair]:
+    p = Pair(node, sandbox)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def legacy_node(node_name: str, sandbox: Sandbox) -> Iterator[NodeDatapath]:
+    datapath = NodeDatapath(
+        DatapathConfig(node_name=node_name, netns=sandbox.node_ns, host_legacy_routing=True)
+    )
+    try:
+        yield datapath
+    finally:
+        datapath.teardown()
+
+
+def _connection_flows(pair: Pair) -> tuple[list, list]:
+    """Open a TCP connection client -> server, exchange data, close it; the events of the
+    client's egress and of the server's ingress hook."""
+    pair.node.read_flows()  # the warm-up's events
+    with tcp_connection(pair.client.name, pair.server.ipv4, 8080) as sock:
+        assert echo(sock, b"hello")
+    flows = collect_until(
+        pair.node,
+        lambda seen: any(
+            f.flags & abi.EVENT_F_CT_CLOSE for f in seen if f.ifindex == pair.server.ifindex
+        ),
+    )
+    client = [f for f in flows if f.ifindex == pair.client.ifindex]
+    server = [f for f in flows if f.ifindex == pair.server.ifindex]
+    return client, server
+
+
+def test_a_connection_between_two_pods_of_the_node_skips_its_stack(pair: Pair) -> None:
+    before = pair.forwarded_by_stack()
+    client, server = _connection_flows(pair)
+
+    assert pair.forwarded_by_stack() == before, "the node's FORWARD chain saw the connection"
+    # every decision and event as through the stack: the source's egress hook decides
+    # the SYN, then the destination's ingress hook, on its own interface and conntrack
+    # scope; the replies pass the server's egress and the client's ingress hook
+    assert (client[0].event_type, client[0].trace_point, client[0].direction) == (
+        abi.EventType.POLICY_VERDICT, TraceObservationPoint.FROM_ENDPOINT, TrafficDirection.EGRESS
+    )  # fmt: skip
+    verdict = server[0]
+    assert (verdict.event_type, verdict.trace_point, verdict.direction) == (
+        abi.EventType.POLICY_VERDICT, TraceObservationPoint.TO_ENDPOINT, TrafficDirection.INGRESS
+    )  # fmt: skip
+    assert (verdict.src_ip, verdict.dst_ip, verdict.dst_port) == (
+        pair.client.ipv4, pair.server.ipv4, 8080,
+    )  # fmt: skip
+    replies = {(f.ifindex, f.trace_point) for f in client + server if f.is_reply}
+    assert replies == {
+        (pair.server.ifindex, TraceObservationPoint.FROM_ENDPOINT),
+        (pair.client.ifindex, TraceObservationPoint.TO_ENDPOINT),
+    }
+    assert all(f.verdict == Verdict.FORWARDED for f in client + server)
+    for pod, peer in ((pair.client, pair.server), (pair.server, pair.client)):
+        (entry,) = pair.entries_of(pod, peer)
+        assert entry.flags & abi.CtFlag.LOCAL
+        assert entry.flags & abi.CtFlag.REPLY_SEEN
+
+
+def test_the_delivered_packet_is_forwarded_as_the_node_would_route_it(pair: Pair) -> None:
+    """TTL one less (its IPv4 checksum right, or the pod would drop it), the pod's own
+    Ethernet address as destination: a UDP server reads the TTL it received."""
+    with netns.entered(pair.server.name):
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with netns.entered(pair.client.name):
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        server.bind((pair.server.ipv4, UDP_TTL_PORT))
+        server.settimeout(5)
+        before = pair.forwarded_by_stack()
+        client.sendto(b"ttl?", (pair.server.ipv4, UDP_TTL_PORT))
+        data, ancillary, _, _ = server.recvmsg(64, socket.CMSG_SPACE(4))
+        assert data == b"ttl?"
+        ((level, kind, raw),) = ancillary
+        assert (level, kind) == (socket.IPPROTO_IP, socket.IP_TTL)
+        assert int.from_bytes(raw[:4], "little") == 63
+        assert pair.forwarded_by_stack() == before
+    finally:
+        server.close()
+        client.close()
+
+
+def test_ipv6_between_two_pods_is_delivered_too(pair: Pair) -> None:
+    assert pair.client.ipv6 and pair.server.ipv6
+    assert ping(pair.client.name, pair.server.ipv6)  # the node resolves the neighbour
+    assert tcp_connect(pair.client.name, pair.server.ipv6, 8080)
+    assert tcp_connect(pair.client.name, pair.server.ipv6, 8080)
+    local = [
+        entry
+        for key, entry in pair.node.conntrack()
+        if key.ip_version == abi.IPVersion.V6 and key.ifindex == pair.server.ifindex
+        and key.protocol == socket.IPPROTO_TCP
+    ]  # fmt: skip
+    assert local and all(entry.flags & abi.CtFlag.LOCAL for entry in local)
+
+
+def test_the_destinations_policy_still_decides(pair: Pair) -> None:
+    pair.node.replace_policy(
+        2,
+        EndpointPolicy(
+            enforce_ingress=True,
+            entries=(PolicyEntry(TrafficDirection.INGRESS, CLIENT_ID, 6, 9999),),
+        ),
+    )
+    pair.node.read_flows()
+    assert not tcp_connect(pair.client.name, pair.server.ipv4, 8080, timeout_s=1)
+    drops = collect_until(pair.node, lambda seen: any(f.verdict == Verdict.DROPPED for f in seen))
+    drop = next(f for f in drops if f.verdict == Verdict.DROPPED)
+    assert (drop.ifindex, drop.trace_point) == (
+        pair.server.ifindex, TraceObservationPoint.TO_ENDPOINT,
+    )  # fmt: skip
+    assert drop.drop_reason == abi.DropReason.POLICY_DENIED
+
+
+def test_a_connection_the_node_translated_keeps_the_stack_both_ways(pair: Pair) -> None:
+    """kube-proxy's ClusterIP: the reply must go back through the stack to be un-DNATed."""
+    pair.add_service_dnat()
+    before = pair.forwarded_by_stack()
+    with tcp_connection(pair.client.name, SERVICE_IP, SERVICE_PORT) as sock:
+        assert echo(sock, b"through the service")
+    assert pair.forwarded_by_stack() > before
+    (entry,) = pair.entries_of(pair.server, pair.client)
+    assert not entry.flags & abi.CtFlag.LOCAL
+
+
+def test_a_pod_the_node_has_not_resolved_yet_is_reached_through_the_stack_first(
+    pair: Pair,
+) -> None:
+    subprocess.run(
+        ["ip", "-n", pair.sandbox.node_ns, "neigh", "flush", "dev", pair.server.host_interface],
+        check=True,
+    )
+    before = pair.forwarded_by_stack()
+    assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
+    assert pair.forwarded_by_stack() > before  # resolved by the stack on the way
+    (entry,) = pair.entries_of(pair.server, pair.client)
+    assert not entry.flags & abi.CtFlag.LOCAL
+    after_first = pair.forwarded_by_stack()
+    assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
+    assert pair.forwarded_by_stack() == after_first
+    assert any(e.flags & abi.CtFlag.LOCAL for e in pair.entries_of(pair.server, pair.client))
+
+
+def test_legacy_host_routing_keeps_the_nodes_stack(
+    legacy_node: NodeDatapath, sandbox: Sandbox
+) -> None:
+    pair = Pair(legacy_node, sandbox)
+    try:
+        config = legacy_node.config_map.lookup(ctypes.c_uint32(0))
+        assert config is not None and not config.flags & abi.CFG_F_LOCAL_DELIVERY
+        before = pair.forwarded_by_stack()
+        assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
+        assert pair.forwarded_by_stack() > before
+        for pod, peer in ((pair.client, pair.server), (pair.server, pair.client)):
+            (entry,) = pair.entries_of(pod, peer)
+            assert not entry.flags & abi.CtFlag.LOCAL
+    finally:
+        pair.close()
+
+
+def test_a_removed_pod_takes_its_addresses_out_of_local_delivery(pair: Pair) -> None:
+    addresses = {bytes(key.addr): value.ifindex for key, value in pair.node.local_addrs_map.items()}
+    assert socket.inet_pton(socket.AF_INET, pair.server.ipv4) + bytes(12) in addresses
+    pair.node.remove_endpoint(2)
+    left = [value.ifindex for _, value in pair.node.local_addrs_map.items()]
+    assert pair.server.ifindex not in left and pair.client.ifindex in left
