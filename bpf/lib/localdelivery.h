@@ -109,6 +109,12 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 	if (!local || local->ifindex == ifindex)
 		return 0;
 	fib.ifindex = ifindex;
+	/* A GSO packet (a TCP sender's segments in one skb) is longer than the
+	 * MTU and fits it segment by segment, as forwarding checks it: its length
+	 * is left out of the lookup's MTU check, or a bulk transfer's data would
+	 * take the stack while its handshake did not. */
+	if (skb->gso_size)
+		fib.tot_len = 0;
 	/* The node's routes and rules decide, as they would have: a pod whose
 	 * address is routed elsewhere is not delivered here. */
 	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
