@@ -53,6 +53,12 @@ int septum_to_pod(struct __sk_buff *skb)
 		.trace_point = SEPTUM_TRACE_TO_ENDPOINT,
 	};
 
+	/* Decided at the source pod's hook, which ran this one's part already
+	 * (lib/localdelivery.h, a neighbour to resolve). */
+	if ((skb->mark & SEPTUM_MARK_MAGIC_MASK) == SEPTUM_MARK_DELIVERED) {
+		skb->mark = 0;
+		return SEPTUM_TC_FORWARD;
+	}
 	return septum_handle_endpoint(skb, &hook);
 }
 

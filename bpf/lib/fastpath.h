@@ -190,6 +190,10 @@ static __always_inline int septum_fast_established(struct __sk_buff *skb,
 		entry->fwd_bytes += wire_len;
 	}
 	septum_count(direction, entry->verdict, SEPTUM_DROP_NONE, wire_len);
+	/* Delivered by the source's program from now on, both ways (an entry from
+	 * before: the other side's was lost and made again, see localdelivery.h). */
+	if ((hook->flags & SEPTUM_HOOK_F_DELIVERY_TARGET) && !(entry->flags & SEPTUM_CT_F_LOCAL))
+		entry->flags |= SEPTUM_CT_F_LOCAL;
 	if ((hook->flags & SEPTUM_HOOK_F_DELIVERY_SOURCE) && (entry->flags & SEPTUM_CT_F_LOCAL))
 		return SEPTUM_FORWARD_LOCAL;
 	return SEPTUM_TC_FORWARD;

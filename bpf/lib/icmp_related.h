@@ -153,12 +153,13 @@ static __always_inline int septum_icmp_error_read(struct __sk_buff *skb, struct 
  * SEPTUM_CONTINUE for the full path.  A global function: its own stack frame
  * and verification, called only for packets septum_maybe_icmp_error picked. */
 __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 ifindex,
-						  __u32 direction, __u32 trace_point)
+						  __u32 direction, __u32 point_flags)
 {
 	const struct septum_hook hook = {
 		.ifindex = ifindex,
 		.direction = direction,
-		.trace_point = trace_point,
+		.trace_point = point_flags & 0xff,
+		.flags = point_flags >> 8,
 	};
 	struct septum_pkt outer = {};
 	struct septum_pkt inner = {};
@@ -202,6 +203,10 @@ __attribute__((noinline)) int septum_icmp_related(struct __sk_buff *skb, __u32 i
 	report.is_reply = !is_reply; /* the error travels against the quoted packet */
 	report.flags |= SEPTUM_EVENT_F_RELATED;
 	septum_emit(&outer, &report);
+	/* An error about a locally delivered connection goes the connection's way:
+	 * the node's netfilter never saw it, and would call the error INVALID. */
+	if ((hook.flags & SEPTUM_HOOK_F_DELIVERY_SOURCE) && (entry->flags & SEPTUM_CT_F_LOCAL))
+		return SEPTUM_FORWARD_LOCAL;
 	return SEPTUM_TC_FORWARD;
 }
 

@@ -13,19 +13,23 @@
  *
  * A connection goes one way or the other from its first packet on, both
  * ways: the source's and the destination's conntrack entries carry
- * SEPTUM_CT_F_LOCAL only when that packet was delivered here.  A connection
- * that reached a pod through the node's stack keeps using it, replies
- * included, so whatever the stack translated (kube-proxy's DNAT of a
- * ClusterIP, a hostPort) is translated back, and netfilter's conntrack never
- * sees half a connection.  What the stack must handle keeps going there:
- * ICMP errors and ICMP echo (never SEPTUM_FORWARD_NEW), fragments, a TTL
- * about to run out (its ICMP error), a packet over the route's MTU, a route
- * to anything but a pod of this node, a neighbour not resolved yet (the
- * stack resolves it; the next connection is delivered here), and every
- * connection to or from the L7 proxy's sockets.  Packets to a pod's own
- * address keep the stack too.  Like Cilium's, this bypasses the node's
- * iptables FORWARD chain for pod-to-pod traffic; SEPTUM_CFG_F_LOCAL_DELIVERY
- * off (chart value bpf.hostLegacyRouting) restores the stack.
+ * SEPTUM_CT_F_LOCAL once that packet was delivered here.  A connection that
+ * reached a pod through the node's stack keeps using it, replies included,
+ * so whatever the stack translated (kube-proxy's DNAT of a ClusterIP, a
+ * hostPort) is translated back.  Nothing of a local connection falls back
+ * to the stack: netfilter would call it INVALID, having never seen the
+ * connection start.  A neighbour the node has not resolved is resolved by
+ * bpf_redirect_neigh out of the destination's veth (SEPTUM_MARK_DELIVERED:
+ * septum_to_pod does not decide it again); an ICMP error about a local
+ * connection follows it (lib/icmp_related.h); a destination entry that
+ * predates the source's adopts the mark (fastpath.h, verdict.h).  Left to
+ * the stack, which forwards nothing of them or sees them whole: a TTL about
+ * to run out, a packet over the route's MTU, fragments, ICMP echo and other
+ * protocols as a connection's first packet, a route to anything but the
+ * pod's veth, a pod's packets to its own address, the L7 proxies' sockets.
+ * Like Cilium's, this bypasses the node's iptables FORWARD chain for
+ * pod-to-pod traffic; SEPTUM_CFG_F_LOCAL_DELIVERY off (chart value
+ * bpf.hostLegacyRouting) restores the stack.
  */
 #ifndef SEPTUM_LIB_LOCALDELIVERY_H
 #define SEPTUM_LIB_LOCALDELIVERY_H
@@ -51,10 +55,15 @@ struct {
 #define SEPTUM_AF_INET 2
 #define SEPTUM_AF_INET6 10
 
-/* The destination pod's host veth for the packet, its Ethernet addresses and
- * TTL rewritten as the node's forwarding would; 0 (packet untouched) when the
- * stack must take it.  `is_new`: the packet opened its connection just now,
- * whose source entry is marked local here, once delivery is certain. */
+/* septum_local_route's answer: the destination's host veth, and whether the
+ * node has not resolved the destination pod's Ethernet address yet. */
+#define SEPTUM_LOCAL_NO_NEIGH (1U << 31)
+
+/* The destination pod's host veth for the packet (| SEPTUM_LOCAL_NO_NEIGH),
+ * its Ethernet addresses and TTL rewritten as the node's forwarding would;
+ * 0 (packet untouched) when the stack must take it.  `is_new`: the packet
+ * opened its connection just now, whose source entry is marked local here,
+ * once delivery is certain. */
 static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb, __u32 is_new)
 {
 	void *data = (void *)(long)skb->data;
@@ -65,9 +74,11 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 	struct septum_ct_lookup ct;
 	__u8 protocol = 0, tcp_flags = 0;
 	__u32 ifindex = skb->ifindex;
+	__u32 no_neigh = 0;
 	__be16 proto;
 	__u8 ttl;
 	int found;
+	long rc;
 
 	if (data + ETH_HLEN > data_end)
 		return 0;
@@ -89,7 +100,11 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data + ETH_HLEN;
 
-		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr == IPPROTO_FRAGMENT)
+		/* Only TCP, UDP and ICMPv6 right after the header: a fragment
+		 * header may sit behind any other extension header. */
+		if ((void *)(ip6 + 1) > data_end ||
+		    (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP &&
+		     ip6->nexthdr != IPPROTO_ICMPV6))
 			return 0;
 		ttl = ip6->hop_limit;
 		key.family = SEPTUM_IP_V6;
@@ -104,7 +119,7 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 		return 0;
 	}
 	if (ttl <= 1)
-		return 0; /* the stack answers with Time Exceeded */
+		return 0; /* the stack answers with Time Exceeded (nothing is forwarded) */
 	local = bpf_map_lookup_elem(&sep_local_addrs, &key);
 	if (!local || local->ifindex == ifindex)
 		return 0;
@@ -117,8 +132,18 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 		fib.tot_len = 0;
 	/* The node's routes and rules decide, as they would have: a pod whose
 	 * address is routed elsewhere is not delivered here. */
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex != local->ifindex)
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* The node has not resolved the pod (yet, or any more: delivered
+		 * traffic never refreshes its entry).  bpf_redirect_neigh resolves
+		 * it and writes both addresses; the source address is set here
+		 * already, as the destination's L7 hairpin reads it (lib/proxy.h). */
+		fib.ifindex = ifindex;
+		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+		no_neigh = SEPTUM_LOCAL_NO_NEIGH;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != local->ifindex ||
+	    fib.ifindex & SEPTUM_LOCAL_NO_NEIGH)
 		return 0;
 	if (is_new) {
 		/* The source's entry, just inserted by the full path (the fast
@@ -132,9 +157,8 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 						    &tcp_flags);
 		if (!found || !ct.entry)
 			return 0;
-		ct.entry->flags |= SEPTUM_CT_F_LOCAL;
 	}
-	if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
+	if ((!no_neigh && bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0)) ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
 		return 0;
 	ttl -= 1;
@@ -148,7 +172,10 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 				       1, 0)) {
 		return 0;
 	}
-	return fib.ifindex;
+	/* Marked only now: a connection is local once its first packet surely is. */
+	if (is_new)
+		ct.entry->flags |= SEPTUM_CT_F_LOCAL;
+	return fib.ifindex | no_neigh;
 }
 
 /* A packet its source's hook allowed (SEPTUM_FORWARD_LOCAL or _NEW): the
@@ -163,17 +190,25 @@ static __always_inline int septum_local_deliver(struct __sk_buff *skb, __u32 is_
 		.trace_point = SEPTUM_TRACE_TO_ENDPOINT,
 		.flags = SEPTUM_HOOK_F_DELIVERY_TARGET,
 	};
+	__u32 route;
 	int ret;
 
 	if (!(septum_config_get()->flags & SEPTUM_CFG_F_LOCAL_DELIVERY))
 		return SEPTUM_TC_FORWARD;
-	target.ifindex = septum_local_route(skb, is_new);
-	if (!target.ifindex)
+	route = septum_local_route(skb, is_new);
+	if (!route)
 		return SEPTUM_TC_FORWARD;
+	target.ifindex = route & ~SEPTUM_LOCAL_NO_NEIGH;
 	ret = septum_handle_endpoint(skb, &target);
 	if (ret != SEPTUM_TC_FORWARD)
 		return ret; /* dropped, or hairpinned to the destination's L7 proxy */
-	return bpf_redirect_peer(target.ifindex, 0);
+	if (!(route & SEPTUM_LOCAL_NO_NEIGH))
+		return bpf_redirect_peer(target.ifindex, 0);
+	/* Out of the destination's host veth, which resolves the neighbour: its
+	 * septum_to_pod lets the packet pass, decided already (the mark stays in
+	 * the node's namespace: a veth clears it on the way into the pod's). */
+	skb->mark = SEPTUM_MARK_DELIVERED;
+	return bpf_redirect_neigh(target.ifindex, NULL, 0, 0);
 }
 
 #endif

@@ -394,6 +394,9 @@ __attribute__((noinline)) int septum_full_path(struct __sk_buff *skb, __u32 ifin
 	if (entry && entry->expires >= now &&
 	    !septum_ct_is_reopen(entry, pkt.protocol, pkt.tcp_flags) &&
 	    !(cfg->flags & SEPTUM_CFG_F_BENCH_FORCE_NEW)) {
+		if ((hook->flags & SEPTUM_HOOK_F_DELIVERY_TARGET) &&
+		    !(entry->flags & SEPTUM_CT_F_LOCAL))
+			entry->flags |= SEPTUM_CT_F_LOCAL; /* as in the fast path */
 		ret = septum_established(&pkt, hook, NULL, cfg, now, entry, is_reply);
 		if (ret != SEPTUM_TC_FORWARD)
 			return ret;
@@ -465,7 +468,8 @@ static __always_inline int septum_handle_endpoint(struct __sk_buff *skb,
 	if (ret != SEPTUM_CONTINUE)
 		return ret;
 	if (!ct.done && septum_maybe_icmp_error(skb)) {
-		ret = septum_icmp_related(skb, hook->ifindex, hook->direction, hook->trace_point);
+		ret = septum_icmp_related(skb, hook->ifindex, hook->direction,
+					  hook->trace_point | (__u32)hook->flags << 8);
 		if (ret != SEPTUM_CONTINUE)
 			return ret;
 	}

@@ -20,6 +20,7 @@ from septum.dataplane import abi, netns
 from septum.dataplane.abi import TraceObservationPoint, TrafficDirection, Verdict
 from septum.dataplane.config import DatapathConfig
 from septum.dataplane.datapath import EndpointSpec, NodeDatapath
+from septum.dataplane.localaddrs import LocalAddresses
 from septum.dataplane.policy import EndpointPolicy, PolicyEntry
 from septum.dataplane.sandbox import (
     Pod,
@@ -65,6 +66,9 @@ class Pair:
             }
         )
         self.http = TcpServer(self.server.name, "::", 8080)
+        # kube-proxy's rule: a packet netfilter cannot place in a connection it saw is
+        # dropped, so a connection half delivered and half through the stack breaks
+        self._iptables("-A", "FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
         self._iptables("-A", "FORWARD", "-s", self.client.ipv4, "-d", self.server.ipv4)
         self._iptables("-A", "FORWARD", "-s", self.server.ipv4, "-d", self.client.ipv4)
         # the node learns both pods' Ethernet addresses (through its stack)
@@ -277,22 +281,85 @@ def test_a_connection_the_node_translated_keeps_the_stack_both_ways(pair: Pair) 
     assert not entry.flags & abi.CtFlag.LOCAL
 
 
-def test_a_pod_the_node_has_not_resolved_yet_is_reached_through_the_stack_first(
-    pair: Pair,
-) -> None:
+def _flush_neighbours(pair: Pair, pod: Pod) -> None:
     subprocess.run(
-        ["ip", "-n", pair.sandbox.node_ns, "neigh", "flush", "dev", pair.server.host_interface],
+        ["ip", "-n", pair.sandbox.node_ns, "neigh", "flush", "dev", pod.host_interface],
         check=True,
     )
+
+
+def test_a_pod_the_node_has_not_resolved_yet_is_delivered_through_its_veth(pair: Pair) -> None:
+    """The destination's neighbour is resolved on the way (bpf_redirect_neigh), the
+    connection is local from its first packet, and the destination's hook runs once."""
+    _flush_neighbours(pair, pair.server)
+    _flush_neighbours(pair, pair.client)
     before = pair.forwarded_by_stack()
+    pair.node.read_flows()
     assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
-    assert pair.forwarded_by_stack() > before  # resolved by the stack on the way
-    (entry,) = pair.entries_of(pair.server, pair.client)
-    assert not entry.flags & abi.CtFlag.LOCAL
-    after_first = pair.forwarded_by_stack()
-    assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
-    assert pair.forwarded_by_stack() == after_first
-    assert any(e.flags & abi.CtFlag.LOCAL for e in pair.entries_of(pair.server, pair.client))
+    assert pair.forwarded_by_stack() == before
+    for pod, peer in ((pair.client, pair.server), (pair.server, pair.client)):
+        (entry,) = pair.entries_of(pod, peer)
+        assert entry.flags & abi.CtFlag.LOCAL
+    flows = collect_until(pair.node, lambda seen: len(seen) >= 4)
+    syn_verdicts = [
+        f
+        for f in flows
+        if f.event_type == abi.EventType.POLICY_VERDICT and f.ifindex == pair.server.ifindex
+    ]
+    assert len(syn_verdicts) == 1  # decided once, not again by septum_to_pod
+
+
+def test_a_connection_survives_its_neighbours_expiring(pair: Pair) -> None:
+    """Delivered traffic never refreshes the node's neighbour entries, so they may go;
+    the connection's packets keep their way (never half through netfilter)."""
+    before = pair.forwarded_by_stack()
+    with tcp_connection(pair.client.name, pair.server.ipv4, 8080) as sock:
+        assert echo(sock, b"one")
+        _flush_neighbours(pair, pair.server)
+        _flush_neighbours(pair, pair.client)
+        assert echo(sock, b"two")
+        assert echo(sock, b"three")
+    assert pair.forwarded_by_stack() == before
+
+
+def test_an_icmp_error_about_a_delivered_connection_is_delivered(pair: Pair) -> None:
+    """Port unreachable for a UDP datagram: through the stack it would be INVALID (netfilter
+    never saw the datagram) and dropped; the client must see the refusal."""
+    with netns.entered(pair.client.name):
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.settimeout(3)
+        client.connect((pair.server.ipv4, 9))  # nothing listens
+        client.send(b"anyone?")
+        with pytest.raises(ConnectionRefusedError):
+            client.recv(16)
+    finally:
+        client.close()
+
+
+def test_a_connection_that_began_through_the_stack_moves_over_whole(pair: Pair) -> None:
+    """The client's entry is lost (LRU) while the server's, made through the stack,
+    remains: the client's next packet is delivered locally, so the server's replies
+    must be too (its entry adopts the mark)."""
+    config = pair.node.config_map.lookup(ctypes.c_uint32(0))
+    assert config is not None
+    legacy = abi.Config.from_buffer_copy(config)
+    legacy.flags &= ~abi.CFG_F_LOCAL_DELIVERY
+    pair.node.write_config(legacy)
+    with tcp_connection(pair.client.name, pair.server.ipv4, 8080) as sock:
+        assert echo(sock, b"through the stack")
+        (server_entry,) = pair.entries_of(pair.server, pair.client)
+        assert not server_entry.flags & abi.CtFlag.LOCAL
+        pair.node.write_config(config)
+        scope = pair.client.ifindex | socket.IPPROTO_TCP << abi.CT4_IFINDEX_BITS
+        lost = [k for k, _ in pair.node.conntrack4_map.items() if k.ifindex_protocol == scope]
+        assert lost
+        for key in lost:
+            pair.node.conntrack4_map.delete(key)
+        assert echo(sock, b"now delivered")
+        assert echo(sock, b"both ways")
+        (server_entry,) = pair.entries_of(pair.server, pair.client)
+        assert server_entry.flags & abi.CtFlag.LOCAL
 
 
 def test_legacy_host_routing_keeps_the_nodes_stack(
@@ -318,3 +385,15 @@ def test_a_removed_pod_takes_its_addresses_out_of_local_delivery(pair: Pair) -> 
     pair.node.remove_endpoint(2)
     left = [value.ifindex for _, value in pair.node.local_addrs_map.items()]
     assert pair.server.ifindex not in left and pair.client.ifindex in left
+
+
+def test_an_address_another_pod_took_over_stays_with_it(node: NodeDatapath) -> None:
+    """A pod's address reused by a new pod while the old one is still registered: removing
+    the old one must not take the address from the new one."""
+    addresses = LocalAddresses(node.local_addrs_map)
+    addresses.publish(100, ["10.97.9.9"])
+    addresses.publish(200, ["10.97.9.9"])  # reused by the new pod
+    addresses.publish(100, ["10.97.9.9", "fd00:97::9"])  # the old pod republished last
+    addresses.forget(100)
+    left = {bytes(key.addr): value.ifindex for key, value in node.local_addrs_map.items()}
+    assert left == {socket.inet_aton("10.97.9.9") + bytes(12): 200}

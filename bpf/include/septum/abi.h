@@ -219,6 +219,9 @@ enum septum_proxy_mark {
 	SEPTUM_MARK_TO_PROXY = 0x0200,
 	SEPTUM_MARK_FROM_PROXY_INGRESS = 0x0A00, /* not redirected to a proxy again */
 	SEPTUM_MARK_FROM_PROXY_EGRESS = 0x0B00,  /* may meet the server's ingress proxy */
+	SEPTUM_MARK_DELIVERED = 0x0700, /* decided by local delivery, sent out of the
+					 * destination's veth to resolve its neighbour:
+					 * septum_to_pod lets it pass (lib/localdelivery.h) */
 	SEPTUM_PROXY_ROUTE_TABLE = 2004,
 };
 

@@ -113,6 +113,7 @@ class ProxyMark(enum.IntEnum):
     MARK_TO_PROXY = 0x0200
     MARK_FROM_PROXY_INGRESS = 0x0A00
     MARK_FROM_PROXY_EGRESS = 0x0B00
+    MARK_DELIVERED = 0x0700  # local delivery, out of the destination's veth (neighbour)
     PROXY_ROUTE_TABLE = 2004
 
 

@@ -9,10 +9,14 @@ the route, not this map, decides where a packet goes.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from septum.dataplane import abi
 from septum.dataplane.addressing import host_key
+from septum.dataplane.errors import DatapathError
 from septum.dataplane.maps import BpfMap
+
+log = logging.getLogger(__name__)
 
 
 class LocalAddresses:
@@ -26,24 +30,41 @@ class LocalAddresses:
 
     def publish(self, ifindex: int, addresses: list[str]) -> None:
         """The pod behind `ifindex` has exactly `addresses` (those it had before and no
-        longer has are removed)."""
+        longer has are removed).  A map that cannot take them costs the pod local delivery
+        only (the stack carries its connections): logged, never raised."""
         wanted = frozenset(addresses)
         before = self._written.get(ifindex, frozenset())
         if ifindex in self._written and before == wanted:
             return
-        for address in before - wanted:
-            self._remove(address, ifindex)
-        for address in wanted:
-            self.table.update(self._key(address), abi.LocalAddr(ifindex=ifindex))
+        try:
+            for address in before - wanted:
+                self._remove(address, ifindex)
+            for address in wanted:
+                self.table.update(self._key(address), abi.LocalAddr(ifindex=ifindex))
+        except DatapathError as err:
+            self._written.pop(ifindex, None)  # written again on the next publish
+            log.warning(
+                "local delivery: addresses %s of ifindex %d not written: %s",
+                sorted(wanted),
+                ifindex,
+                err,
+            )
+            return
         self._written[ifindex] = wanted
 
     def forget(self, ifindex: int) -> None:
         """The interface has no pod behind it any more: its addresses go, those an earlier
-        agent of this node wrote included (the map is small; pods are rarely removed)."""
+        agent of this node wrote included (the map is small; pods are rarely removed).  An
+        address another pod holds now (reused) is written again for that pod."""
         self._written.pop(ifindex, None)
         for key, value in list(self.table.items()):
             if value.ifindex == ifindex:
                 self.table.delete(key)
+        for other, addresses in self._written.items():
+            for address in addresses:
+                key = self._key(address)
+                if self.table.lookup(key) is None:
+                    self.table.update(key, abi.LocalAddr(ifindex=other))
 
     def _remove(self, address: str, ifindex: int) -> None:
         key = self._key(address)
