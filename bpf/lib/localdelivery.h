@@ -18,9 +18,10 @@
  * so whatever the stack translated (kube-proxy's DNAT of a ClusterIP, a
  * hostPort) is translated back.  Nothing of a local connection falls back
  * to the stack: netfilter would call it INVALID, having never seen the
- * connection start.  A neighbour the node has not resolved is resolved by
+ * connection start.  A neighbour the node lost is resolved by
  * bpf_redirect_neigh out of the destination's veth (SEPTUM_MARK_DELIVERED:
- * septum_to_pod does not decide it again); an ICMP error about a local
+ * septum_to_pod does not decide it again); a new connection to a pod the
+ * node has not resolved yet goes through the stack whole; an ICMP error about a local
  * connection follows it (lib/icmp_related.h); a destination entry that
  * predates the source's adopts the mark (fastpath.h, verdict.h).  Left to
  * the stack, which forwards nothing of them or sees them whole: a TTL about
@@ -135,15 +136,19 @@ static __attribute__((noinline)) __u32 septum_local_route(struct __sk_buff *skb,
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* The node has not resolved the pod (yet, or any more: delivered
-		 * traffic never refreshes its entry).  bpf_redirect_neigh resolves
-		 * it and writes both addresses; the source address is set here
-		 * already, as the destination's L7 hairpin reads it (lib/proxy.h). */
-		fib.ifindex = ifindex;
-		rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+		 * traffic never refreshes its entry).  A new connection goes to
+		 * the stack whole, which resolves it; one delivered here already
+		 * stays so: bpf_redirect_neigh resolves it and writes the frame's
+		 * addresses (the source one is written here too: the destination's
+		 * L7 hairpin reads it, lib/proxy.h).  The lookup named the veth. */
+		if (is_new)
+			return 0;
+		__builtin_memcpy(fib.smac, local->mac, ETH_ALEN);
 		no_neigh = SEPTUM_LOCAL_NO_NEIGH;
+	} else if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		return 0;
 	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS || fib.ifindex != local->ifindex ||
-	    fib.ifindex & SEPTUM_LOCAL_NO_NEIGH)
+	if (fib.ifindex != local->ifindex)
 		return 0;
 	if (is_new) {
 		/* The source's entry, just inserted by the full path (the fast

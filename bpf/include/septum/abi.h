@@ -313,6 +313,8 @@ struct septum_ipcache_value {
 /* sep_local_addrs: an address of a pod of this node -> its host-side veth. */
 struct septum_local_addr {
 	__u32 ifindex;
+	__u8 mac[6]; /* the host veth's: a delivered frame's source (lib/localdelivery.h) */
+	__u8 pad[2];
 };
 
 struct septum_prefilter_value {
@@ -565,7 +567,7 @@ SEPTUM_ASSERT_SIZE(struct septum_flow_event, 112);
 SEPTUM_ASSERT_SIZE(struct septum_lpm_addr_key, 24);
 SEPTUM_ASSERT_SIZE(struct septum_ipcache_value, 8);
 SEPTUM_ASSERT_SIZE(struct septum_prefilter_value, 8);
-SEPTUM_ASSERT_SIZE(struct septum_local_addr, 4);
+SEPTUM_ASSERT_SIZE(struct septum_local_addr, 12);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint_key, 4);
 SEPTUM_ASSERT_SIZE(struct septum_endpoint, 36);
 SEPTUM_ASSERT_SIZE(struct septum_host_key, 20);

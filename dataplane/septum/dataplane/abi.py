@@ -512,7 +512,11 @@ class IpcacheValue(ctypes.Structure):
 
 
 class LocalAddr(ctypes.Structure):
-    _fields_ = [("ifindex", ctypes.c_uint32)]
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32),
+        ("mac", ctypes.c_uint8 * 6),  # the host veth's
+        ("pad", ctypes.c_uint8 * 2),
+    ]
 
 
 class PrefilterValue(ctypes.Structure):

@@ -82,7 +82,7 @@ class NodeDatapath:
             self._policies,
             self._conntrack,
             config.node_name,
-            LocalAddresses(self.local_addrs_map),
+            LocalAddresses(self.local_addrs_map, self._hooks.link_address),
         )
         self._host = HostEndpoint(self.endpoints_map, self._hooks, self._policies, self._conntrack)
         self._ipcache = Ipcache(self.ipcache_hosts, self.ipcache_cidrs)

@@ -14,6 +14,9 @@ import socket
 from pathlib import Path
 from typing import Final
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from septum.dataplane import abi, attach, netns
 from septum.dataplane.attach import Attachment, TcHook, XdpMode
 from septum.dataplane.errors import AttachError, EndpointError
@@ -57,6 +60,17 @@ class NodeHooks:
                 raise EndpointError(
                     f"interface {interface!r} not found on node {self._node_name}"
                 ) from None
+
+    def link_address(self, ifindex: int) -> bytes:
+        """The Ethernet address of interface `ifindex` in the node's namespace; six zero
+        bytes when it has none or is gone."""
+        with netns.entered(self._netns), IPRoute() as ipr:
+            try:
+                links = ipr.get_links(ifindex)
+            except NetlinkError:
+                return bytes(6)
+        text = links[0].get_attr("IFLA_ADDRESS") if links else None
+        return bytes.fromhex(text.replace(":", "")) if text and len(text) == 17 else bytes(6)
 
     def attach_pod(
         self,
