@@ -39,19 +39,8 @@
 #include "config.h"
 #include "conntrack.h"
 #include "fastpath.h"
+#include "localaddrs.h"
 #include "verdict.h"
-
-/* Written by: the agent, with every pod it adds or removes (its addresses).
- * Read by: septum_from_pod, for a new connection (is its destination a pod of
- * this node at all? a miss costs one hash lookup, not a FIB lookup) and for
- * every packet of a locally delivered one. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct septum_host_key);
-	__type(value, struct septum_local_addr);
-	__uint(max_entries, 2048);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} sep_local_addrs SEC(".maps");
 
 #define SEPTUM_AF_INET 2
 #define SEPTUM_AF_INET6 10
