@@ -136,6 +136,13 @@ def test_bad_flow_history_server_flags_are_refused_by_name(args: list[str], name
     assert named in result.output
 
 
+def test_pods_of_the_node_skip_its_stack_unless_legacy_routing_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _options(monkeypatch).host_legacy_routing is False
+    assert _options(monkeypatch, "--host-legacy-routing").host_legacy_routing is True
+
+
 def test_the_l7_proxy_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _options(monkeypatch).l7_proxy is False
     assert _options(monkeypatch, "--l7-proxy").l7_proxy is True

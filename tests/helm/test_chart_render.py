@@ -136,6 +136,7 @@ def _verify_args(cert: Any) -> tuple[Any, ...]:
         ("clusterName=Not_A_Label", "/clusterName"),
         ("relay.service.type=Ingress", "/relay/service/type"),
         ("tls.validityDays=0", "/tls/validityDays"),
+        ("bpf.hostLegacyRouting=maybe", "/bpf/hostLegacyRouting"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(value: str, named: str) -> None:
@@ -164,6 +165,15 @@ def test_optional_parts_follow_their_values() -> None:
     off = render("agent.l7Proxy.enabled=false")[("DaemonSet", "septum-agent")]
     assert "--l7-proxy" not in _container(off)["args"]
     assert "--flow-history-dir=/var/lib/septum/$(NODE_NAME)/history" in args
+
+
+def test_local_delivery_is_on_unless_legacy_host_routing_is_asked_for() -> None:
+    # Cilium's value name: bpf.hostLegacyRouting, false by default
+    assert (
+        "--host-legacy-routing" not in _container(render()[("DaemonSet", "septum-agent")])["args"]
+    )
+    legacy = render("bpf.hostLegacyRouting=true")[("DaemonSet", "septum-agent")]
+    assert "--host-legacy-routing" in _container(legacy)["args"]
 
 
 def test_flow_exports_render_to_flags_the_agent_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
