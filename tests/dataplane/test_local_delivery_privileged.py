@@ -7,6 +7,7 @@ packets for a locally delivered connection."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ipaddress
 import socket
@@ -32,7 +33,7 @@ from septum.dataplane.sandbox import (
     tcp_connection,
 )
 
-from .test_traffic_privileged import collect_until
+from .test_traffic_privileged import collect_until, interface_mac
 
 pytestmark = pytest.mark.privileged
 
@@ -404,3 +405,21 @@ def test_an_address_another_pod_took_over_stays_with_it(node: NodeDatapath) -> N
     assert left == {socket.inet_aton("10.97.9.9") + bytes(12): 200}
     ((_, value),) = node.local_addrs_map.items()
     assert bytes(value.mac) == bytes([2, 0, 0, 0, 0, 200])
+
+
+def test_a_pod_registered_from_an_event_loop_gets_its_veths_address(
+    node: NodeDatapath, sandbox: Sandbox
+) -> None:
+    """The agent registers pods from its asyncio loop (where pyroute2's own loop cannot
+    run): the host veth's Ethernet address is read there all the same."""
+    pod = sandbox.add_pod("e", "10.97.2.1")
+
+    async def register() -> None:
+        node.upsert_endpoint(EndpointSpec(7, pod.host_interface, CLIENT_ID, pod.ipv4))
+
+    asyncio.run(register())
+    ((key, value),) = node.local_addrs_map.items()
+    assert bytes(key.addr)[:4] == socket.inet_aton(pod.ipv4)
+    assert value.ifindex == pod.ifindex
+    expected = interface_mac(sandbox.node_ns, pod.host_interface)
+    assert bytes(value.mac) == bytes.fromhex(expected.replace(":", ""))

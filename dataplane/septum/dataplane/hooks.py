@@ -10,16 +10,17 @@ program.
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
 from pathlib import Path
 from typing import Final
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from septum.dataplane import abi, attach, netns
 from septum.dataplane.attach import Attachment, TcHook, XdpMode
 from septum.dataplane.errors import AttachError, EndpointError
+
+_SIOCGIFHWADDR: Final = 0x8927  # linux/sockios.h: an interface's hardware address
 
 # A pod's two tc programs.  The hook is named from the veth's host side: what the pod
 # sends arrives on the veth's ingress.
@@ -63,14 +64,18 @@ class NodeHooks:
 
     def link_address(self, ifindex: int) -> bytes:
         """The Ethernet address of interface `ifindex` in the node's namespace; six zero
-        bytes when it has none or is gone."""
-        with netns.entered(self._netns), IPRoute() as ipr:
+        bytes when it has none or is gone.  An ioctl, not netlink through pyroute2: the
+        agent calls this from its event loop, where pyroute2's own loop cannot run."""
+        with netns.entered(self._netns):
             try:
-                links = ipr.get_links(ifindex)
-            except NetlinkError:
+                name = socket.if_indextoname(ifindex)
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    request = struct.pack("16s16x", name.encode())
+                    reply = fcntl.ioctl(sock.fileno(), _SIOCGIFHWADDR, request)
+            except OSError:
                 return bytes(6)
-        text = links[0].get_attr("IFLA_ADDRESS") if links else None
-        return bytes.fromhex(text.replace(":", "")) if text and len(text) == 17 else bytes(6)
+        # struct ifreq: the name (16 bytes), then a sockaddr: family (2), address
+        return bytes(reply[18:24])
 
     def attach_pod(
         self,
