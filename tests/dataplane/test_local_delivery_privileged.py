@@ -148,6 +148,13 @@ def legacy_node(node_name: str, sandbox: Sandbox) -> Iterator[NodeDatapath]:
         datapath.teardown()
 
 
+def _assert_both_entries(pair: Pair, *, local: bool) -> None:
+    """The connection's one TCP entry in each pod's scope is (or is not) marked local."""
+    for pod, peer in ((pair.client, pair.server), (pair.server, pair.client)):
+        (entry,) = pair.entries_of(pod, peer)
+        assert bool(entry.flags & abi.CtFlag.LOCAL) is local
+
+
 def _connection_flows(pair: Pair) -> tuple[list, list]:
     """Open a TCP connection client -> server, exchange data, close it; the events of the
     client's egress and of the server's ingress hook."""
@@ -298,9 +305,7 @@ def test_a_pod_the_node_has_not_resolved_yet_is_reached_through_the_stack_first(
     before = pair.forwarded_by_stack()
     assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
     assert pair.forwarded_by_stack() > before
-    for pod, peer in ((pair.client, pair.server), (pair.server, pair.client)):
-        (entry,) = pair.entries_of(pod, peer)
-        assert not entry.flags & abi.CtFlag.LOCAL
+    _assert_both_entries(pair, local=False)
     after_first = pair.forwarded_by_stack()
     assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
     assert pair.forwarded_by_stack() == after_first
@@ -376,9 +381,7 @@ def test_legacy_host_routing_keeps_the_nodes_stack(
         before = pair.forwarded_by_stack()
         assert tcp_connect(pair.client.name, pair.server.ipv4, 8080)
         assert pair.forwarded_by_stack() > before
-        for pod, peer in ((pair.client, pair.server), (pair.server, pair.client)):
-            (entry,) = pair.entries_of(pod, peer)
-            assert not entry.flags & abi.CtFlag.LOCAL
+        _assert_both_entries(pair, local=False)
     finally:
         pair.close()
 
